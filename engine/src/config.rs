@@ -1,0 +1,97 @@
+//! The engine's settings: the `[smtp]` table of `volley.toml`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::smtp::reply::DEFAULT_MAX_REPLY_SIZE;
+use crate::smtp::session::SessionParams;
+use crate::timeouts::Timeouts;
+use crate::tls::{TlsClient, TlsPolicy, TlsSetupError};
+
+/// How the engine talks SMTP and pools connections.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// STARTTLS policy: `disabled`, `opportunistic` (default) or `required`.
+    pub tls: TlsPolicy,
+    /// Verify server certificates (chain and name) against the Mozilla roots and `ca_file`.
+    pub verify_certificates: bool,
+    /// Extra trust anchors (PEM) for `verify_certificates`.
+    pub ca_file: Option<PathBuf>,
+    /// Most connections open at once per (source IP, MX host).
+    pub max_connections_per_host: usize,
+    /// Messages sent on one connection before it is closed and a fresh one opened.
+    pub max_messages_per_connection: usize,
+    /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 requires servers to take 100).
+    pub max_recipients_per_transaction: usize,
+    /// Deliveries queued per (source IP, MX host) before submitters wait (back-pressure).
+    pub queue_per_host: usize,
+    /// How long an unused connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest reply accepted from a server, in octets (bounds memory per connection).
+    pub max_reply_size: usize,
+    /// Per-phase timeouts (RFC 5321 §4.5.3.2 defaults).
+    pub timeouts: Timeouts,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            tls: TlsPolicy::Opportunistic,
+            verify_certificates: false,
+            ca_file: None,
+            max_connections_per_host: 32,
+            max_messages_per_connection: 1000,
+            max_recipients_per_transaction: 100,
+            queue_per_host: 256,
+            idle_timeout: Duration::from_secs(30),
+            max_reply_size: DEFAULT_MAX_REPLY_SIZE,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// A setting that makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A count that must be at least one.
+    #[error("smtp.{field} must be at least 1 (got {value})")]
+    Zero {
+        /// The field name.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+    },
+    /// `max_reply_size` below what any server's EHLO reply needs.
+    #[error("smtp.max_reply_size must be at least 1024 (got {0})")]
+    ReplyCap(usize),
+    /// The TLS settings could not be used.
+    #[error("smtp TLS settings: {0}")]
+    Tls(#[from] TlsSetupError),
+}
+
+impl SmtpConfig {
+    /// Checks the values and builds the session parameters (TLS context included).
+    pub fn session_params(&self) -> Result<SessionParams, ConfigError> {
+        for (field, value) in [
+            ("max_connections_per_host", self.max_connections_per_host),
+            ("max_messages_per_connection", self.max_messages_per_connection),
+            ("max_recipients_per_transaction", self.max_recipients_per_transaction),
+            ("queue_per_host", self.queue_per_host),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero { field, value });
+            }
+        }
+        if self.max_reply_size < 1024 {
+            return Err(ConfigError::ReplyCap(self.max_reply_size));
+        }
+        let tls = TlsClient::new(self.tls, self.verify_certificates, self.ca_file.as_deref())?;
+        Ok(SessionParams {
+            timeouts: self.timeouts.clone(),
+            tls,
+            max_reply_size: self.max_reply_size,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! Session errors that classify themselves, so policy code never matches on strings.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::phase::Phase;
+use crate::smtp::command::CommandError;
+use crate::smtp::reply::{Reply, ReplyError};
+
+/// Why an SMTP session or transaction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The source IP could not be bound (not configured on this host?).
+    #[error("cannot bind source address {source_ip}: {error}")]
+    Bind {
+        /// The source IP.
+        source_ip: IpAddr,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The TCP connection could not be opened.
+    #[error("cannot connect from {source_ip} to {mx}: {error}")]
+    Connect {
+        /// The source IP.
+        source_ip: IpAddr,
+        /// The destination address.
+        mx: SocketAddr,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// A phase took longer than its timeout (RFC 5321 §4.5.3.2).
+    #[error("timed out after {after:?} during {phase}")]
+    Timeout {
+        /// The phase that timed out.
+        phase: Phase,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The server closed the connection.
+    #[error("connection closed by the server during {phase}")]
+    Closed {
+        /// The phase in which the close was noticed.
+        phase: Phase,
+    },
+    /// A read or write failed.
+    #[error("I/O error during {phase}: {error}")]
+    Io {
+        /// The phase.
+        phase: Phase,
+        /// The OS error.
+        #[source]
+        error: io::Error,
+    },
+    /// The server sent something that is not an SMTP reply.
+    #[error("bad reply during {phase}: {error}")]
+    Protocol {
+        /// The phase.
+        phase: Phase,
+        /// What was wrong with the reply.
+        #[source]
+        error: ReplyError,
+    },
+    /// The server answered a session-level command (greeting, EHLO, STARTTLS) negatively.
+    #[error("server refused {phase}: {reply}")]
+    Rejected {
+        /// The phase.
+        phase: Phase,
+        /// The server's reply.
+        reply: Reply,
+    },
+    /// The TLS handshake failed.
+    #[error("TLS handshake with {mx} failed: {reason}")]
+    Tls {
+        /// The MX host name.
+        mx: String,
+        /// The TLS library's message.
+        reason: String,
+    },
+    /// The TLS policy is `required` but the server does not offer STARTTLS.
+    #[error("TLS is required but {mx} does not offer STARTTLS")]
+    TlsNotOffered {
+        /// The MX host name.
+        mx: String,
+    },
+    /// An address or name that cannot be put into a command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The message is larger than the server's advertised SIZE (RFC 1870).
+    #[error("message of {size} octets exceeds the server's SIZE limit of {limit}")]
+    TooBig {
+        /// The message size.
+        size: u64,
+        /// The advertised limit.
+        limit: u64,
+    },
+}
+
+impl SessionError {
+    /// The phase in which the error happened.
+    pub fn phase(&self) -> Phase {
+        match self {
+            SessionError::Bind { .. } | SessionError::Connect { .. } => Phase::Connect,
+            SessionError::Timeout { phase, .. }
+            | SessionError::Closed { phase }
+            | SessionError::Io { phase, .. }
+            | SessionError::Protocol { phase, .. }
+            | SessionError::Rejected { phase, .. } => *phase,
+            SessionError::Tls { .. } | SessionError::TlsNotOffered { .. } => Phase::StartTls,
+            SessionError::Command(_) => Phase::RcptTo,
+            SessionError::TooBig { .. } => Phase::MailFrom,
+        }
+    }
+
+    /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SessionError::Rejected { reply, .. } => !reply.is_permanent(),
+            SessionError::Command(_) | SessionError::TooBig { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// Whether the connection (not the message) is at fault: another message would fail the
+    /// same way on this connection, and the connection cannot be used any more.
+    pub fn is_connection_fault(&self) -> bool {
+        !self.was_due_to_message()
+    }
+
+    /// Whether the message itself caused the failure (an invalid address, too large).
+    pub fn was_due_to_message(&self) -> bool {
+        matches!(self, SessionError::Command(_) | SessionError::TooBig { .. })
+    }
+
+    /// The server's reply, when the error is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            SessionError::Rejected { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Per-recipient outcomes: what the engine reports for every recipient it was given.
+
+use std::sync::Arc;
+
+use crate::error::SessionError;
+use crate::phase::Phase;
+use crate::smtp::reply::{EnhancedCode, Reply};
+
+/// The engine's verdict for one recipient of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// 2xx after the final dot: the receiving server took responsibility.
+    Delivered,
+    /// 4xx or a connection problem: try again later.
+    Deferred,
+    /// 5xx: permanent failure.
+    Bounced,
+}
+
+/// One recipient's result: the disposition and the reply (or local error) behind it.
+#[derive(Clone, Debug)]
+pub struct RecipientStatus {
+    /// Delivered, deferred or bounced.
+    pub disposition: Disposition,
+    /// The phase that decided it.
+    pub phase: Phase,
+    /// The server's reply code, when a reply decided it.
+    pub code: Option<u16>,
+    /// The enhanced status code, when the server sent one.
+    pub enhanced: Option<EnhancedCode>,
+    /// The reply text (lines joined by spaces) or the local error message.
+    pub text: Arc<str>,
+    /// True when the connection failed after the whole message and the final dot were sent but
+    /// before the reply (the RFC 1047 window): the message may have been delivered, so a retry
+    /// can produce a duplicate.
+    pub maybe_delivered: bool,
+}
+
+impl RecipientStatus {
+    /// The status a reply gives in `phase`: 2xx delivered (only meaningful after the final
+    /// dot), 4xx deferred, 5xx bounced; anything unexpected (a 3xx where none belongs) deferred.
+    pub fn from_reply(phase: Phase, reply: &Reply) -> RecipientStatus {
+        let disposition = if reply.is_positive() && phase == Phase::DataEnd {
+            Disposition::Delivered
+        } else if reply.is_permanent() {
+            Disposition::Bounced
+        } else {
+            Disposition::Deferred
+        };
+        RecipientStatus {
+            disposition,
+            phase,
+            code: Some(reply.code),
+            enhanced: reply.enhanced,
+            text: Arc::from(reply.text.replace('\n', " ")),
+            maybe_delivered: false,
+        }
+    }
+
+    /// The status a local or connection error gives: transient errors defer, permanent ones
+    /// (an address that cannot be sent, a message over the SIZE limit) bounce.
+    pub fn from_error(error: &SessionError) -> RecipientStatus {
+        if let Some(reply) = error.reply() {
+            return RecipientStatus::from_reply(error.phase(), reply);
+        }
+        RecipientStatus {
+            disposition: if error.is_transient() {
+                Disposition::Deferred
+            } else {
+                Disposition::Bounced
+            },
+            phase: error.phase(),
+            code: None,
+            enhanced: None,
+            text: Arc::from(error.to_string()),
+            maybe_delivered: false,
+        }
+    }
+}

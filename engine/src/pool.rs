@@ -1,0 +1,326 @@
+//! Connection pools keyed by (source IP, MX host).
+//!
+//! Each key has a bounded queue of deliveries and up to `max_connections_per_host` connection
+//! workers. A worker owns one session at a time, takes deliveries from its key's queue, reuses
+//! the connection for up to `max_messages_per_connection` messages and hangs up after
+//! `idle_timeout` without work. Workers are started on demand, when queued deliveries
+//! outnumber idle workers. Every delivery produces exactly one [`DeliveryReport`] on the
+//! reports channel, with one status per recipient: a connection that breaks defers what it
+//! carried, with the reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::SmtpConfig;
+use crate::error::SessionError;
+use crate::outcome::RecipientStatus;
+use crate::route::RouteKey;
+use crate::smtp::dot::DataPayload;
+use crate::smtp::session::{SessionParams, SmtpSession};
+use crate::smtp::transaction::Envelope;
+use crate::tls::TlsPolicy;
+
+/// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear.
+const TLS_FALLBACK: Duration = Duration::from_secs(3600);
+
+/// One message to deliver: where, to whom, what; `tag` comes back in the report.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    /// Caller's identification, returned untouched.
+    pub tag: T,
+    /// Source IP and MX host.
+    pub route: RouteKey,
+    /// Envelope sender and recipients.
+    pub envelope: Envelope,
+    /// The prepared message (shared, never copied).
+    pub payload: DataPayload,
+}
+
+/// What happened to a [`Delivery`].
+#[derive(Debug)]
+pub struct DeliveryReport<T> {
+    /// The delivery's tag.
+    pub tag: T,
+    /// Where it went.
+    pub route: RouteKey,
+    /// One status per envelope recipient, in order.
+    pub statuses: Vec<RecipientStatus>,
+    /// Whether it went over TLS.
+    pub tls: bool,
+    /// Time from the start of the attempt (connection included when one was opened) to the
+    /// last reply.
+    pub latency: Duration,
+}
+
+/// Counters of a pool's activity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Connections opened successfully.
+    pub connections_opened: u64,
+    /// Connection attempts that failed (connect, greeting, EHLO, TLS).
+    pub connect_failures: u64,
+    /// Transactions attempted on open connections.
+    pub transactions: u64,
+    /// Connections currently open.
+    pub open_connections: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    opened: AtomicU64,
+    failed: AtomicU64,
+    transactions: AtomicU64,
+    open: AtomicU64,
+}
+
+struct Workers {
+    running: usize,
+    idle: usize,
+}
+
+struct Host<T> {
+    key: RouteKey,
+    tx: async_channel::Sender<Delivery<T>>,
+    rx: async_channel::Receiver<Delivery<T>>,
+    workers: Mutex<Workers>,
+    tls_fallback_until: Mutex<Option<Instant>>,
+}
+
+struct Inner<T> {
+    config: SmtpConfig,
+    params: SessionParams,
+    hosts: Mutex<HashMap<RouteKey, Arc<Host<T>>>>,
+    tasks: Mutex<JoinSet<()>>,
+    reports: mpsc::UnboundedSender<DeliveryReport<T>>,
+    counters: Counters,
+}
+
+/// A set of per-(source IP, MX host) connection pools sharing one configuration.
+pub struct DeliveryPool<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for DeliveryPool<T> {
+    fn clone(&self) -> Self {
+        DeliveryPool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+fn lock<X>(m: &Mutex<X>) -> MutexGuard<'_, X> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<T: Send + 'static> DeliveryPool<T> {
+    /// A pool that reports every delivery's outcome on `reports`.
+    pub fn new(config: SmtpConfig, params: SessionParams, reports: mpsc::UnboundedSender<DeliveryReport<T>>) -> Self {
+        let inner = Inner {
+            config,
+            params,
+            hosts: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
+            reports,
+            counters: Counters::default(),
+        };
+        DeliveryPool { inner: Arc::new(inner) }
+    }
+
+    /// Queues a delivery on its (source IP, MX host) pool, waiting while that queue is full,
+    /// and starts a connection worker when queued work outnumbers idle workers.
+    pub async fn submit(&self, delivery: Delivery<T>) {
+        let host = self.host(&delivery.route);
+        if let Err(async_channel::SendError(delivery)) = host.tx.send(delivery).await {
+            // The pool is closing: the delivery is not lost, it is reported deferred.
+            let status = RecipientStatus::from_error(&SessionError::Closed {
+                phase: crate::phase::Phase::Connect,
+            });
+            report(&self.inner, delivery, vec![status], false, Duration::ZERO);
+            return;
+        }
+        let mut workers = lock(&host.workers);
+        if host.rx.len() > workers.idle && workers.running < self.inner.config.max_connections_per_host {
+            workers.running += 1;
+            drop(workers);
+            let (inner, host) = (self.inner.clone(), host.clone());
+            lock(&self.inner.tasks).spawn(run_worker(inner, host));
+        }
+    }
+
+    /// The activity counters.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.inner.counters;
+        PoolStats {
+            connections_opened: c.opened.load(Ordering::Relaxed),
+            connect_failures: c.failed.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            open_connections: c.open.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking deliveries, lets the workers finish what is queued, QUITs every
+    /// connection and waits for all of it.
+    pub async fn close(&self) {
+        for host in lock(&self.inner.hosts).values() {
+            host.tx.close();
+        }
+        let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn host(&self, key: &RouteKey) -> Arc<Host<T>> {
+        let mut hosts = lock(&self.inner.hosts);
+        if let Some(h) = hosts.get(key) {
+            return h.clone();
+        }
+        let (tx, rx) = async_channel::bounded(self.inner.config.queue_per_host);
+        let host = Arc::new(Host {
+            key: key.clone(),
+            tx,
+            rx,
+            workers: Mutex::new(Workers { running: 0, idle: 0 }),
+            tls_fallback_until: Mutex::new(None),
+        });
+        hosts.insert(key.clone(), host.clone());
+        host
+    }
+}
+
+fn report<T>(inner: &Inner<T>, d: Delivery<T>, statuses: Vec<RecipientStatus>, tls: bool, latency: Duration) {
+    let report = DeliveryReport {
+        tag: d.tag,
+        route: d.route,
+        statuses,
+        tls,
+        latency,
+    };
+    // The receiver is gone only when the caller stopped listening; nothing left to tell.
+    let _ = inner.reports.send(report);
+}
+
+/// Takes the next delivery; `None` when the worker should stop (idle too long with an empty
+/// queue, or the pool closed).
+async fn next_delivery<T>(host: &Host<T>, idle_timeout: Duration) -> Option<Delivery<T>> {
+    loop {
+        lock(&host.workers).idle += 1;
+        let got = tokio::time::timeout(idle_timeout, host.rx.recv()).await;
+        let mut workers = lock(&host.workers);
+        workers.idle -= 1;
+        match got {
+            Ok(Ok(d)) => return Some(d),
+            Ok(Err(_closed)) => {
+                workers.running -= 1;
+                return None;
+            }
+            // Retire only when nothing is queued: checked under the same lock `submit` uses to
+            // decide whether to start a worker, so a queued delivery always has one.
+            Err(_idle) if host.rx.is_empty() => {
+                workers.running -= 1;
+                return None;
+            }
+            Err(_idle) => continue,
+        }
+    }
+}
+
+async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {
+    let mut session: Option<SmtpSession> = None;
+    let mut sent_on_connection = 0usize;
+    while let Some(delivery) = next_delivery(&host, inner.config.idle_timeout).await {
+        let started = Instant::now();
+        let mut open = match session.take() {
+            Some(s) => s,
+            None => match connect(&inner, &host).await {
+                Ok(s) => {
+                    sent_on_connection = 0;
+                    s
+                }
+                Err(e) => {
+                    let status = RecipientStatus::from_error(&e);
+                    let n = delivery.envelope.recipients.len();
+                    report(&inner, delivery, vec![status; n], false, started.elapsed());
+                    continue;
+                }
+            },
+        };
+        let (statuses, broken) = send_chunked(&inner, &mut open, &delivery.envelope, &delivery.payload).await;
+        let tls = open.is_tls();
+        sent_on_connection += 1;
+        if broken {
+            inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+        } else if sent_on_connection >= inner.config.max_messages_per_connection {
+            inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+            open.quit().await;
+        } else {
+            session = Some(open);
+        }
+        report(&inner, delivery, statuses, tls, started.elapsed());
+    }
+    if let Some(s) = session {
+        inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+        s.quit().await;
+    }
+}
+
+/// Sends the delivery in transactions of at most `max_recipients_per_transaction` recipients.
+/// Returns the statuses and whether the connection broke.
+async fn send_chunked<T>(
+    inner: &Inner<T>,
+    session: &mut SmtpSession,
+    envelope: &Envelope,
+    payload: &DataPayload,
+) -> (Vec<RecipientStatus>, bool) {
+    let max = inner.config.max_recipients_per_transaction;
+    let mut statuses = Vec::with_capacity(envelope.recipients.len());
+    if envelope.recipients.len() <= max {
+        inner.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let result = session.send_message(envelope, payload).await;
+        return (result.statuses, result.connection_error.is_some());
+    }
+    for chunk in envelope.recipients.chunks(max) {
+        let part = Envelope {
+            mail_from: envelope.mail_from.clone(),
+            recipients: chunk.to_vec(),
+        };
+        inner.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        let result = session.send_message(&part, payload).await;
+        statuses.extend(result.statuses);
+        if let Some(err) = result.connection_error {
+            let status = RecipientStatus::from_error(&err);
+            statuses.resize(envelope.recipients.len(), status);
+            return (statuses, true);
+        }
+    }
+    (statuses, false)
+}
+
+/// Opens a session; with opportunistic TLS, a failed handshake is retried at once in clear and
+/// the host is sent to in clear for a while.
+async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, SessionError> {
+    let clear = lock(&host.tls_fallback_until).is_some_and(|until| Instant::now() < until);
+    let key = &host.key;
+    let mut result = SmtpSession::connect(&key.source, &key.mx, &inner.params, clear).await;
+    if let Err(SessionError::Tls { .. }) = &result {
+        if inner.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
+            tracing::warn!(mx = %key.mx.name, "TLS handshake failed; falling back to clear text for this host");
+            *lock(&host.tls_fallback_until) = Some(Instant::now() + TLS_FALLBACK);
+            result = SmtpSession::connect(&key.source, &key.mx, &inner.params, true).await;
+        }
+    }
+    match &result {
+        Ok(_) => {
+            inner.counters.opened.fetch_add(1, Ordering::Relaxed);
+            inner.counters.open.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(mx = %key.mx.name, source = %key.source.ip, error = %e, "connection failed");
+        }
+    }
+    result
+}

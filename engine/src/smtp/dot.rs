@@ -1,0 +1,145 @@
+//! DATA payload preparation: CRLF normalisation, dot-stuffing (RFC 5321 §4.5.2) and the
+//! line-length limit (RFC 5321 §4.5.3.1.6: 1000 octets including CRLF).
+//!
+//! A message is prepared once and the result is shared (it is a [`Bytes`]) by every recipient,
+//! connection and retry that carries it; the session writes it with no further copy.
+
+use bytes::Bytes;
+
+/// Longest line allowed, excluding the CRLF (RFC 5321 §4.5.3.1.6).
+pub const MAX_LINE: usize = 998;
+
+/// A message ready for the DATA phase: stuffed, CRLF-terminated, ending with `.\r\n`.
+#[derive(Clone, Debug)]
+pub struct DataPayload {
+    bytes: Bytes,
+    eight_bit: bool,
+    message_size: u64,
+}
+
+impl DataPayload {
+    /// The bytes to send after the 354 reply, including the terminating `.\r\n`.
+    pub fn wire_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+    /// Whether the message has octets above 127 (then `BODY=8BITMIME` is declared).
+    pub fn is_eight_bit(&self) -> bool {
+        self.eight_bit
+    }
+    /// Size of the normalised message without stuffing and terminator, for `SIZE=` (RFC 1870).
+    pub fn message_size(&self) -> u64 {
+        self.message_size
+    }
+}
+
+/// A message that cannot be sent as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// A line longer than 998 octets (RFC 5321 §4.5.3.1.6); the message must be re-encoded.
+    #[error("line {line} of the message is {length} octets long; SMTP allows at most {MAX_LINE}")]
+    LineTooLong {
+        /// 1-based line number.
+        line: usize,
+        /// Its length in octets, without the line ending.
+        length: usize,
+    },
+}
+
+/// Normalises line endings to CRLF (a bare LF or a bare CR ends a line), doubles a leading dot
+/// on every line, refuses over-long lines, ends the message with CRLF and appends `.\r\n`.
+pub fn prepare(message: &[u8]) -> Result<DataPayload, DataError> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    let mut pos = 0;
+    let mut line_no = 1;
+    let mut stuffed = 0u64;
+    while pos < message.len() {
+        let rest = &message[pos..];
+        let (line, advance) = match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (&rest[..i], i + 2),
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        if line.len() > MAX_LINE {
+            return Err(DataError::LineTooLong {
+                line: line_no,
+                length: line.len(),
+            });
+        }
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+            stuffed += 1;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        pos += advance;
+        line_no += 1;
+    }
+    let message_size = out.len() as u64 - stuffed;
+    out.extend_from_slice(b".\r\n");
+    let eight_bit = message.iter().any(|&b| b >= 0x80);
+    Ok(DataPayload {
+        bytes: Bytes::from(out),
+        eight_bit,
+        message_size,
+    })
+}
+
+/// Reverses [`prepare`]: strips the terminator and one leading dot per line. Used by tests and
+/// by receivers built on this crate.
+pub fn unstuff(wire: &[u8]) -> Vec<u8> {
+    let body = wire.strip_suffix(b".\r\n").unwrap_or(wire);
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(msg: &[u8]) -> Vec<u8> {
+        prepare(msg).map(|p| p.wire_bytes().to_vec()).unwrap_or_default()
+    }
+
+    #[test]
+    fn stuffing_rfc5321_4_5_2() {
+        assert_eq!(wire(b"a\r\n.b\r\n..c\r\n.\r\n"), b"a\r\n..b\r\n...c\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn normalises_bare_lf_and_cr() {
+        assert_eq!(wire(b"a\nb\rc\r\n"), b"a\r\nb\r\nc\r\n.\r\n");
+        assert_eq!(wire(b"no newline at end"), b"no newline at end\r\n.\r\n");
+        assert_eq!(wire(b""), b".\r\n");
+        assert_eq!(wire(b"\n.\n"), b"\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn line_limit() {
+        let ok = vec![b'x'; MAX_LINE];
+        assert!(prepare(&ok).is_ok());
+        let mut bad = b"short\r\n".to_vec();
+        bad.extend(vec![b'x'; MAX_LINE + 1]);
+        assert_eq!(
+            prepare(&bad).err(),
+            Some(DataError::LineTooLong { line: 2, length: 999 })
+        );
+    }
+
+    #[test]
+    fn size_and_eight_bit() {
+        let p = prepare(b".x\r\n").map_err(|e| e.to_string());
+        let p = p.as_ref().map(|p| (p.message_size(), p.is_eight_bit()));
+        assert_eq!(p, Ok((4, false)));
+        let p = prepare("h\u{e9}\n".as_bytes()).map(|p| (p.message_size(), p.is_eight_bit()));
+        assert_eq!(p, Ok((5, true)));
+    }
+
+    #[test]
+    fn unstuff_round_trip() {
+        let msg = b"a\r\n.b\r\n..\r\nend\r\n";
+        assert_eq!(unstuff(&wire(msg)), msg);
+    }
+}
