@@ -1,1 +1,78 @@
-fn main() {}
+//! `volley` — the command line on top of the scheduler, engine and sink.
+//!
+//! ## Layout
+//! - `main.rs` — argument parsing and dispatch; errors printed with their context chain.
+//! - `send.rs` — `volley send`: run a campaign, print and write the summary.
+//! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
+//! - `report.rs` — the human-readable end-of-run report.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod report;
+mod send;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Volley: a high-throughput bulk-email sending engine.
+#[derive(Parser)]
+#[command(name = "volley", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a campaign to completion.
+    Send(send::SendArgs),
+    /// Run the whole pipeline on loopback against an in-process sink (no Redis, no DNS).
+    Demo(demo::DemoArgs),
+    /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
+    Sink(volley_bench::SinkArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Send(args) => send::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Sink(args) => run_sink(args).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_sink(args: volley_bench::SinkArgs) -> anyhow::Result<bool> {
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let stats = args.run(shutdown).await?;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(true)
+}

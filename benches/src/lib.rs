@@ -1,1 +1,32 @@
-//! placeholder
+//! Volley's benchmark harness. Today it holds the **smart sink**: an SMTP server that
+//! receives what Volley sends in tests, the demo and benchmarks, counts it without storing
+//! bodies, and injects faults (tempfails, permfails, drops, latency, connection limits,
+//! provider-style canned replies) on request. It is built to take well over 20,000
+//! messages per second on two cores so that it is never the bottleneck.
+//!
+//! # Layout
+//!
+//! - [`sink`] — the public face: [`Sink::start`] returns a [`SinkHandle`] (address,
+//!   certificate, stats, per-recipient counts, shutdown).
+//!   - `sink/config.rs` — [`SinkConfig`]: what is advertised and which faults are injected.
+//!   - `sink/args.rs` — [`SinkArgs`]: the `volley sink` flags, resolved into a config.
+//!   - `sink/canned.rs` — [`CannedReply`] and [`Stage`]: provider-style replies loaded from
+//!     TOML, domain patterns, reply-text checks.
+//!   - `sink/command.rs` — sans-IO parsing of one command line into a borrowed command.
+//!   - `sink/session.rs` — the sans-IO session: bytes in, replies out, next step for the
+//!     connection (continue, close, drop, STARTTLS); line-length limits; EHLO/HELO/STARTTLS.
+//!   - `sink/transaction.rs` — MAIL, RCPT, DATA and the final reply, with faults applied.
+//!   - `sink/data.rs` — finding `CRLF.CRLF` in streamed content without copying it.
+//!   - `sink/reply.rs` — reply texts with enhanced status codes; placeholder rendering.
+//!   - `sink/faults.rs` — percentage draws and drop points.
+//!   - `sink/stats.rs` — [`SinkStats`], atomic counters, sharded per-address counts.
+//!   - `sink/tls.rs` — the self-signed certificate and rustls acceptor.
+//!   - `sink/server.rs` — accept loop, connection limit, the per-connection
+//!     read → process → (latency) → single write loop.
+//!   - `sink/error.rs` — [`SinkError`].
+
+pub mod sink;
+
+pub use sink::{
+    CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,
+};

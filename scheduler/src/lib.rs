@@ -11,6 +11,13 @@
 //! - [`recipients`] — streamed CSV/JSONL recipient reader; bad rows become [`recipients::RejectedRow`]s.
 //! - [`rejects`] — the rejects file (JSONL), one line per refused row.
 //! - [`message`] — builds the RFC 5322 message for one recipient (mail-builder).
+//! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
+//! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
+//! - [`rotation`] — smooth weighted round robin over source IPs.
+//! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
+//! - [`outcome`] — accounting outcomes and bounce categories.
+//! - [`accounting`] — the accounting log (JSONL, one line per attempt).
+//! - [`summary`] — the end-of-run summary (`--summary-json`).
 
 pub mod address;
 pub mod campaign;
@@ -18,3 +25,11 @@ pub mod message;
 pub mod recipients;
 pub mod rejects;
 pub mod template;
+
+pub mod accounting;
+pub mod config;
+pub mod outcome;
+pub mod rotation;
+pub mod routing;
+pub mod send;
+pub mod summary;

@@ -1,1 +1,110 @@
-//! (being written)
+//! The rejects file: one JSON object per refused recipient row (JSONL), buffered.
+//!
+//! ```json
+//! {"file":"recipients.csv","line":12,"field":"email","value":"bad@","reason":"empty domain"}
+//! ```
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::recipients::RejectedRow;
+
+/// Writes [`RejectedRow`]s of one recipient file as JSONL.
+#[derive(Debug)]
+pub struct RejectsWriter {
+    out: BufWriter<File>,
+    /// The recipient file, as written in every line.
+    source_file: String,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    file: &'a str,
+    line: u64,
+    field: &'a str,
+    value: &'a str,
+    reason: &'a str,
+}
+
+impl RejectsWriter {
+    /// Creates (truncates) `path`; every line will name `source_file`.
+    pub fn create(path: &Path, source_file: &Path) -> io::Result<RejectsWriter> {
+        let file = File::create(path).map_err(|e| with_path(e, path))?;
+        Ok(RejectsWriter {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            source_file: source_file.display().to_string(),
+            count: 0,
+        })
+    }
+
+    /// Appends one line.
+    pub fn write(&mut self, row: &RejectedRow) -> io::Result<()> {
+        let line = Line {
+            file: &self.source_file,
+            line: row.line,
+            field: &row.field,
+            value: &row.value,
+            reason: &row.reason,
+        };
+        serde_json::to_writer(&mut self.out, &line)?;
+        self.out.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Flushes and closes the file; returns the number of lines written.
+    pub fn finish(mut self) -> io::Result<u64> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        Ok(self.count)
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    let path: PathBuf = path.to_owned();
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_one_object_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.jsonl");
+        let mut w = RejectsWriter::create(&path, Path::new("list.csv")).unwrap();
+        w.write(&RejectedRow::new(12, "email", "bad@", "empty domain")).unwrap();
+        w.write(&RejectedRow::new(
+            13,
+            "(row)",
+            "a,\"b\"\n",
+            "expected 2 fields, found 3",
+        ))
+        .unwrap();
+        assert_eq!(w.count(), 2);
+        assert_eq!(w.finish().unwrap(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"file": "list.csv", "line": 12, "field": "email", "value": "bad@", "reason": "empty domain"})
+        );
+        assert_eq!(lines[1]["value"], "a,\"b\"\n");
+    }
+
+    #[test]
+    fn create_error_names_the_path() {
+        let e = RejectsWriter::create(Path::new("/nonexistent-dir/r.jsonl"), Path::new("x.csv")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/r.jsonl"), "{e}");
+    }
+}

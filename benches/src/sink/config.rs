@@ -1,0 +1,165 @@
+//! What the sink advertises and which faults it injects.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::canned::CannedReply;
+use super::error::SinkError;
+
+/// Default banner and EHLO name.
+pub const DEFAULT_HOSTNAME: &str = "sink.volley.test";
+
+/// Default advertised `SIZE` limit: 50 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
+
+/// Configuration of one sink instance. [`SinkConfig::default`] listens on `127.0.0.1:0`, speaks
+/// ESMTP with PIPELINING and STARTTLS, and injects no faults.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Address to listen on, e.g. `127.0.0.1:0` (port 0 picks a free port; see
+    /// [`SinkHandle::local_addr`](crate::SinkHandle::local_addr)).
+    pub listen: SocketAddr,
+    /// Name used in the banner and the EHLO reply. Default `sink.volley.test`.
+    pub hostname: String,
+    /// Advertise and accept STARTTLS (RFC 3207). The certificate is self-signed, generated at
+    /// start for `hostname`, `localhost` and the listen IP. Default true.
+    pub starttls: bool,
+    /// Advertise PIPELINING (RFC 2920). Default true. Replies are batched either way (see
+    /// [`latency`](Self::latency)).
+    pub pipelining: bool,
+    /// Answer EHLO with `502 5.5.1` so that clients must fall back to HELO. Default false.
+    pub refuse_ehlo: bool,
+    /// Advertised `SIZE` (RFC 1870); a larger `MAIL ... SIZE=` or message gets `552 5.3.4`.
+    /// Default 50 MiB.
+    pub max_message_size: usize,
+    /// Percentage (0..=100) of RCPT commands answered `451 4.3.0`, drawn independently per RCPT.
+    pub tempfail_pct: f64,
+    /// Percentage (0..=100) of RCPT commands answered `550 5.1.1`, drawn independently per RCPT
+    /// (after the tempfail draw).
+    pub permfail_pct: f64,
+    /// Delay added once per reply batch: the sink processes every complete command it has
+    /// read, then sleeps this long, then writes all their replies in one write. Models the
+    /// network round trip. Default zero.
+    pub latency: Duration,
+    /// Percentage (0..=100) of transactions whose connection is closed without a reply at a
+    /// random point: MAIL, the first RCPT, DATA, or after the final dot (RFC 1047 window).
+    pub drop_pct: f64,
+    /// Concurrent connections served; beyond it a new connection gets `421 4.7.0` and is
+    /// closed. `None` means unlimited.
+    pub max_connections: Option<usize>,
+    /// Canned replies, tried in order; the first matching one whose percentage draw succeeds
+    /// replaces the normal reply.
+    pub canned: Vec<CannedReply>,
+    /// Keep per-recipient accepted-message counts (see
+    /// [`SinkHandle::accepted_for`](crate::SinkHandle::accepted_for)). Default true.
+    pub count_addresses: bool,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            hostname: DEFAULT_HOSTNAME.to_owned(),
+            starttls: true,
+            pipelining: true,
+            refuse_ehlo: false,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            tempfail_pct: 0.0,
+            permfail_pct: 0.0,
+            latency: Duration::ZERO,
+            drop_pct: 0.0,
+            max_connections: None,
+            canned: Vec::new(),
+            count_addresses: true,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks every field; the error names the field and its value. Canned replies are checked
+    /// when the sink compiles them at start.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        for (field, pct) in [
+            ("tempfail_pct", self.tempfail_pct),
+            ("permfail_pct", self.permfail_pct),
+            ("drop_pct", self.drop_pct),
+        ] {
+            if !is_percentage(pct) {
+                return Err(SinkError::InvalidConfig {
+                    field,
+                    value: pct.to_string(),
+                    reason: "must be a percentage between 0 and 100",
+                });
+            }
+        }
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(SinkError::InvalidConfig {
+                field: "hostname",
+                value: format!("{:?}", self.hostname),
+                reason: "must be a non-empty name without spaces or control characters",
+            });
+        }
+        if self.max_message_size == 0 {
+            return Err(SinkError::InvalidConfig {
+                field: "max_message_size",
+                value: "0".to_owned(),
+                reason: "must be at least 1 byte",
+            });
+        }
+        if self.max_connections == Some(0) {
+            return Err(SinkError::InvalidConfig {
+                field: "max_connections",
+                value: "0".to_owned(),
+                reason: "must be at least 1 (or unset for no limit)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// True for a finite value in `0..=100`.
+pub(crate) fn is_percentage(pct: f64) -> bool {
+    (0.0..=100.0).contains(&pct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_fault_free() {
+        let config = SinkConfig::default();
+        config.validate().expect("default config is valid");
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.tempfail_pct + config.permfail_pct + config.drop_pct, 0.0);
+    }
+
+    #[test]
+    fn percentages_out_of_range_name_the_field() {
+        let config = SinkConfig {
+            permfail_pct: 101.0,
+            ..SinkConfig::default()
+        };
+        let err = config.validate().expect_err("101% is rejected").to_string();
+        assert!(err.contains("permfail_pct = 101"), "{err}");
+        let nan = SinkConfig {
+            drop_pct: f64::NAN,
+            ..SinkConfig::default()
+        };
+        assert!(nan.validate().is_err());
+    }
+
+    #[test]
+    fn hostname_with_space_is_rejected() {
+        let config = SinkConfig {
+            hostname: "a b".into(),
+            ..SinkConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

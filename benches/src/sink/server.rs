@@ -1,0 +1,203 @@
+//! Sockets: the accept loop, the connection limit, and the per-connection read → process →
+//! (latency) → write loop around the sans-IO [`Session`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{sleep, timeout, Instant};
+
+use super::reply;
+use super::session::{Flow, Session};
+use super::stats::bump;
+use super::Shared;
+
+/// RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bound on the STARTTLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read buffer size; a read is attempted whenever less than `MIN_READ` bytes are free.
+const READ_BUFFER: usize = 64 * 1024;
+const MIN_READ: usize = 8 * 1024;
+
+/// Accepts connections until shutdown is signalled (or every handle is dropped). Each
+/// connection task holds a clone of `done` so that shutdown can wait for them all.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Option<Arc<Semaphore>>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::debug!(error = %e, "sink: accept failed");
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, %peer, "sink: cannot set TCP_NODELAY");
+        }
+        let permit = match &limit {
+            None => None,
+            Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    bump(&shared.counters.connections_refused);
+                    tokio::spawn(refuse(stream, done.clone()));
+                    continue;
+                }
+            },
+        };
+        let connection = Connection::new(Arc::clone(&shared), peer, shutdown.clone());
+        tokio::spawn(connection.serve(stream, permit, done.clone()));
+    }
+    tracing::debug!("sink: accept loop stopped");
+}
+
+/// Answers a connection beyond `max_connections` with 421 and closes it.
+async fn refuse(mut stream: TcpStream, _done: mpsc::Sender<()>) {
+    let _ = stream.write_all(reply::TOO_MANY_CONNECTIONS).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Why a connection loop returned.
+enum End<S> {
+    /// The connection is finished.
+    Closed,
+    /// STARTTLS was accepted: hand the plaintext stream to the TLS handshake.
+    StartTls(S),
+}
+
+/// One client connection: the session plus its reusable buffers.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    session: Session,
+    read_buf: BytesMut,
+    write_buf: Vec<u8>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    fn new(shared: Arc<Shared>, peer: SocketAddr, shutdown: watch::Receiver<bool>) -> Self {
+        Connection {
+            shared,
+            peer,
+            session: Session::new(peer.ip()),
+            read_buf: BytesMut::with_capacity(READ_BUFFER),
+            write_buf: Vec::with_capacity(1024),
+            shutdown,
+        }
+    }
+
+    /// Serves the connection to its end. `_permit` and `_done` are held for the duration.
+    async fn serve(
+        mut self,
+        stream: TcpStream,
+        _permit: Option<OwnedSemaphorePermit>,
+        _done: mpsc::Sender<()>,
+    ) {
+        bump(&self.shared.counters.connections);
+        let shared = Arc::clone(&self.shared);
+        let flow = self.session.greeting(&shared, &mut self.write_buf);
+        let stream = match self.run(stream, flow).await {
+            Ok(End::StartTls(stream)) => stream,
+            Ok(End::Closed) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, peer = %self.peer, "sink: connection error");
+                return;
+            }
+        };
+        let handshake = shared.tls.acceptor.accept(stream);
+        let tls = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, peer = %self.peer, "sink: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "sink: TLS handshake timed out");
+                return;
+            }
+        };
+        bump(&shared.counters.tls_handshakes);
+        self.session.restart_after_tls();
+        if let Err(e) = self.run(tls, Flow::Continue).await {
+            tracing::debug!(error = %e, peer = %self.peer, "sink: TLS connection error");
+        }
+    }
+
+    /// The connection loop: write pending replies (after the configured latency, in one
+    /// write), act on `flow`, read what the client sent, let the session process every
+    /// complete command in it, repeat.
+    async fn run<S>(&mut self, mut stream: S, mut flow: Flow) -> io::Result<End<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let shared = Arc::clone(&self.shared);
+        let idle = sleep(IDLE_TIMEOUT);
+        tokio::pin!(idle);
+        loop {
+            if !self.write_buf.is_empty() {
+                if !shared.config.latency.is_zero() {
+                    sleep(shared.config.latency).await;
+                }
+                bump(&shared.counters.reply_flushes);
+                stream.write_all(&self.write_buf).await?;
+                stream.flush().await?;
+                self.write_buf.clear();
+            }
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => {
+                    let _ = stream.shutdown().await;
+                    return Ok(End::Closed);
+                }
+                Flow::Drop => return Ok(End::Closed),
+                Flow::StartTls => {
+                    // RFC 3207 §5: plaintext pipelined after STARTTLS must not be executed.
+                    self.read_buf.clear();
+                    return Ok(End::StartTls(stream));
+                }
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
+                self.read_buf.reserve(READ_BUFFER);
+            }
+            idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+            let read = tokio::select! {
+                read = stream.read_buf(&mut self.read_buf) => read?,
+                _ = self.shutdown.changed() => {
+                    let _ = stream.write_all(reply::SHUTTING_DOWN).await;
+                    let _ = stream.shutdown().await;
+                    return Ok(End::Closed);
+                }
+                () = &mut idle => {
+                    let _ = stream.write_all(reply::TIMEOUT).await;
+                    let _ = stream.shutdown().await;
+                    return Ok(End::Closed);
+                }
+            };
+            if read == 0 {
+                return Ok(End::Closed);
+            }
+            flow = self
+                .session
+                .process(&mut self.read_buf, &shared, &mut self.write_buf);
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The sans-IO SMTP server session: consumes the bytes a client sent, appends the replies to
+//! a buffer and says what the connection must do next. Transaction commands (MAIL, RCPT,
+//! DATA and the end of content) live in [`super::transaction`].
+
+use std::net::IpAddr;
+
+use bytes::{Buf, BytesMut};
+
+use super::canned::Stage;
+use super::command::{self, Command};
+use super::data::DataScanner;
+use super::faults::DropPoint;
+use super::reply::{self, Placeholders};
+use super::stats::bump;
+use super::Shared;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+pub(crate) const MAX_COMMAND_LINE: usize = 512;
+
+/// What the connection does once the replies gathered so far are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Read more bytes.
+    Continue,
+    /// Close the connection (after QUIT, a 421, or a refused banner).
+    Close,
+    /// Close the connection at once: an injected drop. The command that triggered it gets
+    /// no reply; replies to earlier commands of the batch are still written.
+    Drop,
+    /// Start the TLS handshake (RFC 3207); unread plaintext must be discarded.
+    StartTls,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Command,
+    Data,
+}
+
+/// Envelope of the transaction in progress. Buffers are kept across transactions so that a
+/// steady-state transaction allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Envelope {
+    /// MAIL was accepted and the transaction is not finished.
+    pub(crate) active: bool,
+    /// Where this transaction will be dropped, decided at MAIL.
+    pub(crate) drop_at: Option<DropPoint>,
+    /// RCPT commands seen in this transaction, accepted or not.
+    pub(crate) rcpt_commands: usize,
+    /// Accepted recipients, concatenated; `ends[i]` is where the i-th one ends.
+    addresses: String,
+    ends: Vec<usize>,
+}
+
+impl Envelope {
+    pub(crate) fn reset(&mut self) {
+        self.active = false;
+        self.drop_at = None;
+        self.rcpt_commands = 0;
+        self.addresses.clear();
+        self.ends.clear();
+    }
+
+    /// Records an accepted recipient as `local@domain` with the domain lowercased.
+    pub(crate) fn push_recipient(&mut self, local: &str, domain: &str) {
+        let start = self.addresses.len();
+        self.addresses.push_str(local);
+        if !domain.is_empty() {
+            self.addresses.push('@');
+            let domain_start = self.addresses.len();
+            self.addresses.push_str(domain);
+            self.addresses[domain_start..].make_ascii_lowercase();
+        }
+        debug_assert!(self.addresses.len() > start);
+        self.ends.push(self.addresses.len());
+    }
+
+    /// Number of accepted recipients.
+    pub(crate) fn recipient_count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Accepted recipients, in order.
+    pub(crate) fn recipients(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.addresses[start..end])
+    }
+}
+
+/// Domain part of a normalised address, empty when it has none.
+pub(crate) fn domain_of(address: &str) -> &str {
+    address.rfind('@').map_or("", |at| &address[at + 1..])
+}
+
+/// One client's SMTP state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) peer: IpAddr,
+    tls: bool,
+    /// EHLO or HELO was accepted since the start (or since STARTTLS).
+    pub(crate) greeted: bool,
+    mode: Mode,
+    /// Skipping the rest of an over-long command line.
+    discarding: bool,
+    pub(crate) envelope: Envelope,
+    pub(crate) data: DataScanner,
+}
+
+impl Session {
+    /// A session for a new connection from `peer`.
+    pub(crate) fn new(peer: IpAddr) -> Self {
+        Session {
+            peer,
+            tls: false,
+            greeted: false,
+            mode: Mode::Command,
+            discarding: false,
+            envelope: Envelope::default(),
+            data: DataScanner::default(),
+        }
+    }
+
+    /// Placeholder values for a canned reply about `rcpt`.
+    pub(crate) fn placeholders<'a>(&self, rcpt: &'a str) -> Placeholders<'a> {
+        Placeholders {
+            ip: self.peer,
+            rcpt,
+            domain: domain_of(rcpt),
+        }
+    }
+
+    /// The banner, or a connect-stage canned reply (which closes unless it is 2xx).
+    pub(crate) fn greeting(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        if let Some(canned) = shared.canned.pick(Stage::Connect, "") {
+            bump(&shared.counters.canned_replies);
+            reply::push_canned(out, &canned.text, &self.placeholders(""));
+            if canned.closes(Stage::Connect) {
+                return Flow::Close;
+            }
+        } else {
+            out.extend_from_slice(&shared.greetings.banner);
+        }
+        Flow::Continue
+    }
+
+    /// Switches to reading message content, after a 354.
+    pub(crate) fn begin_data(&mut self) {
+        self.mode = Mode::Data;
+        self.data.start();
+    }
+
+    /// RFC 3207 §4.2: after the handshake the session starts over, without any knowledge
+    /// obtained from the client before it.
+    pub(crate) fn restart_after_tls(&mut self) {
+        self.tls = true;
+        self.greeted = false;
+        self.mode = Mode::Command;
+        self.discarding = false;
+        self.envelope.reset();
+    }
+
+    /// Processes every complete command (and message content) in `buf`, consuming it, and
+    /// appends the replies to `out`. Stops early at anything but [`Flow::Continue`].
+    pub(crate) fn process(&mut self, buf: &mut BytesMut, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        loop {
+            if self.mode == Mode::Data {
+                let Some(end) = self.data.scan(buf) else {
+                    buf.clear();
+                    return Flow::Continue;
+                };
+                buf.advance(end);
+                self.mode = Mode::Command;
+                let flow = self.finish_message(shared, out);
+                if flow != Flow::Continue {
+                    return flow;
+                }
+                continue;
+            }
+            let Some(newline) = memchr::memchr(b'\n', buf) else {
+                if buf.len() >= MAX_COMMAND_LINE {
+                    // The line is already too long: answer now, skip the rest as it comes.
+                    if !self.discarding {
+                        bump(&shared.counters.commands);
+                        reply::push(out, reply::LINE_TOO_LONG);
+                    }
+                    self.discarding = true;
+                    buf.clear();
+                }
+                return Flow::Continue;
+            };
+            let line_len = newline + 1;
+            if self.discarding {
+                self.discarding = false;
+                buf.advance(line_len);
+                continue;
+            }
+            if line_len > MAX_COMMAND_LINE {
+                bump(&shared.counters.commands);
+                reply::push(out, reply::LINE_TOO_LONG);
+                buf.advance(line_len);
+                continue;
+            }
+            let line = &buf[..newline];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let flow = self.command(line, shared, out);
+            buf.advance(line_len);
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    fn command(&mut self, line: &[u8], shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        bump(&shared.counters.commands);
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(rejection) => {
+                reply::push(out, rejection.0);
+                return Flow::Continue;
+            }
+        };
+        match command {
+            Command::Ehlo => self.ehlo(true, shared, out),
+            Command::Helo => self.ehlo(false, shared, out),
+            Command::Mail { sender, size } => self.mail(&sender, size, shared, out),
+            Command::Rcpt { recipient } => self.rcpt(&recipient, shared, out),
+            Command::Data => self.data(shared, out),
+            Command::Rset => {
+                self.envelope.reset();
+                reply::push(out, reply::OK);
+                Flow::Continue
+            }
+            Command::Noop => {
+                reply::push(out, reply::OK);
+                Flow::Continue
+            }
+            Command::Vrfy => {
+                reply::push(out, reply::VRFY);
+                Flow::Continue
+            }
+            Command::Help => {
+                reply::push(out, reply::HELP);
+                Flow::Continue
+            }
+            Command::Quit => {
+                reply::push(out, reply::BYE);
+                Flow::Close
+            }
+            Command::StartTls => self.starttls(shared, out),
+        }
+    }
+
+    /// EHLO (`extended`) or HELO. RFC 5321 §4.1.4: either resets any transaction.
+    fn ehlo(&mut self, extended: bool, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        self.envelope.reset();
+        if extended && shared.config.refuse_ehlo {
+            reply::push(out, reply::EHLO_REFUSED);
+            return Flow::Continue;
+        }
+        if let Some(canned) = shared.canned.pick(Stage::Ehlo, "") {
+            bump(&shared.counters.canned_replies);
+            reply::push_canned(out, &canned.text, &self.placeholders(""));
+            self.greeted = canned.is_positive();
+            return if canned.closes(Stage::Ehlo) {
+                Flow::Close
+            } else {
+                Flow::Continue
+            };
+        }
+        self.greeted = true;
+        let greetings = &shared.greetings;
+        out.extend_from_slice(match (extended, self.tls) {
+            (false, _) => &greetings.helo,
+            (true, false) => &greetings.ehlo_plain,
+            (true, true) => &greetings.ehlo_tls,
+        });
+        Flow::Continue
+    }
+
+    fn starttls(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        let refusal = if !shared.config.starttls {
+            Some(reply::TLS_UNAVAILABLE)
+        } else if self.tls {
+            Some(reply::TLS_ACTIVE)
+        } else if self.envelope.active {
+            Some(reply::TLS_IN_TRANSACTION)
+        } else {
+            None
+        };
+        match refusal {
+            Some(text) => {
+                reply::push(out, text);
+                Flow::Continue
+            }
+            None => {
+                reply::push(out, reply::READY_FOR_TLS);
+                Flow::StartTls
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

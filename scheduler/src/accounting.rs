@@ -1,0 +1,95 @@
+//! The accounting log: one JSON object per line per attempt (the contract in DESIGN.md).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::outcome::Outcome;
+
+/// One line of the accounting log.
+#[derive(Debug, serde::Serialize)]
+pub struct AccountingRecord<'a> {
+    /// RFC 3339 time (UTC, milliseconds).
+    pub ts: String,
+    /// Campaign id.
+    pub campaign: &'a str,
+    /// Recipient address (as read, for rejected rows).
+    pub recipient: &'a str,
+    /// Recipient domain (empty for rejected rows without one).
+    pub domain: &'a str,
+    /// Source IP the attempt was made from.
+    pub source_ip: Option<IpAddr>,
+    /// MX host it was sent to.
+    pub mx: Option<&'a str>,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// SMTP reply code, when a reply decided the outcome.
+    pub code: Option<u16>,
+    /// RFC 3463 enhanced status code.
+    pub enhanced: Option<String>,
+    /// Bounce category.
+    pub category: &'a str,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Milliseconds from the start of the attempt to its last reply.
+    pub latency_ms: u64,
+    /// Message-ID of the message sent (without angle brackets).
+    pub message_id: Option<&'a str>,
+    /// Session phase that decided the outcome.
+    pub phase: Option<&'a str>,
+    /// Reply text or local reason.
+    pub text: &'a str,
+    /// Whether the attempt ran over TLS.
+    pub tls: bool,
+    /// The connection broke after the final dot: the message may have arrived, so a retry may
+    /// duplicate it (RFC 1047).
+    pub maybe_duplicate: bool,
+    /// For rejected rows: the line in the recipients file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+}
+
+/// Current time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Appends records to the accounting log (never truncates: earlier runs are kept).
+pub struct AccountingLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    lines: u64,
+}
+
+impl AccountingLog {
+    /// Opens (creating) the log for appending.
+    pub fn open(path: &Path) -> io::Result<AccountingLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(AccountingLog { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file), lines: 0 })
+    }
+
+    /// Writes one record.
+    pub fn write(&mut self, record: &AccountingRecord<'_>) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Lines written by this writer.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

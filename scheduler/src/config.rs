@@ -1,0 +1,178 @@
+//! `volley.toml`: the operator's settings — state directory, source IPs, routing overrides and
+//! the engine's `[smtp]` table. Validated at load; a bad config refuses to start.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use volley_engine::SmtpConfig;
+
+/// The operator's configuration.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendConfig {
+    /// Where campaign state, accounting logs and rejects files are kept (relative paths are
+    /// relative to the config file). Default `state`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The source IPs mail is sent from, used in weighted rotation.
+    pub source_ips: Vec<SourceIpConfig>,
+    /// Routing overrides: recipient domain (or `*` for every other domain) -> `ip:port` of the
+    /// host to deliver to. A domain with no route and no `*` is deferred with a routing error.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// SMTP client and connection-pool settings.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// Most deliveries in flight (queued in the engine or on the wire) at once; bounds memory.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// One source IP.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceIpConfig {
+    /// The local address to bind before connecting.
+    pub address: IpAddr,
+    /// The name used in EHLO from this address (its PTR name in production).
+    pub ehlo_name: String,
+    /// Relative share of traffic in rotation (default 1; 0 takes the IP out of rotation).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn one() -> u32 {
+    1
+}
+
+/// A configuration that cannot be used; the message names the file, field and value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (the message carries line and column).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("config {path}: field `{field}` = {value:?}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field path, e.g. `routes."example.com"`.
+        field: String,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+impl SendConfig {
+    /// Reads and validates a config file; relative paths in it are resolved against its folder.
+    pub fn load(path: &Path) -> Result<SendConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config = SendConfig::parse(&text, path)?;
+        if config.state_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.state_dir = base.join(&config.state_dir);
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<SendConfig, ConfigError> {
+        let config: SendConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, value: String, reason: &str| ConfigError::Invalid {
+            path: path.into(),
+            field,
+            value,
+            reason: reason.into(),
+        };
+        if self.source_ips.is_empty() {
+            return Err(invalid("source_ips".into(), "[]".into(), "at least one source IP is needed"));
+        }
+        if self.source_ips.iter().all(|s| s.weight == 0) {
+            return Err(invalid("source_ips.weight".into(), "0".into(), "every source IP has weight 0"));
+        }
+        for (i, ip) in self.source_ips.iter().enumerate() {
+            if volley_engine::smtp::command::check_helo_name(&ip.ehlo_name).is_err() {
+                return Err(invalid(format!("source_ips[{i}].ehlo_name"), ip.ehlo_name.clone(), "not a valid EHLO name"));
+            }
+        }
+        for (domain, target) in &self.routes {
+            crate::routing::parse_target(target)
+                .map_err(|reason| invalid(format!("routes.{domain:?}"), target.clone(), &reason))?;
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
+        }
+        self.smtp.session_params().map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2.volley.test"
+[routes]
+"*" = "127.0.0.1:2525"
+[smtp]
+max_connections_per_host = 8
+idle_timeout = "5s"
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = SendConfig::parse(GOOD, Path::new("v.toml")).map_err(|e| e.to_string());
+        let c = c.as_ref().map(|c| (c.source_ips.len(), c.smtp.max_connections_per_host));
+        assert_eq!(c, Ok((1, 8)));
+    }
+
+    #[test]
+    fn errors_name_file_field_and_value() {
+        let bad_route = GOOD.replace("127.0.0.1:2525", "nowhere");
+        let e = SendConfig::parse(&bad_route, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("v.toml") && e.contains("routes.\"*\"") && e.contains("nowhere"), "{e}");
+
+        let unknown = GOOD.replace("idle_timeout", "idle_timout");
+        let e = SendConfig::parse(&unknown, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("v.toml") && e.contains("idle_timout") && e.contains("line"), "{e}");
+
+        let zero = GOOD.replace("max_connections_per_host = 8", "max_connections_per_host = 0");
+        let e = SendConfig::parse(&zero, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("max_connections_per_host"), "{e}");
+
+        let bad_ehlo = GOOD.replace("mta2.volley.test", "bad name");
+        let e = SendConfig::parse(&bad_ehlo, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("source_ips[0].ehlo_name") && e.contains("bad name"), "{e}");
+    }
+}

@@ -1,0 +1,329 @@
+//! Running a campaign: the pipeline from recipient file to accounting log.
+//!
+//! ```text
+//! producer thread ──Work──► dispatcher task ──Delivery──► engine pool ──report──► accounting task
+//!  read, dedup, build,        route, rotate IP,                                   log line, tallies,
+//!  dot-stuff, reject          in-flight permit                                    release permit
+//! ```
+//! Memory is bounded by the work channel, the pool's per-host queues and `max_in_flight`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, Semaphore};
+use volley_engine::{DataPayload, Delivery, DeliveryPool, DeliveryReport, Envelope, RecipientStatus, RouteKey, SourceIp};
+
+use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
+use crate::address::EmailAddress;
+use crate::campaign::{Campaign, CampaignError};
+use crate::config::SendConfig;
+use crate::message::MessageFactory;
+use crate::outcome::{category, Outcome};
+use crate::recipients::{Deduplicator, RecipientError, RecipientReader, RejectedRow, Row};
+use crate::rejects::RejectsWriter;
+use crate::rotation::IpRotation;
+use crate::routing::Routes;
+use crate::summary::Summary;
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The campaign is invalid.
+    #[error(transparent)]
+    Campaign(#[from] CampaignError),
+    /// The recipients file cannot be read.
+    #[error(transparent)]
+    Recipients(#[from] RecipientError),
+    /// The configuration cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file of the run (state directory, accounting log, rejects file) failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SendError + '_ {
+    move |source| SendError::Io { path: path.to_path_buf(), source }
+}
+
+/// Identifies a delivery when its report comes back.
+#[derive(Debug)]
+struct Tag {
+    recipient: EmailAddress,
+    message_id: Arc<str>,
+    attempt: u32,
+}
+
+/// What the producer hands on.
+enum Work {
+    Send { recipient: EmailAddress, message_id: Arc<str>, payload: DataPayload },
+    Rejected(RejectedRow),
+}
+
+/// A recipient whose outcome was decided without a delivery attempt.
+struct LocalOutcome {
+    recipient: String,
+    domain: String,
+    outcome: Outcome,
+    status: Option<RecipientStatus>,
+    line: Option<u64>,
+    message_id: Option<Arc<str>>,
+    /// Why, when there is no status (rejected rows).
+    reason: String,
+}
+
+/// Counts kept by the producer.
+#[derive(Default)]
+struct ProducerCounts {
+    rows: u64,
+    duplicates: u64,
+}
+
+/// Runs `campaign` to completion with `config` and returns the summary. Output goes to
+/// `<state_dir>/<campaign id>/accounting.jsonl` and `rejects.jsonl`.
+pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, SendError> {
+    let started = Instant::now();
+    let dir = config.state_dir.join(campaign.id());
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let log_path = dir.join("accounting.jsonl");
+    let rejects_path = dir.join("rejects.jsonl");
+
+    let reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
+    let compiled = campaign.compile(reader.columns())?;
+    let factory = MessageFactory::new(&compiled);
+    let rejects = RejectsWriter::create(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?;
+    let mut log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
+
+    let routes = Routes::new(&config.routes).map_err(SendError::Config)?;
+    let rotation = IpRotation::new(config.source_ips.iter().map(|s| {
+        (SourceIp { ip: s.address, ehlo_name: Arc::from(s.ehlo_name.as_str()) }, s.weight)
+    }))
+    .ok_or_else(|| SendError::Config("no source IP with a positive weight".into()))?;
+    let params = config.smtp.session_params().map_err(|e| SendError::Config(e.to_string()))?;
+
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<DeliveryReport<Tag>>();
+    let (local_tx, mut local_rx) = mpsc::unbounded_channel::<LocalOutcome>();
+    let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+
+    // Producer: blocking file reading and message building off the async threads.
+    let (work_tx, work_rx) = mpsc::channel::<Work>(1024);
+    let producer = std::thread::Builder::new()
+        .name("volley-producer".into())
+        .spawn(move || produce(reader, factory, rejects, work_tx))
+        .map_err(io_err(Path::new("producer thread")))?;
+
+    let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
+    let dispatcher = tokio::spawn(dispatch(work_rx, pool, routes, rotation, mail_from, local_tx, permits.clone()));
+
+    // Accounting: every report and local outcome becomes log lines and tallies.
+    let mut summary = Summary { campaign: campaign.id().to_string(), ..Summary::default() };
+    let campaign_id = campaign.id();
+    let mut reports_open = true;
+    let mut local_open = true;
+    while reports_open || local_open {
+        tokio::select! {
+            report = reports_rx.recv(), if reports_open => match report {
+                Some(report) => {
+                    permits.add_permits(1);
+                    record_report(&mut log, &mut summary, campaign_id, &report).map_err(io_err(&log_path))?;
+                }
+                None => reports_open = false,
+            },
+            local = local_rx.recv(), if local_open => match local {
+                Some(local) => record_local(&mut log, &mut summary, campaign_id, &local).map_err(io_err(&log_path))?,
+                None => local_open = false,
+            },
+        }
+    }
+    log.flush().map_err(io_err(&log_path))?;
+    let pool_stats = dispatcher.await.map_err(|e| SendError::Config(format!("dispatcher failed: {e}")))?;
+    let counts = producer
+        .join()
+        .map_err(|_| SendError::Config("producer thread panicked".into()))?
+        .map_err(|(path, source)| SendError::Io { path, source })?;
+
+    summary.rows = counts.rows;
+    summary.duplicates = counts.duplicates;
+    summary.recipients = summary.delivered + summary.deferred + summary.bounced + summary.expired + summary.suppressed;
+    summary.connections_opened = pool_stats.connections_opened;
+    summary.connect_failures = pool_stats.connect_failures;
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    summary.msgs_per_s = if summary.elapsed_s > 0.0 { summary.delivered as f64 / summary.elapsed_s } else { 0.0 };
+    summary.accounting_log = log_path;
+    summary.rejects_file = rejects_path;
+    Ok(summary)
+}
+
+type ProducerResult = Result<ProducerCounts, (PathBuf, std::io::Error)>;
+
+fn produce(
+    mut reader: RecipientReader,
+    factory: MessageFactory,
+    mut rejects: RejectsWriter,
+    work: mpsc::Sender<Work>,
+) -> ProducerResult {
+    let mut counts = ProducerCounts::default();
+    let mut dedup = Deduplicator::new();
+    let path = reader.path().to_path_buf();
+    let mut seq = 0u64;
+    while let Some(row) = reader.next_row() {
+        let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
+        counts.rows += 1;
+        let item = match row {
+            Row::Rejected(rejected) => Work::Rejected(rejected),
+            Row::Recipient(row) => {
+                if !dedup.first_time(&row.email) {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                seq += 1;
+                match factory.build(seq, &row) {
+                    Err(e) => Work::Rejected(e.to_rejected(row.line, row.email.as_str())),
+                    Ok(built) => match volley_engine::smtp::dot::prepare(&built.bytes) {
+                        Err(e) => Work::Rejected(RejectedRow::new(row.line, "(message)", row.email.as_str(), e.to_string())),
+                        Ok(payload) => {
+                            Work::Send { recipient: row.email, message_id: Arc::from(built.message_id), payload }
+                        }
+                    },
+                }
+            }
+        };
+        if let Work::Rejected(r) = &item {
+            rejects.write(r).map_err(|e| (PathBuf::from("rejects file"), e))?;
+        }
+        if work.blocking_send(item).is_err() {
+            break; // the run is shutting down
+        }
+    }
+    rejects.finish().map_err(|e| (PathBuf::from("rejects file"), e))?;
+    Ok(counts)
+}
+
+async fn dispatch(
+    mut work: mpsc::Receiver<Work>,
+    pool: DeliveryPool<Tag>,
+    routes: Routes,
+    mut rotation: IpRotation,
+    mail_from: Arc<str>,
+    local: mpsc::UnboundedSender<LocalOutcome>,
+    permits: Arc<Semaphore>,
+) -> volley_engine::PoolStats {
+    while let Some(item) = work.recv().await {
+        match item {
+            Work::Rejected(r) => {
+                let _ = local.send(LocalOutcome {
+                    recipient: r.value.clone(),
+                    domain: String::new(),
+                    outcome: Outcome::Rejected,
+                    status: None,
+                    line: Some(r.line),
+                    message_id: None,
+                    reason: format!("line {}: {}: {}", r.line, r.field, r.reason),
+                });
+            }
+            Work::Send { recipient, message_id, payload } => {
+                let Some(mx) = routes.lookup(recipient.domain()) else {
+                    let reason = format!("no route for domain {}", recipient.domain());
+                    let _ = local.send(LocalOutcome {
+                        domain: recipient.domain().to_string(),
+                        recipient: recipient.as_str().to_string(),
+                        outcome: Outcome::Deferred,
+                        status: Some(RecipientStatus {
+                            disposition: volley_engine::Disposition::Deferred,
+                            phase: volley_engine::Phase::Connect,
+                            code: None,
+                            enhanced: None,
+                            text: Arc::from(reason),
+                            maybe_delivered: false,
+                        }),
+                        line: None,
+                        message_id: Some(message_id),
+                        reason: String::new(),
+                    });
+                    continue;
+                };
+                let route = RouteKey { source: rotation.next_ip().clone(), mx: mx.clone() };
+                match permits.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
+                }
+                let envelope = Envelope { mail_from: mail_from.to_string(), recipients: vec![recipient.as_str().to_string()] };
+                let tag = Tag { recipient, message_id, attempt: 1 };
+                pool.submit(Delivery { tag, route, envelope, payload }).await;
+            }
+        }
+    }
+    pool.close().await;
+    pool.stats()
+}
+
+fn record_report(
+    log: &mut AccountingLog,
+    summary: &mut Summary,
+    campaign: &str,
+    report: &DeliveryReport<Tag>,
+) -> std::io::Result<()> {
+    let ts = now_rfc3339();
+    let source = report.route.source.ip.to_string();
+    for status in &report.statuses {
+        let outcome = Outcome::from(status.disposition);
+        let recipient = &report.tag.recipient;
+        if status.maybe_delivered {
+            summary.maybe_duplicates += 1;
+        }
+        summary.record(outcome, Some(&source), recipient.domain());
+        log.write(&AccountingRecord {
+            ts: ts.clone(),
+            campaign,
+            recipient: recipient.as_str(),
+            domain: recipient.domain(),
+            source_ip: Some(report.route.source.ip),
+            mx: Some(&report.route.mx.name),
+            outcome,
+            code: status.code,
+            enhanced: status.enhanced.map(|e| e.to_string()),
+            category: category(status),
+            attempt: report.tag.attempt,
+            latency_ms: report.latency.as_millis() as u64,
+            message_id: Some(&report.tag.message_id),
+            phase: Some(status.phase.as_str()),
+            text: &status.text,
+            tls: report.tls,
+            maybe_duplicate: status.maybe_delivered,
+            line: None,
+        })?;
+    }
+    Ok(())
+}
+
+fn record_local(log: &mut AccountingLog, summary: &mut Summary, campaign: &str, local: &LocalOutcome) -> std::io::Result<()> {
+    summary.record(local.outcome, None, &local.domain);
+    let status = local.status.as_ref();
+    log.write(&AccountingRecord {
+        ts: now_rfc3339(),
+        campaign,
+        recipient: &local.recipient,
+        domain: &local.domain,
+        source_ip: None,
+        mx: None,
+        outcome: local.outcome,
+        code: status.and_then(|s| s.code),
+        enhanced: status.and_then(|s| s.enhanced.map(|e| e.to_string())),
+        category: status.map(category).unwrap_or("invalid-recipient"),
+        attempt: 1,
+        latency_ms: 0,
+        message_id: local.message_id.as_deref(),
+        phase: status.map(|s| s.phase.as_str()),
+        text: status.map(|s| &*s.text).unwrap_or(&local.reason),
+        tls: false,
+        maybe_duplicate: false,
+        line: local.line,
+    })
+}

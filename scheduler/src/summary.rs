@@ -1,0 +1,96 @@
+//! The end-of-run summary (`--summary-json`), with per-source-IP and per-domain tallies.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::outcome::Outcome;
+
+/// Counts of outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Delivered.
+    pub delivered: u64,
+    /// Deferred.
+    pub deferred: u64,
+    /// Bounced.
+    pub bounced: u64,
+}
+
+impl Tally {
+    /// Adds one outcome (others than delivered/deferred/bounced are not tallied here).
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Deferred => self.deferred += 1,
+            Outcome::Bounced | Outcome::Expired => self.bounced += 1,
+            Outcome::Suppressed | Outcome::Rejected => {}
+        }
+    }
+}
+
+/// What a run did. The first fields are the stable contract of DESIGN.md.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Distinct valid recipients scheduled (after rejects and duplicates).
+    pub recipients: u64,
+    /// Recipients accepted by their servers.
+    pub delivered: u64,
+    /// Recipients whose last attempt failed temporarily.
+    pub deferred: u64,
+    /// Recipients that failed permanently.
+    pub bounced: u64,
+    /// Recipients skipped because they are suppressed.
+    pub suppressed: u64,
+    /// Rows refused (bad address, bad row, header injection); see the rejects file.
+    pub rejected: u64,
+    /// Wall-clock seconds of the run.
+    pub elapsed_s: f64,
+    /// Delivered messages per second.
+    pub msgs_per_s: f64,
+    /// Campaign id.
+    pub campaign: String,
+    /// Rows read from the recipients file.
+    pub rows: u64,
+    /// Rows skipped as duplicates of an earlier address.
+    pub duplicates: u64,
+    /// Recipients that gave up after the retry period.
+    pub expired: u64,
+    /// Attempts where the connection broke after the final dot (possible duplicates on retry).
+    pub maybe_duplicates: u64,
+    /// SMTP connections opened.
+    pub connections_opened: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Tallies per source IP.
+    pub by_source_ip: BTreeMap<String, Tally>,
+    /// Tallies per recipient domain.
+    pub by_domain: BTreeMap<String, Tally>,
+    /// The accounting log.
+    pub accounting_log: PathBuf,
+    /// The rejects file.
+    pub rejects_file: PathBuf,
+}
+
+impl Summary {
+    /// Counts one final outcome for a recipient.
+    pub fn record(&mut self, outcome: Outcome, source_ip: Option<&str>, domain: &str) {
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Deferred => self.deferred += 1,
+            Outcome::Bounced => self.bounced += 1,
+            Outcome::Expired => self.expired += 1,
+            Outcome::Suppressed => self.suppressed += 1,
+            Outcome::Rejected => self.rejected += 1,
+        }
+        if matches!(outcome, Outcome::Suppressed | Outcome::Rejected) {
+            return;
+        }
+        if let Some(ip) = source_ip {
+            self.by_source_ip.entry(ip.to_string()).or_default().add(outcome);
+        }
+        match self.by_domain.get_mut(domain) {
+            Some(t) => t.add(outcome),
+            None => self.by_domain.entry(domain.to_string()).or_default().add(outcome),
+        }
+    }
+}
