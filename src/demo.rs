@@ -49,7 +49,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
             temp.path().to_path_buf()
         }
     };
-    let sink = Sink::start(SinkConfig::default()).await.context("starting the in-process sink")?;
+    let sink = Sink::start(SinkConfig::default())
+        .await
+        .context("starting the in-process sink")?;
     println!("volley demo: sink listening on {}", sink.local_addr());
 
     let campaign_path = write_campaign(&dir, args.recipients, args.domains)?;
@@ -71,7 +73,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         "volley demo: sending {} messages over {} domains from {} source IPs",
         args.recipients, args.domains, args.source_ips
     );
-    let summary = volley_scheduler::send::run(&campaign, &config).await.context("running the demo campaign")?;
+    let summary = volley_scheduler::send::run(&campaign, &config)
+        .await
+        .context("running the demo campaign")?;
     crate::report::print(&summary, 10);
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
@@ -83,7 +87,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         "  sink: connections {}  TLS {}  messages {}  recipients {}",
         stats.connections, stats.tls_handshakes, stats.messages, stats.recipients
     );
-    let ok = verify(&summary.accounting_log, args.recipients, args.domains, summary.delivered, &sink)?;
+    let ok = verify(
+        &summary.accounting_log,
+        args.recipients,
+        args.domains,
+        summary.delivered,
+        &sink,
+    )?;
     sink.shutdown().await;
     if ok {
         println!("volley demo: OK — every recipient has exactly one final outcome");
@@ -144,7 +154,9 @@ fn verify(
         let rcpt = value["recipient"].as_str().unwrap_or_default().to_string();
         *seen.entry(rcpt).or_default() += 1;
     }
-    let missing = (0..recipients).filter(|&i| !seen.contains_key(&address(i, domains))).count();
+    let missing = (0..recipients)
+        .filter(|&i| !seen.contains_key(&address(i, domains)))
+        .count();
     let repeated = seen.values().filter(|&&c| c != 1).count();
     let mut ok = true;
     if missing > 0 || repeated > 0 || seen.len() as u64 != recipients {

@@ -19,7 +19,11 @@ pub fn print(s: &Summary, top: usize) {
     }
     let mut domains: Vec<_> = s.by_domain.iter().collect();
     domains.sort_by_key(|(d, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), d.to_string()));
-    println!("  per domain ({} domains, busiest {}):", domains.len(), top.min(domains.len()));
+    println!(
+        "  per domain ({} domains, busiest {}):",
+        domains.len(),
+        top.min(domains.len())
+    );
     for (d, t) in domains.iter().take(top) {
         println!("    {d:<24} {}", tally(t));
     }
@@ -30,5 +34,8 @@ pub fn print(s: &Summary, top: usize) {
 }
 
 fn tally(t: &Tally) -> String {
-    format!("delivered {:>7}  deferred {:>6}  bounced {:>6}", t.delivered, t.deferred, t.bounced)
+    format!(
+        "delivered {:>7}  deferred {:>6}  bounced {:>6}",
+        t.delivered, t.deferred, t.bounced
+    )
 }

@@ -27,6 +27,4 @@
 
 pub mod sink;
 
-pub use sink::{
-    CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,
-};
+pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};

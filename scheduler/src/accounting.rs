@@ -67,7 +67,11 @@ impl AccountingLog {
     /// Opens (creating) the log for appending.
     pub fn open(path: &Path) -> io::Result<AccountingLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(AccountingLog { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file), lines: 0 })
+        Ok(AccountingLog {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 * 1024, file),
+            lines: 0,
+        })
     }
 
     /// Writes one record.

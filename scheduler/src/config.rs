@@ -88,7 +88,10 @@ pub enum ConfigError {
 impl SendConfig {
     /// Reads and validates a config file; relative paths in it are resolved against its folder.
     pub fn load(path: &Path) -> Result<SendConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let mut config = SendConfig::parse(&text, path)?;
         if config.state_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
@@ -99,8 +102,10 @@ impl SendConfig {
 
     /// Parses and validates config text; `path` is used in error messages only.
     pub fn parse(text: &str, path: &Path) -> Result<SendConfig, ConfigError> {
-        let config: SendConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let config: SendConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -113,14 +118,26 @@ impl SendConfig {
             reason: reason.into(),
         };
         if self.source_ips.is_empty() {
-            return Err(invalid("source_ips".into(), "[]".into(), "at least one source IP is needed"));
+            return Err(invalid(
+                "source_ips".into(),
+                "[]".into(),
+                "at least one source IP is needed",
+            ));
         }
         if self.source_ips.iter().all(|s| s.weight == 0) {
-            return Err(invalid("source_ips.weight".into(), "0".into(), "every source IP has weight 0"));
+            return Err(invalid(
+                "source_ips.weight".into(),
+                "0".into(),
+                "every source IP has weight 0",
+            ));
         }
         for (i, ip) in self.source_ips.iter().enumerate() {
             if volley_engine::smtp::command::check_helo_name(&ip.ehlo_name).is_err() {
-                return Err(invalid(format!("source_ips[{i}].ehlo_name"), ip.ehlo_name.clone(), "not a valid EHLO name"));
+                return Err(invalid(
+                    format!("source_ips[{i}].ehlo_name"),
+                    ip.ehlo_name.clone(),
+                    "not a valid EHLO name",
+                ));
             }
         }
         for (domain, target) in &self.routes {
@@ -130,7 +147,9 @@ impl SendConfig {
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
         }
-        self.smtp.session_params().map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
+        self.smtp
+            .session_params()
+            .map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
         Ok(())
     }
 }
@@ -153,26 +172,46 @@ idle_timeout = "5s"
     #[test]
     fn good_config_loads() {
         let c = SendConfig::parse(GOOD, Path::new("v.toml")).map_err(|e| e.to_string());
-        let c = c.as_ref().map(|c| (c.source_ips.len(), c.smtp.max_connections_per_host));
+        let c = c
+            .as_ref()
+            .map(|c| (c.source_ips.len(), c.smtp.max_connections_per_host));
         assert_eq!(c, Ok((1, 8)));
     }
 
     #[test]
     fn errors_name_file_field_and_value() {
         let bad_route = GOOD.replace("127.0.0.1:2525", "nowhere");
-        let e = SendConfig::parse(&bad_route, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("v.toml") && e.contains("routes.\"*\"") && e.contains("nowhere"), "{e}");
+        let e = SendConfig::parse(&bad_route, Path::new("v.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("v.toml") && e.contains("routes.\"*\"") && e.contains("nowhere"),
+            "{e}"
+        );
 
         let unknown = GOOD.replace("idle_timeout", "idle_timout");
-        let e = SendConfig::parse(&unknown, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("v.toml") && e.contains("idle_timout") && e.contains("line"), "{e}");
+        let e = SendConfig::parse(&unknown, Path::new("v.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("v.toml") && e.contains("idle_timout") && e.contains("line"),
+            "{e}"
+        );
 
         let zero = GOOD.replace("max_connections_per_host = 8", "max_connections_per_host = 0");
-        let e = SendConfig::parse(&zero, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = SendConfig::parse(&zero, Path::new("v.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("max_connections_per_host"), "{e}");
 
         let bad_ehlo = GOOD.replace("mta2.volley.test", "bad name");
-        let e = SendConfig::parse(&bad_ehlo, Path::new("v.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = SendConfig::parse(&bad_ehlo, Path::new("v.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("source_ips[0].ehlo_name") && e.contains("bad name"), "{e}");
     }
 }

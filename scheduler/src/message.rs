@@ -246,7 +246,7 @@ fn mailbox_header(mailbox: &Mailbox) -> String {
                     end -= 1;
                 }
                 out.push_str("=?utf-8?B?");
-                base64(rest[..end].as_bytes(), &mut out);
+                base64(&rest.as_bytes()[..end], &mut out);
                 out.push_str("?= ");
                 rest = &rest[end..];
             }

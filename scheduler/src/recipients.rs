@@ -15,18 +15,19 @@
 //! Limits: a single CSV record or JSONL line is held in memory whole, so memory is bounded by
 //! the longest line, not the file size.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
-
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::Value;
 
 use crate::address::EmailAddress;
 
+mod csv_file;
 mod dedup;
+mod jsonl_file;
+
+use csv_file::CsvSource;
 pub use dedup::Deduplicator;
+use jsonl_file::JsonlSource;
 
 /// Rejected values longer than this are cut (on a character boundary) and end with `…`.
 pub const MAX_REJECTED_VALUE_LEN: usize = 512;
@@ -138,21 +139,8 @@ pub struct RecipientReader {
 }
 
 enum Source {
-    Csv {
-        reader: csv::Reader<File>,
-        record: csv::ByteRecord,
-    },
+    Csv(CsvSource),
     Jsonl(JsonlSource),
-}
-
-struct JsonlSource {
-    reader: BufReader<File>,
-    buf: Vec<u8>,
-    /// Line number of the line in `buf`.
-    line: u64,
-    /// The first object was read by `open`; `buf` still holds it.
-    pending: bool,
-    index: HashMap<String, usize>,
 }
 
 impl RecipientReader {
@@ -164,12 +152,12 @@ impl RecipientReader {
         };
         let (columns, source) = match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => {
-                let file = File::open(path).map_err(open_err)?;
-                open_csv(path, file)?
+                let (columns, source) = CsvSource::open(path, File::open(path).map_err(open_err)?)?;
+                (columns, Source::Csv(source))
             }
             Some("jsonl") => {
-                let file = File::open(path).map_err(open_err)?;
-                open_jsonl(path, file)?
+                let (columns, source) = JsonlSource::open(path, File::open(path).map_err(open_err)?)?;
+                (columns, Source::Jsonl(source))
             }
             _ => return Err(RecipientError::UnsupportedFormat { path: path.to_owned() }),
         };
@@ -212,7 +200,7 @@ impl RecipientReader {
             return None;
         }
         let next = match &mut self.source {
-            Source::Csv { reader, record } => next_csv(&self.path, &self.columns, reader, record),
+            Source::Csv(src) => src.next(&self.path, &self.columns),
             Source::Jsonl(src) => src.next(&self.path, self.columns.len()),
         };
         let next = match next {
@@ -249,87 +237,7 @@ impl Iterator for RecipientReader {
 /// A decoded row (line, values) or a rejection; the outer `Result` is a fatal read error.
 type RawRow = Result<Result<(u64, Vec<String>), RejectedRow>, RecipientError>;
 
-fn open_csv(path: &Path, file: File) -> Result<(Vec<String>, Source), RecipientError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(file);
-    let header_err = |reason: String| RecipientError::Header {
-        path: path.to_owned(),
-        line: 1,
-        reason,
-    };
-    let headers = reader.byte_headers().map_err(|e| csv_error(path, 1, e))?.clone();
-    if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
-        return Err(header_err(
-            "empty file: a header row naming the columns is required".into(),
-        ));
-    }
-    let mut columns = Vec::with_capacity(headers.len());
-    for (i, field) in headers.iter().enumerate() {
-        let field = if i == 0 {
-            field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-        } else {
-            field
-        };
-        let name =
-            std::str::from_utf8(field).map_err(|_| header_err(format!("column {} is not valid UTF-8", i + 1)))?;
-        columns.push(name.trim().to_owned());
-    }
-    check_unique(&columns).map_err(header_err)?;
-    Ok((
-        columns,
-        Source::Csv {
-            reader,
-            record: csv::ByteRecord::new(),
-        },
-    ))
-}
-
-fn next_csv(
-    path: &Path,
-    columns: &[String],
-    reader: &mut csv::Reader<File>,
-    record: &mut csv::ByteRecord,
-) -> Option<RawRow> {
-    match reader.read_byte_record(record) {
-        Ok(false) => return None,
-        Ok(true) => {}
-        Err(e) => return Some(Err(csv_error(path, reader.position().line(), e))),
-    }
-    let line = record.position().map_or_else(|| reader.position().line(), |p| p.line());
-    let width = columns.len();
-    if record.len() != width {
-        let value = record.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(",");
-        let reason = format!("expected {width} fields, found {}", record.len());
-        return Some(Ok(Err(RejectedRow::new(line, WHOLE_ROW, &value, reason))));
-    }
-    let mut values = Vec::with_capacity(width);
-    for (i, field) in record.iter().enumerate() {
-        match std::str::from_utf8(field) {
-            Ok(s) => values.push(s.to_owned()),
-            Err(e) => {
-                let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to());
-                let value = String::from_utf8_lossy(field);
-                return Some(Ok(Err(RejectedRow::new(line, &columns[i], &value, reason))));
-            }
-        }
-    }
-    Some(Ok(Ok((line, values))))
-}
-
-fn csv_error(path: &Path, line: u64, e: csv::Error) -> RecipientError {
-    let source = match e.into_kind() {
-        csv::ErrorKind::Io(e) => e,
-        other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
-    };
-    RecipientError::Io {
-        path: path.to_owned(),
-        line,
-        source,
-    }
-}
-
+/// Refuses duplicate column names (a placeholder would be ambiguous).
 fn check_unique(columns: &[String]) -> Result<(), String> {
     for (i, name) in columns.iter().enumerate() {
         if columns[..i].contains(name) {
@@ -339,121 +247,7 @@ fn check_unique(columns: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn open_jsonl(path: &Path, file: File) -> Result<(Vec<String>, Source), RecipientError> {
-    let mut src = JsonlSource {
-        reader: BufReader::with_capacity(64 * 1024, file),
-        buf: Vec::new(),
-        line: 0,
-        pending: true,
-        index: HashMap::new(),
-    };
-    let header_err = |line, reason| RecipientError::Header {
-        path: path.to_owned(),
-        line,
-        reason,
-    };
-    if !src.read_line(path)? {
-        return Err(header_err(1, "empty file: the first line must be a JSON object".into()));
-    }
-    let first = src.buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&src.buf);
-    let fields = parse_object(first).map_err(|reason| {
-        header_err(
-            src.line,
-            format!("the first line defines the columns and must be valid: {reason}"),
-        )
-    })?;
-    let columns: Vec<String> = fields.into_iter().map(|(k, _)| k.trim().to_owned()).collect();
-    check_unique(&columns).map_err(|reason| header_err(src.line, reason))?;
-    src.index = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
-    Ok((columns, Source::Jsonl(src)))
-}
-
-impl JsonlSource {
-    /// Reads the next non-blank line into `buf` (without its line ending); false at EOF.
-    fn read_line(&mut self, path: &Path) -> Result<bool, RecipientError> {
-        loop {
-            self.buf.clear();
-            self.line += 1;
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|source| RecipientError::Io {
-                    path: path.to_owned(),
-                    line: self.line,
-                    source,
-                })?;
-            if n == 0 {
-                return Ok(false);
-            }
-            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
-                self.buf.pop();
-            }
-            if !self.buf.iter().all(u8::is_ascii_whitespace) {
-                return Ok(true);
-            }
-        }
-    }
-
-    fn next(&mut self, path: &Path, width: usize) -> Option<RawRow> {
-        if !std::mem::take(&mut self.pending) {
-            match self.read_line(path) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-        let line = self.line;
-        let text = self.buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&self.buf);
-        let reject =
-            |field: &str, value: &str, reason: String| Some(Ok(Err(RejectedRow::new(line, field, value, reason))));
-        if let Err(e) = std::str::from_utf8(text) {
-            let value = String::from_utf8_lossy(text);
-            return reject(WHOLE_ROW, &value, format!("invalid UTF-8 at byte {}", e.valid_up_to()));
-        }
-        let fields = match parse_object(text) {
-            Ok(fields) => fields,
-            Err(reason) => return reject(WHOLE_ROW, &String::from_utf8_lossy(text), reason),
-        };
-        let mut values = vec![String::new(); width];
-        for (key, value) in fields {
-            let Some(&i) = self.index.get(key.trim()) else { continue };
-            values[i] = match value {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Null => String::new(),
-                nested => {
-                    let reason = "nested arrays and objects are not supported".to_owned();
-                    return reject(&key, &nested.to_string(), reason);
-                }
-            };
-        }
-        Some(Ok(Ok((line, values))))
-    }
-}
-
-/// Parses one JSON object keeping its key order (whatever serde_json's map type is).
-fn parse_object(text: &[u8]) -> Result<Vec<(String, Value)>, String> {
-    struct Ordered;
-    impl<'de> Visitor<'de> for Ordered {
-        type Value = Vec<(String, Value)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-            while let Some(entry) = map.next_entry::<String, Value>()? {
-                fields.push(entry);
-            }
-            Ok(fields)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let fields = de.deserialize_map(Ordered).map_err(|e| format!("invalid JSON: {e}"))?;
-    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
-    Ok(fields)
-}
-
+/// Cuts `value` at [`MAX_REJECTED_VALUE_LEN`] on a character boundary.
 fn clip(value: &str) -> String {
     if value.len() <= MAX_REJECTED_VALUE_LEN {
         return value.to_owned();

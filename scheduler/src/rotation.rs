@@ -14,7 +14,11 @@ impl IpRotation {
     /// A rotation over `(ip, weight)`; IPs with weight 0 are left out. Returns `None` when no
     /// IP has a positive weight.
     pub fn new(ips: impl IntoIterator<Item = (SourceIp, u32)>) -> Option<IpRotation> {
-        let ips: Vec<_> = ips.into_iter().filter(|(_, w)| *w > 0).map(|(ip, w)| (ip, i64::from(w), 0)).collect();
+        let ips: Vec<_> = ips
+            .into_iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|(ip, w)| (ip, i64::from(w), 0))
+            .collect();
         let total = ips.iter().map(|(_, w, _)| w).sum();
         if ips.is_empty() {
             None
@@ -48,13 +52,24 @@ mod tests {
     use std::sync::Arc;
 
     fn ip(last: u8) -> SourceIp {
-        SourceIp { ip: [127, 0, 0, last].into(), ehlo_name: Arc::from("x") }
+        SourceIp {
+            ip: [127, 0, 0, last].into(),
+            ehlo_name: Arc::from("x"),
+        }
     }
 
     #[test]
     fn weights_are_respected_and_spread() {
         let mut r = IpRotation::new([(ip(2), 1), (ip(3), 3), (ip(4), 0)]).expect("rotation");
-        let picks: Vec<u8> = (0..8).map(|_| if let std::net::IpAddr::V4(v) = r.next_ip().ip { v.octets()[3] } else { 0 }).collect();
+        let picks: Vec<u8> = (0..8)
+            .map(|_| {
+                if let std::net::IpAddr::V4(v) = r.next_ip().ip {
+                    v.octets()[3]
+                } else {
+                    0
+                }
+            })
+            .collect();
         assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 2);
         assert_eq!(picks.iter().filter(|&&p| p == 3).count(), 6);
         assert!(!picks.contains(&4));

@@ -9,7 +9,9 @@ use volley_engine::MxHost;
 
 /// Parses a route target `ip:port` (IPv6 as `[::1]:25`).
 pub fn parse_target(target: &str) -> Result<SocketAddr, String> {
-    target.parse::<SocketAddr>().map_err(|_| "expected ip:port, e.g. 127.0.0.1:2525 or [::1]:25".to_string())
+    target
+        .parse::<SocketAddr>()
+        .map_err(|_| "expected ip:port, e.g. 127.0.0.1:2525 or [::1]:25".to_string())
 }
 
 /// The routing table built from the config's `[routes]`.
@@ -25,7 +27,10 @@ impl Routes {
         let mut table = Routes::default();
         for (domain, target) in routes {
             let addr = parse_target(target).map_err(|e| format!("route {domain:?} = {target:?}: {e}"))?;
-            let host = MxHost { name: Arc::from(target.as_str()), addr };
+            let host = MxHost {
+                name: Arc::from(target.as_str()),
+                addr,
+            };
             if domain == "*" {
                 table.fallback = Some(host);
             } else {
@@ -47,7 +52,10 @@ mod tests {
 
     #[test]
     fn exact_wins_over_wildcard() {
-        let routes = [("*".to_string(), "127.0.0.1:25".to_string()), ("a.test".to_string(), "127.0.0.9:26".to_string())];
+        let routes = [
+            ("*".to_string(), "127.0.0.1:25".to_string()),
+            ("a.test".to_string(), "127.0.0.9:26".to_string()),
+        ];
         let r = Routes::new(routes.iter().map(|(a, b)| (a, b))).unwrap_or_default();
         assert_eq!(r.lookup("a.test").map(|h| h.addr.port()), Some(26));
         assert_eq!(r.lookup("b.test").map(|h| h.addr.port()), Some(25));

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Semaphore};
-use volley_engine::{DataPayload, Delivery, DeliveryPool, DeliveryReport, Envelope, RecipientStatus, RouteKey, SourceIp};
+use volley_engine::{
+    DataPayload, Delivery, DeliveryPool, DeliveryReport, Envelope, RecipientStatus, RouteKey, SourceIp,
+};
 
 use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
 use crate::address::EmailAddress;
@@ -49,7 +51,10 @@ pub enum SendError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SendError + '_ {
-    move |source| SendError::Io { path: path.to_path_buf(), source }
+    move |source| SendError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Identifies a delivery when its report comes back.
@@ -62,7 +67,11 @@ struct Tag {
 
 /// What the producer hands on.
 enum Work {
-    Send { recipient: EmailAddress, message_id: Arc<str>, payload: DataPayload },
+    Send {
+        recipient: EmailAddress,
+        message_id: Arc<str>,
+        payload: DataPayload,
+    },
     Rejected(RejectedRow),
 }
 
@@ -102,10 +111,19 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
 
     let routes = Routes::new(&config.routes).map_err(SendError::Config)?;
     let rotation = IpRotation::new(config.source_ips.iter().map(|s| {
-        (SourceIp { ip: s.address, ehlo_name: Arc::from(s.ehlo_name.as_str()) }, s.weight)
+        (
+            SourceIp {
+                ip: s.address,
+                ehlo_name: Arc::from(s.ehlo_name.as_str()),
+            },
+            s.weight,
+        )
     }))
     .ok_or_else(|| SendError::Config("no source IP with a positive weight".into()))?;
-    let params = config.smtp.session_params().map_err(|e| SendError::Config(e.to_string()))?;
+    let params = config
+        .smtp
+        .session_params()
+        .map_err(|e| SendError::Config(e.to_string()))?;
 
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<DeliveryReport<Tag>>();
     let (local_tx, mut local_rx) = mpsc::unbounded_channel::<LocalOutcome>();
@@ -120,10 +138,21 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
         .map_err(io_err(Path::new("producer thread")))?;
 
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
-    let dispatcher = tokio::spawn(dispatch(work_rx, pool, routes, rotation, mail_from, local_tx, permits.clone()));
+    let dispatcher = tokio::spawn(dispatch(
+        work_rx,
+        pool,
+        routes,
+        rotation,
+        mail_from,
+        local_tx,
+        permits.clone(),
+    ));
 
     // Accounting: every report and local outcome becomes log lines and tallies.
-    let mut summary = Summary { campaign: campaign.id().to_string(), ..Summary::default() };
+    let mut summary = Summary {
+        campaign: campaign.id().to_string(),
+        ..Summary::default()
+    };
     let campaign_id = campaign.id();
     let mut reports_open = true;
     let mut local_open = true;
@@ -143,7 +172,9 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
         }
     }
     log.flush().map_err(io_err(&log_path))?;
-    let pool_stats = dispatcher.await.map_err(|e| SendError::Config(format!("dispatcher failed: {e}")))?;
+    let pool_stats = dispatcher
+        .await
+        .map_err(|e| SendError::Config(format!("dispatcher failed: {e}")))?;
     let counts = producer
         .join()
         .map_err(|_| SendError::Config("producer thread panicked".into()))?
@@ -155,7 +186,11 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
     summary.connections_opened = pool_stats.connections_opened;
     summary.connect_failures = pool_stats.connect_failures;
     summary.elapsed_s = started.elapsed().as_secs_f64();
-    summary.msgs_per_s = if summary.elapsed_s > 0.0 { summary.delivered as f64 / summary.elapsed_s } else { 0.0 };
+    summary.msgs_per_s = if summary.elapsed_s > 0.0 {
+        summary.delivered as f64 / summary.elapsed_s
+    } else {
+        0.0
+    };
     summary.accounting_log = log_path;
     summary.rejects_file = rejects_path;
     Ok(summary)
@@ -187,10 +222,17 @@ fn produce(
                 match factory.build(seq, &row) {
                     Err(e) => Work::Rejected(e.to_rejected(row.line, row.email.as_str())),
                     Ok(built) => match volley_engine::smtp::dot::prepare(&built.bytes) {
-                        Err(e) => Work::Rejected(RejectedRow::new(row.line, "(message)", row.email.as_str(), e.to_string())),
-                        Ok(payload) => {
-                            Work::Send { recipient: row.email, message_id: Arc::from(built.message_id), payload }
-                        }
+                        Err(e) => Work::Rejected(RejectedRow::new(
+                            row.line,
+                            "(message)",
+                            row.email.as_str(),
+                            e.to_string(),
+                        )),
+                        Ok(payload) => Work::Send {
+                            recipient: row.email,
+                            message_id: Arc::from(built.message_id),
+                            payload,
+                        },
                     },
                 }
             }
@@ -228,7 +270,11 @@ async fn dispatch(
                     reason: format!("line {}: {}: {}", r.line, r.field, r.reason),
                 });
             }
-            Work::Send { recipient, message_id, payload } => {
+            Work::Send {
+                recipient,
+                message_id,
+                payload,
+            } => {
                 let Some(mx) = routes.lookup(recipient.domain()) else {
                     let reason = format!("no route for domain {}", recipient.domain());
                     let _ = local.send(LocalOutcome {
@@ -249,14 +295,30 @@ async fn dispatch(
                     });
                     continue;
                 };
-                let route = RouteKey { source: rotation.next_ip().clone(), mx: mx.clone() };
+                let route = RouteKey {
+                    source: rotation.next_ip().clone(),
+                    mx: mx.clone(),
+                };
                 match permits.acquire().await {
                     Ok(p) => p.forget(),
                     Err(_) => break,
                 }
-                let envelope = Envelope { mail_from: mail_from.to_string(), recipients: vec![recipient.as_str().to_string()] };
-                let tag = Tag { recipient, message_id, attempt: 1 };
-                pool.submit(Delivery { tag, route, envelope, payload }).await;
+                let envelope = Envelope {
+                    mail_from: mail_from.to_string(),
+                    recipients: vec![recipient.as_str().to_string()],
+                };
+                let tag = Tag {
+                    recipient,
+                    message_id,
+                    attempt: 1,
+                };
+                pool.submit(Delivery {
+                    tag,
+                    route,
+                    envelope,
+                    payload,
+                })
+                .await;
             }
         }
     }
@@ -303,7 +365,12 @@ fn record_report(
     Ok(())
 }
 
-fn record_local(log: &mut AccountingLog, summary: &mut Summary, campaign: &str, local: &LocalOutcome) -> std::io::Result<()> {
+fn record_local(
+    log: &mut AccountingLog,
+    summary: &mut Summary,
+    campaign: &str,
+    local: &LocalOutcome,
+) -> std::io::Result<()> {
     summary.record(local.outcome, None, &local.domain);
     let status = local.status.as_ref();
     log.write(&AccountingRecord {

@@ -43,7 +43,12 @@ pub struct SinkArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_millis)]
     pub latency: Option<Duration>,
     /// Percentage of transactions whose connection is dropped without a reply.
-    #[arg(long = "drop", value_name = "PCT", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long = "drop",
+        value_name = "PCT",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub drop_pct: f64,
     /// Connections served at once; more get 421 4.7.0 and are closed.
     #[arg(long, value_name = "N")]
@@ -146,8 +151,7 @@ fn parse_duration(value: &str, unit: fn(u64) -> Duration) -> Result<Duration, St
     if let Ok(n) = value.parse::<u64>() {
         return Ok(unit(n));
     }
-    humantime::parse_duration(value)
-        .map_err(|e| format!("expected a number or a duration like \"20ms\": {e}"))
+    humantime::parse_duration(value).map_err(|e| format!("expected a number or a duration like \"20ms\": {e}"))
 }
 
 fn parse_millis(value: &str) -> Result<Duration, String> {
@@ -180,8 +184,19 @@ mod tests {
     #[test]
     fn flags_map_onto_the_config() {
         let args = parse(&[
-            "--listen", "127.0.0.1:2525", "--no-starttls", "--tempfail", "5", "--drop", "0.5",
-            "--latency", "20", "--max-connections", "3", "--stats-every", "500ms",
+            "--listen",
+            "127.0.0.1:2525",
+            "--no-starttls",
+            "--tempfail",
+            "5",
+            "--drop",
+            "0.5",
+            "--latency",
+            "20",
+            "--max-connections",
+            "3",
+            "--stats-every",
+            "500ms",
         ])
         .expect("valid flags");
         assert_eq!(args.stats_every, Some(Duration::from_millis(500)));

@@ -40,13 +40,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in protocol order.
-    pub const ALL: [Stage; 5] = [
-        Stage::Connect,
-        Stage::Ehlo,
-        Stage::Mail,
-        Stage::Rcpt,
-        Stage::Data,
-    ];
+    pub const ALL: [Stage; 5] = [Stage::Connect, Stage::Ehlo, Stage::Mail, Stage::Rcpt, Stage::Data];
 
     /// Position in [`Stage::ALL`].
     pub(crate) fn index(self) -> usize {
@@ -119,10 +113,7 @@ impl CannedReply {
     ///
     /// `provider_domains` pairs a provider name with a domain pattern, e.g.
     /// `[("yahoo", "*.yahoo.test"), ("yahoo", "yahoo.test")]`.
-    pub fn from_provider_file(
-        path: &Path,
-        provider_domains: &[(&str, &str)],
-    ) -> Result<Vec<CannedReply>, SinkError> {
+    pub fn from_provider_file(path: &Path, provider_domains: &[(&str, &str)]) -> Result<Vec<CannedReply>, SinkError> {
         let file: ProviderFile = parse_toml(path)?;
         let mut replies = Vec::new();
         for reply in &file.reply {
@@ -203,8 +194,7 @@ impl DomainPattern {
             DomainPattern::Exact(name) => domain.eq_ignore_ascii_case(name),
             DomainPattern::Suffix(suffix) => {
                 domain.len() > suffix.len()
-                    && domain.as_bytes()[domain.len() - suffix.len()..]
-                        .eq_ignore_ascii_case(suffix.as_bytes())
+                    && domain.as_bytes()[domain.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }
@@ -326,8 +316,7 @@ impl CannedSet {
     /// `domain` is ignored at stages that do not use it.
     pub(crate) fn pick(&self, stage: Stage, domain: &str) -> Option<&CompiledReply> {
         self.by_stage[stage.index()].iter().find(|reply| {
-            (!stage.uses_domain() || reply.pattern.matches(domain))
-                && super::faults::chance(reply.percent)
+            (!stage.uses_domain() || reply.pattern.matches(domain)) && super::faults::chance(reply.percent)
         })
     }
 }

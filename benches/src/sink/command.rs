@@ -218,11 +218,7 @@ mod tests {
         } else {
             Box::leak(format!("{local}@{domain}").into_boxed_str())
         };
-        Path::Mailbox {
-            address,
-            local,
-            domain,
-        }
+        Path::Mailbox { address, local, domain }
     }
 
     #[test]

@@ -197,7 +197,5 @@ impl SinkHandle {
 
 /// Takes the value out of a mutex-guarded option without holding the lock across `.await`.
 fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
-    slot.lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take()
+    slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
 }

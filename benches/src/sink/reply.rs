@@ -136,10 +136,7 @@ mod tests {
             domain: "yahoo.test",
         };
         push_canned(&mut out, "421 4.7.0 {ip} {rcpt} {domain} {other} {", &vars);
-        assert_eq!(
-            out,
-            b"421 4.7.0 127.0.0.9 a@yahoo.test yahoo.test {other} {\r\n"
-        );
+        assert_eq!(out, b"421 4.7.0 127.0.0.9 a@yahoo.test yahoo.test {other} {\r\n");
     }
 
     #[test]

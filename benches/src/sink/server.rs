@@ -106,12 +106,7 @@ impl Connection {
     }
 
     /// Serves the connection to its end. `_permit` and `_done` are held for the duration.
-    async fn serve(
-        mut self,
-        stream: TcpStream,
-        _permit: Option<OwnedSemaphorePermit>,
-        _done: mpsc::Sender<()>,
-    ) {
+    async fn serve(mut self, stream: TcpStream, _permit: Option<OwnedSemaphorePermit>, _done: mpsc::Sender<()>) {
         bump(&self.shared.counters.connections);
         let shared = Arc::clone(&self.shared);
         let flow = self.session.greeting(&shared, &mut self.write_buf);
@@ -195,9 +190,7 @@ impl Connection {
             if read == 0 {
                 return Ok(End::Closed);
             }
-            flow = self
-                .session
-                .process(&mut self.read_buf, &shared, &mut self.write_buf);
+            flow = self.session.process(&mut self.read_buf, &shared, &mut self.write_buf);
         }
     }
 }

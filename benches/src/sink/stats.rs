@@ -79,13 +79,16 @@ impl Counters {
 
 const SHARDS: usize = 32;
 
+/// One shard of [`AddressCounts`]: address -> accepted messages.
+type Shard = Mutex<HashMap<Box<str>, u64>>;
+
 /// Accepted-message counts per recipient address, sharded so that concurrent connections
 /// rarely contend. Keys are addresses with a lowercase domain (see [`normalize_address`]).
 /// Locks are plain `std` mutexes held for one map operation, never across `.await`.
 #[derive(Debug)]
 pub(crate) struct AddressCounts {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Box<str>, u64>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for AddressCounts {
@@ -98,7 +101,7 @@ impl Default for AddressCounts {
 }
 
 impl AddressCounts {
-    fn shard(&self, address: &str) -> &Mutex<HashMap<Box<str>, u64>> {
+    fn shard(&self, address: &str) -> &Shard {
         // The modulo keeps the index below SHARDS, so the index is in bounds.
         let index = (self.hasher.hash_one(address) % SHARDS as u64) as usize;
         &self.shards[index]

@@ -15,13 +15,7 @@ use super::Shared;
 pub(crate) const MAX_RECIPIENTS: usize = 1000;
 
 impl Session {
-    pub(super) fn mail(
-        &mut self,
-        sender: &Path<'_>,
-        size: Option<u64>,
-        shared: &Shared,
-        out: &mut Vec<u8>,
-    ) -> Flow {
+    pub(super) fn mail(&mut self, sender: &Path<'_>, size: Option<u64>, shared: &Shared, out: &mut Vec<u8>) -> Flow {
         if !self.greeted {
             reply::push(out, reply::GREET_FIRST);
             return Flow::Continue;

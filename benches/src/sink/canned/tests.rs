@@ -33,8 +33,7 @@ fn domain_patterns() {
 
 #[test]
 fn text_continuations_are_normalised() {
-    let (text, code) = normalize_text("550 5.1.1 one\r\n550 5.1.1 two\n550-5.1.1 three\r\n")
-        .expect("valid text");
+    let (text, code) = normalize_text("550 5.1.1 one\r\n550 5.1.1 two\n550-5.1.1 three\r\n").expect("valid text");
     assert_eq!(code, 550);
     assert_eq!(text, "550-5.1.1 one\r\n550-5.1.1 two\r\n550 5.1.1 three");
     assert_eq!(normalize_text("421").expect("bare code"), ("421".to_owned(), 421));
@@ -57,7 +56,10 @@ fn pick_honours_stage_domain_and_order() {
     .expect("valid replies");
     let first = set.pick(Stage::Rcpt, "mx.yahoo.test").expect("matches");
     assert_eq!(&*first.text, "554 5.7.9 first");
-    assert_eq!(&*set.pick(Stage::Rcpt, "gmail.test").expect("any").text, "451 4.7.1 second");
+    assert_eq!(
+        &*set.pick(Stage::Rcpt, "gmail.test").expect("any").text,
+        "451 4.7.1 second"
+    );
     let connect = set.pick(Stage::Connect, "whatever").expect("domain ignored");
     assert!(connect.closes(Stage::Connect));
     assert!(set.pick(Stage::Data, "mx.yahoo.test").is_none());
@@ -100,12 +102,16 @@ fn load_file_errors_name_file_index_and_field() {
         "[[reply]]\ndomain = \"a.test\"\nstage = \"rcpt\"\ntext = \"250 ok\"\n\n\
          [[reply]]\ndomain = \"b.test\"\nstage = \"rcpt\"\ntext = \"250 ok\"\npercent = 120\n",
     );
-    let err = CannedReply::load_file(file.path()).expect_err("percent > 100").to_string();
+    let err = CannedReply::load_file(file.path())
+        .expect_err("percent > 100")
+        .to_string();
     let name = file.path().display().to_string();
     assert!(err.contains(&name) && err.contains("reply[1].percent"), "{err}");
 
     let typo = write_temp("[[reply]]\ndomian = \"a.test\"\nstage = \"rcpt\"\ntext = \"250 ok\"\n");
-    let err = CannedReply::load_file(typo.path()).expect_err("unknown field").to_string();
+    let err = CannedReply::load_file(typo.path())
+        .expect_err("unknown field")
+        .to_string();
     assert!(err.contains("domian"), "{err}");
 
     let missing = std::path::Path::new("/nonexistent/canned.toml");
@@ -139,7 +145,11 @@ kind = "hard-bounce"
     );
     let replies = CannedReply::from_provider_file(
         file.path(),
-        &[("gmail", "gmail.test"), ("gmail", "*.gmail.test"), ("yahoo", "yahoo.test")],
+        &[
+            ("gmail", "gmail.test"),
+            ("gmail", "*.gmail.test"),
+            ("yahoo", "yahoo.test"),
+        ],
     )
     .expect("valid provider file");
     let summary: Vec<(&str, Stage)> = replies.iter().map(|r| (r.domain.as_str(), r.stage)).collect();

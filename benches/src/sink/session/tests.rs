@@ -1,0 +1,214 @@
+//! Sans-IO tests of the session: bytes in, replies out, no sockets.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::sink::canned::{CannedReply, Stage};
+use crate::sink::config::SinkConfig;
+
+struct Harness {
+    shared: Shared,
+    session: Session,
+    buf: BytesMut,
+}
+
+impl Harness {
+    fn new(config: SinkConfig) -> Self {
+        let shared = Shared::new(config).expect("valid config");
+        Harness {
+            shared,
+            session: Session::new(IpAddr::from([127, 0, 0, 7])),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Feeds `input` as one read; returns the replies of that batch and the flow.
+    fn feed(&mut self, input: &[u8]) -> (String, Flow) {
+        self.buf.extend_from_slice(input);
+        let mut out = Vec::new();
+        let flow = self.session.process(&mut self.buf, &self.shared, &mut out);
+        (String::from_utf8(out).expect("replies are UTF-8"), flow)
+    }
+
+    /// Reply codes of a batch, one per reply (continuation lines skipped).
+    fn codes(&mut self, input: &[u8]) -> Vec<u16> {
+        let (text, _) = self.feed(input);
+        text.split("\r\n")
+            .filter(|line| line.len() >= 4 && line.as_bytes()[3] == b' ' || line.len() == 3)
+            .map(|line| line[..3].parse().expect("reply code"))
+            .collect()
+    }
+}
+
+#[test]
+fn pipelined_transaction_yields_one_reply_per_command() {
+    let mut h = Harness::new(SinkConfig::default());
+    assert_eq!(h.codes(b"EHLO c.test\r\n"), [250]);
+    let codes = h.codes(b"MAIL FROM:<s@c.test>\r\nRCPT TO:<a@X.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n");
+    assert_eq!(codes, [250, 250, 250, 354]);
+    let (text, flow) = h.feed(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    assert!(text.starts_with("250 2.0.0 Ok: queued as "), "{text}");
+    assert!(text.ends_with("221 2.0.0 Bye\r\n"), "{text}");
+    assert_eq!(flow, Flow::Close);
+    let stats = h.shared.counters.snapshot();
+    assert_eq!((stats.messages, stats.recipients, stats.commands), (1, 2, 6));
+    assert_eq!(h.shared.addresses.get("a@x.test"), 1);
+}
+
+#[test]
+fn commands_split_across_reads_wait_for_the_line_end() {
+    let mut h = Harness::new(SinkConfig::default());
+    assert_eq!(h.codes(b"HE"), Vec::<u16>::new());
+    assert_eq!(h.codes(b"LO c.test\r"), Vec::<u16>::new());
+    assert_eq!(h.codes(b"\nNOOP\n"), [250, 250], "bare LF is tolerated for commands");
+}
+
+#[test]
+fn sequencing_errors() {
+    let mut h = Harness::new(SinkConfig::default());
+    assert_eq!(h.codes(b"MAIL FROM:<s@c.test>\r\n"), [503]);
+    assert_eq!(
+        h.codes(b"EHLO c.test\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 503, 503]
+    );
+    assert_eq!(h.codes(b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nDATA\r\n"), [250, 503, 554]);
+    assert_eq!(h.codes(b"RSET\r\nRCPT TO:<a@x.test>\r\nBOGUS\r\n"), [250, 503, 500]);
+    assert_eq!(h.codes(b"MAIL FROM:<s@c.test>\r\nSTARTTLS\r\n"), [250, 503]);
+}
+
+#[test]
+fn ehlo_resets_the_transaction() {
+    let mut h = Harness::new(SinkConfig::default());
+    let codes = h.codes(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nEHLO c\r\nDATA\r\n");
+    assert_eq!(codes, [250, 250, 250, 250, 503]);
+}
+
+#[test]
+fn long_line_is_refused_and_skipped() {
+    let mut h = Harness::new(SinkConfig::default());
+    let long = format!("NOOP {}\r\n", "x".repeat(MAX_COMMAND_LINE));
+    assert_eq!(h.codes(long.as_bytes()), [500]);
+    // Arriving in pieces: answered once, the rest of the line is skipped.
+    assert_eq!(h.codes("y".repeat(MAX_COMMAND_LINE + 10).as_bytes()), [500]);
+    assert_eq!(h.codes("y".repeat(2000).as_bytes()), Vec::<u16>::new());
+    assert_eq!(h.codes(b"yyy\r\nNOOP\r\n"), [250]);
+    // Exactly 512 octets including CRLF is allowed.
+    let max = format!("NOOP {}\r\n", "z".repeat(MAX_COMMAND_LINE - 7));
+    assert_eq!(max.len(), MAX_COMMAND_LINE);
+    assert_eq!(h.codes(max.as_bytes()), [250]);
+}
+
+#[test]
+fn starttls_stops_processing_and_restart_forgets_the_greeting() {
+    let mut h = Harness::new(SinkConfig::default());
+    h.feed(b"EHLO c\r\n");
+    let (text, flow) = h.feed(b"STARTTLS\r\nMAIL FROM:<>\r\n");
+    assert_eq!(
+        (text.as_str(), flow),
+        ("220 2.0.0 Ready to start TLS\r\n", Flow::StartTls)
+    );
+    h.buf.clear();
+    h.session.restart_after_tls();
+    assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), [503]);
+    let (ehlo, _) = h.feed(b"EHLO c\r\n");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(h.codes(b"STARTTLS\r\n"), [503]);
+}
+
+#[test]
+fn size_limits() {
+    let mut h = Harness::new(SinkConfig {
+        max_message_size: 10,
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\n");
+    assert_eq!(h.codes(b"MAIL FROM:<> SIZE=11\r\n"), [552]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<> SIZE=10\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 250, 354]
+    );
+    assert_eq!(h.codes(b"0123456789ABC\r\n.\r\n"), [552]);
+    assert_eq!(h.shared.counters.snapshot().messages, 0);
+    // The transaction is over; a new one fits.
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 250, 354]
+    );
+    assert_eq!(h.codes(b"0123456\r\n.\r\n"), [250]);
+}
+
+#[test]
+fn drop_after_dot_is_not_counted() {
+    let mut h = Harness::new(SinkConfig {
+        drop_pct: 100.0,
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\n");
+    // Force the last drop point to test the RFC 1047 window deterministically.
+    h.feed(b"MAIL FROM:<>\r\n");
+    h.session.envelope.active = true;
+    h.session.envelope.drop_at = Some(DropPoint::AfterDot);
+    h.session.envelope.rcpt_commands = 1;
+    h.session.envelope.push_recipient("a", "x.test");
+    assert_eq!(h.codes(b"DATA\r\n"), [354]);
+    let (text, flow) = h.feed(b"body\r\n.\r\n");
+    assert_eq!((text.as_str(), flow), ("", Flow::Drop));
+    let stats = h.shared.counters.snapshot();
+    assert_eq!((stats.drops, stats.drops_after_data, stats.messages), (1, 1, 0));
+}
+
+#[test]
+fn canned_data_reply_uses_the_first_recipient_domain() {
+    let mut h = Harness::new(SinkConfig {
+        canned: vec![CannedReply {
+            domain: "gmail.test".into(),
+            stage: Stage::Data,
+            text: "421-4.7.28 rate limited {ip}\r\n421 4.7.28 for {domain}".into(),
+            percent: 100.0,
+        }],
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@other.test>\r\nRCPT TO:<b@gmail.test>\r\nDATA\r\n");
+    assert_eq!(h.codes(b".\r\n"), [250], "first recipient is not at gmail.test");
+    h.feed(b"MAIL FROM:<>\r\nRCPT TO:<b@GMAIL.test>\r\nDATA\r\n");
+    let (text, flow) = h.feed(b"x\r\n.\r\n");
+    assert_eq!(
+        text,
+        "421-4.7.28 rate limited 127.0.0.7\r\n421 4.7.28 for gmail.test\r\n"
+    );
+    assert_eq!(flow, Flow::Close, "421 closes the channel");
+    let stats = h.shared.counters.snapshot();
+    assert_eq!((stats.messages, stats.canned_replies), (1, 1));
+}
+
+#[test]
+fn canned_mail_reply_and_connect_banner() {
+    let mut h = Harness::new(SinkConfig {
+        canned: vec![
+            CannedReply {
+                domain: "*".into(),
+                stage: Stage::Mail,
+                text: "550 5.7.1 sender {rcpt} at {domain} refused".into(),
+                percent: 100.0,
+            },
+            CannedReply {
+                domain: "*".into(),
+                stage: Stage::Connect,
+                text: "554 5.7.1 no service for {ip}".into(),
+                percent: 100.0,
+            },
+        ],
+        ..SinkConfig::default()
+    });
+    let mut out = Vec::new();
+    assert_eq!(h.session.greeting(&h.shared, &mut out), Flow::Close);
+    assert_eq!(out, b"554 5.7.1 no service for 127.0.0.7\r\n");
+    let (text, _) = h.feed(b"HELO c\r\nMAIL FROM:<s@Sender.test>\r\nRCPT TO:<a@x.test>\r\n");
+    assert_eq!(
+        text,
+        "250 sink.volley.test\r\n550 5.7.1 sender s@Sender.test at Sender.test refused\r\n\
+         503 5.5.1 Error: need MAIL command\r\n"
+    );
+}

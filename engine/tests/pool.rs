@@ -1,0 +1,129 @@
+//! The connection pool: reuse, caps, and no delivery lost when connections break.
+
+mod common;
+
+use std::collections::HashMap;
+
+use volley_bench::{Sink, SinkConfig};
+use volley_engine::{Disposition, SmtpConfig};
+
+fn addresses(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i}@d{}.test", i % 7)).collect()
+}
+
+#[tokio::test]
+async fn connections_are_reused_and_capped() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let config = SmtpConfig {
+        max_connections_per_host: 3,
+        max_messages_per_connection: 50,
+        ..common::fast_config()
+    };
+    let routes = [common::route(2, sink.local_addr()), common::route(3, sink.local_addr())];
+    let reports = common::deliver_all(config, &routes, &addresses(600)).await;
+    assert_eq!(reports.len(), 600);
+    assert!(reports
+        .iter()
+        .all(|r| r.statuses[0].disposition == Disposition::Delivered));
+    let stats = sink.stats();
+    assert_eq!(stats.messages, 600);
+    // 600 messages at most 50 per connection: at least 12 connections; at most 3 at once per
+    // (source, host) means connections are reused rather than one per message.
+    assert!(stats.connections >= 12, "{stats:?}");
+    assert!(stats.connections <= 600 / 50 + 2 * 3, "{stats:?}");
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_cap_at_the_server_defers_instead_of_losing() {
+    // The server allows 1 connection; the pool opens up to 4: refused connections defer their
+    // deliveries with the server's 421, and nothing is lost.
+    let sink = Sink::start(SinkConfig {
+        max_connections: Some(1),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let config = SmtpConfig {
+        max_connections_per_host: 4,
+        ..common::fast_config()
+    };
+    let reports = common::deliver_all(config, &[common::route(2, sink.local_addr())], &addresses(200)).await;
+    assert_eq!(reports.len(), 200);
+    let mut by: HashMap<Disposition, u64> = HashMap::new();
+    for r in &reports {
+        *by.entry(r.statuses[0].disposition).or_default() += 1;
+    }
+    let delivered = by.get(&Disposition::Delivered).copied().unwrap_or(0);
+    assert_eq!(delivered, sink.stats().messages);
+    assert_eq!(delivered + by.get(&Disposition::Deferred).copied().unwrap_or(0), 200);
+    for r in reports
+        .iter()
+        .filter(|r| r.statuses[0].disposition == Disposition::Deferred)
+    {
+        assert_eq!(r.statuses[0].code, Some(421), "{:?}", r.statuses[0]);
+    }
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_give_exactly_one_outcome_per_recipient_matching_the_sink() {
+    let sink = Sink::start(SinkConfig {
+        tempfail_pct: 5.0,
+        permfail_pct: 2.0,
+        drop_pct: 2.0,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let rcpts = addresses(3000);
+    let routes: Vec<_> = (2..=5).map(|ip| common::route(ip, sink.local_addr())).collect();
+    let reports = common::deliver_all(common::fast_config(), &routes, &rcpts).await;
+    assert_eq!(reports.len(), rcpts.len(), "one report per delivery");
+    let mut tags: Vec<usize> = reports.iter().map(|r| r.tag).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), rcpts.len(), "no delivery reported twice");
+    let stats = sink.stats();
+    let count = |d| {
+        reports
+            .iter()
+            .filter(|r| r.statuses.len() == 1 && r.statuses[0].disposition == d)
+            .count() as u64
+    };
+    let (delivered, deferred, bounced) = (
+        count(Disposition::Delivered),
+        count(Disposition::Deferred),
+        count(Disposition::Bounced),
+    );
+    assert_eq!(delivered + deferred + bounced, rcpts.len() as u64);
+    assert_eq!(delivered, stats.messages, "{stats:?}");
+    assert_eq!(bounced, stats.rcpt_permfails, "{stats:?}");
+    // Deferred: 451s from the sink plus deliveries on connections it dropped.
+    assert!(deferred >= stats.rcpt_tempfails, "{stats:?}");
+    assert!(
+        stats.rcpt_tempfails > 0 && stats.rcpt_permfails > 0 && stats.drops > 0,
+        "faults were injected: {stats:?}"
+    );
+    let maybe = reports.iter().filter(|r| r.statuses[0].maybe_delivered).count() as u64;
+    assert_eq!(maybe, stats.drops_after_data, "the RFC 1047 window is flagged");
+    for r in &reports {
+        let expected = u64::from(r.statuses[0].disposition == Disposition::Delivered);
+        assert_eq!(sink.accepted_for(&rcpts[r.tag]), expected, "{}", rcpts[r.tag]);
+    }
+    sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_host_defers_with_the_reason() {
+    // A port nothing listens on: bind one, note it, close it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let reports = common::deliver_all(common::fast_config(), &[common::route(2, addr)], &addresses(5)).await;
+    assert_eq!(reports.len(), 5);
+    for r in &reports {
+        assert_eq!(r.statuses[0].disposition, Disposition::Deferred);
+        assert!(r.statuses[0].text.contains("cannot connect"), "{}", r.statuses[0].text);
+    }
+}

@@ -1,0 +1,296 @@
+//! Reading the campaign TOML: the schema, and validation with file/line/field/value errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Campaign, CampaignError, TemplateSource};
+use crate::address::{EmailAddress, Mailbox};
+
+/// The campaign file as written (the schema). See the module docs for an example.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignFile {
+    /// Campaign identifier, `[A-Za-z0-9._-]{1,64}` starting with a letter or digit; used in
+    /// Message-IDs, the accounting log and state file names.
+    id: Spanned<String>,
+    /// The `From:` mailbox: `Name <addr>`, `"Quoted, Name" <addr>` or a bare address.
+    from: Spanned<String>,
+    /// The envelope sender (SMTP `MAIL FROM`, where bounces go); default: the From address.
+    envelope_from: Option<Spanned<String>>,
+    /// The `Reply-To:` mailbox, same forms as `from`.
+    reply_to: Option<Spanned<String>>,
+    /// The subject template (one line).
+    subject: Spanned<String>,
+    /// The text/plain body template, inline. Exclusive with `text_file`.
+    text: Option<Spanned<String>>,
+    /// The text/plain body template, read from a UTF-8 file relative to the campaign file.
+    text_file: Option<Spanned<String>>,
+    /// The text/html body template, inline. Exclusive with `html_file`. Values are HTML-escaped.
+    html: Option<Spanned<String>>,
+    /// The text/html body template, read from a UTF-8 file relative to the campaign file.
+    html_file: Option<Spanned<String>>,
+    /// The recipient list, `.csv` (with a header row) or `.jsonl`, relative to the campaign file.
+    recipients: Spanned<String>,
+    /// The recipient column holding the address; default `email`.
+    email_column: Option<Spanned<String>>,
+    /// Extra headers; names are RFC 5322 field names, values are templates.
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+}
+
+/// Header names a campaign may not set: Volley writes them itself (or, for `Return-Path`, the
+/// receiving MTA does), or they would change who receives the message.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "reply-to",
+    "return-path",
+    "dkim-signature",
+];
+
+/// Parses and validates campaign TOML `text` read from `path`.
+pub(super) fn from_toml(path: &Path, text: &str) -> Result<Campaign, CampaignError> {
+    let file: CampaignFile = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_column(text, s.start)).unzip();
+        CampaignError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim_end().to_owned(),
+        }
+    })?;
+    Loader { path, text }.validate(file)
+}
+
+/// Validation context: the campaign file's path and text (for line numbers).
+struct Loader<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Loader<'_> {
+    fn line(&self, value: &Spanned<String>) -> usize {
+        line_column(self.text, value.span().start).0
+    }
+
+    fn invalid(&self, field: &str, value: &Spanned<String>, reason: impl Into<String>) -> CampaignError {
+        self.invalid_at(field, self.line(value), value.get_ref(), reason)
+    }
+
+    fn invalid_at(&self, field: &str, line: usize, value: &str, reason: impl Into<String>) -> CampaignError {
+        CampaignError::Invalid {
+            path: self.path.to_owned(),
+            line: Some(line),
+            field: field.to_owned(),
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve(&self, relative: &str) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(relative),
+            _ => PathBuf::from(relative),
+        }
+    }
+
+    fn mailbox(&self, field: &str, value: &Spanned<String>) -> Result<Mailbox, CampaignError> {
+        Mailbox::parse(value.get_ref()).map_err(|e| self.invalid(field, value, e.problem.to_string()))
+    }
+
+    fn validate(&self, f: CampaignFile) -> Result<Campaign, CampaignError> {
+        let id = f.id.get_ref();
+        if let Err(reason) = check_id(id) {
+            return Err(self.invalid("id", &f.id, reason));
+        }
+        let from = self.mailbox("from", &f.from)?;
+        let envelope_from = match &f.envelope_from {
+            Some(v) => {
+                EmailAddress::parse(v.get_ref()).map_err(|e| self.invalid("envelope_from", v, e.problem.to_string()))?
+            }
+            None => from.address.clone(),
+        };
+        let reply_to = f.reply_to.as_ref().map(|v| self.mailbox("reply_to", v)).transpose()?;
+        let subject = self.header_template("subject", &f.subject)?;
+        let text = self.body("text", f.text.as_ref(), f.text_file.as_ref())?;
+        let html = self.body("html", f.html.as_ref(), f.html_file.as_ref())?;
+        if text.is_none() && html.is_none() {
+            return Err(CampaignError::Invalid {
+                path: self.path.to_owned(),
+                line: None,
+                field: "text".to_owned(),
+                value: String::new(),
+                reason: "a body is required: set one of `text`, `text_file`, `html`, `html_file`".to_owned(),
+            });
+        }
+        let recipients = f.recipients.get_ref();
+        let extension = Path::new(recipients).extension().and_then(|e| e.to_str());
+        if !matches!(extension, Some("csv" | "jsonl")) {
+            return Err(self.invalid("recipients", &f.recipients, "expected a .csv or .jsonl file"));
+        }
+        let email_column = match &f.email_column {
+            Some(v) if v.get_ref().trim().is_empty() => {
+                return Err(self.invalid("email_column", v, "must not be empty"))
+            }
+            Some(v) => v.get_ref().trim().to_owned(),
+            None => "email".to_owned(),
+        };
+        let mut headers = Vec::with_capacity(f.headers.len());
+        for (name, value) in &f.headers {
+            let field = format!("headers.{name}");
+            if let Err(reason) = check_header_name(name) {
+                return Err(self.invalid_at("headers", self.line(value), name, reason));
+            }
+            headers.push((name.clone(), self.header_template(&field, value)?));
+        }
+        Ok(Campaign {
+            path: self.path.to_owned(),
+            id: id.clone(),
+            from,
+            envelope_from,
+            reply_to,
+            subject,
+            text,
+            html,
+            recipients: self.resolve(recipients),
+            email_column,
+            headers,
+        })
+    }
+
+    /// A header value template: one line, no control characters except TAB.
+    fn header_template(&self, field: &str, value: &Spanned<String>) -> Result<TemplateSource, CampaignError> {
+        if let Some(c) = value.get_ref().chars().find(|&c| c.is_control() && c != '\t') {
+            return Err(self.invalid(field, value, format!("control character {c:?} in a header value")));
+        }
+        Ok(self.inline(field, value))
+    }
+
+    fn inline(&self, field: &str, value: &Spanned<String>) -> TemplateSource {
+        TemplateSource {
+            field: field.to_owned(),
+            file: self.path.to_owned(),
+            line: Some(self.line(value)),
+            source: value.get_ref().clone(),
+        }
+    }
+
+    /// `text`/`text_file` (or `html`/`html_file`): at most one, the file read now.
+    fn body(
+        &self,
+        kind: &str,
+        inline: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+    ) -> Result<Option<TemplateSource>, CampaignError> {
+        let file_field = format!("{kind}_file");
+        match (inline, file) {
+            (Some(_), Some(f)) => Err(self.invalid(
+                &file_field,
+                f,
+                format!("`{kind}` is also set; use either `{kind}` or `{file_field}`"),
+            )),
+            (Some(v), None) => Ok(Some(self.inline(kind, v))),
+            (None, Some(f)) => {
+                let resolved = self.resolve(f.get_ref());
+                let bytes = std::fs::read(&resolved).map_err(|source| CampaignError::BodyFile {
+                    path: self.path.to_owned(),
+                    line: self.line(f),
+                    field: file_field.clone(),
+                    value: f.get_ref().clone(),
+                    file: resolved.clone(),
+                    source,
+                })?;
+                let source = String::from_utf8(bytes).map_err(|e| {
+                    let at = e.utf8_error().valid_up_to();
+                    self.invalid(&file_field, f, format!("not valid UTF-8 (byte {at})"))
+                })?;
+                Ok(Some(TemplateSource {
+                    field: file_field,
+                    file: resolved,
+                    line: None,
+                    source,
+                }))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `[A-Za-z0-9._-]{1,64}`, starting with a letter or digit, no `..`, not ending with `.`
+/// (the id is a dot-atom inside Message-IDs and part of file names).
+fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only letters, digits, '.', '_' and '-' are allowed");
+    }
+    if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err("must start with a letter or digit");
+    }
+    if id.contains("..") || id.ends_with('.') {
+        return Err("must not contain '..' or end with '.'");
+    }
+    Ok(())
+}
+
+/// RFC 5322 §2.2 field name: 1*ftext (printable US-ASCII except ':'), kept short enough to fold.
+fn check_header_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 76 {
+        return Err("header names must be 1 to 76 characters");
+    }
+    if !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Err("header names are printable ASCII without spaces or ':' (RFC 5322 §2.2)");
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
+        return Err("this header is set by Volley and cannot be overridden");
+    }
+    Ok(())
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["spring-2026", "a", "v1.2_b", &"x".repeat(64)] {
+            assert_eq!(check_id(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".hidden", "..", "a..b", "a.", "sp ace", "é", &"x".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(check_header_name("X-Campaign-Id"), Ok(()));
+        assert_eq!(check_header_name("List-Unsubscribe"), Ok(()));
+        for bad in ["", "X Tag", "X:Tag", "Subject", "content-type", "Message-Id", "X-é"] {
+            assert!(check_header_name(bad).is_err(), "{bad}");
+        }
+    }
+}

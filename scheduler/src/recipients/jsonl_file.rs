@@ -1,0 +1,143 @@
+//! JSONL recipients: one JSON object per line; the first object's keys are the columns.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::{check_unique, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
+
+/// A JSONL file being streamed.
+pub(super) struct JsonlSource {
+    reader: BufReader<File>,
+    /// The current line, without its line ending; reused.
+    buf: Vec<u8>,
+    /// Number of the line in `buf`.
+    line: u64,
+    /// The first object was read by `open`; `buf` still holds it.
+    pending: bool,
+    /// Column name -> index.
+    index: HashMap<String, usize>,
+}
+
+impl JsonlSource {
+    /// Reads the first non-blank line, which must be an object; its keys are the columns.
+    pub(super) fn open(path: &Path, file: File) -> Result<(Vec<String>, JsonlSource), RecipientError> {
+        let mut src = JsonlSource {
+            reader: BufReader::with_capacity(64 * 1024, file),
+            buf: Vec::new(),
+            line: 0,
+            pending: true,
+            index: HashMap::new(),
+        };
+        let header_err = |line, reason| RecipientError::Header {
+            path: path.to_owned(),
+            line,
+            reason,
+        };
+        if !src.read_line(path)? {
+            return Err(header_err(1, "empty file: the first line must be a JSON object".into()));
+        }
+        let first = src.buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&src.buf);
+        let fields = parse_object(first).map_err(|reason| {
+            header_err(
+                src.line,
+                format!("the first line defines the columns and must be valid: {reason}"),
+            )
+        })?;
+        let columns: Vec<String> = fields.into_iter().map(|(k, _)| k.trim().to_owned()).collect();
+        check_unique(&columns).map_err(|reason| header_err(src.line, reason))?;
+        src.index = columns.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        Ok((columns, src))
+    }
+
+    /// Reads the next non-blank line into `buf` (without its line ending); false at EOF.
+    fn read_line(&mut self, path: &Path) -> Result<bool, RecipientError> {
+        loop {
+            self.buf.clear();
+            self.line += 1;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| RecipientError::Io {
+                    path: path.to_owned(),
+                    line: self.line,
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(false);
+            }
+            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+                self.buf.pop();
+            }
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The next line's values in column order, or its rejection; `None` at the end.
+    pub(super) fn next(&mut self, path: &Path, width: usize) -> Option<RawRow> {
+        if !std::mem::take(&mut self.pending) {
+            match self.read_line(path) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let line = self.line;
+        let text = self.buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&self.buf);
+        let reject =
+            |field: &str, value: &str, reason: String| Some(Ok(Err(RejectedRow::new(line, field, value, reason))));
+        if let Err(e) = std::str::from_utf8(text) {
+            let value = String::from_utf8_lossy(text);
+            return reject(WHOLE_ROW, &value, format!("invalid UTF-8 at byte {}", e.valid_up_to()));
+        }
+        let fields = match parse_object(text) {
+            Ok(fields) => fields,
+            Err(reason) => return reject(WHOLE_ROW, &String::from_utf8_lossy(text), reason),
+        };
+        let mut values = vec![String::new(); width];
+        for (key, value) in fields {
+            let Some(&i) = self.index.get(key.trim()) else {
+                continue;
+            };
+            values[i] = match value {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => String::new(),
+                nested => {
+                    let reason = "nested arrays and objects are not supported".to_owned();
+                    return reject(&key, &nested.to_string(), reason);
+                }
+            };
+        }
+        Some(Ok(Ok((line, values))))
+    }
+}
+
+/// Parses one JSON object keeping its key order (whatever serde_json's map type is).
+fn parse_object(text: &[u8]) -> Result<Vec<(String, Value)>, String> {
+    struct Ordered;
+    impl<'de> Visitor<'de> for Ordered {
+        type Value = Vec<(String, Value)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+            while let Some(entry) = map.next_entry::<String, Value>()? {
+                fields.push(entry);
+            }
+            Ok(fields)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let fields = de.deserialize_map(Ordered).map_err(|e| format!("invalid JSON: {e}"))?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(fields)
+}

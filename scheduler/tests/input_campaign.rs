@@ -1,0 +1,215 @@
+//! Campaign loading: the good fixture, and every refusal naming file, line, field and value.
+
+use std::path::{Path, PathBuf};
+
+use volley_scheduler::campaign::{Campaign, CampaignError};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/campaigns")
+        .join(name)
+}
+
+fn load_err(name: &str) -> (CampaignError, String) {
+    let e = Campaign::load(&fixture(name)).expect_err(name);
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&fixture(name).display().to_string()),
+        "file not named: {msg}"
+    );
+    (e, msg)
+}
+
+fn columns() -> Vec<String> {
+    ["email", "first_name", "city"].map(String::from).to_vec()
+}
+
+#[test]
+fn good_campaign_loads_and_compiles() {
+    let c = Campaign::load(&fixture("good.toml")).unwrap();
+    assert_eq!(c.id(), "spring-2026");
+    assert_eq!(c.from().name.as_deref(), Some("Volley News"));
+    assert_eq!(c.from().address.as_str(), "news@sender.test");
+    assert_eq!(c.envelope_from().as_str(), "bounces@sender.test");
+    assert_eq!(c.reply_to().and_then(|r| r.name.as_deref()), Some("Volley Help"));
+    assert_eq!(c.email_column(), "email");
+    assert_eq!(c.recipients(), fixture("../recipients.csv"));
+    assert_eq!(c.text().unwrap().file, fixture("body.txt"));
+    assert!(c.html().unwrap().source.contains("<p>Hi {{first_name}},</p>"));
+    let names: Vec<&str> = c.headers().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["List-Unsubscribe", "X-Campaign-Id", "X-City"]);
+
+    let compiled = c.compile(&columns()).unwrap();
+    assert_eq!(
+        compiled.subject().render(&["a@b.test", "Ann", "Oslo"]),
+        "Hello Ann from Volley"
+    );
+    assert_eq!(
+        compiled
+            .html()
+            .unwrap()
+            .render(&["", "<Ann>", ""])
+            .matches("&lt;Ann&gt;")
+            .count(),
+        1
+    );
+    assert!(compiled.headers()[1].1.is_static());
+}
+
+#[test]
+fn envelope_from_defaults_to_from_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let toml = "id = \"x\"\nfrom = \"N <n@s.test>\"\nsubject = \"s\"\nhtml = \"<p>h</p>\"\nrecipients = \"r.jsonl\"\nemail_column = \"mail\"\n";
+    let c = Campaign::from_toml(&path, toml).unwrap();
+    assert_eq!(c.envelope_from().as_str(), "n@s.test");
+    assert_eq!(c.reply_to(), None);
+    assert_eq!(c.email_column(), "mail");
+    assert_eq!(c.recipients(), dir.path().join("r.jsonl"));
+    assert!(c.text().is_none());
+}
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    let (e, msg) = load_err("unknown_field.toml");
+    assert!(matches!(e, CampaignError::Syntax { line: Some(6), .. }), "{e:?}");
+    assert!(msg.contains(":6:1:"), "{msg}");
+    assert!(msg.contains("unknown field `sbject`"), "{msg}");
+}
+
+#[test]
+fn missing_subject_names_field() {
+    let (_, msg) = load_err("missing_subject.toml");
+    assert!(msg.contains("missing field `subject`"), "{msg}");
+}
+
+#[test]
+fn text_and_text_file_are_exclusive() {
+    let (e, msg) = load_err("text_and_text_file.toml");
+    assert!(matches!(e, CampaignError::Invalid { line: Some(5), .. }), "{e:?}");
+    assert!(msg.contains("field `text_file` = \"body.txt\""), "{msg}");
+    assert!(msg.contains("`text` is also set"), "{msg}");
+}
+
+#[test]
+fn bad_id_names_field_and_value() {
+    let (_, msg) = load_err("bad_id.toml");
+    assert!(msg.contains(":1: field `id` = \"spring 2026!\": only letters"), "{msg}");
+}
+
+#[test]
+fn bad_from_names_field_value_and_reason() {
+    let (_, msg) = load_err("bad_from.toml");
+    assert!(
+        msg.contains(":3: field `from` = \"Volley News <news@>\": empty domain"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_placeholder_names_template_and_columns() {
+    let c = Campaign::load(&fixture("unknown_placeholder.toml")).unwrap();
+    let msg = c.compile(&columns()).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("{}:3:", fixture("unknown_placeholder.toml").display())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("template `subject`: unknown placeholder {{frist_name}}"),
+        "{msg}"
+    );
+    assert!(msg.contains("available columns: email, first_name, city"), "{msg}");
+}
+
+#[test]
+fn placeholder_errors_in_body_files_name_the_body_file() {
+    let c = Campaign::load(&fixture("good.toml")).unwrap();
+    let msg = c
+        .compile(&["email".to_owned(), "first_name".to_owned()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("{}: template `text_file`", fixture("body.txt").display())),
+        "{msg}"
+    );
+    assert!(msg.contains("{{city}} at line 3, column 19"), "{msg}");
+}
+
+/// Writes `body` as a campaign file and returns the load error message.
+fn invalid(body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, body).unwrap();
+    let msg = Campaign::load(&path).expect_err(body).to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    msg
+}
+
+const BASE: &str = "id = \"x\"\nfrom = \"n@s.test\"\nrecipients = \"r.csv\"\n";
+
+#[test]
+fn other_refusals() {
+    let cases: &[(&str, &str)] = &[
+        ("subject = \"s\"\n", "field `text` = \"\": a body is required"),
+        (
+            "subject = \"a\\r\\nBcc: x@y.z\"\ntext = \"t\"\n",
+            "field `subject` = \"a\\r\\nBcc: x@y.z\": control character '\\r'",
+        ),
+        (
+            "subject = \"s\"\nhtml = \"h\"\nhtml_file = \"b.html\"\n",
+            "field `html_file` = \"b.html\": `html` is also set",
+        ),
+        (
+            "subject = \"s\"\ntext_file = \"missing.txt\"\n",
+            "field `text_file` = \"missing.txt\": cannot read",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\nenvelope_from = \"b@\"\n",
+            "field `envelope_from` = \"b@\": empty domain",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\nreply_to = \"<r@s.test\"\n",
+            "field `reply_to` = \"<r@s.test\": malformed",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\nemail_column = \" \"\n",
+            "field `email_column` = \" \": must not be empty",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\n[headers]\n\"Subject\" = \"x\"\n",
+            "field `headers` = \"Subject\": this header is set by Volley",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\n[headers]\n\"Content-Type\" = \"x\"\n",
+            "field `headers` = \"Content-Type\"",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\n[headers]\n\"X Bad\" = \"x\"\n",
+            "field `headers` = \"X Bad\": header names are printable",
+        ),
+        (
+            "subject = \"s\"\ntext = \"t\"\n[headers]\n\"X-Tag\" = \"a\\nb\"\n",
+            "field `headers.X-Tag` = \"a\\nb\": control character",
+        ),
+        ("subject = 3\ntext = \"t\"\n", "invalid type"),
+    ];
+    for (extra, expected) in cases {
+        let msg = invalid(&format!("{BASE}{extra}"));
+        assert!(msg.contains(expected), "expected {expected:?} in: {msg}");
+    }
+    let msg = invalid("id = \"x\"\nfrom = \"n@s.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.txt\"\n");
+    assert!(
+        msg.contains(":5: field `recipients` = \"r.txt\": expected a .csv or .jsonl file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unreadable_campaign_file_is_named() {
+    let e = Campaign::load(Path::new("/nonexistent/campaign.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/campaign.toml: cannot read campaign file"),
+        "{e}"
+    );
+}
