@@ -25,6 +25,8 @@
 //!     read → process → (latency) → single write loop.
 //!   - `sink/error.rs` — [`SinkError`].
 
+#![warn(missing_docs)]
+
 pub mod sink;
 
 pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};

@@ -8,6 +8,7 @@
 //! Header injection: a rendered header value carrying CR, LF or any other control character
 //! (TAB excepted) is refused with [`RenderError::HeaderInjection`], naming the header and the
 //! recipient column that brought it; the caller rejects that recipient and carries on.
+//! Rendered header values are trimmed of leading and trailing blanks.
 //! Body values may contain line breaks: CRLF, CR and LF are all normalised to CRLF.
 
 use std::borrow::Cow;
@@ -162,7 +163,10 @@ impl MessageFactory {
     fn header_value(&self, field: &str, template: &Template, values: &[String]) -> Result<String, RenderError> {
         let rendered = template.render(values);
         if !rendered.chars().any(is_header_control) {
-            return Ok(rendered);
+            // Leading/trailing blanks are not significant in a header and trailing ones get
+            // mangled in transit (and by DKIM relaxed canonicalisation): drop them.
+            let trimmed = rendered.trim_matches([' ', '\t']);
+            return Ok(if trimmed.len() == rendered.len() { rendered } else { trimmed.to_owned() });
         }
         // The literal text was checked at campaign load, so a column brought the character.
         let column = template

@@ -53,7 +53,7 @@ pub struct SinkArgs {
     /// Connections served at once; more get 421 4.7.0 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// TOML file of canned replies ([[reply]] domain, stage, text, percent).
+    /// TOML file of canned replies: reply tables with domain, stage, text, percent.
     #[arg(long, value_name = "FILE")]
     pub canned: Option<PathBuf>,
     /// Print a JSON stats line to stdout this often: seconds ("5") or a duration ("500ms").

@@ -21,9 +21,11 @@ use super::Shared;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bound on the STARTTLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Read buffer size; a read is attempted whenever less than `MIN_READ` bytes are free.
-const READ_BUFFER: usize = 64 * 1024;
-const MIN_READ: usize = 8 * 1024;
+/// Read buffer growth step; the buffer grows (or is compacted) whenever less than
+/// `MIN_READ` bytes are free. Small enough that thousands of idle connections stay cheap,
+/// large enough that a 4 KB message arrives in one read.
+const READ_BUFFER: usize = 16 * 1024;
+const MIN_READ: usize = 4 * 1024;
 
 /// Accepts connections until shutdown is signalled (or every handle is dropped). Each
 /// connection task holds a clone of `done` so that shutdown can wait for them all.
@@ -149,12 +151,24 @@ impl Connection {
         tokio::pin!(idle);
         loop {
             if !self.write_buf.is_empty() {
-                if !shared.config.latency.is_zero() {
-                    sleep(shared.config.latency).await;
-                }
+                // Counted before the write, so a client that has read the replies sees it.
                 bump(&shared.counters.reply_flushes);
-                stream.write_all(&self.write_buf).await?;
-                stream.flush().await?;
+                let latency = shared.config.latency;
+                let replies = &self.write_buf;
+                let write = async {
+                    if !latency.is_zero() {
+                        sleep(latency).await;
+                    }
+                    stream.write_all(replies).await?;
+                    stream.flush().await
+                };
+                idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+                tokio::select! {
+                    written = write => written?,
+                    // A client that does not read must not hold up shutdown forever.
+                    _ = self.shutdown.changed() => return Ok(End::Closed),
+                    () = &mut idle => return Ok(End::Closed),
+                }
                 self.write_buf.clear();
             }
             match flow {

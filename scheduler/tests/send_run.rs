@@ -1,0 +1,130 @@
+//! Whole runs of `send::run` against the in-process sink, checked from the accounting log.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use serde_json::Value;
+use volley_bench::{Sink, SinkConfig};
+use volley_scheduler::campaign::Campaign;
+use volley_scheduler::config::{SendConfig, SourceIpConfig};
+
+fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
+    SendConfig {
+        state_dir: dir.join("state"),
+        source_ips: (2..=5)
+            .map(|i| SourceIpConfig {
+                address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)),
+                ehlo_name: format!("mta{i}.volley.test"),
+                weight: 1,
+            })
+            .collect(),
+        routes: routes.iter().map(|(d, t)| (d.to_string(), t.clone())).collect(),
+        smtp: volley_engine::SmtpConfig {
+            timeouts: volley_engine::timeouts::Timeouts::uniform(std::time::Duration::from_secs(5)),
+            ..Default::default()
+        },
+        max_in_flight: 1000,
+    }
+}
+
+fn write_campaign(dir: &Path, csv: &str) -> Campaign {
+    std::fs::write(dir.join("recipients.csv"), csv).expect("csv");
+    std::fs::write(
+        dir.join("campaign.toml"),
+        "id = \"t1\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi {{name}}\"\ntext = \"Hello {{name}}\"\nrecipients = \"recipients.csv\"\n",
+    )
+    .expect("toml");
+    Campaign::load(&dir.join("campaign.toml")).expect("campaign loads")
+}
+
+fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
+    let sink = Sink::start(SinkConfig { tempfail_pct: 5.0, permfail_pct: 2.0, ..SinkConfig::default() })
+        .await
+        .expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 4000;
+    let mut csv = String::from("email,name\n");
+    for i in 0..n {
+        csv.push_str(&format!("u{i}@d{}.test,N{i}\n", i % 50));
+    }
+    let campaign = write_campaign(dir.path(), &csv);
+    let summary = volley_scheduler::send::run(&campaign, &config(dir.path(), &[("*", sink.local_addr().to_string())]))
+        .await
+        .expect("run");
+
+    let log = read_log(&summary.accounting_log);
+    assert_eq!(log.len(), n, "one line per recipient");
+    let mut per_rcpt: HashMap<&str, &str> = HashMap::new();
+    for line in &log {
+        for field in ["ts", "campaign", "recipient", "domain", "source_ip", "mx", "outcome", "code", "enhanced", "category", "attempt", "latency_ms", "message_id"] {
+            assert!(line.get(field).is_some(), "field {field} missing in {line}");
+        }
+        let rcpt = line["recipient"].as_str().expect("recipient");
+        assert!(per_rcpt.insert(rcpt, line["outcome"].as_str().expect("outcome")).is_none(), "{rcpt} twice");
+    }
+    let stats = sink.stats();
+    let count = |o: &str| per_rcpt.values().filter(|&&v| v == o).count() as u64;
+    assert_eq!(count("delivered"), stats.messages);
+    assert_eq!(count("bounced"), stats.rcpt_permfails);
+    assert_eq!(count("deferred"), stats.rcpt_tempfails);
+    assert_eq!(count("delivered") + count("bounced") + count("deferred"), n as u64);
+    assert!(stats.rcpt_tempfails > 0 && stats.rcpt_permfails > 0);
+    for (rcpt, outcome) in &per_rcpt {
+        assert_eq!(sink.accepted_for(rcpt), u64::from(*outcome == "delivered"), "{rcpt}");
+    }
+    assert_eq!((summary.delivered, summary.bounced, summary.deferred), (count("delivered"), count("bounced"), count("deferred")));
+    assert_eq!(summary.recipients, n as u64);
+    assert_eq!(summary.by_source_ip.len(), 4, "rotation used every source IP");
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = "email,name\n\
+               good1@a.test,One\n\
+               not-an-address,Two\n\
+               good2@a.test,Three,extra-field\n\
+               good3@a.test,\"Evil\r\nBcc: victim@x.test\"\n\
+               good1@a.test,Duplicate\n\
+               good4@nowhere.test,Four\n\
+               good5@a.test,Five\n";
+    let campaign = write_campaign(dir.path(), csv);
+    // Only a.test has a route: nowhere.test is deferred with a routing error.
+    let cfg = config(dir.path(), &[("a.test", sink.local_addr().to_string())]);
+    let summary = volley_scheduler::send::run(&campaign, &cfg).await.expect("run");
+    assert_eq!(summary.rows, 7);
+    assert_eq!(summary.delivered, 2, "{summary:?}");
+    assert_eq!(summary.rejected, 3, "{summary:?}");
+    assert_eq!(summary.duplicates, 1);
+    assert_eq!(summary.deferred, 1);
+    assert_eq!(sink.accepted_for("good1@a.test"), 1, "duplicate sent once");
+    assert_eq!(sink.accepted_for("good5@a.test"), 1);
+    assert_eq!(sink.accepted_for("good3@a.test"), 0, "header injection refused");
+
+    let rejects = read_log(&summary.rejects_file);
+    let lines: Vec<u64> = rejects.iter().map(|r| r["line"].as_u64().expect("line")).collect();
+    assert_eq!(lines, [3, 4, 5]);
+    assert_eq!(rejects[0]["field"], "email");
+    assert_eq!(rejects[0]["value"], "not-an-address");
+    assert!(rejects.iter().all(|r| r["file"].as_str().is_some_and(|f| f.ends_with("recipients.csv"))));
+    let injection = rejects[2]["reason"].as_str().unwrap_or_default().to_string() + rejects[2]["field"].as_str().unwrap_or_default();
+    assert!(injection.to_lowercase().contains("subject") || injection.contains("name"), "{injection}");
+
+    let log = read_log(&summary.accounting_log);
+    let outcome_of = |r: &str| log.iter().find(|l| l["recipient"] == r).map(|l| l["outcome"].clone());
+    assert_eq!(outcome_of("good4@nowhere.test"), Some(Value::from("deferred")));
+    assert_eq!(log.iter().filter(|l| l["outcome"] == "rejected").count(), 3);
+    sink.shutdown().await;
+}

@@ -1,0 +1,124 @@
+//! The `volley` binary as an operator uses it: demo, send with the example config through a
+//! `volley sink` child process, and the errors a bad campaign or config gives.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+fn volley() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A `volley sink` child, killed on drop.
+struct SinkProcess(Child);
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn start_sink(extra: &[&str]) -> (SinkProcess, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = volley().args(["sink", "--listen", &addr]).args(extra).spawn().expect("spawn sink");
+    let sink = SinkProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "sink did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (sink, addr)
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+#[test]
+fn demo_delivers_everything_and_exits_zero() {
+    let out = volley().args(["demo", "--recipients", "2000", "--domains", "20"]).output().expect("run demo");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("delivered 2000"), "{t}");
+    assert!(t.contains("every recipient has exactly one final outcome"), "{t}");
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        assert!(t.contains(ip), "tally for {ip} missing: {t}");
+    }
+}
+
+#[test]
+fn send_example_campaign_through_a_sink_process() {
+    let (_sink, addr) = start_sink(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = std::fs::read_to_string(repo().join("config/volley.toml")).expect("example config");
+    let config = example
+        .replace("127.0.0.1:2525", &addr)
+        .replace("state_dir = \"../state\"", &format!("state_dir = {:?}", dir.path().join("state")));
+    let config = write(dir.path(), "volley.toml", &config);
+    let summary = dir.path().join("summary.json");
+    let out = volley()
+        .arg("send")
+        .arg(repo().join("config/campaigns/welcome.toml"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .expect("run send");
+    assert!(out.status.success(), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    for field in ["recipients", "delivered", "deferred", "bounced", "suppressed", "rejected", "elapsed_s", "msgs_per_s"] {
+        assert!(s.get(field).is_some(), "summary lacks {field}: {s}");
+    }
+    assert_eq!(s["delivered"], 4, "{s}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let rejects = std::fs::read_to_string(s["rejects_file"].as_str().expect("path")).expect("rejects");
+    assert!(rejects.contains("\"line\":5") && rejects.contains("not-an-address"), "{rejects}");
+}
+
+#[test]
+fn malformed_campaign_names_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "r.csv", "email\na@b.test\n");
+    let campaign = write(
+        dir.path(),
+        "bad.toml",
+        "id = \"x\"\nfrom = \"a@b.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.csv\"\nsubjekt = \"typo\"\n",
+    );
+    let config = write(dir.path(), "v.toml", "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n");
+    let out = volley().arg("send").arg(&campaign).arg("--config").arg(&config).output().expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("bad.toml:6:") && t.contains("subjekt"), "{t}");
+}
+
+#[test]
+fn bad_config_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let campaign = repo().join("config/campaigns/welcome.toml");
+    let config = write(
+        dir.path(),
+        "v.toml",
+        "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n[routes]\n\"*\" = \"mx.example.com\"\n",
+    );
+    let out = volley().arg("send").arg(&campaign).arg("--config").arg(&config).output().expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("refusing to start") && t.contains("v.toml") && t.contains("mx.example.com"), "{t}");
+}
