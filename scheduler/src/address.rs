@@ -115,12 +115,16 @@ impl EmailAddress {
         if s.starts_with('"') {
             return Err(err(AddressProblem::QuotedLocalPart));
         }
-        if let Some(c) = s.chars().find(|c| c.is_control() || matches!(c, ' ' | '<' | '>' | ',')) {
-            return Err(err(AddressProblem::ForbiddenChar(c)));
+        // ASCII controls, DEL, space and the list/angle delimiters; non-ASCII bytes are
+        // judged per part below.
+        for &b in s.as_bytes() {
+            if b < 0x20 || matches!(b, 0x7f | b' ' | b'<' | b'>' | b',') {
+                return Err(err(AddressProblem::ForbiddenChar(char::from(b))));
+            }
         }
-        let at = s.find('@').ok_or_else(|| err(AddressProblem::MissingAt))?;
+        let at = memchr::memchr(b'@', s.as_bytes()).ok_or_else(|| err(AddressProblem::MissingAt))?;
         let (local, domain) = (&s[..at], &s[at + 1..]);
-        if domain.contains('@') {
+        if memchr::memchr(b'@', domain.as_bytes()).is_some() {
             return Err(err(AddressProblem::MultipleAt));
         }
         if local.is_empty() {
@@ -163,22 +167,44 @@ impl EmailAddress {
     }
 }
 
+/// Byte class tables: `ATEXT` (RFC 5322 §3.2.3) and `LDH` (letters, digits, hyphen).
+const fn byte_table(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+static ATEXT: [bool; 256] = byte_table(b"!#$%&'*+-/=?^_`{|}~");
+static LDH: [bool; 256] = byte_table(b"-");
+
 /// RFC 5322 §3.2.3 dot-atom: atext runs separated by single dots.
 fn check_local(local: &str) -> Result<(), AddressProblem> {
-    if !local.is_ascii() {
-        return Err(AddressProblem::NonAsciiLocal);
+    let mut prev = 0u8;
+    for &b in local.as_bytes() {
+        if b >= 0x80 {
+            return Err(AddressProblem::NonAsciiLocal);
+        }
+        if b == b'.' {
+            if prev == b'.' {
+                return Err(AddressProblem::InvalidLocal("consecutive dots"));
+            }
+        } else if !ATEXT[usize::from(b)] {
+            return Err(AddressProblem::ForbiddenChar(char::from(b)));
+        }
+        prev = b;
     }
     if local.starts_with('.') || local.ends_with('.') {
         return Err(AddressProblem::InvalidLocal("starts or ends with '.'"));
     }
-    if local.contains("..") {
-        return Err(AddressProblem::InvalidLocal("consecutive dots"));
-    }
-    let is_atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b);
-    match local.bytes().find(|&b| !is_atext(b)) {
-        Some(b) => Err(AddressProblem::ForbiddenChar(char::from(b))),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Validates an LDH domain (RFC 1035 §2.3.1, RFC 1123 §2.1) or an address literal and
@@ -200,39 +226,58 @@ fn normalise_domain(domain: &str) -> Result<String, AddressProblem> {
             .ok_or(AddressProblem::InvalidLiteral)?;
         return Ok(format!("[IPv6:{v6}]"));
     }
-    let mut labels = 0;
-    let mut last = "";
-    for label in domain.split('.') {
-        let bad = |reason| AddressProblem::InvalidLabel {
-            label: label.to_owned(),
-            reason,
-        };
+    let bytes = domain.as_bytes();
+    let (mut start, mut labels, mut numeric) = (0, 0, true);
+    for i in 0..=bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b'.');
+        if b != b'.' {
+            if !LDH[usize::from(b)] {
+                return Err(bad_label(domain, start, "only letters, digits and '-' are allowed"));
+            }
+            numeric &= b.is_ascii_digit();
+            continue;
+        }
+        let label = &bytes[start..i];
         if label.is_empty() {
-            return Err(bad("empty label (leading, trailing or double dot)"));
+            return Err(bad_label(
+                domain,
+                start,
+                "empty label (leading, trailing or double dot)",
+            ));
         }
         if label.len() > MAX_LABEL_LEN {
-            return Err(bad("longer than 63 octets"));
+            return Err(bad_label(domain, start, "longer than 63 octets"));
         }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad("starts or ends with '-'"));
-        }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(bad("only letters, digits and '-' are allowed"));
+        if label[0] == b'-' || label[label.len() - 1] == b'-' {
+            return Err(bad_label(domain, start, "starts or ends with '-'"));
         }
         labels += 1;
-        last = label;
+        if i == bytes.len() {
+            break;
+        }
+        (start, numeric) = (i + 1, true);
     }
     if labels < 2 {
         return Err(AddressProblem::DomainWithoutDot);
     }
     // RFC 3696 §2: a top-level domain is never all-numeric; "a@1.2.3.4" wants brackets.
-    if last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AddressProblem::InvalidLabel {
-            label: last.to_owned(),
-            reason: "all-numeric top-level label (write an IP address as [1.2.3.4])",
-        });
+    if numeric {
+        return Err(bad_label(
+            domain,
+            start,
+            "all-numeric top-level label (write an IP address as [1.2.3.4])",
+        ));
     }
     Ok(domain.to_ascii_lowercase())
+}
+
+/// The label of `domain` starting at byte `start`, with the reason it is refused.
+fn bad_label(domain: &str, start: usize, reason: &'static str) -> AddressProblem {
+    let label = domain[start..].split('.').next().unwrap_or_default();
+    AddressProblem::InvalidLabel {
+        label: label.to_owned(),
+        reason,
+    }
 }
 
 impl fmt::Display for EmailAddress {

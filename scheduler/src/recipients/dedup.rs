@@ -86,11 +86,10 @@ impl Deduplicator {
         // Addresses are at most 254 octets (EmailAddress guarantees it), so no allocation.
         let mut lower = [0u8; MAX_ADDRESS_LEN];
         let bytes = addr.as_str().as_bytes();
-        let n = bytes.len().min(lower.len());
-        for (dst, src) in lower.iter_mut().zip(&bytes[..n]) {
-            *dst = src.to_ascii_lowercase();
-        }
-        self.hasher.hash_one(&lower[..n]).max(1)
+        let lower = &mut lower[..bytes.len().min(MAX_ADDRESS_LEN)];
+        lower.copy_from_slice(&bytes[..lower.len()]);
+        lower.make_ascii_lowercase();
+        self.hasher.hash_one(&*lower).max(1)
     }
 }
 

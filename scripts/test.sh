@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs Volley's whole test suite on a fresh Debian machine: installs what is missing
+# (redis-server; postfix for its smtp-sink/smtp-source, with its own daemon stopped),
+# then checks formatting and clippy and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if ! command -v smtp-sink >/dev/null 2>&1 && [ ! -x /usr/sbin/smtp-sink ]; then need+=(postfix); fi
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "scripts/test.sh: installing ${need[*]}"
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Tests run their own smtp-sink and redis-server on loopback ports; Postfix's daemon must not run.
+if pgrep -x master >/dev/null 2>&1; then $SUDO service postfix stop >/dev/null 2>&1 || true; fi
+export PATH="$PATH:/usr/sbin"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
