@@ -62,6 +62,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
                 address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)),
                 ehlo_name: format!("mta{}.volley.test", 2 + i),
                 weight: 1,
+                rate: None,
             })
             .collect(),
         routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),

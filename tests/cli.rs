@@ -15,7 +15,11 @@ fn repo() -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A `volley sink` child, killed on drop.
@@ -29,12 +33,19 @@ impl Drop for SinkProcess {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn start_sink(extra: &[&str]) -> (SinkProcess, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = volley().args(["sink", "--listen", &addr]).args(extra).spawn().expect("spawn sink");
+    let child = volley()
+        .args(["sink", "--listen", &addr])
+        .args(extra)
+        .spawn()
+        .expect("spawn sink");
     let sink = SinkProcess(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&addr).is_err() {
@@ -52,7 +63,10 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 #[test]
 fn demo_delivers_everything_and_exits_zero() {
-    let out = volley().args(["demo", "--recipients", "2000", "--domains", "20"]).output().expect("run demo");
+    let out = volley()
+        .args(["demo", "--recipients", "2000", "--domains", "20"])
+        .output()
+        .expect("run demo");
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("delivered 2000"), "{t}");
@@ -67,9 +81,10 @@ fn send_example_campaign_through_a_sink_process() {
     let (_sink, addr) = start_sink(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let example = std::fs::read_to_string(repo().join("config/volley.toml")).expect("example config");
-    let config = example
-        .replace("127.0.0.1:2525", &addr)
-        .replace("state_dir = \"../state\"", &format!("state_dir = {:?}", dir.path().join("state")));
+    let config = example.replace("127.0.0.1:2525", &addr).replace(
+        "state_dir = \"../state\"",
+        &format!("state_dir = {:?}", dir.path().join("state")),
+    );
     let config = write(dir.path(), "volley.toml", &config);
     let summary = dir.path().join("summary.json");
     let out = volley()
@@ -83,13 +98,25 @@ fn send_example_campaign_through_a_sink_process() {
         .expect("run send");
     assert!(out.status.success(), "{}", text(&out));
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
-    for field in ["recipients", "delivered", "deferred", "bounced", "suppressed", "rejected", "elapsed_s", "msgs_per_s"] {
+    for field in [
+        "recipients",
+        "delivered",
+        "deferred",
+        "bounced",
+        "suppressed",
+        "rejected",
+        "elapsed_s",
+        "msgs_per_s",
+    ] {
         assert!(s.get(field).is_some(), "summary lacks {field}: {s}");
     }
     assert_eq!(s["delivered"], 4, "{s}");
     assert_eq!(s["rejected"], 1, "{s}");
     let rejects = std::fs::read_to_string(s["rejects_file"].as_str().expect("path")).expect("rejects");
-    assert!(rejects.contains("\"line\":5") && rejects.contains("not-an-address"), "{rejects}");
+    assert!(
+        rejects.contains("\"line\":5") && rejects.contains("not-an-address"),
+        "{rejects}"
+    );
 }
 
 #[test]
@@ -101,8 +128,18 @@ fn malformed_campaign_names_file_line_and_field() {
         "bad.toml",
         "id = \"x\"\nfrom = \"a@b.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.csv\"\nsubjekt = \"typo\"\n",
     );
-    let config = write(dir.path(), "v.toml", "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n");
-    let out = volley().arg("send").arg(&campaign).arg("--config").arg(&config).output().expect("run");
+    let config = write(
+        dir.path(),
+        "v.toml",
+        "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n",
+    );
+    let out = volley()
+        .arg("send")
+        .arg(&campaign)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("bad.toml:6:") && t.contains("subjekt"), "{t}");
@@ -117,8 +154,17 @@ fn bad_config_refuses_to_start() {
         "v.toml",
         "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n[routes]\n\"*\" = \"mx.example.com\"\n",
     );
-    let out = volley().arg("send").arg(&campaign).arg("--config").arg(&config).output().expect("run");
+    let out = volley()
+        .arg("send")
+        .arg(&campaign)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(t.contains("refusing to start") && t.contains("v.toml") && t.contains("mx.example.com"), "{t}");
+    assert!(
+        t.contains("refusing to start") && t.contains("v.toml") && t.contains("mx.example.com"),
+        "{t}"
+    );
 }

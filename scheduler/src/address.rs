@@ -227,41 +227,35 @@ fn normalise_domain(domain: &str) -> Result<String, AddressProblem> {
         return Ok(format!("[IPv6:{v6}]"));
     }
     let bytes = domain.as_bytes();
-    let (mut start, mut labels, mut numeric) = (0, 0, true);
-    for i in 0..=bytes.len() {
-        let b = bytes.get(i).copied().unwrap_or(b'.');
-        if b != b'.' {
-            if !LDH[usize::from(b)] {
-                return Err(bad_label(domain, start, "only letters, digits and '-' are allowed"));
-            }
-            numeric &= b.is_ascii_digit();
-            continue;
-        }
-        let label = &bytes[start..i];
+    let (mut start, mut labels) = (0, 0);
+    let ends = memchr::memchr_iter(b'.', bytes).chain(std::iter::once(bytes.len()));
+    for end in ends {
+        let label = &bytes[start..end];
+        let bad = |reason| bad_label(domain, start, reason);
         if label.is_empty() {
-            return Err(bad_label(
-                domain,
-                start,
-                "empty label (leading, trailing or double dot)",
-            ));
+            return Err(bad("empty label (leading, trailing or double dot)"));
         }
         if label.len() > MAX_LABEL_LEN {
-            return Err(bad_label(domain, start, "longer than 63 octets"));
+            return Err(bad("longer than 63 octets"));
+        }
+        for &b in label {
+            if !LDH[usize::from(b)] {
+                return Err(bad("only letters, digits and '-' are allowed"));
+            }
         }
         if label[0] == b'-' || label[label.len() - 1] == b'-' {
-            return Err(bad_label(domain, start, "starts or ends with '-'"));
+            return Err(bad("starts or ends with '-'"));
         }
         labels += 1;
-        if i == bytes.len() {
-            break;
+        if end < bytes.len() {
+            start = end + 1;
         }
-        (start, numeric) = (i + 1, true);
     }
     if labels < 2 {
         return Err(AddressProblem::DomainWithoutDot);
     }
     // RFC 3696 §2: a top-level domain is never all-numeric; "a@1.2.3.4" wants brackets.
-    if numeric {
+    if bytes[start..].iter().all(u8::is_ascii_digit) {
         return Err(bad_label(
             domain,
             start,

@@ -40,6 +40,11 @@ pub struct SourceIpConfig {
     /// Relative share of traffic in rotation (default 1; 0 takes the IP out of rotation).
     #[serde(default = "one")]
     pub weight: u32,
+    /// Optional sending rate for this IP, e.g. `"50/s"` or `"10000/h"` (GCRA, governor). When
+    /// the IP is at its rate, traffic goes to the next IP in rotation; when all are, sending
+    /// waits.
+    #[serde(default)]
+    pub rate: Option<volley_warmup::Rate>,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -166,7 +166,11 @@ impl MessageFactory {
             // Leading/trailing blanks are not significant in a header and trailing ones get
             // mangled in transit (and by DKIM relaxed canonicalisation): drop them.
             let trimmed = rendered.trim_matches([' ', '\t']);
-            return Ok(if trimmed.len() == rendered.len() { rendered } else { trimmed.to_owned() });
+            return Ok(if trimmed.len() == rendered.len() {
+                rendered
+            } else {
+                trimmed.to_owned()
+            });
         }
         // The literal text was checked at campaign load, so a column brought the character.
         let column = template

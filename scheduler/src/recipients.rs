@@ -7,7 +7,7 @@
 //!
 //! - CSV: the header row names the columns (names are trimmed, a UTF-8 BOM is ignored); each
 //!   record must have exactly as many fields. Line numbers are the physical line where the
-//!   record starts.
+//!   record starts (lines end in LF or CRLF; a file using bare CR counts as one line).
 //! - JSONL: one JSON object per line, values strings, numbers, booleans or null (empty). The
 //!   first non-blank line must be a valid object: its keys, in order, are the columns. Later
 //!   lines missing a column render it as empty; extra keys are ignored. Blank lines are skipped.
@@ -69,7 +69,7 @@ pub enum RecipientError {
         /// The columns the file has.
         found: Vec<String>,
     },
-    /// Reading failed part-way; the rows before `line` were delivered.
+    /// Reading failed, at open or part-way (the rows before `line` were delivered).
     #[error("{}:{line}: read error: {source}", .path.display())]
     Io {
         /// The recipient file.
@@ -214,7 +214,7 @@ impl RecipientReader {
     }
 
     fn recipient(&self, line: u64, values: Vec<String>) -> Row {
-        let raw = &values[self.email_index];
+        let raw = values.get(self.email_index).map_or("", String::as_str);
         match EmailAddress::parse(raw) {
             Ok(email) => Row::Recipient(RecipientRow { line, email, values }),
             Err(e) => Row::Rejected(RejectedRow::new(

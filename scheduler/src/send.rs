@@ -117,6 +117,7 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
                 ehlo_name: Arc::from(s.ehlo_name.as_str()),
             },
             s.weight,
+            s.rate,
         )
     }))
     .ok_or_else(|| SendError::Config("no source IP with a positive weight".into()))?;
@@ -295,10 +296,13 @@ async fn dispatch(
                     });
                     continue;
                 };
-                let route = RouteKey {
-                    source: rotation.next_ip().clone(),
-                    mx: mx.clone(),
+                let source = loop {
+                    match rotation.next_ip() {
+                        Ok(ip) => break ip.clone(),
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
                 };
+                let route = RouteKey { source, mx: mx.clone() };
                 match permits.acquire().await {
                     Ok(p) => p.forget(),
                     Err(_) => break,

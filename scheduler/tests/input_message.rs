@@ -262,4 +262,3 @@ fn nul_in_a_body_value_is_refused() {
         "{err:?}"
     );
 }
-

@@ -17,6 +17,7 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
                 address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)),
                 ehlo_name: format!("mta{i}.volley.test"),
                 weight: 1,
+                rate: None,
             })
             .collect(),
         routes: routes.iter().map(|(d, t)| (d.to_string(), t.clone())).collect(),
@@ -48,9 +49,13 @@ fn read_log(path: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
-    let sink = Sink::start(SinkConfig { tempfail_pct: 5.0, permfail_pct: 2.0, ..SinkConfig::default() })
-        .await
-        .expect("sink");
+    let sink = Sink::start(SinkConfig {
+        tempfail_pct: 5.0,
+        permfail_pct: 2.0,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 4000;
     let mut csv = String::from("email,name\n");
@@ -66,11 +71,30 @@ async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
     assert_eq!(log.len(), n, "one line per recipient");
     let mut per_rcpt: HashMap<&str, &str> = HashMap::new();
     for line in &log {
-        for field in ["ts", "campaign", "recipient", "domain", "source_ip", "mx", "outcome", "code", "enhanced", "category", "attempt", "latency_ms", "message_id"] {
+        for field in [
+            "ts",
+            "campaign",
+            "recipient",
+            "domain",
+            "source_ip",
+            "mx",
+            "outcome",
+            "code",
+            "enhanced",
+            "category",
+            "attempt",
+            "latency_ms",
+            "message_id",
+        ] {
             assert!(line.get(field).is_some(), "field {field} missing in {line}");
         }
         let rcpt = line["recipient"].as_str().expect("recipient");
-        assert!(per_rcpt.insert(rcpt, line["outcome"].as_str().expect("outcome")).is_none(), "{rcpt} twice");
+        assert!(
+            per_rcpt
+                .insert(rcpt, line["outcome"].as_str().expect("outcome"))
+                .is_none(),
+            "{rcpt} twice"
+        );
     }
     let stats = sink.stats();
     let count = |o: &str| per_rcpt.values().filter(|&&v| v == o).count() as u64;
@@ -82,7 +106,10 @@ async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
     for (rcpt, outcome) in &per_rcpt {
         assert_eq!(sink.accepted_for(rcpt), u64::from(*outcome == "delivered"), "{rcpt}");
     }
-    assert_eq!((summary.delivered, summary.bounced, summary.deferred), (count("delivered"), count("bounced"), count("deferred")));
+    assert_eq!(
+        (summary.delivered, summary.bounced, summary.deferred),
+        (count("delivered"), count("bounced"), count("deferred"))
+    );
     assert_eq!(summary.recipients, n as u64);
     assert_eq!(summary.by_source_ip.len(), 4, "rotation used every source IP");
     sink.shutdown().await;
@@ -118,9 +145,15 @@ async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
     assert_eq!(lines, [3, 4, 5]);
     assert_eq!(rejects[0]["field"], "email");
     assert_eq!(rejects[0]["value"], "not-an-address");
-    assert!(rejects.iter().all(|r| r["file"].as_str().is_some_and(|f| f.ends_with("recipients.csv"))));
-    let injection = rejects[2]["reason"].as_str().unwrap_or_default().to_string() + rejects[2]["field"].as_str().unwrap_or_default();
-    assert!(injection.to_lowercase().contains("subject") || injection.contains("name"), "{injection}");
+    assert!(rejects
+        .iter()
+        .all(|r| r["file"].as_str().is_some_and(|f| f.ends_with("recipients.csv"))));
+    let injection = rejects[2]["reason"].as_str().unwrap_or_default().to_string()
+        + rejects[2]["field"].as_str().unwrap_or_default();
+    assert!(
+        injection.to_lowercase().contains("subject") || injection.contains("name"),
+        "{injection}"
+    );
 
     let log = read_log(&summary.accounting_log);
     let outcome_of = |r: &str| log.iter().find(|l| l["recipient"] == r).map(|l| l["outcome"].clone());

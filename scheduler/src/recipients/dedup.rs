@@ -88,7 +88,8 @@ impl Deduplicator {
         let bytes = addr.as_str().as_bytes();
         let lower = &mut lower[..bytes.len().min(MAX_ADDRESS_LEN)];
         lower.copy_from_slice(&bytes[..lower.len()]);
-        lower.make_ascii_lowercase();
+        // The domain is stored lowercase already.
+        lower[..addr.local().len()].make_ascii_lowercase();
         self.hasher.hash_one(&*lower).max(1)
     }
 }

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Peer comparison: Postfix's smtp-source and `volley send` each deliver N messages of ~4 KB into
+# a fresh Postfix smtp-sink with the same flags, in one run, on this machine; the result is
+# appended to benches/RESULTS.md. Only the ratio between rows of one run means anything: the
+# absolute figures move with whatever else the machine is doing.
+#
+#   N=100000 benches/peers.sh            # default N=100000
+#   SOURCE_SESSIONS=16 VOLLEY_TLS="opportunistic disabled" benches/peers.sh
+#
+# Every socket is on 127.0.0.0/8: smtp-sink listens on 127.0.0.1, volley sends from
+# 127.0.0.2-5. Installs postfix (for smtp-sink/smtp-source) and jq when missing, and makes sure
+# the Postfix daemon itself is not running.
+set -euo pipefail
+
+N=${N:-100000}
+# smtp-source parallel sessions: 8-16 were its fastest on this 2-core machine (1, 2, 4, 8, 16,
+# 32, 64 tried with -d); more sessions only add contention with smtp-sink for the CPUs.
+SOURCE_SESSIONS=${SOURCE_SESSIONS:-16}
+# One volley row per TLS policy. smtp-sink never offers STARTTLS, so both send in clear;
+# `opportunistic` is the shipped default, `disabled` skips even looking for STARTTLS.
+VOLLEY_TLS=${VOLLEY_TLS:-"opportunistic disabled"}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS=$ROOT/benches/peers
+RESULTS=$ROOT/benches/RESULTS.md
+VOLLEY=$ROOT/target/release/volley
+SMTP_SINK=/usr/sbin/smtp-sink
+SMTP_SOURCE=/usr/sbin/smtp-source
+CLK_TCK=$(getconf CLK_TCK)
+
+die() { echo "peers.sh: $*" >&2; exit 1; }
+
+[[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
+
+# --- prerequisites ------------------------------------------------------------------------------
+ensure_packages() {
+    local missing=()
+    [[ -x $SMTP_SINK && -x $SMTP_SOURCE ]] || missing+=(postfix)
+    command -v jq >/dev/null || missing+=(jq)
+    ((${#missing[@]} == 0)) && return
+    [[ $(id -u) == 0 ]] || die "needs ${missing[*]}; run as root or install them"
+    # "No configuration": Postfix is installed for its test programs, never as a mail server.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+stop_postfix_daemon() {
+    if command -v service >/dev/null && service postfix status >/dev/null 2>&1; then
+        echo "stopping the Postfix daemon (only smtp-sink/smtp-source are used)"
+        service postfix stop
+    fi
+}
+
+ensure_packages
+stop_postfix_daemon
+
+echo "building the release binary"
+(cd "$ROOT" && cargo build --release --quiet --bin volley)
+
+WORK=$(mktemp -d /tmp/volley-peers.XXXXXX)
+chmod 755 "$WORK"
+SINK_PID=""
+cleanup() {
+    if [[ -n $SINK_PID ]]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
+    if [[ ${KEEP:-0} == 1 ]]; then echo "work files kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# --- smtp-sink ----------------------------------------------------------------------------------
+# -c: running counters on stdout (sess/quit/mesg), the sink's own count of what it received.
+# -m 512: simultaneous connections handled (volley opens up to 4 IPs x 32); no -d/-D: dumping to
+# disk would make the sink, not the client, the bottleneck. -u nobody: required as root.
+SINK_FLAGS=(-c -m 512)
+[[ $(id -u) == 0 ]] && SINK_FLAGS=(-u nobody "${SINK_FLAGS[@]}")
+SINK_PORT=""
+
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
+    done
+}
+
+# start_sink NAME: a fresh smtp-sink on 127.0.0.1:<free port>, counters in $WORK/NAME.sink.
+start_sink() {
+    local name=$1 tries=0
+    SINK_PORT=$(free_port)
+    "$SMTP_SINK" "${SINK_FLAGS[@]}" "127.0.0.1:$SINK_PORT" 1024 >"$WORK/$name.sink" 2>"$WORK/$name.sink.err" &
+    SINK_PID=$!
+    until (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null; do
+        kill -0 "$SINK_PID" 2>/dev/null || die "smtp-sink exited: $(cat "$WORK/$name.sink.err")"
+        ((++tries < 250)) || die "smtp-sink not accepting on 127.0.0.1:$SINK_PORT"
+        sleep 0.02
+    done
+}
+
+# stop_sink NAME: prints "<messages counted by smtp-sink> <sessions> <sink CPU seconds>".
+stop_sink() {
+    local name=$1 stat mesg sess
+    sleep 0.5 # let the last QUITs be counted
+    read -r -a stat <"/proc/$SINK_PID/stat"
+    kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+    # The counter line is rewritten with CR; the last one holds the totals.
+    local last
+    last=$(tr '\r' '\n' <"$WORK/$name.sink" | grep 'mesg=' | tail -n 1 || true)
+    mesg=$(sed -n 's/.*mesg=\([0-9]*\).*/\1/p' <<<"$last")
+    sess=$(sed -n 's/.*sess=\([0-9]*\).*/\1/p' <<<"$last")
+    # /proc/PID/stat fields 14 and 15: utime and stime in clock ticks (the name field has no spaces).
+    echo "${mesg:-0} $((${sess:-1} - 1)) $(echo "scale=2; (${stat[13]} + ${stat[14]}) / $CLK_TCK" | bc)"
+}
+
+# timed OUT CMD...: runs CMD, leaves "real user sys" seconds in $WORK/OUT.time.
+timed() {
+    local out=$1; shift
+    local TIMEFORMAT='%3R %3U %3S'
+    { time "$@" >"$WORK/$out.out" 2>"$WORK/$out.err"; } 2>"$WORK/$out.time" \
+        || die "$* failed: $(tail -n 5 "$WORK/$out.err")"
+}
+
+rate() { echo "scale=0; $1 / $2" | bc; }
+cpu_pct() { echo "scale=0; 100 * ($2 + $3) / $1" | bc; }
+
+ROWS=()
+SMTP_SOURCE_RATE=""
+
+# --- (a) smtp-source -> smtp-sink ---------------------------------------------------------------
+# -d: keep the connection for the next message (no disconnect per message); -s: parallel
+# sessions; -l 4096: 4096-byte body; one recipient per message (-r 1, the default).
+start_sink source
+SOURCE_CMD=("$SMTP_SOURCE" -d -s "$SOURCE_SESSIONS" -m "$N" -l 4096 -f bounces@sender.test -t rcpt@dest.test
+    "127.0.0.1:$SINK_PORT")
+echo "(a) ${SOURCE_CMD[*]}"
+timed source "${SOURCE_CMD[@]}"
+read -r s_real s_user s_sys <"$WORK/source.time"
+read -r s_count s_sessions s_sink_cpu <<<"$(stop_sink source)"
+[[ $s_count == "$N" ]] || die "smtp-sink counted $s_count messages from smtp-source, expected $N"
+SMTP_SOURCE_RATE=$(rate "$N" "$s_real")
+ROWS+=("| Postfix smtp-source | $SMTP_SOURCE_RATE | $SMTP_SOURCE_RATE | 1.00 | $s_real | $s_count | $s_sessions | $(cpu_pct "$s_real" "$s_user" "$s_sys") % | $(cpu_pct "$s_real" "$s_sink_cpu" 0) % |")
+echo "    $N messages in $s_real s: $SMTP_SOURCE_RATE msg/s (smtp-sink counted $s_count)"
+
+# --- (b) volley send -> smtp-sink ---------------------------------------------------------------
+# N recipients over 1,000 domains, every domain routed to the sink; one message per recipient.
+awk -v n="$N" 'BEGIN { print "email,first_name"; for (i = 0; i < n; i++) printf "user%d@d%d.bench.test,User%d\n", i, i % 1000, i }' \
+    >"$WORK/recipients.csv"
+VOLLEY_CMDS=()
+for tls in $VOLLEY_TLS; do
+    run=$WORK/volley-$tls
+    mkdir -p "$run"
+    cp "$PEERS/campaign.toml" "$PEERS/body.txt" "$run/"
+    ln -s "$WORK/recipients.csv" "$run/recipients.csv"
+    start_sink "volley-$tls"
+    sed -e "s/@PORT@/$SINK_PORT/" -e "s/@TLS@/$tls/" "$PEERS/volley.toml.in" >"$run/volley.toml"
+    cmd=("$VOLLEY" send "$run/campaign.toml" --config "$run/volley.toml" --summary-json "$run/summary.json")
+    echo "(b) ${cmd[*]}   [smtp] tls = \"$tls\""
+    VOLLEY_CMDS+=("volley send campaign.toml --config volley.toml --summary-json summary.json  # [smtp] tls = \"$tls\"")
+    timed "volley-$tls" "${cmd[@]}"
+    read -r v_real v_user v_sys <"$WORK/volley-$tls.time"
+    read -r v_count v_sessions v_sink_cpu <<<"$(stop_sink "volley-$tls")"
+    delivered=$(jq -r .delivered "$run/summary.json")
+    summary_rate=$(jq -r '.msgs_per_s | floor' "$run/summary.json")
+    [[ $delivered == "$N" ]] || die "volley delivered $delivered of $N (tls=$tls); see $run/summary.json"
+    [[ $v_count == "$N" ]] || die "smtp-sink counted $v_count messages from volley, expected $N (tls=$tls)"
+    wall_rate=$(rate "$N" "$v_real")
+    ratio=$(echo "scale=2; $wall_rate / $SMTP_SOURCE_RATE" | bc)
+    ROWS+=("| volley send, tls = $tls | $summary_rate | $wall_rate | ${ratio/#./0.} | $v_real | $v_count | $v_sessions | $(cpu_pct "$v_real" "$v_user" "$v_sys") % | $(cpu_pct "$v_real" "$v_sink_cpu" 0) % |")
+    echo "    $N messages in $v_real s: $wall_rate msg/s wall clock, $summary_rate msg/s by summary (smtp-sink counted $v_count)"
+done
+
+# --- results ------------------------------------------------------------------------------------
+commit=$(git -C "$ROOT" rev-parse --short HEAD)
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then commit="$commit + uncommitted changes"; fi
+{
+    echo
+    echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
+    echo
+    echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" benches/peers.sh\`"
+    echo
+    echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "- sink: \`smtp-sink ${SINK_FLAGS[*]} 127.0.0.1:PORT 1024\`, a fresh one per row"
+    echo "- smtp-source: \`smtp-source -d -s $SOURCE_SESSIONS -m $N -l 4096 -f bounces@sender.test -t rcpt@dest.test 127.0.0.1:PORT\`"
+    for c in "${VOLLEY_CMDS[@]}"; do echo "- volley: \`$c\` (configs: benches/peers/)"; done
+    echo "- msg/s (summary) is volley's \`msgs_per_s\` (start-up and CSV reading included); wall clock is N / the process's elapsed time. CPU is (user + sys) / elapsed."
+} >>"$RESULTS"
+echo "appended to $RESULTS"
