@@ -31,6 +31,7 @@ CLK_TCK=$(getconf CLK_TCK)
 die() { echo "peers.sh: $*" >&2; exit 1; }
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- prerequisites ------------------------------------------------------------------------------
 ensure_packages() {
@@ -44,8 +45,9 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
+# `service postfix status` exits 0 even when nothing runs, so look for Postfix's master process.
 stop_postfix_daemon() {
-    if command -v service >/dev/null && service postfix status >/dev/null 2>&1; then
+    if pgrep -f '^/usr/lib/postfix/sbin/master' >/dev/null; then
         echo "stopping the Postfix daemon (only smtp-sink/smtp-source are used)"
         service postfix stop
     fi
@@ -95,20 +97,23 @@ start_sink() {
     done
 }
 
-# stop_sink NAME: prints "<messages counted by smtp-sink> <sessions> <sink CPU seconds>".
+# stop_sink NAME: stops the sink (in this shell, so it is reaped) and sets SINK_COUNT (messages
+# smtp-sink counted), SINK_SESSIONS (sessions, minus the readiness probe) and SINK_CPU (seconds).
 stop_sink() {
-    local name=$1 stat mesg sess
+    local name=$1 stat last
     sleep 0.5 # let the last QUITs be counted
+    # /proc/PID/stat fields 14 and 15: utime and stime in clock ticks (the name field has no spaces).
     read -r -a stat <"/proc/$SINK_PID/stat"
-    kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+    kill "$SINK_PID"
+    wait "$SINK_PID" 2>/dev/null || true
     SINK_PID=""
     # The counter line is rewritten with CR; the last one holds the totals.
-    local last
     last=$(tr '\r' '\n' <"$WORK/$name.sink" | grep 'mesg=' | tail -n 1 || true)
-    mesg=$(sed -n 's/.*mesg=\([0-9]*\).*/\1/p' <<<"$last")
-    sess=$(sed -n 's/.*sess=\([0-9]*\).*/\1/p' <<<"$last")
-    # /proc/PID/stat fields 14 and 15: utime and stime in clock ticks (the name field has no spaces).
-    echo "${mesg:-0} $((${sess:-1} - 1)) $(echo "scale=2; (${stat[13]} + ${stat[14]}) / $CLK_TCK" | bc)"
+    SINK_COUNT=$(sed -n 's/.*mesg=\([0-9]*\).*/\1/p' <<<"$last")
+    SINK_SESSIONS=$(sed -n 's/.*sess=\([0-9]*\).*/\1/p' <<<"$last")
+    SINK_COUNT=${SINK_COUNT:-0}
+    SINK_SESSIONS=$((${SINK_SESSIONS:-1} - 1))
+    SINK_CPU=$(echo "scale=2; (${stat[13]} + ${stat[14]}) / $CLK_TCK" | bc)
 }
 
 # timed OUT CMD...: runs CMD, leaves "real user sys" seconds in $WORK/OUT.time.
@@ -134,7 +139,8 @@ SOURCE_CMD=("$SMTP_SOURCE" -d -s "$SOURCE_SESSIONS" -m "$N" -l 4096 -f bounces@s
 echo "(a) ${SOURCE_CMD[*]}"
 timed source "${SOURCE_CMD[@]}"
 read -r s_real s_user s_sys <"$WORK/source.time"
-read -r s_count s_sessions s_sink_cpu <<<"$(stop_sink source)"
+stop_sink source
+s_count=$SINK_COUNT s_sessions=$SINK_SESSIONS s_sink_cpu=$SINK_CPU
 [[ $s_count == "$N" ]] || die "smtp-sink counted $s_count messages from smtp-source, expected $N"
 SMTP_SOURCE_RATE=$(rate "$N" "$s_real")
 ROWS+=("| Postfix smtp-source | $SMTP_SOURCE_RATE | $SMTP_SOURCE_RATE | 1.00 | $s_real | $s_count | $s_sessions | $(cpu_pct "$s_real" "$s_user" "$s_sys") % | $(cpu_pct "$s_real" "$s_sink_cpu" 0) % |")
@@ -157,7 +163,8 @@ for tls in $VOLLEY_TLS; do
     VOLLEY_CMDS+=("volley send campaign.toml --config volley.toml --summary-json summary.json  # [smtp] tls = \"$tls\"")
     timed "volley-$tls" "${cmd[@]}"
     read -r v_real v_user v_sys <"$WORK/volley-$tls.time"
-    read -r v_count v_sessions v_sink_cpu <<<"$(stop_sink "volley-$tls")"
+    stop_sink "volley-$tls"
+    v_count=$SINK_COUNT v_sessions=$SINK_SESSIONS v_sink_cpu=$SINK_CPU
     delivered=$(jq -r .delivered "$run/summary.json")
     summary_rate=$(jq -r '.msgs_per_s | floor' "$run/summary.json")
     [[ $delivered == "$N" ]] || die "volley delivered $delivered of $N (tls=$tls); see $run/summary.json"
@@ -175,7 +182,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then comm
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
     echo
-    echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE."
     echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" benches/peers.sh\`"
     echo
     echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
