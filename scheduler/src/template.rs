@@ -173,14 +173,6 @@ impl Template {
         self.columns_used().next().is_none()
     }
 
-    /// The literal text with placeholders removed, e.g. for validating static parts.
-    pub fn literal_text(&self) -> impl Iterator<Item = &str> + '_ {
-        self.segments.iter().filter_map(|s| match s {
-            Segment::Literal(text) => Some(text.as_str()),
-            Segment::Column(_) => None,
-        })
-    }
-
     /// Octets of literal text, a lower bound of any rendering's length.
     pub fn literal_len(&self) -> usize {
         self.literal_len

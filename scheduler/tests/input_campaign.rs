@@ -80,7 +80,7 @@ fn unknown_field_names_field_and_line() {
 #[test]
 fn missing_subject_names_field() {
     let (_, msg) = load_err("missing_subject.toml");
-    assert!(msg.contains("missing field `subject`"), "{msg}");
+    assert!(msg.ends_with("missing_subject.toml: missing field `subject`"), "{msg}");
 }
 
 #[test]
@@ -211,5 +211,18 @@ fn unreadable_campaign_file_is_named() {
         e.to_string()
             .starts_with("/nonexistent/campaign.toml: cannot read campaign file"),
         "{e}"
+    );
+}
+
+#[test]
+fn body_file_must_be_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body.txt"), b"Hi \xff").unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, format!("{BASE}subject = \"s\"\ntext_file = \"body.txt\"\n")).unwrap();
+    let msg = Campaign::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains(":5: field `text_file` = \"body.txt\": not valid UTF-8 (byte 3)"),
+        "{msg}"
     );
 }

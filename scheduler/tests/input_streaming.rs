@@ -2,14 +2,14 @@
 //! this test's alone.
 //!
 //! 200,000 rows by default (this crate's tests run unoptimised); for the full-size check:
-//! `VOLLEY_STREAM_rows=10000000 cargo test --release -p volley-scheduler --test input_streaming -- --nocapture`
+//! `VOLLEY_STREAM_ROWS=10000000 cargo test --release -p volley-scheduler --test input_streaming -- --nocapture`
 
 use std::io::{BufWriter, Write};
 
 use volley_scheduler::recipients::{Deduplicator, RecipientReader, Row};
 
 fn rows() -> u64 {
-    std::env::var("VOLLEY_STREAM_rows")
+    std::env::var("VOLLEY_STREAM_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000)

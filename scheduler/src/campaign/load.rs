@@ -60,7 +60,9 @@ const RESERVED_HEADERS: &[&str] = &[
 /// Parses and validates campaign TOML `text` read from `path`.
 pub(super) fn from_toml(path: &Path, text: &str) -> Result<Campaign, CampaignError> {
     let file: CampaignFile = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_column(text, s.start)).unzip();
+        // A missing field's span is the whole table, which says nothing useful.
+        let span = e.span().filter(|_| !e.message().starts_with("missing field"));
+        let (line, column) = span.map(|s| line_column(text, s.start)).unzip();
         CampaignError::Syntax {
             path: path.to_owned(),
             line,

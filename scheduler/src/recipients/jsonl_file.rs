@@ -137,7 +137,17 @@ fn parse_object(text: &[u8]) -> Result<Vec<(String, Value)>, String> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(text);
-    let fields = de.deserialize_map(Ordered).map_err(|e| format!("invalid JSON: {e}"))?;
-    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    let fields = de.deserialize_map(Ordered).map_err(json_error)?;
+    de.end().map_err(json_error)?;
     Ok(fields)
+}
+
+/// serde_json's message with its position as a column (its "line 1" is always this line).
+fn json_error(e: serde_json::Error) -> String {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&suffix) {
+        Some(bare) => format!("invalid JSON at column {}: {bare}", e.column()),
+        None => format!("invalid JSON: {message}"),
+    }
 }
