@@ -172,10 +172,17 @@ fn bad_config_refuses_to_start() {
 #[test]
 fn sink_loads_the_shipped_provider_replies() {
     // The shipped canned-reply file must stay valid: the sink refuses a bad one at start.
-    let (_sink, addr) = start_sink(&["--canned", repo().join("config/sink/providers.toml").to_str().expect("utf-8")]);
+    let (_sink, addr) = start_sink(&[
+        "--canned",
+        repo().join("config/sink/providers.toml").to_str().expect("utf-8"),
+    ]);
     assert!(TcpStream::connect(&addr).is_ok());
     let bad = tempfile::NamedTempFile::new().expect("temp");
-    std::fs::write(bad.path(), "[[reply]]\ndomain = \"x\"\nstage = \"sometimes\"\ntext = \"550 no\"\n").expect("write");
+    std::fs::write(
+        bad.path(),
+        "[[reply]]\ndomain = \"x\"\nstage = \"sometimes\"\ntext = \"550 no\"\n",
+    )
+    .expect("write");
     let out = volley()
         .args(["sink", "--listen", "127.0.0.1:0", "--canned"])
         .arg(bad.path())

@@ -131,23 +131,35 @@ async fn unreachable_host_defers_with_the_reason() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let sink = Sink::start(SinkConfig::default()).await.expect("sink");
-    let config = SmtpConfig { idle_timeout: std::time::Duration::from_millis(200), ..common::fast_config() };
+    let config = SmtpConfig {
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..common::fast_config()
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let pool = volley_engine::DeliveryPool::new(config.clone(), common::params(&config), tx);
     let delivery = |tag: usize| volley_engine::Delivery {
         tag,
         route: common::route(2, sink.local_addr()),
-        envelope: volley_engine::Envelope { mail_from: "b@sender.test".into(), recipients: vec![format!("i{tag}@d.test")] },
+        envelope: volley_engine::Envelope {
+            mail_from: "b@sender.test".into(),
+            recipients: vec![format!("i{tag}@d.test")],
+        },
         payload: volley_engine::smtp::dot::prepare(&common::message(tag as u64)).expect("payload"),
     };
     pool.submit(delivery(1)).await;
-    assert!(rx.recv().await.is_some_and(|r| r.statuses[0].disposition == Disposition::Delivered));
+    assert!(rx
+        .recv()
+        .await
+        .is_some_and(|r| r.statuses[0].disposition == Disposition::Delivered));
     assert_eq!(pool.stats().open_connections, 1, "kept open for reuse");
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(pool.stats().open_connections, 0, "closed after the idle timeout");
     // Work after the idle close opens a new connection.
     pool.submit(delivery(2)).await;
-    assert!(rx.recv().await.is_some_and(|r| r.statuses[0].disposition == Disposition::Delivered));
+    assert!(rx
+        .recv()
+        .await
+        .is_some_and(|r| r.statuses[0].disposition == Disposition::Delivered));
     assert_eq!(pool.stats().connections_opened, 2);
     pool.close().await;
     assert_eq!(pool.stats().open_connections, 0);

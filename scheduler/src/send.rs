@@ -72,7 +72,13 @@ enum Work {
         message_id: Arc<str>,
         payload: DataPayload,
     },
-    Rejected(RejectedRow),
+    /// A refused row, with the recipient's address as far as it is known: the email column's
+    /// value, or the parsed address when the row was refused while building its message.
+    Rejected {
+        row: RejectedRow,
+        recipient: String,
+        domain: String,
+    },
 }
 
 /// A recipient whose outcome was decided without a delivery attempt.
@@ -208,22 +214,41 @@ fn produce(
     let mut counts = ProducerCounts::default();
     let mut dedup = Deduplicator::new();
     let path = reader.path().to_path_buf();
+    let email_column = reader.columns().get(reader.email_index()).cloned().unwrap_or_default();
     let mut seq = 0u64;
     while let Some(row) = reader.next_row() {
         let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
         counts.rows += 1;
         let item = match row {
-            Row::Rejected(rejected) => Work::Rejected(rejected),
+            Row::Rejected(row) => {
+                // Only the email column's own value names the recipient; other fields' values
+                // (a whole malformed row, an injected header) are not addresses.
+                let recipient = if row.field == email_column {
+                    row.value.clone()
+                } else {
+                    String::new()
+                };
+                Work::Rejected {
+                    row,
+                    recipient,
+                    domain: String::new(),
+                }
+            }
             Row::Recipient(row) => {
                 if !dedup.first_time(&row.email) {
                     counts.duplicates += 1;
                     continue;
                 }
                 seq += 1;
+                let refused = |rejected: RejectedRow| Work::Rejected {
+                    row: rejected,
+                    recipient: row.email.as_str().to_string(),
+                    domain: row.email.domain().to_string(),
+                };
                 match factory.build(seq, &row) {
-                    Err(e) => Work::Rejected(e.to_rejected(row.line, row.email.as_str())),
+                    Err(e) => refused(e.to_rejected(row.line, row.email.as_str())),
                     Ok(built) => match volley_engine::smtp::dot::prepare(&built.bytes) {
-                        Err(e) => Work::Rejected(RejectedRow::new(
+                        Err(e) => refused(RejectedRow::new(
                             row.line,
                             "(message)",
                             row.email.as_str(),
@@ -238,8 +263,8 @@ fn produce(
                 }
             }
         };
-        if let Work::Rejected(r) = &item {
-            rejects.write(r).map_err(|e| (PathBuf::from("rejects file"), e))?;
+        if let Work::Rejected { row, .. } = &item {
+            rejects.write(row).map_err(|e| (PathBuf::from("rejects file"), e))?;
         }
         if work.blocking_send(item).is_err() {
             break; // the run is shutting down
@@ -260,10 +285,14 @@ async fn dispatch(
 ) -> volley_engine::PoolStats {
     while let Some(item) = work.recv().await {
         match item {
-            Work::Rejected(r) => {
+            Work::Rejected {
+                row: r,
+                recipient,
+                domain,
+            } => {
                 let _ = local.send(LocalOutcome {
-                    recipient: r.value.clone(),
-                    domain: String::new(),
+                    recipient,
+                    domain,
                     outcome: Outcome::Rejected,
                     status: None,
                     line: Some(r.line),

@@ -158,6 +158,18 @@ async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
     let log = read_log(&summary.accounting_log);
     let outcome_of = |r: &str| log.iter().find(|l| l["recipient"] == r).map(|l| l["outcome"].clone());
     assert_eq!(outcome_of("good4@nowhere.test"), Some(Value::from("deferred")));
-    assert_eq!(log.iter().filter(|l| l["outcome"] == "rejected").count(), 3);
+    let rejected: Vec<&Value> = log.iter().filter(|l| l["outcome"] == "rejected").collect();
+    assert_eq!(rejected.len(), 3);
+    // Regression: the accounting log's `recipient` is the address (as far as it is known),
+    // never another field's offending value such as the injected header text.
+    let recipients: Vec<&str> = rejected
+        .iter()
+        .map(|l| l["recipient"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(recipients, ["not-an-address", "", "good3@a.test"]);
+    assert_eq!(rejected[2]["domain"], "a.test");
+    assert!(rejected
+        .iter()
+        .all(|l| !l["recipient"].as_str().unwrap_or_default().contains('\n')));
     sink.shutdown().await;
 }

@@ -31,7 +31,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -88,12 +87,10 @@ impl Sink {
     pub async fn start(config: SinkConfig) -> Result<SinkHandle, SinkError> {
         let shared = Arc::new(Shared::new(config)?);
         let config = &shared.config;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| SinkError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = server::listen(config.listen).map_err(|source| SinkError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| SinkError::Bind {
             addr: config.listen,
             source,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
@@ -26,6 +26,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// large enough that a 4 KB message arrives in one read.
 const READ_BUFFER: usize = 16 * 1024;
 const MIN_READ: usize = 4 * 1024;
+
+/// Listen backlog. A burst of connections beyond the backlog is answered with SYN cookies,
+/// and a client whose final ACK is then dropped believes it is connected while the server
+/// never sees it; in a server-speaks-first protocol both wait forever. The kernel caps this
+/// at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket (with `SO_REUSEADDR`, like `TcpListener::bind`) and a deep
+/// backlog.
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts connections until shutdown is signalled (or every handle is dropped). Each
 /// connection task holds a clone of `done` so that shutdown can wait for them all.
