@@ -19,6 +19,7 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 use mail_builder::headers::HeaderType;
+use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
 use crate::address::Mailbox;
@@ -150,10 +151,10 @@ impl MessageFactory {
             builder = builder.header(name, custom_header(value));
         }
         if let Some(text) = text {
-            builder = builder.text_body(text);
+            builder.text_body = Some(text_part("text/plain", text));
         }
         if let Some(html) = html {
-            builder = builder.html_body(html);
+            builder.html_body = Some(text_part("text/html", html));
         }
         let mut bytes = Vec::with_capacity(self.size_hint);
         builder.write_to(&mut bytes)?;
@@ -202,6 +203,46 @@ impl MessageFactory {
         }
         Ok(Some(normalise_newlines(rendered)))
     }
+}
+
+/// A body part. A body that needs no transfer encoding goes out as `7bit` with CRLF line ends
+/// prepared here in one pass; anything else is left to mail-builder's detection (quoted-printable
+/// or base64). The output is the same either way (tested); the fast path avoids mail-builder's
+/// per-byte scan and per-byte writes, which were the largest cost of building a message.
+fn text_part(content_type: &'static str, body: String) -> MimePart<'static> {
+    match seven_bit_crlf(&body) {
+        Some(crlf) => MimePart::new(content_type, crlf).transfer_encoding("7bit"),
+        None => MimePart::new(content_type, body),
+    }
+}
+
+/// `body` with LF turned into CRLF, if it can be sent as `7bit` (RFC 2045 §2.7) under the rule
+/// mail-builder applies: ASCII only, lines of at most 76 octets, no space or tab before a line
+/// end. Newlines are already normalised to LF (see [`normalise_newlines`]).
+fn seven_bit_crlf(body: &str) -> Option<String> {
+    const MAX_7BIT_LINE: usize = 76;
+    let bytes = body.as_bytes();
+    if !bytes.is_ascii() || bytes.contains(&b'\r') {
+        return None;
+    }
+    let plain = |line: &[u8]| line.len() <= MAX_7BIT_LINE && !matches!(line.last(), Some(b' ' | b'\t'));
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        let line = &body[start..end];
+        if !plain(line.as_bytes()) {
+            return None;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        start = end + 1;
+    }
+    let last = &body[start..];
+    if !plain(last.as_bytes()) {
+        return None;
+    }
+    out.push_str(last);
+    Some(out)
 }
 
 fn is_header_control(c: char) -> bool {
@@ -323,5 +364,51 @@ mod tests {
     #[test]
     fn newlines_normalised() {
         assert_eq!(normalise_newlines("a\r\nb\rc\nd".into()), "a\nb\nc\nd");
+    }
+}
+
+#[cfg(test)]
+mod seven_bit_tests {
+    use super::*;
+
+    fn written(part: MimePart<'static>) -> Vec<u8> {
+        let mut out = Vec::new();
+        part.write_part(&mut out).expect("write to a Vec");
+        out
+    }
+
+    #[test]
+    fn fast_path_writes_exactly_what_mail_builder_would() {
+        let bodies = [
+            "Hi Ada,\n\nWelcome aboard.\n-- The team\n",
+            "no newline at the end",
+            "a = b; 100% ok\n.leading dot\n\n\n",
+            "",
+            &"x".repeat(76),
+        ];
+        for body in bodies {
+            let fast = seven_bit_crlf(body).expect("7bit body");
+            assert_eq!(
+                written(MimePart::new("text/plain", fast).transfer_encoding("7bit")),
+                written(MimePart::new("text/plain", body.to_string())),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_that_need_encoding_are_left_to_mail_builder() {
+        for body in [
+            "caf\u{e9}\n",
+            "trailing space \nx",
+            "tab\t",
+            &"y".repeat(77),
+            "bare\rcr",
+        ] {
+            assert_eq!(seven_bit_crlf(body), None, "{body:?}");
+        }
+        let long = "z".repeat(200);
+        let part = written(text_part("text/plain", long));
+        assert!(String::from_utf8_lossy(&part).contains("quoted-printable"));
     }
 }
