@@ -11,6 +11,22 @@ use volley_engine::smtp::session::SmtpSession;
 use volley_engine::tls::TlsPolicy;
 use volley_engine::{Disposition, Envelope, MxHost, SessionError, SmtpConfig};
 
+/// A sink that answers RCPT for `domain` with `text`.
+async fn rcpt_reply_sink(domain: &str, text: &str) -> volley_bench::SinkHandle {
+    let canned = CannedReply {
+        domain: domain.into(),
+        stage: Stage::Rcpt,
+        text: text.into(),
+        percent: 100.0,
+    };
+    Sink::start(SinkConfig {
+        canned: vec![canned],
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink")
+}
+
 fn mx(sink: &volley_bench::SinkHandle) -> MxHost {
     MxHost {
         name: "sink.volley.test".into(),
@@ -20,18 +36,7 @@ fn mx(sink: &volley_bench::SinkHandle) -> MxHost {
 
 #[tokio::test]
 async fn connections_come_from_the_chosen_source_ip() {
-    let canned = CannedReply {
-        domain: "whoami.test".into(),
-        stage: Stage::Rcpt,
-        text: "550 5.7.1 connection from {ip} refused for {rcpt}".into(),
-        percent: 100.0,
-    };
-    let sink = Sink::start(SinkConfig {
-        canned: vec![canned],
-        ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
+    let sink = rcpt_reply_sink("whoami.test", "550 5.7.1 connection from {ip} refused for {rcpt}").await;
     let routes = [common::route(3, sink.local_addr()), common::route(4, sink.local_addr())];
     let rcpts = vec!["a@whoami.test".to_string(), "b@whoami.test".to_string()];
     let reports = common::deliver_all(common::fast_config(), &routes, &rcpts).await;
@@ -159,18 +164,11 @@ async fn verified_tls_trusts_a_configured_ca_and_refuses_an_unknown_one() {
 
 #[tokio::test]
 async fn partial_acceptance_is_reported_per_recipient() {
-    let canned = CannedReply {
-        domain: "gone.test".into(),
-        stage: Stage::Rcpt,
-        text: "550-5.1.1 The email account that you tried to reach does not exist.\r\n550 5.1.1 Please check.".into(),
-        percent: 100.0,
-    };
-    let sink = Sink::start(SinkConfig {
-        canned: vec![canned],
-        ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
+    let sink = rcpt_reply_sink(
+        "gone.test",
+        "550-5.1.1 The email account that you tried to reach does not exist.\r\n550 5.1.1 Please check.",
+    )
+    .await;
     let config = common::fast_config();
     let mut session = SmtpSession::connect(&common::source(2), &mx(&sink), &common::params(&config), false)
         .await
