@@ -136,6 +136,29 @@ pub struct Campaign {
     recipients: PathBuf,
     email_column: String,
     headers: Vec<(String, TemplateSource)>,
+    list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+/// `List-Unsubscribe` (RFC 2369) with optional one-click (RFC 8058).
+#[derive(Debug, Clone)]
+pub struct ListUnsubscribe {
+    /// The unsubscribe URL template (values percent-encoded when rendered).
+    pub url: Option<TemplateSource>,
+    /// The unsubscribe mailbox.
+    pub mailto: Option<EmailAddress>,
+    /// Whether to add `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+    pub one_click: bool,
+}
+
+/// [`ListUnsubscribe`] with its URL template compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledListUnsubscribe {
+    /// The URL template (percent-encodes values).
+    pub url: Option<Template>,
+    /// The unsubscribe mailbox.
+    pub mailto: Option<EmailAddress>,
+    /// Whether to add `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
+    pub one_click: bool,
 }
 
 impl Campaign {
@@ -164,7 +187,21 @@ impl Campaign {
             .iter()
             .map(|(name, src)| Ok((name.clone(), src.compile(columns)?)))
             .collect::<Result<_, CampaignError>>()?;
+        let list_unsubscribe = match &self.list_unsubscribe {
+            Some(l) => Some(CompiledListUnsubscribe {
+                url: l
+                    .url
+                    .as_ref()
+                    .map(|u| u.compile(columns))
+                    .transpose()?
+                    .map(Template::url_escaped),
+                mailto: l.mailto.clone(),
+                one_click: l.one_click,
+            }),
+            None => None,
+        };
         Ok(CompiledCampaign {
+            list_unsubscribe,
             campaign: self.clone(),
             columns: columns.to_vec(),
             subject,
@@ -218,6 +255,10 @@ impl Campaign {
     pub fn headers(&self) -> &[(String, TemplateSource)] {
         &self.headers
     }
+    /// The `List-Unsubscribe` settings, if any.
+    pub fn list_unsubscribe(&self) -> Option<&ListUnsubscribe> {
+        self.list_unsubscribe.as_ref()
+    }
 }
 
 /// A campaign whose templates are parsed against a recipient file's columns.
@@ -229,9 +270,14 @@ pub struct CompiledCampaign {
     text: Option<Template>,
     html: Option<Template>,
     headers: Vec<(String, Template)>,
+    list_unsubscribe: Option<CompiledListUnsubscribe>,
 }
 
 impl CompiledCampaign {
+    /// The compiled `List-Unsubscribe` settings, if any.
+    pub fn list_unsubscribe(&self) -> Option<&CompiledListUnsubscribe> {
+        self.list_unsubscribe.as_ref()
+    }
     /// The validated campaign.
     pub fn campaign(&self) -> &Campaign {
         &self.campaign

@@ -23,7 +23,7 @@ use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
 use crate::address::Mailbox;
-use crate::campaign::CompiledCampaign;
+use crate::campaign::{CompiledCampaign, CompiledListUnsubscribe};
 use crate::recipients::{RecipientRow, RejectedRow, WHOLE_ROW};
 use crate::template::Template;
 
@@ -99,6 +99,7 @@ pub struct MessageFactory {
     text: Option<Template>,
     html: Option<Template>,
     headers: Vec<(String, Template)>,
+    list_unsubscribe: Option<CompiledListUnsubscribe>,
     id_domain: String,
     /// Random per factory, so Message-IDs differ across runs even when `seq` restarts.
     id_nonce: String,
@@ -119,6 +120,7 @@ impl MessageFactory {
             text: campaign.text().cloned(),
             html: campaign.html().cloned(),
             headers: campaign.headers().to_vec(),
+            list_unsubscribe: campaign.list_unsubscribe().cloned(),
             id_domain: c.from().address.domain().to_owned(),
             id_nonce: format!("{:016x}", fastrand::u64(..)),
             // QP/base64 grow bodies by about a third; headers are under 1 KB.
@@ -149,6 +151,12 @@ impl MessageFactory {
         }
         for (name, value) in custom {
             builder = builder.header(name, custom_header(value));
+        }
+        if let Some(l) = &self.list_unsubscribe {
+            builder = builder.header("List-Unsubscribe", Raw::new(list_unsubscribe_value(l, &row.values)));
+            if l.one_click {
+                builder = builder.header("List-Unsubscribe-Post", Raw::new("List-Unsubscribe=One-Click"));
+            }
         }
         if let Some(text) = text {
             builder.text_body = Some(text_part("text/plain", text));
@@ -203,6 +211,26 @@ impl MessageFactory {
         }
         Ok(Some(normalise_newlines(rendered)))
     }
+}
+
+/// `<https://…>, <mailto:…?subject=unsubscribe>` (RFC 2369 §3.2; URL values percent-encoded, so
+/// no recipient value can inject into the header).
+fn list_unsubscribe_value(l: &CompiledListUnsubscribe, values: &[String]) -> String {
+    let mut out = String::with_capacity(128);
+    if let Some(url) = &l.url {
+        out.push('<');
+        url.render_into(values, &mut out);
+        out.push('>');
+    }
+    if let Some(mailto) = &l.mailto {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str("<mailto:");
+        out.push_str(mailto.as_str());
+        out.push_str("?subject=unsubscribe>");
+    }
+    out
 }
 
 /// A body part. A body that needs no transfer encoding goes out as `7bit` with CRLF line ends

@@ -61,6 +61,7 @@ enum Segment {
 enum Escape {
     None,
     Html,
+    Url,
 }
 
 /// A parsed template: literal text interleaved with column references.
@@ -136,6 +137,14 @@ impl Template {
         self
     }
 
+    /// The same template with substituted values percent-encoded (RFC 3986 §2.1; everything
+    /// but unreserved characters), for URLs: a value can neither end the URL nor add to its
+    /// scheme, host or path structure.
+    pub fn url_escaped(mut self) -> Template {
+        self.escape = Escape::Url;
+        self
+    }
+
     /// Appends the rendering to `out`. `values` holds one value per column, in column order;
     /// a column index past the end renders as the empty string.
     pub fn render_into<S: AsRef<str>>(&self, values: &[S], out: &mut String) {
@@ -147,6 +156,7 @@ impl Template {
                     match self.escape {
                         Escape::None => out.push_str(value),
                         Escape::Html => push_html_escaped(value, out),
+                        Escape::Url => push_percent_encoded(value, out),
                     }
                 }
             }
@@ -205,6 +215,19 @@ fn push_html_escaped(value: &str, out: &mut String) {
     }
 }
 
+fn push_percent_encoded(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
 /// 1-based line and character column of byte `offset` in `source`.
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset];
@@ -248,6 +271,13 @@ mod tests {
         assert_eq!(
             t.render(&["", "<b>Tom & 'Jerry'</b>"]),
             "<p>&lt;b&gt;Tom &amp; &#39;Jerry&#39;&lt;/b&gt;</p>"
+        );
+        let url = Template::parse("list_unsubscribe.url", "https://s.test/u?t={{first_name}}", &cols())
+            .expect("template")
+            .url_escaped();
+        assert_eq!(
+            url.render(&["", "a b>\r\n\u{e9}&x=1"]),
+            "https://s.test/u?t=a%20b%3E%0D%0A%C3%A9%26x%3D1"
         );
     }
 

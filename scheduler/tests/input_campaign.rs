@@ -37,7 +37,9 @@ fn good_campaign_loads_and_compiles() {
     assert_eq!(c.text().unwrap().file, fixture("body.txt"));
     assert!(c.html().unwrap().source.contains("<p>Hi {{first_name}},</p>"));
     let names: Vec<&str> = c.headers().iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["List-Unsubscribe", "X-Campaign-Id", "X-City"]);
+    assert_eq!(names, ["X-Campaign-Id", "X-City"]);
+    let unsub = c.list_unsubscribe().expect("list_unsubscribe");
+    assert!(unsub.one_click && unsub.mailto.is_some() && unsub.url.is_some());
 
     let compiled = c.compile(&columns()).unwrap();
     assert_eq!(
@@ -53,7 +55,8 @@ fn good_campaign_loads_and_compiles() {
             .count(),
         1
     );
-    assert!(compiled.headers()[1].1.is_static());
+    assert!(compiled.headers()[0].1.is_static(), "X-Campaign-Id");
+    assert!(!compiled.headers()[1].1.is_static(), "X-City uses a column");
 }
 
 #[test]

@@ -100,7 +100,13 @@ fn multipart_message_with_all_headers() {
 
     assert_eq!(header_text(&msg, "X-Campaign-Id"), "spring");
     assert_eq!(header_text(&msg, "X-City"), "Oslo");
-    assert!(text.contains("List-Unsubscribe: <mailto:unsubscribe@sender.test?subject=ann@example.com>\r\n"));
+    let unfolded = text.replace("\r\n ", " ");
+    assert!(
+        unfolded.contains("List-Unsubscribe: <https://sender.test/unsubscribe?u=ann%40example.com>,"),
+        "{unfolded}"
+    );
+    assert!(unfolded.contains("<mailto:unsubscribe@sender.test?subject=unsubscribe>\r\n"));
+    assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
 
     assert_eq!((msg.text_body_count(), msg.html_body_count()), (1, 1));
     let body = msg.body_text(0).unwrap().replace("\r\n", "\n");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Campaign, CampaignError, TemplateSource};
+use super::{Campaign, CampaignError, ListUnsubscribe, TemplateSource};
 use crate::address::{EmailAddress, Mailbox};
 
 /// The campaign file as written (the schema). See the module docs for an example.
@@ -39,6 +39,22 @@ struct CampaignFile {
     /// Extra headers; names are RFC 5322 field names, values are templates.
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
+    /// `List-Unsubscribe` (RFC 2369) and one-click unsubscribe (RFC 8058).
+    list_unsubscribe: Option<ListUnsubscribeFile>,
+}
+
+/// `[list_unsubscribe]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListUnsubscribeFile {
+    /// Unsubscribe URL template; substituted values are percent-encoded. Must be `https://`
+    /// for one-click (RFC 8058 §3.1).
+    url: Option<Spanned<String>>,
+    /// Unsubscribe mailbox (a plain address), sent as `<mailto:ADDR?subject=unsubscribe>`.
+    mailto: Option<Spanned<String>>,
+    /// Add `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); default true when
+    /// `url` is set.
+    one_click: Option<Spanned<bool>>,
 }
 
 /// Header names a campaign may not set: Volley writes them itself (or, for `Return-Path`, the
@@ -154,7 +170,13 @@ impl Loader<'_> {
             }
             headers.push((name.clone(), self.header_template(&field, value)?));
         }
+        let list_unsubscribe = f
+            .list_unsubscribe
+            .as_ref()
+            .map(|l| self.list_unsubscribe(l))
+            .transpose()?;
         Ok(Campaign {
+            list_unsubscribe,
             path: self.path.to_owned(),
             id: id.clone(),
             from,
@@ -167,6 +189,62 @@ impl Loader<'_> {
             email_column,
             headers,
         })
+    }
+
+    fn list_unsubscribe(&self, l: &ListUnsubscribeFile) -> Result<ListUnsubscribe, CampaignError> {
+        let url = match &l.url {
+            Some(v) => {
+                let text = v.get_ref();
+                let field = "list_unsubscribe.url";
+                let scheme_ok = text.starts_with("https://") || text.starts_with("http://");
+                if !scheme_ok || text.len() <= "https://".len() {
+                    return Err(self.invalid(field, v, "expected an http(s):// URL"));
+                }
+                if let Some(c) = text
+                    .chars()
+                    .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ','))
+                {
+                    return Err(self.invalid(field, v, format!("{c:?} cannot appear in a List-Unsubscribe URL")));
+                }
+                Some(self.inline(field, v))
+            }
+            None => None,
+        };
+        let mailto = match &l.mailto {
+            Some(v) => Some(
+                EmailAddress::parse(v.get_ref())
+                    .map_err(|e| self.invalid("list_unsubscribe.mailto", v, e.problem.to_string()))?,
+            ),
+            None => None,
+        };
+        let one_click = match (&l.one_click, &url) {
+            (Some(flag), _) => *flag.get_ref(),
+            (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        let https = url.as_ref().is_some_and(|u| u.source.starts_with("https://"));
+        if one_click && !https {
+            let (field, line) = match &l.one_click {
+                Some(flag) => (
+                    "list_unsubscribe.one_click",
+                    line_column(self.text, flag.span().start).0,
+                ),
+                None => ("list_unsubscribe.url", l.url.as_ref().map_or(0, |u| self.line(u))),
+            };
+            let value = l.url.as_ref().map_or(String::new(), |u| u.get_ref().clone());
+            let reason = "one-click unsubscribe needs an https:// url (RFC 8058 §3.1); or set one_click = false";
+            return Err(self.invalid_at(field, line, &value, reason));
+        }
+        if url.is_none() && mailto.is_none() {
+            return Err(CampaignError::Invalid {
+                path: self.path.to_owned(),
+                line: None,
+                field: "list_unsubscribe".to_owned(),
+                value: String::new(),
+                reason: "set `url`, `mailto` or both".to_owned(),
+            });
+        }
+        Ok(ListUnsubscribe { url, mailto, one_click })
     }
 
     /// A header value template: one line, no control characters except TAB.
@@ -257,6 +335,9 @@ fn check_header_name(name: &str) -> Result<(), &'static str> {
         return Err("header names are printable ASCII without spaces or ':' (RFC 5322 §2.2)");
     }
     let lower = name.to_ascii_lowercase();
+    if lower.starts_with("list-unsubscribe") {
+        return Err("set List-Unsubscribe with the [list_unsubscribe] table (url, mailto, one_click)");
+    }
     if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
         return Err("this header is set by Volley and cannot be overridden");
     }
@@ -290,7 +371,7 @@ mod tests {
     #[test]
     fn header_names() {
         assert_eq!(check_header_name("X-Campaign-Id"), Ok(()));
-        assert_eq!(check_header_name("List-Unsubscribe"), Ok(()));
+        assert!(check_header_name("List-Unsubscribe").is_err_and(|e| e.contains("[list_unsubscribe]")));
         for bad in ["", "X Tag", "X:Tag", "Subject", "content-type", "Message-Id", "X-é"] {
             assert!(check_header_name(bad).is_err(), "{bad}");
         }
