@@ -13,6 +13,8 @@
 //! - [`smtp::session`] — async session: bind source IP, greeting, EHLO/HELO, STARTTLS.
 //! - [`smtp::transaction`] — MAIL/RCPT/DATA, pipelined per RFC 2920 when offered.
 //! - [`pool`] — connection pools keyed by (source IP, MX host), workers on demand.
+//! - [`mx`] — MX resolution (RFC 5321 §5.1, RFC 7505 null MX) with a coalescing TTL cache;
+//!   domains with the same MX hosts share an [`mx::MxSite`].
 //! - [`tls`], [`stream`] — rustls client context and the plain/TLS stream.
 //! - [`error`], [`outcome`], [`phase`], [`timeouts`], [`route`], [`config`] — the vocabulary.
 //!
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod error;
+pub mod mx;
 pub mod outcome;
 pub mod phase;
 pub mod pool;
