@@ -68,6 +68,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),
         smtp: Default::default(),
         max_in_flight: 20_000,
+        dns: None,
+        mx_port: 25,
     };
     let campaign = Campaign::load(&campaign_path).context("loading the generated campaign")?;
     println!(

@@ -24,6 +24,14 @@ pub struct SendConfig {
     /// SMTP client and connection-pool settings.
     #[serde(default)]
     pub smtp: SmtpConfig,
+    /// MX lookups for domains no route covers (RFC 5321 §5.1). Without this table such domains
+    /// are deferred with a routing error; `[dns]` with no `nameservers` uses the system's
+    /// resolv.conf.
+    #[serde(default)]
+    pub dns: Option<volley_engine::mx::DnsConfig>,
+    /// The port MX hosts are contacted on (25; loopback tests use their sink's port).
+    #[serde(default = "default_mx_port")]
+    pub mx_port: u16,
     /// Most deliveries in flight (queued in the engine or on the wire) at once; bounds memory.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -49,6 +57,9 @@ pub struct SourceIpConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("state")
+}
+fn default_mx_port() -> u16 {
+    25
 }
 fn default_max_in_flight() -> usize {
     20_000
@@ -155,6 +166,13 @@ impl SendConfig {
         self.smtp
             .session_params()
             .map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
+        if let Some(dns) = &self.dns {
+            dns.validate()
+                .map_err(|e| invalid("dns".into(), String::new(), &e.to_string()))?;
+        }
+        if self.mx_port == 0 {
+            return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
+        }
         Ok(())
     }
 }

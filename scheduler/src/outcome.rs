@@ -38,6 +38,9 @@ pub fn category(status: &RecipientStatus) -> &'static str {
     }
     if let Some(e) = status.enhanced {
         return match (e.subject, e.detail) {
+            // RFC 7505 §4.2 has clients report a null MX as 5.1.10 (no reply code: decided
+            // locally); servers such as Microsoft's use 5.1.10 for an unknown recipient.
+            (1, 10) if status.code.is_none() => "bad-domain",
             (1, 1) | (1, 6) | (1, 10) => "bad-mailbox",
             (1, 2) => "bad-domain",
             (1, _) => "bad-mailbox",

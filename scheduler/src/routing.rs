@@ -1,11 +1,13 @@
-//! Routing overrides: recipient domain -> the host that receives its mail. Exact domains win
-//! over `*`. (MX resolution through DNS plugs in behind the same lookup.)
+//! Where a recipient domain's mail goes: routing overrides first (exact domain, then `*`), then
+//! the domain's MX hosts (RFC 5321 §5.1) when `[dns]` is configured.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use volley_engine::MxHost;
+use volley_engine::mx::{MxAnswer, MxError, MxResolver};
+use volley_engine::smtp::reply::EnhancedCode;
+use volley_engine::{Disposition, MxHost, Phase, RecipientStatus};
 
 /// Parses a route target `ip:port` (IPv6 as `[::1]:25`).
 pub fn parse_target(target: &str) -> Result<SocketAddr, String> {
@@ -14,7 +16,7 @@ pub fn parse_target(target: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected ip:port, e.g. 127.0.0.1:2525 or [::1]:25".to_string())
 }
 
-/// The routing table built from the config's `[routes]`.
+/// The routing overrides from the config's `[routes]`.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
     exact: HashMap<String, MxHost>,
@@ -46,6 +48,93 @@ impl Routes {
     }
 }
 
+/// Routing overrides plus MX resolution.
+#[derive(Clone, Debug)]
+pub struct Router {
+    routes: Routes,
+    resolver: Option<MxResolver>,
+    mx_port: u16,
+}
+
+impl Router {
+    /// A router; without a resolver, domains no route covers are deferred.
+    pub fn new(routes: Routes, resolver: Option<MxResolver>, mx_port: u16) -> Router {
+        Router {
+            routes,
+            resolver,
+            mx_port,
+        }
+    }
+
+    /// The override for `domain`, decided without waiting.
+    pub fn route_override(&self, domain: &str) -> Option<&MxHost> {
+        self.routes.lookup(domain)
+    }
+
+    /// Whether destinations not covered by an override are looked up in DNS.
+    pub fn resolves_mx(&self) -> bool {
+        self.resolver.is_some()
+    }
+
+    /// The host to deliver `domain`'s mail to, or the final status when there is none: null MX
+    /// and nonexistent domains bounce (RFC 7505 §3: 5.1.10; RFC 3463: 5.1.2), DNS trouble
+    /// defers (4.4.3), and with neither route nor `[dns]` the recipient is deferred.
+    pub async fn destination(&self, domain: &str) -> Result<MxHost, RecipientStatus> {
+        if let Some(host) = self.routes.lookup(domain) {
+            return Ok(host.clone());
+        }
+        let Some(resolver) = &self.resolver else {
+            let text = format!("no route for domain {domain} and no [dns] configured for MX lookups");
+            return Err(local(Disposition::Deferred, (4, 4, 0), text));
+        };
+        match resolver.resolve(domain).await {
+            Ok(answer) => match &*answer {
+                MxAnswer::NullMx => Err(local(
+                    Disposition::Bounced,
+                    (5, 1, 10),
+                    format!("{domain} accepts no mail (null MX, RFC 7505)"),
+                )),
+                MxAnswer::Hosts { hosts, .. } => hosts
+                    .iter()
+                    .find_map(|h| {
+                        let ip = *h.addrs.first()?;
+                        Some(MxHost {
+                            name: h.host.clone(),
+                            addr: SocketAddr::new(ip, self.mx_port),
+                        })
+                    })
+                    .ok_or_else(|| {
+                        local(
+                            Disposition::Deferred,
+                            (4, 4, 3),
+                            format!("no address for any MX host of {domain}"),
+                        )
+                    }),
+            },
+            Err(e) => Err(dns_failure(&e)),
+        }
+    }
+}
+
+fn dns_failure(e: &MxError) -> RecipientStatus {
+    if e.is_permanent() {
+        local(Disposition::Bounced, (5, 1, 2), e.to_string())
+    } else {
+        local(Disposition::Deferred, (4, 4, 3), e.to_string())
+    }
+}
+
+fn local(disposition: Disposition, (class, subject, detail): (u8, u16, u16), text: String) -> RecipientStatus {
+    RecipientStatus {
+        disposition,
+        phase: Phase::Connect,
+        code: None,
+        enhanced: Some(EnhancedCode { class, subject, detail }),
+        text: Arc::from(text),
+        maybe_delivered: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +151,19 @@ mod tests {
         assert!(Routes::default().lookup("a.test").is_none());
         assert!(parse_target("localhost:25").is_err());
         assert!(parse_target("[::1]:25").is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_dns_an_unrouted_domain_is_deferred() {
+        let router = Router::new(Routes::default(), None, 25);
+        let status = router
+            .destination("x.test")
+            .await
+            .err()
+            .map(|s| (s.disposition, s.text.to_string()));
+        assert!(
+            matches!(status, Some((Disposition::Deferred, ref t)) if t.contains("no route")),
+            "{status:?}"
+        );
     }
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, Semaphore};
+use volley_engine::mx::MxResolver;
 use volley_engine::{
-    DataPayload, Delivery, DeliveryPool, DeliveryReport, Envelope, RecipientStatus, RouteKey, SourceIp,
+    DataPayload, Delivery, DeliveryPool, DeliveryReport, Envelope, MxHost, RecipientStatus, RouteKey, SourceIp,
 };
 
 use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
@@ -25,7 +26,7 @@ use crate::outcome::{category, Outcome};
 use crate::recipients::{Deduplicator, RecipientError, RecipientReader, RejectedRow, Row};
 use crate::rejects::RejectsWriter;
 use crate::rotation::IpRotation;
-use crate::routing::Routes;
+use crate::routing::{Router, Routes};
 use crate::summary::Summary;
 
 /// Why a run could not start or had to stop.
@@ -116,6 +117,11 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
     let mut log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
 
     let routes = Routes::new(&config.routes).map_err(SendError::Config)?;
+    let resolver = match &config.dns {
+        Some(dns) => Some(MxResolver::new(dns).map_err(|e| SendError::Config(format!("dns: {e}")))?),
+        None => None,
+    };
+    let router = Router::new(routes, resolver, config.mx_port);
     let rotation = IpRotation::new(config.source_ips.iter().map(|s| {
         (
             SourceIp {
@@ -145,15 +151,14 @@ pub async fn run(campaign: &Campaign, config: &SendConfig) -> Result<Summary, Se
         .map_err(io_err(Path::new("producer thread")))?;
 
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
-    let dispatcher = tokio::spawn(dispatch(
-        work_rx,
+    let shared = Arc::new(Dispatch {
         pool,
-        routes,
-        rotation,
+        router,
+        rotation: std::sync::Mutex::new(rotation),
         mail_from,
-        local_tx,
-        permits.clone(),
-    ));
+        local: local_tx,
+    });
+    let dispatcher = tokio::spawn(dispatch(work_rx, shared, permits.clone()));
 
     // Accounting: every report and local outcome becomes log lines and tallies.
     let mut summary = Summary {
@@ -274,23 +279,83 @@ fn produce(
     Ok(counts)
 }
 
-async fn dispatch(
-    mut work: mpsc::Receiver<Work>,
+/// What the dispatcher shares with the tasks that resolve MX hosts.
+struct Dispatch {
     pool: DeliveryPool<Tag>,
-    routes: Routes,
-    mut rotation: IpRotation,
+    router: Router,
+    rotation: std::sync::Mutex<IpRotation>,
     mail_from: Arc<str>,
     local: mpsc::UnboundedSender<LocalOutcome>,
+}
+
+impl Dispatch {
+    /// Picks the next source IP with budget (waiting, without holding the lock, when none has)
+    /// and queues the delivery on the pool. The in-flight permit is released by the
+    /// accounting task when the report comes back.
+    async fn submit(&self, recipient: EmailAddress, message_id: Arc<str>, payload: DataPayload, mx: MxHost) {
+        let source = loop {
+            let pick = self
+                .rotation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_ip()
+                .cloned();
+            match pick {
+                Ok(ip) => break ip,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        };
+        let envelope = Envelope {
+            mail_from: self.mail_from.to_string(),
+            recipients: vec![recipient.as_str().to_string()],
+        };
+        let tag = Tag {
+            recipient,
+            message_id,
+            attempt: 1,
+        };
+        let route = RouteKey { source, mx };
+        self.pool
+            .submit(Delivery {
+                tag,
+                route,
+                envelope,
+                payload,
+            })
+            .await;
+    }
+
+    /// A recipient decided without a delivery attempt (no route, null MX, DNS failure).
+    fn decided(&self, recipient: &EmailAddress, message_id: Arc<str>, status: RecipientStatus) {
+        let _ = self.local.send(LocalOutcome {
+            domain: recipient.domain().to_string(),
+            recipient: recipient.as_str().to_string(),
+            outcome: Outcome::from(status.disposition),
+            status: Some(status),
+            line: None,
+            message_id: Some(message_id),
+            reason: String::new(),
+        });
+    }
+}
+
+/// Routes every prepared message. Overridden domains go straight to the pool; domains that
+/// need an MX lookup are resolved in their own task, so a slow DNS answer for one domain never
+/// holds up the others. Every message holds an in-flight permit from here until its report.
+async fn dispatch(
+    mut work: mpsc::Receiver<Work>,
+    shared: Arc<Dispatch>,
     permits: Arc<Semaphore>,
 ) -> volley_engine::PoolStats {
+    let mut lookups = tokio::task::JoinSet::new();
     while let Some(item) = work.recv().await {
-        match item {
+        let (recipient, message_id, payload) = match item {
             Work::Rejected {
                 row: r,
                 recipient,
                 domain,
             } => {
-                let _ = local.send(LocalOutcome {
+                let _ = shared.local.send(LocalOutcome {
                     recipient,
                     domain,
                     outcome: Outcome::Rejected,
@@ -299,64 +364,38 @@ async fn dispatch(
                     message_id: None,
                     reason: format!("line {}: {}: {}", r.line, r.field, r.reason),
                 });
+                continue;
             }
             Work::Send {
                 recipient,
                 message_id,
                 payload,
-            } => {
-                let Some(mx) = routes.lookup(recipient.domain()) else {
-                    let reason = format!("no route for domain {}", recipient.domain());
-                    let _ = local.send(LocalOutcome {
-                        domain: recipient.domain().to_string(),
-                        recipient: recipient.as_str().to_string(),
-                        outcome: Outcome::Deferred,
-                        status: Some(RecipientStatus {
-                            disposition: volley_engine::Disposition::Deferred,
-                            phase: volley_engine::Phase::Connect,
-                            code: None,
-                            enhanced: None,
-                            text: Arc::from(reason),
-                            maybe_delivered: false,
-                        }),
-                        line: None,
-                        message_id: Some(message_id),
-                        reason: String::new(),
-                    });
-                    continue;
-                };
-                let source = loop {
-                    match rotation.next_ip() {
-                        Ok(ip) => break ip.clone(),
-                        Err(wait) => tokio::time::sleep(wait).await,
-                    }
-                };
-                let route = RouteKey { source, mx: mx.clone() };
-                match permits.acquire().await {
-                    Ok(p) => p.forget(),
-                    Err(_) => break,
-                }
-                let envelope = Envelope {
-                    mail_from: mail_from.to_string(),
-                    recipients: vec![recipient.as_str().to_string()],
-                };
-                let tag = Tag {
-                    recipient,
-                    message_id,
-                    attempt: 1,
-                };
-                pool.submit(Delivery {
-                    tag,
-                    route,
-                    envelope,
-                    payload,
-                })
-                .await;
-            }
+            } => (recipient, message_id, payload),
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        if let Some(mx) = shared.router.route_override(recipient.domain()).cloned() {
+            permit.forget();
+            shared.submit(recipient, message_id, payload, mx).await;
+            continue;
         }
+        let task = shared.clone();
+        lookups.spawn(async move {
+            match task.router.destination(recipient.domain()).await {
+                Ok(mx) => {
+                    permit.forget();
+                    task.submit(recipient, message_id, payload, mx).await;
+                }
+                // Decided here: the permit is released on drop.
+                Err(status) => task.decided(&recipient, message_id, status),
+            }
+        });
+        while lookups.try_join_next().is_some() {}
     }
-    pool.close().await;
-    pool.stats()
+    while lookups.join_next().await.is_some() {}
+    shared.pool.close().await;
+    shared.pool.stats()
 }
 
 fn record_report(

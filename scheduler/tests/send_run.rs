@@ -26,6 +26,8 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
             ..Default::default()
         },
         max_in_flight: 1000,
+        dns: None,
+        mx_port: 25,
     }
 }
 

@@ -1,0 +1,108 @@
+//! `send::run` routing by MX through a real authoritative DNS server on loopback (the engine's
+//! test zone `test.`), with sinks listening on the MX hosts' 127.0.0.x addresses.
+
+#[path = "../../engine/tests/dns/mod.rs"]
+#[allow(dead_code)]
+mod dns;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use volley_bench::{Sink, SinkConfig};
+use volley_engine::mx::DnsConfig;
+use volley_scheduler::campaign::Campaign;
+use volley_scheduler::config::{SendConfig, SourceIpConfig};
+
+async fn sink_on(ip: [u8; 4], port: u16) -> volley_bench::SinkHandle {
+    let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port);
+    Sink::start(SinkConfig {
+        listen,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
+    let auth = dns::AuthServer::start().await;
+    // mx1.a.test = 127.0.0.10 (a.test, b.test, c.test); implicit.test has only A 127.0.0.12.
+    let mx1 = sink_on([127, 0, 0, 10], 0).await;
+    let port = mx1.local_addr().port();
+    let implicit = sink_on([127, 0, 0, 12], port).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcpts = [
+        "x@a.test",
+        "y@b.test",
+        "z@implicit.test",
+        "n@nullmx.test",
+        "m@missing.test",
+        "d@deadmx.test",
+    ];
+    let csv = std::iter::once("email".to_string())
+        .chain(rcpts.iter().map(|r| r.to_string()))
+        .collect::<Vec<_>>();
+    std::fs::write(dir.path().join("r.csv"), csv.join("\n") + "\n").expect("csv");
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "id = \"mx\"\nfrom = \"n@sender.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.csv\"\n",
+    )
+    .expect("toml");
+    let campaign = Campaign::load(&dir.path().join("c.toml")).expect("campaign");
+    let config = SendConfig {
+        state_dir: dir.path().join("state"),
+        source_ips: vec![SourceIpConfig {
+            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            ehlo_name: "mta2.volley.test".into(),
+            weight: 1,
+            rate: None,
+        }],
+        routes: Default::default(),
+        smtp: volley_engine::SmtpConfig::default(),
+        max_in_flight: 100,
+        dns: Some(DnsConfig {
+            nameservers: vec![auth.addr],
+            timeout: Duration::from_secs(2),
+            ..DnsConfig::default()
+        }),
+        mx_port: port,
+    };
+    let summary = volley_scheduler::send::run(&campaign, &config).await.expect("run");
+
+    let log: HashMap<String, Value> = std::fs::read_to_string(&summary.accounting_log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .map(|v| (v["recipient"].as_str().unwrap_or_default().to_string(), v))
+        .collect();
+    assert_eq!(log.len(), rcpts.len(), "{log:?}");
+    let field = |r: &str, f: &str| log[r][f].as_str().unwrap_or_default().to_string();
+
+    for r in ["x@a.test", "y@b.test"] {
+        assert_eq!(field(r, "outcome"), "delivered", "{r}");
+        assert_eq!(field(r, "mx"), "mx1.a.test", "{r}: lowest preference first");
+        assert_eq!(mx1.accepted_for(r), 1, "{r}");
+    }
+    assert_eq!(field("z@implicit.test", "outcome"), "delivered");
+    assert_eq!(
+        implicit.accepted_for("z@implicit.test"),
+        1,
+        "implicit MX (RFC 5321 §5.1)"
+    );
+    assert_eq!(field("n@nullmx.test", "outcome"), "bounced");
+    assert_eq!(field("n@nullmx.test", "enhanced"), "5.1.10", "RFC 7505");
+    assert_eq!(field("n@nullmx.test", "category"), "bad-domain");
+    assert_eq!(field("m@missing.test", "outcome"), "bounced");
+    assert_eq!(field("m@missing.test", "category"), "bad-domain");
+    assert_eq!(field("d@deadmx.test", "outcome"), "deferred", "MX host without address");
+    assert_eq!(field("d@deadmx.test", "category"), "routing-errors");
+    assert_eq!((summary.delivered, summary.bounced, summary.deferred), (3, 2, 1));
+    // One MX query per domain even though two domains share the site.
+    assert_eq!(auth.queries("a.test", hickory_server::proto::rr::RecordType::MX), 1);
+    mx1.shutdown().await;
+    implicit.shutdown().await;
+    auth.shutdown().await;
+}
