@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::outcome::Outcome;
@@ -58,9 +58,7 @@ pub fn now_rfc3339() -> String {
 
 /// Appends records to the accounting log (never truncates: earlier runs are kept).
 pub struct AccountingLog {
-    path: PathBuf,
     out: BufWriter<File>,
-    lines: u64,
 }
 
 impl AccountingLog {
@@ -68,28 +66,14 @@ impl AccountingLog {
     pub fn open(path: &Path) -> io::Result<AccountingLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(AccountingLog {
-            path: path.to_path_buf(),
             out: BufWriter::with_capacity(256 * 1024, file),
-            lines: 0,
         })
     }
 
     /// Writes one record.
     pub fn write(&mut self, record: &AccountingRecord<'_>) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, record).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")?;
-        self.lines += 1;
-        Ok(())
-    }
-
-    /// Lines written by this writer.
-    pub fn lines(&self) -> u64 {
-        self.lines
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        self.out.write_all(b"\n")
     }
 
     /// Flushes to the OS.

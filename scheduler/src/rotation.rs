@@ -75,11 +75,6 @@ impl<C: Clock + Clone> IpRotation<C> {
         }
         Err(wait)
     }
-
-    /// The IPs in rotation.
-    pub fn ips(&self) -> impl Iterator<Item = &SourceIp> {
-        self.slots.iter().map(|s| &s.ip)
-    }
 }
 
 #[cfg(test)]

@@ -71,11 +71,6 @@ impl Router {
         self.routes.lookup(domain)
     }
 
-    /// Whether destinations not covered by an override are looked up in DNS.
-    pub fn resolves_mx(&self) -> bool {
-        self.resolver.is_some()
-    }
-
     /// The host to deliver `domain`'s mail to, or the final status when there is none: null MX
     /// and nonexistent domains bounce (RFC 7505 §3: 5.1.10; RFC 3463: 5.1.2), DNS trouble
     /// defers (4.4.3), and with neither route nor `[dns]` the recipient is deferred.
