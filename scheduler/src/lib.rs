@@ -11,6 +11,7 @@
 //! - [`recipients`] — streamed CSV/JSONL recipient reader; bad rows become [`recipients::RejectedRow`]s.
 //! - [`rejects`] — the rejects file (JSONL), one line per refused row.
 //! - [`message`] — builds the RFC 5322 message for one recipient (mail-builder).
+//! - [`lineset`] — sets of recipient-file lines as bitmaps (finished, duplicate).
 //! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
@@ -28,6 +29,7 @@ pub mod template;
 
 pub mod accounting;
 pub mod config;
+pub mod lineset;
 pub mod outcome;
 pub mod rotation;
 pub mod routing;
