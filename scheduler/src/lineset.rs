@@ -21,7 +21,10 @@ impl LineSet {
     pub fn insert(&mut self, line: u64) -> bool {
         let (word, bit) = Self::position(line);
         if word >= self.words.len() {
-            self.words.resize(word + 1 + self.words.len() / 8, 0);
+            // Grow by an eighth (not doubling): the set stays within ~12% of its span.
+            let new_len = word + 1 + self.words.len() / 8;
+            self.words.reserve_exact(new_len - self.words.len());
+            self.words.resize(new_len, 0);
         }
         let fresh = self.words[word] & bit == 0;
         if fresh {
