@@ -143,6 +143,34 @@ impl<T: Send + 'static> DeliveryPool<T> {
             report(&self.inner, delivery, vec![status], false, Duration::ZERO);
             return;
         }
+        self.start_worker_if_needed(&host);
+    }
+
+    /// Queues a delivery without waiting: `Err` gives it back when its (source IP, MX host)
+    /// queue is full or the pool is closing, so a caller serving many destinations can move
+    /// on to another instead of stalling behind a slow one.
+    #[allow(clippy::result_large_err)] // the delivery is handed back whole, not an error value
+    pub fn try_submit(&self, delivery: Delivery<T>) -> Result<(), Delivery<T>> {
+        let host = self.host(&delivery.route);
+        match host.tx.try_send(delivery) {
+            Ok(()) => {
+                self.start_worker_if_needed(&host);
+                Ok(())
+            }
+            Err(async_channel::TrySendError::Full(d) | async_channel::TrySendError::Closed(d)) => Err(d),
+        }
+    }
+
+    /// How many more deliveries the (source IP, MX host) queue of `route` takes before
+    /// [`DeliveryPool::try_submit`] would refuse one.
+    pub fn room(&self, route: &RouteKey) -> usize {
+        match lock(&self.inner.hosts).get(route) {
+            Some(host) => self.inner.config.queue_per_host.saturating_sub(host.tx.len()),
+            None => self.inner.config.queue_per_host,
+        }
+    }
+
+    fn start_worker_if_needed(&self, host: &Arc<Host<T>>) {
         let mut workers = lock(&host.workers);
         if host.rx.len() > workers.idle && workers.running < self.inner.config.max_connections_per_host {
             workers.running += 1;

@@ -23,6 +23,8 @@ pub struct AccountingRecord<'a> {
     pub source_ip: Option<IpAddr>,
     /// MX host it was sent to.
     pub mx: Option<&'a str>,
+    /// The MX site (the MX host set its domain shares with others) or `route:ip:port`.
+    pub site: Option<&'a str>,
     /// The outcome.
     pub outcome: Outcome,
     /// SMTP reply code, when a reply decided the outcome.
@@ -46,9 +48,12 @@ pub struct AccountingRecord<'a> {
     /// The connection broke after the final dot: the message may have arrived, so a retry may
     /// duplicate it (RFC 1047).
     pub maybe_duplicate: bool,
-    /// For rejected rows: the line in the recipients file.
+    /// The recipient's line in the recipients file (identifies the recipient across runs).
+    pub line: u64,
+    /// For a deferral: when the next attempt is due (RFC 3339). A deferral without it moved on
+    /// to the site's next MX host within the same attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
+    pub next_attempt: Option<String>,
 }
 
 /// Current time as RFC 3339 with milliseconds.
@@ -76,7 +81,7 @@ impl AccountingLog {
         self.out.write_all(b"\n")
     }
 
-    /// Flushes to the OS.
+    /// Flushes to the OS (a record flushed survives a kill of the process).
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

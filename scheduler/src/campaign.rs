@@ -137,6 +137,7 @@ pub struct Campaign {
     email_column: String,
     headers: Vec<(String, TemplateSource)>,
     list_unsubscribe: Option<ListUnsubscribe>,
+    pool: String,
 }
 
 /// `List-Unsubscribe` (RFC 2369) with optional one-click (RFC 8058).
@@ -218,6 +219,10 @@ impl Campaign {
     /// The campaign identifier.
     pub fn id(&self) -> &str {
         &self.id
+    }
+    /// The named pool of source IPs the campaign sends from.
+    pub fn pool(&self) -> &str {
+        &self.pool
     }
     /// The `From:` mailbox.
     pub fn from(&self) -> &Mailbox {

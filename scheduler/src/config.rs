@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use volley_engine::SmtpConfig;
 
@@ -35,6 +36,66 @@ pub struct SendConfig {
     /// Most deliveries in flight (queued in the engine or on the wire) at once; bounds memory.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Most deliveries in flight to one MX site (the set of MX hosts a group of domains
+    /// shares). A site at its cap waits while other sites keep sending, so one slow site never
+    /// holds the run's whole in-flight budget.
+    #[serde(default = "default_max_in_flight_per_site")]
+    pub max_in_flight_per_site: usize,
+    /// Retry policy for deferred recipients (4xx replies, connection failures, DNS trouble).
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// When deferred recipients are tried again and when they are given up.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Waits before the 2nd, 3rd, … attempt; the last one repeats. The default follows
+    /// RFC 5321 §4.5.4.1 (retry interval at least 30 minutes): 30m, 1h, 2h, 4h, 4h, …
+    #[serde(default = "default_schedule")]
+    pub schedule: Vec<humantime_serde::Serde<Duration>>,
+    /// Time from the first attempt after which a still-deferred recipient is given up and
+    /// recorded `expired` (RFC 5321 §4.5.4.1: at least 4-5 days). Default 5 days.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// After a connection to an MX host fails, how long that host is skipped in favour of the
+    /// site's other MX hosts. Default 1 minute.
+    #[serde(default = "default_host_down", with = "humantime_serde")]
+    pub host_down: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            schedule: default_schedule(),
+            max_age: default_max_age(),
+            host_down: default_host_down(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before attempt `next` (2 = the first retry).
+    pub fn delay_before(&self, next: u32) -> Duration {
+        let i = (next.saturating_sub(2) as usize).min(self.schedule.len().saturating_sub(1));
+        self.schedule.get(i).map_or(Duration::from_secs(1800), |d| **d)
+    }
+}
+
+fn default_schedule() -> Vec<humantime_serde::Serde<Duration>> {
+    [30, 60, 120, 240]
+        .into_iter()
+        .map(|m| Duration::from_secs(m * 60).into())
+        .collect()
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(5 * 24 * 3600)
+}
+fn default_host_down() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_in_flight_per_site() -> usize {
+    2_000
 }
 
 /// One source IP.
@@ -53,6 +114,17 @@ pub struct SourceIpConfig {
     /// waits.
     #[serde(default)]
     pub rate: Option<volley_warmup::Rate>,
+    /// The named pool this IP belongs to; a campaign sends from the IPs of its `pool`
+    /// (default `"default"`).
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// The pool name used when none is given.
+pub const DEFAULT_POOL: &str = "default";
+
+fn default_pool() -> String {
+    DEFAULT_POOL.to_string()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -163,6 +235,26 @@ impl SendConfig {
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
         }
+        if self.max_in_flight_per_site == 0 {
+            return Err(invalid(
+                "max_in_flight_per_site".into(),
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.retry.schedule.is_empty() {
+            return Err(invalid("retry.schedule".into(), "[]".into(), "needs at least one wait"));
+        }
+        if let Some(d) = self.retry.schedule.iter().find(|d| d.is_zero()) {
+            return Err(invalid(
+                "retry.schedule".into(),
+                humantime::format_duration(**d).to_string(),
+                "a retry wait must be longer than zero",
+            ));
+        }
+        if self.retry.max_age.is_zero() {
+            return Err(invalid("retry.max_age".into(), "0s".into(), "must be longer than zero"));
+        }
         self.smtp
             .session_params()
             .map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
@@ -170,10 +262,39 @@ impl SendConfig {
             dns.validate()
                 .map_err(|e| invalid("dns".into(), String::new(), &e.to_string()))?;
         }
+        for (i, ip) in self.source_ips.iter().enumerate() {
+            if ip.pool.trim().is_empty() {
+                return Err(invalid(
+                    format!("source_ips[{i}].pool"),
+                    ip.pool.clone(),
+                    "must not be empty",
+                ));
+            }
+        }
         if self.mx_port == 0 {
             return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
         }
         Ok(())
+    }
+}
+
+impl SendConfig {
+    /// The source IPs of pool `name`, or an error naming the pools that exist.
+    pub fn pool(&self, name: &str) -> Result<Vec<&SourceIpConfig>, String> {
+        let ips: Vec<_> = self.source_ips.iter().filter(|s| s.pool == name).collect();
+        if ips.is_empty() {
+            let mut pools: Vec<&str> = self.source_ips.iter().map(|s| s.pool.as_str()).collect();
+            pools.sort_unstable();
+            pools.dedup();
+            return Err(format!(
+                "no source IP is in pool `{name}` (pools: {})",
+                pools.join(", ")
+            ));
+        }
+        if ips.iter().all(|s| s.weight == 0) {
+            return Err(format!("every source IP of pool `{name}` has weight 0"));
+        }
+        Ok(ips)
     }
 }
 

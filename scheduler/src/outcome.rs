@@ -3,7 +3,7 @@
 use volley_engine::{Disposition, Phase, RecipientStatus};
 
 /// What happened to a recipient in one attempt (the accounting log's `outcome`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Accepted by the receiving server.
@@ -18,6 +18,13 @@ pub enum Outcome {
     Rejected,
     /// Gave up after the retry period.
     Expired,
+}
+
+impl Outcome {
+    /// Whether the recipient is done (everything but `deferred`).
+    pub fn is_final(self) -> bool {
+        self != Outcome::Deferred
+    }
 }
 
 impl From<Disposition> for Outcome {

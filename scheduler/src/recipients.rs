@@ -12,6 +12,11 @@
 //!   first non-blank line must be a valid object: its keys, in order, are the columns. Later
 //!   lines missing a column render it as empty; extra keys are ignored. Blank lines are skipped.
 //!
+//! Every row carries the byte offset where its record starts (CSV: the record's first byte;
+//! JSONL: the line's first byte). [`RowFetcher`] re-reads one row from its (offset, line) and
+//! yields the very [`Row`] the stream did, so a row can wait (a retry hours later, a busy
+//! site) as two numbers instead of its values.
+//!
 //! Limits: a single CSV record or JSONL line is held in memory whole, so memory is bounded by
 //! the longest line, not the file size.
 
@@ -23,10 +28,14 @@ use crate::address::EmailAddress;
 
 mod csv_file;
 mod dedup;
+mod duplicates;
+mod fetch;
 mod jsonl_file;
 
 use csv_file::CsvSource;
 pub use dedup::Deduplicator;
+pub use duplicates::{scan_duplicates, DuplicateScan, DuplicateScanError};
+pub use fetch::{OffsetProblem, RowFetcher};
 use jsonl_file::JsonlSource;
 
 /// Rejected values longer than this are cut (on a character boundary) and end with `…`.
@@ -79,6 +88,18 @@ pub enum RecipientError {
         /// The I/O error.
         source: io::Error,
     },
+    /// [`RowFetcher::fetch`] was given a byte offset where no row starts.
+    #[error("{}:{line}: no row starts at byte offset {offset}: {problem}", .path.display())]
+    NoRowAt {
+        /// The recipient file.
+        path: PathBuf,
+        /// The line given with the offset.
+        line: u64,
+        /// The offset given.
+        offset: u64,
+        /// What is there instead.
+        problem: OffsetProblem,
+    },
 }
 
 /// A recipient with a valid address.
@@ -86,6 +107,8 @@ pub enum RecipientError {
 pub struct RecipientRow {
     /// 1-based physical line where the row starts.
     pub line: u64,
+    /// Byte offset in the file where the row's record starts (for [`RowFetcher::fetch`]).
+    pub offset: u64,
     /// The validated address (from the email column).
     pub email: EmailAddress,
     /// One value per column, in column order (the email column as written).
@@ -131,11 +154,44 @@ pub enum Row {
 
 /// Streams recipients from a `.csv` or `.jsonl` file; see the module docs.
 pub struct RecipientReader {
+    layout: Layout,
+    source: Source,
+    /// Byte offset of the row last returned.
+    last_offset: u64,
+    done: bool,
+}
+
+/// What a recipient file's head tells: its columns and which one holds the address.
+struct Layout {
     path: PathBuf,
     columns: Vec<String>,
     email_index: usize,
-    source: Source,
-    done: bool,
+}
+
+impl Layout {
+    /// The row a source read: a recipient if it decoded and its address is valid.
+    fn row(&self, raw: RawRow) -> Row {
+        let RawRow { offset, line, values } = raw;
+        let values = match values {
+            Ok(values) => values,
+            Err(rejected) => return Row::Rejected(rejected),
+        };
+        let raw = values.get(self.email_index).map_or("", String::as_str);
+        match EmailAddress::parse(raw) {
+            Ok(email) => Row::Recipient(RecipientRow {
+                line,
+                offset,
+                email,
+                values,
+            }),
+            Err(e) => Row::Rejected(RejectedRow::new(
+                line,
+                &self.columns[self.email_index],
+                raw,
+                e.problem.to_string(),
+            )),
+        }
+    }
 }
 
 enum Source {
@@ -171,27 +227,36 @@ impl RecipientReader {
                     found: columns.clone(),
                 })?;
         Ok(RecipientReader {
-            path: path.to_owned(),
-            columns,
-            email_index,
+            layout: Layout {
+                path: path.to_owned(),
+                columns,
+                email_index,
+            },
             source,
+            last_offset: 0,
             done: false,
         })
     }
 
     /// The recipient file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.layout.path
     }
 
     /// Column names, in file order.
     pub fn columns(&self) -> &[String] {
-        &self.columns
+        &self.layout.columns
     }
 
     /// Index of the email column in [`RecipientReader::columns`].
     pub fn email_index(&self) -> usize {
-        self.email_index
+        self.layout.email_index
+    }
+
+    /// Byte offset where the row last returned by [`RecipientReader::next_row`] starts,
+    /// rejected or not (0 before the first). [`RecipientRow::offset`] holds it too.
+    pub fn last_offset(&self) -> u64 {
+        self.last_offset
     }
 
     /// The next row; `None` at the end (or after an I/O error was returned).
@@ -199,31 +264,19 @@ impl RecipientReader {
         if self.done {
             return None;
         }
+        let layout = &self.layout;
         let next = match &mut self.source {
-            Source::Csv(src) => src.next(&self.path, &self.columns),
-            Source::Jsonl(src) => src.next(&self.path, self.columns.len()),
+            Source::Csv(src) => src.next(&layout.path, &layout.columns),
+            Source::Jsonl(src) => src.next(&layout.path, layout.columns.len()),
         };
-        let next = match next {
-            Some(Ok(Ok((line, values)))) => Some(Ok(self.recipient(line, values))),
-            Some(Ok(Err(rejected))) => Some(Ok(Row::Rejected(rejected))),
-            Some(Err(e)) => Some(Err(e)),
-            None => None,
-        };
+        let next = next.map(|read| {
+            read.map(|raw| {
+                self.last_offset = raw.offset;
+                layout.row(raw)
+            })
+        });
         self.done = matches!(next, None | Some(Err(_)));
         next
-    }
-
-    fn recipient(&self, line: u64, values: Vec<String>) -> Row {
-        let raw = values.get(self.email_index).map_or("", String::as_str);
-        match EmailAddress::parse(raw) {
-            Ok(email) => Row::Recipient(RecipientRow { line, email, values }),
-            Err(e) => Row::Rejected(RejectedRow::new(
-                line,
-                &self.columns[self.email_index],
-                raw,
-                e.problem.to_string(),
-            )),
-        }
     }
 }
 
@@ -234,8 +287,15 @@ impl Iterator for RecipientReader {
     }
 }
 
-/// A decoded row (line, values) or a rejection; the outer `Result` is a fatal read error.
-type RawRow = Result<Result<(u64, Vec<String>), RejectedRow>, RecipientError>;
+/// A record as a source read it, before the address is checked.
+struct RawRow {
+    /// Byte offset of the record's first byte.
+    offset: u64,
+    /// 1-based physical line where it starts.
+    line: u64,
+    /// Its values in column order, or why it is refused.
+    values: Result<Vec<String>, RejectedRow>,
+}
 
 /// Refuses duplicate column names (a placeholder would be ambiguous).
 fn check_unique(columns: &[String]) -> Result<(), String> {

@@ -16,11 +16,30 @@ pub fn parse_target(target: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected ip:port, e.g. 127.0.0.1:2525 or [::1]:25".to_string())
 }
 
+/// Where a domain's mail goes: the site (the unit that shares queues and limits) and its
+/// hosts in the order to try them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// The MX site (sorted MX host names) or, for a routing override, `route:ip:port`.
+    pub site: Arc<str>,
+    /// (preference, host) per address of every MX host, lowest preference first. Never empty.
+    pub hosts: Arc<[(u16, MxHost)]>,
+}
+
+impl Destination {
+    fn single(host: MxHost) -> Destination {
+        Destination {
+            site: Arc::from(format!("route:{}", host.addr)),
+            hosts: Arc::from([(0, host)]),
+        }
+    }
+}
+
 /// The routing overrides from the config's `[routes]`.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
-    exact: HashMap<String, MxHost>,
-    fallback: Option<MxHost>,
+    exact: HashMap<String, Destination>,
+    fallback: Option<Destination>,
 }
 
 impl Routes {
@@ -29,10 +48,10 @@ impl Routes {
         let mut table = Routes::default();
         for (domain, target) in routes {
             let addr = parse_target(target).map_err(|e| format!("route {domain:?} = {target:?}: {e}"))?;
-            let host = MxHost {
+            let host = Destination::single(MxHost {
                 name: Arc::from(target.as_str()),
                 addr,
-            };
+            });
             if domain == "*" {
                 table.fallback = Some(host);
             } else {
@@ -42,8 +61,8 @@ impl Routes {
         Ok(table)
     }
 
-    /// The host for a (lower-case) domain, if any route covers it.
-    pub fn lookup(&self, domain: &str) -> Option<&MxHost> {
+    /// The destination for a (lower-case) domain, if any route covers it.
+    pub fn lookup(&self, domain: &str) -> Option<&Destination> {
         self.exact.get(domain).or(self.fallback.as_ref())
     }
 }
@@ -67,14 +86,14 @@ impl Router {
     }
 
     /// The override for `domain`, decided without waiting.
-    pub fn route_override(&self, domain: &str) -> Option<&MxHost> {
+    pub fn route_override(&self, domain: &str) -> Option<&Destination> {
         self.routes.lookup(domain)
     }
 
-    /// The host to deliver `domain`'s mail to, or the final status when there is none: null MX
+    /// Where to deliver `domain`'s mail, or the final status when there is nowhere: null MX
     /// and nonexistent domains bounce (RFC 7505 §3: 5.1.10; RFC 3463: 5.1.2), DNS trouble
     /// defers (4.4.3), and with neither route nor `[dns]` the recipient is deferred.
-    pub async fn destination(&self, domain: &str) -> Result<MxHost, RecipientStatus> {
+    pub async fn destination(&self, domain: &str) -> Result<Destination, RecipientStatus> {
         if let Some(host) = self.routes.lookup(domain) {
             return Ok(host.clone());
         }
@@ -89,22 +108,28 @@ impl Router {
                     (5, 1, 10),
                     format!("{domain} accepts no mail (null MX, RFC 7505)"),
                 )),
-                MxAnswer::Hosts { hosts, .. } => hosts
-                    .iter()
-                    .find_map(|h| {
-                        let ip = *h.addrs.first()?;
-                        Some(MxHost {
-                            name: h.host.clone(),
-                            addr: SocketAddr::new(ip, self.mx_port),
+                MxAnswer::Hosts { site, hosts, .. } => {
+                    let hosts: Vec<(u16, MxHost)> = hosts
+                        .iter()
+                        .flat_map(|h| {
+                            h.addrs.iter().map(|ip| {
+                                let host = MxHost {
+                                    name: h.host.clone(),
+                                    addr: SocketAddr::new(*ip, self.mx_port),
+                                };
+                                (h.preference, host)
+                            })
                         })
+                        .collect();
+                    if hosts.is_empty() {
+                        let text = format!("no address for any MX host of {domain}");
+                        return Err(local(Disposition::Deferred, (4, 4, 3), text));
+                    }
+                    Ok(Destination {
+                        site: Arc::from(site.as_str()),
+                        hosts: Arc::from(hosts),
                     })
-                    .ok_or_else(|| {
-                        local(
-                            Disposition::Deferred,
-                            (4, 4, 3),
-                            format!("no address for any MX host of {domain}"),
-                        )
-                    }),
+                }
             },
             Err(e) => Err(dns_failure(&e)),
         }
@@ -141,8 +166,8 @@ mod tests {
             ("a.test".to_string(), "127.0.0.9:26".to_string()),
         ];
         let r = Routes::new(routes.iter().map(|(a, b)| (a, b))).unwrap_or_default();
-        assert_eq!(r.lookup("a.test").map(|h| h.addr.port()), Some(26));
-        assert_eq!(r.lookup("b.test").map(|h| h.addr.port()), Some(25));
+        assert_eq!(r.lookup("a.test").map(|d| d.hosts[0].1.addr.port()), Some(26));
+        assert_eq!(r.lookup("b.test").map(|d| &*d.site), Some("route:127.0.0.1:25"));
         assert!(Routes::default().lookup("a.test").is_none());
         assert!(parse_target("localhost:25").is_err());
         assert!(parse_target("[::1]:25").is_ok());

@@ -35,7 +35,7 @@ pub struct Summary {
     pub recipients: u64,
     /// Recipients accepted by their servers.
     pub delivered: u64,
-    /// Recipients whose last attempt failed temporarily.
+    /// Recipients still waiting for a retry when the run stopped (0 when it completed).
     pub deferred: u64,
     /// Recipients that failed permanently.
     pub bounced: u64,
@@ -53,8 +53,17 @@ pub struct Summary {
     pub rows: u64,
     /// Rows skipped as duplicates of an earlier address.
     pub duplicates: u64,
-    /// Recipients that gave up after the retry period.
+    /// Recipients given up after the retry period (`retry.max_age`); counted in `bounced` too.
     pub expired: u64,
+    /// Temporary failures recorded (one per deferred attempt; a recipient may have several).
+    pub deferrals: u64,
+    /// Attempts after the first (retries of deferred recipients).
+    pub retried: u64,
+    /// Deliveries that were on the wire when an earlier run was killed and were sent again:
+    /// the only recipients that may have received the message twice.
+    pub resent_after_restart: u64,
+    /// True when every recipient has a final outcome.
+    pub complete: bool,
     /// Attempts where the connection broke after the final dot (possible duplicates on retry).
     pub maybe_duplicates: u64,
     /// SMTP connections opened.
@@ -65,6 +74,8 @@ pub struct Summary {
     pub by_source_ip: BTreeMap<String, Tally>,
     /// Tallies per recipient domain.
     pub by_domain: BTreeMap<String, Tally>,
+    /// Tallies per MX site (the MX host set a group of domains shares, or `route:ip:port`).
+    pub by_site: BTreeMap<String, Tally>,
     /// The accounting log.
     pub accounting_log: PathBuf,
     /// The rejects file.
@@ -72,13 +83,17 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Counts one final outcome for a recipient.
-    pub fn record(&mut self, outcome: Outcome, source_ip: Option<&str>, domain: &str) {
+    /// Counts one final outcome for a recipient (`deferred` is counted at the end of a run, from
+    /// the recipients still waiting).
+    pub fn record(&mut self, outcome: Outcome, source_ip: Option<&str>, domain: &str, site: Option<&str>) {
         match outcome {
             Outcome::Delivered => self.delivered += 1,
             Outcome::Deferred => self.deferred += 1,
             Outcome::Bounced => self.bounced += 1,
-            Outcome::Expired => self.expired += 1,
+            Outcome::Expired => {
+                self.expired += 1;
+                self.bounced += 1;
+            }
             Outcome::Suppressed => self.suppressed += 1,
             Outcome::Rejected => self.rejected += 1,
         }
@@ -86,11 +101,18 @@ impl Summary {
             return;
         }
         if let Some(ip) = source_ip {
-            self.by_source_ip.entry(ip.to_string()).or_default().add(outcome);
+            tally(&mut self.by_source_ip, ip, outcome);
         }
-        match self.by_domain.get_mut(domain) {
-            Some(t) => t.add(outcome),
-            None => self.by_domain.entry(domain.to_string()).or_default().add(outcome),
+        if let Some(site) = site {
+            tally(&mut self.by_site, site, outcome);
         }
+        tally(&mut self.by_domain, domain, outcome);
+    }
+}
+
+fn tally(map: &mut BTreeMap<String, Tally>, key: &str, outcome: Outcome) {
+    match map.get_mut(key) {
+        Some(t) => t.add(outcome),
+        None => map.entry(key.to_string()).or_default().add(outcome),
     }
 }

@@ -35,6 +35,7 @@ fn inline_campaign(body: &str, columns: &[&str]) -> CompiledCampaign {
 fn row(values: &[&str]) -> RecipientRow {
     RecipientRow {
         line: 7,
+        offset: 0,
         email: EmailAddress::parse(values[0]).unwrap(),
         values: strings(values),
     }

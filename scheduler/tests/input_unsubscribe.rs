@@ -21,6 +21,7 @@ fn headers_of(campaign: &Campaign, email: &str, token: &str) -> Vec<(String, Str
     let compiled = campaign.compile(&columns).expect("compile");
     let row = RecipientRow {
         line: 2,
+        offset: 0,
         email: EmailAddress::parse(email).expect("address"),
         values: vec![email.to_string(), token.to_string()],
     };

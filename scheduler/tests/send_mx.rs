@@ -59,10 +59,17 @@ async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
             ehlo_name: "mta2.volley.test".into(),
             weight: 1,
             rate: None,
+            pool: "default".into(),
         }],
         routes: Default::default(),
         smtp: volley_engine::SmtpConfig::default(),
         max_in_flight: 100,
+        max_in_flight_per_site: 2_000,
+        retry: volley_scheduler::config::RetryConfig {
+            schedule: vec![Duration::from_millis(50).into()],
+            max_age: Duration::from_millis(300),
+            host_down: Duration::from_secs(60),
+        },
         dns: Some(DnsConfig {
             nameservers: vec![auth.addr],
             timeout: Duration::from_secs(2),
@@ -97,9 +104,16 @@ async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
     assert_eq!(field("n@nullmx.test", "category"), "bad-domain");
     assert_eq!(field("m@missing.test", "outcome"), "bounced");
     assert_eq!(field("m@missing.test", "category"), "bad-domain");
-    assert_eq!(field("d@deadmx.test", "outcome"), "deferred", "MX host without address");
+    assert_eq!(
+        field("d@deadmx.test", "outcome"),
+        "expired",
+        "MX host without address: retried, then given up"
+    );
     assert_eq!(field("d@deadmx.test", "category"), "routing-errors");
-    assert_eq!((summary.delivered, summary.bounced, summary.deferred), (3, 2, 1));
+    assert_eq!(
+        (summary.delivered, summary.bounced, summary.deferred, summary.expired),
+        (3, 3, 0, 1)
+    );
     // One MX query per domain even though two domains share the site.
     assert_eq!(auth.queries("a.test", hickory_server::proto::rr::RecordType::MX), 1);
     mx1.shutdown().await;

@@ -5,9 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use serde_json::Value;
+use std::time::Duration;
 use volley_bench::{Sink, SinkConfig};
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::config::{SendConfig, SourceIpConfig};
+use volley_scheduler::config::{RetryConfig, SendConfig, SourceIpConfig};
 
 fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
     SendConfig {
@@ -18,6 +19,7 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
                 ehlo_name: format!("mta{i}.volley.test"),
                 weight: 1,
                 rate: None,
+                pool: "default".into(),
             })
             .collect(),
         routes: routes.iter().map(|(d, t)| (d.to_string(), t.clone())).collect(),
@@ -26,8 +28,19 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
             ..Default::default()
         },
         max_in_flight: 1000,
+        max_in_flight_per_site: 2_000,
+        retry: quick_retries(30_000),
         dns: None,
         mx_port: 25,
+    }
+}
+
+/// Retries every 50 ms, given up after `max_age_ms`.
+fn quick_retries(max_age_ms: u64) -> RetryConfig {
+    RetryConfig {
+        schedule: vec![Duration::from_millis(50).into()],
+        max_age: Duration::from_millis(max_age_ms),
+        host_down: Duration::from_secs(60),
     }
 }
 
@@ -70,8 +83,9 @@ async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
         .expect("run");
 
     let log = read_log(&summary.accounting_log);
-    assert_eq!(log.len(), n, "one line per recipient");
+    assert!(log.len() > n, "one line per attempt: every recipient plus the retries");
     let mut per_rcpt: HashMap<&str, &str> = HashMap::new();
+    let mut deferrals = 0u64;
     for line in &log {
         for field in [
             "ts",
@@ -91,27 +105,40 @@ async fn tempfail_and_permfail_give_exactly_one_outcome_per_recipient() {
             assert!(line.get(field).is_some(), "field {field} missing in {line}");
         }
         let rcpt = line["recipient"].as_str().expect("recipient");
-        assert!(
-            per_rcpt
-                .insert(rcpt, line["outcome"].as_str().expect("outcome"))
-                .is_none(),
-            "{rcpt} twice"
-        );
+        let outcome = line["outcome"].as_str().expect("outcome");
+        if outcome == "deferred" {
+            deferrals += 1;
+            assert!(
+                line["next_attempt"].as_str().is_some(),
+                "a deferral says when it is retried: {line}"
+            );
+            continue;
+        }
+        assert!(per_rcpt.insert(rcpt, outcome).is_none(), "{rcpt}: two final outcomes");
     }
     let stats = sink.stats();
     let count = |o: &str| per_rcpt.values().filter(|&&v| v == o).count() as u64;
+    assert_eq!(per_rcpt.len(), n, "every recipient has a final outcome");
     assert_eq!(count("delivered"), stats.messages);
     assert_eq!(count("bounced"), stats.rcpt_permfails);
-    assert_eq!(count("deferred"), stats.rcpt_tempfails);
-    assert_eq!(count("delivered") + count("bounced") + count("deferred"), n as u64);
+    assert_eq!(
+        deferrals, stats.rcpt_tempfails,
+        "every 4xx is one deferral, then a retry"
+    );
+    assert_eq!(count("delivered") + count("bounced"), n as u64, "retried until final");
     assert!(stats.rcpt_tempfails > 0 && stats.rcpt_permfails > 0);
     for (rcpt, outcome) in &per_rcpt {
         assert_eq!(sink.accepted_for(rcpt), u64::from(*outcome == "delivered"), "{rcpt}");
     }
     assert_eq!(
-        (summary.delivered, summary.bounced, summary.deferred),
-        (count("delivered"), count("bounced"), count("deferred"))
+        (summary.delivered, summary.bounced),
+        (count("delivered"), count("bounced"))
     );
+    assert_eq!(
+        (summary.deferred, summary.deferrals, summary.retried),
+        (0, deferrals, deferrals)
+    );
+    assert!(summary.complete);
     assert_eq!(summary.recipients, n as u64);
     assert_eq!(summary.by_source_ip.len(), 4, "rotation used every source IP");
     sink.shutdown().await;
@@ -130,14 +157,17 @@ async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
                good4@nowhere.test,Four\n\
                good5@a.test,Five\n";
     let campaign = write_campaign(dir.path(), csv);
-    // Only a.test has a route: nowhere.test is deferred with a routing error.
-    let cfg = config(dir.path(), &[("a.test", sink.local_addr().to_string())]);
+    // Only a.test has a route: nowhere.test is deferred with a routing error, retried, and
+    // expired when its retry period (here 300 ms) is over.
+    let mut cfg = config(dir.path(), &[("a.test", sink.local_addr().to_string())]);
+    cfg.retry = quick_retries(300);
     let summary = volley_scheduler::send::run(&campaign, &cfg).await.expect("run");
     assert_eq!(summary.rows, 7);
     assert_eq!(summary.delivered, 2, "{summary:?}");
     assert_eq!(summary.rejected, 3, "{summary:?}");
     assert_eq!(summary.duplicates, 1);
-    assert_eq!(summary.deferred, 1);
+    assert_eq!((summary.deferred, summary.expired, summary.bounced), (0, 1, 1));
+    assert!(summary.retried >= 2, "{summary:?}");
     assert_eq!(sink.accepted_for("good1@a.test"), 1, "duplicate sent once");
     assert_eq!(sink.accepted_for("good5@a.test"), 1);
     assert_eq!(sink.accepted_for("good3@a.test"), 0, "header injection refused");
@@ -158,8 +188,12 @@ async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
     );
 
     let log = read_log(&summary.accounting_log);
-    let outcome_of = |r: &str| log.iter().find(|l| l["recipient"] == r).map(|l| l["outcome"].clone());
-    assert_eq!(outcome_of("good4@nowhere.test"), Some(Value::from("deferred")));
+    let outcome_of = |r: &str| log.iter().rfind(|l| l["recipient"] == r).map(|l| l["outcome"].clone());
+    assert_eq!(outcome_of("good4@nowhere.test"), Some(Value::from("expired")));
+    assert_eq!(
+        log.iter().filter(|l| l["recipient"] == "good4@nowhere.test").count() as u64,
+        summary.retried + 1
+    );
     let rejected: Vec<&Value> = log.iter().filter(|l| l["outcome"] == "rejected").collect();
     assert_eq!(rejected.len(), 3);
     // Regression: the accounting log's `recipient` is the address (as far as it is known),

@@ -41,6 +41,9 @@ struct CampaignFile {
     headers: BTreeMap<String, Spanned<String>>,
     /// `List-Unsubscribe` (RFC 2369) and one-click unsubscribe (RFC 8058).
     list_unsubscribe: Option<ListUnsubscribeFile>,
+    /// The named pool of source IPs to send from (volley.toml `source_ips.pool`); default
+    /// `default`.
+    pool: Option<Spanned<String>>,
 }
 
 /// `[list_unsubscribe]` as written.
@@ -175,7 +178,13 @@ impl Loader<'_> {
             .as_ref()
             .map(|l| self.list_unsubscribe(l))
             .transpose()?;
+        let pool = match &f.pool {
+            Some(v) if v.get_ref().trim().is_empty() => return Err(self.invalid("pool", v, "must not be empty")),
+            Some(v) => v.get_ref().trim().to_owned(),
+            None => crate::config::DEFAULT_POOL.to_owned(),
+        };
         Ok(Campaign {
+            pool,
             list_unsubscribe,
             path: self.path.to_owned(),
             id: id.clone(),

@@ -1,15 +1,19 @@
-//! CSV recipients: header row, one record per row, physical line numbers.
+//! CSV recipients: header row, one record per row, physical line numbers and byte offsets.
 //!
 //! The csv crate's record positions miscount lines when lines end in CRLF and skip blank
-//! lines, so [`LineTracker`] counts LF bytes as the file streams through the reader and maps
-//! each record's byte offset to the line where its first character is.
+//! lines, and point before the terminator that precedes a record, so [`LineTracker`] watches
+//! the file stream through the reader and maps each record's position to the byte where its
+//! first character is and that byte's line.
+//!
+//! [`CsvFetcher`] re-reads one record from its offset with the same decoding.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::{check_unique, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
+use super::fetch::FetchError;
+use super::{check_unique, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 
 /// A CSV file being streamed.
 pub(super) struct CsvSource {
@@ -49,9 +53,8 @@ impl CsvSource {
     }
 
     /// The next record, decoded, or its rejection; `None` at the end.
-    pub(super) fn next(&mut self, path: &Path, columns: &[String]) -> Option<RawRow> {
-        let record = &mut self.record;
-        match self.reader.read_byte_record(record) {
+    pub(super) fn next(&mut self, path: &Path, columns: &[String]) -> Option<Result<RawRow, RecipientError>> {
+        match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => return None,
             Ok(true) => {}
             Err(e) => {
@@ -59,53 +62,137 @@ impl CsvSource {
                 return Some(Err(csv_error(path, line, e)));
             }
         }
-        let byte = record.position().map_or(0, |p| p.byte());
-        let line = self.reader.get_mut().line_at(byte);
-        if record.len() != columns.len() {
-            let value = record.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(",");
-            let reason = format!("expected {} fields, found {}", columns.len(), record.len());
-            return Some(Ok(Err(RejectedRow::new(line, WHOLE_ROW, &value, reason))));
+        let byte = self.record.position().map_or(0, |p| p.byte());
+        let (offset, line) = self.reader.get_mut().start_at(byte);
+        Some(Ok(RawRow {
+            offset,
+            line,
+            values: decode(&self.record, line, columns),
+        }))
+    }
+
+    /// Turns this source, fresh from [`CsvSource::open`], into a fetcher over the same file.
+    pub(super) fn into_fetcher(self) -> io::Result<CsvFetcher> {
+        let data_start = self.reader.position().byte();
+        let mut file = self.reader.into_inner().inner;
+        file.rewind()?;
+        // Small reads: a fetch wants one record, not the file's next pages.
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(4096)
+            .from_reader(file);
+        // The csv reader reads a header row before its first seek; let it be the real one.
+        reader.byte_headers().map_err(csv_io_error)?;
+        Ok(CsvFetcher {
+            reader,
+            record: csv::ByteRecord::new(),
+            data_start,
+        })
+    }
+}
+
+/// Re-reads single records by byte offset; the file stays open between fetches.
+pub(super) struct CsvFetcher {
+    reader: csv::Reader<File>,
+    /// Reused for every record.
+    record: csv::ByteRecord,
+    /// The end of the header row: no data record starts before.
+    data_start: u64,
+}
+
+impl CsvFetcher {
+    /// The open file.
+    pub(super) fn file(&self) -> &File {
+        self.reader.get_ref()
+    }
+
+    /// The record starting at `offset` (reported at `line`), decoded as when streamed;
+    /// `offset` is inside the file.
+    pub(super) fn fetch(&mut self, columns: &[String], offset: u64, line: u64) -> Result<RawRow, FetchError> {
+        // A record follows the terminator of the one before (data_start > 0: the header is not empty).
+        let before = match offset.checked_sub(1) {
+            Some(before) if offset >= self.data_start => before,
+            _ => return Err(FetchError::NoRow(OffsetProblem::InHeader)),
+        };
+        let file = self.reader.get_mut();
+        file.seek(SeekFrom::Start(before))?;
+        let mut pair = [0; 2];
+        file.read_exact(&mut pair)?;
+        match pair {
+            [b'\r' | b'\n', b'\r' | b'\n'] => return Err(FetchError::NoRow(OffsetProblem::BlankLine)),
+            [b'\r' | b'\n', _] => {}
+            _ => return Err(FetchError::NoRow(OffsetProblem::MidLine)),
         }
-        let mut values = Vec::with_capacity(columns.len());
-        for (field, column) in record.iter().zip(columns) {
-            match std::str::from_utf8(field) {
-                Ok(s) => values.push(s.to_owned()),
-                Err(e) => {
-                    let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to());
-                    let value = String::from_utf8_lossy(field);
-                    return Some(Ok(Err(RejectedRow::new(line, column, &value, reason))));
-                }
+        // Start the parser on that terminator, which it skips: a fresh parser strips a UTF-8
+        // BOM from its first bytes, and the streaming one only did so at the file start.
+        let mut position = csv::Position::new();
+        position.set_byte(before).set_line(line);
+        self.reader
+            .seek_raw(SeekFrom::Start(before), position)
+            .map_err(csv_io_error)?;
+        if !self.reader.read_byte_record(&mut self.record).map_err(csv_io_error)? {
+            return Err(FetchError::ended());
+        }
+        Ok(RawRow {
+            offset,
+            line,
+            values: decode(&self.record, line, columns),
+        })
+    }
+}
+
+/// A record's values in column order, or why it is refused.
+fn decode(record: &csv::ByteRecord, line: u64, columns: &[String]) -> Result<Vec<String>, RejectedRow> {
+    if record.len() != columns.len() {
+        let value = record.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(",");
+        let reason = format!("expected {} fields, found {}", columns.len(), record.len());
+        return Err(RejectedRow::new(line, WHOLE_ROW, &value, reason));
+    }
+    let mut values = Vec::with_capacity(columns.len());
+    for (field, column) in record.iter().zip(columns) {
+        match std::str::from_utf8(field) {
+            Ok(s) => values.push(s.to_owned()),
+            Err(e) => {
+                let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to());
+                return Err(RejectedRow::new(line, column, &String::from_utf8_lossy(field), reason));
             }
         }
-        Some(Ok(Ok((line, values))))
     }
+    Ok(values)
 }
 
 fn csv_error(path: &Path, line: u64, e: csv::Error) -> RecipientError {
-    let source = match e.into_kind() {
-        csv::ErrorKind::Io(e) => e,
-        other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
-    };
     RecipientError::Io {
         path: path.to_owned(),
         line,
-        source,
+        source: csv_io_error(e),
     }
 }
 
-/// Passes bytes through, remembering where each non-blank line starts and its number.
+/// The I/O error inside (the csv reader is flexible, so it reports no other kind).
+fn csv_io_error(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
+    }
+}
+
+/// Passes bytes through, remembering where each record could start and its line.
 ///
-/// Only starts not yet asked about are kept, so memory is bounded by the csv reader's
-/// read-ahead plus the current record.
+/// A record can start at any byte that follows CR or LF and is neither (the csv crate ends
+/// records at CR, LF or CRLF and skips empty ones); lines are counted by LF. Only starts not
+/// yet asked about are kept, so memory is bounded by the csv reader's read-ahead plus the
+/// current record.
 struct LineTracker<R> {
     inner: R,
     /// Bytes passed through so far.
     offset: u64,
     /// Number of the line the next byte belongs to.
     line: u64,
-    /// The last byte passed through was LF (or nothing was read yet).
+    /// The last byte passed through was CR or LF (or nothing was read yet).
     at_line_start: bool,
-    /// (byte offset, line number) of line starts not yet consumed, in order.
+    /// (byte offset, line number) of possible record starts not yet consumed, in order.
     starts: VecDeque<(u64, u64)>,
 }
 
@@ -120,17 +207,18 @@ impl<R> LineTracker<R> {
         }
     }
 
-    /// The line of the first non-blank line starting at or after `byte` (the csv crate
-    /// reports a record's start before the line terminator that precedes it). Calls must
-    /// come with increasing offsets.
-    fn line_at(&mut self, byte: u64) -> u64 {
+    /// The (byte offset, line) of the first possible record start at or after `byte` (the
+    /// csv crate reports a record's position before the terminators that precede it). Calls
+    /// must come with increasing offsets.
+    fn start_at(&mut self, byte: u64) -> (u64, u64) {
         while let Some(&(start, line)) = self.starts.front() {
             if start >= byte {
-                return line;
+                return (start, line);
             }
             self.starts.pop_front();
         }
-        self.line
+        // Not reached: the csv reader has read a record's first byte before it yields it.
+        (byte, self.line)
     }
 
     /// Lines started so far (for errors).
@@ -147,8 +235,10 @@ impl<R> LineTracker<R> {
                 self.at_line_start = false;
             }
         }
-        for i in memchr::memchr_iter(b'\n', data) {
-            self.line += 1;
+        for i in memchr::memchr2_iter(b'\r', b'\n', data) {
+            if data[i] == b'\n' {
+                self.line += 1;
+            }
             match data.get(i + 1) {
                 Some(b'\r' | b'\n') => {}
                 Some(_) => self.starts.push_back((self.offset + i as u64 + 1, self.line)),
@@ -171,14 +261,15 @@ impl<R: Read> Read for LineTracker<R> {
 mod tests {
     use super::*;
 
-    fn lines(data: &[u8], chunk: usize) -> Vec<u64> {
+    /// (offset, line) of every record after the header.
+    fn starts(data: &[u8], chunk: usize) -> Vec<(u64, u64)> {
         let tracker = LineTracker::new(ChunkedReader { data, chunk });
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(tracker);
         let mut record = csv::ByteRecord::new();
         let mut out = Vec::new();
         while reader.read_byte_record(&mut record).unwrap() {
             let byte = record.position().unwrap().byte();
-            out.push(reader.get_mut().line_at(byte));
+            out.push(reader.get_mut().start_at(byte));
         }
         out
     }
@@ -199,10 +290,22 @@ mod tests {
     }
 
     #[test]
-    fn physical_lines_with_crlf_blank_lines_and_multiline_fields() {
+    fn physical_lines_and_offsets_with_crlf_blank_lines_and_multiline_fields() {
         let data = b"h1,h2\r\na,1\r\n\r\n\r\nb,\"x\r\ny\"\r\nc,3\n\nd,4";
         for chunk in [1, 2, 3, 7, 8192] {
-            assert_eq!(lines(data, chunk), [2, 5, 7, 9], "chunk {chunk}");
+            assert_eq!(
+                starts(data, chunk),
+                [(7, 2), (16, 5), (26, 7), (31, 9)],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_cr_ends_records_but_not_lines() {
+        let data = b"\xEF\xBB\xBFh1,h2\ra,1\r\rb,2\nc,3";
+        for chunk in [1, 2, 8192] {
+            assert_eq!(starts(data, chunk), [(9, 1), (14, 1), (18, 2)], "chunk {chunk}");
         }
     }
 }

@@ -1,0 +1,554 @@
+//! The dispatcher: one task that owns the run's queues and decides what goes where.
+//!
+//! It takes rendered recipients from the producer (while fewer than `max_in_flight` are held),
+//! resolves their destination in lookup tasks, queues them per site, hands them to the engine
+//! site by site in turns, and turns every report into accounting lines: final outcomes, MX
+//! fallback within an attempt (connection failures), retries on the schedule, expiry.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Envelope, Phase, RecipientStatus, RouteKey};
+
+use super::job::{Job, RowRef};
+use super::produce::{Fetched, Work};
+use super::record::Recorder;
+use super::retry::{next_step, Next, RetryQueue};
+use super::sites::{has_untried, pick_host, Sites};
+use super::state::{DispatchJournal, Pending};
+use super::SendError;
+use crate::config::RetryConfig;
+use crate::outcome::Outcome;
+use crate::rotation::IpRotation;
+use crate::routing::{Destination, Router};
+
+/// Rendered jobs one site takes per turn.
+const TURN_BATCH: usize = 32;
+
+/// Identifies a delivery when its report comes back.
+#[derive(Debug)]
+pub(crate) struct Tag {
+    job: Job,
+    site: Arc<str>,
+    host: usize,
+}
+
+/// Limits and policy of the dispatcher.
+pub(crate) struct Limits {
+    pub max_in_flight: usize,
+    pub per_site: usize,
+    pub retry: RetryConfig,
+}
+
+/// Channels the dispatcher listens on.
+pub(crate) struct Inputs {
+    pub work: mpsc::Receiver<Work>,
+    pub reports: mpsc::UnboundedReceiver<DeliveryReport<Tag>>,
+    pub fetched: mpsc::UnboundedReceiver<Fetched>,
+    pub fetch: crossbeam_channel::Sender<RowRef>,
+}
+
+pub(crate) struct Dispatcher {
+    pub limits: Limits,
+    pub pool: DeliveryPool<Tag>,
+    pub router: Arc<Router>,
+    pub rotation: IpRotation,
+    pub mail_from: Arc<str>,
+    pub recorder: Recorder,
+    pub journal: DispatchJournal,
+    /// Earlier runs' deferrals, until the producer says where their rows are.
+    pub pending: HashMap<u64, Pending>,
+    sites: Sites,
+    down: HashMap<SocketAddr, Instant>,
+    retries: RetryQueue,
+    routed_tx: mpsc::UnboundedSender<(Job, Result<Destination, RecipientStatus>)>,
+    routed_rx: mpsc::UnboundedReceiver<(Job, Result<Destination, RecipientStatus>)>,
+    /// Rendered jobs alive (routing, queued, or in the engine).
+    rendered: usize,
+    lookups: usize,
+    fetching: usize,
+    in_engine: usize,
+    rate_wait: Option<Instant>,
+    /// Sites with parked rows.
+    parked_sites: std::collections::HashSet<Arc<str>>,
+    /// Parked rows being read again, and the site they were parked at.
+    unparking: HashMap<u64, Arc<str>>,
+    /// Dispatch batch: journaled together, then handed to the engine.
+    batch: Vec<Delivery<Tag>>,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        limits: Limits,
+        pool: DeliveryPool<Tag>,
+        router: Router,
+        rotation: IpRotation,
+        mail_from: Arc<str>,
+        recorder: Recorder,
+        journal: DispatchJournal,
+        pending: HashMap<u64, Pending>,
+    ) -> Dispatcher {
+        let (routed_tx, routed_rx) = mpsc::unbounded_channel();
+        Dispatcher {
+            limits,
+            pool,
+            router: Arc::new(router),
+            rotation,
+            mail_from,
+            recorder,
+            journal,
+            pending,
+            sites: Sites::default(),
+            down: HashMap::new(),
+            retries: RetryQueue::default(),
+            routed_tx,
+            routed_rx,
+            rendered: 0,
+            lookups: 0,
+            fetching: 0,
+            in_engine: 0,
+            rate_wait: None,
+            unparking: HashMap::new(),
+            parked_sites: std::collections::HashSet::new(),
+            batch: Vec::new(),
+        }
+    }
+
+    /// Runs until every recipient has a final outcome, or until `stop` resolves (then waits
+    /// for what is in the engine and leaves the rest to the next run). Returns whether the
+    /// run completed, and the recipients still waiting for a retry.
+    pub async fn run(
+        &mut self,
+        mut inputs: Inputs,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(bool, u64), SendError> {
+        tokio::pin!(stop);
+        let mut producing = true;
+        let mut stopping = false;
+        loop {
+            if !stopping {
+                self.dispatch()?;
+                self.unpark(&inputs.fetch);
+                self.due_retries(&inputs.fetch);
+            }
+            if !producing && self.idle() {
+                break;
+            }
+            if stopping && self.in_engine == 0 && self.lookups == 0 && self.fetching == 0 {
+                break;
+            }
+            let retry_wait = if stopping {
+                None
+            } else {
+                self.retries.wait(SystemTime::now())
+            };
+            let wake = [
+                retry_wait,
+                self.rate_wait.map(|t| t.saturating_duration_since(Instant::now())),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let can_take = producing && !stopping && self.rendered < self.limits.max_in_flight;
+            tokio::select! {
+                biased;
+                report = inputs.reports.recv(), if self.in_engine > 0 => {
+                    if let Some(report) = report {
+                        self.on_report(report)?;
+                        // Take every report already queued, then push the log to the OS.
+                        while let Ok(report) = inputs.reports.try_recv() {
+                            self.on_report(report)?;
+                        }
+                    }
+                    self.recorder.flush()?;
+                }
+                routed = self.routed_rx.recv(), if self.lookups > 0 => {
+                    if let Some((job, dest)) = routed {
+                        self.lookups -= 1;
+                        if stopping {
+                            self.rendered -= 1;
+                        } else {
+                            self.on_routed(job, dest)?;
+                        }
+                    }
+                }
+                fetched = inputs.fetched.recv(), if self.fetching > 0 => {
+                    if let Some(fetched) = fetched {
+                        self.fetching -= 1;
+                        if !stopping {
+                            self.on_fetched(fetched)?;
+                        }
+                    }
+                }
+                work = inputs.work.recv(), if can_take => match work {
+                    Some(work) => self.on_work(work)?,
+                    None => producing = false,
+                },
+                _ = &mut stop, if !stopping => {
+                    stopping = true;
+                    producing = false;
+                    inputs.work.close();
+                    self.rendered -= self.sites.clear();
+                }
+                _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {
+                    self.rate_wait = None;
+                }
+            }
+        }
+        self.recorder.flush()?;
+        let waiting = self.retries.len() as u64 + self.sites.parked as u64 + self.pending.len() as u64;
+        Ok((!stopping && waiting == 0, waiting))
+    }
+
+    fn idle(&self) -> bool {
+        self.rendered == 0 && self.fetching == 0 && self.retries.is_empty() && self.sites.parked == 0
+    }
+
+    fn on_work(&mut self, work: Work) -> Result<(), SendError> {
+        match work {
+            Work::Send(job) => {
+                self.rendered += 1;
+                self.route(job)
+            }
+            Work::Rejected(refused) => self.recorder.rejected(&refused),
+            Work::Pending { line, offset } => {
+                if let Some(p) = self.pending.remove(&line) {
+                    let r = RowRef {
+                        line,
+                        offset,
+                        attempt: p.attempt,
+                        first_at: p.first_at,
+                    };
+                    self.retries.push(p.due, r);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_fetched(&mut self, fetched: Fetched) -> Result<(), SendError> {
+        let line = match &fetched {
+            Ok(job) => job.line,
+            Err((r, _)) => r.line,
+        };
+        if let Some(site) = self.unparking.remove(&line) {
+            if let Some(s) = self.sites.get_mut(&site) {
+                s.unparking -= 1;
+            }
+        }
+        match fetched {
+            Ok(job) => {
+                self.rendered += 1;
+                self.route(job)
+            }
+            Err((_, refused)) => self.recorder.rejected(&refused),
+        }
+    }
+
+    /// Overrides are decided here; MX lookups run in their own task so one slow answer never
+    /// holds up other domains.
+    fn route(&mut self, job: Job) -> Result<(), SendError> {
+        if let Some(dest) = self.router.route_override(job.recipient.domain()).cloned() {
+            return self.enqueue(job, &dest);
+        }
+        self.lookups += 1;
+        let (router, tx) = (self.router.clone(), self.routed_tx.clone());
+        tokio::spawn(async move {
+            let dest = router.destination(job.recipient.domain()).await;
+            let _ = tx.send((job, dest));
+        });
+        Ok(())
+    }
+
+    fn on_routed(&mut self, job: Job, dest: Result<Destination, RecipientStatus>) -> Result<(), SendError> {
+        match dest {
+            Ok(dest) => self.enqueue(job, &dest),
+            // No destination: bounced (null MX, NXDOMAIN) or deferred (DNS trouble).
+            Err(status) => self.settle(job, None, None, status, Duration::ZERO, false),
+        }
+    }
+
+    fn enqueue(&mut self, job: Job, dest: &Destination) -> Result<(), SendError> {
+        let per_site = self.limits.per_site;
+        let site = self.sites.site(dest);
+        if site.ready.len() >= per_site {
+            // Beyond the site's ready cap: keep only where the row is.
+            site.parked.push_back(job.to_ref());
+            self.sites.parked += 1;
+            if !self.parked_sites.contains(&dest.site) {
+                self.parked_sites.insert(dest.site.clone());
+            }
+            self.rendered -= 1;
+            return Ok(());
+        }
+        site.ready.push_back(job);
+        self.sites.wake(&dest.site, per_site);
+        Ok(())
+    }
+
+    /// Gives sites their turns until none can send, journals the batch, hands it over.
+    fn dispatch(&mut self) -> Result<(), SendError> {
+        if self.rate_wait.is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        self.rate_wait = None;
+        let per_site = self.limits.per_site;
+        let now = Instant::now();
+        let mut turns = self.sites.ring_len();
+        while turns > 0 {
+            turns -= 1;
+            let Some(key) = self.sites.next_turn() else { break };
+            let mut deferred_here = Vec::new();
+            let Some(site) = self.sites.get_mut(&key) else { continue };
+            let mut taken = 0;
+            while taken < TURN_BATCH && site.in_flight < per_site && !site.blocked {
+                let Some(job) = site.ready.pop_front() else { break };
+                let Some(host) = pick_host(site, job.tried, &self.down, now) else {
+                    deferred_here.push(job);
+                    continue;
+                };
+                let source = match self.rotation.next_ip() {
+                    Ok(ip) => ip.clone(),
+                    Err(wait) => {
+                        site.ready.push_front(job);
+                        self.rate_wait = Some(now + wait);
+                        break;
+                    }
+                };
+                let route = RouteKey {
+                    source,
+                    mx: site.dest.hosts[host].1.clone(),
+                };
+                let queued_here = self.batch.iter().filter(|d| d.route == route).count();
+                if self.pool.room(&route) <= queued_here {
+                    site.ready.push_front(job);
+                    site.blocked = true;
+                    break;
+                }
+                let mut job = job;
+                if job.attempt == 1 && job.tried == 0 {
+                    // The retry age counts from the first attempt, not from when the row was read.
+                    job.first_at = SystemTime::now();
+                }
+                self.journal.record(job.line, job.attempt)?;
+                let envelope = Envelope {
+                    mail_from: self.mail_from.to_string(),
+                    recipients: vec![job.recipient.as_str().to_string()],
+                };
+                let payload = job.payload.clone();
+                self.batch.push(Delivery {
+                    tag: Tag {
+                        job,
+                        site: key.clone(),
+                        host,
+                    },
+                    route,
+                    envelope,
+                    payload,
+                });
+                site.in_flight += 1;
+                taken += 1;
+            }
+            self.sites.wake(&key, per_site);
+            for job in deferred_here {
+                let text = format!(
+                    "every MX host of {key} failed within the last {:?}",
+                    self.limits.retry.host_down
+                );
+                let status = local_deferral(Phase::Connect, text);
+                self.settle(job, Some(&key), None, status, Duration::ZERO, false)?;
+            }
+            self.hand_over()?;
+            if self.rate_wait.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals the turn's deliveries, then hands them to the engine.
+    fn hand_over(&mut self) -> Result<(), SendError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        // Journaled before the engine sees them: a kill from here on counts them as resent.
+        self.journal.flush()?;
+        let mut batch = std::mem::take(&mut self.batch);
+        for delivery in batch.drain(..) {
+            self.in_engine += 1;
+            if let Err(d) = self.pool.try_submit(delivery) {
+                // Only when the pool is closing; reported like any deferral.
+                self.in_engine -= 1;
+                let status = local_deferral(Phase::Connect, "the delivery pool is closing".into());
+                self.pool_refused(d, status)?;
+            }
+        }
+        self.batch = batch;
+        Ok(())
+    }
+
+    fn pool_refused(&mut self, d: Delivery<Tag>, status: RecipientStatus) -> Result<(), SendError> {
+        let Tag { job, site, .. } = d.tag;
+        if let Some(s) = self.sites.get_mut(&site) {
+            s.in_flight -= 1;
+        }
+        self.settle(job, Some(&site), None, status, Duration::ZERO, false)
+    }
+
+    fn on_report(&mut self, report: DeliveryReport<Tag>) -> Result<(), SendError> {
+        self.in_engine -= 1;
+        let DeliveryReport {
+            tag,
+            route,
+            statuses,
+            tls,
+            latency,
+        } = report;
+        let Tag { mut job, site, host } = tag;
+        let per_site = self.limits.per_site;
+        if let Some(s) = self.sites.get_mut(&site) {
+            s.in_flight -= 1;
+            s.blocked = false;
+        }
+        self.sites.wake(&site, per_site);
+        let Some(status) = statuses.into_iter().next() else {
+            self.rendered -= 1;
+            return Ok(());
+        };
+        let connection_failed = status.disposition == Disposition::Deferred
+            && !status.maybe_delivered
+            && matches!(
+                status.phase,
+                Phase::Connect | Phase::Banner | Phase::Ehlo | Phase::StartTls
+            );
+        if connection_failed {
+            // RFC 5321 §5.1: try the next MX host; this one sits out for `host_down`.
+            self.down
+                .insert(route.mx.addr, Instant::now() + self.limits.retry.host_down);
+            job.tried |= 1u64.checked_shl(host as u32).unwrap_or(0);
+            let untried = self.sites.get_mut(&site).is_some_and(|s| has_untried(s, job.tried));
+            if untried {
+                self.recorder.attempt(
+                    &job,
+                    Some(&site),
+                    Some(&route),
+                    &status,
+                    latency,
+                    tls,
+                    Outcome::Deferred,
+                    None,
+                )?;
+                if let Some(s) = self.sites.get_mut(&site) {
+                    s.ready.push_front(job);
+                }
+                self.sites.wake(&site, per_site);
+                return Ok(());
+            }
+        }
+        self.settle(job, Some(&site), Some(&route), status, latency, tls)
+    }
+
+    /// Records the end of an attempt: final outcome, or a deferral scheduled for retry (or
+    /// expired past `max_age`). The job's message is released either way.
+    fn settle(
+        &mut self,
+        job: Job,
+        site: Option<&Arc<str>>,
+        route: Option<&RouteKey>,
+        status: RecipientStatus,
+        latency: Duration,
+        tls: bool,
+    ) -> Result<(), SendError> {
+        self.rendered -= 1;
+        let site = site.map(|s| &**s);
+        if status.disposition != Disposition::Deferred {
+            let outcome = Outcome::from(status.disposition);
+            return self
+                .recorder
+                .attempt(&job, site, route, &status, latency, tls, outcome, None);
+        }
+        let now = SystemTime::now();
+        match next_step(&self.limits.retry, job.attempt, job.first_at, now) {
+            Next::Expire => self
+                .recorder
+                .attempt(&job, site, route, &status, latency, tls, Outcome::Expired, None),
+            Next::RetryAt(at) => {
+                self.recorder
+                    .attempt(&job, site, route, &status, latency, tls, Outcome::Deferred, Some(at))?;
+                let mut r = job.to_ref();
+                r.attempt += 1;
+                self.retries.push(at, r);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sites with room get parked rows read again.
+    fn unpark(&mut self, fetch: &crossbeam_channel::Sender<RowRef>) {
+        if self.sites.parked == 0 {
+            return;
+        }
+        let per_site = self.limits.per_site;
+        let budget = self.limits.max_in_flight.saturating_sub(self.rendered + self.fetching);
+        let mut sent = 0;
+        let mut unparked = 0;
+        let mut emptied = Vec::new();
+        for key in &self.parked_sites {
+            let Some(site) = self.sites.get_mut(key) else {
+                emptied.push(key.clone());
+                continue;
+            };
+            while sent < budget && site.ready.len() + site.unparking < per_site / 2 + 1 {
+                let Some(r) = site.parked.pop_front() else { break };
+                if fetch.send(r).is_err() {
+                    site.parked.push_front(r);
+                    break;
+                }
+                self.unparking.insert(r.line, key.clone());
+                site.unparking += 1;
+                sent += 1;
+                unparked += 1;
+            }
+            if site.parked.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.parked_sites.remove(&key);
+        }
+        self.sites.parked -= unparked;
+        self.fetching += sent;
+    }
+
+    /// Due retries are read again (within the in-flight budget).
+    fn due_retries(&mut self, fetch: &crossbeam_channel::Sender<RowRef>) {
+        let now = SystemTime::now();
+        while self.rendered + self.fetching < self.limits.max_in_flight {
+            let Some(r) = self.retries.pop_due(now) else { break };
+            if fetch.send(r).is_err() {
+                self.retries.push(now, r);
+                break;
+            }
+            self.fetching += 1;
+        }
+    }
+}
+
+fn local_deferral(phase: Phase, text: String) -> RecipientStatus {
+    RecipientStatus {
+        disposition: Disposition::Deferred,
+        phase,
+        code: None,
+        enhanced: Some(volley_engine::smtp::reply::EnhancedCode {
+            class: 4,
+            subject: 4,
+            detail: 1,
+        }),
+        text: Arc::from(text),
+        maybe_delivered: false,
+    }
+}

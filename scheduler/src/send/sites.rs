@@ -1,0 +1,199 @@
+//! Per-site ready queues served round robin, and the choice of MX host within a site.
+//!
+//! A site is the unit that shares queues and limits: the MX host set of a group of domains (or
+//! a routing override's target). Each site has its own ready queue and an in-flight cap; the
+//! ring holds the sites that have work and room, and each turn takes a small batch from one
+//! site before moving to the next. A slow site fills its own cap and then simply stops being
+//! in the ring, so it cannot take the others' turns or the run's in-flight budget. Work beyond
+//! a site's ready cap is parked as a [`RowRef`] (line and offset, no message), so memory stays
+//! bounded however lopsided the campaign is.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::job::{Job, RowRef};
+use crate::routing::Destination;
+
+/// One site's queues.
+pub(crate) struct Site {
+    pub dest: Destination,
+    pub ready: VecDeque<Job>,
+    pub parked: VecDeque<RowRef>,
+    /// Parked rows being read again right now.
+    pub unparking: usize,
+    pub in_flight: usize,
+    /// The engine queue of the last route tried had no room; cleared by the next report.
+    pub blocked: bool,
+    in_ring: bool,
+    /// Round-robin position among equal-preference hosts.
+    rr: usize,
+}
+
+/// All sites and the ring of those that can send.
+#[derive(Default)]
+pub(crate) struct Sites {
+    map: HashMap<Arc<str>, Site>,
+    ring: VecDeque<Arc<str>>,
+    /// Parked rows over all sites.
+    pub parked: usize,
+}
+
+impl Sites {
+    /// The site `dest` names, created on first use; its destination is refreshed (DNS answers
+    /// change).
+    pub fn site(&mut self, dest: &Destination) -> &mut Site {
+        let site = self.map.entry(dest.site.clone()).or_insert_with(|| Site {
+            dest: dest.clone(),
+            ready: VecDeque::new(),
+            parked: VecDeque::new(),
+            unparking: 0,
+            in_flight: 0,
+            blocked: false,
+            in_ring: false,
+            rr: 0,
+        });
+        if site.dest.hosts != dest.hosts {
+            site.dest = dest.clone();
+        }
+        site
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Site> {
+        self.map.get_mut(key)
+    }
+
+    /// Puts `key` in the ring if it has work, room under `cap` and is not blocked.
+    pub fn wake(&mut self, key: &Arc<str>, cap: usize) {
+        if let Some(site) = self.map.get_mut(key) {
+            if !site.in_ring && !site.blocked && site.in_flight < cap && !site.ready.is_empty() {
+                site.in_ring = true;
+                self.ring.push_back(key.clone());
+            }
+        }
+    }
+
+    /// The next site whose turn it is (taken out of the ring; [`Sites::wake`] puts it back).
+    pub fn next_turn(&mut self) -> Option<Arc<str>> {
+        let key = self.ring.pop_front()?;
+        if let Some(site) = self.map.get_mut(&key) {
+            site.in_ring = false;
+        }
+        Some(key)
+    }
+
+    /// Sites in the ring.
+    pub fn ring_len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Drops all queued work (shutdown); returns how many rendered jobs were dropped.
+    pub fn clear(&mut self) -> usize {
+        self.ring.clear();
+        self.parked = 0;
+        let mut dropped = 0;
+        for site in self.map.values_mut() {
+            dropped += site.ready.len();
+            site.ready.clear();
+            site.parked.clear();
+            site.in_ring = false;
+        }
+        dropped
+    }
+}
+
+/// Which host of `site` a job goes to: among hosts it has not tried in this attempt and that
+/// are not marked down, the lowest preference, rotating among equals (RFC 5321 §5.1). `None`
+/// when every untried host is down.
+pub(crate) fn pick_host(
+    site: &mut Site,
+    tried: u64,
+    down: &HashMap<SocketAddr, Instant>,
+    now: Instant,
+) -> Option<usize> {
+    let usable = |i: usize, addr: &SocketAddr| {
+        i < 64 && tried & (1 << i) == 0 && down.get(addr).is_none_or(|until| *until <= now)
+    };
+    let best = site
+        .dest
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, h))| usable(*i, &h.addr))
+        .map(|(_, (pref, _))| *pref)
+        .min()?;
+    let group = site
+        .dest
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, (pref, h))| *pref == best && usable(*i, &h.addr))
+        .count();
+    let pick = site.rr % group;
+    site.rr = site.rr.wrapping_add(1);
+    site.dest
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, (pref, h))| *pref == best && usable(*i, &h.addr))
+        .nth(pick)
+        .map(|(i, _)| i)
+}
+
+/// Whether `site` has a host the job has not tried yet (down or not).
+pub(crate) fn has_untried(site: &Site, tried: u64) -> bool {
+    (0..site.dest.hosts.len().min(64)).any(|i| tried & (1 << i) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_engine::MxHost;
+
+    fn site(hosts: &[(u16, &str)]) -> Site {
+        let hosts: Vec<(u16, MxHost)> = hosts
+            .iter()
+            .map(|(p, a)| {
+                (
+                    *p,
+                    MxHost {
+                        name: Arc::from(*a),
+                        addr: a.parse().unwrap(),
+                    },
+                )
+            })
+            .collect();
+        let mut sites = Sites::default();
+        let dest = Destination {
+            site: Arc::from("s"),
+            hosts: Arc::from(hosts),
+        };
+        sites.site(&dest);
+        sites.map.remove("s").unwrap()
+    }
+
+    #[test]
+    fn lowest_preference_first_rotating_among_equals_then_fallback() {
+        let mut s = site(&[(10, "127.0.0.10:25"), (10, "127.0.0.11:25"), (20, "127.0.0.12:25")]);
+        let now = Instant::now();
+        let mut down = HashMap::new();
+        let picks: Vec<_> = (0..4).map(|_| pick_host(&mut s, 0, &down, now)).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(0), Some(1)]);
+        // Host 0 tried: the other preference-10 host.
+        assert_eq!(pick_host(&mut s, 0b001, &down, now), Some(1));
+        // Both preference-10 hosts tried: the preference-20 one.
+        assert_eq!(pick_host(&mut s, 0b011, &down, now), Some(2));
+        // A host marked down is skipped until its time passes.
+        down.insert(
+            "127.0.0.10:25".parse().unwrap(),
+            now + std::time::Duration::from_secs(60),
+        );
+        assert_eq!(pick_host(&mut s, 0b010, &down, now), Some(2));
+        assert_eq!(pick_host(&mut s, 0b110, &down, now), None);
+        assert!(has_untried(&s, 0b110));
+        assert!(!has_untried(&s, 0b111));
+        let later = now + std::time::Duration::from_secs(61);
+        assert_eq!(pick_host(&mut s, 0b110, &down, later), Some(0));
+    }
+}
