@@ -10,12 +10,26 @@ pub fn print(s: &Summary, top: usize) {
         s.rows, s.recipients, s.delivered, s.deferred, s.bounced, s.suppressed, s.rejected, s.duplicates
     );
     println!(
+        "  expired {}  deferrals {}  retried {}  resent after restart {}  complete {}",
+        s.expired, s.deferrals, s.retried, s.resent_after_restart, s.complete
+    );
+    println!(
         "  elapsed {:.2} s  {:.0} msg/s  connections {} (failed {})  maybe-duplicates {}",
         s.elapsed_s, s.msgs_per_s, s.connections_opened, s.connect_failures, s.maybe_duplicates
     );
     println!("  per source IP:");
     for (ip, t) in &s.by_source_ip {
         println!("    {ip:<16} {}", tally(t));
+    }
+    let mut sites: Vec<_> = s.by_site.iter().collect();
+    sites.sort_by_key(|(k, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), k.to_string()));
+    println!(
+        "  per MX site ({} sites, busiest {}):",
+        sites.len(),
+        top.min(sites.len())
+    );
+    for (k, t) in sites.iter().take(top) {
+        println!("    {k:<40} {}", tally(t));
     }
     let mut domains: Vec<_> = s.by_domain.iter().collect();
     domains.sort_by_key(|(d, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), d.to_string()));

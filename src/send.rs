@@ -19,12 +19,37 @@ pub struct SendArgs {
     summary_json: Option<PathBuf>,
 }
 
-/// Runs the campaign; `Ok(true)` when every recipient has an outcome.
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("volley: stopping — waiting for the deliveries on the wire; rerun the same command to resume");
+}
+
+/// Runs the campaign; `Ok(true)` when every recipient has a final outcome, `Ok(false)` when it
+/// was interrupted or recipients still wait for a retry (rerunning resumes).
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     let config_path = args.config.unwrap_or_else(|| PathBuf::from("volley.toml"));
     let config = SendConfig::load(&config_path).with_context(|| "refusing to start: the configuration is invalid")?;
     let campaign = Campaign::load(&args.campaign).context("refusing to start: the campaign is invalid")?;
-    let summary = volley_scheduler::send::run(&campaign, &config)
+    let summary = volley_scheduler::send::run_until(&campaign, &config, interrupted())
         .await
         .with_context(|| format!("campaign {} failed", campaign.id()))?;
     crate::report::print(&summary, 10);
@@ -32,5 +57,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         let json = serde_json::to_vec_pretty(&summary).context("serialising the summary")?;
         std::fs::write(path, json).with_context(|| format!("writing the summary to {}", path.display()))?;
     }
-    Ok(true)
+    if !summary.complete {
+        eprintln!(
+            "volley: campaign {} stopped with {} recipients waiting; rerun to resume",
+            campaign.id(),
+            summary.deferred
+        );
+    }
+    Ok(summary.complete)
 }

@@ -147,10 +147,10 @@ pub async fn run_until(
 
     let (work_tx, work_rx) = mpsc::channel(1024);
     let producer = {
-        let factory = factory.clone();
+        let (factory, work_dir) = (factory.clone(), dir.clone());
         std::thread::Builder::new()
             .name("volley-producer".into())
-            .spawn(move || produce::produce(reader, factory, rejects, skip, work_tx))
+            .spawn(move || produce::produce(work_dir, reader, factory, rejects, skip, work_tx))
             .map_err(io_err(Path::new("producer thread")))?
     };
     let (fetch_tx, fetch_rx) = crossbeam_channel::unbounded();

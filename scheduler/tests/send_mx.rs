@@ -25,6 +25,47 @@ async fn sink_on(ip: [u8; 4], port: u16) -> volley_bench::SinkHandle {
     .expect("sink")
 }
 
+fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfig {
+    SendConfig {
+        state_dir: dir.join("state"),
+        source_ips: vec![SourceIpConfig {
+            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            ehlo_name: "mta2.volley.test".into(),
+            weight: 1,
+            rate: None,
+            pool: "default".into(),
+        }],
+        routes: Default::default(),
+        smtp: volley_engine::SmtpConfig::default(),
+        max_in_flight: 100,
+        max_in_flight_per_site: 2_000,
+        retry: volley_scheduler::config::RetryConfig {
+            schedule: vec![Duration::from_millis(50).into()],
+            max_age: Duration::from_millis(300),
+            host_down: Duration::from_secs(60),
+        },
+        dns: Some(DnsConfig {
+            nameservers: vec![nameserver],
+            timeout: Duration::from_secs(2),
+            ..DnsConfig::default()
+        }),
+        mx_port: port,
+    }
+}
+
+fn write_campaign(dir: &std::path::Path, rcpts: &[&str]) -> Campaign {
+    let csv = std::iter::once("email".to_string())
+        .chain(rcpts.iter().map(|r| r.to_string()))
+        .collect::<Vec<_>>();
+    std::fs::write(dir.join("r.csv"), csv.join("\n") + "\n").expect("csv");
+    std::fs::write(
+        dir.join("c.toml"),
+        "id = \"mx\"\nfrom = \"n@sender.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.csv\"\n",
+    )
+    .expect("toml");
+    Campaign::load(&dir.join("c.toml")).expect("campaign")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
     let auth = dns::AuthServer::start().await;
@@ -52,31 +93,7 @@ async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
     )
     .expect("toml");
     let campaign = Campaign::load(&dir.path().join("c.toml")).expect("campaign");
-    let config = SendConfig {
-        state_dir: dir.path().join("state"),
-        source_ips: vec![SourceIpConfig {
-            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
-            ehlo_name: "mta2.volley.test".into(),
-            weight: 1,
-            rate: None,
-            pool: "default".into(),
-        }],
-        routes: Default::default(),
-        smtp: volley_engine::SmtpConfig::default(),
-        max_in_flight: 100,
-        max_in_flight_per_site: 2_000,
-        retry: volley_scheduler::config::RetryConfig {
-            schedule: vec![Duration::from_millis(50).into()],
-            max_age: Duration::from_millis(300),
-            host_down: Duration::from_secs(60),
-        },
-        dns: Some(DnsConfig {
-            nameservers: vec![auth.addr],
-            timeout: Duration::from_secs(2),
-            ..DnsConfig::default()
-        }),
-        mx_port: port,
-    };
+    let config = config(dir.path(), auth.addr, port);
     let summary = volley_scheduler::send::run(&campaign, &config).await.expect("run");
 
     let log: HashMap<String, Value> = std::fs::read_to_string(&summary.accounting_log)
@@ -118,5 +135,45 @@ async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
     assert_eq!(auth.queries("a.test", hickory_server::proto::rr::RecordType::MX), 1);
     mx1.shutdown().await;
     implicit.shutdown().await;
+    auth.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_preferred_mx_host_falls_back_to_the_next_one_within_the_attempt() {
+    let auth = dns::AuthServer::start().await;
+    // Only mx2.a.test (127.0.0.11, preference 20) listens; mx1 (127.0.0.10, preference 10)
+    // refuses connections on this port.
+    let mx2 = sink_on([127, 0, 0, 11], 0).await;
+    let port = mx2.local_addr().port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcpts = ["x@a.test", "y@b.test", "z@a.test"];
+    let campaign = write_campaign(dir.path(), &rcpts);
+    let summary = volley_scheduler::send::run(&campaign, &config(dir.path(), auth.addr, port))
+        .await
+        .expect("run");
+    let log: Vec<Value> = std::fs::read_to_string(&summary.accounting_log)
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .collect();
+    for r in rcpts {
+        let last = log.iter().rfind(|l| l["recipient"] == r).expect("a line per recipient");
+        assert_eq!(last["outcome"], "delivered", "{r}: {last}");
+        assert_eq!(last["mx"], "mx2.a.test", "{r}");
+        assert_eq!(last["attempt"], 1, "{r}: fallback happens within the first attempt");
+        assert_eq!(mx2.accepted_for(r), 1, "{r}");
+    }
+    let hops: Vec<&Value> = log.iter().filter(|l| l["outcome"] == "deferred").collect();
+    assert!(!hops.is_empty(), "the dead host was tried first: {log:?}");
+    for hop in &hops {
+        assert_eq!(hop["mx"], "mx1.a.test");
+        assert_eq!(hop["phase"], "connect");
+        assert!(hop.get("next_attempt").is_none(), "a hop is not a retry: {hop}");
+    }
+    // Once marked down, mx1 is skipped: fewer hops than recipients is possible, never more.
+    assert!(hops.len() <= rcpts.len());
+    assert_eq!((summary.delivered, summary.retried, summary.deferred), (3, 0, 0));
+    assert!(summary.complete);
+    mx2.shutdown().await;
     auth.shutdown().await;
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::job::{render, Job, Refused, RowRef};
 use crate::lineset::LineSet;
 use crate::message::MessageFactory;
-use crate::recipients::{Deduplicator, RecipientReader, Row, RowFetcher};
+use crate::recipients::{scan_duplicates, RecipientReader, Row, RowFetcher};
 use crate::rejects::RejectsWriter;
 
 /// What the producer hands to the scheduler.
@@ -42,7 +42,10 @@ pub(crate) struct Skip {
     pub pending: LineSet,
 }
 
+/// First finds the duplicate rows with a disk-backed pass over the file (flat memory at any
+/// size; the work files go under `work_dir`), then streams the rows.
 pub(crate) fn produce(
+    work_dir: PathBuf,
     mut reader: RecipientReader,
     factory: Arc<MessageFactory>,
     mut rejects: RejectsWriter,
@@ -50,9 +53,11 @@ pub(crate) fn produce(
     work: mpsc::Sender<Work>,
 ) -> ProducerResult {
     let mut counts = ProducerCounts::default();
-    let mut dedup = Deduplicator::new();
     let path = reader.path().to_path_buf();
     let email_column = reader.columns().get(reader.email_index()).cloned().unwrap_or_default();
+    let duplicates = scan_duplicates(&path, &email_column, &work_dir)
+        .map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?
+        .duplicates;
     while let Some(row) = reader.next_row() {
         let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
         counts.rows += 1;
@@ -78,7 +83,7 @@ pub(crate) fn produce(
                 }))
             }
             Row::Recipient(row) => {
-                if !dedup.first_time(&row.email) {
+                if duplicates.contains(row.line) {
                     counts.duplicates += 1;
                     continue;
                 }
