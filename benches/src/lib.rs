@@ -1,4 +1,4 @@
-//! Volley's benchmark harness. Today it holds the **smart sink**: an SMTP server that
+//! Volley's benchmark harness. It holds the **smart sink**: an SMTP server that
 //! receives what Volley sends in tests, the demo and benchmarks, counts it without storing
 //! bodies, and injects faults (tempfails, permfails, drops, latency, connection limits,
 //! provider-style canned replies) on request. It is built to take well over 20,000
@@ -24,9 +24,14 @@
 //!   - `sink/server.rs` — accept loop, connection limit, the per-connection
 //!     read → process → (latency) → single write loop.
 //!   - `sink/error.rs` — [`SinkError`].
+//! - [`dns`] — a loopback authoritative DNS server for a generated zone of recipient domains
+//!   and MX sites ([`dns::BenchZone`], [`dns::BenchDns::start`]), for benchmarks that resolve
+//!   MX like production does.
+//! - `src/bin/volley-bench.rs` — the `volley-bench` command (`volley-bench dns ...`).
 
 #![warn(missing_docs)]
 
+pub mod dns;
 pub mod sink;
 
 pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};
