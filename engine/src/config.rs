@@ -20,6 +20,10 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
     /// Most connections open at once per (source IP, MX host).
     pub max_connections_per_host: usize,
+    /// Most connections open at once over the whole pool (every source IP and MX host). When
+    /// the pool is at this cap, connections with nothing queued are closed at once for the
+    /// deliveries waiting for one.
+    pub max_connections: usize,
     /// Messages sent on one connection before it is closed and a fresh one opened.
     pub max_messages_per_connection: usize,
     /// Most recipients in one transaction (RFC 5321 §4.5.3.1.8 requires servers to take 100).
@@ -42,6 +46,7 @@ impl Default for SmtpConfig {
             verify_certificates: false,
             ca_file: None,
             max_connections_per_host: 32,
+            max_connections: 1000,
             max_messages_per_connection: 1000,
             max_recipients_per_transaction: 100,
             queue_per_host: 256,
@@ -76,6 +81,7 @@ impl SmtpConfig {
     pub fn session_params(&self) -> Result<SessionParams, ConfigError> {
         for (field, value) in [
             ("max_connections_per_host", self.max_connections_per_host),
+            ("max_connections", self.max_connections),
             ("max_messages_per_connection", self.max_messages_per_connection),
             ("max_recipients_per_transaction", self.max_recipients_per_transaction),
             ("queue_per_host", self.queue_per_host),

@@ -92,6 +92,10 @@ struct Host<T> {
 }
 
 struct Inner<T> {
+    /// One permit per open connection (`max_connections`).
+    connections: Arc<tokio::sync::Semaphore>,
+    /// Workers waiting for a connection permit; while any wait, idle connections close.
+    waiting: AtomicU64,
     config: SmtpConfig,
     params: SessionParams,
     hosts: Mutex<HashMap<RouteKey, Arc<Host<T>>>>,
@@ -121,6 +125,8 @@ impl<T: Send + 'static> DeliveryPool<T> {
     /// A pool that reports every delivery's outcome on `reports`.
     pub fn new(config: SmtpConfig, params: SessionParams, reports: mpsc::UnboundedSender<DeliveryReport<T>>) -> Self {
         let inner = Inner {
+            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+            waiting: AtomicU64::new(0),
             config,
             params,
             hosts: Mutex::new(HashMap::new()),
@@ -231,12 +237,20 @@ fn report<T>(inner: &Inner<T>, d: Delivery<T>, statuses: Vec<RecipientStatus>, t
     let _ = inner.reports.send(report);
 }
 
-/// Takes the next delivery; `None` when the worker should stop (idle too long with an empty
-/// queue, or the pool closed).
-async fn next_delivery<T>(host: &Host<T>, idle_timeout: Duration) -> Option<Delivery<T>> {
+/// How often an idle worker holding a connection checks whether others wait for one.
+const YIELD_CHECK: Duration = Duration::from_millis(250);
+
+/// Takes the next delivery; `None` when the worker should stop: idle for `idle_timeout` with an
+/// empty queue, the pool closed, or (`holding` a connection) other workers wait for a
+/// connection under `max_connections` while this one has nothing to send.
+async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Option<Delivery<T>> {
+    let idle_since = Instant::now();
+    let idle_timeout = inner.config.idle_timeout;
     loop {
+        let wait = idle_timeout.saturating_sub(idle_since.elapsed());
+        let wait = if holding { wait.min(YIELD_CHECK) } else { wait };
         lock(&host.workers).idle += 1;
-        let got = tokio::time::timeout(idle_timeout, host.rx.recv()).await;
+        let got = tokio::time::timeout(wait, host.rx.recv()).await;
         let mut workers = lock(&host.workers);
         workers.idle -= 1;
         match got {
@@ -247,7 +261,11 @@ async fn next_delivery<T>(host: &Host<T>, idle_timeout: Duration) -> Option<Deli
             }
             // Retire only when nothing is queued: checked under the same lock `submit` uses to
             // decide whether to start a worker, so a queued delivery always has one.
-            Err(_idle) if host.rx.is_empty() => {
+            Err(_idle)
+                if host.rx.is_empty()
+                    && (idle_since.elapsed() >= idle_timeout
+                        || (holding && inner.waiting.load(Ordering::Relaxed) > 0)) =>
+            {
                 workers.running -= 1;
                 return None;
             }
@@ -257,42 +275,66 @@ async fn next_delivery<T>(host: &Host<T>, idle_timeout: Duration) -> Option<Deli
 }
 
 async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {
-    let mut session: Option<SmtpSession> = None;
+    // The session and the pool-wide permit it holds (`max_connections`) live and die together.
+    let mut session: Option<(SmtpSession, tokio::sync::OwnedSemaphorePermit)> = None;
     let mut sent_on_connection = 0usize;
-    while let Some(delivery) = next_delivery(&host, inner.config.idle_timeout).await {
+    while let Some(delivery) = next_delivery(&inner, &host, session.is_some()).await {
         let started = Instant::now();
-        let mut open = match session.take() {
+        let (mut open, permit) = match session.take() {
             Some(s) => s,
-            None => match connect(&inner, &host).await {
-                Ok(s) => {
-                    sent_on_connection = 0;
-                    s
-                }
-                Err(e) => {
-                    let status = RecipientStatus::from_error(&e);
+            None => {
+                let Some(permit) = connection_permit(&inner).await else {
+                    let status = RecipientStatus::from_error(&SessionError::Closed {
+                        phase: crate::phase::Phase::Connect,
+                    });
                     let n = delivery.envelope.recipients.len();
                     report(&inner, delivery, vec![status; n], false, started.elapsed());
                     continue;
+                };
+                match connect(&inner, &host).await {
+                    Ok(s) => {
+                        sent_on_connection = 0;
+                        (s, permit)
+                    }
+                    Err(e) => {
+                        let status = RecipientStatus::from_error(&e);
+                        let n = delivery.envelope.recipients.len();
+                        report(&inner, delivery, vec![status; n], false, started.elapsed());
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let (statuses, broken) = send_chunked(&inner, &mut open, &delivery.envelope, &delivery.payload).await;
         let tls = open.is_tls();
         sent_on_connection += 1;
+        // Other routes wait for a connection and this one has nothing queued: make room.
+        let yield_connection = host.rx.is_empty() && inner.waiting.load(Ordering::Relaxed) > 0;
         if broken {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
-        } else if sent_on_connection >= inner.config.max_messages_per_connection {
+        } else if sent_on_connection >= inner.config.max_messages_per_connection || yield_connection {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
             open.quit().await;
         } else {
-            session = Some(open);
+            session = Some((open, permit));
         }
         report(&inner, delivery, statuses, tls, started.elapsed());
     }
-    if let Some(s) = session {
+    if let Some((s, _permit)) = session {
         inner.counters.open.fetch_sub(1, Ordering::Relaxed);
         s.quit().await;
     }
+}
+
+/// Waits for room under `max_connections`; `None` when the pool is shutting down.
+async fn connection_permit<T>(inner: &Inner<T>) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = inner.connections.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    inner.waiting.fetch_add(1, Ordering::Relaxed);
+    let permit = inner.connections.clone().acquire_owned().await.ok();
+    inner.waiting.fetch_sub(1, Ordering::Relaxed);
+    permit
 }
 
 /// Sends the delivery in transactions of at most `max_recipients_per_transaction` recipients.

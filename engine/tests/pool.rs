@@ -165,3 +165,34 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(pool.stats().open_connections, 0);
     sink.shutdown().await;
 }
+
+#[tokio::test]
+async fn pool_wide_connection_cap_holds_across_routes_and_loses_nothing() {
+    // The server refuses a 3rd concurrent connection (421). Eight routes (source IPs) with up
+    // to 4 connections each would open 32; `max_connections = 2` keeps the whole pool at 2, so
+    // every delivery goes through: idle connections make room for the routes that wait.
+    let sink = Sink::start(SinkConfig {
+        max_connections: Some(2),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let config = SmtpConfig {
+        max_connections_per_host: 4,
+        max_connections: 2,
+        ..common::fast_config()
+    };
+    let routes: Vec<_> = (2..10).map(|ip| common::route(ip, sink.local_addr())).collect();
+    let reports = common::deliver_all(config, &routes, &addresses(400)).await;
+    assert_eq!(reports.len(), 400);
+    let refused: Vec<_> = reports
+        .iter()
+        .filter(|r| r.statuses[0].disposition != Disposition::Delivered)
+        .map(|r| &r.statuses[0])
+        .collect();
+    assert!(refused.is_empty(), "{} not delivered, e.g. {:?}", refused.len(), refused.first());
+    assert_eq!(sink.stats().messages, 400);
+    let sources: std::collections::HashSet<_> = reports.iter().map(|r| r.route.source.ip).collect();
+    assert_eq!(sources.len(), 8, "every route was served");
+    sink.shutdown().await;
+}
