@@ -4,6 +4,9 @@
 //! lowest preference first, each with its A and AAAA addresses (IPv4 first), plus the
 //! [`MxSite`] that groups domains served by the same MX hosts. Answers and errors are cached per
 //! lowercase domain (`mx/cache.rs`); concurrent lookups of one domain share a single query.
+//! At most `dns.max_concurrent_queries` domains are being looked up, and as many queries are in
+//! flight, at any time (`mx/lookup.rs`); a campaign start asking for every domain at once queues
+//! behind those permits instead of opening a socket per query.
 //!
 //! Decisions (RFC 5321 §5.1 leaves them to the client):
 //! - No MX records: the domain's own A/AAAA is an implicit MX of preference 0
@@ -24,7 +27,7 @@ mod cache;
 mod lookup;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,12 +35,18 @@ use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolveH
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Name, TokioResolver};
+use tokio::sync::Semaphore;
 
 use cache::{MxCache, Probe};
+use lookup::Queries;
 
 /// Entries hickory's own cache keeps; ours sits in front, this one mostly serves the addresses of
 /// MX hosts shared by many domains (one provider's hosts behind thousands of customer domains).
 const HICKORY_CACHE_SIZE: usize = 4096;
+
+/// Upper bound of `dns.max_concurrent_queries`: every query in flight holds a UDP socket on a
+/// random source port from 1024-65535, and hickory gives up after a few ports found taken.
+const MAX_CONCURRENT_QUERIES: usize = 32_768;
 
 /// One MX host with its preference and resolved addresses (A then AAAA).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +212,8 @@ pub enum DnsSetupError {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// DNS servers to ask (`ip:port`), each over UDP with TCP for truncated answers. Empty: the
+    /// DNS servers to ask (`ip:port`), each over UDP with TCP only for truncated answers
+    /// (RFC 7766 §5); a loopback server is asked from a loopback source address. Empty: the
     /// nameservers of `/etc/resolv.conf` (production only; tests always name loopback servers).
     pub nameservers: Vec<SocketAddr>,
     /// Time to wait for one answer before retrying.
@@ -211,6 +221,12 @@ pub struct DnsConfig {
     pub timeout: Duration,
     /// Attempts per query (at least 1).
     pub attempts: usize,
+    /// Most queries in flight at once, and most domains being looked up at once (1 to 32768).
+    /// Each query in flight holds one UDP socket; lookups beyond the limit wait for a permit,
+    /// and the wait does not count against `timeout`. Without a bound, the start of a campaign
+    /// over 10,000 domains opened a socket per query and deferred thousands of recipients with
+    /// `request timed out` and `Too many open files`.
+    pub max_concurrent_queries: usize,
     /// Most domains kept in the cache; the oldest entries are evicted beyond it. 0 disables
     /// caching (concurrent lookups are still coalesced).
     pub cache_size: usize,
@@ -235,6 +251,7 @@ impl Default for DnsConfig {
             nameservers: Vec::new(),
             timeout: Duration::from_secs(5),
             attempts: 2,
+            max_concurrent_queries: 256,
             cache_size: 100_000,
             negative_ttl: Duration::from_secs(300),
             transient_ttl: Duration::from_secs(30),
@@ -250,6 +267,10 @@ impl DnsConfig {
         let invalid = |field, value: String, reason| Err(DnsSetupError::InvalidConfig { field, value, reason });
         if self.attempts == 0 {
             return invalid("attempts", "0".into(), "must be at least 1");
+        }
+        if !(1..=MAX_CONCURRENT_QUERIES).contains(&self.max_concurrent_queries) {
+            let value = self.max_concurrent_queries.to_string();
+            return invalid("max_concurrent_queries", value, "must be between 1 and 32768");
         }
         if self.timeout.is_zero() {
             return invalid("timeout", "0s".into(), "must be positive");
@@ -268,7 +289,11 @@ pub struct MxResolver {
 }
 
 struct Inner {
-    resolver: TokioResolver,
+    queries: Queries,
+    /// Domains being looked up (`dns.max_concurrent_queries`): a lookup holds a permit from its
+    /// first query to its last, so the queries of a started lookup do not queue behind the MX
+    /// queries of every domain asked for later.
+    lookups: Semaphore,
     config: DnsConfig,
     cache: Mutex<MxCache>,
 }
@@ -293,6 +318,8 @@ impl MxResolver {
         } else {
             let mut group = NameServerConfigGroup::with_capacity(config.nameservers.len() * 2);
             for &addr in &config.nameservers {
+                // Hickory asks the TCP entry only when the UDP answer is truncated (TC bit) or
+                // no UDP connection exists; timeouts are retried over UDP (`attempts`).
                 group.push(NameServerConfig::new(addr, Protocol::Udp));
                 group.push(NameServerConfig::new(addr, Protocol::Tcp));
             }
@@ -302,6 +329,7 @@ impl MxResolver {
         for server in &mut servers {
             // An NXDOMAIN from the configured server is final (RFC 5321 §5.1: permanent).
             server.trust_negative_responses = true;
+            server.bind_addr = loopback_source(server.socket_addr);
         }
         let mut opts = ResolverOpts::default();
         opts.timeout = config.timeout;
@@ -309,6 +337,9 @@ impl MxResolver {
         opts.cache_size = HICKORY_CACHE_SIZE.min(config.cache_size.max(1));
         opts.use_hosts_file = ResolveHosts::Never;
         opts.positive_max_ttl = Some(config.max_ttl);
+        // Hickory's default (2) sends every query to two servers at once when several are
+        // configured: twice the sockets per permit. One at a time, the next after a failure.
+        opts.num_concurrent_reqs = 1;
         let resolver = TokioResolver::builder_with_config(
             ResolverConfig::from_parts(None, Vec::new(), servers),
             TokioConnectionProvider::default(),
@@ -317,7 +348,8 @@ impl MxResolver {
         .build();
         Ok(MxResolver {
             inner: Arc::new(Inner {
-                resolver,
+                queries: Queries::new(resolver, config.max_concurrent_queries),
+                lookups: Semaphore::new(config.max_concurrent_queries),
                 cache: Mutex::new(MxCache::new(config.cache_size)),
                 config: config.clone(),
             }),
@@ -354,7 +386,10 @@ impl MxResolver {
                 let inner = Arc::clone(&self.inner);
                 let key = Arc::clone(&key);
                 tokio::spawn(async move {
-                    let (outcome, ttl) = lookup::resolve_uncached(&inner.resolver, &inner.config, &key, name).await;
+                    // The semaphore is never closed; were it, the lookup would go ahead unbounded.
+                    let permit = inner.lookups.acquire().await;
+                    let (outcome, ttl) = lookup::resolve_uncached(&inner.queries, &inner.config, &key, name).await;
+                    drop(permit);
                     inner.cache.lock().unwrap_or_else(|e| e.into_inner()).complete(
                         &key,
                         outcome.clone(),
@@ -384,6 +419,17 @@ impl MxResolver {
         // The cache holds plain data; a panic elsewhere cannot leave it half-updated in a way
         // that matters more than losing it, so a poisoned lock is simply reused.
         self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The source address for asking `server`: loopback for a loopback server (port chosen at
+/// random by hickory), so that queries to a local server never leave 127.0.0.0/8 or ::1; `None`
+/// (any address) otherwise.
+fn loopback_source(server: SocketAddr) -> Option<SocketAddr> {
+    match server.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
+        IpAddr::V6(ip) if ip.is_loopback() => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0)),
+        _ => None,
     }
 }
 
@@ -465,5 +511,33 @@ mod tests {
             ..DnsConfig::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn config_bounds_max_concurrent_queries() {
+        for bad in [0, MAX_CONCURRENT_QUERIES + 1] {
+            let config = DnsConfig {
+                max_concurrent_queries: bad,
+                ..DnsConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("dns.max_concurrent_queries = {bad}:")),
+                "{err}"
+            );
+        }
+        let config = DnsConfig {
+            max_concurrent_queries: 1,
+            ..DnsConfig::default()
+        };
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn loopback_servers_are_asked_from_loopback() {
+        let source = |server: &str| loopback_source(server.parse().unwrap());
+        assert_eq!(source("127.0.0.53:53"), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(source("[::1]:53"), Some("[::1]:0".parse().unwrap()));
+        assert_eq!(source("192.0.2.1:53"), None);
     }
 }

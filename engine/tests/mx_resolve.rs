@@ -3,12 +3,14 @@
 
 mod dns;
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dns::{AuthServer, ScriptedUdp};
-use hickory_server::proto::rr::RecordType;
+use hickory_server::proto::rr::{Name, RecordType};
+use volley_bench::dns::BenchZone;
 use volley_engine::mx::{DnsConfig, MxAnswer, MxError, MxRecord, MxResolver, MxSite};
 
 fn config(nameserver: SocketAddr) -> DnsConfig {
@@ -277,4 +279,50 @@ fn dns_config_reads_humantime_and_rejects_unknown_fields() {
     assert_eq!(config.attempts, DnsConfig::default().attempts);
     let err = toml::from_str::<DnsConfig>("nameserver = []").unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
+}
+
+/// Regression: `volley send` asks for every recipient domain at once when a campaign starts.
+/// Hickory sends each UDP query from a socket of its own, so with no bound 10,000 domains opened
+/// tens of thousands of sockets (`Too many open files`) and built a backlog at the server longer
+/// than the timeout (`request timed out`, thousands of recipients deferred). Lookups now wait for
+/// one of `dns.max_concurrent_queries` permits; same-domain lookups still share one query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_distinct_domains_resolves_without_errors() {
+    const DOMAINS: usize = 5_000;
+    let zone = BenchZone::new(DOMAINS, 100, vec![Ipv4Addr::new(127, 0, 0, 10)]);
+    let origin = Name::from_ascii(format!("{}.", zone.origin)).unwrap();
+    let server = AuthServer::serve(origin, zone.records().expect("bench zone")).await;
+    let resolver = MxResolver::new(&DnsConfig {
+        nameservers: vec![server.addr],
+        ..DnsConfig::default()
+    })
+    .unwrap();
+
+    // Every domain twice, the second round while the first is still in flight.
+    let lookups: Vec<_> = (0..2 * DOMAINS)
+        .map(|i| {
+            let resolver = resolver.clone();
+            let domain = zone.domain(i % DOMAINS);
+            tokio::spawn(async move { resolver.resolve(&domain).await })
+        })
+        .collect();
+    let mut errors = BTreeMap::<String, usize>::new();
+    for (i, lookup) in lookups.into_iter().enumerate() {
+        match lookup.await.unwrap() {
+            Ok(answer) => {
+                let site = MxSite::from_hosts(zone.mx_hosts(zone.site_of(i % DOMAINS)));
+                assert_eq!(answer.site(), Some(&site), "{}", zone.domain(i % DOMAINS));
+            }
+            Err(e) => {
+                let reason = e.to_string().replace(e.domain(), "<domain>");
+                *errors.entry(reason).or_default() += 1;
+            }
+        }
+    }
+    assert!(errors.is_empty(), "failed lookups by reason: {errors:#?}");
+    assert_eq!(
+        server.queries_of_type(RecordType::MX),
+        DOMAINS,
+        "each domain is asked for once although looked up twice at the same time"
+    );
 }

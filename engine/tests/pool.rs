@@ -190,7 +190,12 @@ async fn pool_wide_connection_cap_holds_across_routes_and_loses_nothing() {
         .filter(|r| r.statuses[0].disposition != Disposition::Delivered)
         .map(|r| &r.statuses[0])
         .collect();
-    assert!(refused.is_empty(), "{} not delivered, e.g. {:?}", refused.len(), refused.first());
+    assert!(
+        refused.is_empty(),
+        "{} not delivered, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
     assert_eq!(sink.stats().messages, 400);
     let sources: std::collections::HashSet<_> = reports.iter().map(|r| r.route.source.ip).collect();
     assert_eq!(sources.len(), 8, "every route was served");

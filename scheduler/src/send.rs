@@ -137,9 +137,11 @@ pub async fn run_until(
     for line in resume.pending.keys() {
         pending_lines.insert(*line);
     }
+    let congested = Arc::new(produce::Congestion::default());
     let skip = produce::Skip {
         finished: resume.finished,
         pending: pending_lines,
+        congested: congested.clone(),
     };
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -180,12 +182,13 @@ pub async fn run_until(
         recorder,
         journal,
         resume.pending,
+        congested,
+        fetch_tx,
     );
     let inputs = dispatch::Inputs {
         work: work_rx,
         reports: reports_rx,
         fetched: fetched_rx,
-        fetch: fetch_tx,
     };
     let outcome = dispatcher.run(inputs, stop).await;
     pool.close().await;

@@ -1,15 +1,18 @@
 //! One uncached MX resolution: the MX query, then A and AAAA for every host, classified per
-//! RFC 5321 §5.1 and RFC 7505, with the time the outcome may be cached.
+//! RFC 5321 §5.1 and RFC 7505, with the time the outcome may be cached. Every query goes through
+//! [`Queries`], which bounds how many are in flight at once.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use hickory_resolver::lookup::{Ipv4Lookup, Ipv6Lookup, Lookup};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
+use tokio::sync::Semaphore;
 
 use super::cache::Outcome;
 use super::{DnsConfig, MxAnswer, MxError, MxRecord, MxSite};
@@ -17,6 +20,44 @@ use super::{DnsConfig, MxAnswer, MxError, MxRecord, MxSite};
 /// MX hosts whose addresses are looked up, in preference order; more is a misconfiguration or an
 /// attack (each host costs two queries), and no client tries that many hosts anyway.
 const MAX_MX_HOSTS: usize = 16;
+
+/// The hickory resolver behind a limit on queries in flight (`dns.max_concurrent_queries`).
+///
+/// Hickory sends each UDP query from a fresh socket on a random port (source-port randomisation)
+/// and starts its timeout when the query is handed over, so without a limit a campaign start
+/// (one lookup per recipient domain, then A and AAAA per MX host) opens tens of thousands of
+/// sockets at once: `Too many open files`, and a server backlog longer than the timeout, seen as
+/// `request timed out`. A permit is taken before each query and released when it ends; waiting
+/// for one does not count against the timeout.
+pub(super) struct Queries {
+    resolver: TokioResolver,
+    in_flight: Semaphore,
+}
+
+impl Queries {
+    /// `resolver` with at most `limit` queries in flight.
+    pub(super) fn new(resolver: TokioResolver, limit: usize) -> Queries {
+        Queries {
+            resolver,
+            in_flight: Semaphore::new(limit),
+        }
+    }
+
+    async fn mx(&self, name: Name) -> Result<Lookup, ResolveError> {
+        let _permit = self.in_flight.acquire().await;
+        self.resolver.lookup(name, RecordType::MX).await
+    }
+
+    async fn ipv4(&self, name: Name) -> Result<Ipv4Lookup, ResolveError> {
+        let _permit = self.in_flight.acquire().await;
+        self.resolver.ipv4_lookup(name).await
+    }
+
+    async fn ipv6(&self, name: Name) -> Result<Ipv6Lookup, ResolveError> {
+        let _permit = self.in_flight.acquire().await;
+        self.resolver.ipv6_lookup(name).await
+    }
+}
 
 /// How a query ended, with negative answers told apart from failures.
 enum Answer<T> {
@@ -57,8 +98,8 @@ enum HostAddrs {
     Failed(String),
 }
 
-async fn host_addrs(resolver: &TokioResolver, name: &Name) -> HostAddrs {
-    let (v4, v6) = tokio::join!(resolver.ipv4_lookup(name.clone()), resolver.ipv6_lookup(name.clone()));
+async fn host_addrs(queries: &Queries, name: &Name) -> HostAddrs {
+    let (v4, v6) = tokio::join!(queries.ipv4(name.clone()), queries.ipv6(name.clone()));
     let v4 = classify(v4, |l| l.valid_until());
     let v6 = classify(v6, |l| l.valid_until());
     let mut addrs = Vec::new();
@@ -89,7 +130,7 @@ fn host_text(name: &Name) -> Arc<str> {
 /// Resolves `domain` (lowercase key) / `name` (FQDN) without any cache of ours, returning the
 /// outcome and how long it may be cached.
 pub(super) async fn resolve_uncached(
-    resolver: &TokioResolver,
+    queries: &Queries,
     config: &DnsConfig,
     domain: &Arc<str>,
     name: Name,
@@ -109,7 +150,7 @@ pub(super) async fn resolve_uncached(
             config.transient_ttl,
         )
     };
-    let mx = resolver.lookup(name.clone(), RecordType::MX).await;
+    let mx = queries.mx(name.clone()).await;
     let (mut records, mx_until) = match classify(mx, |l| l.valid_until()) {
         Answer::Records(lookup, until) => {
             let mut records: Vec<(u16, Name)> = lookup
@@ -124,7 +165,7 @@ pub(super) async fn resolve_uncached(
         Answer::Failed(reason) => return transient(format!("MX query: {reason}")),
     };
     if records.is_empty() {
-        return implicit_mx(resolver, config, domain, &name).await;
+        return implicit_mx(queries, config, domain, &name).await;
     }
     // RFC 7505 §3: a single "0 ." record is a null MX; "." mixed with real hosts is ignored.
     if records.iter().all(|(_, host)| host.is_root()) {
@@ -141,7 +182,7 @@ pub(super) async fn resolve_uncached(
         if host_text(host).parse::<IpAddr>().is_ok() {
             return HostAddrs::None; // IP literal as MX host: not a name, not used (see module docs)
         }
-        host_addrs(resolver, host).await
+        host_addrs(queries, host).await
     });
     let resolved = join_all(lookups).await;
 
@@ -195,13 +236,8 @@ pub(super) async fn resolve_uncached(
 }
 
 /// RFC 5321 §5.1: no MX records, so the domain itself is the only host, at preference 0.
-async fn implicit_mx(
-    resolver: &TokioResolver,
-    config: &DnsConfig,
-    domain: &Arc<str>,
-    name: &Name,
-) -> (Outcome, Duration) {
-    match host_addrs(resolver, name).await {
+async fn implicit_mx(queries: &Queries, config: &DnsConfig, domain: &Arc<str>, name: &Name) -> (Outcome, Duration) {
+    match host_addrs(queries, name).await {
         HostAddrs::Found(addrs, until, partial) => {
             let mut ttl = until
                 .saturating_duration_since(Instant::now())

@@ -102,13 +102,19 @@ pub struct AuthServer {
 }
 
 impl AuthServer {
+    /// Serves zone `test.` (see [`zone_records`]).
     pub async fn start() -> AuthServer {
-        let mut authority = InMemoryAuthority::empty(name("test."), ZoneType::Primary, false);
-        for record in zone_records() {
+        AuthServer::serve(name("test."), zone_records()).await
+    }
+
+    /// Serves `records` as the zone `origin`, e.g. a generated `volley_bench::dns::BenchZone`.
+    pub async fn serve(origin: Name, records: Vec<Record>) -> AuthServer {
+        let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
+        for record in records {
             authority.upsert_mut(record, 1);
         }
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(name("test.")), vec![Arc::new(authority)]);
+        catalog.upsert(LowerName::from(origin), vec![Arc::new(authority)]);
         let log = QueryLog::default();
         let mut server = ServerFuture::new(CountingCatalog {
             catalog,
@@ -129,6 +135,11 @@ impl AuthServer {
             .iter()
             .filter(|(n, t)| n == qname && *t == rtype)
             .count()
+    }
+
+    /// How many queries of type `rtype`, for any name, the server has answered.
+    pub fn queries_of_type(&self, rtype: RecordType) -> usize {
+        self.log.lock().unwrap().iter().filter(|(_, t)| *t == rtype).count()
     }
 
     /// All queries answered so far.

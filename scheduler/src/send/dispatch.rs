@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Envelope, Phase, RecipientStatus, RouteKey};
 
 use super::job::{Job, RowRef};
-use super::produce::{Fetched, Work};
+use super::produce::{Congestion, Fetched, Work};
 use super::record::Recorder;
 use super::retry::{next_step, Next, RetryQueue};
 use super::sites::{has_untried, pick_host, Sites};
@@ -48,7 +48,6 @@ pub(crate) struct Inputs {
     pub work: mpsc::Receiver<Work>,
     pub reports: mpsc::UnboundedReceiver<DeliveryReport<Tag>>,
     pub fetched: mpsc::UnboundedReceiver<Fetched>,
-    pub fetch: crossbeam_channel::Sender<RowRef>,
 }
 
 pub(crate) struct Dispatcher {
@@ -72,6 +71,12 @@ pub(crate) struct Dispatcher {
     fetching: usize,
     in_engine: usize,
     rate_wait: Option<Instant>,
+    /// Domains whose new rows the producer parks unrendered, shared with it.
+    congested: Arc<Congestion>,
+    /// Those domains' sites.
+    domain_site: HashMap<Box<str>, Arc<str>>,
+    /// Requests to read rows again (retries, parked rows).
+    fetch: crossbeam_channel::Sender<RowRef>,
     /// Sites with parked rows.
     parked_sites: std::collections::HashSet<Arc<str>>,
     /// Parked rows being read again, and the site they were parked at.
@@ -91,6 +96,8 @@ impl Dispatcher {
         recorder: Recorder,
         journal: DispatchJournal,
         pending: HashMap<u64, Pending>,
+        congested: Arc<Congestion>,
+        fetch: crossbeam_channel::Sender<RowRef>,
     ) -> Dispatcher {
         let (routed_tx, routed_rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -114,6 +121,9 @@ impl Dispatcher {
             rate_wait: None,
             unparking: HashMap::new(),
             parked_sites: std::collections::HashSet::new(),
+            congested,
+            domain_site: HashMap::new(),
+            fetch,
             batch: Vec::new(),
         }
     }
@@ -132,8 +142,8 @@ impl Dispatcher {
         loop {
             if !stopping {
                 self.dispatch()?;
-                self.unpark(&inputs.fetch);
-                self.due_retries(&inputs.fetch);
+                self.unpark();
+                self.due_retries();
             }
             if !producing && self.idle() {
                 break;
@@ -215,6 +225,16 @@ impl Dispatcher {
                 self.route(job)
             }
             Work::Rejected(refused) => self.recorder.rejected(&refused),
+            Work::Park { line, offset, domain } => {
+                let r = RowRef {
+                    line,
+                    offset,
+                    attempt: 1,
+                    first_at: SystemTime::now(),
+                };
+                self.park(&domain, r);
+                Ok(())
+            }
             Work::Pending { line, offset } => {
                 if let Some(p) = self.pending.remove(&line) {
                     let r = RowRef {
@@ -276,8 +296,15 @@ impl Dispatcher {
         let per_site = self.limits.per_site;
         let site = self.sites.site(dest);
         if site.ready.len() >= per_site {
-            // Beyond the site's ready cap: keep only where the row is.
+            // Beyond the site's ready cap: keep only where the row is, and have the producer
+            // park this domain's next rows without rendering them.
             site.parked.push_back(job.to_ref());
+            let domain = job.recipient.domain();
+            if !self.domain_site.contains_key(domain) {
+                site.congested.push(domain.into());
+                self.domain_site.insert(domain.into(), dest.site.clone());
+                self.congested.insert(domain);
+            }
             self.sites.parked += 1;
             if !self.parked_sites.contains(&dest.site) {
                 self.parked_sites.insert(dest.site.clone());
@@ -487,8 +514,29 @@ impl Dispatcher {
         }
     }
 
+    /// A row the producer parked for a congested domain joins its site's parked rows (or, when
+    /// the site has drained meanwhile, is read again at once).
+    fn park(&mut self, domain: &str, r: RowRef) {
+        let site_key = self.domain_site.get(domain).cloned();
+        match site_key.and_then(|k| self.sites.get_mut(&k).map(|s| (k, s))) {
+            Some((key, site)) => {
+                site.parked.push_back(r);
+                self.sites.parked += 1;
+                if !self.parked_sites.contains(&key) {
+                    self.parked_sites.insert(key);
+                }
+            }
+            None => {
+                if self.fetch.send(r).is_ok() {
+                    self.fetching += 1;
+                }
+            }
+        }
+    }
+
     /// Sites with room get parked rows read again.
-    fn unpark(&mut self, fetch: &crossbeam_channel::Sender<RowRef>) {
+    fn unpark(&mut self) {
+        let fetch = &self.fetch;
         if self.sites.parked == 0 {
             return;
         }
@@ -515,6 +563,10 @@ impl Dispatcher {
             }
             if site.parked.is_empty() {
                 emptied.push(key.clone());
+                for domain in site.congested.drain(..) {
+                    self.congested.remove(&domain);
+                    self.domain_site.remove(&domain);
+                }
             }
         }
         for key in emptied {
@@ -525,7 +577,8 @@ impl Dispatcher {
     }
 
     /// Due retries are read again (within the in-flight budget).
-    fn due_retries(&mut self, fetch: &crossbeam_channel::Sender<RowRef>) {
+    fn due_retries(&mut self) {
+        let fetch = &self.fetch;
         let now = SystemTime::now();
         while self.rendered + self.fetching < self.limits.max_in_flight {
             let Some(r) = self.retries.pop_due(now) else { break };

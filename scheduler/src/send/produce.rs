@@ -23,6 +23,28 @@ pub(crate) enum Work {
     /// A recipient an earlier run deferred: the scheduler has its retry time, this is where
     /// its row is.
     Pending { line: u64, offset: u64 },
+    /// A new recipient whose domain's site has a full ready queue: not rendered now (it would
+    /// only be parked), read again when the site has room.
+    Park { line: u64, offset: u64, domain: String },
+}
+
+/// Domains whose site has rows parked: the producer parks their new rows without rendering.
+#[derive(Default)]
+pub(crate) struct Congestion(std::sync::Mutex<std::collections::HashSet<Box<str>>>);
+
+impl Congestion {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Box<str>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn contains(&self, domain: &str) -> bool {
+        self.set().contains(domain)
+    }
+    pub fn insert(&self, domain: &str) {
+        self.set().insert(domain.into());
+    }
+    pub fn remove(&self, domain: &str) {
+        self.set().remove(domain);
+    }
 }
 
 /// Counts kept by the producer.
@@ -40,6 +62,7 @@ pub(crate) type ProducerResult = Result<ProducerCounts, (PathBuf, std::io::Error
 pub(crate) struct Skip {
     pub finished: LineSet,
     pub pending: LineSet,
+    pub congested: Arc<Congestion>,
 }
 
 /// First finds the duplicate rows with a disk-backed pass over the file (flat memory at any
@@ -95,6 +118,12 @@ pub(crate) fn produce(
                     Work::Pending {
                         line: row.line,
                         offset: row.offset,
+                    }
+                } else if skip.congested.contains(row.email.domain()) {
+                    Work::Park {
+                        line: row.line,
+                        offset: row.offset,
+                        domain: row.email.domain().to_string(),
                     }
                 } else {
                     let r = RowRef {

@@ -21,6 +21,8 @@ pub(crate) struct Site {
     pub dest: Destination,
     pub ready: VecDeque<Job>,
     pub parked: VecDeque<RowRef>,
+    /// Domains of this site the producer parks unrendered while `parked` is not empty.
+    pub congested: Vec<Box<str>>,
     /// Parked rows being read again right now.
     pub unparking: usize,
     pub in_flight: usize,
@@ -48,6 +50,7 @@ impl Sites {
             dest: dest.clone(),
             ready: VecDeque::new(),
             parked: VecDeque::new(),
+            congested: Vec::new(),
             unparking: 0,
             in_flight: 0,
             blocked: false,
