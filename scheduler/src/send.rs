@@ -194,13 +194,15 @@ pub async fn run_until(
     pool.close().await;
     let (complete, waiting) = outcome?;
     let pool_stats = pool.stats();
+    let mut summary = std::mem::take(&mut dispatcher.recorder.summary);
+    // The dispatcher holds the fetcher's request channel: dropping it ends that thread.
+    drop(dispatcher);
     let counts = producer
         .join()
         .map_err(|_| SendError::Config("producer thread panicked".into()))?
         .map_err(|(path, source)| SendError::Io { path, source })?;
     let _ = fetch_thread.join();
 
-    let mut summary = std::mem::take(&mut dispatcher.recorder.summary);
     summary.complete = complete;
     summary.deferred = waiting;
     summary.rows = counts.rows;
