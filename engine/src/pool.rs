@@ -178,7 +178,13 @@ impl<T: Send + 'static> DeliveryPool<T> {
 
     fn start_worker_if_needed(&self, host: &Arc<Host<T>>) {
         let mut workers = lock(&host.workers);
-        if host.rx.len() > workers.idle && workers.running < self.inner.config.max_connections_per_host {
+        // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
+        // rather than one per queued delivery: idle workers cost memory too.
+        let at_cap = self.inner.connections.available_permits() == 0;
+        if host.rx.len() > workers.idle
+            && workers.running < self.inner.config.max_connections_per_host
+            && (workers.running == 0 || !at_cap)
+        {
             workers.running += 1;
             drop(workers);
             let (inner, host) = (self.inner.clone(), host.clone());
@@ -308,11 +314,9 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         let (statuses, broken) = send_chunked(&inner, &mut open, &delivery.envelope, &delivery.payload).await;
         let tls = open.is_tls();
         sent_on_connection += 1;
-        // Other routes wait for a connection and this one has nothing queued: make room.
-        let yield_connection = host.rx.is_empty() && inner.waiting.load(Ordering::Relaxed) > 0;
         if broken {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
-        } else if sent_on_connection >= inner.config.max_messages_per_connection || yield_connection {
+        } else if sent_on_connection >= inner.config.max_messages_per_connection {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
             open.quit().await;
         } else {

@@ -25,6 +25,13 @@ use crate::outcome::Outcome;
 use crate::rotation::IpRotation;
 use crate::routing::{Destination, Router};
 
+/// How long a resolved destination is reused without asking the resolver again (which has
+/// its own TTL-based cache; this only saves a task per recipient).
+const DESTINATION_TTL: Duration = Duration::from_secs(30);
+
+/// Most domains kept in that shortcut (bounds its memory on lists with millions of domains).
+const DESTINATION_CACHE: usize = 50_000;
+
 /// Rendered jobs one site takes per turn.
 const TURN_BATCH: usize = 32;
 
@@ -63,8 +70,12 @@ pub(crate) struct Dispatcher {
     sites: Sites,
     down: HashMap<SocketAddr, Instant>,
     retries: RetryQueue,
-    routed_tx: mpsc::UnboundedSender<(Job, Result<Destination, RecipientStatus>)>,
-    routed_rx: mpsc::UnboundedReceiver<(Job, Result<Destination, RecipientStatus>)>,
+    routed_tx: mpsc::UnboundedSender<(Box<str>, Result<Destination, RecipientStatus>)>,
+    routed_rx: mpsc::UnboundedReceiver<(Box<str>, Result<Destination, RecipientStatus>)>,
+    /// Jobs waiting for their domain's lookup (one lookup task per domain).
+    resolving: HashMap<Box<str>, Vec<Job>>,
+    /// Recent destinations per domain, so most jobs route without a task.
+    destinations: HashMap<Box<str>, (Destination, Instant)>,
     /// Rendered jobs alive (routing, queued, or in the engine).
     rendered: usize,
     lookups: usize,
@@ -114,6 +125,8 @@ impl Dispatcher {
             retries: RetryQueue::default(),
             routed_tx,
             routed_rx,
+            resolving: HashMap::new(),
+            destinations: HashMap::new(),
             rendered: 0,
             lookups: 0,
             fetching: 0,
@@ -177,12 +190,21 @@ impl Dispatcher {
                     self.recorder.flush()?;
                 }
                 routed = self.routed_rx.recv(), if self.lookups > 0 => {
-                    if let Some((job, dest)) = routed {
+                    if let Some((domain, dest)) = routed {
                         self.lookups -= 1;
+                        let jobs = self.resolving.remove(&domain).unwrap_or_default();
                         if stopping {
-                            self.rendered -= 1;
+                            self.rendered -= jobs.len();
                         } else {
-                            self.on_routed(job, dest)?;
+                            if let Ok(d) = &dest {
+                                if self.destinations.len() >= DESTINATION_CACHE {
+                                    self.destinations.clear(); // only a shortcut: start over
+                                }
+                                self.destinations.insert(domain, (d.clone(), Instant::now() + DESTINATION_TTL));
+                            }
+                            for job in jobs {
+                                self.on_routed(job, dest.clone())?;
+                            }
                         }
                     }
                 }
@@ -269,18 +291,33 @@ impl Dispatcher {
         }
     }
 
-    /// Overrides are decided here; MX lookups run in their own task so one slow answer never
+    /// Overrides and recently resolved domains are decided here; an MX lookup runs in its own
+    /// task (one per domain, later jobs of the domain wait with it) so one slow answer never
     /// holds up other domains.
     fn route(&mut self, job: Job) -> Result<(), SendError> {
-        if let Some(dest) = self.router.route_override(job.recipient.domain()).cloned() {
+        let domain = job.recipient.domain();
+        if let Some(dest) = self.router.route_override(domain).cloned() {
             return self.enqueue(job, &dest);
         }
+        if let Some((dest, until)) = self.destinations.get(domain) {
+            if *until > Instant::now() {
+                let dest = dest.clone();
+                return self.enqueue(job, &dest);
+            }
+        }
+        if let Some(waiting) = self.resolving.get_mut(domain) {
+            waiting.push(job);
+            return Ok(());
+        }
+        let domain: Box<str> = domain.into();
         self.lookups += 1;
         let (router, tx) = (self.router.clone(), self.routed_tx.clone());
+        let key = domain.clone();
         tokio::spawn(async move {
-            let dest = router.destination(job.recipient.domain()).await;
-            let _ = tx.send((job, dest));
+            let dest = router.destination(&key).await;
+            let _ = tx.send((key, dest));
         });
+        self.resolving.insert(domain, vec![job]);
         Ok(())
     }
 
