@@ -41,6 +41,11 @@ pub struct SendConfig {
     /// holds the run's whole in-flight budget.
     #[serde(default = "default_max_in_flight_per_site")]
     pub max_in_flight_per_site: usize,
+    /// Most recipients parked (kept as line + byte offset, ~40 bytes each, while their site's
+    /// ready queue is full) before reading the recipient file pauses. Bounds memory on lists
+    /// dominated by one slow site.
+    #[serde(default = "default_max_parked")]
+    pub max_parked: usize,
     /// Retry policy for deferred recipients (4xx replies, connection failures, DNS trouble).
     #[serde(default)]
     pub retry: RetryConfig,
@@ -93,6 +98,9 @@ fn default_max_age() -> Duration {
 }
 fn default_host_down() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_parked() -> usize {
+    500_000
 }
 fn default_max_in_flight_per_site() -> usize {
     2_000
@@ -234,6 +242,9 @@ impl SendConfig {
         }
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
+        }
+        if self.max_parked == 0 {
+            return Err(invalid("max_parked".into(), "0".into(), "must be at least 1"));
         }
         if self.max_in_flight_per_site == 0 {
             return Err(invalid(

@@ -165,6 +165,7 @@ pub async fn run_until(
     let limits = dispatch::Limits {
         max_in_flight: config.max_in_flight,
         per_site: config.max_in_flight_per_site,
+        max_parked: config.max_parked,
         retry: config.retry.clone(),
     };
     let recorder = record::Recorder {

@@ -64,6 +64,8 @@ pub struct Summary {
     pub resent_after_restart: u64,
     /// True when every recipient has a final outcome.
     pub complete: bool,
+    /// Most recipients parked at once (kept as line + offset behind a busy site).
+    pub peak_parked: u64,
     /// Attempts where the connection broke after the final dot (possible duplicates on retry).
     pub maybe_duplicates: u64,
     /// SMTP connections opened.

@@ -29,6 +29,7 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
         },
         max_in_flight: 1000,
         max_in_flight_per_site: 2_000,
+        max_parked: 500_000,
         retry: quick_retries(30_000),
         dns: None,
         mx_port: 25,
@@ -207,5 +208,40 @@ async fn bad_rows_go_to_the_rejects_file_and_the_send_continues() {
     assert!(rejected
         .iter()
         .all(|l| !l["recipient"].as_str().unwrap_or_default().contains('\n')));
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_rows_are_bounded_when_one_slow_site_holds_the_whole_list() {
+    // Regression: rows parked behind a busy site were unbounded, so a 10M list to one site
+    // parked nearly all of it (680 MiB peak RSS). Now the producer waits at `max_parked`.
+    let sink = Sink::start(SinkConfig {
+        latency: Duration::from_millis(5),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 3000;
+    let mut csv = String::from("email,name\n");
+    for i in 0..n {
+        csv.push_str(&format!("u{i}@one.test,N{i}\n"));
+    }
+    let campaign = write_campaign(dir.path(), &csv);
+    let mut cfg = config(dir.path(), &[("*", sink.local_addr().to_string())]);
+    cfg.max_in_flight_per_site = 20;
+    cfg.max_parked = 100;
+    let summary = volley_scheduler::send::run(&campaign, &cfg).await.expect("run");
+    assert_eq!(summary.delivered, n as u64, "{summary:?}");
+    assert!(summary.complete);
+    assert!(summary.peak_parked > 0, "the test must make the site park rows");
+    assert!(
+        summary.peak_parked <= (cfg.max_parked + cfg.max_in_flight_per_site) as u64,
+        "peak parked {} over the bound",
+        summary.peak_parked
+    );
+    for i in 0..n {
+        assert_eq!(sink.accepted_for(&format!("u{i}@one.test")), 1);
+    }
     sink.shutdown().await;
 }

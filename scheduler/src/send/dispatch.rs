@@ -47,6 +47,7 @@ pub(crate) struct Tag {
 pub(crate) struct Limits {
     pub max_in_flight: usize,
     pub per_site: usize,
+    pub max_parked: usize,
     pub retry: RetryConfig,
 }
 
@@ -176,7 +177,12 @@ impl Dispatcher {
             .into_iter()
             .flatten()
             .min();
-            let can_take = producing && !stopping && self.rendered < self.limits.max_in_flight;
+            // Parked rows are small (line, offset) but not free: past `max_parked` the producer
+            // waits for the busy sites to drain, which bounds memory at any list size.
+            let can_take = producing
+                && !stopping
+                && self.rendered < self.limits.max_in_flight
+                && self.sites.parked < self.limits.max_parked;
             tokio::select! {
                 biased;
                 report = inputs.reports.recv(), if self.in_engine > 0 => {
@@ -343,6 +349,7 @@ impl Dispatcher {
                 self.congested.insert(domain);
             }
             self.sites.parked += 1;
+            self.recorder.summary.peak_parked = self.recorder.summary.peak_parked.max(self.sites.parked as u64);
             if !self.parked_sites.contains(&dest.site) {
                 self.parked_sites.insert(dest.site.clone());
             }
@@ -559,6 +566,7 @@ impl Dispatcher {
             Some((key, site)) => {
                 site.parked.push_back(r);
                 self.sites.parked += 1;
+                self.recorder.summary.peak_parked = self.recorder.summary.peak_parked.max(self.sites.parked as u64);
                 if !self.parked_sites.contains(&key) {
                     self.parked_sites.insert(key);
                 }
