@@ -21,29 +21,25 @@ pub fn print(s: &Summary, top: usize) {
     for (ip, t) in &s.by_source_ip {
         println!("    {ip:<16} {}", tally(t));
     }
-    let mut sites: Vec<_> = s.by_site.iter().collect();
-    sites.sort_by_key(|(k, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), k.to_string()));
-    println!(
-        "  per MX site ({} sites, busiest {}):",
-        sites.len(),
-        top.min(sites.len())
-    );
-    for (k, t) in sites.iter().take(top) {
-        println!("    {k:<40} {}", tally(t));
-    }
-    let mut domains: Vec<_> = s.by_domain.iter().collect();
-    domains.sort_by_key(|(d, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), d.to_string()));
-    println!(
-        "  per domain ({} domains, busiest {}):",
-        domains.len(),
-        top.min(domains.len())
-    );
-    for (d, t) in domains.iter().take(top) {
-        println!("    {d:<24} {}", tally(t));
-    }
+    print_busiest("MX site", "sites", &s.by_site, top, 40);
+    print_busiest("domain", "domains", &s.by_domain, top, 24);
     println!("  accounting log: {}", s.accounting_log.display());
     if s.rejected > 0 {
         println!("  rejects file:   {}", s.rejects_file.display());
+    }
+}
+
+/// The `top` keys of `map` with the most recipients, busiest first.
+fn print_busiest(what: &str, plural: &str, map: &std::collections::BTreeMap<String, Tally>, top: usize, width: usize) {
+    let mut rows: Vec<_> = map.iter().collect();
+    rows.sort_by_key(|(k, t)| (std::cmp::Reverse(t.delivered + t.deferred + t.bounced), k.to_string()));
+    println!(
+        "  per {what} ({} {plural}, busiest {}):",
+        rows.len(),
+        top.min(rows.len())
+    );
+    for (k, t) in rows.iter().take(top) {
+        println!("    {k:<width$} {}", tally(t));
     }
 }
 

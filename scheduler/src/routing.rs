@@ -144,7 +144,12 @@ fn dns_failure(e: &MxError) -> RecipientStatus {
     }
 }
 
-fn local(disposition: Disposition, (class, subject, detail): (u8, u16, u16), text: String) -> RecipientStatus {
+/// A status decided locally (no server reply), with an RFC 3463 enhanced code.
+pub(crate) fn local(
+    disposition: Disposition,
+    (class, subject, detail): (u8, u16, u16),
+    text: String,
+) -> RecipientStatus {
     RecipientStatus {
         disposition,
         phase: Phase::Connect,

@@ -23,7 +23,7 @@ use super::SendError;
 use crate::config::RetryConfig;
 use crate::outcome::Outcome;
 use crate::rotation::IpRotation;
-use crate::routing::{Destination, Router};
+use crate::routing::{local, Destination, Router};
 
 /// How long a resolved destination is reused without asking the resolver again (which has
 /// its own TTL-based cache; this only saves a task per recipient).
@@ -348,11 +348,7 @@ impl Dispatcher {
                 self.domain_site.insert(domain.into(), dest.site.clone());
                 self.congested.insert(domain);
             }
-            self.sites.parked += 1;
-            self.recorder.summary.peak_parked = self.recorder.summary.peak_parked.max(self.sites.parked as u64);
-            if !self.parked_sites.contains(&dest.site) {
-                self.parked_sites.insert(dest.site.clone());
-            }
+            self.parked_one(&dest.site);
             self.rendered -= 1;
             return Ok(());
         }
@@ -430,7 +426,7 @@ impl Dispatcher {
                     "every MX host of {key} failed within the last {:?}",
                     self.limits.retry.host_down
                 );
-                let status = local_deferral(Phase::Connect, text);
+                let status = local(Disposition::Deferred, (4, 4, 1), text);
                 self.settle(job, Some(&key), None, status, Duration::ZERO, false)?;
             }
             self.hand_over()?;
@@ -454,7 +450,7 @@ impl Dispatcher {
             if let Err(d) = self.pool.try_submit(delivery) {
                 // Only when the pool is closing; reported like any deferral.
                 self.in_engine -= 1;
-                let status = local_deferral(Phase::Connect, "the delivery pool is closing".into());
+                let status = local(Disposition::Deferred, (4, 4, 1), "the delivery pool is closing".into());
                 self.pool_refused(d, status)?;
             }
         }
@@ -565,17 +561,22 @@ impl Dispatcher {
         match site_key.and_then(|k| self.sites.get_mut(&k).map(|s| (k, s))) {
             Some((key, site)) => {
                 site.parked.push_back(r);
-                self.sites.parked += 1;
-                self.recorder.summary.peak_parked = self.recorder.summary.peak_parked.max(self.sites.parked as u64);
-                if !self.parked_sites.contains(&key) {
-                    self.parked_sites.insert(key);
-                }
+                self.parked_one(&key);
             }
             None => {
                 if self.fetch.send(r).is_ok() {
                     self.fetching += 1;
                 }
             }
+        }
+    }
+
+    /// Counts a row just parked at site `key`.
+    fn parked_one(&mut self, key: &Arc<str>) {
+        self.sites.parked += 1;
+        self.recorder.summary.peak_parked = self.recorder.summary.peak_parked.max(self.sites.parked as u64);
+        if !self.parked_sites.contains(key) {
+            self.parked_sites.insert(key.clone());
         }
     }
 
@@ -633,20 +634,5 @@ impl Dispatcher {
             }
             self.fetching += 1;
         }
-    }
-}
-
-fn local_deferral(phase: Phase, text: String) -> RecipientStatus {
-    RecipientStatus {
-        disposition: Disposition::Deferred,
-        phase,
-        code: None,
-        enhanced: Some(volley_engine::smtp::reply::EnhancedCode {
-            class: 4,
-            subject: 4,
-            detail: 1,
-        }),
-        text: Arc::from(text),
-        maybe_delivered: false,
     }
 }
