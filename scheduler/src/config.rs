@@ -49,6 +49,28 @@ pub struct SendConfig {
     /// Retry policy for deferred recipients (4xx replies, connection failures, DNS trouble).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Bounce classification.
+    #[serde(default)]
+    pub bounces: BouncesConfig,
+}
+
+/// `[bounces]`: how outcomes are classified.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BouncesConfig {
+    /// A rules file replacing the shipped `config/bounce-rules.toml` (relative to the config
+    /// file).
+    pub rules: Option<PathBuf>,
+}
+
+impl BouncesConfig {
+    /// The rules in effect: the configured file, or the shipped rules.
+    pub fn load(&self) -> Result<crate::bounces::BounceRules, crate::bounces::RulesError> {
+        match &self.rules {
+            Some(path) => crate::bounces::BounceRules::load(path),
+            None => Ok(crate::bounces::BounceRules::shipped()),
+        }
+    }
 }
 
 /// When deferred recipients are tried again and when they are given up.
@@ -192,6 +214,23 @@ impl SendConfig {
         if config.state_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.state_dir = base.join(&config.state_dir);
+        }
+        if let Some(rules) = config.bounces.rules.as_mut().filter(|r| r.is_relative()) {
+            *rules = path.parent().unwrap_or(Path::new(".")).join(&*rules);
+        }
+        if let Err(e) = config.bounces.load() {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                field: "bounces.rules".into(),
+                value: config
+                    .bounces
+                    .rules
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+                    .to_string(),
+                reason: e.to_string(),
+            });
         }
         Ok(config)
     }

@@ -16,7 +16,8 @@
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
-//! - [`outcome`] — accounting outcomes and bounce categories.
+//! - [`outcome`] — accounting outcomes.
+//! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 
@@ -28,6 +29,7 @@ pub mod rejects;
 pub mod template;
 
 pub mod accounting;
+pub mod bounces;
 pub mod config;
 pub mod lineset;
 pub mod outcome;

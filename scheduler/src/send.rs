@@ -168,10 +168,15 @@ pub async fn run_until(
         max_parked: config.max_parked,
         retry: config.retry.clone(),
     };
+    let rules = config
+        .bounces
+        .load()
+        .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?;
     let recorder = record::Recorder {
         log,
         path: log_path.clone(),
         summary,
+        rules: Arc::new(rules),
     };
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
     let mut dispatcher = dispatch::Dispatcher::new(

@@ -48,6 +48,7 @@ fn config(dir: &Path, routes: &[(String, String)]) -> SendConfig {
         max_in_flight: MAX_IN_FLIGHT,
         max_in_flight_per_site: PER_SITE,
         max_parked: 500_000,
+        bounces: Default::default(),
         retry: RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_secs(30),

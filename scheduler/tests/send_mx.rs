@@ -40,6 +40,7 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
         max_in_flight: 100,
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
+        bounces: Default::default(),
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_millis(300),
@@ -127,7 +128,11 @@ async fn recipients_are_routed_by_mx_and_dns_failures_get_their_outcome() {
         "expired",
         "MX host without address: retried, then given up"
     );
-    assert_eq!(field("d@deadmx.test", "category"), "routing-errors");
+    assert_eq!(
+        field("d@deadmx.test", "category"),
+        "message-expired",
+        "expiry is its own bounce category"
+    );
     assert_eq!(
         (summary.delivered, summary.bounced, summary.deferred, summary.expired),
         (3, 3, 0, 1)

@@ -534,15 +534,17 @@ impl Dispatcher {
         let site = site.map(|s| &**s);
         if status.disposition != Disposition::Deferred {
             let outcome = Outcome::from(status.disposition);
-            return self
-                .recorder
-                .attempt(&job, site, route, &status, latency, tls, outcome, None);
+            self.recorder
+                .attempt(&job, site, route, &status, latency, tls, outcome, None)?;
+            return Ok(());
         }
         let now = SystemTime::now();
         match next_step(&self.limits.retry, job.attempt, job.first_at, now) {
-            Next::Expire => self
-                .recorder
-                .attempt(&job, site, route, &status, latency, tls, Outcome::Expired, None),
+            Next::Expire => {
+                self.recorder
+                    .attempt(&job, site, route, &status, latency, tls, Outcome::Expired, None)?;
+                Ok(())
+            }
             Next::RetryAt(at) => {
                 self.recorder
                     .attempt(&job, site, route, &status, latency, tls, Outcome::Deferred, Some(at))?;

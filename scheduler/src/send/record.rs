@@ -9,7 +9,8 @@ use volley_engine::{RecipientStatus, RouteKey};
 use super::job::{Job, Refused};
 use super::SendError;
 use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
-use crate::outcome::{category, Outcome};
+use crate::bounces::{BounceRules, Classification};
+use crate::outcome::Outcome;
 use crate::summary::Summary;
 
 /// Writes the accounting log and keeps the summary's tallies.
@@ -17,6 +18,7 @@ pub(crate) struct Recorder {
     pub log: AccountingLog,
     pub path: PathBuf,
     pub summary: Summary,
+    pub rules: std::sync::Arc<BounceRules>,
 }
 
 impl Recorder {
@@ -40,7 +42,7 @@ impl Recorder {
         tls: bool,
         outcome: Outcome,
         next: Option<SystemTime>,
-    ) -> Result<(), SendError> {
+    ) -> Result<Classification, SendError> {
         let source: Option<IpAddr> = route.map(|r| r.source.ip);
         let s = &mut self.summary;
         if status.maybe_delivered {
@@ -56,6 +58,7 @@ impl Recorder {
         } else {
             s.deferrals += 1;
         }
+        let class = self.rules.classify_final(outcome, status);
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &s.campaign,
@@ -67,7 +70,7 @@ impl Recorder {
             outcome,
             code: status.code,
             enhanced: status.enhanced.map(|e| e.to_string()),
-            category: category(status),
+            category: class.category,
             attempt: job.attempt,
             latency_ms: latency.as_millis() as u64,
             message_id: Some(&job.message_id),
@@ -78,7 +81,8 @@ impl Recorder {
             line: job.line,
             next_attempt: next.map(|t| humantime::format_rfc3339_millis(t).to_string()),
         };
-        self.log.write(&record).map_err(self.io())
+        self.log.write(&record).map_err(self.io())?;
+        Ok(class)
     }
 
     /// A refused row.
