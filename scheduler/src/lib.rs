@@ -19,6 +19,7 @@
 //! - [`outcome`] — accounting outcomes and bounce categories.
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
+//! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
 
 pub mod address;
 pub mod campaign;
@@ -35,3 +36,4 @@ pub mod rotation;
 pub mod routing;
 pub mod send;
 pub mod summary;
+pub mod suppression;
