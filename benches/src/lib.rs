@@ -27,11 +27,15 @@
 //! - [`dns`] — a loopback authoritative DNS server for a generated zone of recipient domains
 //!   and MX sites ([`dns::BenchZone`], [`dns::BenchDns::start`]), for benchmarks that resolve
 //!   MX like production does.
+//! - [`redis`] — [`RedisServer`]: a throwaway `redis-server` on a loopback port for tests
+//!   (start, stop, restart on the same port).
 //! - `src/bin/volley-bench.rs` — the `volley-bench` command (`volley-bench dns ...`).
 
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod redis;
 pub mod sink;
 
+pub use redis::RedisServer;
 pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};

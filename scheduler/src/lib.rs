@@ -20,6 +20,7 @@
 //! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
+//! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
 
 pub mod address;
 pub mod campaign;
@@ -37,3 +38,4 @@ pub mod rotation;
 pub mod routing;
 pub mod send;
 pub mod summary;
+pub mod suppression;

@@ -1,0 +1,227 @@
+//! [`EmbeddedStore`]: the default store, a redb database in the state directory.
+//!
+//! Tables `suppressed` and `soft`, both keyed by `(scope, address)`, values the same JSON as in
+//! Redis. Each [`SuppressionStore::apply`] call is one write transaction (atomic, durable on
+//! return). redb locks the file, so a second process opening it gets [`SuppressionError::Locked`].
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::entry::{merge, normalise, soft_bounce, Entry, SoftOutcome, SoftPolicy, SoftRecord, Update};
+use super::{SuppressionError, SuppressionStore};
+
+const SUPPRESSED: TableDefinition<(&str, &str), &str> = TableDefinition::new("suppressed");
+const SOFT: TableDefinition<(&str, &str), &str> = TableDefinition::new("soft");
+
+/// The on-disk store (`<state_dir>/suppression.redb`).
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+    policy: SoftPolicy,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database at `path`, creating its directory if needed.
+    pub fn open(path: &Path, policy: SoftPolicy) -> Result<EmbeddedStore, SuppressionError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SuppressionError::Io {
+                path: dir.to_path_buf(),
+                op: "create the state directory",
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => SuppressionError::Locked {
+                path: path.to_path_buf(),
+            },
+            other => embedded_error(path, "open", other),
+        })?;
+        let store = EmbeddedStore {
+            db,
+            path: path.to_path_buf(),
+            policy,
+        };
+        // Create both tables so that readers never meet a missing table.
+        let txn = store.db.begin_write().map_err(|e| store.err("open", e))?;
+        txn.open_table(SUPPRESSED).map_err(|e| store.err("open", e))?;
+        txn.open_table(SOFT).map_err(|e| store.err("open", e))?;
+        txn.commit().map_err(|e| store.err("open", e))?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> SuppressionError {
+        embedded_error(&self.path, op, e)
+    }
+}
+
+fn embedded_error(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> SuppressionError {
+    SuppressionError::Embedded {
+        path: path.to_path_buf(),
+        op,
+        source: Box::new(e.into()),
+    }
+}
+
+/// An unreadable stored entry still suppresses (fail closed), with a reason saying so.
+pub(crate) fn parse_entry(json: &str, scope: &str, address: &str) -> Entry {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::warn!(
+            scope,
+            address,
+            "unreadable suppression entry ({e}); treating the address as suppressed"
+        );
+        Entry::new(format!("unreadable suppression entry: {e}"), "unknown", 0)
+    })
+}
+
+/// An unreadable soft-bounce record counts as none.
+pub(crate) fn parse_soft(json: &str) -> Option<SoftRecord> {
+    serde_json::from_str(json).ok()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Entries and records are plain structs of strings and integers: serialisation cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+impl SuppressionStore for EmbeddedStore {
+    fn check(&self, scopes: &[&str], addresses: &[&str]) -> Result<Vec<Option<(String, Entry)>>, SuppressionError> {
+        let txn = self.db.begin_read().map_err(|e| self.err("check", e))?;
+        let table = txn.open_table(SUPPRESSED).map_err(|e| self.err("check", e))?;
+        let mut out = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let address = normalise(address);
+            let mut hit = None;
+            for scope in scopes {
+                if let Some(json) = table
+                    .get((*scope, address.as_str()))
+                    .map_err(|e| self.err("check", e))?
+                {
+                    hit = Some((scope.to_string(), parse_entry(json.value(), scope, &address)));
+                    break;
+                }
+            }
+            out.push(hit);
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, updates: &[Update]) -> Result<(), SuppressionError> {
+        let txn = self.db.begin_write().map_err(|e| self.err("apply", e))?;
+        {
+            let mut suppressed = txn.open_table(SUPPRESSED).map_err(|e| self.err("apply", e))?;
+            let mut soft = txn.open_table(SOFT).map_err(|e| self.err("apply", e))?;
+            for update in updates {
+                let scope = update.scope();
+                let address = normalise(update.address());
+                let key = (scope, address.as_str());
+                match update {
+                    Update::Suppress { entry, .. } => {
+                        let old = suppressed
+                            .get(key)
+                            .map_err(|e| self.err("apply", e))?
+                            .and_then(|j| serde_json::from_str::<Entry>(j.value()).ok());
+                        let json = to_json(&merge(old, entry));
+                        suppressed
+                            .insert(key, json.as_str())
+                            .map_err(|e| self.err("apply", e))?;
+                    }
+                    Update::SoftBounce {
+                        code,
+                        enhanced,
+                        reason,
+                        at,
+                        ..
+                    } => {
+                        if suppressed.get(key).map_err(|e| self.err("apply", e))?.is_some() {
+                            continue;
+                        }
+                        let old = soft
+                            .get(key)
+                            .map_err(|e| self.err("apply", e))?
+                            .and_then(|j| parse_soft(j.value()));
+                        match soft_bounce(&self.policy, old, *code, enhanced.as_deref(), reason, *at) {
+                            SoftOutcome::Counting(record) => {
+                                let json = to_json(&record);
+                                soft.insert(key, json.as_str()).map_err(|e| self.err("apply", e))?;
+                            }
+                            SoftOutcome::Suppress(entry) => {
+                                let json = to_json(&entry);
+                                suppressed
+                                    .insert(key, json.as_str())
+                                    .map_err(|e| self.err("apply", e))?;
+                                soft.remove(key).map_err(|e| self.err("apply", e))?;
+                            }
+                        }
+                    }
+                    Update::Remove { .. } => {
+                        suppressed.remove(key).map_err(|e| self.err("apply", e))?;
+                        soft.remove(key).map_err(|e| self.err("apply", e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.err("apply", e))
+    }
+
+    fn soft(&self, scope: &str, address: &str) -> Result<Option<SoftRecord>, SuppressionError> {
+        let txn = self.db.begin_read().map_err(|e| self.err("soft", e))?;
+        let table = txn.open_table(SOFT).map_err(|e| self.err("soft", e))?;
+        let address = normalise(address);
+        let json = table.get((scope, address.as_str())).map_err(|e| self.err("soft", e))?;
+        Ok(json.and_then(|j| parse_soft(j.value())))
+    }
+
+    fn export(&self, scope: &str, visit: &mut dyn FnMut(&str, &Entry)) -> Result<u64, SuppressionError> {
+        let txn = self.db.begin_read().map_err(|e| self.err("export", e))?;
+        let table = txn.open_table(SUPPRESSED).map_err(|e| self.err("export", e))?;
+        let mut n = 0;
+        for row in table.range((scope, "")..).map_err(|e| self.err("export", e))? {
+            let (key, json) = row.map_err(|e| self.err("export", e))?;
+            let (row_scope, address) = key.value();
+            if row_scope != scope {
+                break;
+            }
+            visit(address, &parse_entry(json.value(), scope, address));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn len(&self, scope: &str) -> Result<u64, SuppressionError> {
+        let txn = self.db.begin_read().map_err(|e| self.err("len", e))?;
+        let table = txn.open_table(SUPPRESSED).map_err(|e| self.err("len", e))?;
+        if scopes_is_single(&table, scope).map_err(|e| self.err("len", e))? {
+            return table.len().map_err(|e| self.err("len", e));
+        }
+        let mut n = 0;
+        for row in table.range((scope, "")..).map_err(|e| self.err("len", e))? {
+            let (key, _) = row.map_err(|e| self.err("len", e))?;
+            if key.value().0 != scope {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// True when every row of the table belongs to `scope` (then its length is the scope's).
+fn scopes_is_single(
+    table: &redb::ReadOnlyTable<(&'static str, &'static str), &'static str>,
+    scope: &str,
+) -> Result<bool, redb::StorageError> {
+    let first = table.first()?.map(|(k, _)| k.value().0 == scope);
+    let last = table.last()?.map(|(k, _)| k.value().0 == scope);
+    Ok(first.unwrap_or(true) && last.unwrap_or(true))
+}

@@ -1,0 +1,138 @@
+//! [`SuppressionError`]: what failed, in which backend, on which URL (password redacted) or file.
+
+use std::path::PathBuf;
+
+/// A suppression-store failure. Every variant names the backend (a redacted Redis URL or the
+/// embedded database path) or the file and line involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SuppressionError {
+    /// A Redis command or connection failed.
+    #[error("suppression store {url}: {op} failed: {source}")]
+    Redis {
+        /// The Redis URL with any password replaced by `***`.
+        url: String,
+        /// What was being done (`connect`, `check`, `apply`, ...).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The configured Redis URL could not be parsed.
+    #[error("invalid suppression redis URL {url}: {source}")]
+    InvalidUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The parser's complaint.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// An embedded (redb) database operation failed.
+    #[error("suppression store {}: {op} failed: {source}", path.display())]
+    Embedded {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done (`open`, `check`, `apply`, ...).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The embedded database file is locked by another process.
+    #[error(
+        "suppression store {} is in use by another volley process; configure [suppression] redis to share one list",
+        path.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Reading or writing a file (CSV, spill file, state directory) failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file (CSV or spill file) holds something that cannot be read.
+    #[error("{}:{line}: {message}", path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: u64,
+        /// What is wrong with that line.
+        message: String,
+    },
+    /// A `[suppression]` setting is invalid.
+    #[error("suppression.{field} = {value}: {message}")]
+    Config {
+        /// The field name inside `[suppression]`.
+        field: &'static str,
+        /// The offending value, as configured (passwords redacted).
+        value: String,
+        /// Why it is refused.
+        message: String,
+    },
+}
+
+impl SuppressionError {
+    /// True when the store could not be reached or failed in a way that may heal by itself
+    /// (connection refused/dropped, timeouts, Redis loading/busy). Callers pause and retry these;
+    /// other errors (bad config, lock held, bad file) need an operator.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SuppressionError::Redis { .. } => true,
+            SuppressionError::Embedded { .. } => true,
+            SuppressionError::Io { .. } => true,
+            SuppressionError::InvalidUrl { .. }
+            | SuppressionError::Locked { .. }
+            | SuppressionError::BadFile { .. }
+            | SuppressionError::Config { .. } => false,
+        }
+    }
+}
+
+/// `url` with the password (and a bare user-info part) replaced by `***`, and any query string
+/// dropped, so it can be logged: `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let url = match url.find('?') {
+        Some(q) => &url[..q],
+        None => url,
+    };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = (&url[..scheme_end + 3], &url[scheme_end + 3..]);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = (&rest[..authority_end], &rest[authority_end..]);
+    match authority.rfind('@') {
+        None => url.to_owned(),
+        Some(at) => {
+            let (userinfo, host) = (&authority[..at], &authority[at + 1..]);
+            let user = match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            format!("{scheme}{user}@{host}{path}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://:hunter2@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact_url("redis://u:p@ss@h/2"), "redis://u:***@h/2");
+        assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h/0?password=x"), "redis://h/0");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}
