@@ -72,6 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        suppression: Default::default(),
         // Loopback answers instantly: retry deferrals after a second, give up after a minute.
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![std::time::Duration::from_secs(1).into()],

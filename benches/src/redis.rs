@@ -20,6 +20,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Append-only file with `appendfsync always`: a kill loses no acknowledged write.
+    durable: bool,
 }
 
 impl RedisServer {
@@ -32,8 +34,23 @@ impl RedisServer {
         RedisServer::try_start().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Like [`RedisServer::start`], but persisting every write (`--appendonly yes
+    /// --appendfsync always`) as a production Redis holding a suppression list should: after
+    /// [`RedisServer::stop`] (SIGKILL) and [`RedisServer::restart`] every acknowledged write is
+    /// back.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    pub fn start_durable() -> RedisServer {
+        RedisServer::try_start_with(true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts a server on a free loopback port, or says why it could not.
     pub fn try_start() -> std::io::Result<RedisServer> {
+        RedisServer::try_start_with(false)
+    }
+
+    fn try_start_with(durable: bool) -> std::io::Result<RedisServer> {
         let binary = find_binary()?;
         let mut last_err = None;
         // A freed port can be taken by someone else before redis binds it: retry a few times.
@@ -44,6 +61,7 @@ impl RedisServer {
                 port,
                 dir: tempfile::Builder::new().prefix("volley-redis-").tempdir()?,
                 child: None,
+                durable,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -77,7 +95,8 @@ impl RedisServer {
         );
     }
 
-    /// Kills the server (simulating an outage). Data is lost: it runs without persistence.
+    /// Kills the server (SIGKILL, simulating a crash). Without persistence the data is lost
+    /// (see [`RedisServer::save`] and [`RedisServer::start_durable`]).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -104,7 +123,11 @@ impl RedisServer {
     fn spawn(&mut self) -> std::io::Result<()> {
         let mut child = Command::new(&self.binary)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(if self.durable {
+                ["--save", "", "--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--save", "", "--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

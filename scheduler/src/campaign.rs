@@ -138,6 +138,7 @@ pub struct Campaign {
     headers: Vec<(String, TemplateSource)>,
     list_unsubscribe: Option<ListUnsubscribe>,
     pool: String,
+    suppression_list: Option<String>,
 }
 
 /// `List-Unsubscribe` (RFC 2369) with optional one-click (RFC 8058).
@@ -219,6 +220,10 @@ impl Campaign {
     /// The campaign identifier.
     pub fn id(&self) -> &str {
         &self.id
+    }
+    /// The suppression list (scope) honoured besides `global`, if any.
+    pub fn suppression_list(&self) -> Option<&str> {
+        self.suppression_list.as_deref()
     }
     /// The named pool of source IPs the campaign sends from.
     pub fn pool(&self) -> &str {

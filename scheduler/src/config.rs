@@ -52,6 +52,9 @@ pub struct SendConfig {
     /// Bounce classification.
     #[serde(default)]
     pub bounces: BouncesConfig,
+    /// The suppression list: Redis or the embedded store, fail-closed policy, soft bounces.
+    #[serde(default)]
+    pub suppression: crate::suppression::SuppressionConfig,
 }
 
 /// `[bounces]`: how outcomes are classified.
@@ -148,6 +151,19 @@ pub struct SourceIpConfig {
     /// (default `"default"`).
     #[serde(default = "default_pool")]
     pub pool: String,
+}
+
+impl SourceIpConfig {
+    /// An IP in the default pool with weight 1 and no rate.
+    pub fn new(address: IpAddr, ehlo_name: impl Into<String>) -> SourceIpConfig {
+        SourceIpConfig {
+            address,
+            ehlo_name: ehlo_name.into(),
+            weight: 1,
+            rate: None,
+            pool: DEFAULT_POOL.to_string(),
+        }
+    }
 }
 
 /// The pool name used when none is given.
@@ -321,6 +337,9 @@ impl SendConfig {
                 ));
             }
         }
+        self.suppression
+            .validate()
+            .map_err(|e| invalid("suppression".into(), String::new(), &e.to_string()))?;
         if self.mx_port == 0 {
             return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
         }

@@ -11,8 +11,9 @@
 //! kept as (line, offset). The state directory makes a rerun resume: see [`state`].
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use volley_engine::mx::MxResolver;
@@ -28,6 +29,7 @@ use crate::rejects::RejectsWriter;
 use crate::rotation::IpRotation;
 use crate::routing::{Router, Routes};
 use crate::summary::Summary;
+use crate::suppression::{open_store, Checker, SuppressionError, SuppressionWriter};
 
 mod dispatch;
 mod job;
@@ -38,6 +40,10 @@ mod sites;
 pub mod state;
 
 pub use state::StateError;
+
+/// How long the end of a run waits for the suppression list to take the last updates before
+/// saving them to the spill file for the next run.
+const WRITER_CLOSE: Duration = Duration::from_secs(10);
 
 /// Why a run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,9 @@ pub enum SendError {
     /// The campaign's state directory cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The suppression list cannot be opened.
+    #[error("suppression list: {0}")]
+    Suppression(#[from] SuppressionError),
     /// A file of the run (state directory, accounting log, rejects file) failed.
     #[error("{path}: {source}")]
     Io {
@@ -144,6 +153,19 @@ pub async fn run_until(
         congested: congested.clone(),
     };
 
+    // The suppression list: checked before rendering (blocking while it cannot answer,
+    // fail-closed), fed with hard and soft bounces by the recorder.
+    let store = open_store(&config.suppression, &config.state_dir)?;
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let checker = Arc::new(Checker::new(
+        store.clone(),
+        campaign.suppression_list(),
+        config.suppression.on_unavailable,
+        stop_flag.clone(),
+    ));
+    let writer = SuppressionWriter::start(store, &config.state_dir, &config.suppression)?;
+    let (fetch_checker, checker_stats) = (checker.clone(), checker.clone());
+
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
 
@@ -152,14 +174,14 @@ pub async fn run_until(
         let (factory, work_dir) = (factory.clone(), dir.clone());
         std::thread::Builder::new()
             .name("volley-producer".into())
-            .spawn(move || produce::produce(work_dir, reader, factory, rejects, skip, work_tx))
+            .spawn(move || produce::produce(work_dir, reader, factory, rejects, skip, checker, work_tx))
             .map_err(io_err(Path::new("producer thread")))?
     };
     let (fetch_tx, fetch_rx) = crossbeam_channel::unbounded();
     let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
     let fetch_thread = std::thread::Builder::new()
         .name("volley-fetcher".into())
-        .spawn(move || produce::fetch(fetcher, factory, fetch_rx, fetched_tx))
+        .spawn(move || produce::fetch(fetcher, factory, fetch_checker, fetch_rx, fetched_tx))
         .map_err(io_err(Path::new("fetcher thread")))?;
 
     let limits = dispatch::Limits {
@@ -177,6 +199,7 @@ pub async fn run_until(
         path: log_path.clone(),
         summary,
         rules: Arc::new(rules),
+        suppression: Some(writer),
     };
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
     let mut dispatcher = dispatch::Dispatcher::new(
@@ -197,10 +220,13 @@ pub async fn run_until(
         fetched: fetched_rx,
     };
     let outcome = dispatcher.run(inputs, stop).await;
+    // A reading thread paused on an unreachable suppression list gives up its batch now.
+    stop_flag.store(true, Ordering::Relaxed);
     pool.close().await;
     let (complete, waiting) = outcome?;
     let pool_stats = pool.stats();
     let mut summary = std::mem::take(&mut dispatcher.recorder.summary);
+    let writer = dispatcher.recorder.suppression.take();
     // The dispatcher holds the fetcher's request channel: dropping it ends that thread.
     drop(dispatcher);
     let counts = producer
@@ -209,6 +235,22 @@ pub async fn run_until(
         .map_err(|(path, source)| SendError::Io { path, source })?;
     let _ = fetch_thread.join();
 
+    if let Some(writer) = writer {
+        // Blocking (flush to Redis or the embedded store, then spill what is left).
+        let closed = tokio::task::spawn_blocking(move || writer.close(WRITER_CLOSE))
+            .await
+            .unwrap_or_default();
+        summary.suppression_updates = closed.written;
+        summary.suppression_pending = closed.spilled + closed.unsaved;
+        if closed.unsaved > 0 {
+            tracing::error!(
+                "{} suppression updates could neither be written nor saved to the spill file",
+                closed.unsaved
+            );
+        }
+    }
+    summary.suppression_paused_s = checker_stats.paused_for().as_secs_f64();
+    summary.suppression_unchecked = checker_stats.unchecked();
     summary.complete = complete;
     summary.deferred = waiting;
     summary.rows = counts.rows;

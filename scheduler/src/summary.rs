@@ -66,6 +66,15 @@ pub struct Summary {
     pub complete: bool,
     /// Most recipients parked at once (kept as line + offset behind a busy site).
     pub peak_parked: u64,
+    /// Seconds reading paused because the suppression list could not be checked (fail-closed).
+    pub suppression_paused_s: f64,
+    /// Addresses sent without a suppression check (only with `on_unavailable = "send"`).
+    pub suppression_unchecked: u64,
+    /// Suppression-list updates (hard and soft bounces) written during the run.
+    pub suppression_updates: u64,
+    /// Updates that could not be written before the run ended: saved to
+    /// `<state_dir>/suppression-pending.jsonl` and written by the next run.
+    pub suppression_pending: u64,
     /// Attempts where the connection broke after the final dot (possible duplicates on retry).
     pub maybe_duplicates: u64,
     /// SMTP connections opened.

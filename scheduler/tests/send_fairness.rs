@@ -32,13 +32,7 @@ fn config(dir: &Path, routes: &[(String, String)]) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
         source_ips: (2..=5)
-            .map(|i| SourceIpConfig {
-                address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)),
-                ehlo_name: format!("mta{i}.volley.test"),
-                weight: 1,
-                rate: None,
-                pool: "default".into(),
-            })
+            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
             .collect(),
         routes: routes.iter().cloned().collect(),
         smtp: volley_engine::SmtpConfig {
@@ -49,6 +43,7 @@ fn config(dir: &Path, routes: &[(String, String)]) -> SendConfig {
         max_in_flight_per_site: PER_SITE,
         max_parked: 500_000,
         bounces: Default::default(),
+        suppression: Default::default(),
         retry: RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_secs(30),

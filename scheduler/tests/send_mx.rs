@@ -41,6 +41,7 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        suppression: Default::default(),
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_millis(300),

@@ -14,13 +14,7 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
         source_ips: (2..=5)
-            .map(|i| SourceIpConfig {
-                address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)),
-                ehlo_name: format!("mta{i}.volley.test"),
-                weight: 1,
-                rate: None,
-                pool: "default".into(),
-            })
+            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
             .collect(),
         routes: routes.iter().map(|(d, t)| (d.to_string(), t.clone())).collect(),
         smtp: volley_engine::SmtpConfig {
@@ -31,6 +25,7 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        suppression: Default::default(),
         retry: quick_retries(30_000),
         dns: None,
         mx_port: 25,

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) greetings: Greetings,
     pub(crate) counters: Counters,
     pub(crate) addresses: AddressCounts,
+    /// RCPT TO commands per recipient address, whatever the answer.
+    pub(crate) rcpt_addresses: AddressCounts,
     /// Source of `queued as` identifiers.
     pub(crate) queue_ids: AtomicU64,
     pub(crate) tls: TlsIdentity,
@@ -69,6 +71,7 @@ impl Shared {
             canned,
             counters: Counters::default(),
             addresses: AddressCounts::default(),
+            rcpt_addresses: AddressCounts::default(),
             queue_ids: AtomicU64::new(1),
             tls,
         })
@@ -166,6 +169,12 @@ impl SinkHandle {
     /// local part case-sensitive). Always 0 when `count_addresses` is off.
     pub fn accepted_for(&self, address: &str) -> u64 {
         self.inner.shared.addresses.get(address)
+    }
+
+    /// RCPT TO commands received for `address`, whatever the answer (a rejected recipient was
+    /// still tried). Always 0 when `count_addresses` is off.
+    pub fn rcpts_for(&self, address: &str) -> u64 {
+        self.inner.shared.rcpt_addresses.get(address)
     }
 
     /// Accepted-message counts for every recipient address seen, keyed with a lowercase

@@ -72,6 +72,11 @@ impl Session {
             reply::push(out, "501 5.1.3 Bad recipient address syntax");
             return Flow::Continue;
         };
+        if shared.config.count_addresses {
+            shared
+                .rcpt_addresses
+                .add(&super::stats::normalize_address(&format!("{local}@{domain}")));
+        }
         if let Some(canned) = shared.canned.pick(Stage::Rcpt, domain) {
             bump(&shared.counters.canned_replies);
             reply::push_canned(out, &canned.text, &self.placeholders(recipient.address()));

@@ -44,6 +44,9 @@ struct CampaignFile {
     /// The named pool of source IPs to send from (volley.toml `source_ips.pool`); default
     /// `default`.
     pool: Option<Spanned<String>>,
+    /// The suppression list (scope) this campaign also honours, besides the global one: e.g.
+    /// the newsletter's unsubscribes. Letters, digits, `.`, `_`, `-`.
+    suppression_list: Option<Spanned<String>>,
 }
 
 /// `[list_unsubscribe]` as written.
@@ -183,8 +186,20 @@ impl Loader<'_> {
             Some(v) => v.get_ref().trim().to_owned(),
             None => crate::config::DEFAULT_POOL.to_owned(),
         };
+        let suppression_list = match &f.suppression_list {
+            Some(v) if !is_scope_name(v.get_ref()) => {
+                return Err(self.invalid(
+                    "suppression_list",
+                    v,
+                    "use 1-64 letters, digits, '.', '_' or '-' (not `global`, which every campaign honours)",
+                ))
+            }
+            Some(v) => Some(v.get_ref().to_owned()),
+            None => None,
+        };
         Ok(Campaign {
             pool,
+            suppression_list,
             list_unsubscribe,
             path: self.path.to_owned(),
             id: id.clone(),
@@ -361,6 +376,14 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
         before.matches('\n').count() + 1,
         before[line_start..].chars().count() + 1,
     )
+}
+
+/// A suppression scope name: 1-64 of letters, digits, `.`, `_`, `-`; `global` is implied.
+pub(crate) fn is_scope_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s != "global"
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -170,9 +170,13 @@ impl Dispatcher {
             } else {
                 self.retries.wait(SystemTime::now())
             };
+            // Suppression updates that cannot be written (Redis down) pile up to a bound; past
+            // it no new mail is taken until they drain.
+            let held_back = self.recorder.suppression_over_bound();
             let wake = [
                 retry_wait,
                 self.rate_wait.map(|t| t.saturating_duration_since(Instant::now())),
+                held_back.then_some(Duration::from_millis(100)),
             ]
             .into_iter()
             .flatten()
@@ -181,6 +185,7 @@ impl Dispatcher {
             // waits for the busy sites to drain, which bounds memory at any list size.
             let can_take = producing
                 && !stopping
+                && !held_back
                 && self.rendered < self.limits.max_in_flight
                 && self.sites.parked < self.limits.max_parked;
             tokio::select! {
@@ -253,6 +258,7 @@ impl Dispatcher {
                 self.route(job)
             }
             Work::Rejected(refused) => self.recorder.rejected(&refused),
+            Work::Suppressed(row) => self.recorder.suppressed(&row),
             Work::Park { line, offset, domain } => {
                 let r = RowRef {
                     line,
@@ -279,21 +285,18 @@ impl Dispatcher {
     }
 
     fn on_fetched(&mut self, fetched: Fetched) -> Result<(), SendError> {
-        let line = match &fetched {
-            Ok(job) => job.line,
-            Err((r, _)) => r.line,
-        };
-        if let Some(site) = self.unparking.remove(&line) {
+        if let Some(site) = self.unparking.remove(&fetched.line()) {
             if let Some(s) = self.sites.get_mut(&site) {
                 s.unparking -= 1;
             }
         }
         match fetched {
-            Ok(job) => {
+            Fetched::Job(job) => {
                 self.rendered += 1;
                 self.route(job)
             }
-            Err((_, refused)) => self.recorder.rejected(&refused),
+            Fetched::Refused(_, refused) => self.recorder.rejected(&refused),
+            Fetched::Suppressed(_, row) => self.recorder.suppressed(&row),
         }
     }
 

@@ -57,6 +57,18 @@ pub(crate) struct Refused {
     pub domain: String,
 }
 
+/// A recipient not sent because the suppression list has the address.
+#[derive(Debug)]
+pub(crate) struct SuppressedRow {
+    pub line: u64,
+    pub recipient: String,
+    pub domain: String,
+    /// The suppression scope that matched (`global` or the campaign's list).
+    pub scope: String,
+    /// Why the address is suppressed (the stored reason).
+    pub reason: String,
+}
+
 /// Builds the message for `row`; the Message-ID carries the line, so every attempt of a
 /// recipient in one run has the same Message-ID.
 pub(crate) fn render(factory: &MessageFactory, row: RecipientRow, r: RowRef) -> Result<Job, Box<Refused>> {

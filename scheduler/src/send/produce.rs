@@ -8,11 +8,12 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use super::job::{render, Job, Refused, RowRef};
+use super::job::{render, Job, Refused, RowRef, SuppressedRow};
 use crate::lineset::LineSet;
 use crate::message::MessageFactory;
-use crate::recipients::{scan_duplicates, RecipientReader, Row, RowFetcher};
+use crate::recipients::{scan_duplicates, RecipientReader, RecipientRow, Row, RowFetcher};
 use crate::rejects::RejectsWriter;
+use crate::suppression::{Checker, Entry, Stopped};
 
 /// What the producer hands to the scheduler.
 pub(crate) enum Work {
@@ -20,6 +21,8 @@ pub(crate) enum Work {
     Send(Job),
     /// A refused row not recorded by an earlier run.
     Rejected(Box<Refused>),
+    /// A recipient on the suppression list: not sent.
+    Suppressed(Box<SuppressedRow>),
     /// A recipient an earlier run deferred: the scheduler has its retry time, this is where
     /// its row is.
     Pending { line: u64, offset: u64 },
@@ -65,14 +68,19 @@ pub(crate) struct Skip {
     pub congested: Arc<Congestion>,
 }
 
+/// Rows checked against the suppression list in one call.
+pub(crate) const CHECK_BATCH: usize = 256;
+
 /// First finds the duplicate rows with a disk-backed pass over the file (flat memory at any
-/// size; the work files go under `work_dir`), then streams the rows.
+/// size; the work files go under `work_dir`), then streams the rows. Rows to send now are
+/// checked against the suppression list in batches before they are rendered.
 pub(crate) fn produce(
     work_dir: PathBuf,
     mut reader: RecipientReader,
     factory: Arc<MessageFactory>,
     mut rejects: RejectsWriter,
     skip: Skip,
+    gate: Arc<Checker>,
     work: mpsc::Sender<Work>,
 ) -> ProducerResult {
     let mut counts = ProducerCounts::default();
@@ -81,6 +89,8 @@ pub(crate) fn produce(
     let duplicates = scan_duplicates(&path, &email_column, &work_dir)
         .map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?
         .duplicates;
+    let mut batch: Vec<RecipientRow> = Vec::with_capacity(CHECK_BATCH);
+    let mut open = true;
     while let Some(row) = reader.next_row() {
         let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
         counts.rows += 1;
@@ -126,64 +136,173 @@ pub(crate) fn produce(
                         domain: row.email.domain().to_string(),
                     }
                 } else {
-                    let r = RowRef {
-                        line: row.line,
-                        offset: row.offset,
-                        attempt: 1,
-                        first_at: SystemTime::now(),
-                    };
-                    match render(&factory, row, r) {
-                        Ok(job) => Work::Send(job),
-                        Err(refused) => {
-                            rejects
-                                .write(&refused.row)
-                                .map_err(|e| (PathBuf::from("rejects file"), e))?;
-                            Work::Rejected(refused)
-                        }
+                    batch.push(row);
+                    if batch.len() < CHECK_BATCH {
+                        continue;
                     }
+                    open = send_batch(&mut batch, &gate, &factory, &mut rejects, &work)?;
+                    if !open {
+                        break;
+                    }
+                    continue;
                 }
             }
         };
         if work.blocking_send(item).is_err() {
+            open = false;
             break; // the run is shutting down
         }
+    }
+    if open {
+        send_batch(&mut batch, &gate, &factory, &mut rejects, &work)?;
     }
     rejects.finish().map_err(|e| (PathBuf::from("rejects file"), e))?;
     Ok(counts)
 }
 
-/// What the fetcher sends back for a [`RowRef`].
-pub(crate) type Fetched = Result<Job, (RowRef, Box<Refused>)>;
+/// Checks a batch of new rows against the suppression list, renders the rest and hands them
+/// on. False when the run is shutting down.
+fn send_batch(
+    batch: &mut Vec<RecipientRow>,
+    gate: &Checker,
+    factory: &MessageFactory,
+    rejects: &mut RejectsWriter,
+    work: &mpsc::Sender<Work>,
+) -> Result<bool, (PathBuf, std::io::Error)> {
+    if batch.is_empty() {
+        return Ok(true);
+    }
+    let hits = {
+        let addresses: Vec<&str> = batch.iter().map(|r| r.email.as_str()).collect();
+        match gate.check_batch(&addresses) {
+            Ok(hits) => hits,
+            Err(Stopped) => return Ok(false),
+        }
+    };
+    for (row, hit) in batch.drain(..).zip(hits) {
+        let item = match hit {
+            Some(hit) => Work::Suppressed(Box::new(suppressed(&row, hit))),
+            None => {
+                let r = RowRef {
+                    line: row.line,
+                    offset: row.offset,
+                    attempt: 1,
+                    first_at: SystemTime::now(),
+                };
+                match render(factory, row, r) {
+                    Ok(job) => Work::Send(job),
+                    Err(refused) => {
+                        rejects
+                            .write(&refused.row)
+                            .map_err(|e| (PathBuf::from("rejects file"), e))?;
+                        Work::Rejected(refused)
+                    }
+                }
+            }
+        };
+        if work.blocking_send(item).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
 
-/// Serves [`RowRef`]s until the request channel closes.
+fn suppressed(row: &RecipientRow, (scope, entry): (String, Entry)) -> SuppressedRow {
+    SuppressedRow {
+        line: row.line,
+        recipient: row.email.as_str().to_string(),
+        domain: row.email.domain().to_string(),
+        scope,
+        reason: entry.reason,
+    }
+}
+
+/// What the fetcher sends back for a [`RowRef`].
+pub(crate) enum Fetched {
+    /// Rendered, ready to route.
+    Job(Job),
+    /// The row can no longer be sent (changed file, bad row).
+    Refused(RowRef, Box<Refused>),
+    /// The address was suppressed meanwhile.
+    Suppressed(RowRef, Box<SuppressedRow>),
+}
+
+impl Fetched {
+    /// The recipient's line.
+    pub fn line(&self) -> u64 {
+        match self {
+            Fetched::Job(job) => job.line,
+            Fetched::Refused(r, _) | Fetched::Suppressed(r, _) => r.line,
+        }
+    }
+}
+
+/// Serves [`RowRef`]s until the request channel closes. Requests that queued up meanwhile are
+/// taken together, so the suppression list is asked once per batch.
 pub(crate) fn fetch(
     mut fetcher: RowFetcher,
     factory: Arc<MessageFactory>,
+    gate: Arc<Checker>,
     requests: crossbeam_channel::Receiver<RowRef>,
     out: mpsc::UnboundedSender<Fetched>,
 ) {
-    for r in requests {
-        let fetched = match fetcher.fetch(r.offset, r.line) {
-            Ok(Row::Recipient(row)) => render(&factory, row, r).map_err(|refused| (r, refused)),
-            Ok(Row::Rejected(row)) => Err((
-                r,
-                Box::new(Refused {
-                    recipient: String::new(),
-                    domain: String::new(),
-                    row,
-                }),
-            )),
-            Err(e) => Err((
-                r,
-                Box::new(Refused {
-                    row: crate::recipients::RejectedRow::new(r.line, "(row)", "", format!("cannot read again: {e}")),
-                    recipient: String::new(),
-                    domain: String::new(),
-                }),
-            )),
+    let mut refs = Vec::with_capacity(CHECK_BATCH);
+    let mut rows = Vec::with_capacity(CHECK_BATCH);
+    while let Ok(first) = requests.recv() {
+        refs.push(first);
+        while refs.len() < CHECK_BATCH {
+            match requests.try_recv() {
+                Ok(r) => refs.push(r),
+                Err(_) => break,
+            }
+        }
+        for r in refs.drain(..) {
+            match fetcher.fetch(r.offset, r.line) {
+                Ok(Row::Recipient(row)) => rows.push((r, row)),
+                Ok(Row::Rejected(row)) => {
+                    let refused = Refused {
+                        recipient: String::new(),
+                        domain: String::new(),
+                        row,
+                    };
+                    if out.send(Fetched::Refused(r, Box::new(refused))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("cannot read again: {e}");
+                    let refused = Refused {
+                        row: crate::recipients::RejectedRow::new(r.line, "(row)", "", reason),
+                        recipient: String::new(),
+                        domain: String::new(),
+                    };
+                    if out.send(Fetched::Refused(r, Box::new(refused))).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let hits = {
+            let addresses: Vec<&str> = rows.iter().map(|(_, row)| row.email.as_str()).collect();
+            match gate.check_batch(&addresses) {
+                Ok(hits) => hits,
+                Err(Stopped) => return,
+            }
         };
-        if out.send(fetched).is_err() {
-            return;
+        for ((r, row), hit) in rows.drain(..).zip(hits) {
+            let fetched = match hit {
+                Some(hit) => Fetched::Suppressed(r, Box::new(suppressed(&row, hit))),
+                None => match render(&factory, row, r) {
+                    Ok(job) => Fetched::Job(job),
+                    Err(refused) => Fetched::Refused(r, refused),
+                },
+            };
+            if out.send(fetched).is_err() {
+                return;
+            }
         }
     }
 }

@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use volley_engine::{RecipientStatus, RouteKey};
 
-use super::job::{Job, Refused};
+use super::job::{Job, Refused, SuppressedRow};
 use super::SendError;
 use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
-use crate::bounces::{BounceRules, Classification};
+use crate::bounces::{Action, BounceRules, Classification};
 use crate::outcome::Outcome;
 use crate::summary::Summary;
+use crate::suppression::{unix_now, Entry, SuppressionWriter, Update, GLOBAL};
 
 /// Writes the accounting log and keeps the summary's tallies.
 pub(crate) struct Recorder {
@@ -19,6 +20,8 @@ pub(crate) struct Recorder {
     pub path: PathBuf,
     pub summary: Summary,
     pub rules: std::sync::Arc<BounceRules>,
+    /// Where hard and soft bounces go (taken back at the end of the run to be closed).
+    pub suppression: Option<SuppressionWriter>,
 }
 
 impl Recorder {
@@ -82,34 +85,96 @@ impl Recorder {
             next_attempt: next.map(|t| humantime::format_rfc3339_millis(t).to_string()),
         };
         self.log.write(&record).map_err(self.io())?;
+        if matches!(outcome, Outcome::Bounced | Outcome::Expired) {
+            self.suppress(job, status, class);
+        }
         Ok(class)
+    }
+
+    /// Hands a final bounce to the suppression list per its classification: hard bounces
+    /// suppress at once, soft ones are counted (all in the `global` scope).
+    fn suppress(&self, job: &Job, status: &RecipientStatus, class: Classification) {
+        let Some(writer) = &self.suppression else { return };
+        let address = job.recipient.as_str();
+        let enhanced = status.enhanced.map(|e| e.to_string());
+        let update = match class.action {
+            Action::None => return,
+            Action::Suppress => {
+                let source = format!("bounce:{}", self.summary.campaign);
+                let entry = Entry::new(&*status.text, source, unix_now())
+                    .with_codes(status.code, enhanced)
+                    .with_category(class.category);
+                Update::suppress(GLOBAL, address, entry)
+            }
+            Action::Soft => Update::SoftBounce {
+                scope: GLOBAL.to_string(),
+                address: address.to_string(),
+                code: status.code,
+                enhanced,
+                reason: status.text.to_string(),
+                at: unix_now(),
+            },
+        };
+        writer.push(update);
+    }
+
+    /// Whether more suppression updates wait to be written than may be held: new mail waits.
+    pub fn suppression_over_bound(&self) -> bool {
+        self.suppression.as_ref().is_some_and(SuppressionWriter::over_bound)
     }
 
     /// A refused row.
     pub fn rejected(&mut self, refused: &Refused) -> Result<(), SendError> {
         let r = &refused.row;
-        self.summary.record(Outcome::Rejected, None, &refused.domain, None);
         let text = format!("line {}: {}: {}", r.line, r.field, r.reason);
+        let (recipient, domain) = (&refused.recipient, &refused.domain);
+        self.unsent(Outcome::Rejected, "invalid-recipient", recipient, domain, &text, r.line)
+    }
+
+    /// A recipient the suppression list holds: not sent.
+    pub fn suppressed(&mut self, row: &SuppressedRow) -> Result<(), SendError> {
+        let text = format!("suppressed ({}): {}", row.scope, row.reason);
+        self.unsent(
+            Outcome::Suppressed,
+            "suppressed",
+            &row.recipient,
+            &row.domain,
+            &text,
+            row.line,
+        )
+    }
+
+    /// The line of a recipient that was never sent.
+    fn unsent(
+        &mut self,
+        outcome: Outcome,
+        category: &str,
+        recipient: &str,
+        domain: &str,
+        text: &str,
+        line: u64,
+    ) -> Result<(), SendError> {
+        self.summary.record(outcome, None, domain, None);
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &self.summary.campaign,
-            recipient: &refused.recipient,
-            domain: &refused.domain,
+            recipient,
+            domain,
             source_ip: None,
             mx: None,
             site: None,
-            outcome: Outcome::Rejected,
+            outcome,
             code: None,
             enhanced: None,
-            category: "invalid-recipient",
+            category,
             attempt: 1,
             latency_ms: 0,
             message_id: None,
             phase: None,
-            text: &text,
+            text,
             tls: false,
             maybe_duplicate: false,
-            line: r.line,
+            line,
             next_attempt: None,
         };
         self.log.write(&record).map_err(self.io())
