@@ -336,3 +336,36 @@ fn redis_errors_name_the_url_without_its_password() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(!format!("{err:?}").contains("hunter2"));
 }
+
+#[test]
+fn redis_soft_bounce_counting_is_atomic_across_clients() {
+    // Two stores on one server stand for two volley processes counting the same addresses.
+    let server = RedisServer::start();
+    let config = SuppressionConfig {
+        redis: Some(server.url()),
+        ..SuppressionConfig::default()
+    };
+    let stores = [
+        open_store(&config, Path::new("/nonexistent")).unwrap(),
+        open_store(&config, Path::new("/nonexistent")).unwrap(),
+    ];
+    std::thread::scope(|s| {
+        for (n, store) in stores.iter().enumerate() {
+            s.spawn(move || {
+                // Client 0 records two bounces per address, client 1 one: 3 = the limit.
+                for round in 0..(2 - n) {
+                    for i in 0..300 {
+                        let at = T0 + (round * 2 + n) as u64;
+                        store.apply(&[soft(&format!("u{i}@x.test"), at)]).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(stores[0].len(GLOBAL).unwrap(), 300);
+    for i in [0, 150, 299] {
+        let e = stores[1].get(GLOBAL, &format!("u{i}@x.test")).unwrap().unwrap();
+        assert_eq!(e.count, 3);
+        assert_eq!(stores[1].soft(GLOBAL, &format!("u{i}@x.test")).unwrap(), None);
+    }
+}

@@ -85,7 +85,7 @@ pub(crate) fn parse_soft(json: &str) -> Option<SoftRecord> {
     serde_json::from_str(json).ok()
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Entries and records are plain structs of strings and integers: serialisation cannot fail.
     serde_json::to_string(value).unwrap_or_default()
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::{Client, Connection};
 use serde::Serialize;
 
-use super::embedded::{parse_entry, parse_soft};
+use super::embedded::{parse_entry, parse_soft, to_json};
 use super::entry::{normalise, Entry, SoftPolicy, SoftRecord, Update, SOFT_REASON_HEAD, SOFT_SOURCE};
 use super::error::redact_url;
 use super::{SuppressionError, SuppressionStore};
@@ -147,11 +147,6 @@ impl RedisStore {
         self.with_connection("apply", |con| invocation.invoke::<i64>(con))
             .map(drop)
     }
-}
-
-fn to_json<T: Serialize>(value: &T) -> String {
-    // Plain structs of strings and integers: serialisation cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 impl SuppressionStore for RedisStore {

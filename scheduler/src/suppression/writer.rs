@@ -139,7 +139,9 @@ impl SuppressionWriter {
         self.counters.written.load(Ordering::Relaxed)
     }
 
-    /// Flushes for at most `deadline`, then spills what is left to the spill file.
+    /// Flushes for at most `deadline`, then spills what is left to the spill file. A store call
+    /// already under way when the deadline passes is finished first (for Redis at most the
+    /// 2 s connect plus 10 s reply timeouts).
     pub fn close(mut self, deadline: Duration) -> CloseReport {
         self.shutdown(deadline)
     }
