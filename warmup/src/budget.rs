@@ -193,19 +193,24 @@ impl Budgets {
             }
         }
         let factor = pair.backoff.factor_at(now, rules);
+        // Curve caps are smoothed with a minute's burst; a warm IP's own rate (only used while
+        // backoff slows the pair) with a second's, like its per-IP limiter.
         let base = match pair.caps {
-            Some(caps) => Some(hourly_rate(caps.hourly)),
-            None if factor < 1.0 => warm_rates.get(&ip).copied(),
+            Some(caps) => Some((hourly_rate(caps.hourly), Burst::Minute)),
+            None if factor < 1.0 => warm_rates.get(&ip).map(|r| (*r, Burst::Second)),
             None => None,
         };
-        match base.map(|b| b.scaled(factor)) {
+        match base.map(|(rate, burst)| (rate.scaled(factor), burst)) {
             None => pair.smoothing = None,
-            Some(rate) => {
+            Some((rate, burst)) => {
                 let smoothing = match pair.smoothing.take() {
                     Some(s) if s.rate == rate => s,
                     _ => Smoothing {
                         rate,
-                        limiter: SendLimiter::with_burst(rate, smoothing_burst(rate), clock.clone()),
+                        limiter: match burst {
+                            Burst::Minute => SendLimiter::with_burst(rate, minute_burst(rate), clock.clone()),
+                            Burst::Second => SendLimiter::with_clock(rate, clock.clone()),
+                        },
                     },
                 };
                 let allowed = smoothing.limiter.try_acquire();
@@ -216,8 +221,10 @@ impl Budgets {
                     } else {
                         WaitReason::Rate
                     };
+                    // The limiters' clock never goes back: a `now` older than the latest seen
+                    // waits from the latest.
                     return Err(Wait {
-                        until: now + wait,
+                        until: clock.now_system() + wait,
                         reason,
                     });
                 }
@@ -354,9 +361,15 @@ fn hourly_rate(hourly: u64) -> Rate {
     Rate::per_hour(count)
 }
 
+#[derive(Clone, Copy)]
+enum Burst {
+    Minute,
+    Second,
+}
+
 /// A minute's worth of the rate (at least 1): an idle pair may send a small lump, never the
 /// hour's budget at once.
-fn smoothing_burst(rate: Rate) -> NonZeroU32 {
+fn minute_burst(rate: Rate) -> NonZeroU32 {
     let per_minute = (rate.per_second() * 60.0).floor();
     NonZeroU32::new(per_minute.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN)
 }
