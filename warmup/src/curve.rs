@@ -53,7 +53,7 @@ pub enum CurveError {
         /// The file.
         path: PathBuf,
         /// Where in the file: day, provider, field and value.
-        at: Place,
+        at: Box<Place>,
         /// The rule broken.
         reason: String,
     },
@@ -123,7 +123,7 @@ impl Curve {
         })?;
         let invalid = |at: Place, reason: &str| CurveError::Invalid {
             path: path.to_path_buf(),
-            at,
+            at: Box::new(at),
             reason: reason.to_string(),
         };
         let top = |field: &str, value: String| Place {
@@ -251,11 +251,11 @@ impl Curve {
             None => Ok(()),
             Some(missing) => Err(CurveError::Invalid {
                 path: path.to_path_buf(),
-                at: Place {
+                at: Box::new(Place {
                     day: Some(1),
                     provider: Some(missing.clone()),
                     ..Place::default()
-                },
+                }),
                 reason: "a configured provider group has no caps in this curve".into(),
             }),
         }
@@ -340,11 +340,11 @@ impl CurveSet {
             if curve.name != name {
                 return Err(CurveError::Invalid {
                     path,
-                    at: Place {
+                    at: Box::new(Place {
                         field: Some("name".into()),
                         value: Some(format!("{:?}", curve.name)),
                         ..Place::default()
-                    },
+                    }),
                     reason: format!("the curve's name must match its file name ({name:?})"),
                 });
             }

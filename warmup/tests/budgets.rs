@@ -186,11 +186,11 @@ fn a_tss04_reply_slows_only_that_pair_and_recovers_after_a_quiet_period() {
     assert_eq!(b.usage(c, "yahoo", t).factor, 1.0, "other IPs are unaffected");
     // Yahoo day 1: 14 per hour, one per 257 s; slowed to 7 per hour, one per 514 s.
     assert_eq!(b.try_take(a, "yahoo", t), Ok(()));
-    let slowed = b.try_take(a, "yahoo", t).err().expect("limited");
+    let slowed = b.try_take(a, "yahoo", t).expect_err("limited");
     assert_eq!(slowed.reason, WaitReason::Backoff);
     assert_eq!(slowed.until.duration_since(t).map(|d| d.as_secs()).ok(), Some(3600 / 7));
     assert_eq!(b.try_take(c, "yahoo", t), Ok(()));
-    let normal = b.try_take(c, "yahoo", t).err().expect("limited");
+    let normal = b.try_take(c, "yahoo", t).expect_err("limited");
     assert_eq!(normal.reason, WaitReason::Rate);
     assert_eq!(
         normal.until.duration_since(t).map(|d| d.as_secs()).ok(),
