@@ -38,6 +38,12 @@ impl<C: Clock + Clone> SendLimiter<C> {
     /// A limiter on a given clock (tests use governor's fake clock).
     pub fn with_clock(rate: Rate, clock: C) -> SendLimiter<C> {
         let burst = NonZeroU32::new(rate.per_second().floor().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+        SendLimiter::with_burst(rate, burst, clock)
+    }
+
+    /// A limiter on a given clock that lets `burst` messages through at once after an idle
+    /// period, then one per [`Rate::interval`].
+    pub fn with_burst(rate: Rate, burst: NonZeroU32, clock: C) -> SendLimiter<C> {
         let quota = Quota::with_period(rate.interval().max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);

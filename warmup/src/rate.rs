@@ -45,6 +45,15 @@ impl Rate {
         })
     }
 
+    /// `count` messages per hour.
+    pub fn per_hour(count: NonZeroU32) -> Rate {
+        Rate {
+            count,
+            per: Duration::from_secs(3600),
+            unit: 'h',
+        }
+    }
+
     /// Messages per period.
     pub fn count(&self) -> NonZeroU32 {
         self.count
@@ -58,6 +67,17 @@ impl Rate {
     /// The steady-state interval between two messages.
     pub fn interval(&self) -> Duration {
         self.per / self.count.get()
+    }
+
+    /// This rate multiplied by `factor` (over the same period), at least 1 per period.
+    pub fn scaled(&self, factor: f64) -> Rate {
+        let count = (f64::from(self.count.get()) * factor)
+            .round()
+            .clamp(1.0, f64::from(u32::MAX)) as u32;
+        Rate {
+            count: NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN),
+            ..*self
+        }
     }
 
     /// Messages per second, as a float (for reports and planning).

@@ -1,0 +1,90 @@
+//! The `[warmup]` section of volley.toml. Per source IP, the warm-up settings sit next to the
+//! IP (see [`crate::ipstate::IpWarmup`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::provider::ProviderGroup;
+
+/// Warm-up and traffic-shaping settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Where curve files (`<name>.toml`) are, relative to the config file (the caller resolves
+    /// it). Default `config/warmup`.
+    #[serde(default = "default_curves_dir")]
+    pub curves_dir: PathBuf,
+    /// Provider groups recognised from MX host names, in matching order; replaces the defaults
+    /// (gmail, microsoft, yahoo; anything else is `other`).
+    #[serde(default)]
+    pub providers: Option<Vec<ProviderGroup>>,
+    /// A backoff rules file replacing the shipped rules.
+    #[serde(default)]
+    pub backoff: Option<PathBuf>,
+    /// Where daily and hourly counters live.
+    #[serde(default)]
+    pub counters: CounterBackend,
+    /// How often the embedded store writes its file at most (it also writes at shutdown).
+    #[serde(default = "default_flush_every", with = "humantime_serde")]
+    pub flush_every: Duration,
+}
+
+/// Where counters live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterBackend {
+    /// A file in the state directory (single node).
+    #[default]
+    Embedded,
+}
+
+fn default_curves_dir() -> PathBuf {
+    PathBuf::from("config/warmup")
+}
+
+fn default_flush_every() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for WarmupConfig {
+    fn default() -> WarmupConfig {
+        WarmupConfig {
+            curves_dir: default_curves_dir(),
+            providers: None,
+            backoff: None,
+            counters: CounterBackend::default(),
+            flush_every: default_flush_every(),
+        }
+    }
+}
+
+impl WarmupConfig {
+    /// The provider groups in effect.
+    pub fn provider_config(&self) -> crate::provider::ProviderConfig {
+        self.providers
+            .clone()
+            .map(crate::provider::ProviderConfig)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides_parse() {
+        assert_eq!(toml::from_str::<WarmupConfig>(""), Ok(WarmupConfig::default()));
+        let c: WarmupConfig = toml::from_str(
+            "curves_dir = \"curves\"\nbackoff = \"b.toml\"\ncounters = \"embedded\"\nflush_every = \"1s\"\n\
+             [[providers]]\nname = \"corp\"\nmx_suffixes = [\"corp.example\"]",
+        )
+        .expect("config");
+        assert_eq!(c.curves_dir, PathBuf::from("curves"));
+        assert_eq!(c.provider_config().0[0].name, "corp");
+        assert!(toml::from_str::<WarmupConfig>("curve_dir = \"x\"").is_err());
+        assert!(toml::from_str::<WarmupConfig>("counters = \"redis\"").is_err());
+    }
+}
