@@ -5,6 +5,8 @@
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
 //! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
 //! - `report.rs` — the human-readable end-of-run report.
+//! - `suppress.rs` — `volley suppress`: the suppression list by hand (add, remove, check,
+//!   import, export).
 
 use std::process::ExitCode;
 
@@ -13,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod report;
 mod send;
+mod suppress;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,6 +34,8 @@ enum Command {
     Send(send::SendArgs),
     /// Run the whole pipeline on loopback against an in-process sink (no Redis, no DNS).
     Demo(demo::DemoArgs),
+    /// Manage the suppression list: add, remove, check, import, export.
+    Suppress(suppress::SuppressArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     Sink(volley_bench::SinkArgs),
 }
@@ -56,8 +61,18 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sink(args) => run_sink(args).await,
+            // Blocking store calls: off the runtime's worker threads.
+            Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley suppress stopped: {e}")),
+            },
         }
     });
+    exit_code(result)
+}
+
+/// 0 when the command succeeded, 1 when it ran but its check failed, 2 on an error.
+fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -192,3 +192,68 @@ fn sink_loads_the_shipped_provider_replies() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("sometimes"), "{t}");
 }
+
+#[test]
+fn suppress_add_check_import_export_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.volley.test\"\n",
+    );
+    let cfg = config.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        volley()
+            .arg("suppress")
+            .args(args)
+            .args(["--config", cfg])
+            .output()
+            .expect("volley suppress")
+    };
+    let o = run(&["add", "A@Example.test", "b@example.test", "--reason", "complaint"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = run(&["check", "a@example.test", "c@example.test"]);
+    assert_eq!(o.status.code(), Some(1), "a suppressed address was found: {}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines[0]["suppressed"], true);
+    assert_eq!(lines[0]["entry"]["reason"], "complaint");
+    assert_eq!(lines[1]["suppressed"], false);
+
+    // A list scope: only checks that name the list see it.
+    let csv = write(
+        dir.path(),
+        "unsubs.csv",
+        "email,reason\nc@example.test,unsubscribed\nnot-an-address,x\n",
+    );
+    let o = run(&["import", csv.to_str().expect("path"), "--list", "news"]);
+    assert_eq!(o.status.code(), Some(1), "a row was refused: {}", text(&o));
+    assert!(
+        text(&o).contains("unsubs.csv:3") && text(&o).contains("imported 1"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(run(&["check", "c@example.test"]).status.code(), Some(0));
+    assert_eq!(
+        run(&["check", "c@example.test", "--list", "news"]).status.code(),
+        Some(1)
+    );
+
+    let out = dir.path().join("export.csv");
+    let o = run(&["export", "--out", out.to_str().expect("path")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exported = std::fs::read_to_string(&out).expect("export");
+    assert!(exported.starts_with("address,scope,reason"), "{exported}");
+    assert_eq!(exported.lines().count(), 3, "header + a + b: {exported}");
+
+    let o = run(&["remove", "a@example.test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(run(&["check", "a@example.test"]).status.code(), Some(0));
+
+    let o = run(&["add", "no-at-sign"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no-at-sign"), "{}", text(&o));
+}

@@ -55,7 +55,7 @@ pub use checker::{Checker, Stopped};
 pub use config::{OnUnavailable, SuppressionConfig};
 pub use csv::{export_csv, import_csv, import_csv_reader, ImportOptions, ImportReport, InvalidRow};
 pub use embedded::EmbeddedStore;
-pub use entry::{normalise, unix_now, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
+pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
 pub use error::{redact_url, SuppressionError};
 pub use writer::{CloseReport, SuppressionWriter, SPILL_FILE};
 

@@ -187,7 +187,7 @@ impl Loader<'_> {
             None => crate::config::DEFAULT_POOL.to_owned(),
         };
         let suppression_list = match &f.suppression_list {
-            Some(v) if !is_scope_name(v.get_ref()) => {
+            Some(v) if v.get_ref() == crate::suppression::GLOBAL || !crate::suppression::valid_scope(v.get_ref()) => {
                 return Err(self.invalid(
                     "suppression_list",
                     v,
@@ -376,14 +376,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
         before.matches('\n').count() + 1,
         before[line_start..].chars().count() + 1,
     )
-}
-
-/// A suppression scope name: 1-64 of letters, digits, `.`, `_`, `-`; `global` is implied.
-pub(crate) fn is_scope_name(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s != "global"
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -257,6 +257,14 @@ pub fn normalise(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
+/// Whether `name` can name a scope: 1-64 letters, digits, `.`, `_` or `-`.
+pub fn valid_scope(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Now, in unix seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
