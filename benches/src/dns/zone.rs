@@ -147,18 +147,23 @@ impl BenchZone {
 
     /// The origin as a fully-qualified name.
     pub(crate) fn origin_name(&self) -> Result<Name, DnsError> {
-        let text = self.origin.trim_end_matches('.');
-        let invalid = |reason: String| DnsError::InvalidName {
-            name: self.origin.clone(),
-            reason,
-        };
-        if text.is_empty() {
-            return Err(invalid("the origin must not be the root".into()));
-        }
-        let mut name = Name::from_ascii(text).map_err(|e| invalid(e.to_string()))?;
-        name.set_fqdn(true);
-        Ok(name)
+        origin_fqdn(&self.origin)
     }
+}
+
+/// `text` (with or without the trailing dot) as a fully-qualified name; not the root.
+pub(crate) fn origin_fqdn(text: &str) -> Result<Name, DnsError> {
+    let invalid = |reason: String| DnsError::InvalidName {
+        name: text.to_owned(),
+        reason,
+    };
+    let trimmed = text.trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err(invalid("the origin must not be the root".into()));
+    }
+    let mut name = Name::from_ascii(trimmed).map_err(|e| invalid(e.to_string()))?;
+    name.set_fqdn(true);
+    Ok(name)
 }
 
 /// `label.parent`.
