@@ -45,7 +45,10 @@ fn signers(algorithm: KeyAlgorithm, dir: &std::path::Path) -> Arc<DkimSigners> {
 }
 
 fn algorithms() -> [(&'static str, KeyAlgorithm); 2] {
-    [("rsa2048", KeyAlgorithm::Rsa { bits: 2048 }), ("ed25519", KeyAlgorithm::Ed25519)]
+    [
+        ("rsa2048", KeyAlgorithm::Rsa { bits: 2048 }),
+        ("ed25519", KeyAlgorithm::Ed25519),
+    ]
 }
 
 fn single_thread(c: &mut Criterion) {

@@ -206,7 +206,11 @@ mod tests {
     #[test]
     fn refuses_unknown_fields_algorithms_and_canonicalizations() {
         let base = "domain = \"a.test\"\nselector = \"s\"\nkey = \"k\"\n";
-        for extra in ["colour = 1", "algorithm = \"rsa-sha1\"", "canonicalization = \"loose/simple\""] {
+        for extra in [
+            "colour = 1",
+            "algorithm = \"rsa-sha1\"",
+            "canonicalization = \"loose/simple\"",
+        ] {
             let text = format!("{base}{extra}");
             assert!(toml::from_str::<DkimKeyConfig>(&text).is_err(), "{extra} accepted");
         }

@@ -120,9 +120,11 @@ fn pkcs8_algorithm(owner: &KeyOwner<'_>, der: &[u8]) -> Result<DkimAlgorithm, Dk
 /// An RSA key of an accepted size, and its SubjectPublicKeyInfo DER.
 fn rsa_key(owner: &KeyOwner<'_>, der: PrivateKeyDer<'_>) -> Result<(DkimKey, Vec<u8>), DkimError> {
     let pkcs1 = match &der {
-        PrivateKeyDer::Pkcs8(pkcs8) => rsa::pkcs8::PrivateKeyInfo::from_der(pkcs8.secret_pkcs8_der())
-            .map_err(|e| owner.bad_key(e))?
-            .private_key,
+        PrivateKeyDer::Pkcs8(pkcs8) => {
+            rsa::pkcs8::PrivateKeyInfo::from_der(pkcs8.secret_pkcs8_der())
+                .map_err(|e| owner.bad_key(e))?
+                .private_key
+        }
         other => other.secret_der(),
     };
     let fields = rsa::pkcs1::RsaPrivateKey::from_der(pkcs1).map_err(|e| owner.bad_key(e))?;

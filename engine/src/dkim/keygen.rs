@@ -107,7 +107,11 @@ pub fn generate(algorithm: KeyAlgorithm, domain: &str, selector: &str) -> Result
         KeyAlgorithm::Ed25519 => {
             let pkcs8 = Ed25519Key::generate_pkcs8().map_err(|e| fail(e.to_string()))?;
             let key = Ed25519Key::from_pkcs8_der(&pkcs8).map_err(|e| fail(e.to_string()))?;
-            (pem_encode("PRIVATE KEY", &pkcs8), DkimAlgorithm::Ed25519Sha256, key.public_key())
+            (
+                pem_encode("PRIVATE KEY", &pkcs8),
+                DkimAlgorithm::Ed25519Sha256,
+                key.public_key(),
+            )
         }
     };
     let public_key = DkimPublicKey {

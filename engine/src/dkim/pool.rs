@@ -77,7 +77,10 @@ impl<T: Send + 'static> SignPool<T> {
                     .spawn(move || work(&rx, &signers, &*done))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(SignPool { queue: Some(tx), workers })
+        Ok(SignPool {
+            queue: Some(tx),
+            workers,
+        })
     }
 
     /// Queues `message` (From domain `from_domain`) for signing, blocking while the queue is full.
@@ -114,7 +117,12 @@ impl<T: Send + 'static> SignPool<T> {
     /// submitted message has had its `done` call when this returns.
     pub fn close(mut self) -> Result<(), WorkersPanicked> {
         drop(self.queue.take());
-        let panicked = self.workers.drain(..).map(JoinHandle::join).filter(Result::is_err).count();
+        let panicked = self
+            .workers
+            .drain(..)
+            .map(JoinHandle::join)
+            .filter(Result::is_err)
+            .count();
         if panicked == 0 {
             Ok(())
         } else {

@@ -44,8 +44,11 @@ impl ResolverCache<Box<str>, Txt> for OneRecord {
 
 /// A verifier with no name servers: the self-check never leaves the process.
 pub(crate) fn offline_authenticator() -> Result<MessageAuthenticator, String> {
-    MessageAuthenticator::new(ResolverConfig::from_parts(None, vec![], vec![]), ResolverOpts::default())
-        .map_err(|e| format!("cannot build the verifier: {e}"))
+    MessageAuthenticator::new(
+        ResolverConfig::from_parts(None, vec![], vec![]),
+        ResolverOpts::default(),
+    )
+    .map_err(|e| format!("cannot build the verifier: {e}"))
 }
 
 /// A small message From `domain`, for the round trip.

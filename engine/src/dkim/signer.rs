@@ -70,17 +70,18 @@ impl DkimSigners {
         let mut authenticator = None;
         for config in configs {
             let signer = load_one(config, &mut warnings)?;
-            let verifier = match &mut authenticator {
-                Some(verifier) => verifier,
-                None => authenticator.insert(selfcheck::offline_authenticator().map_err(|reason| {
-                    DkimError::SelfCheck {
-                        domain: signer.public.domain.clone(),
-                        selector: signer.public.selector.clone(),
-                        path: signer.path.clone(),
-                        reason,
-                    }
-                })?),
-            };
+            let verifier =
+                match &mut authenticator {
+                    Some(verifier) => verifier,
+                    None => authenticator.insert(selfcheck::offline_authenticator().map_err(|reason| {
+                        DkimError::SelfCheck {
+                            domain: signer.public.domain.clone(),
+                            selector: signer.public.selector.clone(),
+                            path: signer.path.clone(),
+                            reason,
+                        }
+                    })?),
+                };
             self_check(&signer, verifier)?;
             signers
                 .by_domain
@@ -165,7 +166,10 @@ fn load_one(config: &DkimKeyConfig, warnings: &mut Vec<String>) -> Result<KeySig
         return Err(invalid("domain", "expected a domain name such as example.com"));
     }
     if selector.is_empty() || selector.bytes().any(|b| b.is_ascii_whitespace() || b == b';') {
-        return Err(invalid("selector", "expected a selector such as s2025 (no spaces or `;`)"));
+        return Err(invalid(
+            "selector",
+            "expected a selector such as s2025 (no spaces or `;`)",
+        ));
     }
     let headers: Vec<String> = match &config.headers {
         Some(headers) => {
@@ -217,7 +221,9 @@ fn self_check(signer: &KeySigner, verifier: &mail_auth::MessageAuthenticator) ->
     };
     let message = selfcheck::test_message(&signer.public.domain);
     let mut signed = Vec::with_capacity(SIGNATURE_CAPACITY + message.len());
-    signer.sign_into(&message, &mut signed).map_err(|e| fail(e.to_string()))?;
+    signer
+        .sign_into(&message, &mut signed)
+        .map_err(|e| fail(e.to_string()))?;
     signed.extend_from_slice(&message);
     selfcheck::verify_offline(verifier, &signer.public, &signed).map_err(fail)
 }

@@ -42,8 +42,14 @@ fn garbage_is_not_pem() {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [
         ("garbage.pem", "this is not a key\n"),
-        ("cert.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
-        ("bad64.pem", "-----BEGIN PRIVATE KEY-----\n!!!notbase64!!!\n-----END PRIVATE KEY-----\n"),
+        (
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ),
+        (
+            "bad64.pem",
+            "-----BEGIN PRIVATE KEY-----\n!!!notbase64!!!\n-----END PRIVATE KEY-----\n",
+        ),
     ] {
         let path = key_file(dir.path(), name, text, 0o600);
         let err = load_err(FIELDS, &path);
@@ -72,7 +78,10 @@ fn small_rsa_keys_are_refused() {
     for bits in [512, 1024] {
         let path = key_file(dir.path(), &format!("rsa{bits}.pem"), &rsa_pem(bits), 0o600);
         let err = load_err(FIELDS, &path);
-        assert!(matches!(err, DkimError::RsaKeySize { bits: b, .. } if b == bits), "{err}");
+        assert!(
+            matches!(err, DkimError::RsaKeySize { bits: b, .. } if b == bits),
+            "{err}"
+        );
         assert_names_key(&err, &path);
         assert!(err.to_string().contains(&format!("{bits}-bit")), "{err}");
     }
@@ -84,7 +93,14 @@ fn declared_algorithm_must_match_the_key() {
     let rsa = key_file(dir.path(), "rsa.pem", &rsa_key().private_pem, 0o600);
     let err = load_err(&format!("{FIELDS}\nalgorithm = \"ed25519-sha256\""), &rsa);
     assert!(
-        matches!(err, DkimError::WrongAlgorithm { declared: "ed25519-sha256", found: "rsa-sha256", .. }),
+        matches!(
+            err,
+            DkimError::WrongAlgorithm {
+                declared: "ed25519-sha256",
+                found: "rsa-sha256",
+                ..
+            }
+        ),
         "{err}"
     );
     assert_names_key(&err, &rsa);
@@ -113,10 +129,16 @@ fn config_mistakes_are_refused_before_the_key_is_read() {
         (format!("{FIELDS}\nheaders = [\"Subject\", \"To\"]"), "headers"),
         (format!("{FIELDS}\nheaders = [\"From\", \"Bad Name\"]"), "headers"),
         ("domain = \"\"\nselector = \"s1\"".to_owned(), "domain"),
-        ("domain = \"news.volley.test\"\nselector = \"a;b\"".to_owned(), "selector"),
+        (
+            "domain = \"news.volley.test\"\nselector = \"a;b\"".to_owned(),
+            "selector",
+        ),
     ] {
         let err = load_err(&fields, &path);
-        assert!(matches!(err, DkimError::Config { field: f, .. } if f == field), "{fields}: {err}");
+        assert!(
+            matches!(err, DkimError::Config { field: f, .. } if f == field),
+            "{fields}: {err}"
+        );
     }
 }
 
@@ -130,7 +152,9 @@ async fn pkcs1_rsa_and_openssl_style_ed25519_pem_load_and_verify() {
     let rsa_path = key_file(dir.path(), "pkcs1.pem", &pkcs1, 0o600);
     // PKCS#8 v1 Ed25519 (no public key inside), as `openssl genpkey -algorithm ed25519` writes.
     let seed = [7u8; 32];
-    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    ];
     der.extend_from_slice(&seed);
     let pem = format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
@@ -165,12 +189,18 @@ async fn keygen_keys_sign_and_verify_with_the_printed_record() {
     let rsa = generate(KeyAlgorithm::Rsa { bits: 2048 }, domain, "gen-rsa").unwrap();
     let ed = generate(KeyAlgorithm::Ed25519, domain, "gen-ed").unwrap();
     assert_eq!(rsa.dns_name, "gen-rsa._domainkey.fresh.volley.test");
-    assert!(rsa.txt_record.starts_with("v=DKIM1; k=rsa; p=MII"), "{}", rsa.txt_record);
+    assert!(
+        rsa.txt_record.starts_with("v=DKIM1; k=rsa; p=MII"),
+        "{}",
+        rsa.txt_record
+    );
     // A 2048-bit SPKI is ~392 base64 characters: the record needs two TXT strings.
     assert_eq!(rsa.txt_strings.len(), 2);
     assert!(rsa.txt_strings.iter().all(|s| s.len() <= 255));
     assert_eq!(rsa.txt_strings.concat(), rsa.txt_record);
-    assert!(rsa.zone_file_line().starts_with("gen-rsa._domainkey.fresh.volley.test. IN TXT ( \"v=DKIM1; k=rsa; p="));
+    assert!(rsa
+        .zone_file_line()
+        .starts_with("gen-rsa._domainkey.fresh.volley.test. IN TXT ( \"v=DKIM1; k=rsa; p="));
 
     let mut configs = Vec::new();
     for (key, selector) in [(&rsa, "gen-rsa"), (&ed, "gen-ed")] {
@@ -178,14 +208,18 @@ async fn keygen_keys_sign_and_verify_with_the_printed_record() {
         key.write_private_key(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(key.write_private_key(&path).is_err(), "no overwrite");
-        configs.push(config(&format!("domain = \"{domain}\"\nselector = \"{selector}\""), &path));
+        configs.push(config(
+            &format!("domain = \"{domain}\"\nselector = \"{selector}\""),
+            &path,
+        ));
     }
     let (signers, warnings) = DkimSigners::load(&configs).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // Publish exactly what keygen printed, not what the signers derive.
     let mut zone = volley_bench::dns::TxtZone::new(super::ORIGIN);
-    zone.add(&rsa.dns_name, &rsa.txt_record).add(&ed.dns_name, &ed.txt_record);
+    zone.add(&rsa.dns_name, &rsa.txt_record)
+        .add(&ed.dns_name, &ed.txt_record);
     let server = volley_bench::dns::BenchDns::start_txt("127.0.0.1:0".parse().unwrap(), &zone)
         .await
         .unwrap();

@@ -92,7 +92,12 @@ impl Dns {
     /// Asserts `signed` carries `signatures` DKIM signatures and all of them pass.
     pub async fn assert_passes(&self, signed: &[u8], signatures: usize) {
         let results = self.verify(signed).await;
-        assert_eq!(results.len(), signatures, "{results:?}\n{}", String::from_utf8_lossy(signed));
+        assert_eq!(
+            results.len(),
+            signatures,
+            "{results:?}\n{}",
+            String::from_utf8_lossy(signed)
+        );
         assert!(
             results.iter().all(|r| *r == DkimResult::Pass),
             "{results:?}\n{}",
@@ -109,7 +114,11 @@ pub fn verifier_for(dns: SocketAddr) -> MessageAuthenticator {
     let mut tcp = ConnectionConfig::tcp();
     tcp.port = dns.port();
     let server = NameServerConfig::new(IpAddr::from(Ipv4Addr::LOCALHOST), true, vec![udp, tcp]);
-    MessageAuthenticator::new(ResolverConfig::from_parts(None, vec![], vec![server]), ResolverOpts::default()).unwrap()
+    MessageAuthenticator::new(
+        ResolverConfig::from_parts(None, vec![], vec![server]),
+        ResolverOpts::default(),
+    )
+    .unwrap()
 }
 
 /// A message From `user@domain` with `extra` header lines (CRLF-terminated) and `body`.

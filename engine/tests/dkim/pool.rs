@@ -86,7 +86,8 @@ fn close_drains_the_queue_and_submit_blocks_when_it_is_full() {
     .unwrap();
     for id in 0..5 {
         // The worker holds one, the queue takes four.
-        pool.submit(id, Arc::from(DOMAIN), message(DOMAIN, "", "x\r\n")).unwrap();
+        pool.submit(id, Arc::from(DOMAIN), message(DOMAIN, "", "x\r\n"))
+            .unwrap();
     }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(pool.queued(), 4);
