@@ -10,12 +10,11 @@
 //! # dns.shutdown().await; Ok(()) }
 //! ```
 
-use hickory_server::authority::ZoneType;
 use hickory_server::proto::rr::rdata::{SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
 
-use super::zone::origin_fqdn;
+use super::zone::{authority_of, origin_fqdn};
 use super::{DnsError, TTL};
 
 /// Longest character-string in a TXT record (RFC 1035 §3.3); longer texts are split.
@@ -50,7 +49,6 @@ impl TxtZone {
     /// The zone as a hickory authority: an SOA plus the TXT records.
     pub fn authority(&self) -> Result<InMemoryAuthority, DnsError> {
         let origin = self.origin_name()?;
-        let mut authority = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
         let soa = SOA::new(origin.clone(), origin.clone(), 1, TTL as i32, 600, 86_400, TTL);
         let mut records = vec![Record::from_rdata(origin.clone(), TTL, RData::SOA(soa))];
         for (name, text) in &self.records {
@@ -68,13 +66,7 @@ impl TxtZone {
                 .collect();
             records.push(Record::from_rdata(owner, TTL, RData::TXT(TXT::new(strings))));
         }
-        for record in records {
-            let shown = record.to_string();
-            if !authority.upsert_mut(record, 1) {
-                return Err(DnsError::RecordRefused { record: shown });
-            }
-        }
-        Ok(authority)
+        authority_of(origin, records)
     }
 
     /// The origin as a fully-qualified name.

@@ -160,7 +160,7 @@ mod tests {
         assert!(key.txt_record.starts_with("v=DKIM1; k=ed25519; p="));
         assert_eq!(key.public_key.public_key.len(), 32);
         assert!(key.private_pem.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-        assert_eq!(key.txt_strings, [key.txt_record.clone()]);
+        assert_eq!(key.txt_strings, std::slice::from_ref(&key.txt_record));
     }
 
     #[test]
