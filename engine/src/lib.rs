@@ -15,6 +15,8 @@
 //! - [`pool`] — connection pools keyed by (source IP, MX host), workers on demand.
 //! - [`mx`] — MX resolution (RFC 5321 §5.1, RFC 7505 null MX) with a coalescing TTL cache;
 //!   domains with the same MX hosts share an [`mx::MxSite`].
+//! - [`dkim`] — DKIM signing: keys loaded and self-checked at start, a signing thread pool,
+//!   key generation.
 //! - [`tls`], [`stream`] — rustls client context and the plain/TLS stream.
 //! - [`error`], [`outcome`], [`phase`], [`timeouts`], [`route`], [`config`] — the vocabulary.
 //!
@@ -26,6 +28,7 @@
 //! beyond the reply text itself.
 
 pub mod config;
+pub mod dkim;
 pub mod error;
 pub mod mx;
 pub mod outcome;

@@ -19,14 +19,18 @@
 //!
 //! - `dns/zone.rs` — [`BenchZone`]: the naming scheme and the generated records (SOA, two MX per
 //!   domain, one A per MX host; TTL 3600).
+//! - `dns/txt.rs` — [`TxtZone`]: TXT records only (DKIM keys for signing tests), served by
+//!   [`BenchDns::start_txt`].
 //! - `dns/server.rs` — [`BenchDns::start`]: loopback-only UDP + TCP on one port, hickory's
 //!   authoritative catalog; [`BenchDnsHandle`].
 //! - `dns/error.rs` — [`DnsError`].
 
 mod error;
 mod server;
+mod txt;
 mod zone;
 
 pub use error::DnsError;
 pub use server::{BenchDns, BenchDnsHandle};
+pub use txt::TxtZone;
 pub use zone::{BenchZone, DEFAULT_ORIGIN, PRIMARY_PREFERENCE, SECONDARY_PREFERENCE, TTL};

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::authority::Catalog;
-use hickory_server::proto::rr::LowerName;
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::store::in_memory::InMemoryAuthority;
 use hickory_server::ServerFuture;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::{BenchZone, DnsError};
+use super::{BenchZone, DnsError, TxtZone};
 
 /// Idle time after which a TCP client connection is closed.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,31 +34,48 @@ impl BenchDns {
     /// sockets are bound and the zone is loaded; the server runs on the current tokio runtime
     /// until [`BenchDnsHandle::shutdown`] or the handle is dropped.
     pub async fn start(listen: SocketAddr, zone: &BenchZone) -> Result<BenchDnsHandle, DnsError> {
-        if !listen.ip().is_loopback() {
-            return Err(DnsError::NotLoopback { addr: listen });
-        }
-        let authority = zone.authority()?;
-        let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::new(&zone.origin_name()?), vec![Arc::new(authority)]);
-
-        let sockets = bind(listen)?;
-        let addr = sockets.tcp.local_addr().map_err(|source| DnsError::Bind {
-            addr: listen,
-            protocol: "tcp",
-            source,
-        })?;
-        let mut server = ServerFuture::new(catalog);
-        for udp in sockets.udp {
-            server.register_socket(udp);
-        }
-        server.register_listener(sockets.tcp, TCP_TIMEOUT);
-        Ok(BenchDnsHandle {
-            addr,
-            domains: zone.domains,
-            sites: zone.sites,
-            server,
-        })
+        serve(listen, zone.origin_name()?, zone.authority()?, zone.domains, zone.sites)
     }
+
+    /// Serves the TXT records of `zone` on `listen` (loopback only), like [`BenchDns::start`].
+    /// The handle reports 0 domains and 0 sites.
+    pub async fn start_txt(listen: SocketAddr, zone: &TxtZone) -> Result<BenchDnsHandle, DnsError> {
+        serve(listen, zone.origin_name()?, zone.authority()?, 0, 0)
+    }
+}
+
+/// Binds `listen` (loopback only) and serves `authority` as the zone `origin` on the current
+/// tokio runtime.
+fn serve(
+    listen: SocketAddr,
+    origin: Name,
+    authority: InMemoryAuthority,
+    domains: usize,
+    sites: usize,
+) -> Result<BenchDnsHandle, DnsError> {
+    if !listen.ip().is_loopback() {
+        return Err(DnsError::NotLoopback { addr: listen });
+    }
+    let mut catalog = Catalog::new();
+    catalog.upsert(LowerName::new(&origin), vec![Arc::new(authority)]);
+
+    let sockets = bind(listen)?;
+    let addr = sockets.tcp.local_addr().map_err(|source| DnsError::Bind {
+        addr: listen,
+        protocol: "tcp",
+        source,
+    })?;
+    let mut server = ServerFuture::new(catalog);
+    for udp in sockets.udp {
+        server.register_socket(udp);
+    }
+    server.register_listener(sockets.tcp, TCP_TIMEOUT);
+    Ok(BenchDnsHandle {
+        addr,
+        domains,
+        sites,
+        server,
+    })
 }
 
 /// A running bench DNS server.

@@ -134,31 +134,40 @@ impl BenchZone {
 
     /// The zone as a hickory authority, ready for a catalog.
     pub fn authority(&self) -> Result<InMemoryAuthority, DnsError> {
-        let records = self.records()?;
-        let mut authority = InMemoryAuthority::empty(self.origin_name()?, ZoneType::Primary, false);
-        for record in records {
-            let shown = record.to_string();
-            if !authority.upsert_mut(record, 1) {
-                return Err(DnsError::RecordRefused { record: shown });
-            }
-        }
-        Ok(authority)
+        authority_of(self.origin_name()?, self.records()?)
     }
 
     /// The origin as a fully-qualified name.
     pub(crate) fn origin_name(&self) -> Result<Name, DnsError> {
-        let text = self.origin.trim_end_matches('.');
-        let invalid = |reason: String| DnsError::InvalidName {
-            name: self.origin.clone(),
-            reason,
-        };
-        if text.is_empty() {
-            return Err(invalid("the origin must not be the root".into()));
-        }
-        let mut name = Name::from_ascii(text).map_err(|e| invalid(e.to_string()))?;
-        name.set_fqdn(true);
-        Ok(name)
+        origin_fqdn(&self.origin)
     }
+}
+
+/// A primary-zone authority for `origin` holding `records`.
+pub(crate) fn authority_of(origin: Name, records: Vec<Record>) -> Result<InMemoryAuthority, DnsError> {
+    let mut authority = InMemoryAuthority::empty(origin, ZoneType::Primary, false);
+    for record in records {
+        let shown = record.to_string();
+        if !authority.upsert_mut(record, 1) {
+            return Err(DnsError::RecordRefused { record: shown });
+        }
+    }
+    Ok(authority)
+}
+
+/// `text` (with or without the trailing dot) as a fully-qualified name; not the root.
+pub(crate) fn origin_fqdn(text: &str) -> Result<Name, DnsError> {
+    let invalid = |reason: String| DnsError::InvalidName {
+        name: text.to_owned(),
+        reason,
+    };
+    let trimmed = text.trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err(invalid("the origin must not be the root".into()));
+    }
+    let mut name = Name::from_ascii(trimmed).map_err(|e| invalid(e.to_string()))?;
+    name.set_fqdn(true);
+    Ok(name)
 }
 
 /// `label.parent`.

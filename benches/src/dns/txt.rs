@@ -1,0 +1,97 @@
+//! [`TxtZone`]: a zone of TXT records only — DKIM keys (`<selector>._domainkey.<domain>`),
+//! SPF or DMARC policies — for tests that verify what a real resolver reads over the wire.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), volley_bench::dns::DnsError> {
+//! use volley_bench::dns::{BenchDns, TxtZone};
+//! let mut zone = TxtZone::new("example.test");
+//! zone.add("s1._domainkey.example.test", "v=DKIM1; k=ed25519; p=...");
+//! let dns = BenchDns::start_txt("127.0.0.1:0".parse().unwrap(), &zone).await?;
+//! # dns.shutdown().await; Ok(()) }
+//! ```
+
+use hickory_server::proto::rr::rdata::{SOA, TXT};
+use hickory_server::proto::rr::{Name, RData, Record};
+use hickory_server::store::in_memory::InMemoryAuthority;
+
+use super::zone::{authority_of, origin_fqdn};
+use super::{DnsError, TTL};
+
+/// Longest character-string in a TXT record (RFC 1035 §3.3); longer texts are split.
+const TXT_STRING_MAX: usize = 255;
+
+/// TXT records under one origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxtZone {
+    /// The zone's origin, without the trailing dot.
+    pub origin: String,
+    /// `(owner name, text)`; owner names are absolute (no trailing dot needed) and under `origin`.
+    /// One owner may have several records.
+    pub records: Vec<(String, String)>,
+}
+
+impl TxtZone {
+    /// An empty zone for `origin`.
+    pub fn new(origin: impl Into<String>) -> TxtZone {
+        TxtZone {
+            origin: origin.into(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Adds a TXT record `text` at `name`; texts over 255 bytes are served as several
+    /// character-strings of one record, which resolvers concatenate.
+    pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> &mut TxtZone {
+        self.records.push((name.into(), text.into()));
+        self
+    }
+
+    /// The zone as a hickory authority: an SOA plus the TXT records.
+    pub fn authority(&self) -> Result<InMemoryAuthority, DnsError> {
+        let origin = self.origin_name()?;
+        let soa = SOA::new(origin.clone(), origin.clone(), 1, TTL as i32, 600, 86_400, TTL);
+        let mut records = vec![Record::from_rdata(origin.clone(), TTL, RData::SOA(soa))];
+        for (name, text) in &self.records {
+            let owner = origin_fqdn(name)?;
+            if !origin.zone_of(&owner) {
+                return Err(DnsError::InvalidName {
+                    name: name.clone(),
+                    reason: format!("not under the zone origin {origin}"),
+                });
+            }
+            let strings = text
+                .as_bytes()
+                .chunks(TXT_STRING_MAX)
+                .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+                .collect();
+            records.push(Record::from_rdata(owner, TTL, RData::TXT(TXT::new(strings))));
+        }
+        authority_of(origin, records)
+    }
+
+    /// The origin as a fully-qualified name.
+    pub(crate) fn origin_name(&self) -> Result<Name, DnsError> {
+        origin_fqdn(&self.origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_become_one_record_of_several_strings() {
+        let mut zone = TxtZone::new("example.test");
+        zone.add("s1._domainkey.example.test", "p=".to_owned() + &"A".repeat(400));
+        let mut authority = zone.authority().unwrap();
+        // The SOA and one TXT record set.
+        assert_eq!(authority.records_get_mut().len(), 2);
+    }
+
+    #[test]
+    fn refuses_names_outside_the_origin() {
+        let mut zone = TxtZone::new("example.test");
+        zone.add("s1._domainkey.other.test", "v=DKIM1");
+        assert!(matches!(zone.authority(), Err(DnsError::InvalidName { .. })));
+    }
+}
