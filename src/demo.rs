@@ -72,6 +72,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        dkim: Vec::new(),
+        dkim_threads: 0,
         suppression: Default::default(),
         // Loopback answers instantly: retry deferrals after a second, give up after a minute.
         retry: volley_scheduler::config::RetryConfig {

@@ -55,6 +55,13 @@ pub struct SendConfig {
     /// The suppression list: Redis or the embedded store, fail-closed policy, soft bounces.
     #[serde(default)]
     pub suppression: crate::suppression::SuppressionConfig,
+    /// DKIM keys (`[[dkim]]`), per From domain; two entries for one domain sign twice (e.g.
+    /// RSA + Ed25519). Key paths are relative to the config file.
+    #[serde(default)]
+    pub dkim: Vec<volley_engine::dkim::DkimKeyConfig>,
+    /// Signing threads (0, the default: one per core).
+    #[serde(default)]
+    pub dkim_threads: usize,
 }
 
 /// `[bounces]`: how outcomes are classified.
@@ -233,6 +240,27 @@ impl SendConfig {
         }
         if let Some(rules) = config.bounces.rules.as_mut().filter(|r| r.is_relative()) {
             *rules = path.parent().unwrap_or(Path::new(".")).join(&*rules);
+        }
+        for key in &mut config.dkim {
+            if key.key.is_relative() {
+                key.key = path.parent().unwrap_or(Path::new(".")).join(&key.key);
+            }
+        }
+        // Every key is read and checked (a test signature verified) before anything starts.
+        match volley_engine::dkim::DkimSigners::load(&config.dkim) {
+            Ok((_, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{}: {w}", path.display());
+                }
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    field: "dkim".into(),
+                    value: String::new(),
+                    reason: e.to_string(),
+                })
+            }
         }
         if let Err(e) = config.bounces.load() {
             return Err(ConfigError::Invalid {

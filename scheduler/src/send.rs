@@ -35,6 +35,7 @@ mod dispatch;
 mod job;
 mod produce;
 mod record;
+mod render;
 mod retry;
 mod sites;
 pub mod state;
@@ -164,24 +165,31 @@ pub async fn run_until(
         stop_flag.clone(),
     ));
     let writer = SuppressionWriter::start(store, &config.state_dir, &config.suppression)?;
-    let (fetch_checker, checker_stats) = (checker.clone(), checker.clone());
+    let checker_stats = checker.clone();
+
+    let reading = produce::Reading {
+        factory,
+        gate: checker,
+        signing: signing(campaign, config)?,
+    };
 
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
 
     let (work_tx, work_rx) = mpsc::channel(1024);
     let producer = {
-        let (factory, work_dir) = (factory.clone(), dir.clone());
+        let work_dir = dir.clone();
+        let reading = reading.clone();
         std::thread::Builder::new()
             .name("volley-producer".into())
-            .spawn(move || produce::produce(work_dir, reader, factory, rejects, skip, checker, work_tx))
+            .spawn(move || produce::produce(work_dir, reader, reading, rejects, skip, work_tx))
             .map_err(io_err(Path::new("producer thread")))?
     };
     let (fetch_tx, fetch_rx) = crossbeam_channel::unbounded();
     let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
     let fetch_thread = std::thread::Builder::new()
         .name("volley-fetcher".into())
-        .spawn(move || produce::fetch(fetcher, factory, fetch_checker, fetch_rx, fetched_tx))
+        .spawn(move || produce::fetch(fetcher, reading, fetch_rx, fetched_tx))
         .map_err(io_err(Path::new("fetcher thread")))?;
 
     let limits = dispatch::Limits {
@@ -267,4 +275,27 @@ pub async fn run_until(
     summary.accounting_log = log_path;
     summary.rejects_file = rejects_path;
     Ok(summary)
+}
+
+/// The run's DKIM signing: the configured keys, when one covers the campaign's From domain
+/// (otherwise messages go unsigned, with a warning when keys exist for other domains).
+fn signing(campaign: &Campaign, config: &SendConfig) -> Result<Option<render::Signing>, SendError> {
+    if config.dkim.is_empty() {
+        return Ok(None);
+    }
+    let (signers, _warnings) =
+        volley_engine::dkim::DkimSigners::load(&config.dkim).map_err(|e| SendError::Config(format!("dkim: {e}")))?;
+    let from_domain: Arc<str> = Arc::from(campaign.from().address.domain());
+    if !signers.has_key_for(&from_domain) {
+        tracing::warn!(
+            "campaign {}: no [[dkim]] key for its From domain {from_domain}; messages go out unsigned",
+            campaign.id()
+        );
+        return Ok(None);
+    }
+    Ok(Some(render::Signing {
+        signers: Arc::new(signers),
+        threads: config.dkim_threads,
+        from_domain,
+    }))
 }

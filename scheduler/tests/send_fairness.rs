@@ -43,6 +43,8 @@ fn config(dir: &Path, routes: &[(String, String)]) -> SendConfig {
         max_in_flight_per_site: PER_SITE,
         max_parked: 500_000,
         bounces: Default::default(),
+        dkim: Vec::new(),
+        dkim_threads: 0,
         suppression: Default::default(),
         retry: RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],

@@ -41,6 +41,8 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        dkim: Vec::new(),
+        dkim_threads: 0,
         suppression: Default::default(),
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],

@@ -28,6 +28,8 @@ fn config(dir: &Path, sink: &SinkHandle, suppression: SuppressionConfig) -> Send
         max_in_flight_per_site: 2_000,
         max_parked: 500_000,
         bounces: Default::default(),
+        dkim: Vec::new(),
+        dkim_threads: 0,
         suppression,
         // Soft bounces are retried every 50 ms and expire after 300 ms.
         retry: RetryConfig {

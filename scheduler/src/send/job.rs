@@ -69,36 +69,70 @@ pub(crate) struct SuppressedRow {
     pub reason: String,
 }
 
+/// A recipient whose message is built but not yet signed and prepared for DATA.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub line: u64,
+    pub offset: u64,
+    pub recipient: EmailAddress,
+    pub message_id: Arc<str>,
+    pub attempt: u32,
+    pub first_at: SystemTime,
+}
+
+impl Built {
+    /// The refusal of this recipient's message.
+    pub fn refused(&self, field: &str, reason: String) -> Box<Refused> {
+        Box::new(Refused {
+            row: RejectedRow::new(self.line, field, self.recipient.as_str(), reason),
+            recipient: self.recipient.as_str().to_string(),
+            domain: self.recipient.domain().to_string(),
+        })
+    }
+
+    /// The job for the final message bytes (signed or not): CRLF, dot-stuffing and line
+    /// lengths are checked and prepared once here.
+    pub fn finish(self, bytes: &[u8]) -> Result<Job, Box<Refused>> {
+        match volley_engine::smtp::dot::prepare(bytes) {
+            Err(e) => Err(self.refused("(message)", e.to_string())),
+            Ok(payload) => Ok(Job {
+                line: self.line,
+                offset: self.offset,
+                recipient: self.recipient,
+                message_id: self.message_id,
+                payload,
+                attempt: self.attempt,
+                first_at: self.first_at,
+                tried: 0,
+            }),
+        }
+    }
+
+    /// A message the signer refused.
+    pub fn unsigned(self, error: &volley_engine::dkim::DkimError) -> Box<Refused> {
+        self.refused("(dkim)", format!("cannot sign: {error}"))
+    }
+}
+
 /// Builds the message for `row`; the Message-ID carries the line, so every attempt of a
 /// recipient in one run has the same Message-ID.
-pub(crate) fn render(factory: &MessageFactory, row: RecipientRow, r: RowRef) -> Result<Job, Box<Refused>> {
-    let refused = |rejected: RejectedRow| {
-        Box::new(Refused {
-            row: rejected,
+pub(crate) fn build(factory: &MessageFactory, row: RecipientRow, r: RowRef) -> Result<(Built, Vec<u8>), Box<Refused>> {
+    match factory.build(row.line, &row) {
+        Ok(b) => Ok((
+            Built {
+                line: r.line,
+                offset: r.offset,
+                recipient: row.email,
+                message_id: Arc::from(b.message_id),
+                attempt: r.attempt,
+                first_at: r.first_at,
+            },
+            b.bytes,
+        )),
+        Err(e) => Err(Box::new(Refused {
+            row: e.to_rejected(row.line, row.email.as_str()),
             recipient: row.email.as_str().to_string(),
             domain: row.email.domain().to_string(),
-        })
-    };
-    let built = match factory.build(row.line, &row) {
-        Ok(b) => b,
-        Err(e) => return Err(refused(e.to_rejected(row.line, row.email.as_str()))),
-    };
-    match volley_engine::smtp::dot::prepare(&built.bytes) {
-        Err(e) => Err(refused(RejectedRow::new(
-            row.line,
-            "(message)",
-            row.email.as_str(),
-            e.to_string(),
-        ))),
-        Ok(payload) => Ok(Job {
-            line: r.line,
-            offset: r.offset,
-            recipient: row.email,
-            message_id: Arc::from(built.message_id),
-            payload,
-            attempt: r.attempt,
-            first_at: r.first_at,
-            tried: 0,
-        }),
+        })),
     }
 }

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use super::job::{render, Job, Refused, RowRef, SuppressedRow};
+use super::job::{Job, Refused, RowRef, SuppressedRow};
+use super::render::{Done, Renderer, Signing};
 use crate::lineset::LineSet;
 use crate::message::MessageFactory;
 use crate::recipients::{scan_duplicates, RecipientReader, RecipientRow, Row, RowFetcher};
@@ -68,6 +69,16 @@ pub(crate) struct Skip {
     pub congested: Arc<Congestion>,
 }
 
+/// What both reading threads need to turn rows into jobs.
+#[derive(Clone)]
+pub(crate) struct Reading {
+    pub factory: Arc<MessageFactory>,
+    /// The suppression check (fail-closed).
+    pub gate: Arc<Checker>,
+    /// DKIM signing, when a key covers the campaign's From domain.
+    pub signing: Option<Signing>,
+}
+
 /// Rows checked against the suppression list in one call.
 pub(crate) const CHECK_BATCH: usize = 256;
 
@@ -77,12 +88,24 @@ pub(crate) const CHECK_BATCH: usize = 256;
 pub(crate) fn produce(
     work_dir: PathBuf,
     mut reader: RecipientReader,
-    factory: Arc<MessageFactory>,
+    reading: Reading,
     mut rejects: RejectsWriter,
     skip: Skip,
-    gate: Arc<Checker>,
     work: mpsc::Sender<Work>,
 ) -> ProducerResult {
+    let Reading { factory, gate, signing } = reading;
+    let done: Done = {
+        let work = work.clone();
+        Arc::new(move |job: Result<Job, Box<Refused>>| {
+            let item = match job {
+                Ok(job) => Work::Send(job),
+                Err(refused) => Work::Rejected(refused),
+            };
+            let _ = work.blocking_send(item); // closed: the run is shutting down
+        })
+    };
+    let renderer =
+        Renderer::start(factory, signing.as_ref(), done).map_err(|e| (PathBuf::from("signing threads"), e))?;
     let mut counts = ProducerCounts::default();
     let path = reader.path().to_path_buf();
     let email_column = reader.columns().get(reader.email_index()).cloned().unwrap_or_default();
@@ -140,7 +163,7 @@ pub(crate) fn produce(
                     if batch.len() < CHECK_BATCH {
                         continue;
                     }
-                    open = send_batch(&mut batch, &gate, &factory, &mut rejects, &work)?;
+                    open = send_batch(&mut batch, &gate, &renderer, &mut rejects, &work)?;
                     if !open {
                         break;
                     }
@@ -154,8 +177,10 @@ pub(crate) fn produce(
         }
     }
     if open {
-        send_batch(&mut batch, &gate, &factory, &mut rejects, &work)?;
+        send_batch(&mut batch, &gate, &renderer, &mut rejects, &work)?;
     }
+    // Every signed message reaches the dispatcher before the work channel closes.
+    renderer.close();
     rejects.finish().map_err(|e| (PathBuf::from("rejects file"), e))?;
     Ok(counts)
 }
@@ -165,7 +190,7 @@ pub(crate) fn produce(
 fn send_batch(
     batch: &mut Vec<RecipientRow>,
     gate: &Checker,
-    factory: &MessageFactory,
+    renderer: &Renderer,
     rejects: &mut RejectsWriter,
     work: &mpsc::Sender<Work>,
 ) -> Result<bool, (PathBuf, std::io::Error)> {
@@ -180,31 +205,31 @@ fn send_batch(
         }
     };
     for (row, hit) in batch.drain(..).zip(hits) {
-        let item = match hit {
-            Some(hit) => Work::Suppressed(Box::new(suppressed(&row, hit))),
-            None => {
-                let r = RowRef {
-                    line: row.line,
-                    offset: row.offset,
-                    attempt: 1,
-                    first_at: SystemTime::now(),
-                };
-                match render(factory, row, r) {
-                    Ok(job) => Work::Send(job),
-                    Err(refused) => {
-                        rejects
-                            .write(&refused.row)
-                            .map_err(|e| (PathBuf::from("rejects file"), e))?;
-                        Work::Rejected(refused)
-                    }
-                }
+        if let Some(hit) = hit {
+            if work
+                .blocking_send(Work::Suppressed(Box::new(suppressed(&row, hit))))
+                .is_err()
+            {
+                return Ok(false);
             }
+            continue;
+        }
+        let r = RowRef {
+            line: row.line,
+            offset: row.offset,
+            attempt: 1,
+            first_at: SystemTime::now(),
         };
-        if work.blocking_send(item).is_err() {
-            return Ok(false);
+        if let Err(refused) = renderer.render(row, r) {
+            rejects
+                .write(&refused.row)
+                .map_err(|e| (PathBuf::from("rejects file"), e))?;
+            if work.blocking_send(Work::Rejected(refused)).is_err() {
+                return Ok(false);
+            }
         }
     }
-    Ok(true)
+    Ok(!work.is_closed())
 }
 
 fn suppressed(row: &RecipientRow, (scope, entry): (String, Entry)) -> SuppressedRow {
@@ -221,10 +246,10 @@ fn suppressed(row: &RecipientRow, (scope, entry): (String, Entry)) -> Suppressed
 pub(crate) enum Fetched {
     /// Rendered, ready to route.
     Job(Job),
-    /// The row can no longer be sent (changed file, bad row).
-    Refused(RowRef, Box<Refused>),
-    /// The address was suppressed meanwhile.
-    Suppressed(RowRef, Box<SuppressedRow>),
+    /// The row (at this line) can no longer be sent (changed file, bad row, unsignable).
+    Refused(u64, Box<Refused>),
+    /// The address (at this line) was suppressed meanwhile.
+    Suppressed(u64, Box<SuppressedRow>),
 }
 
 impl Fetched {
@@ -232,7 +257,7 @@ impl Fetched {
     pub fn line(&self) -> u64 {
         match self {
             Fetched::Job(job) => job.line,
-            Fetched::Refused(r, _) | Fetched::Suppressed(r, _) => r.line,
+            Fetched::Refused(line, _) | Fetched::Suppressed(line, _) => *line,
         }
     }
 }
@@ -241,10 +266,37 @@ impl Fetched {
 /// taken together, so the suppression list is asked once per batch.
 pub(crate) fn fetch(
     mut fetcher: RowFetcher,
-    factory: Arc<MessageFactory>,
-    gate: Arc<Checker>,
+    reading: Reading,
     requests: crossbeam_channel::Receiver<RowRef>,
     out: mpsc::UnboundedSender<Fetched>,
+) {
+    let Reading { factory, gate, signing } = reading;
+    let done: Done = {
+        let out = out.clone();
+        Arc::new(move |job: Result<Job, Box<Refused>>| {
+            let _ = out.send(match job {
+                Ok(job) => Fetched::Job(job),
+                Err(refused) => Fetched::Refused(refused.row.line, refused),
+            });
+        })
+    };
+    let renderer = match Renderer::start(factory, signing.as_ref(), done) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the signing threads for retries: {e}");
+            return;
+        }
+    };
+    serve(&mut fetcher, &gate, &renderer, &requests, &out);
+    renderer.close();
+}
+
+fn serve(
+    fetcher: &mut RowFetcher,
+    gate: &Checker,
+    renderer: &Renderer,
+    requests: &crossbeam_channel::Receiver<RowRef>,
+    out: &mpsc::UnboundedSender<Fetched>,
 ) {
     let mut refs = Vec::with_capacity(CHECK_BATCH);
     let mut rows = Vec::with_capacity(CHECK_BATCH);
@@ -265,7 +317,7 @@ pub(crate) fn fetch(
                         domain: String::new(),
                         row,
                     };
-                    if out.send(Fetched::Refused(r, Box::new(refused))).is_err() {
+                    if out.send(Fetched::Refused(r.line, Box::new(refused))).is_err() {
                         return;
                     }
                 }
@@ -276,7 +328,7 @@ pub(crate) fn fetch(
                         recipient: String::new(),
                         domain: String::new(),
                     };
-                    if out.send(Fetched::Refused(r, Box::new(refused))).is_err() {
+                    if out.send(Fetched::Refused(r.line, Box::new(refused))).is_err() {
                         return;
                     }
                 }
@@ -294,10 +346,10 @@ pub(crate) fn fetch(
         };
         for ((r, row), hit) in rows.drain(..).zip(hits) {
             let fetched = match hit {
-                Some(hit) => Fetched::Suppressed(r, Box::new(suppressed(&row, hit))),
-                None => match render(&factory, row, r) {
-                    Ok(job) => Fetched::Job(job),
-                    Err(refused) => Fetched::Refused(r, refused),
+                Some(hit) => Fetched::Suppressed(r.line, Box::new(suppressed(&row, hit))),
+                None => match renderer.render(row, r) {
+                    Ok(()) => continue,
+                    Err(refused) => Fetched::Refused(r.line, refused),
                 },
             };
             if out.send(fetched).is_err() {

@@ -1,0 +1,91 @@
+//! From a recipient row to a job: the message is built on the reading thread, then signed
+//! (DKIM) on the signing pool's worker threads when a key covers the campaign's From domain —
+//! never on the async runtime's threads — and prepared for DATA. Results arrive through one
+//! callback either way, so the reading threads do not care which path a message took.
+
+use std::sync::Arc;
+
+use volley_engine::dkim::{DkimSigners, SignPool};
+
+use super::job::{build, Built, Job, Refused, RowRef};
+use crate::message::MessageFactory;
+use crate::recipients::RecipientRow;
+
+/// Where finished jobs (or refusals found while finishing them) go.
+pub(crate) type Done = Arc<dyn Fn(Result<Job, Box<Refused>>) + Send + Sync>;
+
+/// How the run signs its messages.
+#[derive(Clone)]
+pub(crate) struct Signing {
+    pub signers: Arc<DkimSigners>,
+    /// Signing threads (0: one per core).
+    pub threads: usize,
+    /// The campaign's From domain (the `d=` of its signatures).
+    pub from_domain: Arc<str>,
+}
+
+/// Builds, signs and prepares messages for one reading thread.
+pub(crate) struct Renderer {
+    factory: Arc<MessageFactory>,
+    done: Done,
+    pool: Option<(SignPool<Built>, Arc<str>)>,
+}
+
+/// Messages queued for signing per worker thread before the reading thread waits.
+const QUEUE_PER_THREAD: usize = 64;
+
+impl Renderer {
+    /// A renderer that signs when `signing` has a key for its From domain.
+    pub fn start(factory: Arc<MessageFactory>, signing: Option<&Signing>, done: Done) -> std::io::Result<Renderer> {
+        let pool = match signing.filter(|s| s.signers.has_key_for(&s.from_domain)) {
+            Some(s) => {
+                let threads = if s.threads == 0 {
+                    volley_engine::dkim::default_threads()
+                } else {
+                    s.threads
+                };
+                let finish = done.clone();
+                let pool = SignPool::start(
+                    s.signers.clone(),
+                    threads,
+                    threads * QUEUE_PER_THREAD,
+                    move |built: Built, signed| {
+                        finish(match signed {
+                            Ok(bytes) => built.finish(&bytes),
+                            Err(e) => Err(built.unsigned(&e)),
+                        })
+                    },
+                )?;
+                Some((pool, s.from_domain.clone()))
+            }
+            None => None,
+        };
+        Ok(Renderer { factory, done, pool })
+    }
+
+    /// Builds the message for `row`. A row the template refuses comes back at once (for the
+    /// rejects file); otherwise the job (or a refusal found while signing or preparing it)
+    /// goes to the callback, now or from a signing thread.
+    pub fn render(&self, row: RecipientRow, r: RowRef) -> Result<(), Box<Refused>> {
+        let (built, bytes) = build(&self.factory, row, r)?;
+        match &self.pool {
+            Some((pool, from_domain)) => {
+                if let Err(closed) = pool.submit(built, from_domain.clone(), bytes) {
+                    // Only after close(): never send unsigned what should be signed.
+                    (self.done)(Err(closed.item.refused("(dkim)", "the signing pool is closed".into())));
+                }
+            }
+            None => (self.done)(built.finish(&bytes)),
+        }
+        Ok(())
+    }
+
+    /// Waits until every submitted message has reached the callback.
+    pub fn close(self) {
+        if let Some((pool, _)) = self.pool {
+            if let Err(e) = pool.close() {
+                tracing::error!("DKIM signing pool: {e}");
+            }
+        }
+    }
+}
