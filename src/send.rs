@@ -1,4 +1,4 @@
-//! `volley send <campaign.toml> [--config volley.toml] [--summary-json path]`.
+//! `volley send <campaign.toml>... [--config volley.toml] [--summary-json path]`.
 
 use std::path::PathBuf;
 
@@ -9,12 +9,14 @@ use volley_scheduler::config::SendConfig;
 /// Arguments of `volley send`.
 #[derive(clap::Args)]
 pub struct SendArgs {
-    /// The campaign definition (TOML).
-    campaign: PathBuf,
+    /// The campaign definition (TOML). Several campaigns run together over one pool of
+    /// connections; where they meet at a site, the higher `priority` sends first.
+    #[arg(required = true)]
+    campaigns: Vec<PathBuf>,
     /// The operator configuration; default `volley.toml` in the current directory.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Write the summary as JSON to this file.
+    /// Write the summary as JSON to this file (an array of summaries for several campaigns).
     #[arg(long)]
     summary_json: Option<PathBuf>,
 }
@@ -48,21 +50,33 @@ async fn interrupted() {
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     let config_path = args.config.unwrap_or_else(|| PathBuf::from("volley.toml"));
     let config = SendConfig::load(&config_path).with_context(|| "refusing to start: the configuration is invalid")?;
-    let campaign = Campaign::load(&args.campaign).context("refusing to start: the campaign is invalid")?;
-    let summary = volley_scheduler::send::run_until(&campaign, &config, interrupted())
+    let mut campaigns = Vec::with_capacity(args.campaigns.len());
+    for path in &args.campaigns {
+        campaigns.push(Campaign::load(path).context("refusing to start: the campaign is invalid")?);
+    }
+    let refs: Vec<&Campaign> = campaigns.iter().collect();
+    let ids: Vec<&str> = campaigns.iter().map(Campaign::id).collect();
+    let summaries = volley_scheduler::send::run_many(&refs, &config, interrupted())
         .await
-        .with_context(|| format!("campaign {} failed", campaign.id()))?;
-    crate::report::print(&summary, 10);
+        .with_context(|| format!("campaign {} failed", ids.join(", ")))?;
+    for summary in &summaries {
+        crate::report::print(summary, 10);
+    }
     if let Some(path) = &args.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).context("serialising the summary")?;
+        let json = match summaries.as_slice() {
+            [one] => serde_json::to_vec_pretty(one),
+            many => serde_json::to_vec_pretty(many),
+        }
+        .context("serialising the summary")?;
         std::fs::write(path, json).with_context(|| format!("writing the summary to {}", path.display()))?;
     }
-    if !summary.complete {
+    let mut complete = true;
+    for summary in summaries.iter().filter(|s| !s.complete) {
+        complete = false;
         eprintln!(
             "volley: campaign {} stopped with {} recipients waiting; rerun to resume",
-            campaign.id(),
-            summary.deferred
+            summary.campaign, summary.deferred
         );
     }
-    Ok(summary.complete)
+    Ok(complete)
 }

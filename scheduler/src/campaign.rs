@@ -138,8 +138,12 @@ pub struct Campaign {
     headers: Vec<(String, TemplateSource)>,
     list_unsubscribe: Option<ListUnsubscribe>,
     pool: String,
+    priority: u8,
     suppression_list: Option<String>,
 }
+
+/// The priority of a campaign that names none.
+pub const DEFAULT_PRIORITY: u8 = 5;
 
 /// `List-Unsubscribe` (RFC 2369) with optional one-click (RFC 8058).
 #[derive(Debug, Clone)]
@@ -220,6 +224,11 @@ impl Campaign {
     /// The campaign identifier.
     pub fn id(&self) -> &str {
         &self.id
+    }
+    /// 0 (bulk) to 9 (most urgent): where campaigns sent together meet at a site, the higher
+    /// sends first.
+    pub fn priority(&self) -> u8 {
+        self.priority
     }
     /// The suppression list (scope) honoured besides `global`, if any.
     pub fn suppression_list(&self) -> Option<&str> {

@@ -33,6 +33,7 @@ use crate::suppression::{open_store, Checker, SuppressionError, SuppressionWrite
 
 mod dispatch;
 mod job;
+pub mod priority;
 mod produce;
 mod record;
 mod render;
@@ -95,6 +96,167 @@ pub async fn run_until(
     config: &SendConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Summary, SendError> {
+    let mut summaries = run_many(&[campaign], config, stop).await?;
+    summaries
+        .pop()
+        .ok_or_else(|| SendError::Config("no summary for the campaign".into()))
+}
+
+/// Runs several campaigns at once over one delivery pool (the source IPs' connections, the
+/// connection caps), each with its own state directory, accounting log and summary. Where
+/// they meet at a site, the higher `priority` sends first (see [`priority`]). Stops early when
+/// `stop` resolves; summaries come back in the order of `campaigns`.
+pub async fn run_many(
+    campaigns: &[&Campaign],
+    config: &SendConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Vec<Summary>, SendError> {
+    let mut ids = std::collections::HashSet::new();
+    if let Some(c) = campaigns.iter().find(|c| !ids.insert(c.id())) {
+        return Err(SendError::Config(format!(
+            "campaign id `{}` is given twice; each campaign needs its own id (its state directory)",
+            c.id()
+        )));
+    }
+    let params = config
+        .smtp
+        .session_params()
+        .map_err(|e| SendError::Config(e.to_string()))?;
+    // One suppression list and one writer for the process (the embedded store opens once).
+    let store = open_store(&config.suppression, &config.state_dir)?;
+    let writer = Arc::new(SuppressionWriter::start(
+        store.clone(),
+        &config.state_dir,
+        &config.suppression,
+    )?);
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
+    let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
+    let gate = (campaigns.len() > 1).then(|| {
+        Arc::new(priority::PriorityGate::new(
+            campaigns.iter().map(|c| c.priority()).collect(),
+        ))
+    });
+
+    let mut runs = Vec::with_capacity(campaigns.len());
+    let mut report_txs = Vec::with_capacity(campaigns.len());
+    for (index, campaign) in campaigns.iter().enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            pool: pool.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            seat: gate.as_ref().map(|gate| priority::Seat {
+                gate: gate.clone(),
+                campaign: index,
+            }),
+        };
+        runs.push(prepare(campaign, config, shared, rx)?);
+        report_txs.push(tx);
+    }
+    // Reports go back to the campaign that sent the delivery.
+    let demux = tokio::spawn(async move {
+        while let Some(report) = reports_rx.recv().await {
+            if let Some(tx) = report_txs.get(report.tag.campaign) {
+                let _ = tx.send(report);
+            }
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dispatchers: Vec<_> = runs
+        .iter_mut()
+        .map(|run| {
+            let (mut dispatcher, inputs) = (run.dispatcher.take(), run.inputs.take());
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                };
+                let outcome = match (&mut dispatcher, inputs) {
+                    (Some(d), Some(inputs)) => d.run(inputs, stopped).await,
+                    _ => Ok((false, 0)),
+                };
+                (dispatcher, outcome)
+            })
+        })
+        .collect();
+    let all_done = futures_util::future::join_all(dispatchers);
+    tokio::pin!(all_done);
+    let finished = tokio::select! {
+        done = &mut all_done => done,
+        _ = stop => {
+            let _ = stop_tx.send(true);
+            all_done.await
+        }
+    };
+    for run in &runs {
+        // A reading thread paused on an unreachable suppression list gives up its batch now.
+        run.stop_flag.store(true, Ordering::Relaxed);
+    }
+    pool.close().await;
+    demux.abort();
+    let pool_stats = pool.stats();
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (run, joined) in runs.iter_mut().zip(finished) {
+        match joined {
+            Ok((dispatcher, outcome)) => {
+                run.dispatcher = dispatcher;
+                outcomes.push(outcome);
+            }
+            Err(e) => outcomes.push(Err(SendError::Config(format!("dispatcher task failed: {e}")))),
+        }
+    }
+    let mut summaries = Vec::with_capacity(runs.len());
+    for (run, outcome) in runs.into_iter().zip(outcomes) {
+        summaries.push(run.finish(outcome, &pool_stats)?);
+    }
+    // Blocking (flush to Redis or the embedded store, then spill what is left).
+    let closed = match Arc::try_unwrap(writer) {
+        Ok(writer) => tokio::task::spawn_blocking(move || writer.close(WRITER_CLOSE))
+            .await
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    if closed.unsaved > 0 {
+        tracing::error!(
+            "{} suppression updates could neither be written nor saved to the spill file",
+            closed.unsaved
+        );
+    }
+    for summary in &mut summaries {
+        summary.suppression_updates = closed.written;
+        summary.suppression_pending = closed.spilled + closed.unsaved;
+    }
+    Ok(summaries)
+}
+
+/// What the campaigns of one process share.
+struct Shared {
+    pool: DeliveryPool<dispatch::Tag>,
+    store: Arc<dyn crate::suppression::SuppressionStore>,
+    writer: Arc<SuppressionWriter>,
+    seat: Option<priority::Seat>,
+}
+
+/// One campaign of a run, from set-up to summary.
+struct CampaignRun {
+    started: Instant,
+    dispatcher: Option<dispatch::Dispatcher>,
+    inputs: Option<dispatch::Inputs>,
+    producer: std::thread::JoinHandle<produce::ProducerResult>,
+    fetch_thread: std::thread::JoinHandle<()>,
+    stop_flag: Arc<AtomicBool>,
+    checker: Arc<Checker>,
+    log_path: PathBuf,
+    rejects_path: PathBuf,
+}
+
+/// Opens the campaign's files and state, starts its reading threads and builds its dispatcher.
+fn prepare(
+    campaign: &Campaign,
+    config: &SendConfig,
+    shared: Shared,
+    reports: mpsc::UnboundedReceiver<volley_engine::DeliveryReport<dispatch::Tag>>,
+) -> Result<CampaignRun, SendError> {
     let started = Instant::now();
     let dir = config.state_dir.join(campaign.id());
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -129,10 +291,10 @@ pub async fn run_until(
         None => None,
     };
     let router = Router::new(routes, resolver, config.mx_port);
-    let params = config
-        .smtp
-        .session_params()
-        .map_err(|e| SendError::Config(e.to_string()))?;
+    let rules = config
+        .bounces
+        .load()
+        .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?;
 
     // What earlier runs did.
     state::pin_recipients(&dir, campaign.recipients())?;
@@ -154,27 +316,20 @@ pub async fn run_until(
         congested: congested.clone(),
     };
 
-    // The suppression list: checked before rendering (blocking while it cannot answer,
-    // fail-closed), fed with hard and soft bounces by the recorder.
-    let store = open_store(&config.suppression, &config.state_dir)?;
+    // The suppression list is checked before rendering (blocking while it cannot answer:
+    // fail-closed); the recorder feeds it hard and soft bounces.
     let stop_flag = Arc::new(AtomicBool::new(false));
     let checker = Arc::new(Checker::new(
-        store.clone(),
+        shared.store,
         campaign.suppression_list(),
         config.suppression.on_unavailable,
         stop_flag.clone(),
     ));
-    let writer = SuppressionWriter::start(store, &config.state_dir, &config.suppression)?;
-    let checker_stats = checker.clone();
-
     let reading = produce::Reading {
         factory,
-        gate: checker,
+        gate: checker.clone(),
         signing: signing(campaign, config)?,
     };
-
-    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
 
     let (work_tx, work_rx) = mpsc::channel(1024);
     let producer = {
@@ -198,21 +353,17 @@ pub async fn run_until(
         max_parked: config.max_parked,
         retry: config.retry.clone(),
     };
-    let rules = config
-        .bounces
-        .load()
-        .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?;
     let recorder = record::Recorder {
         log,
         path: log_path.clone(),
         summary,
         rules: Arc::new(rules),
-        suppression: Some(writer),
+        suppression: Some(shared.writer),
     };
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
     let mut dispatcher = dispatch::Dispatcher::new(
         limits,
-        pool.clone(),
+        shared.pool,
         router,
         rotation,
         mail_from,
@@ -222,59 +373,65 @@ pub async fn run_until(
         congested,
         fetch_tx,
     );
+    dispatcher.seat = shared.seat;
     let inputs = dispatch::Inputs {
         work: work_rx,
-        reports: reports_rx,
+        reports,
         fetched: fetched_rx,
     };
-    let outcome = dispatcher.run(inputs, stop).await;
-    // A reading thread paused on an unreachable suppression list gives up its batch now.
-    stop_flag.store(true, Ordering::Relaxed);
-    pool.close().await;
-    let (complete, waiting) = outcome?;
-    let pool_stats = pool.stats();
-    let mut summary = std::mem::take(&mut dispatcher.recorder.summary);
-    let writer = dispatcher.recorder.suppression.take();
-    // The dispatcher holds the fetcher's request channel: dropping it ends that thread.
-    drop(dispatcher);
-    let counts = producer
-        .join()
-        .map_err(|_| SendError::Config("producer thread panicked".into()))?
-        .map_err(|(path, source)| SendError::Io { path, source })?;
-    let _ = fetch_thread.join();
+    Ok(CampaignRun {
+        started,
+        dispatcher: Some(dispatcher),
+        inputs: Some(inputs),
+        producer,
+        fetch_thread,
+        stop_flag,
+        checker,
+        log_path,
+        rejects_path,
+    })
+}
 
-    if let Some(writer) = writer {
-        // Blocking (flush to Redis or the embedded store, then spill what is left).
-        let closed = tokio::task::spawn_blocking(move || writer.close(WRITER_CLOSE))
-            .await
+impl CampaignRun {
+    /// Joins the reading threads and completes the summary.
+    fn finish(
+        mut self,
+        outcome: Result<(bool, u64), SendError>,
+        pool_stats: &volley_engine::PoolStats,
+    ) -> Result<Summary, SendError> {
+        let (complete, waiting) = outcome?;
+        let mut summary = self
+            .dispatcher
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.recorder.summary))
             .unwrap_or_default();
-        summary.suppression_updates = closed.written;
-        summary.suppression_pending = closed.spilled + closed.unsaved;
-        if closed.unsaved > 0 {
-            tracing::error!(
-                "{} suppression updates could neither be written nor saved to the spill file",
-                closed.unsaved
-            );
-        }
+        // The dispatcher holds the fetcher's request channel: dropping it ends that thread.
+        drop(self.dispatcher.take());
+        let counts = self
+            .producer
+            .join()
+            .map_err(|_| SendError::Config("producer thread panicked".into()))?
+            .map_err(|(path, source)| SendError::Io { path, source })?;
+        let _ = self.fetch_thread.join();
+        summary.suppression_paused_s = self.checker.paused_for().as_secs_f64();
+        summary.suppression_unchecked = self.checker.unchecked();
+        summary.complete = complete;
+        summary.deferred = waiting;
+        summary.rows = counts.rows;
+        summary.duplicates = counts.duplicates;
+        summary.recipients = summary.delivered + summary.deferred + summary.bounced + summary.suppressed;
+        summary.connections_opened = pool_stats.connections_opened;
+        summary.connect_failures = pool_stats.connect_failures;
+        summary.elapsed_s = self.started.elapsed().as_secs_f64();
+        summary.msgs_per_s = if summary.elapsed_s > 0.0 {
+            summary.delivered as f64 / summary.elapsed_s
+        } else {
+            0.0
+        };
+        summary.accounting_log = self.log_path;
+        summary.rejects_file = self.rejects_path;
+        Ok(summary)
     }
-    summary.suppression_paused_s = checker_stats.paused_for().as_secs_f64();
-    summary.suppression_unchecked = checker_stats.unchecked();
-    summary.complete = complete;
-    summary.deferred = waiting;
-    summary.rows = counts.rows;
-    summary.duplicates = counts.duplicates;
-    summary.recipients = summary.delivered + summary.deferred + summary.bounced + summary.suppressed;
-    summary.connections_opened = pool_stats.connections_opened;
-    summary.connect_failures = pool_stats.connect_failures;
-    summary.elapsed_s = started.elapsed().as_secs_f64();
-    summary.msgs_per_s = if summary.elapsed_s > 0.0 {
-        summary.delivered as f64 / summary.elapsed_s
-    } else {
-        0.0
-    };
-    summary.accounting_log = log_path;
-    summary.rejects_file = rejects_path;
-    Ok(summary)
 }
 
 /// The run's DKIM signing: the configured keys, when one covers the campaign's From domain

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Campaign, CampaignError, ListUnsubscribe, TemplateSource};
+use super::{Campaign, CampaignError, ListUnsubscribe, TemplateSource, DEFAULT_PRIORITY};
 use crate::address::{EmailAddress, Mailbox};
 
 /// The campaign file as written (the schema). See the module docs for an example.
@@ -47,6 +47,9 @@ struct CampaignFile {
     /// The suppression list (scope) this campaign also honours, besides the global one: e.g.
     /// the newsletter's unsubscribes. Letters, digits, `.`, `_`, `-`.
     suppression_list: Option<Spanned<String>>,
+    /// 0 (bulk) to 9 (most urgent), default 5: where campaigns sent together meet at a site,
+    /// the higher priority sends first.
+    priority: Option<Spanned<i64>>,
 }
 
 /// `[list_unsubscribe]` as written.
@@ -197,8 +200,19 @@ impl Loader<'_> {
             Some(v) => Some(v.get_ref().to_owned()),
             None => None,
         };
+        let priority = match &f.priority {
+            Some(v) => match u8::try_from(*v.get_ref()) {
+                Ok(p) if p <= 9 => p,
+                _ => {
+                    let (line, value) = (line_column(self.text, v.span().start).0, v.get_ref().to_string());
+                    return Err(self.invalid_at("priority", line, &value, "must be 0 (bulk) to 9 (most urgent)"));
+                }
+            },
+            None => DEFAULT_PRIORITY,
+        };
         Ok(Campaign {
             pool,
+            priority,
             suppression_list,
             list_unsubscribe,
             path: self.path.to_owned(),

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Envelope, Phase, RecipientStatus, RouteKey};
 
 use super::job::{Job, RowRef};
+use super::priority::{Seat, RECHECK};
 use super::produce::{Congestion, Fetched, Work};
 use super::record::Recorder;
 use super::retry::{next_step, Next, RetryQueue};
@@ -41,6 +42,8 @@ pub(crate) struct Tag {
     job: Job,
     site: Arc<str>,
     host: usize,
+    /// The campaign's index when several share the pool.
+    pub campaign: usize,
 }
 
 /// Limits and policy of the dispatcher.
@@ -95,6 +98,11 @@ pub(crate) struct Dispatcher {
     unparking: HashMap<u64, Arc<str>>,
     /// Dispatch batch: journaled together, then handed to the engine.
     batch: Vec<Delivery<Tag>>,
+    /// The campaign's place among campaigns sharing the pool (none when it runs alone).
+    pub seat: Option<Seat>,
+    /// When to look again at sites held back for a higher-priority campaign or blocked by
+    /// other campaigns' deliveries.
+    recheck: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -139,6 +147,8 @@ impl Dispatcher {
             domain_site: HashMap::new(),
             fetch,
             batch: Vec::new(),
+            seat: None,
+            recheck: None,
         }
     }
 
@@ -177,6 +187,7 @@ impl Dispatcher {
                 retry_wait,
                 self.rate_wait.map(|t| t.saturating_duration_since(Instant::now())),
                 held_back.then_some(Duration::from_millis(100)),
+                self.recheck.map(|t| t.saturating_duration_since(Instant::now())),
             ]
             .into_iter()
             .flatten()
@@ -239,6 +250,10 @@ impl Dispatcher {
                 }
                 _ = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600))), if wake.is_some() => {
                     self.rate_wait = None;
+                    if self.recheck.is_some_and(|t| t <= Instant::now()) {
+                        self.recheck = None;
+                        self.sites.wake_all(self.limits.per_site);
+                    }
                 }
             }
         }
@@ -356,6 +371,10 @@ impl Dispatcher {
             return Ok(());
         }
         site.ready.push_back(job);
+        let ready = if site.in_flight < per_site { site.ready.len() } else { 0 };
+        if let Some(seat) = &self.seat {
+            seat.gate.publish(seat.campaign, &dest.site, ready, site.in_flight);
+        }
         self.sites.wake(&dest.site, per_site);
         Ok(())
     }
@@ -372,6 +391,13 @@ impl Dispatcher {
         while turns > 0 {
             turns -= 1;
             let Some(key) = self.sites.next_turn() else { break };
+            if let Some(seat) = &self.seat {
+                if seat.gate.outranked(seat.campaign, &key) {
+                    // A higher-priority campaign is waiting here: leave it the room.
+                    self.recheck.get_or_insert(now + RECHECK);
+                    continue;
+                }
+            }
             let mut deferred_here = Vec::new();
             let Some(site) = self.sites.get_mut(&key) else { continue };
             let mut taken = 0;
@@ -415,6 +441,7 @@ impl Dispatcher {
                         job,
                         site: key.clone(),
                         host,
+                        campaign: self.seat.as_ref().map_or(0, |s| s.campaign),
                     },
                     route,
                     envelope,
@@ -422,6 +449,14 @@ impl Dispatcher {
                 });
                 site.in_flight += 1;
                 taken += 1;
+            }
+            if let Some(seat) = &self.seat {
+                let ready = if site.in_flight < per_site { site.ready.len() } else { 0 };
+                seat.gate.publish(seat.campaign, &key, ready, site.in_flight);
+                if site.blocked {
+                    // Room at this route may be freed by another campaign's deliveries.
+                    self.recheck.get_or_insert(now + RECHECK);
+                }
             }
             self.sites.wake(&key, per_site);
             for job in deferred_here {
@@ -478,11 +513,17 @@ impl Dispatcher {
             tls,
             latency,
         } = report;
-        let Tag { mut job, site, host } = tag;
+        let Tag {
+            mut job, site, host, ..
+        } = tag;
         let per_site = self.limits.per_site;
         if let Some(s) = self.sites.get_mut(&site) {
             s.in_flight -= 1;
             s.blocked = false;
+            if let Some(seat) = &self.seat {
+                let ready = if s.in_flight < per_site { s.ready.len() } else { 0 };
+                seat.gate.publish(seat.campaign, &site, ready, s.in_flight);
+            }
         }
         self.sites.wake(&site, per_site);
         let Some(status) = statuses.into_iter().next() else {

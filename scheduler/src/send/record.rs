@@ -21,7 +21,7 @@ pub(crate) struct Recorder {
     pub summary: Summary,
     pub rules: std::sync::Arc<BounceRules>,
     /// Where hard and soft bounces go (taken back at the end of the run to be closed).
-    pub suppression: Option<SuppressionWriter>,
+    pub suppression: Option<std::sync::Arc<SuppressionWriter>>,
 }
 
 impl Recorder {
@@ -120,7 +120,7 @@ impl Recorder {
 
     /// Whether more suppression updates wait to be written than may be held: new mail waits.
     pub fn suppression_over_bound(&self) -> bool {
-        self.suppression.as_ref().is_some_and(SuppressionWriter::over_bound)
+        self.suppression.as_ref().is_some_and(|w| w.over_bound())
     }
 
     /// A refused row.

@@ -77,6 +77,23 @@ impl Sites {
         }
     }
 
+    /// Clears every site's `blocked` mark and puts every site that can send back in the ring
+    /// (when other campaigns share the pool, room can free up without a report of ours).
+    pub fn wake_all(&mut self, cap: usize) {
+        let keys: Vec<Arc<str>> = self
+            .map
+            .iter_mut()
+            .filter(|(_, s)| !s.ready.is_empty())
+            .map(|(k, s)| {
+                s.blocked = false;
+                k.clone()
+            })
+            .collect();
+        for key in keys {
+            self.wake(&key, cap);
+        }
+    }
+
     /// The next site whose turn it is (taken out of the ring; [`Sites::wake`] puts it back).
     pub fn next_turn(&mut self) -> Option<Arc<str>> {
         let key = self.ring.pop_front()?;

@@ -1,0 +1,111 @@
+//! Campaign priority when several campaigns share one delivery pool (`volley send a.toml
+//! b.toml …`): at a site where a higher-priority campaign has messages ready and room to send
+//! them, lower-priority campaigns hold back, so the engine's connections to that site go to
+//! the higher one first. Sites the higher campaign does not use are not affected, and a lower
+//! campaign takes whatever capacity the higher one leaves idle. Campaigns of equal priority
+//! share a site evenly: one with more deliveries in flight there than another that is waiting
+//! lets that one go first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How soon a campaign that held back (or found the pool full of others' work) looks again.
+pub(crate) const RECHECK: Duration = Duration::from_millis(20);
+
+/// One campaign's work at one site.
+#[derive(Clone, Copy, Default)]
+struct Load {
+    ready: usize,
+    in_flight: usize,
+}
+
+/// What every campaign of the run has waiting, per site.
+pub(crate) struct PriorityGate {
+    priorities: Vec<u8>,
+    /// Site -> per campaign (index = campaign): messages ready to send, deliveries in flight.
+    ready: Mutex<HashMap<Arc<str>, Vec<Load>>>,
+}
+
+impl PriorityGate {
+    /// A gate for campaigns with these priorities (index = campaign).
+    pub fn new(priorities: Vec<u8>) -> PriorityGate {
+        PriorityGate {
+            priorities,
+            ready: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Load>>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Campaign `campaign` has `ready` messages it could send at `site` now and `in_flight`
+    /// deliveries there.
+    pub fn publish(&self, campaign: usize, site: &Arc<str>, ready: usize, in_flight: usize) {
+        let load = Load { ready, in_flight };
+        let mut map = self.map();
+        match map.get_mut(site) {
+            Some(loads) => loads[campaign] = load,
+            None if ready == 0 && in_flight == 0 => {}
+            None => {
+                let mut loads = vec![Load::default(); self.priorities.len()];
+                loads[campaign] = load;
+                map.insert(site.clone(), loads);
+            }
+        }
+    }
+
+    /// Whether `campaign` should leave `site` to another campaign now: one of higher priority
+    /// has messages ready there, or one of equal priority has messages ready and fewer
+    /// deliveries in flight.
+    pub fn outranked(&self, campaign: usize, site: &str) -> bool {
+        let mine = self.priorities[campaign];
+        let map = self.map();
+        let Some(loads) = map.get(site) else { return false };
+        let my_flight = loads[campaign].in_flight;
+        loads.iter().zip(&self.priorities).enumerate().any(|(i, (load, &p))| {
+            i != campaign && load.ready > 0 && (p > mine || (p == mine && load.in_flight < my_flight))
+        })
+    }
+}
+
+/// A campaign's place at the gate.
+#[derive(Clone)]
+pub(crate) struct Seat {
+    pub gate: Arc<PriorityGate>,
+    pub campaign: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_higher_priority_with_ready_work_at_the_same_site_outranks() {
+        let gate = PriorityGate::new(vec![1, 9, 5]);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("site-a"), Arc::from("site-b"));
+        assert!(!gate.outranked(0, &a));
+        gate.publish(1, &a, 10, 0);
+        assert!(gate.outranked(0, &a), "9 outranks 1 at a");
+        assert!(gate.outranked(2, &a), "9 outranks 5 at a");
+        assert!(!gate.outranked(1, &a), "nobody outranks 9");
+        assert!(!gate.outranked(0, &b), "other sites are not affected");
+        gate.publish(1, &a, 0, 4);
+        assert!(!gate.outranked(0, &a), "nothing ready: the rest of the site is free");
+        gate.publish(2, &b, 3, 0);
+        assert!(gate.outranked(0, &b) && !gate.outranked(1, &b));
+    }
+
+    #[test]
+    fn equal_priorities_take_turns_by_deliveries_in_flight() {
+        let gate = PriorityGate::new(vec![5, 5]);
+        let s: Arc<str> = Arc::from("s");
+        gate.publish(0, &s, 100, 8);
+        gate.publish(1, &s, 100, 2);
+        assert!(gate.outranked(0, &s), "0 has more on the wire: 1 goes first");
+        assert!(!gate.outranked(1, &s));
+        gate.publish(1, &s, 100, 8);
+        assert!(!gate.outranked(0, &s) && !gate.outranked(1, &s), "even: both may send");
+    }
+}
