@@ -69,20 +69,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),
         smtp: Default::default(),
         max_in_flight: 20_000,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
-        suppression: Default::default(),
         // Loopback answers instantly: retry deferrals after a second, give up after a minute.
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![std::time::Duration::from_secs(1).into()],
             max_age: std::time::Duration::from_secs(60),
             host_down: std::time::Duration::from_secs(5),
         },
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     };
     let campaign = Campaign::load(&campaign_path).context("loading the generated campaign")?;
     println!(

@@ -227,6 +227,27 @@ pub enum ConfigError {
 }
 
 impl SendConfig {
+    /// A configuration with every default (what an almost empty `volley.toml` gives), for
+    /// programs that build their configuration in code.
+    pub fn new(state_dir: PathBuf, source_ips: Vec<SourceIpConfig>) -> SendConfig {
+        SendConfig {
+            state_dir,
+            source_ips,
+            routes: BTreeMap::new(),
+            smtp: SmtpConfig::default(),
+            dns: None,
+            mx_port: default_mx_port(),
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_per_site: default_max_in_flight_per_site(),
+            max_parked: default_max_parked(),
+            retry: RetryConfig::default(),
+            bounces: BouncesConfig::default(),
+            suppression: crate::suppression::SuppressionConfig::default(),
+            dkim: Vec::new(),
+            dkim_threads: 0,
+        }
+    }
+
     /// Reads and validates a config file; relative paths in it are resolved against its folder.
     pub fn load(path: &Path) -> Result<SendConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -41,18 +41,12 @@ fn config(dir: &Path, routes: &[(String, String)]) -> SendConfig {
         },
         max_in_flight: MAX_IN_FLIGHT,
         max_in_flight_per_site: PER_SITE,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
-        suppression: Default::default(),
         retry: RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_secs(30),
             host_down: Duration::from_secs(60),
         },
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 

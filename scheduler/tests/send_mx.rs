@@ -38,12 +38,6 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
         routes: Default::default(),
         smtp: volley_engine::SmtpConfig::default(),
         max_in_flight: 100,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
-        suppression: Default::default(),
         retry: volley_scheduler::config::RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_millis(300),
@@ -55,6 +49,7 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
             ..DnsConfig::default()
         }),
         mx_port: port,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 

@@ -31,15 +31,8 @@ fn config(dir: &Path, sink: std::net::SocketAddr) -> SendConfig {
             ..Default::default()
         },
         max_in_flight: 1000,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
-        suppression: Default::default(),
         retry: RetryConfig::default(),
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 

@@ -22,15 +22,8 @@ fn config(dir: &Path, routes: &[(&str, String)]) -> SendConfig {
             ..Default::default()
         },
         max_in_flight: 1000,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
-        suppression: Default::default(),
         retry: quick_retries(30_000),
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 

@@ -25,11 +25,6 @@ fn config(dir: &Path, sink: &SinkHandle, suppression: SuppressionConfig) -> Send
             ..Default::default()
         },
         max_in_flight: 1000,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
-        dkim: Vec::new(),
-        dkim_threads: 0,
         suppression,
         // Soft bounces are retried every 50 ms and expire after 300 ms.
         retry: RetryConfig {
@@ -37,8 +32,7 @@ fn config(dir: &Path, sink: &SinkHandle, suppression: SuppressionConfig) -> Send
             max_age: Duration::from_millis(300),
             host_down: Duration::from_secs(60),
         },
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 
