@@ -6,6 +6,7 @@
 #
 #   N=100000 benches/peers.sh            # default N=100000
 #   SOURCE_SESSIONS=16 VOLLEY_TLS="opportunistic disabled" benches/peers.sh
+#   VOLLEY_DKIM="rsa ed25519" benches/peers.sh   # extra volley rows with DKIM signing on
 #
 # Every socket is on 127.0.0.0/8: smtp-sink listens on 127.0.0.1, volley sends from
 # 127.0.0.2-5. Installs postfix (for smtp-sink/smtp-source) and jq when missing, and makes sure
@@ -19,6 +20,9 @@ SOURCE_SESSIONS=${SOURCE_SESSIONS:-16}
 # One volley row per TLS policy. smtp-sink never offers STARTTLS, so both send in clear;
 # `opportunistic` is the shipped default, `disabled` skips even looking for STARTTLS.
 VOLLEY_TLS=${VOLLEY_TLS:-"opportunistic disabled"}
+# Extra volley rows with every message DKIM-signed (a key made by `volley dkim keygen`), with the
+# first TLS policy: "rsa" (RSA-2048), "ed25519", or both.
+VOLLEY_DKIM=${VOLLEY_DKIM:-""}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/benches/peers
@@ -151,19 +155,28 @@ echo "    $N messages in $s_real s: $SMTP_SOURCE_RATE msg/s (smtp-sink counted $
 awk -v n="$N" 'BEGIN { print "email,first_name"; for (i = 0; i < n; i++) printf "user%d@d%d.bench.test,User%d\n", i, i % 1000, i }' \
     >"$WORK/recipients.csv"
 VOLLEY_CMDS=()
-for tls in $VOLLEY_TLS; do
-    run=$WORK/volley-$tls
+VARIANTS=()
+for tls in $VOLLEY_TLS; do VARIANTS+=("$tls off"); done
+for alg in $VOLLEY_DKIM; do VARIANTS+=("${VOLLEY_TLS%% *} $alg"); done
+for variant in "${VARIANTS[@]}"; do
+    read -r tls dkim <<<"$variant"
+    name=volley-$tls-$dkim
+    run=$WORK/$name
     mkdir -p "$run"
     cp "$PEERS/campaign.toml" "$PEERS/body.txt" "$run/"
     ln -s "$WORK/recipients.csv" "$run/recipients.csv"
-    start_sink "volley-$tls"
+    start_sink "$name"
     sed -e "s/@PORT@/$SINK_PORT/" -e "s/@TLS@/$tls/" "$PEERS/volley.toml.in" >"$run/volley.toml"
+    if [[ $dkim != off ]]; then
+        "$VOLLEY" dkim keygen --domain sender.test --selector bench --algorithm "$dkim" --out "$run/dkim.pem" >/dev/null
+        printf '\n[[dkim]]\ndomain = "sender.test"\nselector = "bench"\nkey = "dkim.pem"\n' >>"$run/volley.toml"
+    fi
     cmd=("$VOLLEY" send "$run/campaign.toml" --config "$run/volley.toml" --summary-json "$run/summary.json")
-    echo "(b) ${cmd[*]}   [smtp] tls = \"$tls\""
-    VOLLEY_CMDS+=("volley send campaign.toml --config volley.toml --summary-json summary.json  # [smtp] tls = \"$tls\"")
-    timed "volley-$tls" "${cmd[@]}"
-    read -r v_real v_user v_sys <"$WORK/volley-$tls.time"
-    stop_sink "volley-$tls"
+    echo "(b) ${cmd[*]}   [smtp] tls = \"$tls\", dkim = $dkim"
+    VOLLEY_CMDS+=("volley send campaign.toml --config volley.toml --summary-json summary.json  # [smtp] tls = \"$tls\", dkim = $dkim")
+    timed "$name" "${cmd[@]}"
+    read -r v_real v_user v_sys <"$WORK/$name.time"
+    stop_sink "$name"
     v_count=$SINK_COUNT v_sessions=$SINK_SESSIONS v_sink_cpu=$SINK_CPU
     delivered=$(jq -r .delivered "$run/summary.json")
     summary_rate=$(jq -r '.msgs_per_s | floor' "$run/summary.json")
@@ -171,7 +184,7 @@ for tls in $VOLLEY_TLS; do
     [[ $v_count == "$N" ]] || die "smtp-sink counted $v_count messages from volley, expected $N (tls=$tls)"
     wall_rate=$(rate "$N" "$v_real")
     ratio=$(echo "scale=2; $wall_rate / $SMTP_SOURCE_RATE" | bc)
-    ROWS+=("| volley send, tls = $tls | $summary_rate | $wall_rate | ${ratio/#./0.} | $v_real | $v_count | $v_sessions | $(cpu_pct "$v_real" "$v_user" "$v_sys") % | $(cpu_pct "$v_real" "$v_sink_cpu" 0) % |")
+    ROWS+=("| volley send, tls = $tls, dkim = $dkim | $summary_rate | $wall_rate | ${ratio/#./0.} | $v_real | $v_count | $v_sessions | $(cpu_pct "$v_real" "$v_user" "$v_sys") % | $(cpu_pct "$v_real" "$v_sink_cpu" 0) % |")
     echo "    $N messages in $v_real s: $wall_rate msg/s wall clock, $summary_rate msg/s by summary (smtp-sink counted $v_count)"
 done
 
@@ -183,7 +196,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then comm
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
     echo
     echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE."
-    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" benches/peers.sh\`"
+    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" benches/peers.sh\`"
     echo
     echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
