@@ -12,9 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
-use volley_bench::dns::{BenchDns, TxtZone};
+use volley_bench::dns::{verifier_for, BenchDns, TxtZone};
 use volley_bench::postfix::{Dumped, PostfixSink};
 use volley_engine::dkim::{generate, DkimKeyConfig, GeneratedKey, KeyAlgorithm};
 use volley_scheduler::campaign::Campaign;
@@ -99,21 +98,6 @@ fn campaign(dir: &Path, id: &str, from_domain: &str, n: usize) -> (Campaign, BTr
     (campaign, emails.into_iter().collect())
 }
 
-/// mail-auth's verifier with `dns` (a loopback address) as its only name server, UDP and TCP.
-fn verifier_for(dns: SocketAddr) -> MessageAuthenticator {
-    assert!(dns.ip().is_loopback());
-    let mut udp = ConnectionConfig::udp();
-    udp.port = dns.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = dns.port();
-    let server = NameServerConfig::new(IpAddr::from(Ipv4Addr::LOCALHOST), true, vec![udp, tcp]);
-    MessageAuthenticator::new(
-        ResolverConfig::from_parts(None, vec![], vec![server]),
-        ResolverOpts::default(),
-    )
-    .expect("verifier")
-}
-
 /// The DKIM results mail-auth gives `message`, one per signature.
 async fn verify(verifier: &MessageAuthenticator, message: &[u8]) -> Vec<DkimResult> {
     let parsed = AuthenticatedMessage::parse(message).expect("the received message parses");
@@ -171,7 +155,7 @@ async fn every_message_carries_two_signatures_that_verify_after_smtp_sink() {
     let dns = BenchDns::start_txt(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &zone)
         .await
         .expect("DNS server");
-    let verifier = verifier_for(dns.local_addr());
+    let verifier = verifier_for(dns.local_addr()).expect("verifier");
 
     let sink = PostfixSink::start(&dir.path().join("smtp-sink"));
     let cfg = config(dir.path(), sink.addr(), vec![rsa_entry, ed_entry]);
