@@ -7,12 +7,14 @@
 //! - `report.rs` — the human-readable end-of-run report.
 //! - `suppress.rs` — `volley suppress`: the suppression list by hand (add, remove, check,
 //!   import, export).
+//! - `dkim.rs` — `volley dkim keygen`: a new DKIM key, its DNS record and `[[dkim]]` entry.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod dkim;
 mod report;
 mod send;
 mod suppress;
@@ -36,6 +38,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Manage the suppression list: add, remove, check, import, export.
     Suppress(suppress::SuppressArgs),
+    /// DKIM keys: generate one and print the DNS record to publish.
+    Dkim(dkim::DkimArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     Sink(volley_bench::SinkArgs),
 }
@@ -65,6 +69,11 @@ fn main() -> ExitCode {
             Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {
                 Ok(result) => result,
                 Err(e) => Err(anyhow::anyhow!("volley suppress stopped: {e}")),
+            },
+            // Key generation is CPU work: off the runtime's worker threads.
+            Command::Dkim(args) => match tokio::task::spawn_blocking(move || dkim::run(args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley dkim stopped: {e}")),
             },
         }
     });

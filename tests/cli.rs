@@ -257,3 +257,92 @@ fn suppress_add_check_import_export_remove() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("no-at-sign"), "{}", text(&o));
 }
+
+#[test]
+fn dkim_keygen_writes_a_key_and_prints_the_record() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keygen = |algorithm: &str, out: &Path| {
+        volley()
+            .args([
+                "dkim",
+                "keygen",
+                "--domain",
+                "News.Volley.Test",
+                "--algorithm",
+                algorithm,
+            ])
+            .args(["--selector", &format!("{algorithm}1"), "--out"])
+            .arg(out)
+            .output()
+            .expect("volley dkim keygen")
+    };
+    let mut snippets = String::new();
+    for (algorithm, k) in [("ed25519", "k=ed25519"), ("rsa", "k=rsa")] {
+        let key = dir.path().join(format!("{algorithm}.pem"));
+        let o = keygen(algorithm, &key);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        let mode = std::fs::metadata(&key).expect("key file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{algorithm} key mode {mode:o}");
+        assert!(
+            std::fs::read_to_string(&key)
+                .expect("key")
+                .starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "PKCS#8 PEM"
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            stdout.contains(&format!("{algorithm}1._domainkey.news.volley.test")),
+            "{t}"
+        );
+        assert!(stdout.contains("v=DKIM1") && stdout.contains(k), "{t}");
+        assert!(
+            stdout.contains(&format!(
+                "{algorithm}1._domainkey.news.volley.test. IN TXT ( \"v=DKIM1; {k}; p="
+            )),
+            "zone-file line: {t}"
+        );
+        // The printed [[dkim]] entry is pasted into volley.toml as is.
+        let snippet = &stdout[stdout.find("[[dkim]]").expect("a [[dkim]] entry")..];
+        snippets.push_str(snippet);
+
+        // Never over an existing key: the file is left as it was.
+        let before = std::fs::read(&key).expect("key");
+        let o = keygen(algorithm, &key);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("refusing to overwrite") && t.contains(&key.display().to_string()),
+            "{t}"
+        );
+        assert_eq!(std::fs::read(&key).expect("key"), before, "{algorithm} key unchanged");
+    }
+    // Both entries (dual signing for one domain) load: keys read, checked, test-signed.
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!("[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.volley.test\"\n\n{snippets}"),
+    );
+    let loaded = volley_scheduler::config::SendConfig::load(&config).unwrap_or_else(|e| panic!("{e}\n{snippets}"));
+    assert_eq!(loaded.dkim.len(), 2);
+    assert!(loaded.dkim.iter().all(|k| k.domain == "news.volley.test"));
+
+    let o = volley()
+        .args([
+            "dkim",
+            "keygen",
+            "--domain",
+            "x.test",
+            "--selector",
+            "s",
+            "--algorithm",
+            "ed25519",
+        ])
+        .args(["--bits", "2048", "--out"])
+        .arg(dir.path().join("never.pem"))
+        .output()
+        .expect("volley dkim keygen");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!dir.path().join("never.pem").exists());
+}

@@ -26,7 +26,11 @@
 //!   - `sink/error.rs` — [`SinkError`].
 //! - [`dns`] — a loopback authoritative DNS server for a generated zone of recipient domains
 //!   and MX sites ([`dns::BenchZone`], [`dns::BenchDns::start`]), for benchmarks that resolve
-//!   MX like production does.
+//!   MX like production does; [`dns::TxtZone`] serves TXT records (DKIM keys) and
+//!   [`dns::verifier_for`] points mail-auth's verifier at such a server.
+//! - [`postfix`] — [`PostfixSink`]: Postfix's `smtp-sink` on a loopback port, dumping every
+//!   transaction to a file, and [`Dumped`]: one transaction parsed (envelope, message as CRLF
+//!   bytes), for interop and DKIM end-to-end tests.
 //! - [`redis`] — [`RedisServer`]: a throwaway `redis-server` on a loopback port for tests
 //!   (start, stop, restart on the same port).
 //! - `src/bin/volley-bench.rs` — the `volley-bench` command (`volley-bench dns ...`).
@@ -34,8 +38,10 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod postfix;
 pub mod redis;
 pub mod sink;
 
+pub use postfix::{Dumped, PostfixSink};
 pub use redis::RedisServer;
 pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};

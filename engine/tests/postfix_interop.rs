@@ -7,13 +7,10 @@
 //! Every socket is on 127.0.0.1; smtp-sink listens on a port the test picked free.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
 
+use volley_bench::postfix::{Dumped, PostfixSink};
 use volley_engine::smtp::dot::prepare;
 use volley_engine::{
     Delivery, DeliveryPool, DeliveryReport, Disposition, Envelope, MxHost, RouteKey, SmtpConfig, SourceIp,
@@ -25,159 +22,9 @@ const MAIL_FROM: &str = "bounces@sender.test";
 /// Upper bound on the whole exchange, so a stuck peer fails the test instead of hanging it.
 const DEADLINE: Duration = Duration::from_secs(15);
 
-/// A running smtp-sink, killed (and its files removed, unless the test failed) on drop.
-struct SmtpSink {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    /// Starts smtp-sink on 127.0.0.1 at a free port, dumping every transaction under `dir/dump`
-    /// and writing its counters to `dir/counters.txt`; returns once it accepts connections.
-    fn start() -> SmtpSink {
-        let program = find_program("smtp-sink").unwrap_or_else(|| {
-            panic!(
-                "smtp-sink (Debian package `postfix`) not found in PATH or /usr/sbin: \
-                 run scripts/test.sh, which installs it"
-            )
-        });
-        let dir = std::env::temp_dir().join(format!("volley-postfix-interop-{}", std::process::id()));
-        let dump = dir.join("dump");
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dump).expect("create the dump directory");
-        let root = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-        if root {
-            // smtp-sink refuses to run as root without -u; it then writes its dumps as `nobody`.
-            for d in [&dir, &dump] {
-                fs::set_permissions(d, fs::Permissions::from_mode(0o777)).expect("chmod the dump directory");
-            }
-        }
-
-        let addr = free_loopback_port();
-        let stdout = File::create(dir.join("counters.txt")).expect("create counters.txt");
-        let stderr = File::create(dir.join("stderr.txt")).expect("create stderr.txt");
-        let mut cmd = Command::new(&program);
-        if root {
-            cmd.args(["-u", "nobody"]);
-        }
-        // -c: counters on stdout; -d: one dump file per transaction ("msg." + random hex).
-        cmd.arg("-c")
-            .arg("-d")
-            .arg(dump.join("msg."))
-            .arg(addr.to_string())
-            .arg("256")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        let mut sink = SmtpSink { child, addr, dir };
-        sink.wait_until_accepting();
-        sink
-    }
-
-    fn wait_until_accepting(&mut self) {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("smtp-sink exited at start-up ({status}): {}", self.stderr());
-            }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "smtp-sink did not accept on {} within 5 s: {}",
-                self.addr,
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default()
-    }
-
-    /// The last `mesg=` value smtp-sink's `-c` counter printed (it rewrites one line with CR).
-    fn message_counter(&self) -> Option<u64> {
-        let text = fs::read_to_string(self.dir.join("counters.txt")).ok()?;
-        let last = text.split(['\r', '\n']).rev().find(|s| s.contains("mesg="))?;
-        last.split_whitespace()
-            .find_map(|f| f.strip_prefix("mesg="))?
-            .parse()
-            .ok()
-    }
-
-    /// Parses every dump file; waits (briefly) until `expected` transactions are on disk.
-    fn transactions(&self, expected: usize) -> Vec<Dumped> {
-        let until = Instant::now() + Duration::from_secs(5);
-        loop {
-            let dumped: Vec<Dumped> = fs::read_dir(self.dir.join("dump"))
-                .expect("read the dump directory")
-                .map(|e| Dumped::parse(&e.expect("dump entry").path()))
-                .collect();
-            let complete = dumped.iter().filter(|d| d.tag.is_some()).count();
-            if dumped.len() > expected || complete == expected || Instant::now() > until {
-                return dumped;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("smtp-sink's files are kept in {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// What smtp-sink recorded for one transaction.
-#[derive(Debug, Default)]
-struct Dumped {
-    file: PathBuf,
-    client_addr: String,
-    helo: String,
-    mail_args: String,
-    rcpts: Vec<String>,
-    /// Our `X-Interop-Tag` header, found in the message smtp-sink stored.
-    tag: Option<u64>,
-    body: String,
-}
-
-impl Dumped {
-    /// Reads one dump file: smtp-sink's `X-*` records up to its `Received:` line, then the
-    /// message as received (un-stuffed, LF line ends).
-    fn parse(path: &Path) -> Dumped {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        let mut d = Dumped {
-            file: path.to_path_buf(),
-            ..Dumped::default()
-        };
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("X-Client-Addr: ") {
-                d.client_addr = v.into();
-            } else if let Some(v) = line.strip_prefix("X-Helo-Args: ") {
-                d.helo = v.into();
-            } else if let Some(v) = line.strip_prefix("X-Mail-Args: ") {
-                d.mail_args = v.into();
-            } else if let Some(v) = line.strip_prefix("X-Rcpt-Args: ") {
-                d.rcpts.push(v.into());
-            } else if let Some(v) = line.strip_prefix("X-Interop-Tag: ") {
-                d.tag = v.trim().parse().ok();
-            }
-        }
-        d.body = text;
-        d
-    }
+/// The test's `X-Interop-Tag` header in what smtp-sink stored.
+fn tag_of(d: &Dumped) -> Option<u64> {
+    d.header("X-Interop-Tag")?.trim().parse().ok()
 }
 
 /// What the test sends as message `tag`.
@@ -206,8 +53,9 @@ fn sent(tag: u64) -> Sent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
-    let sink = SmtpSink::start();
-    assert!(sink.addr.ip().is_loopback());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = PostfixSink::start(dir.path());
+    assert!(sink.addr().ip().is_loopback());
 
     let config = SmtpConfig::default();
     let params = config.session_params().expect("default SMTP config is valid");
@@ -222,7 +70,7 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
             },
             mx: MxHost {
                 name: "127.0.0.1".into(),
-                addr: sink.addr,
+                addr: sink.addr(),
             },
         })
         .collect();
@@ -280,6 +128,7 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
 
     // smtp-sink's view: exactly those transactions, envelopes, sources and messages.
     let dumped = sink.transactions(MESSAGES as usize);
+    let text_of = |d: &Dumped| String::from_utf8_lossy(&d.body).into_owned();
     assert_eq!(
         dumped.len(),
         MESSAGES as usize,
@@ -288,9 +137,8 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
     );
     let mut seen = BTreeMap::new();
     for d in &dumped {
-        let tag = d
-            .tag
-            .unwrap_or_else(|| panic!("{}: no X-Interop-Tag in what smtp-sink stored", d.file.display()));
+        let tag =
+            tag_of(d).unwrap_or_else(|| panic!("{}: no X-Interop-Tag in what smtp-sink stored", d.file.display()));
         assert!(
             seen.insert(tag, d).is_none(),
             "message {tag} received twice by smtp-sink"
@@ -323,15 +171,21 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
         let rcpts: Vec<&str> = d.rcpts.iter().filter_map(|r| r.split_whitespace().next()).collect();
         let expected: Vec<String> = s.recipients.iter().map(|r| format!("<{r}>")).collect();
         assert_eq!(rcpts, expected, "message {tag}: RCPT TO, in order");
+        assert!(d.complete, "message {tag}: dump file not finished");
+        assert_eq!(
+            String::from_utf8_lossy(&d.message_crlf()),
+            String::from_utf8_lossy(&s.message),
+            "message {tag}: the message smtp-sink stored, CRLF restored, is the one sent"
+        );
         for line in [
             format!("\n.leading dot {tag}\n"),
             format!("\n..two dots {tag}\n"),
             format!("\n.\nend {tag}\n"),
         ] {
             assert!(
-                d.body.contains(&line),
+                text_of(d).contains(&line),
                 "message {tag}: {line:?} not un-stuffed as sent:\n{}",
-                d.body
+                text_of(d)
             );
         }
     }
@@ -343,20 +197,4 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
         Some(MESSAGES),
         "smtp-sink's own -c message counter"
     );
-}
-
-/// Looks for an executable in PATH, then in the sbin directories Debian installs Postfix into
-/// (often missing from a non-root PATH).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
-}
-
-/// A loopback address with a port that was free a moment ago (bound to port 0, then released).
-fn free_loopback_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address")
 }

@@ -32,5 +32,5 @@ mod zone;
 
 pub use error::DnsError;
 pub use server::{BenchDns, BenchDnsHandle};
-pub use txt::TxtZone;
+pub use txt::{verifier_for, TxtZone};
 pub use zone::{BenchZone, DEFAULT_ORIGIN, PRIMARY_PREFERENCE, SECONDARY_PREFERENCE, TTL};

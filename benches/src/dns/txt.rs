@@ -1,5 +1,6 @@
 //! [`TxtZone`]: a zone of TXT records only — DKIM keys (`<selector>._domainkey.<domain>`),
-//! SPF or DMARC policies — for tests that verify what a real resolver reads over the wire.
+//! SPF or DMARC policies — for tests that verify what a real resolver reads over the wire, and
+//! [`verifier_for`]: mail-auth's verifier asking such a server and nothing else.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), volley_bench::dns::DnsError> {
@@ -10,9 +11,14 @@
 //! # dns.shutdown().await; Ok(()) }
 //! ```
 
+use std::io;
+use std::net::SocketAddr;
+
 use hickory_server::proto::rr::rdata::{SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::store::in_memory::InMemoryAuthority;
+use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::MessageAuthenticator;
 
 use super::zone::{authority_of, origin_fqdn};
 use super::{DnsError, TTL};
@@ -73,6 +79,28 @@ impl TxtZone {
     pub(crate) fn origin_name(&self) -> Result<Name, DnsError> {
         origin_fqdn(&self.origin)
     }
+}
+
+/// mail-auth's verifier (DKIM, SPF, DMARC) with `dns` — a [`super::BenchDns`] on loopback — as
+/// its only name server, over UDP and TCP: what a receiver concludes from the records served.
+/// Refuses a non-loopback address: tests never ask a real resolver.
+pub fn verifier_for(dns: SocketAddr) -> io::Result<MessageAuthenticator> {
+    if !dns.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{dns}: the test DNS server must be on loopback"),
+        ));
+    }
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = dns.port();
+    let server = NameServerConfig::new(dns.ip(), true, vec![udp, tcp]);
+    MessageAuthenticator::new(
+        ResolverConfig::from_parts(None, vec![], vec![server]),
+        ResolverOpts::default(),
+    )
+    .map_err(|e| io::Error::other(format!("mail-auth resolver for {dns}: {e}")))
 }
 
 #[cfg(test)]

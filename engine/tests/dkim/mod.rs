@@ -7,11 +7,10 @@
 pub mod keys;
 pub mod pool;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use volley_bench::dns::{BenchDns, BenchDnsHandle, TxtZone};
 use volley_engine::dkim::{generate, DkimKeyConfig, DkimPublicKey, DkimSigners, GeneratedKey, KeyAlgorithm};
@@ -108,17 +107,7 @@ impl Dns {
 
 /// mail-auth's verifier with `dns` (a loopback address) as its only name server, UDP and TCP.
 pub fn verifier_for(dns: SocketAddr) -> MessageAuthenticator {
-    assert!(dns.ip().is_loopback());
-    let mut udp = ConnectionConfig::udp();
-    udp.port = dns.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = dns.port();
-    let server = NameServerConfig::new(IpAddr::from(Ipv4Addr::LOCALHOST), true, vec![udp, tcp]);
-    MessageAuthenticator::new(
-        ResolverConfig::from_parts(None, vec![], vec![server]),
-        ResolverOpts::default(),
-    )
-    .unwrap()
+    volley_bench::dns::verifier_for(dns).unwrap()
 }
 
 /// A message From `user@domain` with `extra` header lines (CRLF-terminated) and `body`.
