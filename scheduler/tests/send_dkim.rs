@@ -58,19 +58,14 @@ fn config(dir: &Path, sink: SocketAddr, dkim: Vec<DkimKeyConfig>) -> SendConfig 
             ..Default::default()
         },
         max_in_flight: 1000,
-        max_in_flight_per_site: 2_000,
-        max_parked: 500_000,
-        bounces: Default::default(),
         dkim,
         dkim_threads: 2,
-        suppression: Default::default(),
         retry: RetryConfig {
             schedule: vec![Duration::from_millis(50).into()],
             max_age: Duration::from_secs(2),
             host_down: Duration::from_secs(60),
         },
-        dns: None,
-        mx_port: 25,
+        ..SendConfig::new(Default::default(), Vec::new())
     }
 }
 
