@@ -486,22 +486,36 @@ impl Dispatcher {
         for delivery in batch.drain(..) {
             self.in_engine += 1;
             if let Err(d) = self.pool.try_submit(delivery) {
-                // Only when the pool is closing; reported like any deferral.
+                // The route's queue filled up after `room()` was asked: another campaign
+                // sharing the pool got there first (the pool only closes after every
+                // dispatcher has finished). Not a failure: the job waits for room again.
                 self.in_engine -= 1;
-                let status = local(Disposition::Deferred, (4, 4, 1), "the delivery pool is closing".into());
-                self.pool_refused(d, status)?;
+                self.pool_full(d)?;
             }
         }
         self.batch = batch;
         Ok(())
     }
 
-    fn pool_refused(&mut self, d: Delivery<Tag>, status: RecipientStatus) -> Result<(), SendError> {
+    /// Puts a delivery the pool had no room for back at the head of its site's queue; the
+    /// site waits for room (a report, or the recheck when the room is taken by others).
+    fn pool_full(&mut self, d: Delivery<Tag>) -> Result<(), SendError> {
         let Tag { job, site, .. } = d.tag;
-        if let Some(s) = self.sites.get_mut(&site) {
-            s.in_flight -= 1;
+        self.recheck.get_or_insert(Instant::now() + RECHECK);
+        match self.sites.get_mut(&site) {
+            Some(s) => {
+                s.in_flight -= 1;
+                s.blocked = true;
+                s.ready.push_front(job);
+                Ok(())
+            }
+            // Sites are never removed while jobs are out; should one be missing, the job is
+            // retried rather than lost.
+            None => {
+                let status = local(Disposition::Deferred, (4, 4, 1), "no room in the delivery pool".into());
+                self.settle(job, None, None, status, Duration::ZERO, false)
+            }
         }
-        self.settle(job, Some(&site), None, status, Duration::ZERO, false)
     }
 
     fn on_report(&mut self, report: DeliveryReport<Tag>) -> Result<(), SendError> {
