@@ -131,6 +131,19 @@ pub async fn run_many(
     )?);
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
     let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
+    let rules = Arc::new(
+        config
+            .bounces
+            .load()
+            .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?,
+    );
+    let signers = if config.dkim.is_empty() {
+        None
+    } else {
+        let (signers, _warnings) = volley_engine::dkim::DkimSigners::load(&config.dkim)
+            .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
+        Some(Arc::new(signers))
+    };
     let gate = (campaigns.len() > 1).then(|| {
         Arc::new(priority::PriorityGate::new(
             campaigns.iter().map(|c| c.priority()).collect(),
@@ -142,6 +155,8 @@ pub async fn run_many(
     for (index, campaign) in campaigns.iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
+            rules: rules.clone(),
+            signers: signers.clone(),
             pool: pool.clone(),
             store: store.clone(),
             writer: writer.clone(),
@@ -231,6 +246,10 @@ pub async fn run_many(
 
 /// What the campaigns of one process share.
 struct Shared {
+    /// Bounce classification, loaded once.
+    rules: Arc<crate::bounces::BounceRules>,
+    /// The DKIM keys, loaded (and self-checked) once; `None` without `[[dkim]]`.
+    signers: Option<Arc<volley_engine::dkim::DkimSigners>>,
     pool: DeliveryPool<dispatch::Tag>,
     store: Arc<dyn crate::suppression::SuppressionStore>,
     writer: Arc<SuppressionWriter>,
@@ -291,10 +310,6 @@ fn prepare(
         None => None,
     };
     let router = Router::new(routes, resolver, config.mx_port);
-    let rules = config
-        .bounces
-        .load()
-        .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?;
 
     // What earlier runs did.
     state::pin_recipients(&dir, campaign.recipients())?;
@@ -328,7 +343,7 @@ fn prepare(
     let reading = produce::Reading {
         factory,
         gate: checker.clone(),
-        signing: signing(campaign, config)?,
+        signing: signing(campaign, shared.signers, config.dkim_threads),
     };
 
     let (work_tx, work_rx) = mpsc::channel(1024);
@@ -357,7 +372,7 @@ fn prepare(
         log,
         path: log_path.clone(),
         summary,
-        rules: Arc::new(rules),
+        rules: shared.rules,
         suppression: Some(shared.writer),
     };
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
@@ -434,25 +449,25 @@ impl CampaignRun {
     }
 }
 
-/// The run's DKIM signing: the configured keys, when one covers the campaign's From domain
+/// The campaign's DKIM signing: the run's keys, when one covers the campaign's From domain
 /// (otherwise messages go unsigned, with a warning when keys exist for other domains).
-fn signing(campaign: &Campaign, config: &SendConfig) -> Result<Option<render::Signing>, SendError> {
-    if config.dkim.is_empty() {
-        return Ok(None);
-    }
-    let (signers, _warnings) =
-        volley_engine::dkim::DkimSigners::load(&config.dkim).map_err(|e| SendError::Config(format!("dkim: {e}")))?;
+fn signing(
+    campaign: &Campaign,
+    signers: Option<Arc<volley_engine::dkim::DkimSigners>>,
+    threads: usize,
+) -> Option<render::Signing> {
+    let signers = signers?;
     let from_domain: Arc<str> = Arc::from(campaign.from().address.domain());
     if !signers.has_key_for(&from_domain) {
         tracing::warn!(
             "campaign {}: no [[dkim]] key for its From domain {from_domain}; messages go out unsigned",
             campaign.id()
         );
-        return Ok(None);
+        return None;
     }
-    Ok(Some(render::Signing {
-        signers: Arc::new(signers),
-        threads: config.dkim_threads,
+    Some(render::Signing {
+        signers,
+        threads,
         from_domain,
-    }))
+    })
 }

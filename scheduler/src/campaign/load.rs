@@ -105,7 +105,7 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn line(&self, value: &Spanned<String>) -> usize {
+    fn line<T>(&self, value: &Spanned<T>) -> usize {
         line_column(self.text, value.span().start).0
     }
 
@@ -204,7 +204,7 @@ impl Loader<'_> {
             Some(v) => match u8::try_from(*v.get_ref()) {
                 Ok(p) if p <= 9 => p,
                 _ => {
-                    let (line, value) = (line_column(self.text, v.span().start).0, v.get_ref().to_string());
+                    let (line, value) = (self.line(v), v.get_ref().to_string());
                     return Err(self.invalid_at("priority", line, &value, "must be 0 (bulk) to 9 (most urgent)"));
                 }
             },
