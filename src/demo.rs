@@ -58,12 +58,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let config = SendConfig {
         state_dir: dir.join("state"),
         source_ips: (0..args.source_ips)
-            .map(|i| SourceIpConfig {
-                address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)),
-                ehlo_name: format!("mta{}.volley.test", 2 + i),
-                weight: 1,
-                rate: None,
-                pool: "default".into(),
+            .map(|i| {
+                SourceIpConfig::new(
+                    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)),
+                    format!("mta{}.volley.test", 2 + i),
+                )
             })
             .collect(),
         routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),

@@ -62,6 +62,24 @@ pub struct SendConfig {
     /// Signing threads (0, the default: one per core).
     #[serde(default)]
     pub dkim_threads: usize,
+    /// Warm-up and traffic shaping: curve folder, provider groups, backoff rules, counters.
+    /// Each source IP says whether it is warm or warming up (`warmup`, `warmup_start`).
+    #[serde(default)]
+    pub warmup: volley_warmup::WarmupConfig,
+}
+
+/// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
+/// provider groups and each IP's warm-up state.
+#[derive(Clone, Debug)]
+pub struct WarmupPolicy {
+    /// The curves named by source IPs.
+    pub curves: volley_warmup::CurveSet,
+    /// Adaptive backoff rules.
+    pub rules: volley_warmup::BackoffRules,
+    /// Provider groups.
+    pub providers: volley_warmup::Providers,
+    /// Every source IP's warm-up state (in `source_ips` order).
+    pub states: Vec<(IpAddr, volley_warmup::WarmupState)>,
 }
 
 /// `[bounces]`: how outcomes are classified.
@@ -158,6 +176,17 @@ pub struct SourceIpConfig {
     /// (default `"default"`).
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// The warm-up curve this IP follows (`"conservative"`, `"standard"`, `"aggressive"`, or
+    /// a file `<warmup.curves_dir>/<name>.toml`); needs `warmup_start`. Without it the IP is
+    /// warm.
+    #[serde(default)]
+    pub warmup: Option<String>,
+    /// Day 1 of the IP's warm-up (UTC, `YYYY-MM-DD`).
+    #[serde(default)]
+    pub warmup_start: Option<volley_warmup::UtcDay>,
+    /// Says explicitly that the IP is warm (no caps); contradicts `warmup`.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 impl SourceIpConfig {
@@ -169,7 +198,20 @@ impl SourceIpConfig {
             weight: 1,
             rate: None,
             pool: DEFAULT_POOL.to_string(),
+            warmup: None,
+            warmup_start: None,
+            warm: false,
         }
+    }
+
+    /// The IP's warm-up state: warm, or a curve since a start date.
+    pub fn warmup_state(&self) -> Result<volley_warmup::WarmupState, volley_warmup::ipstate::IpWarmupError> {
+        volley_warmup::IpWarmup {
+            warmup: self.warmup.clone(),
+            warmup_start: self.warmup_start,
+            warm: self.warm,
+        }
+        .state()
     }
 }
 
@@ -245,6 +287,7 @@ impl SendConfig {
             suppression: crate::suppression::SuppressionConfig::default(),
             dkim: Vec::new(),
             dkim_threads: 0,
+            warmup: volley_warmup::WarmupConfig::default(),
         }
     }
 
@@ -262,6 +305,15 @@ impl SendConfig {
         if let Some(rules) = config.bounces.rules.as_mut().filter(|r| r.is_relative()) {
             *rules = path.parent().unwrap_or(Path::new(".")).join(&*rules);
         }
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.warmup.curves_dir.is_relative() {
+            config.warmup.curves_dir = base.join(&config.warmup.curves_dir);
+        }
+        if let Some(rules) = config.warmup.backoff.as_mut().filter(|r| r.is_relative()) {
+            *rules = base.join(&*rules);
+        }
+        // Curves and backoff rules are read and checked before anything starts.
+        config.warmup_policy(path)?;
         for key in &mut config.dkim {
             if key.key.is_relative() {
                 key.key = path.parent().unwrap_or(Path::new(".")).join(&key.key);
@@ -392,7 +444,63 @@ impl SendConfig {
         if self.mx_port == 0 {
             return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
         }
+        for (i, ip) in self.source_ips.iter().enumerate() {
+            if let Err(e) = ip.warmup_state() {
+                let value = ip
+                    .warmup
+                    .clone()
+                    .unwrap_or_else(|| ip.warmup_start.map(|d| d.to_string()).unwrap_or_default());
+                return Err(invalid(format!("source_ips[{i}].warmup"), value, &e.to_string()));
+            }
+        }
+        self.warmup
+            .check()
+            .map_err(|(field, value, reason)| invalid(field, value, &reason))?;
         Ok(())
+    }
+
+    /// Loads what the warm-up settings name: the curves of the source IPs (from
+    /// `warmup.curves_dir`, else the shipped ones), the backoff rules, the provider groups.
+    /// `path` (the config file) is used in error messages only.
+    pub fn warmup_policy(&self, path: &Path) -> Result<WarmupPolicy, ConfigError> {
+        let invalid = |field: String, value: String, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            field,
+            value,
+            reason,
+        };
+        let providers = volley_warmup::Providers::new(&self.warmup.provider_config());
+        let mut states = Vec::with_capacity(self.source_ips.len());
+        let mut curves = volley_warmup::CurveSet::default();
+        for (i, ip) in self.source_ips.iter().enumerate() {
+            let state = ip
+                .warmup_state()
+                .map_err(|e| invalid(format!("source_ips[{i}].warmup"), String::new(), e.to_string()))?;
+            if let volley_warmup::WarmupState::Warming { curve, .. } = &state {
+                if curves.get(curve).is_none() {
+                    let loaded = volley_warmup::CurveSet::load(&self.warmup.curves_dir, [curve.as_str()])
+                        .map_err(|e| invalid(format!("source_ips[{i}].warmup"), curve.clone(), e.to_string()))?;
+                    for c in loaded.iter() {
+                        let file = self.warmup.curves_dir.join(format!("{curve}.toml"));
+                        c.check_covers(&providers, &file)
+                            .map_err(|e| invalid(format!("source_ips[{i}].warmup"), curve.clone(), e.to_string()))?;
+                        curves.insert(c.clone());
+                    }
+                }
+            }
+            states.push((ip.address, state));
+        }
+        let rules = match &self.warmup.backoff {
+            Some(file) => volley_warmup::BackoffRules::load(file)
+                .map_err(|e| invalid("warmup.backoff".into(), file.display().to_string(), e.to_string()))?,
+            None => volley_warmup::BackoffRules::default(),
+        };
+        Ok(WarmupPolicy {
+            curves,
+            rules,
+            providers,
+            states,
+        })
     }
 }
 
@@ -475,5 +583,41 @@ idle_timeout = "5s"
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("source_ips[0].ehlo_name") && e.contains("bad name"), "{e}");
+    }
+
+    #[test]
+    fn warmup_settings_are_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |text: &str| {
+            let path = dir.path().join("volley.toml");
+            std::fs::write(&path, text).expect("write");
+            SendConfig::load(&path).map_err(|e| e.to_string())
+        };
+        let warming = GOOD.replace(
+            "ehlo_name = \"mta2.volley.test\"",
+            "ehlo_name = \"mta2.volley.test\"\nwarmup = \"standard\"\nwarmup_start = \"2026-11-01\"",
+        );
+        let c = write(&warming).expect("a shipped curve loads without a curves folder");
+        let policy = c.warmup_policy(Path::new("v.toml")).expect("policy");
+        assert!(policy.curves.get("standard").is_some());
+        assert!(matches!(policy.states[0].1, volley_warmup::WarmupState::Warming { .. }));
+
+        let e = write(&warming.replace("\"standard\"", "\"turbo\""))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("source_ips[0].warmup") && e.contains("turbo") && e.contains("turbo.toml"),
+            "{e}"
+        );
+        let e = write(&warming.replace("warmup_start = \"2026-11-01\"", ""))
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("source_ips[0].warmup") && e.contains("warmup_start"), "{e}");
+        let e = write(&format!("{GOOD}[warmup]\nspeed = 0\n")).err().unwrap_or_default();
+        assert!(e.contains("warmup.speed"), "{e}");
+        let e = write(&format!("{GOOD}[warmup]\nbackoff = \"nope.toml\"\n"))
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("warmup.backoff") && e.contains("nope.toml"), "{e}");
     }
 }

@@ -2,18 +2,20 @@
 //! IP (see [`crate::ipstate::IpWarmup`]).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::provider::ProviderGroup;
 
 /// Warm-up and traffic-shaping settings.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupConfig {
     /// Where curve files (`<name>.toml`) are, relative to the config file (the caller resolves
-    /// it). Default `config/warmup`.
+    /// it). Default `warmup` (next to volley.toml). A curve named by an IP is read from here;
+    /// when the file does not exist, the curve shipped inside Volley of that name
+    /// (conservative, standard, aggressive) is used.
     #[serde(default = "default_curves_dir")]
     pub curves_dir: PathBuf,
     /// Provider groups recognised from MX host names, in matching order; replaces the defaults
@@ -29,6 +31,15 @@ pub struct WarmupConfig {
     /// How often the embedded store writes its file at most (it also writes at shutdown).
     #[serde(default = "default_flush_every", with = "humantime_serde")]
     pub flush_every: Duration,
+    /// Rehearsal: the warm-up clock runs this many times faster than real time (1, the
+    /// default, in production). A rehearsal against a sink with `speed = 3600` lives a warm-up
+    /// hour per second: caps, pacing, day roll-over and backoff durations all follow it.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Rehearsal: the warm-up clock starts at this time (RFC 3339, e.g.
+    /// `"2026-11-01T00:00:00Z"`) instead of now.
+    #[serde(default, with = "humantime_serde")]
+    pub clock_start: Option<SystemTime>,
 }
 
 /// Where counters live.
@@ -41,7 +52,11 @@ pub enum CounterBackend {
 }
 
 fn default_curves_dir() -> PathBuf {
-    PathBuf::from("config/warmup")
+    PathBuf::from("warmup")
+}
+
+fn default_speed() -> f64 {
+    1.0
 }
 
 fn default_flush_every() -> Duration {
@@ -56,11 +71,37 @@ impl Default for WarmupConfig {
             backoff: None,
             counters: CounterBackend::default(),
             flush_every: default_flush_every(),
+            speed: default_speed(),
+            clock_start: None,
         }
     }
 }
 
 impl WarmupConfig {
+    /// The warm-up clock these settings describe, starting now.
+    pub fn clock(&self) -> crate::clock::WarmupClock {
+        crate::clock::WarmupClock::new(self.clock_start, self.speed)
+    }
+
+    /// Checks values serde cannot: returns (field, value, reason) of the first problem.
+    pub fn check(&self) -> Result<(), (String, String, String)> {
+        if !(self.speed.is_finite() && self.speed > 0.0 && self.speed <= 1e7) {
+            return Err((
+                "warmup.speed".into(),
+                self.speed.to_string(),
+                "must be a number > 0 (1 = real time) and at most 10000000".into(),
+            ));
+        }
+        if self.flush_every.is_zero() {
+            return Err((
+                "warmup.flush_every".into(),
+                "0s".into(),
+                "must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The provider groups in effect.
     pub fn provider_config(&self) -> crate::provider::ProviderConfig {
         self.providers

@@ -321,6 +321,13 @@ fn parse_day(table: &toml::Table) -> Result<(u32, Vec<(String, Caps)>), Problem>
     Ok((day, listed))
 }
 
+/// The curves Volley ships (`config/warmup/<name>.toml`), by name.
+pub const SHIPPED: [(&str, &str); 3] = [
+    ("conservative", include_str!("../../config/warmup/conservative.toml")),
+    ("standard", include_str!("../../config/warmup/standard.toml")),
+    ("aggressive", include_str!("../../config/warmup/aggressive.toml")),
+];
+
 /// The curves IPs name, loaded from `<dir>/<name>.toml`.
 #[derive(Clone, Debug, Default)]
 pub struct CurveSet {
@@ -328,7 +335,8 @@ pub struct CurveSet {
 }
 
 impl CurveSet {
-    /// Loads each named curve from `dir/<name>.toml`; a file's `name` must match its file name.
+    /// Loads each named curve from `dir/<name>.toml` (a shipped curve when there is no such
+    /// file); a file's `name` must match its file name.
     pub fn load<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<CurveSet, CurveError> {
         let mut set = CurveSet::default();
         for name in names {
@@ -336,7 +344,11 @@ impl CurveSet {
                 continue;
             }
             let path = dir.join(format!("{name}.toml"));
-            let curve = Curve::load(&path)?;
+            let shipped = SHIPPED.iter().find(|(n, _)| *n == name);
+            let curve = match (path.exists(), shipped) {
+                (false, Some((_, text))) => Curve::parse(text, &Path::new("(shipped)").join(format!("{name}.toml")))?,
+                _ => Curve::load(&path)?,
+            };
             if curve.name != name {
                 return Err(CurveError::Invalid {
                     path,
@@ -361,5 +373,10 @@ impl CurveSet {
     /// The curve of that name.
     pub fn get(&self, name: &str) -> Option<&Curve> {
         self.curves.get(name)
+    }
+
+    /// Every curve, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Curve> {
+        self.curves.values()
     }
 }

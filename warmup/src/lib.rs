@@ -36,7 +36,7 @@ pub mod rate;
 
 pub use backoff::{BackoffAction, BackoffRules};
 pub use budget::{Budgets, IpIndex, Wait, WaitReason, WaitStats};
-pub use clock::ManualClock;
+pub use clock::{ManualClock, WarmupClock};
 pub use config::{CounterBackend, WarmupConfig};
 pub use counters::{CounterStore, FileCounterStore, MemoryCounterStore};
 pub use curve::{Caps, Curve, CurveError, CurveSet};

@@ -1,5 +1,7 @@
 //! Mailbox provider groups: an MX site (its MX host names) is recognised as gmail, microsoft,
-//! yahoo… by the suffixes of its host names; a site that matches no group is [`OTHER`].
+//! yahoo… by the suffixes of its host names, or — when its host names say nothing (a routing
+//! override to an address) — by the recipient domain; a site that matches no group is
+//! [`OTHER`].
 
 use serde::Deserialize;
 
@@ -15,6 +17,11 @@ pub struct ProviderGroup {
     /// MX host name suffixes, matched on a label boundary, case-insensitively, trailing dot
     /// ignored: `"google.com"` matches `aspmx.l.google.com` but not `evilgoogle.com`.
     pub mx_suffixes: Vec<String>,
+    /// Recipient domain suffixes (same matching), used when no MX host name matches any group:
+    /// domains routed to an address by `[routes]`, and the planner's estimate before any MX
+    /// lookup.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// The provider groups, in matching order (`[[warmup.providers]]` in volley.toml).
@@ -25,14 +32,28 @@ pub struct ProviderConfig(pub Vec<ProviderGroup>);
 impl Default for ProviderConfig {
     /// gmail, microsoft and yahoo by their MX host names.
     fn default() -> ProviderConfig {
-        let group = |name: &str, suffixes: &[&str]| ProviderGroup {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let group = |name: &str, suffixes: &[&str], domains: &[&str]| ProviderGroup {
             name: name.to_string(),
-            mx_suffixes: suffixes.iter().map(|s| s.to_string()).collect(),
+            mx_suffixes: strings(suffixes),
+            domains: strings(domains),
         };
         ProviderConfig(vec![
-            group("gmail", &["google.com", "googlemail.com"]),
-            group("microsoft", &["outlook.com", "protection.outlook.com", "hotmail.com"]),
-            group("yahoo", &["yahoodns.net", "yahoo.com"]),
+            group(
+                "gmail",
+                &["google.com", "googlemail.com"],
+                &["gmail.com", "googlemail.com"],
+            ),
+            group(
+                "microsoft",
+                &["outlook.com", "protection.outlook.com", "hotmail.com"],
+                &["outlook.com", "hotmail.com", "live.com", "msn.com"],
+            ),
+            group(
+                "yahoo",
+                &["yahoodns.net", "yahoo.com"],
+                &["yahoo.com", "ymail.com", "rocketmail.com", "aol.com"],
+            ),
         ])
     }
 }
@@ -42,6 +63,8 @@ impl Default for ProviderConfig {
 pub struct Providers {
     /// (normalised suffix, group name), in configuration order.
     suffixes: Vec<(String, String)>,
+    /// (normalised recipient domain suffix, group name), in configuration order.
+    domains: Vec<(String, String)>,
     names: Vec<String>,
 }
 
@@ -53,11 +76,20 @@ impl Providers {
             .iter()
             .flat_map(|g| g.mx_suffixes.iter().map(|s| (normalise(s).to_string(), g.name.clone())))
             .collect();
+        let domains = config
+            .0
+            .iter()
+            .flat_map(|g| g.domains.iter().map(|s| (normalise(s).to_string(), g.name.clone())))
+            .collect();
         let mut names: Vec<String> = config.0.iter().map(|g| g.name.clone()).collect();
         if !names.iter().any(|n| n == OTHER) {
             names.push(OTHER.to_string());
         }
-        Providers { suffixes, names }
+        Providers {
+            suffixes,
+            domains,
+            names,
+        }
     }
 
     /// Every group name, [`OTHER`] included.
@@ -78,6 +110,25 @@ impl Providers {
     /// none does.
     pub fn group_of_site(&self, hosts: &[&str]) -> &str {
         hosts.iter().find_map(|h| self.group_of_host(h)).unwrap_or(OTHER)
+    }
+
+    /// The group of a recipient domain by the groups' `domains`, if any matches.
+    pub fn group_of_domain(&self, domain: &str) -> Option<&str> {
+        let domain = normalise(domain);
+        self.domains
+            .iter()
+            .find(|(suffix, _)| matches_suffix(domain, suffix))
+            .map(|(_, name)| name.as_str())
+    }
+
+    /// The group of a site reached for `domain`: its MX host names decide; when none matches
+    /// (a routing override to an address), the recipient domain; else [`OTHER`].
+    pub fn group_of(&self, hosts: &[&str], domain: &str) -> &str {
+        hosts
+            .iter()
+            .find_map(|h| self.group_of_host(h))
+            .or_else(|| self.group_of_domain(domain))
+            .unwrap_or(OTHER)
     }
 }
 
@@ -146,5 +197,17 @@ mod tests {
         assert_eq!(p.group_of_site(&["mx.unknown.net", "MX1.Corp.Example"]), "corp");
         assert_eq!(p.group_of_site(&["aspmx.l.google.com"]), "other");
         assert_eq!(p.names(), ["corp", "other"]);
+    }
+
+    #[test]
+    fn recipient_domains_decide_only_when_no_mx_host_matches() {
+        let p = Providers::default();
+        assert_eq!(p.group_of(&["127.0.0.1:2525"], "gmail.com"), "gmail");
+        assert_eq!(p.group_of(&["127.0.0.1:2525"], "Sub.Yahoo.COM."), "yahoo");
+        assert_eq!(p.group_of(&["mx.example.org"], "hotmail.com"), "microsoft");
+        assert_eq!(p.group_of(&["aspmx.l.google.com"], "hotmail.com"), "gmail");
+        assert_eq!(p.group_of(&[], "example.org"), "other");
+        assert_eq!(p.group_of(&[], "notgmail.com"), "other");
+        assert_eq!(p.group_of_domain("example.org"), None);
     }
 }

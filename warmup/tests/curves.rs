@@ -146,3 +146,17 @@ fn a_curve_file_must_be_named_after_its_curve() {
         .unwrap_or_default();
     assert!(e.contains("missing.toml: cannot read warm-up curve"), "{e}");
 }
+
+#[test]
+fn shipped_curves_are_used_when_the_folder_has_no_such_file_and_a_file_overrides_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = CurveSet::load(dir.path(), SHIPPED).expect("embedded curves");
+    let shipped = CurveSet::load(&curves_dir(), SHIPPED).expect("shipped files");
+    for name in SHIPPED {
+        assert_eq!(set.get(name), shipped.get(name), "{name}");
+    }
+    let own = DAY1.replace("name = \"bad\"", "name = \"standard\"");
+    std::fs::write(dir.path().join("standard.toml"), own).expect("write");
+    let set = CurveSet::load(dir.path(), ["standard"]).expect("own standard");
+    assert_ne!(set.get("standard"), shipped.get("standard"));
+}
