@@ -8,6 +8,9 @@
 //! - `suppress.rs` — `volley suppress`: the suppression list by hand (add, remove, check,
 //!   import, export).
 //! - `dkim.rs` — `volley dkim keygen`: a new DKIM key, its DNS record and `[[dkim]]` entry.
+//! - `warmup_cmd.rs` — `volley warmup show`: each source IP's warm-up day, caps and usage.
+//! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
+//! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
 
 use std::process::ExitCode;
 
@@ -15,9 +18,12 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod dkim;
+mod plan_cmd;
 mod report;
 mod send;
 mod suppress;
+mod warmup_cmd;
+mod warmup_plot;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,6 +46,11 @@ enum Command {
     Suppress(suppress::SuppressArgs),
     /// DKIM keys: generate one and print the DNS record to publish.
     Dkim(dkim::DkimArgs),
+    /// Warm-up: each source IP's day, caps and usage today (`show`), the curves as SVG (`plot`).
+    Warmup(warmup_cmd::WarmupArgs),
+    /// Predict when a campaign's recipients per provider group will be sent under warm-up
+    /// budgets (sends nothing).
+    Plan(plan_cmd::PlanArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     Sink(volley_bench::SinkArgs),
 }
@@ -70,6 +81,12 @@ fn main() -> ExitCode {
                 Ok(result) => result,
                 Err(e) => Err(anyhow::anyhow!("volley suppress stopped: {e}")),
             },
+            // Blocking file reads: off the runtime's worker threads.
+            Command::Warmup(args) => match tokio::task::spawn_blocking(move || warmup_cmd::run(args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley warmup stopped: {e}")),
+            },
+            Command::Plan(args) => plan_cmd::run(args).await,
             // Key generation is CPU work: off the runtime's worker threads.
             Command::Dkim(args) => match tokio::task::spawn_blocking(move || dkim::run(args)).await {
                 Ok(result) => result,

@@ -16,6 +16,7 @@
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
+//! - [`plan_input`] — a campaign's recipients counted per provider group, for the warm-up planner.
 //! - [`outcome`] — accounting outcomes.
 //! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
@@ -34,6 +35,7 @@ pub mod bounces;
 pub mod config;
 pub mod lineset;
 pub mod outcome;
+pub mod plan_input;
 pub mod rotation;
 pub mod routing;
 pub mod send;

@@ -20,6 +20,8 @@
 //!   restart does not reset a budget.
 //! - [`budget`] — [`Budgets`]: caps, counters, smoothing limiters and backoff per (IP, provider),
 //!   and overflow across a pool's IPs.
+//! - [`plan`] — the planner: when a campaign's recipients per provider group will have been
+//!   sent, by driving [`Budgets`] over simulated time.
 //! - [`config`] — the `[warmup]` section of volley.toml.
 
 pub mod backoff;
@@ -31,6 +33,7 @@ pub mod curve;
 pub mod day;
 pub mod ipstate;
 pub mod limiter;
+pub mod plan;
 pub mod provider;
 pub mod rate;
 
@@ -43,5 +46,6 @@ pub use curve::{Caps, Curve, CurveError, CurveSet};
 pub use day::UtcDay;
 pub use ipstate::{day_of, IpWarmup, WarmupState};
 pub use limiter::SendLimiter;
+pub use plan::{plan, Plan, PlanError, PlanInput, PlanIp, ProviderPlan};
 pub use provider::{ProviderConfig, Providers};
 pub use rate::{Rate, RateError};

@@ -1,0 +1,225 @@
+//! `volley warmup show|plot` and `volley plan` as an operator uses them: a config with two IPs
+//! warming up on a tiny curve (in the config's curves folder) and a warm one, the warm-up clock
+//! set to day 2, every domain routed to an unused loopback port (no DNS, nothing sent).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn volley() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Day 1: gmail 100/day, yahoo 50/day; day 2: gmail 200/day (100/h), yahoo 100/day (50/h).
+const TINY: &str = r#"
+name = "tiny"
+last_day = 5
+[[day]]
+day = 1
+gmail = { daily = 100, hourly = 50 }
+microsoft = { daily = 100, hourly = 50 }
+yahoo = { daily = 50, hourly = 25 }
+other = { daily = 100, hourly = 50 }
+[[day]]
+day = 2
+gmail = { daily = 200, hourly = 100 }
+yahoo = { daily = 100, hourly = 50 }
+"#;
+
+/// A temp dir with volley.toml (two warming IPs in pool `default`, a warm one in pool
+/// `bulk`) and curves/tiny.toml; the warm-up clock starts on day 2 of the warm-up.
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("curves")).expect("curves dir");
+    write(&dir.path().join("curves"), "tiny.toml", TINY);
+    let config = format!(
+        r#"
+state_dir = "state"
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2.volley.test"
+warmup = "tiny"
+warmup_start = "2026-11-01"
+[[source_ips]]
+address = "127.0.0.3"
+ehlo_name = "mta3.volley.test"
+warmup = "tiny"
+warmup_start = "2026-11-01"
+[[source_ips]]
+address = "127.0.0.4"
+ehlo_name = "mta4.volley.test"
+pool = "bulk"
+warm = true
+[routes]
+"*" = "127.0.0.1:{}"
+[warmup]
+curves_dir = "curves"
+clock_start = "2026-11-02T00:00:00Z"
+"#,
+        unused_port()
+    );
+    let path = write(dir.path(), "volley.toml", &config);
+    (dir, path)
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
+    volley().args(args).arg("--config").arg(config).output().expect("run volley")
+}
+
+#[test]
+fn show_prints_a_warming_ips_day_caps_and_usage() {
+    let (_dir, config) = setup();
+    let out = run(&["warmup", "show", "127.0.0.2"], &config);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("127.0.0.2 (pool default): curve tiny, day 2 of 5 (started 2026-11-01)"), "{t}");
+    assert!(t.contains("daily cap 200, hourly cap 100; used today 0, this hour 0"), "{t}");
+    assert!(t.contains("daily cap 100, hourly cap 50; used today 0"), "{t}");
+    assert!(!t.contains("127.0.0.3"), "{t}");
+
+    let out = run(&["warmup", "show", "127.0.0.2", "--json"], &config);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["status"], "warming", "{v}");
+    assert_eq!(v[0]["day"], 2, "{v}");
+    let gmail = &v[0]["providers"][0];
+    assert_eq!(
+        (&gmail["provider"], &gmail["daily"], &gmail["hourly"], &gmail["used_today"]),
+        (&"gmail".into(), &200.into(), &100.into(), &0.into()),
+        "{v}"
+    );
+}
+
+#[test]
+fn show_of_a_pool_lists_its_ips_only() {
+    let (_dir, config) = setup();
+    let out = run(&["warmup", "show", "default"], &config);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("127.0.0.2 (pool default)") && t.contains("127.0.0.3 (pool default)"), "{t}");
+    assert!(!t.contains("127.0.0.4"), "{t}");
+    let out = run(&["warmup", "show", "bulk"], &config);
+    let t = text(&out);
+    assert!(t.contains("127.0.0.4 (pool bulk): warm") && t.contains("no cap"), "{t}");
+}
+
+#[test]
+fn show_of_an_unknown_ip_or_pool_lists_what_exists() {
+    let (_dir, config) = setup();
+    for target in ["10.9.9.9", "nope"] {
+        let out = run(&["warmup", "show", target], &config);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains(&format!("no source IP or pool named `{target}`"))
+                && t.contains("127.0.0.2, 127.0.0.3, 127.0.0.4")
+                && t.contains("pools: bulk, default"),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn plot_writes_an_svg_with_the_curve_providers_and_ips() {
+    let (dir, config) = setup();
+    let svg = dir.path().join("warmup.svg");
+    let out = volley()
+        .args(["warmup", "plot", "--out"])
+        .arg(&svg)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run volley");
+    assert!(out.status.success(), "{}", text(&out));
+    let body = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{body}");
+    for needle in ["curve tiny", "gmail", "microsoft", "yahoo", "other", "127.0.0.2", "127.0.0.3"] {
+        assert!(body.contains(needle), "{needle} missing from the SVG");
+    }
+}
+
+#[test]
+fn plan_predicts_finish_days_and_the_ip_split() {
+    let (dir, config) = setup();
+    let mut csv = String::from("email,first_name\n");
+    for i in 0..600 {
+        csv.push_str(&format!("user{i}@gmail.com,U\n"));
+    }
+    csv.push_str("not an address,X\n");
+    for i in 0..300 {
+        csv.push_str(&format!("user{i}@yahoo.com,U\n"));
+    }
+    write(dir.path(), "r.csv", &csv);
+    let campaign = write(
+        dir.path(),
+        "c.toml",
+        "id = \"plan-test\"\nfrom = \"News <news@sender.volley.test>\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"r.csv\"\n",
+    );
+    let campaign = campaign.to_str().expect("utf-8 path");
+
+    let out = run(&["plan", campaign, "--json"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((&v["rows"], &v["rejected"], &v["domains"]), (&901.into(), &1.into(), &2.into()), "{v}");
+    let provider = |name: &str| {
+        v["providers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["provider"] == name))
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Day 2 (2026-11-02): 200 gmail and 100 yahoo per IP; day 3 the rest, split evenly.
+    for (name, recipients, per_day, per_ip) in [("gmail", 600, [400, 200], 300), ("yahoo", 300, [200, 100], 150)] {
+        let p = provider(name);
+        assert_eq!(p["recipients"], recipients, "{p}");
+        assert!(p["finish"].as_str().is_some_and(|f| f.starts_with("2026-11-03T")), "{p}");
+        assert_eq!(p["held_by"], "daily cap", "{p}");
+        let days: Vec<u64> = p["periods"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d["sent"].as_u64()).collect())
+            .unwrap_or_default();
+        assert_eq!(days, per_day, "{p}");
+        assert_eq!(p["periods"][1]["start"], "2026-11-03T00:00:00Z", "{p}");
+        let split: Vec<(String, u64)> = p["per_ip"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| (s["ip"].as_str().unwrap_or("").to_string(), s["sent"].as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            split,
+            [("127.0.0.2".to_string(), per_ip), ("127.0.0.3".to_string(), per_ip)],
+            "{p}"
+        );
+    }
+
+    let out = run(&["plan", campaign], &config);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("900 in 2 domain(s); 1 rejected row(s)"), "{t}");
+    assert!(t.contains("gmail: 600 recipient(s), done 2026-11-03T"), "{t}");
+    assert!(t.contains("yahoo: 300 recipient(s), done 2026-11-03T"), "{t}");
+    assert!(t.contains("per IP: 127.0.0.2 300, 127.0.0.3 300"), "{t}");
+    assert!(t.contains("2026-11-02T00:00:00Z: 400 (127.0.0.2 200, 127.0.0.3 200)"), "{t}");
+}
