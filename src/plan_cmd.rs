@@ -81,7 +81,9 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
     let router = Router::new(routes, resolver, config.mx_port);
     let classified = classify(&counts.per_domain, &router, &policy.providers, config.dns.is_some()).await;
 
-    let pool = config.pool(campaign.pool()).map_err(|e| anyhow!("campaign {}: {e}", campaign.id()))?;
+    let pool = config
+        .pool(campaign.pool())
+        .map_err(|e| anyhow!("campaign {}: {e}", campaign.id()))?;
     let ips: Vec<PlanIp> = pool
         .iter()
         .filter(|s| s.weight > 0)
@@ -143,7 +145,10 @@ fn print_text(campaign: &Campaign, counts: &DomainCounts, unresolved: &[Unresolv
     );
     if !unresolved.is_empty() {
         let n: u64 = unresolved.iter().map(|u| u.recipients).sum();
-        println!("unresolved: {n} recipient(s) in {} domain(s), counted by domain name:", unresolved.len());
+        println!(
+            "unresolved: {n} recipient(s) in {} domain(s), counted by domain name:",
+            unresolved.len()
+        );
         for u in unresolved.iter().take(10) {
             println!("  {} ({}, {}): {}", u.domain, u.recipients, u.provider, u.reason);
         }

@@ -31,7 +31,9 @@ pub fn write(config: &SendConfig, policy: &WarmupPolicy, now: SystemTime, out: &
         .iter()
         .zip(&policy.states)
         .filter_map(|(source, (_, state))| match state {
-            WarmupState::Warming { curve, start } => Some((curve.clone(), source.address.to_string(), day_of(*start, today))),
+            WarmupState::Warming { curve, start } => {
+                Some((curve.clone(), source.address.to_string(), day_of(*start, today)))
+            }
             WarmupState::Warm => None,
         })
         .collect();
@@ -76,7 +78,10 @@ fn draw(
         .max(1);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("curve {}: daily cap per provider group (warm after day {last})", curve.name()),
+            format!(
+                "curve {}: daily cap per provider group (warm after day {last})",
+                curve.name()
+            ),
             ("sans-serif", 18),
         )
         .margin(12)

@@ -83,7 +83,12 @@ clock_start = "2026-11-02T00:00:00Z"
 }
 
 fn run(args: &[&str], config: &Path) -> Output {
-    volley().args(args).arg("--config").arg(config).output().expect("run volley")
+    volley()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run volley")
 }
 
 #[test]
@@ -92,8 +97,14 @@ fn show_prints_a_warming_ips_day_caps_and_usage() {
     let out = run(&["warmup", "show", "127.0.0.2"], &config);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("127.0.0.2 (pool default): curve tiny, day 2 of 5 (started 2026-11-01)"), "{t}");
-    assert!(t.contains("daily cap 200, hourly cap 100; used today 0, this hour 0"), "{t}");
+    assert!(
+        t.contains("127.0.0.2 (pool default): curve tiny, day 2 of 5 (started 2026-11-01)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("daily cap 200, hourly cap 100; used today 0, this hour 0"),
+        "{t}"
+    );
     assert!(t.contains("daily cap 100, hourly cap 50; used today 0"), "{t}");
     assert!(!t.contains("127.0.0.3"), "{t}");
 
@@ -103,7 +114,12 @@ fn show_prints_a_warming_ips_day_caps_and_usage() {
     assert_eq!(v[0]["day"], 2, "{v}");
     let gmail = &v[0]["providers"][0];
     assert_eq!(
-        (&gmail["provider"], &gmail["daily"], &gmail["hourly"], &gmail["used_today"]),
+        (
+            &gmail["provider"],
+            &gmail["daily"],
+            &gmail["hourly"],
+            &gmail["used_today"]
+        ),
         (&"gmail".into(), &200.into(), &100.into(), &0.into()),
         "{v}"
     );
@@ -115,7 +131,10 @@ fn show_of_a_pool_lists_its_ips_only() {
     let out = run(&["warmup", "show", "default"], &config);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("127.0.0.2 (pool default)") && t.contains("127.0.0.3 (pool default)"), "{t}");
+    assert!(
+        t.contains("127.0.0.2 (pool default)") && t.contains("127.0.0.3 (pool default)"),
+        "{t}"
+    );
     assert!(!t.contains("127.0.0.4"), "{t}");
     let out = run(&["warmup", "show", "bulk"], &config);
     let t = text(&out);
@@ -151,8 +170,19 @@ fn plot_writes_an_svg_with_the_curve_providers_and_ips() {
         .expect("run volley");
     assert!(out.status.success(), "{}", text(&out));
     let body = std::fs::read_to_string(&svg).expect("svg written");
-    assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{body}");
-    for needle in ["curve tiny", "gmail", "microsoft", "yahoo", "other", "127.0.0.2", "127.0.0.3"] {
+    assert!(
+        body.starts_with("<svg") && body.trim_end().ends_with("</svg>"),
+        "{body}"
+    );
+    for needle in [
+        "curve tiny",
+        "gmail",
+        "microsoft",
+        "yahoo",
+        "other",
+        "127.0.0.2",
+        "127.0.0.3",
+    ] {
         assert!(body.contains(needle), "{needle} missing from the SVG");
     }
 }
@@ -179,7 +209,11 @@ fn plan_predicts_finish_days_and_the_ip_split() {
     let out = run(&["plan", campaign, "--json"], &config);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!((&v["rows"], &v["rejected"], &v["domains"]), (&901.into(), &1.into(), &2.into()), "{v}");
+    assert_eq!(
+        (&v["rows"], &v["rejected"], &v["domains"]),
+        (&901.into(), &1.into(), &2.into()),
+        "{v}"
+    );
     let provider = |name: &str| {
         v["providers"]
             .as_array()
@@ -191,7 +225,10 @@ fn plan_predicts_finish_days_and_the_ip_split() {
     for (name, recipients, per_day, per_ip) in [("gmail", 600, [400, 200], 300), ("yahoo", 300, [200, 100], 150)] {
         let p = provider(name);
         assert_eq!(p["recipients"], recipients, "{p}");
-        assert!(p["finish"].as_str().is_some_and(|f| f.starts_with("2026-11-03T")), "{p}");
+        assert!(
+            p["finish"].as_str().is_some_and(|f| f.starts_with("2026-11-03T")),
+            "{p}"
+        );
         assert_eq!(p["held_by"], "daily cap", "{p}");
         let days: Vec<u64> = p["periods"]
             .as_array()
@@ -203,7 +240,12 @@ fn plan_predicts_finish_days_and_the_ip_split() {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|s| (s["ip"].as_str().unwrap_or("").to_string(), s["sent"].as_u64().unwrap_or(0)))
+                    .map(|s| {
+                        (
+                            s["ip"].as_str().unwrap_or("").to_string(),
+                            s["sent"].as_u64().unwrap_or(0),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -221,5 +263,8 @@ fn plan_predicts_finish_days_and_the_ip_split() {
     assert!(t.contains("gmail: 600 recipient(s), done 2026-11-03T"), "{t}");
     assert!(t.contains("yahoo: 300 recipient(s), done 2026-11-03T"), "{t}");
     assert!(t.contains("per IP: 127.0.0.2 300, 127.0.0.3 300"), "{t}");
-    assert!(t.contains("2026-11-02T00:00:00Z: 400 (127.0.0.2 200, 127.0.0.3 200)"), "{t}");
+    assert!(
+        t.contains("2026-11-02T00:00:00Z: 400 (127.0.0.2 200, 127.0.0.3 200)"),
+        "{t}"
+    );
 }

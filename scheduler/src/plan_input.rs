@@ -58,7 +58,12 @@ pub fn count_domains(recipients: &Path, email_column: &str, work_dir: &Path) -> 
         match row? {
             Row::Rejected(_) => counts.rejected += 1,
             Row::Recipient(r) if duplicates.contains(r.line) => counts.duplicates += 1,
-            Row::Recipient(r) => *counts.per_domain.entry(r.email.domain().to_ascii_lowercase()).or_default() += 1,
+            Row::Recipient(r) => {
+                *counts
+                    .per_domain
+                    .entry(r.email.domain().to_ascii_lowercase())
+                    .or_default() += 1
+            }
         }
     }
     Ok(counts)
@@ -164,7 +169,11 @@ mod tests {
     #[tokio::test]
     async fn routed_domains_go_by_name_and_unrouted_ones_are_listed() {
         let routes = [("gmail.com".to_string(), "127.0.0.1:2525".to_string())];
-        let router = Router::new(Routes::new(routes.iter().map(|(a, b)| (a, b))).expect("routes"), None, 25);
+        let router = Router::new(
+            Routes::new(routes.iter().map(|(a, b)| (a, b))).expect("routes"),
+            None,
+            25,
+        );
         let counts: HashMap<String, u64> = [("gmail.com", 5), ("yahoo.com", 3), ("example.org", 2)]
             .into_iter()
             .map(|(d, n)| (d.to_string(), n))
@@ -187,7 +196,11 @@ mod tests {
     fn counts_domains_rejects_and_duplicates() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("r.csv");
-        std::fs::write(&file, "email\na@gmail.com\nB@Gmail.com\nnot an address\na@GMAIL.com\nc@yahoo.com\n").expect("write");
+        std::fs::write(
+            &file,
+            "email\na@gmail.com\nB@Gmail.com\nnot an address\na@GMAIL.com\nc@yahoo.com\n",
+        )
+        .expect("write");
         let counts = count_domains(&file, "email", dir.path()).expect("counts");
         assert_eq!((counts.rows, counts.rejected, counts.duplicates), (5, 1, 1));
         assert_eq!(counts.per_domain.get("gmail.com"), Some(&2));

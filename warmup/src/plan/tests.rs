@@ -53,7 +53,10 @@ fn input(ips: Vec<PlanIp>, recipients: &[(&str, u64)]) -> PlanInput {
 }
 
 fn provider<'a>(plan: &'a Plan, name: &str) -> &'a ProviderPlan {
-    plan.providers.iter().find(|p| p.provider == name).expect("provider planned")
+    plan.providers
+        .iter()
+        .find(|p| p.provider == name)
+        .expect("provider planned")
 }
 
 /// (day number from day1, [(ip, sent)]) per period.
@@ -110,7 +113,11 @@ fn a_capped_ip_overflows_to_the_next_and_days_follow_the_curve() {
 #[test]
 fn all_ips_capped_finish_on_the_day_arithmetic_says() {
     // "other" stays at 100/day per IP: 2 IPs send 200/day, so 1000 take 5 days.
-    let plan = plan(&input(vec![warming("10.0.0.1"), warming("10.0.0.2")], &[("other", 1000)])).expect("plan");
+    let plan = plan(&input(
+        vec![warming("10.0.0.1"), warming("10.0.0.2")],
+        &[("other", 1000)],
+    ))
+    .expect("plan");
     let other = provider(&plan, "other");
     let finish = other.finish.expect("finishes");
     assert_eq!(UtcDay::of(finish).days() - day1().days(), 4);
@@ -118,7 +125,10 @@ fn all_ips_capped_finish_on_the_day_arithmetic_says() {
     assert_eq!(other.periods.len(), 5);
     // 50/h per IP: the last day's 100 per IP need two hours.
     let into_day = finish.duration_since(UtcDay::of(finish).start()).unwrap_or_default();
-    assert!(into_day > Duration::from_secs(6_000) && into_day <= Duration::from_secs(7_200), "{into_day:?}");
+    assert!(
+        into_day > Duration::from_secs(6_000) && into_day <= Duration::from_secs(7_200),
+        "{into_day:?}"
+    );
 }
 
 #[test]
@@ -167,14 +177,21 @@ fn a_warm_ip_without_a_rate_takes_everything_at_the_start() {
 fn a_warm_ip_with_a_rate_sends_at_that_rate_across_providers() {
     // 10/s shared by two groups: a second's burst of 10, then one per 100 ms; 200 messages
     // end 19 s after the start.
-    let plan = plan(&input(vec![warm("10.0.0.9", Some("10/s"))], &[("gmail", 100), ("other", 100)])).expect("plan");
+    let plan = plan(&input(
+        vec![warm("10.0.0.9", Some("10/s"))],
+        &[("gmail", 100), ("other", 100)],
+    ))
+    .expect("plan");
     let last = plan
         .providers
         .iter()
         .filter_map(|p| p.finish_after_s)
         .fold(0.0, f64::max);
     assert!((last - 19.0).abs() < 0.01, "{last}");
-    assert!(plan.providers.iter().all(|p| p.sent == 100 && p.held_by == Some("rate")));
+    assert!(plan
+        .providers
+        .iter()
+        .all(|p| p.sent == 100 && p.held_by == Some("rate")));
 }
 
 #[test]
