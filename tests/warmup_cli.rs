@@ -82,6 +82,25 @@ clock_start = "2026-11-02T00:00:00Z"
     (dir, path)
 }
 
+/// A campaign `c.toml` in `dir` with `gmail` gmail.com and `yahoo` yahoo.com recipients, and
+/// a bad row between them when `bad`.
+fn campaign(dir: &Path, gmail: u32, yahoo: u32, bad: bool) -> PathBuf {
+    let mut csv = String::from("email,first_name\n");
+    for i in 0..gmail {
+        csv.push_str(&format!("user{i}@gmail.com,U\n"));
+    }
+    if bad {
+        csv.push_str("not an address,X\n");
+    }
+    for i in 0..yahoo {
+        csv.push_str(&format!("user{i}@yahoo.com,U\n"));
+    }
+    write(dir, "r.csv", &csv);
+    let toml = "id = \"plan-test\"\nfrom = \"News <news@sender.volley.test>\"\nsubject = \"Hi\"\n\
+                text = \"Hello\"\nrecipients = \"r.csv\"\n";
+    write(dir, "c.toml", toml)
+}
+
 fn run(args: &[&str], config: &Path) -> Output {
     volley()
         .args(args)
@@ -190,20 +209,7 @@ fn plot_writes_an_svg_with_the_curve_providers_and_ips() {
 #[test]
 fn plan_predicts_finish_days_and_the_ip_split() {
     let (dir, config) = setup();
-    let mut csv = String::from("email,first_name\n");
-    for i in 0..600 {
-        csv.push_str(&format!("user{i}@gmail.com,U\n"));
-    }
-    csv.push_str("not an address,X\n");
-    for i in 0..300 {
-        csv.push_str(&format!("user{i}@yahoo.com,U\n"));
-    }
-    write(dir.path(), "r.csv", &csv);
-    let campaign = write(
-        dir.path(),
-        "c.toml",
-        "id = \"plan-test\"\nfrom = \"News <news@sender.volley.test>\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"r.csv\"\n",
-    );
+    let campaign = campaign(dir.path(), 600, 300, true);
     let campaign = campaign.to_str().expect("utf-8 path");
 
     let out = run(&["plan", campaign, "--json"], &config);
@@ -265,6 +271,37 @@ fn plan_predicts_finish_days_and_the_ip_split() {
     assert!(t.contains("per IP: 127.0.0.2 300, 127.0.0.3 300"), "{t}");
     assert!(
         t.contains("2026-11-02T00:00:00Z: 400 (127.0.0.2 200, 127.0.0.3 200)"),
+        "{t}"
+    );
+}
+
+#[test]
+fn usage_recorded_in_the_counter_store_is_shown_and_planned_around() {
+    use volley_warmup::counters::Window;
+    use volley_warmup::{CounterStore, FileCounterStore};
+    let (dir, config) = setup();
+    let today = humantime::parse_rfc3339("2026-11-02T00:00:00Z").expect("time");
+    {
+        let mut store = FileCounterStore::open(&dir.path().join("state"), std::time::Duration::from_secs(5))
+            .expect("counter store");
+        let ip = "127.0.0.2".parse().expect("ip");
+        store.add(ip, "gmail", Window::of(today), 42).expect("add");
+        store.flush(today, true).expect("flush");
+    }
+    let out = run(&["warmup", "show", "127.0.0.2"], &config);
+    let t = text(&out);
+    assert!(
+        t.contains("daily cap 200, hourly cap 100; used today 42, this hour 42"),
+        "{t}"
+    );
+
+    let campaign = campaign(dir.path(), 600, 0, false);
+    let out = run(&["plan", campaign.to_str().expect("utf-8 path")], &config);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // 127.0.0.2 has 158 of its 200 left on day 2.
+    assert!(
+        t.contains("2026-11-02T00:00:00Z: 358 (127.0.0.2 158, 127.0.0.3 200)"),
         "{t}"
     );
 }
