@@ -15,6 +15,7 @@
 //! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
+//! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
 //! - [`outcome`] — accounting outcomes.
 //! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
@@ -37,5 +38,6 @@ pub mod outcome;
 pub mod rotation;
 pub mod routing;
 pub mod send;
+pub mod shaping;
 pub mod summary;
 pub mod suppression;

@@ -28,13 +28,10 @@ async fn sink_on(ip: [u8; 4], port: u16) -> volley_bench::SinkHandle {
 fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
-        source_ips: vec![SourceIpConfig {
-            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
-            ehlo_name: "mta2.volley.test".into(),
-            weight: 1,
-            rate: None,
-            pool: "default".into(),
-        }],
+        source_ips: vec![SourceIpConfig::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            "mta2.volley.test",
+        )],
         routes: Default::default(),
         smtp: volley_engine::SmtpConfig::default(),
         max_in_flight: 100,
