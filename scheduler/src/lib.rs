@@ -16,6 +16,7 @@
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
 //! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
+//! - [`site_backoff`] — adaptive backoff per (source IP, MX site) from throttling replies.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
 //! - [`outcome`] — accounting outcomes.
 //! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
@@ -39,5 +40,6 @@ pub mod rotation;
 pub mod routing;
 pub mod send;
 pub mod shaping;
+pub mod site_backoff;
 pub mod summary;
 pub mod suppression;

@@ -78,6 +78,16 @@ impl<C: Clock + Clone> IpRotation<C> {
         best
     }
 
+    /// How many IPs rotate.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no IP rotates (never: a rotation is built with at least one).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// The next source IP with budget, or how long until one has.
     pub fn next_ip(&mut self) -> Result<&SourceIp, Duration> {
         self.next_ip_with(|_| Ok::<(), Duration>(()))

@@ -3,9 +3,9 @@
 //! campaigns of the process, on the warm-up clock (real time, or a rehearsal's fast clock).
 //!
 //! The dispatcher asks [`Shaper::take`] before it hands a message to an IP; a refusal says
-//! until when (as a real instant) that IP cannot send to that provider. It feeds every reply
-//! to [`Shaper::observe`], which slows down or suspends the (IP, provider) pair a throttling
-//! reply names.
+//! until when (as a real instant) that IP cannot send to that site. It feeds every reply to
+//! [`Shaper::observe`], which slows down or suspends the (IP, site) pair a throttling reply
+//! came from (see [`crate::site_backoff`]).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,6 +15,8 @@ use std::time::{Instant, SystemTime};
 use volley_engine::RecipientStatus;
 use volley_warmup::budget::Usage;
 use volley_warmup::{BackoffAction, Budgets, CounterStore, Providers, WaitReason, WarmupClock};
+
+use crate::site_backoff::SiteBackoff;
 
 use crate::config::SendConfig;
 
@@ -30,6 +32,7 @@ pub struct Hold {
 /// The warm-up budgets of the run's source IPs.
 pub struct Shaper {
     budgets: Mutex<Budgets>,
+    backoff: Mutex<SiteBackoff>,
     providers: Providers,
     /// Provider group names, shared with the sites that use them.
     names: Vec<Arc<str>>,
@@ -49,6 +52,7 @@ impl Shaper {
     /// the configured warm-up clock. `config_path` is named in errors.
     pub fn open(config: &SendConfig, config_path: &Path, store: Box<dyn CounterStore>) -> Result<Shaper, String> {
         let policy = config.warmup_policy(config_path).map_err(|e| e.to_string())?;
+        let backoff = SiteBackoff::new(policy.rules.clone());
         let mut budgets = Budgets::new(policy.curves, policy.rules, store);
         for (ip, state) in policy.states {
             budgets.add_ip(ip, state).map_err(|e| e.to_string())?;
@@ -61,6 +65,7 @@ impl Shaper {
         let names = policy.providers.names().iter().map(|n| Arc::from(n.as_str())).collect();
         Ok(Shaper {
             budgets: Mutex::new(budgets),
+            backoff: Mutex::new(backoff),
             providers: policy.providers,
             names,
             clock: config.warmup.clock(),
@@ -83,34 +88,58 @@ impl Shaper {
         (name, by_domain)
     }
 
-    /// Takes one message of `ip`'s budget for `provider`, or says until when it has none.
-    pub fn take(&self, ip: IpAddr, provider: &str) -> Result<(), Hold> {
+    fn site_backoff(&self) -> MutexGuard<'_, SiteBackoff> {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one message of `ip`'s budget for `provider` at `site`, or says until when it
+    /// has none: the pair's backoff at this site first (slowed or suspended), then the
+    /// warm-up budget for the provider.
+    pub fn take(&self, ip: IpAddr, provider: &str, site: &Arc<str>) -> Result<(), Hold> {
         let now = self.clock.now();
+        {
+            let mut backoff = self.site_backoff();
+            if !backoff.is_empty() {
+                backoff
+                    .check(ip, site, now, |t| self.clock.instant_of(t))
+                    .map_err(|(until, reason)| Hold { until, reason })?;
+            }
+        }
         self.budgets().try_take(ip, provider, now).map_err(|wait| Hold {
             until: self.clock.instant_of(wait.until),
             reason: wait.reason,
         })
     }
 
-    /// Feeds a remote reply from `provider` to `ip` to adaptive backoff; the action taken when
-    /// a rule matched. Local statuses (Volley's own decisions) are not replies and are ignored.
-    pub fn observe(&self, ip: IpAddr, provider: &str, status: &RecipientStatus) -> Option<BackoffAction> {
+    /// Feeds a remote reply from `site` to `ip` to adaptive backoff (`rate_per_s`: what the
+    /// IP was sending there); the action taken when a rule matched. Local statuses (Volley's
+    /// own decisions) are not replies and are ignored.
+    pub fn observe(
+        &self,
+        ip: IpAddr,
+        site: &Arc<str>,
+        status: &RecipientStatus,
+        rate_per_s: f64,
+    ) -> Option<BackoffAction> {
         let code = status.code?;
         if code < 400 {
             return None;
         }
         let enhanced = status.enhanced.map(|e| e.to_string());
         let now = self.clock.now();
-        let action = self
-            .budgets()
-            .observe(ip, provider, Some(code), enhanced.as_deref(), &status.text, now);
+        let action =
+            self.site_backoff()
+                .observe(ip, site, Some(code), enhanced.as_deref(), &status.text, rate_per_s, now);
         if let Some(action) = action {
-            tracing::info!(
-                "backoff: {ip} -> {provider}: {action:?} after \"{code} {}\"",
-                status.text
-            );
+            tracing::info!("backoff: {ip} -> {site}: {action:?} after \"{code} {}\"", status.text);
         }
         action
+    }
+
+    /// The (IP, site) pair's backoff: rate factor (1.0: not slowed) and suspension end.
+    pub fn backoff_state(&self, ip: IpAddr, site: &Arc<str>) -> (f64, Option<SystemTime>) {
+        let now = self.clock.now();
+        self.site_backoff().state(ip, site, now)
     }
 
     /// The pair's caps, usage and backoff now.

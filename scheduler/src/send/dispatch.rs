@@ -478,7 +478,9 @@ impl Dispatcher {
                     if pool.room(&route) <= queued_here {
                         return Err(NoRoom::Full);
                     }
-                    shaper.take(ip.ip, &provider).map_err(|hold| NoRoom::Hold(hold.until))
+                    shaper
+                        .take(ip.ip, &provider, &key)
+                        .map_err(|hold| NoRoom::Hold(hold.until))
                 });
                 let source = match picked {
                     Ok(ip) => ip.clone(),
@@ -497,6 +499,7 @@ impl Dispatcher {
                     }
                 };
                 let route = RouteKey { source, mx: mx.clone() };
+                site.meter.tick(now);
                 let mut job = job;
                 if let Some(since) = job.held_since.take() {
                     let summary = &mut self.recorder.summary;
@@ -621,7 +624,9 @@ impl Dispatcher {
             ..
         } = tag;
         let per_site = self.limits.per_site;
+        let mut rate_per_ip = 0.0;
         if let Some(s) = self.sites.get_mut(&site) {
+            rate_per_ip = s.meter.per_second(Instant::now()) / self.rotation.len().max(1) as f64;
             s.in_flight -= 1;
             s.blocked = false;
             if let Some(seat) = &self.seat {
@@ -635,7 +640,11 @@ impl Dispatcher {
             return Ok(());
         };
         // Throttling replies slow down or suspend this (IP, provider) pair only.
-        if self.shaper.observe(route.source.ip, &provider, &status).is_some() {
+        if self
+            .shaper
+            .observe(route.source.ip, &site, &status, rate_per_ip)
+            .is_some()
+        {
             self.recorder.summary.backoff_events += 1;
             if status.disposition == Disposition::Bounced {
                 // A policy block is about the sending IP, not the recipient: retried later

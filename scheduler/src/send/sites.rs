@@ -33,6 +33,8 @@ pub(crate) struct Site {
     pub provider: Option<Arc<str>>,
     /// No source IP has warm-up budget for this site's provider until then.
     pub held_until: Option<Instant>,
+    /// The site's recent send rate (the base a throttling reply scales down).
+    pub meter: crate::site_backoff::RateMeter,
     in_ring: bool,
     /// Round-robin position among equal-preference hosts.
     rr: usize,
@@ -63,6 +65,7 @@ impl Sites {
             blocked: false,
             provider: None,
             held_until: None,
+            meter: Default::default(),
             in_ring: false,
             rr: 0,
         });
