@@ -23,6 +23,8 @@
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
+//! - [`warmup_counters`] — where warm-up counters live: the embedded file, or Redis shared by
+//!   every process sending from the same IPs (atomic take, GCRA pacing in Lua).
 
 pub mod address;
 pub mod campaign;
@@ -43,3 +45,4 @@ pub mod shaping;
 pub mod site_backoff;
 pub mod summary;
 pub mod suppression;
+pub mod warmup_counters;

@@ -147,11 +147,10 @@ pub async fn run_many(
     };
     // One budget per (IP, provider) for every campaign of the process; counters of earlier
     // runs (today's, this hour's) are read back so a restart does not reset a budget.
-    let counters = volley_warmup::FileCounterStore::open(&config.state_dir, config.warmup.flush_every)
+    let counters = crate::warmup_counters::open(&config.warmup, config.suppression.redis.as_deref(), &config.state_dir)
         .map_err(|e| SendError::Config(format!("warm-up counters: {e}")))?;
     let shaper = Arc::new(
-        Shaper::open(config, &config.state_dir, Box::new(counters))
-            .map_err(|e| SendError::Config(format!("warmup: {e}")))?,
+        Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
     );
     let gate = (campaigns.len() > 1).then(|| {
         Arc::new(priority::PriorityGate::new(

@@ -17,7 +17,9 @@
 //! - [`backoff`] — reply patterns that slow down or suspend an (IP, provider) pair, and its
 //!   recovery after a quiet period.
 //! - [`counters`] — daily/hourly counters behind a store trait, with an embedded file store so a
-//!   restart does not reset a budget.
+//!   restart does not reset a budget; a shared store (Redis, in the scheduler) also takes budget
+//!   atomically and paces pairs for every process that shares an IP.
+//! - [`secret_url`] — configured URLs that print with their password redacted.
 //! - [`budget`] — [`Budgets`]: caps, counters, smoothing limiters and backoff per (IP, provider),
 //!   and overflow across a pool's IPs.
 //! - [`config`] — the `[warmup]` section of volley.toml.
@@ -33,15 +35,17 @@ pub mod ipstate;
 pub mod limiter;
 pub mod provider;
 pub mod rate;
+pub mod secret_url;
 
 pub use backoff::{BackoffAction, BackoffRules};
 pub use budget::{Budgets, IpIndex, Wait, WaitReason, WaitStats};
 pub use clock::{ManualClock, WarmupClock};
 pub use config::{CounterBackend, WarmupConfig};
-pub use counters::{CounterStore, FileCounterStore, MemoryCounterStore};
+pub use counters::{CounterError, CounterStore, Counts, FileCounterStore, MemoryCounterStore, Pacing, Taken, Window};
 pub use curve::{Caps, Curve, CurveError, CurveSet};
 pub use day::UtcDay;
 pub use ipstate::{day_of, IpWarmup, WarmupState};
 pub use limiter::SendLimiter;
 pub use provider::{ProviderConfig, Providers};
 pub use rate::{Rate, RateError};
+pub use secret_url::{redact_url, SecretUrl};
