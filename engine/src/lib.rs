@@ -44,7 +44,7 @@ pub use config::SmtpConfig;
 pub use error::SessionError;
 pub use outcome::{Disposition, RecipientStatus};
 pub use phase::Phase;
-pub use pool::{Delivery, DeliveryPool, DeliveryReport, PoolStats};
+pub use pool::{Delivery, DeliveryPool, DeliveryReport, PoolStats, RouteLimits};
 pub use route::{MxHost, RouteKey, SourceIp};
 pub use smtp::dot::DataPayload;
 pub use smtp::transaction::Envelope;

@@ -9,7 +9,7 @@
 //! carried, with the reason.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,8 +83,21 @@ struct Workers {
     idle: usize,
 }
 
+/// Limits of one (source IP, MX host) route tighter than the pool's configuration: a warming
+/// IP opens fewer connections to a provider and sends fewer messages on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteLimits {
+    /// Connections open at once on the route (at most `max_connections_per_host`).
+    pub max_connections: usize,
+    /// Messages per connection before it is replaced (at most `max_messages_per_connection`).
+    pub max_messages_per_connection: usize,
+}
+
 struct Host<T> {
     key: RouteKey,
+    /// This route's connection cap and messages per connection (`RouteLimits`).
+    max_connections: AtomicUsize,
+    max_messages: AtomicUsize,
     tx: async_channel::Sender<Delivery<T>>,
     rx: async_channel::Receiver<Delivery<T>>,
     workers: Mutex<Workers>,
@@ -182,7 +195,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
         // rather than one per queued delivery: idle workers cost memory too.
         let at_cap = self.inner.connections.available_permits() == 0;
         if host.rx.len() > workers.idle
-            && workers.running < self.inner.config.max_connections_per_host
+            && workers.running < host.max_connections.load(Ordering::Relaxed)
             && (workers.running == 0 || !at_cap)
         {
             workers.running += 1;
@@ -190,6 +203,21 @@ impl<T: Send + 'static> DeliveryPool<T> {
             let (inner, host) = (self.inner.clone(), host.clone());
             lock(&self.inner.tasks).spawn(run_worker(inner, host));
         }
+    }
+
+    /// Tightens (or relaxes back) one route's limits; values are clamped to the pool's
+    /// `max_connections_per_host` and `max_messages_per_connection`, and to at least 1. A
+    /// lowered cap stops new connections; those already open stay until they idle out or reach
+    /// their message count.
+    pub fn set_route_limits(&self, route: &RouteKey, limits: RouteLimits) {
+        let host = self.host(route);
+        let config = &self.inner.config;
+        let connections = limits.max_connections.clamp(1, config.max_connections_per_host.max(1));
+        let messages = limits
+            .max_messages_per_connection
+            .clamp(1, config.max_messages_per_connection.max(1));
+        host.max_connections.store(connections, Ordering::Relaxed);
+        host.max_messages.store(messages, Ordering::Relaxed);
     }
 
     /// The activity counters.
@@ -221,6 +249,8 @@ impl<T: Send + 'static> DeliveryPool<T> {
         let (tx, rx) = async_channel::bounded(self.inner.config.queue_per_host);
         let host = Arc::new(Host {
             key: key.clone(),
+            max_connections: AtomicUsize::new(self.inner.config.max_connections_per_host),
+            max_messages: AtomicUsize::new(self.inner.config.max_messages_per_connection),
             tx,
             rx,
             workers: Mutex::new(Workers { running: 0, idle: 0 }),
@@ -316,7 +346,7 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         sent_on_connection += 1;
         if broken {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
-        } else if sent_on_connection >= inner.config.max_messages_per_connection {
+        } else if sent_on_connection >= host.max_messages.load(Ordering::Relaxed) {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
             open.quit().await;
         } else {

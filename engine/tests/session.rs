@@ -240,3 +240,34 @@ async fn slow_server_times_out_per_phase_and_defers() {
     assert!(status.text.contains("timed out"), "{}", status.text);
     sink.shutdown().await;
 }
+
+/// Regression: a 421 answer to a pipelined RCPT (the server closes the channel) used to be
+/// reported as "connection closed by the server during data", losing the code that backoff
+/// rules read; the recipient now carries the 421 reply and the connection is not reused.
+#[tokio::test]
+async fn a_421_reply_is_the_recipients_status_and_ends_the_connection() {
+    let sink = rcpt_reply_sink("busy.test", "421 4.7.0 Too many connections, try again later").await;
+    let config = common::fast_config();
+    let mut session = SmtpSession::connect(&common::source(2), &mx(&sink), &common::params(&config), false)
+        .await
+        .expect("connect");
+    assert!(session.capabilities().pipelining);
+    let envelope = Envelope {
+        mail_from: "b@sender.test".into(),
+        recipients: vec!["x@busy.test".into()],
+    };
+    let result = session
+        .send_message(&envelope, &prepare(&common::message(1)).expect("payload"))
+        .await;
+    let status = &result.statuses[0];
+    assert_eq!(status.disposition, Disposition::Deferred);
+    assert_eq!(status.code, Some(421), "{status:?}");
+    assert_eq!(status.enhanced.map(|e| e.to_string()).as_deref(), Some("4.7.0"));
+    assert!(status.text.contains("Too many connections"), "{}", status.text);
+    assert!(
+        matches!(result.connection_error, Some(SessionError::Rejected { .. })),
+        "{:?}",
+        result.connection_error
+    );
+    sink.shutdown().await;
+}

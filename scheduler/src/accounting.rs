@@ -25,6 +25,9 @@ pub struct AccountingRecord<'a> {
     pub mx: Option<&'a str>,
     /// The MX site (the MX host set its domain shares with others) or `route:ip:port`.
     pub site: Option<&'a str>,
+    /// The site's provider group (warm-up budgets), once the recipient was routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
     /// The outcome.
     pub outcome: Outcome,
     /// SMTP reply code, when a reply decided the outcome.

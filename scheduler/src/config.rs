@@ -456,6 +456,8 @@ impl SendConfig {
         self.warmup
             .check()
             .map_err(|(field, value, reason)| invalid(field, value, &reason))?;
+        crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref())
+            .map_err(|e| invalid("warmup.redis".into(), String::new(), &e.to_string()))?;
         Ok(())
     }
 

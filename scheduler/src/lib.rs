@@ -15,6 +15,8 @@
 //! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
+//! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
+//! - [`site_backoff`] — adaptive backoff per (source IP, MX site) from throttling replies.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
 //! - [`plan_input`] — a campaign's recipients counted per provider group, for the warm-up planner.
 //! - [`outcome`] — accounting outcomes.
@@ -22,6 +24,8 @@
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
+//! - [`warmup_counters`] — where warm-up counters live: the embedded file, or Redis shared by
+//!   every process sending from the same IPs (atomic take, GCRA pacing in Lua).
 
 pub mod address;
 pub mod campaign;
@@ -39,5 +43,8 @@ pub mod plan_input;
 pub mod rotation;
 pub mod routing;
 pub mod send;
+pub mod shaping;
+pub mod site_backoff;
 pub mod summary;
 pub mod suppression;
+pub mod warmup_counters;

@@ -16,6 +16,21 @@ struct Slot<C: Clock> {
     limiter: Option<SendLimiter<C>>,
 }
 
+/// Why no IP could take a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused<E> {
+    /// Every IP is at its rate: the shortest wait.
+    Rate(Duration),
+    /// At least one IP refused for another reason (the earliest of those refusals), others
+    /// possibly for their rate (the shortest of those waits).
+    Other {
+        /// The shortest rate wait, if any IP was at its rate.
+        rate: Option<Duration>,
+        /// The earliest refusal.
+        earliest: E,
+    },
+}
+
 /// Picks source IPs in proportion to their weights, within their rates.
 pub struct IpRotation<C: Clock = DefaultClock> {
     slots: Vec<Slot<C>>,
@@ -63,17 +78,62 @@ impl<C: Clock + Clone> IpRotation<C> {
         best
     }
 
+    /// How many IPs rotate.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no IP rotates (never: a rotation is built with at least one).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// The next source IP with budget, or how long until one has.
     pub fn next_ip(&mut self) -> Result<&SourceIp, Duration> {
-        let mut wait = Duration::MAX;
-        for _ in 0..self.slots.len() {
-            let i = self.next_slot();
-            match self.slots[i].limiter.as_ref().map_or(Ok(()), SendLimiter::try_acquire) {
+        self.next_ip_with(|_| Ok::<(), Duration>(()))
+            .map_err(|refused| match refused {
+                Refused::Rate(wait) | Refused::Other { rate: Some(wait), .. } => wait,
+                Refused::Other { rate: None, .. } => Duration::MAX,
+            })
+    }
+
+    /// The next source IP within its rate that `accept` takes (e.g. one with warm-up budget
+    /// for the message's provider). The IP whose turn it is comes first; when it cannot take
+    /// the message, every other IP is tried in order (overflow).
+    pub fn next_ip_with<E: Ord>(
+        &mut self,
+        mut accept: impl FnMut(&SourceIp) -> Result<(), E>,
+    ) -> Result<&SourceIp, Refused<E>> {
+        let first = self.next_slot();
+        let n = self.slots.len();
+        let mut rate_wait: Option<Duration> = None;
+        let mut refused: Option<E> = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let slot = &self.slots[i];
+            // The IP's own rate first: a token spent on an IP whose budget then refuses is only
+            // a little unused rate, while budget taken is counted against the day.
+            if let Err(w) = slot.limiter.as_ref().map_or(Ok(()), SendLimiter::try_acquire) {
+                rate_wait = Some(rate_wait.map_or(w, |r| r.min(w)));
+                continue;
+            }
+            match accept(&slot.ip) {
                 Ok(()) => return Ok(&self.slots[i].ip),
-                Err(w) => wait = wait.min(w),
+                Err(e) => {
+                    refused = Some(match refused {
+                        Some(r) if r <= e => r,
+                        _ => e,
+                    })
+                }
             }
         }
-        Err(wait)
+        Err(match refused {
+            None => Refused::Rate(rate_wait.unwrap_or(Duration::MAX)),
+            Some(earliest) => Refused::Other {
+                rate: rate_wait,
+                earliest,
+            },
+        })
     }
 }
 
@@ -140,5 +200,43 @@ mod tests {
             .collect();
         assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 1, "{picks:?}");
         assert_eq!(picks.iter().filter(|&&p| p == 3).count(), 9, "{picks:?}");
+    }
+
+    #[test]
+    fn a_refusing_ip_overflows_to_every_other_ip_and_the_earliest_refusal_is_named() {
+        let mut r = IpRotation::new([(ip(2), 1, None), (ip(3), 5, None), (ip(4), 1, None)]).expect("rotation");
+        // Only .4 accepts: it is found whoever's turn it is (weights would rarely pick it).
+        for _ in 0..10 {
+            let got = r.next_ip_with(|s| {
+                if last_octet(s.ip) == 4 {
+                    Ok(())
+                } else {
+                    Err(last_octet(s.ip))
+                }
+            });
+            assert_eq!(got.map(|s| last_octet(s.ip)), Ok(4));
+        }
+        let none = r.next_ip_with(|s| Err(10 - last_octet(s.ip)));
+        assert_eq!(
+            none.err(),
+            Some(Refused::Other {
+                rate: None,
+                earliest: 6
+            })
+        );
+
+        let clock = FakeRelativeClock::default();
+        let slow: Rate = "1/s".parse().expect("rate");
+        let mut r = IpRotation::with_clock([(ip(2), 1, Some(slow)), (ip(3), 1, None)], clock).expect("rotation");
+        assert!(r.next_ip_with(|_| Ok::<(), u8>(())).is_ok());
+        assert!(r.next_ip_with(|_| Ok::<(), u8>(())).is_ok());
+        // .2 is at its rate, .3 refuses: both reasons come back.
+        match r.next_ip_with(|s| if last_octet(s.ip) == 3 { Err(1u8) } else { Ok(()) }) {
+            Err(Refused::Other {
+                rate: Some(w),
+                earliest: 1,
+            }) => assert!(w <= Duration::from_secs(1)),
+            other => panic!("{:?}", other.map(|s| s.ip)),
+        }
     }
 }

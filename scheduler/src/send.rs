@@ -28,6 +28,7 @@ use crate::recipients::{RecipientError, RecipientReader, RowFetcher};
 use crate::rejects::RejectsWriter;
 use crate::rotation::IpRotation;
 use crate::routing::{Router, Routes};
+use crate::shaping::Shaper;
 use crate::summary::Summary;
 use crate::suppression::{open_store, Checker, SuppressionError, SuppressionWriter};
 
@@ -144,6 +145,13 @@ pub async fn run_many(
             .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
         Some(Arc::new(signers))
     };
+    // One budget per (IP, provider) for every campaign of the process; counters of earlier
+    // runs (today's, this hour's) are read back so a restart does not reset a budget.
+    let counters = crate::warmup_counters::open(&config.warmup, config.suppression.redis.as_deref(), &config.state_dir)
+        .map_err(|e| SendError::Config(format!("warm-up counters: {e}")))?;
+    let shaper = Arc::new(
+        Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
+    );
     let gate = (campaigns.len() > 1).then(|| {
         Arc::new(priority::PriorityGate::new(
             campaigns.iter().map(|c| c.priority()).collect(),
@@ -160,6 +168,7 @@ pub async fn run_many(
             pool: pool.clone(),
             store: store.clone(),
             writer: writer.clone(),
+            shaper: shaper.clone(),
             seat: gate.as_ref().map(|gate| priority::Seat {
                 gate: gate.clone(),
                 campaign: index,
@@ -209,6 +218,7 @@ pub async fn run_many(
     }
     pool.close().await;
     demux.abort();
+    shaper.flush();
     let pool_stats = pool.stats();
     let mut outcomes = Vec::with_capacity(runs.len());
     for (run, joined) in runs.iter_mut().zip(finished) {
@@ -254,6 +264,8 @@ struct Shared {
     store: Arc<dyn crate::suppression::SuppressionStore>,
     writer: Arc<SuppressionWriter>,
     seat: Option<priority::Seat>,
+    /// Warm-up budgets of the source IPs, one for all campaigns.
+    shaper: Arc<Shaper>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -369,6 +381,7 @@ fn prepare(
         retry: config.retry.clone(),
     };
     let recorder = record::Recorder {
+        clock: shared.shaper.clock(),
         log,
         path: log_path.clone(),
         summary,
@@ -384,6 +397,7 @@ fn prepare(
         mail_from,
         recorder,
         journal,
+        shared.shaper,
         resume.pending,
         congested,
         fetch_tx,
@@ -443,6 +457,9 @@ impl CampaignRun {
         } else {
             0.0
         };
+        for t in summary.by_provider.values_mut() {
+            t.last_at = t.last.map(crate::shaping::rfc3339);
+        }
         summary.accounting_log = self.log_path;
         summary.rejects_file = self.rejects_path;
         Ok(summary)

@@ -28,6 +28,20 @@ impl Tally {
     }
 }
 
+/// Outcomes of one provider group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderTally {
+    /// Counts of outcomes.
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// When the group's last final outcome of this run happened (warm-up clock, RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
+    /// The same as a time (`last_at` is written from it when the run ends).
+    #[serde(skip)]
+    pub last: Option<std::time::SystemTime>,
+}
+
 /// What a run did. The first fields are the stable contract of DESIGN.md.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Summary {
@@ -87,6 +101,19 @@ pub struct Summary {
     pub by_domain: BTreeMap<String, Tally>,
     /// Tallies per MX site (the MX host set a group of domains shares, or `route:ip:port`).
     pub by_site: BTreeMap<String, Tally>,
+    /// Tallies per provider group (warm-up budgets: gmail, microsoft, yahoo, other…), with
+    /// when each group's last final outcome of this run happened on the warm-up clock.
+    pub by_provider: BTreeMap<String, ProviderTally>,
+    /// Messages that waited for warm-up budget (no IP of the pool had budget for their
+    /// provider) at least once before they were sent.
+    pub warmup_waited: u64,
+    /// Those waits added up, in seconds.
+    pub warmup_wait_s: f64,
+    /// Replies that slowed down or suspended an (IP, provider) pair (adaptive backoff).
+    pub backoff_events: u64,
+    /// Permanent policy rejections (5xx matching a backoff rule, e.g. 5.7.x) retried later
+    /// instead of bounced: they are about the sending IP, not the recipient.
+    pub policy_retries: u64,
     /// The accounting log.
     pub accounting_log: PathBuf,
     /// The rejects file.
@@ -96,7 +123,14 @@ pub struct Summary {
 impl Summary {
     /// Counts one final outcome for a recipient (`deferred` is counted at the end of a run, from
     /// the recipients still waiting).
-    pub fn record(&mut self, outcome: Outcome, source_ip: Option<&str>, domain: &str, site: Option<&str>) {
+    pub fn record(
+        &mut self,
+        outcome: Outcome,
+        source_ip: Option<&str>,
+        domain: &str,
+        site: Option<&str>,
+        provider: Option<&str>,
+    ) {
         match outcome {
             Outcome::Delivered => self.delivered += 1,
             Outcome::Deferred => self.deferred += 1,
@@ -116,6 +150,17 @@ impl Summary {
         }
         if let Some(site) = site {
             tally(&mut self.by_site, site, outcome);
+        }
+        if let Some(provider) = provider {
+            match self.by_provider.get_mut(provider) {
+                Some(t) => t.tally.add(outcome),
+                None => self
+                    .by_provider
+                    .entry(provider.to_string())
+                    .or_default()
+                    .tally
+                    .add(outcome),
+            }
         }
         tally(&mut self.by_domain, domain, outcome);
     }

@@ -114,7 +114,11 @@ async fn hard_bounces_are_never_mailed_again_and_soft_bounces_are() {
         .expect("first run");
     assert!(first.complete);
     assert_eq!((first.delivered, first.bounced, first.suppressed), (20, 50, 0));
-    assert_eq!(first.expired, 20, "soft bounces retried until max_age");
+    assert_eq!(
+        first.expired, 30,
+        "soft bounces and policy blocks (about the IP, not the recipient) retried until max_age"
+    );
+    assert!(first.policy_retries >= 10, "{}", first.policy_retries);
     assert_eq!(
         first.suppression_updates, 40,
         "20 hard + 20 soft; policy blocks write nothing"
@@ -122,7 +126,8 @@ async fn hard_bounces_are_never_mailed_again_and_soft_bounces_are() {
     let log = outcomes(&first.accounting_log);
     assert_eq!(log["user0@hard.test"]["category"], "bad-mailbox");
     assert_eq!(log["user0@soft.test"]["category"], "message-expired");
-    assert_eq!(log["user0@policy.test"]["category"], "spam-related");
+    assert_eq!(log["user0@policy.test"]["category"], "message-expired");
+    assert_eq!(log["user0@policy.test"]["code"], 550);
 
     let tried_in_first: Vec<u64> = soft.iter().chain(&policy).map(|a| sink.rcpts_for(a)).collect();
     assert!(tried_in_first.iter().all(|&n| n >= 1));

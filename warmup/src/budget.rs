@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::backoff::{BackoffAction, BackoffRules, BackoffState};
 use crate::clock::ManualClock;
-use crate::counters::{CounterError, CounterStore, Counts, Window};
+use crate::counters::{CounterError, CounterStore, Counts, Pacing, Taken, Window};
 use crate::curve::{Caps, CurveSet};
 use crate::day::hour_start;
 use crate::ipstate::{day_of, WarmupState};
@@ -35,7 +35,13 @@ pub enum WaitReason {
     Suspended,
     /// [`Budgets::choose`] was given no IP.
     NoIp,
+    /// The shared counter store cannot be reached: a capped pair does not send until it
+    /// answers again (`until` is a short retry delay). See [`Budgets::take_store_error`].
+    StoreUnavailable,
 }
+
+/// How long a capped pair waits before asking an unreachable shared store again.
+pub const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Not now: when to ask again, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +162,13 @@ impl Budgets {
     }
 
     /// Takes one message of the (ip, provider) budget at `now`, or says when to ask again.
+    ///
+    /// With a shared store ([`CounterStore::shared`]), a capped pair asks the store for every
+    /// message: smoothing through [`CounterStore::pace`], the caps through
+    /// [`CounterStore::take`], so processes sharing the IP never exceed its caps together. If
+    /// the store cannot answer, the pair does not send ([`WaitReason::StoreUnavailable`]) and
+    /// the error is kept for [`Budgets::take_store_error`]. Warm pairs are counted in memory
+    /// and written in batches by [`CounterStore::flush`].
     pub fn try_take(&mut self, ip: IpAddr, provider: &str, now: SystemTime) -> Result<(), Wait> {
         self.clock.set(now);
         let window = Window::of(now);
@@ -178,20 +191,17 @@ impl Budgets {
                 reason: WaitReason::Suspended,
             });
         }
-        if let Some(caps) = pair.caps {
-            if pair.counts.day >= caps.daily {
-                return Err(Wait {
-                    until: window.day.next().start(),
-                    reason: WaitReason::DailyCap,
-                });
-            }
-            if pair.counts.hour >= caps.hourly {
-                return Err(Wait {
-                    until: hour_start(window.hour + 1),
-                    reason: WaitReason::HourlyCap,
-                });
-            }
+        // Counts only grow within a window: a cap seen spent stays spent, in every process.
+        if let Some(spent) = pair.caps.and_then(|caps| Taken::spent(pair.counts, caps)) {
+            return Err(cap_wait(spent, window));
         }
+        let mut unavailable = |e: CounterError| {
+            *store_error = Some(e);
+            Wait {
+                until: now + STORE_RETRY,
+                reason: WaitReason::StoreUnavailable,
+            }
+        };
         let factor = pair.backoff.factor_at(now, rules);
         // Curve caps are smoothed with a minute's burst; a warm IP's own rate (only used while
         // backoff slows the pair) with a second's, like its per-IP limiter.
@@ -203,40 +213,68 @@ impl Budgets {
         match base.map(|(rate, burst)| (rate.scaled(factor), burst)) {
             None => pair.smoothing = None,
             Some((rate, burst)) => {
-                let smoothing = match pair.smoothing.take() {
-                    Some(s) if s.rate == rate => s,
-                    _ => Smoothing {
-                        rate,
-                        limiter: match burst {
-                            Burst::Minute => SendLimiter::with_burst(rate, minute_burst(rate), clock.clone()),
-                            Burst::Second => SendLimiter::with_clock(rate, clock.clone()),
-                        },
-                    },
+                let reason = if factor < 1.0 {
+                    WaitReason::Backoff
+                } else {
+                    WaitReason::Rate
                 };
-                let allowed = smoothing.limiter.try_acquire();
-                pair.smoothing = Some(smoothing);
-                if let Err(wait) = allowed {
-                    let reason = if factor < 1.0 {
-                        WaitReason::Backoff
-                    } else {
-                        WaitReason::Rate
-                    };
-                    // The limiters' clock never goes back: a `now` older than the latest seen
-                    // waits from the latest.
-                    return Err(Wait {
-                        until: clock.now_system() + wait,
-                        reason,
-                    });
+                // A capped pair is a budget shared with every process on the IP, and so is its
+                // smoothing when the store paces; backoff of a warm pair stays this process's.
+                let pacing = match burst {
+                    Burst::Minute => store.pace(ip, provider, rate, minute_burst(rate), now),
+                    Burst::Second => Ok(Pacing::Local),
+                };
+                match pacing.map_err(&mut unavailable)? {
+                    Pacing::Allowed => pair.smoothing = None,
+                    Pacing::Wait(wait) => {
+                        pair.smoothing = None;
+                        return Err(Wait {
+                            until: now + wait,
+                            reason,
+                        });
+                    }
+                    Pacing::Local => {
+                        let smoothing = match pair.smoothing.take() {
+                            Some(s) if s.rate == rate => s,
+                            _ => Smoothing {
+                                rate,
+                                limiter: match burst {
+                                    Burst::Minute => SendLimiter::with_burst(rate, minute_burst(rate), clock.clone()),
+                                    Burst::Second => SendLimiter::with_clock(rate, clock.clone()),
+                                },
+                            },
+                        };
+                        let allowed = smoothing.limiter.try_acquire();
+                        pair.smoothing = Some(smoothing);
+                        if let Err(wait) = allowed {
+                            // The limiters' clock never goes back: a `now` older than the
+                            // latest seen waits from the latest.
+                            return Err(Wait {
+                                until: clock.now_system() + wait,
+                                reason,
+                            });
+                        }
+                    }
                 }
             }
         }
-        pair.counts.day += 1;
-        pair.counts.hour += 1;
-        let written = store
-            .add(ip, provider, window, 1)
-            .and_then(|()| store.flush(now, false));
-        if let Err(e) = written {
-            *store_error = Some(e);
+        match pair.caps {
+            Some(caps) if store.shared() => {
+                let taken = store.take(ip, provider, window, caps).map_err(unavailable)?;
+                pair.counts = taken.counts();
+                if !matches!(taken, Taken::Ok(_)) {
+                    return Err(cap_wait(taken, window));
+                }
+            }
+            _ => {
+                pair.counts = pair.counts.plus(1);
+                let written = store
+                    .add(ip, provider, window, 1)
+                    .and_then(|()| store.flush(now, false));
+                if let Err(e) = written {
+                    *store_error = Some(e);
+                }
+            }
         }
         Ok(())
     }
@@ -293,7 +331,8 @@ impl Budgets {
         Some(action)
     }
 
-    /// The pair's caps, counts and backoff at `now`.
+    /// The pair's caps, counts and backoff at `now`. With a shared store the counts are those
+    /// of this process's last answer from it (other processes may have counted since).
     pub fn usage(&mut self, ip: IpAddr, provider: &str, now: SystemTime) -> Usage {
         self.refresh(ip, provider, Window::of(now));
         let pair = self.pairs.get(&(ip, provider.to_string()));
@@ -310,8 +349,9 @@ impl Budgets {
         self.store.flush(now, true)
     }
 
-    /// The last error of the counter store while taking budget, if any (budgets keep working
-    /// from memory meanwhile).
+    /// The last error of the counter store while taking budget, if any. Warm pairs keep
+    /// counting in memory meanwhile; with a shared store, capped pairs wait
+    /// ([`WaitReason::StoreUnavailable`]) until it answers.
     pub fn take_store_error(&mut self) -> Option<CounterError> {
         self.store_error.take()
     }
@@ -352,6 +392,20 @@ impl Budgets {
             WarmupState::Warm => None,
             WarmupState::Warming { curve, start } => self.curves.get(curve)?.caps(day_of(*start, window.day), provider),
         }
+    }
+}
+
+/// The wait for a spent cap: the next UTC midnight or hour.
+fn cap_wait(spent: Taken, window: Window) -> Wait {
+    match spent {
+        Taken::HourlySpent(_) => Wait {
+            until: hour_start(window.hour + 1),
+            reason: WaitReason::HourlyCap,
+        },
+        Taken::DailySpent(_) | Taken::Ok(_) => Wait {
+            until: window.day.next().start(),
+            reason: WaitReason::DailyCap,
+        },
     }
 }
 

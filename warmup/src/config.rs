@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::provider::ProviderGroup;
+use crate::secret_url::SecretUrl;
 
 /// Warm-up and traffic-shaping settings.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -28,7 +29,8 @@ pub struct WarmupConfig {
     /// Where daily and hourly counters live.
     #[serde(default)]
     pub counters: CounterBackend,
-    /// How often the embedded store writes its file at most (it also writes at shutdown).
+    /// How often the embedded store writes its file at most (it also writes at shutdown); with
+    /// `counters = "redis"`, how often the counts of warm pairs are sent to Redis.
     #[serde(default = "default_flush_every", with = "humantime_serde")]
     pub flush_every: Duration,
     /// Rehearsal: the warm-up clock runs this many times faster than real time (1, the
@@ -40,6 +42,14 @@ pub struct WarmupConfig {
     /// `"2026-11-01T00:00:00Z"`) instead of now.
     #[serde(default, with = "humantime_serde")]
     pub clock_start: Option<SystemTime>,
+    /// With `counters = "redis"`: the Redis URL (`"redis://:password@host:6379/0"`); when
+    /// absent, `[suppression] redis` is used. Prints redacted.
+    #[serde(default)]
+    pub redis: Option<SecretUrl>,
+    /// With `counters = "redis"`: the prefix of the keys, `{key_prefix}:warmup:{ip}:{group}:...`
+    /// (default `"volley"`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
 }
 
 /// Where counters live.
@@ -49,6 +59,9 @@ pub enum CounterBackend {
     /// A file in the state directory (single node).
     #[default]
     Embedded,
+    /// Redis, shared by every Volley process using it: processes that share a source IP share
+    /// its budget (cluster-wide caps and smoothing).
+    Redis,
 }
 
 fn default_curves_dir() -> PathBuf {
@@ -63,6 +76,10 @@ fn default_flush_every() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_key_prefix() -> String {
+    "volley".to_owned()
+}
+
 impl Default for WarmupConfig {
     fn default() -> WarmupConfig {
         WarmupConfig {
@@ -73,6 +90,8 @@ impl Default for WarmupConfig {
             flush_every: default_flush_every(),
             speed: default_speed(),
             clock_start: None,
+            redis: None,
+            key_prefix: default_key_prefix(),
         }
     }
 }
@@ -126,6 +145,25 @@ mod tests {
         assert_eq!(c.curves_dir, PathBuf::from("curves"));
         assert_eq!(c.provider_config().0[0].name, "corp");
         assert!(toml::from_str::<WarmupConfig>("curve_dir = \"x\"").is_err());
-        assert!(toml::from_str::<WarmupConfig>("counters = \"redis\"").is_err());
+        assert!(toml::from_str::<WarmupConfig>("counters = \"memcached\"").is_err());
+    }
+
+    #[test]
+    fn redis_counters_parse_and_print_without_the_password() {
+        let c: WarmupConfig =
+            toml::from_str("counters = \"redis\"\nredis = \"redis://:hunter2@127.0.0.1:6379/0\"\nkey_prefix = \"eu\"")
+                .expect("config");
+        assert_eq!(c.counters, CounterBackend::Redis);
+        assert_eq!(
+            c.redis.as_ref().map(SecretUrl::expose),
+            Some("redis://:hunter2@127.0.0.1:6379/0")
+        );
+        assert_eq!(c.key_prefix, "eu");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("redis://:***@127.0.0.1:6379/0"),
+            "{debug}"
+        );
+        assert_eq!(WarmupConfig::default().key_prefix, "volley");
     }
 }

@@ -1,16 +1,25 @@
 //! Daily and hourly send counters per (source IP, provider group), behind a trait so a budget
 //! survives a restart: an embedded store (a JSON file in the state directory) here, a shared
-//! Redis store for cluster-wide budgets later. Increments are commutative and reads name their
-//! (day, hour) window, so the trait maps onto `INCRBY` on keys like `warmup:{ip}:{group}:{day}`.
+//! Redis store for cluster-wide budgets in the scheduler (`volley_scheduler::warmup_counters`).
+//! Increments are commutative and reads name their (day, hour) window, so the trait maps onto
+//! `INCRBY` on keys like `warmup:{ip}:{group}:d:{day}`.
+//!
+//! A store shared by several processes ([`CounterStore::shared`]) must also make the two
+//! decisions that cannot be made from one process's memory atomic: "is there budget left, and
+//! if so count this message" ([`CounterStore::take`]) and "may the pair send now at its smoothed
+//! rate" ([`CounterStore::pace`], a GCRA decision on state every process sees).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::curve::Caps;
 use crate::day::{hour_of, UtcDay};
+use crate::rate::Rate;
 
 /// The file the embedded store keeps in its directory.
 pub const COUNTERS_FILE: &str = "warmup-counters.json";
@@ -43,6 +52,59 @@ pub struct Counts {
     pub hour: u64,
 }
 
+impl Counts {
+    /// These counts with `n` more messages in both the day and the hour.
+    pub fn plus(self, n: u64) -> Counts {
+        Counts {
+            day: self.day.saturating_add(n),
+            hour: self.hour.saturating_add(n),
+        }
+    }
+}
+
+/// The answer of [`CounterStore::take`]: counted, or which cap is spent. Each carries the
+/// window's counts as the store saw them (after the increment for `Ok`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Under both caps: the message is counted.
+    Ok(Counts),
+    /// The daily cap is spent; nothing counted.
+    DailySpent(Counts),
+    /// The hourly cap is spent (the daily one is not); nothing counted.
+    HourlySpent(Counts),
+}
+
+impl Taken {
+    /// The verdict for `counts` under `caps`, before counting: `None` when there is room.
+    pub fn spent(counts: Counts, caps: Caps) -> Option<Taken> {
+        if counts.day >= caps.daily {
+            Some(Taken::DailySpent(counts))
+        } else if counts.hour >= caps.hourly {
+            Some(Taken::HourlySpent(counts))
+        } else {
+            None
+        }
+    }
+
+    /// The counts carried.
+    pub fn counts(self) -> Counts {
+        match self {
+            Taken::Ok(c) | Taken::DailySpent(c) | Taken::HourlySpent(c) => c,
+        }
+    }
+}
+
+/// The answer of [`CounterStore::pace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// The store does not pace: the caller uses its local limiter.
+    Local,
+    /// The shared limiter lets one message through now.
+    Allowed,
+    /// The shared limiter refuses; ask again after this long.
+    Wait(Duration),
+}
+
 /// Counters that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
@@ -62,6 +124,27 @@ pub enum CounterError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// A shared backend could not be reached or failed a command (connection refused or
+    /// dropped, timeout, script error). It may heal by itself; until it does, capped pairs
+    /// do not send.
+    #[error("warm-up counters {store}: {op} failed: {source}")]
+    Unavailable {
+        /// The backend, as logs may show it (a Redis URL with the password redacted).
+        store: String,
+        /// What was being done (`connect`, `take`, `pace`, `load`, `flush`).
+        op: &'static str,
+        /// The backend's error (never carries a password).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl CounterError {
+    /// True when the store could not be reached and may come back by itself (the caller waits
+    /// and retries); false for a file that cannot be used, which needs an operator.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CounterError::Unavailable { .. })
+    }
 }
 
 /// Where daily and hourly counts live.
@@ -76,6 +159,41 @@ pub trait CounterStore: Send {
     /// Makes increments durable: when `force`, now; otherwise when the store's interval has
     /// passed since its last write.
     fn flush(&mut self, now: SystemTime, force: bool) -> Result<(), CounterError>;
+
+    /// Atomically checks `caps` against the window's counts and, when both have room, counts
+    /// one message. A shared store must make the check and the increment one step, so that
+    /// processes sharing an IP never exceed its caps together. The default, for a store used
+    /// by one process: load, compare, add.
+    fn take(&mut self, ip: IpAddr, provider: &str, window: Window, caps: Caps) -> Result<Taken, CounterError> {
+        let counts = self.load(ip, provider, window)?;
+        if let Some(spent) = Taken::spent(counts, caps) {
+            return Ok(spent);
+        }
+        self.add(ip, provider, window, 1)?;
+        Ok(Taken::Ok(counts.plus(1)))
+    }
+
+    /// A smoothing decision shared by every process using the store: a GCRA limiter at `rate`
+    /// letting `burst` messages through at once after an idle period, evaluated at the
+    /// caller's `now` (which may be a compressed test clock). The default, [`Pacing::Local`],
+    /// leaves smoothing to the caller's own limiter.
+    fn pace(
+        &mut self,
+        ip: IpAddr,
+        provider: &str,
+        rate: Rate,
+        burst: NonZeroU32,
+        now: SystemTime,
+    ) -> Result<Pacing, CounterError> {
+        let _ = (ip, provider, rate, burst, now);
+        Ok(Pacing::Local)
+    }
+
+    /// True when other processes may count on the same keys: the caller must then ask
+    /// [`CounterStore::take`] for every capped message instead of trusting counts in memory.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

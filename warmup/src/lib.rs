@@ -17,7 +17,9 @@
 //! - [`backoff`] — reply patterns that slow down or suspend an (IP, provider) pair, and its
 //!   recovery after a quiet period.
 //! - [`counters`] — daily/hourly counters behind a store trait, with an embedded file store so a
-//!   restart does not reset a budget.
+//!   restart does not reset a budget; a shared store (Redis, in the scheduler) also takes budget
+//!   atomically and paces pairs for every process that shares an IP.
+//! - [`secret_url`] — configured URLs that print with their password redacted.
 //! - [`budget`] — [`Budgets`]: caps, counters, smoothing limiters and backoff per (IP, provider),
 //!   and overflow across a pool's IPs.
 //! - [`plan`] — the planner: when a campaign's recipients per provider group will have been
@@ -36,12 +38,13 @@ pub mod limiter;
 pub mod plan;
 pub mod provider;
 pub mod rate;
+pub mod secret_url;
 
 pub use backoff::{BackoffAction, BackoffRules};
 pub use budget::{Budgets, IpIndex, Wait, WaitReason, WaitStats};
 pub use clock::{ManualClock, WarmupClock};
 pub use config::{CounterBackend, WarmupConfig};
-pub use counters::{CounterStore, FileCounterStore, MemoryCounterStore};
+pub use counters::{CounterError, CounterStore, Counts, FileCounterStore, MemoryCounterStore, Pacing, Taken, Window};
 pub use curve::{Caps, Curve, CurveError, CurveSet};
 pub use day::UtcDay;
 pub use ipstate::{day_of, IpWarmup, WarmupState};
@@ -49,3 +52,4 @@ pub use limiter::SendLimiter;
 pub use plan::{plan, Plan, PlanError, PlanInput, PlanIp, ProviderPlan};
 pub use provider::{ProviderConfig, Providers};
 pub use rate::{Rate, RateError};
+pub use secret_url::{redact_url, SecretUrl};

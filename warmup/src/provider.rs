@@ -121,6 +121,18 @@ impl Providers {
             .map(|(_, name)| name.as_str())
     }
 
+    /// Like [`Providers::group_of`], also saying whether the recipient domain decided (no MX
+    /// host name matched).
+    pub fn group_and_source(&self, hosts: &[&str], domain: &str) -> (&str, bool) {
+        match hosts.iter().find_map(|h| self.group_of_host(h)) {
+            Some(group) => (group, false),
+            None => match self.group_of_domain(domain) {
+                Some(group) => (group, true),
+                None => (OTHER, false),
+            },
+        }
+    }
+
     /// The group of a site reached for `domain`: its MX host names decide; when none matches
     /// (a routing override to an address), the recipient domain; else [`OTHER`].
     pub fn group_of(&self, hosts: &[&str], domain: &str) -> &str {

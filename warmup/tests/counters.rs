@@ -110,3 +110,21 @@ fn a_corrupt_counters_file_is_refused_with_its_path() {
         .map(|e| e.to_string());
     assert!(e.is_some_and(|e| e.contains(COUNTERS_FILE) && e.contains("not a warm-up counters file")));
 }
+
+#[test]
+fn the_default_take_counts_under_both_caps_and_names_the_spent_one() {
+    use volley_warmup::{Caps, MemoryCounterStore, Taken};
+    let t0 = start_day().start();
+    let window = Window::of(t0);
+    let caps = Caps { daily: 3, hourly: 2 };
+    let mut store = MemoryCounterStore::default();
+    let take = |store: &mut MemoryCounterStore, window| store.take(ip(), "gmail", window, caps).expect("take");
+    let counts = |day, hour| volley_warmup::Counts { day, hour };
+    assert_eq!(take(&mut store, window), Taken::Ok(counts(1, 1)));
+    assert_eq!(take(&mut store, window), Taken::Ok(counts(2, 2)));
+    assert_eq!(take(&mut store, window), Taken::HourlySpent(counts(2, 2)));
+    let next_hour = Window::of(t0 + HOUR);
+    assert_eq!(take(&mut store, next_hour), Taken::Ok(counts(3, 1)));
+    assert_eq!(take(&mut store, next_hour), Taken::DailySpent(counts(3, 1)));
+    assert!(!store.shared());
+}

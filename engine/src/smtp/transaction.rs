@@ -162,7 +162,8 @@ impl SmtpSession {
             statuses[i] = Some(status.clone());
         }
         self.needs_rset = false;
-        Ok(())
+        // A 421 answer to the dot decides the message and closes the connection.
+        closing(Phase::DataEnd, fin).map(|_| ())
     }
 
     /// RFC 2920: [RSET] MAIL FROM, every RCPT TO and DATA in one write, then read every reply.
@@ -186,12 +187,12 @@ impl SmtpSession {
         if rset_first {
             self.expect_rset().await?;
         }
-        let mail = self.read_reply(Phase::MailFrom).await?;
+        let mail = closing(Phase::MailFrom, self.read_reply(Phase::MailFrom).await?)?;
         let mut rcpts = Vec::with_capacity(sendable.len());
         for _ in sendable {
-            rcpts.push(self.read_reply(Phase::RcptTo).await?);
+            rcpts.push(closing(Phase::RcptTo, self.read_reply(Phase::RcptTo).await?)?);
         }
-        let data = self.read_reply(Phase::Data).await?;
+        let data = closing(Phase::Data, self.read_reply(Phase::Data).await?)?;
         Ok((mail, rcpts, Some(data)))
     }
 
@@ -212,7 +213,7 @@ impl SmtpSession {
         }
         self.wbuf.clear();
         command::mail_from(&mut self.wbuf, &envelope.mail_from, params);
-        let mail = self.round_trip(Phase::MailFrom).await?;
+        let mail = closing(Phase::MailFrom, self.round_trip(Phase::MailFrom).await?)?;
         if !mail.is_positive() {
             return Ok((mail, Vec::new(), None));
         }
@@ -220,14 +221,14 @@ impl SmtpSession {
         for &i in sendable {
             self.wbuf.clear();
             command::rcpt_to(&mut self.wbuf, &envelope.recipients[i]);
-            rcpts.push(self.round_trip(Phase::RcptTo).await?);
+            rcpts.push(closing(Phase::RcptTo, self.round_trip(Phase::RcptTo).await?)?);
         }
         if !rcpts.iter().any(Reply::is_positive) {
             return Ok((mail, rcpts, None));
         }
         self.wbuf.clear();
         command::data(&mut self.wbuf);
-        let data = self.round_trip(Phase::Data).await?;
+        let data = closing(Phase::Data, self.round_trip(Phase::Data).await?)?;
         Ok((mail, rcpts, Some(data)))
     }
 
@@ -252,5 +253,17 @@ impl SmtpSession {
         }
         self.needs_rset = true;
         Ok(())
+    }
+}
+
+/// RFC 5321 §3.8: a 421 reply to any command means the server is closing the channel. The
+/// reply becomes the connection's error, so the recipients it left undecided get its code and
+/// text (a deferral the scheduler's backoff can read), not a bare "connection closed", and the
+/// connection is not used again.
+fn closing(phase: Phase, reply: Reply) -> Result<Reply, SessionError> {
+    if reply.code == 421 {
+        Err(SessionError::Rejected { phase, reply })
+    } else {
+        Ok(reply)
     }
 }

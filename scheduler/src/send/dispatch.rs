@@ -16,15 +16,16 @@ use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Envelop
 use super::job::{Job, RowRef};
 use super::priority::{Seat, RECHECK};
 use super::produce::{Congestion, Fetched, Work};
-use super::record::Recorder;
+use super::record::{At, Recorder};
 use super::retry::{next_step, Next, RetryQueue};
 use super::sites::{has_untried, pick_host, Sites};
 use super::state::{DispatchJournal, Pending};
 use super::SendError;
 use crate::config::RetryConfig;
 use crate::outcome::Outcome;
-use crate::rotation::IpRotation;
+use crate::rotation::{IpRotation, Refused};
 use crate::routing::{local, Destination, Router};
+use crate::shaping::Shaper;
 
 /// How long a resolved destination is reused without asking the resolver again (which has
 /// its own TTL-based cache; this only saves a task per recipient).
@@ -41,9 +42,20 @@ const TURN_BATCH: usize = 32;
 pub(crate) struct Tag {
     job: Job,
     site: Arc<str>,
+    /// The site's provider group (warm-up budgets, backoff).
+    provider: Arc<str>,
     host: usize,
     /// The campaign's index when several share the pool.
     pub campaign: usize,
+}
+
+/// Why no source IP took a site's next job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NoRoom {
+    /// No warm-up budget for the site's provider until then.
+    Hold(Instant),
+    /// The route's queue in the engine is full (room comes back with a report).
+    Full,
 }
 
 /// Limits and policy of the dispatcher.
@@ -69,6 +81,10 @@ pub(crate) struct Dispatcher {
     pub mail_from: Arc<str>,
     pub recorder: Recorder,
     pub journal: DispatchJournal,
+    /// Warm-up budgets and backoff, shared with the other campaigns of the run.
+    pub shaper: Arc<Shaper>,
+    /// Routing-override sites split per provider group: (site, provider) -> destination.
+    split_sites: HashMap<(Arc<str>, Arc<str>), Destination>,
     /// Earlier runs' deferrals, until the producer says where their rows are.
     pub pending: HashMap<u64, Pending>,
     sites: Sites,
@@ -115,6 +131,7 @@ impl Dispatcher {
         mail_from: Arc<str>,
         recorder: Recorder,
         journal: DispatchJournal,
+        shaper: Arc<Shaper>,
         pending: HashMap<u64, Pending>,
         congested: Arc<Congestion>,
         fetch: crossbeam_channel::Sender<RowRef>,
@@ -128,6 +145,8 @@ impl Dispatcher {
             mail_from,
             recorder,
             journal,
+            shaper,
+            split_sites: HashMap::new(),
             pending,
             sites: Sites::default(),
             down: HashMap::new(),
@@ -165,6 +184,7 @@ impl Dispatcher {
         let mut stopping = false;
         loop {
             if !stopping {
+                self.sites.release(Instant::now(), self.limits.per_site);
                 self.dispatch()?;
                 self.unpark();
                 self.due_retries();
@@ -188,6 +208,9 @@ impl Dispatcher {
                 self.rate_wait.map(|t| t.saturating_duration_since(Instant::now())),
                 held_back.then_some(Duration::from_millis(100)),
                 self.recheck.map(|t| t.saturating_duration_since(Instant::now())),
+                self.sites
+                    .next_release()
+                    .map(|t| t.saturating_duration_since(Instant::now())),
             ]
             .into_iter()
             .flatten()
@@ -349,13 +372,21 @@ impl Dispatcher {
         match dest {
             Ok(dest) => self.enqueue(job, &dest),
             // No destination: bounced (null MX, NXDOMAIN) or deferred (DNS trouble).
-            Err(status) => self.settle(job, None, None, status, Duration::ZERO, false),
+            Err(status) => self.settle(job, At::default(), status, Duration::ZERO, false),
         }
     }
 
-    fn enqueue(&mut self, job: Job, dest: &Destination) -> Result<(), SendError> {
+    fn enqueue(&mut self, mut job: Job, dest: &Destination) -> Result<(), SendError> {
         let per_site = self.limits.per_site;
+        let (dest, provider) = self.shaped(dest, job.recipient.domain());
+        let dest = &dest;
         let site = self.sites.site(dest);
+        if site.provider.is_none() {
+            site.provider = Some(provider);
+        }
+        if site.held_until.is_some() {
+            job.held_since = Some(Instant::now());
+        }
         if site.ready.len() >= per_site {
             // Beyond the site's ready cap: keep only where the row is, and have the producer
             // park this domain's next rows without rendering them.
@@ -379,6 +410,27 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// The destination as budgets see it, and its provider group. The provider group of an MX
+    /// site comes from its MX host names; a routing override (or an MX site no group
+    /// recognises) whose recipient domain belongs to a group gets a site of its own per group,
+    /// so one relay address does not put every provider behind one budget.
+    fn shaped(&mut self, dest: &Destination, domain: &str) -> (Destination, Arc<str>) {
+        let hosts: Vec<&str> = dest.hosts.iter().map(|(_, h)| &*h.name).collect();
+        let (provider, by_domain) = self.shaper.provider(&hosts, domain);
+        if !by_domain {
+            return (dest.clone(), provider);
+        }
+        let key = (dest.site.clone(), provider.clone());
+        let split = self.split_sites.entry(key).or_insert_with(|| Destination {
+            site: Arc::from(format!("{}#{provider}", dest.site)),
+            hosts: dest.hosts.clone(),
+        });
+        if split.hosts != dest.hosts {
+            split.hosts = dest.hosts.clone();
+        }
+        (split.clone(), provider)
+    }
+
     /// Gives sites their turns until none can send, journals the batch, hands it over.
     fn dispatch(&mut self) -> Result<(), SendError> {
         if self.rate_wait.is_some_and(|t| t > Instant::now()) {
@@ -399,7 +451,9 @@ impl Dispatcher {
                 }
             }
             let mut deferred_here = Vec::new();
+            let mut hold = None;
             let Some(site) = self.sites.get_mut(&key) else { continue };
+            let site_provider = site.provider.clone();
             let mut taken = 0;
             while taken < TURN_BATCH && site.in_flight < per_site && !site.blocked {
                 let Some(job) = site.ready.pop_front() else { break };
@@ -407,25 +461,51 @@ impl Dispatcher {
                     deferred_here.push(job);
                     continue;
                 };
-                let source = match self.rotation.next_ip() {
+                let mx = &site.dest.hosts[host].1;
+                let provider = site
+                    .provider
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
+                let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
+                // The IP whose turn it is, else any other with room in the engine and warm-up
+                // budget for the site's provider (overflow).
+                let picked = self.rotation.next_ip_with(|ip| {
+                    let route = RouteKey {
+                        source: ip.clone(),
+                        mx: mx.clone(),
+                    };
+                    let queued_here = batch.iter().filter(|d| d.route == route).count();
+                    if pool.room(&route) <= queued_here {
+                        return Err(NoRoom::Full);
+                    }
+                    shaper
+                        .take(ip.ip, &provider, &key)
+                        .map_err(|hold| NoRoom::Hold(hold.until))
+                });
+                let source = match picked {
                     Ok(ip) => ip.clone(),
-                    Err(wait) => {
+                    Err(Refused::Rate(wait)) => {
                         site.ready.push_front(job);
                         self.rate_wait = Some(now + wait);
                         break;
                     }
+                    Err(Refused::Other { rate, earliest }) => {
+                        site.ready.push_front(job);
+                        match earliest {
+                            NoRoom::Hold(until) => hold = Some(rate.map_or(until, |w| until.min(now + w))),
+                            NoRoom::Full => site.blocked = true,
+                        }
+                        break;
+                    }
                 };
-                let route = RouteKey {
-                    source,
-                    mx: site.dest.hosts[host].1.clone(),
-                };
-                let queued_here = self.batch.iter().filter(|d| d.route == route).count();
-                if self.pool.room(&route) <= queued_here {
-                    site.ready.push_front(job);
-                    site.blocked = true;
-                    break;
-                }
+                let route = RouteKey { source, mx: mx.clone() };
+                site.meter.tick(now);
                 let mut job = job;
+                if let Some(since) = job.held_since.take() {
+                    let summary = &mut self.recorder.summary;
+                    summary.warmup_waited += 1;
+                    summary.warmup_wait_s += now.saturating_duration_since(since).as_secs_f64();
+                }
                 if job.attempt == 1 && job.tried == 0 {
                     // The retry age counts from the first attempt, not from when the row was read.
                     job.first_at = SystemTime::now();
@@ -440,6 +520,7 @@ impl Dispatcher {
                     tag: Tag {
                         job,
                         site: key.clone(),
+                        provider,
                         host,
                         campaign: self.seat.as_ref().map_or(0, |s| s.campaign),
                     },
@@ -458,6 +539,9 @@ impl Dispatcher {
                     self.recheck.get_or_insert(now + RECHECK);
                 }
             }
+            if let Some(until) = hold {
+                self.sites.hold(&key, until, now);
+            }
             self.sites.wake(&key, per_site);
             for job in deferred_here {
                 let text = format!(
@@ -465,7 +549,12 @@ impl Dispatcher {
                     self.limits.retry.host_down
                 );
                 let status = local(Disposition::Deferred, (4, 4, 1), text);
-                self.settle(job, Some(&key), None, status, Duration::ZERO, false)?;
+                let at = At {
+                    site: Some(&key),
+                    provider: site_provider.as_deref(),
+                    route: None,
+                };
+                self.settle(job, at, status, Duration::ZERO, false)?;
             }
             self.hand_over()?;
             if self.rate_wait.is_some() {
@@ -513,7 +602,7 @@ impl Dispatcher {
             // retried rather than lost.
             None => {
                 let status = local(Disposition::Deferred, (4, 4, 1), "no room in the delivery pool".into());
-                self.settle(job, None, None, status, Duration::ZERO, false)
+                self.settle(job, At::default(), status, Duration::ZERO, false)
             }
         }
     }
@@ -528,10 +617,16 @@ impl Dispatcher {
             latency,
         } = report;
         let Tag {
-            mut job, site, host, ..
+            mut job,
+            site,
+            provider,
+            host,
+            ..
         } = tag;
         let per_site = self.limits.per_site;
+        let mut rate_per_ip = 0.0;
         if let Some(s) = self.sites.get_mut(&site) {
+            rate_per_ip = s.meter.per_second(Instant::now()) / self.rotation.len().max(1) as f64;
             s.in_flight -= 1;
             s.blocked = false;
             if let Some(seat) = &self.seat {
@@ -540,9 +635,28 @@ impl Dispatcher {
             }
         }
         self.sites.wake(&site, per_site);
-        let Some(status) = statuses.into_iter().next() else {
+        let Some(mut status) = statuses.into_iter().next() else {
             self.rendered -= 1;
             return Ok(());
+        };
+        // Throttling replies slow down or suspend this (IP, provider) pair only.
+        if self
+            .shaper
+            .observe(route.source.ip, &site, &status, rate_per_ip)
+            .is_some()
+        {
+            self.recorder.summary.backoff_events += 1;
+            if status.disposition == Disposition::Bounced {
+                // A policy block is about the sending IP, not the recipient: retried later
+                // (by then perhaps from another IP), never suppressed for it.
+                status.disposition = Disposition::Deferred;
+                self.recorder.summary.policy_retries += 1;
+            }
+        }
+        let at = At {
+            site: Some(&site),
+            provider: Some(&provider),
+            route: Some(&route),
         };
         let connection_failed = status.disposition == Disposition::Deferred
             && !status.maybe_delivered
@@ -557,16 +671,8 @@ impl Dispatcher {
             job.tried |= 1u64.checked_shl(host as u32).unwrap_or(0);
             let untried = self.sites.get_mut(&site).is_some_and(|s| has_untried(s, job.tried));
             if untried {
-                self.recorder.attempt(
-                    &job,
-                    Some(&site),
-                    Some(&route),
-                    &status,
-                    latency,
-                    tls,
-                    Outcome::Deferred,
-                    None,
-                )?;
+                self.recorder
+                    .attempt(&job, at, &status, latency, tls, Outcome::Deferred, None)?;
                 if let Some(s) = self.sites.get_mut(&site) {
                     s.ready.push_front(job);
                 }
@@ -574,7 +680,7 @@ impl Dispatcher {
                 return Ok(());
             }
         }
-        self.settle(job, Some(&site), Some(&route), status, latency, tls)
+        self.settle(job, at, status, latency, tls)
     }
 
     /// Records the end of an attempt: final outcome, or a deferral scheduled for retry (or
@@ -582,33 +688,30 @@ impl Dispatcher {
     fn settle(
         &mut self,
         job: Job,
-        site: Option<&Arc<str>>,
-        route: Option<&RouteKey>,
+        at: At<'_>,
         status: RecipientStatus,
         latency: Duration,
         tls: bool,
     ) -> Result<(), SendError> {
         self.rendered -= 1;
-        let site = site.map(|s| &**s);
         if status.disposition != Disposition::Deferred {
             let outcome = Outcome::from(status.disposition);
-            self.recorder
-                .attempt(&job, site, route, &status, latency, tls, outcome, None)?;
+            self.recorder.attempt(&job, at, &status, latency, tls, outcome, None)?;
             return Ok(());
         }
         let now = SystemTime::now();
         match next_step(&self.limits.retry, job.attempt, job.first_at, now) {
             Next::Expire => {
                 self.recorder
-                    .attempt(&job, site, route, &status, latency, tls, Outcome::Expired, None)?;
+                    .attempt(&job, at, &status, latency, tls, Outcome::Expired, None)?;
                 Ok(())
             }
-            Next::RetryAt(at) => {
+            Next::RetryAt(when) => {
                 self.recorder
-                    .attempt(&job, site, route, &status, latency, tls, Outcome::Deferred, Some(at))?;
+                    .attempt(&job, at, &status, latency, tls, Outcome::Deferred, Some(when))?;
                 let mut r = job.to_ref();
                 r.attempt += 1;
-                self.retries.push(at, r);
+                self.retries.push(when, r);
                 Ok(())
             }
         }

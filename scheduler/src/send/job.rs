@@ -26,6 +26,8 @@ pub(crate) struct Job {
     pub first_at: SystemTime,
     /// MX host indexes (of the site's host list) already tried in this attempt.
     pub tried: u64,
+    /// Since when the job waits for warm-up budget (its site is held), if it does.
+    pub held_since: Option<std::time::Instant>,
 }
 
 impl Job {
@@ -104,6 +106,7 @@ impl Built {
                 attempt: self.attempt,
                 first_at: self.first_at,
                 tried: 0,
+                held_since: None,
             }),
         }
     }

@@ -14,8 +14,19 @@ use crate::outcome::Outcome;
 use crate::summary::Summary;
 use crate::suppression::{unix_now, Entry, SuppressionWriter, Update, GLOBAL};
 
+/// Where an attempt went, as far as it got: its site and provider group once routed, the
+/// route once handed to the engine.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct At<'a> {
+    pub site: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub route: Option<&'a RouteKey>,
+}
+
 /// Writes the accounting log and keeps the summary's tallies.
 pub(crate) struct Recorder {
+    /// The warm-up clock (when each provider group's last outcome happened).
+    pub clock: volley_warmup::WarmupClock,
     pub log: AccountingLog,
     pub path: PathBuf,
     pub summary: Summary,
@@ -38,14 +49,14 @@ impl Recorder {
     pub fn attempt(
         &mut self,
         job: &Job,
-        site: Option<&str>,
-        route: Option<&RouteKey>,
+        at: At<'_>,
         status: &RecipientStatus,
         latency: Duration,
         tls: bool,
         outcome: Outcome,
         next: Option<SystemTime>,
     ) -> Result<Classification, SendError> {
+        let At { site, provider, route } = at;
         let source: Option<IpAddr> = route.map(|r| r.source.ip);
         let s = &mut self.summary;
         if status.maybe_delivered {
@@ -57,7 +68,10 @@ impl Recorder {
         }
         if outcome.is_final() {
             let ip = source.map(|ip| ip.to_string());
-            s.record(outcome, ip.as_deref(), job.recipient.domain(), site);
+            s.record(outcome, ip.as_deref(), job.recipient.domain(), site, provider);
+            if let Some(t) = provider.and_then(|p| s.by_provider.get_mut(p)) {
+                t.last = Some(self.clock.now());
+            }
         } else {
             s.deferrals += 1;
         }
@@ -70,6 +84,7 @@ impl Recorder {
             source_ip: source,
             mx: route.map(|r| &*r.mx.name),
             site,
+            provider,
             outcome,
             code: status.code,
             enhanced: status.enhanced.map(|e| e.to_string()),
@@ -154,7 +169,7 @@ impl Recorder {
         text: &str,
         line: u64,
     ) -> Result<(), SendError> {
-        self.summary.record(outcome, None, domain, None);
+        self.summary.record(outcome, None, domain, None, None);
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &self.summary.campaign,
@@ -163,6 +178,7 @@ impl Recorder {
             source_ip: None,
             mx: None,
             site: None,
+            provider: None,
             outcome,
             code: None,
             enhanced: None,

@@ -8,7 +8,8 @@
 //! a site's ready cap is parked as a [`RowRef`] (line and offset, no message), so memory stays
 //! bounded however lopsided the campaign is.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,12 @@ pub(crate) struct Site {
     pub in_flight: usize,
     /// The engine queue of the last route tried had no room; cleared by the next report.
     pub blocked: bool,
+    /// The site's provider group (warm-up budgets), set when its first job is queued.
+    pub provider: Option<Arc<str>>,
+    /// No source IP has warm-up budget for this site's provider until then.
+    pub held_until: Option<Instant>,
+    /// The site's recent send rate (the base a throttling reply scales down).
+    pub meter: crate::site_backoff::RateMeter,
     in_ring: bool,
     /// Round-robin position among equal-preference hosts.
     rr: usize,
@@ -38,6 +45,8 @@ pub(crate) struct Site {
 pub(crate) struct Sites {
     map: HashMap<Arc<str>, Site>,
     ring: VecDeque<Arc<str>>,
+    /// Held sites by the time their hold ends (earliest first).
+    holds: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     /// Parked rows over all sites.
     pub parked: usize,
 }
@@ -54,6 +63,9 @@ impl Sites {
             unparking: 0,
             in_flight: 0,
             blocked: false,
+            provider: None,
+            held_until: None,
+            meter: Default::default(),
             in_ring: false,
             rr: 0,
         });
@@ -67,10 +79,15 @@ impl Sites {
         self.map.get_mut(key)
     }
 
-    /// Puts `key` in the ring if it has work, room under `cap` and is not blocked.
+    /// Puts `key` in the ring if it has work, room under `cap` and is neither blocked nor held.
     pub fn wake(&mut self, key: &Arc<str>, cap: usize) {
         if let Some(site) = self.map.get_mut(key) {
-            if !site.in_ring && !site.blocked && site.in_flight < cap && !site.ready.is_empty() {
+            if !site.in_ring
+                && !site.blocked
+                && site.held_until.is_none()
+                && site.in_flight < cap
+                && !site.ready.is_empty()
+            {
                 site.in_ring = true;
                 self.ring.push_back(key.clone());
             }
@@ -92,6 +109,44 @@ impl Sites {
         for key in keys {
             self.wake(&key, cap);
         }
+    }
+
+    /// Holds site `key` (out of the ring) until `until`: no IP has budget for it before.
+    /// Its queued jobs are marked as waiting for budget from `now`.
+    pub fn hold(&mut self, key: &Arc<str>, until: Instant, now: Instant) {
+        if let Some(site) = self.map.get_mut(key) {
+            if site.held_until.is_none_or(|t| t < until) {
+                site.held_until = Some(until);
+                self.holds.push(Reverse((until, key.clone())));
+            }
+            for job in &mut site.ready {
+                job.held_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Ends the holds due by `now` and puts those sites back in the ring.
+    pub fn release(&mut self, now: Instant, cap: usize) {
+        while let Some(Reverse((until, _))) = self.holds.peek() {
+            if *until > now {
+                break;
+            }
+            let Some(Reverse((until, key))) = self.holds.pop() else {
+                break;
+            };
+            if let Some(site) = self.map.get_mut(&key) {
+                // A later hold of the same site has its own entry.
+                if site.held_until == Some(until) {
+                    site.held_until = None;
+                    self.wake(&key, cap);
+                }
+            }
+        }
+    }
+
+    /// When the earliest hold ends.
+    pub fn next_release(&self) -> Option<Instant> {
+        self.holds.peek().map(|Reverse((until, _))| *until)
     }
 
     /// The next site whose turn it is (taken out of the ring; [`Sites::wake`] puts it back).

@@ -108,6 +108,8 @@ struct Seen<'a> {
     source_ip: Option<std::net::IpAddr>,
     #[serde(borrow, default)]
     site: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    provider: Option<std::borrow::Cow<'a, str>>,
     outcome: Outcome,
     attempt: u32,
     line: u64,
@@ -291,7 +293,13 @@ fn apply(resume: &mut Resume, seen: &Seen<'_>) {
     resume.pending.remove(&seen.line);
     if seen.line > 0 && resume.finished.insert(seen.line) {
         let ip = seen.source_ip.map(|ip| ip.to_string());
-        s.record(seen.outcome, ip.as_deref(), &seen.domain, seen.site.as_deref());
+        s.record(
+            seen.outcome,
+            ip.as_deref(),
+            &seen.domain,
+            seen.site.as_deref(),
+            seen.provider.as_deref(),
+        );
     }
 }
 

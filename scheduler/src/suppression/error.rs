@@ -96,43 +96,5 @@ impl SuppressionError {
     }
 }
 
-/// `url` with the password (and a bare user-info part) replaced by `***`, and any query string
-/// dropped, so it can be logged: `redis://user:secret@host:6379/0` -> `redis://user:***@host:6379/0`.
-pub fn redact_url(url: &str) -> String {
-    let url = match url.find('?') {
-        Some(q) => &url[..q],
-        None => url,
-    };
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let (scheme, rest) = (&url[..scheme_end + 3], &url[scheme_end + 3..]);
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = (&rest[..authority_end], &rest[authority_end..]);
-    match authority.rfind('@') {
-        None => url.to_owned(),
-        Some(at) => {
-            let (userinfo, host) = (&authority[..at], &authority[at + 1..]);
-            let user = match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{user}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}{user}@{host}{path}")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
-        assert_eq!(redact_url("redis://:hunter2@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact_url("redis://u:p@ss@h/2"), "redis://u:***@h/2");
-        assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
-        assert_eq!(redact_url("redis://h/0?password=x"), "redis://h/0");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
-}
+/// `url` with the password redacted (shared with the warm-up counters' configuration).
+pub use volley_warmup::secret_url::redact_url;

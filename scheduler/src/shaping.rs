@@ -1,0 +1,183 @@
+//! Traffic shaping of a run: every source IP's warm-up budget per provider group
+//! ([`volley_warmup::Budgets`]: curve caps, pacing, adaptive backoff), shared by all the
+//! campaigns of the process, on the warm-up clock (real time, or a rehearsal's fast clock).
+//!
+//! The dispatcher asks [`Shaper::take`] before it hands a message to an IP; a refusal says
+//! until when (as a real instant) that IP cannot send to that site. It feeds every reply to
+//! [`Shaper::observe`], which slows down or suspends the (IP, site) pair a throttling reply
+//! came from (see [`crate::site_backoff`]).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use volley_engine::RecipientStatus;
+use volley_warmup::budget::Usage;
+use volley_warmup::{BackoffAction, Budgets, CounterStore, Providers, WaitReason, WarmupClock};
+
+use crate::site_backoff::SiteBackoff;
+
+use crate::config::SendConfig;
+
+/// Not now: the real instant to ask again, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// When the pair may have budget again.
+    pub until: Instant,
+    /// What is spent or held.
+    pub reason: WaitReason,
+}
+
+/// The warm-up budgets of the run's source IPs.
+pub struct Shaper {
+    budgets: Mutex<Budgets>,
+    backoff: Mutex<SiteBackoff>,
+    providers: Providers,
+    /// Provider group names, shared with the sites that use them.
+    names: Vec<Arc<str>>,
+    clock: WarmupClock,
+}
+
+impl std::fmt::Debug for Shaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shaper")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shaper {
+    /// The budgets of `config`'s source IPs over `store` (the counters of earlier runs), on
+    /// the configured warm-up clock. `config_path` is named in errors.
+    pub fn open(config: &SendConfig, config_path: &Path, store: Box<dyn CounterStore>) -> Result<Shaper, String> {
+        let policy = config.warmup_policy(config_path).map_err(|e| e.to_string())?;
+        let backoff = SiteBackoff::new(policy.rules.clone());
+        let mut budgets = Budgets::new(policy.curves, policy.rules, store);
+        for (ip, state) in policy.states {
+            budgets.add_ip(ip, state).map_err(|e| e.to_string())?;
+        }
+        for ip in &config.source_ips {
+            if let Some(rate) = ip.rate {
+                budgets.set_warm_rate(ip.address, rate);
+            }
+        }
+        let names = policy.providers.names().iter().map(|n| Arc::from(n.as_str())).collect();
+        Ok(Shaper {
+            budgets: Mutex::new(budgets),
+            backoff: Mutex::new(backoff),
+            providers: policy.providers,
+            names,
+            clock: config.warmup.clock(),
+        })
+    }
+
+    fn budgets(&self) -> MutexGuard<'_, Budgets> {
+        // A panic while holding the lock leaves plain counters behind: keep using them.
+        self.budgets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The provider group of a site reached for `domain` over MX hosts `hosts`, and whether
+    /// the recipient domain decided it (no MX host name matched a group).
+    pub fn provider(&self, hosts: &[&str], domain: &str) -> (Arc<str>, bool) {
+        let (name, by_domain) = self.providers.group_and_source(hosts, domain);
+        let name = match self.names.iter().find(|n| ***n == *name) {
+            Some(n) => n.clone(),
+            None => Arc::from(name),
+        };
+        (name, by_domain)
+    }
+
+    fn site_backoff(&self) -> MutexGuard<'_, SiteBackoff> {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one message of `ip`'s budget for `provider` at `site`, or says until when it
+    /// has none: the pair's backoff at this site first (slowed or suspended), then the
+    /// warm-up budget for the provider.
+    pub fn take(&self, ip: IpAddr, provider: &str, site: &Arc<str>) -> Result<(), Hold> {
+        let now = self.clock.now();
+        {
+            let mut backoff = self.site_backoff();
+            if !backoff.is_empty() {
+                backoff
+                    .check(ip, site, now, |t| self.clock.instant_of(t))
+                    .map_err(|(until, reason)| Hold { until, reason })?;
+            }
+        }
+        self.budgets().try_take(ip, provider, now).map_err(|wait| Hold {
+            until: self.clock.instant_of(wait.until),
+            reason: wait.reason,
+        })
+    }
+
+    /// Feeds a remote reply from `site` to `ip` to adaptive backoff (`rate_per_s`: what the
+    /// IP was sending there); the action taken when a rule matched. Local statuses (Volley's
+    /// own decisions) are not replies and are ignored.
+    pub fn observe(
+        &self,
+        ip: IpAddr,
+        site: &Arc<str>,
+        status: &RecipientStatus,
+        rate_per_s: f64,
+    ) -> Option<BackoffAction> {
+        let code = status.code?;
+        if code < 400 {
+            return None;
+        }
+        let enhanced = status.enhanced.map(|e| e.to_string());
+        let now = self.clock.now();
+        let action =
+            self.site_backoff()
+                .observe(ip, site, Some(code), enhanced.as_deref(), &status.text, rate_per_s, now);
+        if let Some(action) = action {
+            tracing::info!("backoff: {ip} -> {site}: {action:?} after \"{code} {}\"", status.text);
+        }
+        action
+    }
+
+    /// The (IP, site) pair's backoff: rate factor (1.0: not slowed) and suspension end.
+    pub fn backoff_state(&self, ip: IpAddr, site: &Arc<str>) -> (f64, Option<SystemTime>) {
+        let now = self.clock.now();
+        self.site_backoff().state(ip, site, now)
+    }
+
+    /// The pair's caps, usage and backoff now.
+    pub fn usage(&self, ip: IpAddr, provider: &str) -> Usage {
+        let now = self.clock.now();
+        self.budgets().usage(ip, provider, now)
+    }
+
+    /// The warm-up clock.
+    pub fn clock(&self) -> WarmupClock {
+        self.clock
+    }
+
+    /// The provider group names, `other` included.
+    pub fn provider_names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// Writes the counters (at the end of a run); logs what cannot be written.
+    pub fn flush(&self) {
+        let now = self.clock.now();
+        let mut budgets = self.budgets();
+        if let Some(e) = budgets.take_store_error() {
+            tracing::warn!("warm-up counters: {e}");
+        }
+        if let Err(e) = budgets.flush(now) {
+            tracing::error!("warm-up counters could not be saved: {e}");
+        }
+    }
+}
+
+impl Drop for Shaper {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A time on the warm-up clock as RFC 3339 (for summaries and logs).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
