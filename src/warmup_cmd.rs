@@ -2,7 +2,8 @@
 //! stands in its warm-up, today's caps and usage per provider group, and the curves as a chart.
 //!
 //! "Today" is the warm-up clock's (`[warmup] clock_start`/`speed`); usage is read from the
-//! embedded counter store (`<state_dir>/warmup-counters.json`) without writing it. Blocking
+//! counter store `[warmup] counters` names (`<state_dir>/warmup-counters.json`, or Redis)
+//! without writing it. Blocking
 //! file work: this runs outside the async runtime.
 
 use std::collections::HashMap;
@@ -13,8 +14,9 @@ use std::time::SystemTime;
 use anyhow::{bail, Context};
 use serde::Serialize;
 use volley_scheduler::config::{SendConfig, SourceIpConfig, WarmupPolicy};
+use volley_scheduler::warmup_counters;
 use volley_warmup::counters::{Counts, Window, COUNTERS_FILE};
-use volley_warmup::{day_of, Caps, CounterStore, FileCounterStore, UtcDay, WarmupState};
+use volley_warmup::{day_of, Caps, UtcDay, WarmupState};
 
 /// Arguments of `volley warmup`.
 #[derive(clap::Args)]
@@ -65,8 +67,9 @@ pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<(SendConfig, PathBuf
     Ok((config, path))
 }
 
-/// What each (IP, provider group) pair sent in the window of `now`, from the embedded counter
-/// store; zeros when it has no file yet (nothing is created).
+/// What each (IP, provider group) pair sent in the window of `now`, from the counter store
+/// `[warmup] counters` names (the embedded file, or Redis); zeros when the embedded store has
+/// no file yet (nothing is created).
 pub fn used_counts(
     config: &SendConfig,
     ips: &[IpAddr],
@@ -75,11 +78,12 @@ pub fn used_counts(
 ) -> anyhow::Result<HashMap<(IpAddr, String), Counts>> {
     let dir = &config.state_dir;
     let mut used = HashMap::new();
-    if !dir.join(COUNTERS_FILE).exists() {
+    let redis = config.suppression.redis.as_deref();
+    let embedded = warmup_counters::redis_url(&config.warmup, redis)?.is_none();
+    if embedded && !dir.join(COUNTERS_FILE).exists() {
         return Ok(used);
     }
-    let mut store = FileCounterStore::open(dir, config.warmup.flush_every)
-        .with_context(|| format!("reading the warm-up counters in {}", dir.display()))?;
+    let mut store = warmup_counters::open(&config.warmup, redis, dir).context("opening the warm-up counters")?;
     for ip in ips {
         for provider in providers {
             let counts = store

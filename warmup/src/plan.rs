@@ -8,15 +8,18 @@
 //!   ([`PlanInput::used_today`]), and the shipped backoff rules are loaded; no reply is ever
 //!   observed, so backoff never slows or suspends a pair.
 //! - Each provider group is a lane with its own "next try" time. The lane with the earliest
-//!   time takes messages with [`Budgets::choose`] (IPs in rotation order, overflow to the first
-//!   with budget) until it is told to wait, then jumps to [`Wait::until`]. Lanes advance in
-//!   time order, so the budgets' clock never goes back.
+//!   time takes messages until it is told to wait, then jumps to [`Wait::until`]. Lanes
+//!   advance in time order, so the budgets' clock never goes back.
+//! - A message goes to the first IP, in the order given, that has room — as a run's overflow
+//!   does: the IP's own rate ([`PlanIp::rate`], a limiter like the run's IP rotation: one
+//!   second's burst, shared across provider groups) first, then [`Budgets::try_take`] (what
+//!   [`Budgets::choose`] does for each IP: caps, counters, smoothing). [`Budgets`] paces warm
+//!   pairs only while backoff slows them, so a warm IP with a rate sends at that rate.
 //! - A pair with no cap (a warm IP, or a warming IP past its curve's last day) and no rate of
 //!   its own is unlimited: it takes everything left at once.
-//! - A warm IP's own rate ([`PlanIp::rate`]): [`Budgets`] paces warm pairs only while backoff
-//!   slows them, so the planner paces such an IP itself with a limiter like the run's IP
-//!   rotation (one second's burst, the rate shared across provider groups). The rate applies
-//!   whenever the IP's pair has no curve cap; a warming IP is paced by its curve.
+//! - The order is fixed, where a run starts each message at the IP whose weighted-rotation turn
+//!   it is: within a day the split between IPs that are not at a cap may differ from a run's;
+//!   per-day totals under caps and the finish times do not depend on it.
 //! - A lane not done [`PlanInput::max_days`] days after the start is reported unfinished
 //!   (`finish: None`) — a plan always ends.
 
@@ -47,15 +50,14 @@ pub struct PlanIp {
     pub ip: IpAddr,
     /// Warm, or warming up on a curve.
     pub state: WarmupState,
-    /// The IP's own sending rate (`rate` in volley.toml); paces the IP when no curve cap
-    /// applies (see the module docs).
+    /// The IP's own sending rate (`rate` in volley.toml), shared across provider groups.
     pub rate: Option<Rate>,
 }
 
 /// What a plan is computed from.
 #[derive(Clone, Debug)]
 pub struct PlanInput {
-    /// The pool's IPs in rotation order (the order [`Budgets::choose`] is given).
+    /// The pool's IPs in the order they are tried (see the module docs).
     pub ips: Vec<PlanIp>,
     /// The curves the IPs name.
     pub curves: CurveSet,
@@ -180,6 +182,7 @@ pub fn reason_name(reason: WaitReason) -> &'static str {
         WaitReason::Backoff => "backoff",
         WaitReason::Suspended => "suspended",
         WaitReason::NoIp => "no IP",
+        WaitReason::StoreUnavailable => "counter store unavailable",
     }
 }
 
@@ -263,11 +266,11 @@ fn since_epoch(t: SystemTime) -> Duration {
     t.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The pool's budgets and the IPs' own rates, as one "which IP takes the next message".
+/// The pool's budgets and the IPs' own rates: which IP takes the next message.
 struct Pool {
     budgets: Budgets,
     addrs: Vec<IpAddr>,
-    /// Per IP: its own rate's limiter, used when its pair has no curve cap.
+    /// Per IP: its own rate's limiter.
     rates: Vec<Option<SendLimiter<ManualClock>>>,
     clock: ManualClock,
 }
@@ -314,40 +317,34 @@ impl Pool {
         })
     }
 
-    /// The IP for the next message to `provider` at `now`: [`Budgets::choose`] over the IPs in
-    /// order; an uncapped IP with a rate of its own that is at its rate passes the message on
-    /// to the IPs after it.
+    /// The IP for the next message to `provider` at `now`, as a run picks it: the IPs in
+    /// order, each within its own rate first, then [`Budgets::try_take`] (what
+    /// [`Budgets::choose`] does per IP); the earliest wait when none can take it.
     fn choose(&mut self, provider: &str, now: SystemTime) -> Result<Taken, Wait> {
         self.clock.set(now);
-        let mut from = 0;
-        let mut held: Option<Wait> = None;
-        let earliest = |held: Option<Wait>, wait: Wait| match held {
-            Some(h) if h.until <= wait.until => h,
-            _ => wait,
-        };
-        while from < self.addrs.len() {
-            let i = match self.budgets.choose(&self.addrs[from..], provider, now) {
-                Ok(j) => from + j,
-                Err(wait) => return Err(earliest(held, wait)),
+        let mut earliest: Option<Wait> = None;
+        for (i, ip) in self.addrs.iter().enumerate() {
+            let limiter = self.rates[i].as_ref();
+            let taken = match limiter.map_or(Ok(()), SendLimiter::try_acquire) {
+                Err(d) => Err(Wait {
+                    until: self.clock.now_system() + d,
+                    reason: WaitReason::Rate,
+                }),
+                Ok(()) => self.budgets.try_take(*ip, provider, now),
             };
-            let capped = self.budgets.usage(self.addrs[i], provider, now).caps.is_some();
-            match self.rates[i].as_ref().filter(|_| !capped) {
-                None if capped => return Ok(Taken::One(i)),
-                None => return Ok(Taken::All(i)),
-                Some(limiter) => match limiter.try_acquire() {
-                    Ok(()) => return Ok(Taken::One(i)),
-                    Err(d) => {
-                        let wait = Wait {
-                            until: self.clock.now_system() + d,
-                            reason: WaitReason::Rate,
-                        };
-                        held = Some(earliest(held, wait));
-                        from = i + 1;
+            match taken {
+                Ok(()) if limiter.is_none() && self.budgets.usage(*ip, provider, now).caps.is_none() => {
+                    return Ok(Taken::All(i))
+                }
+                Ok(()) => return Ok(Taken::One(i)),
+                Err(wait) => {
+                    if earliest.is_none_or(|e| wait.until < e.until) {
+                        earliest = Some(wait);
                     }
-                },
+                }
             }
         }
-        Err(held.unwrap_or(Wait {
+        Err(earliest.unwrap_or(Wait {
             until: now,
             reason: WaitReason::NoIp,
         }))

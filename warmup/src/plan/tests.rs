@@ -195,6 +195,18 @@ fn a_warm_ip_with_a_rate_sends_at_that_rate_across_providers() {
 }
 
 #[test]
+fn a_warming_ips_own_rate_paces_it_below_its_curve() {
+    // "other" allows 100/day at 50/h, the IP's rate 2/h: 48 a day (one at once, then one per
+    // 30 minutes).
+    let mut ip = warming("10.0.0.1");
+    ip.rate = Some("2/h".parse().expect("rate"));
+    let plan = plan(&input(vec![ip], &[("other", 96)])).expect("plan");
+    let other = provider(&plan, "other");
+    assert_eq!(other.periods.iter().map(|p| p.sent).collect::<Vec<_>>(), [48, 48]);
+    assert_eq!(other.held_by, Some("rate"));
+}
+
+#[test]
 fn a_plan_that_would_never_end_stops_after_max_days() {
     let mut input = input(vec![warming("10.0.0.1")], &[("other", 100_000)]);
     input.max_days = 3;
