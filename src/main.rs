@@ -103,10 +103,27 @@ fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each once: library errors often repeat their source in their own
+/// message, and `{:#}` would print that text twice.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run_sink(args: volley_bench::SinkArgs) -> anyhow::Result<bool> {
@@ -116,4 +133,28 @@ async fn run_sink(args: volley_bench::SinkArgs) -> anyhow::Result<bool> {
     let stats = args.run(shutdown).await?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("store s.redb is in use")]
+    struct Locked;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("suppression list: {0}")]
+    struct Wrapper(#[from] Locked);
+
+    /// Regression: "campaign x failed: suppression list: store s.redb is in use: store s.redb
+    /// is in use" — a cause repeated by its wrapper's message is printed once.
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let e = anyhow::Error::from(Wrapper(Locked)).context("campaign x failed");
+        assert_eq!(
+            super::render(&e),
+            "campaign x failed: suppression list: store s.redb is in use"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::render(&plain), "outer: inner");
+    }
 }

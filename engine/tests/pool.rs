@@ -201,3 +201,50 @@ async fn pool_wide_connection_cap_holds_across_routes_and_loses_nothing() {
     assert_eq!(sources.len(), 8, "every route was served");
     sink.shutdown().await;
 }
+
+#[tokio::test]
+async fn route_limits_tighten_one_route_only() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let config = SmtpConfig {
+        max_connections_per_host: 8,
+        max_messages_per_connection: 1000,
+        ..common::fast_config()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let pool = volley_engine::DeliveryPool::new(config.clone(), common::params(&config), tx);
+    let (warming, warm) = (common::route(2, sink.local_addr()), common::route(3, sink.local_addr()));
+    pool.set_route_limits(
+        &warming,
+        volley_engine::RouteLimits {
+            max_connections: 1,
+            max_messages_per_connection: 3,
+        },
+    );
+    // 30 on the limited route, then 30 on the other.
+    for i in 0..60u64 {
+        let route = if i < 30 { &warming } else { &warm };
+        let delivery = volley_engine::Delivery {
+            tag: i,
+            route: route.clone(),
+            envelope: volley_engine::Envelope {
+                mail_from: "bounces@sender.test".into(),
+                recipients: vec![format!("user{i}@limits.test")],
+            },
+            payload: volley_engine::smtp::dot::prepare(&common::message(i)).expect("payload"),
+        };
+        pool.submit(delivery).await;
+    }
+    pool.close().await;
+    let mut per_route: HashMap<std::net::IpAddr, usize> = HashMap::new();
+    while let Ok(r) = rx.try_recv() {
+        assert_eq!(r.statuses[0].disposition, Disposition::Delivered);
+        *per_route.entry(r.route.source.ip).or_default() += 1;
+    }
+    assert_eq!(per_route.values().sum::<usize>(), 60);
+    // 30 messages at 3 per connection: exactly 10 connections from .2 (the pool's limits, 8
+    // connections of up to 1000 messages, could never need 10); .3 keeps those limits and
+    // needs between 1 and 8.
+    let stats = sink.stats();
+    assert!((11..=18).contains(&stats.connections), "{stats:?}");
+    sink.shutdown().await;
+}

@@ -7,12 +7,13 @@
 //! [`Shaper::observe`], which slows down or suspends the (IP, site) pair a throttling reply
 //! came from (see [`crate::site_backoff`]).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use volley_engine::RecipientStatus;
+use volley_engine::{RecipientStatus, RouteLimits};
 use volley_warmup::budget::Usage;
 use volley_warmup::{BackoffAction, Budgets, CounterStore, Providers, WaitReason, WarmupClock};
 
@@ -37,6 +38,8 @@ pub struct Shaper {
     /// Provider group names, shared with the sites that use them.
     names: Vec<Arc<str>>,
     clock: WarmupClock,
+    /// IPs on a warm-up curve.
+    warming: HashSet<IpAddr>,
 }
 
 impl std::fmt::Debug for Shaper {
@@ -54,6 +57,12 @@ impl Shaper {
         let policy = config.warmup_policy(config_path).map_err(|e| e.to_string())?;
         let backoff = SiteBackoff::new(policy.rules.clone());
         let mut budgets = Budgets::new(policy.curves, policy.rules, store);
+        let warming = policy
+            .states
+            .iter()
+            .filter(|(_, state)| matches!(state, volley_warmup::WarmupState::Warming { .. }))
+            .map(|(ip, _)| *ip)
+            .collect();
         for (ip, state) in policy.states {
             budgets.add_ip(ip, state).map_err(|e| e.to_string())?;
         }
@@ -69,6 +78,7 @@ impl Shaper {
             providers: policy.providers,
             names,
             clock: config.warmup.clock(),
+            warming,
         })
     }
 
@@ -153,6 +163,23 @@ impl Shaper {
         self.clock
     }
 
+    /// Connection limits for a warming `ip` sending to `provider` today, derived from today's
+    /// hourly cap: a connection per 300 messages an hour (at least one), and a tenth of the
+    /// hourly cap per connection (at least 5) — a new IP does not open many connections to a
+    /// provider or push many messages down one. `None` for a warm IP (the pool's limits).
+    pub fn route_limits(&self, ip: IpAddr, provider: &str) -> Option<RouteLimits> {
+        if !self.warming.contains(&ip) {
+            return None;
+        }
+        let caps = self.usage(ip, provider).caps?;
+        Some(limits_for(caps.hourly))
+    }
+
+    /// Whether `ip` is warming up (has caps on some day).
+    pub fn is_warming(&self, ip: IpAddr) -> bool {
+        self.warming.contains(&ip)
+    }
+
     /// The provider group names, `other` included.
     pub fn provider_names(&self) -> &[Arc<str>] {
         &self.names
@@ -177,7 +204,29 @@ impl Drop for Shaper {
     }
 }
 
+/// Route limits for an hourly cap (see [`Shaper::route_limits`]).
+pub fn limits_for(hourly: u64) -> RouteLimits {
+    let hourly = usize::try_from(hourly).unwrap_or(usize::MAX);
+    RouteLimits {
+        max_connections: hourly.div_ceil(300).max(1),
+        max_messages_per_connection: (hourly / 10).max(5),
+    }
+}
+
 /// A time on the warm-up clock as RFC 3339 (for summaries and logs).
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_ip_gets_few_connections_and_short_ones() {
+        let day1 = limits_for(20);
+        assert_eq!((day1.max_connections, day1.max_messages_per_connection), (1, 5));
+        let later = limits_for(3000);
+        assert_eq!((later.max_connections, later.max_messages_per_connection), (10, 300));
+    }
 }

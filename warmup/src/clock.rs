@@ -60,8 +60,20 @@ impl WarmupClock {
     /// A clock showing `start` (now when `None`) at this instant, running `speed` times real
     /// time (values that are not finite and positive mean 1).
     pub fn new(start: Option<SystemTime>, speed: f64) -> WarmupClock {
+        WarmupClock::anchored(start, speed, None)
+    }
+
+    /// Like [`WarmupClock::new`], but the clock shows `start` at the wall-clock time `anchor`
+    /// (not at this instant), so several processes rehearsing together share one clock.
+    pub fn anchored(start: Option<SystemTime>, speed: f64, anchor: Option<SystemTime>) -> WarmupClock {
+        let now = Instant::now();
+        let real_origin = match anchor.map(|a| SystemTime::now().duration_since(a)) {
+            Some(Ok(since)) => now.checked_sub(since).unwrap_or(now),
+            Some(Err(ahead)) => now + ahead.duration(),
+            None => now,
+        };
         WarmupClock {
-            real_origin: Instant::now(),
+            real_origin,
             origin: start.unwrap_or_else(SystemTime::now),
             speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
         }
@@ -79,8 +91,10 @@ impl WarmupClock {
 
     /// The warm-up time at a real instant.
     pub fn at(&self, instant: Instant) -> SystemTime {
-        let real = instant.saturating_duration_since(self.real_origin);
-        self.origin + real.mul_f64(self.speed)
+        match instant.checked_duration_since(self.real_origin) {
+            Some(real) => self.origin + real.mul_f64(self.speed),
+            None => self.origin - self.real_origin.duration_since(instant).mul_f64(self.speed),
+        }
     }
 
     /// The warm-up time now.
@@ -118,5 +132,16 @@ mod tests {
         assert!(real <= Duration::from_secs(1), "{real:?}");
         assert!(clock.instant_of(start) <= Instant::now());
         assert!((WarmupClock::new(None, f64::NAN).speed() - 1.0).abs() < f64::EPSILON);
+
+        // Two clocks anchored at the same wall-clock time agree, whenever they were made.
+        let anchor = SystemTime::now() - Duration::from_secs(2);
+        let a = WarmupClock::anchored(Some(start), 3600.0, Some(anchor));
+        std::thread::sleep(Duration::from_millis(20));
+        let b = WarmupClock::anchored(Some(start), 3600.0, Some(anchor));
+        let at = Instant::now();
+        let skew = a.at(at).duration_since(b.at(at)).unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(10), "{skew:?}");
+        let shown = a.at(at).duration_since(start).unwrap_or_default();
+        assert!(shown >= Duration::from_secs(7200), "{shown:?}");
     }
 }

@@ -42,6 +42,11 @@ pub struct WarmupConfig {
     /// `"2026-11-01T00:00:00Z"`) instead of now.
     #[serde(default, with = "humantime_serde")]
     pub clock_start: Option<SystemTime>,
+    /// Rehearsal: the wall-clock time (RFC 3339) at which the warm-up clock shows
+    /// `clock_start` (default: when the process starts). Processes rehearsing together with
+    /// one anchor share one warm-up clock.
+    #[serde(default, with = "humantime_serde")]
+    pub clock_anchor: Option<SystemTime>,
     /// With `counters = "redis"`: the Redis URL (`"redis://:password@host:6379/0"`); when
     /// absent, `[suppression] redis` is used. Prints redacted.
     #[serde(default)]
@@ -90,6 +95,7 @@ impl Default for WarmupConfig {
             flush_every: default_flush_every(),
             speed: default_speed(),
             clock_start: None,
+            clock_anchor: None,
             redis: None,
             key_prefix: default_key_prefix(),
         }
@@ -99,7 +105,7 @@ impl Default for WarmupConfig {
 impl WarmupConfig {
     /// The warm-up clock these settings describe, starting now.
     pub fn clock(&self) -> crate::clock::WarmupClock {
-        crate::clock::WarmupClock::new(self.clock_start, self.speed)
+        crate::clock::WarmupClock::anchored(self.clock_start, self.speed, self.clock_anchor)
     }
 
     /// Checks values serde cannot: returns (field, value, reason) of the first problem.

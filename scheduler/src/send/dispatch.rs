@@ -83,6 +83,8 @@ pub(crate) struct Dispatcher {
     pub journal: DispatchJournal,
     /// Warm-up budgets and backoff, shared with the other campaigns of the run.
     pub shaper: Arc<Shaper>,
+    /// Limits set on warming IPs' routes (reset when today's caps change them).
+    route_limits: HashMap<RouteKey, volley_engine::RouteLimits>,
     /// Routing-override sites split per provider group: (site, provider) -> destination.
     split_sites: HashMap<(Arc<str>, Arc<str>), Destination>,
     /// Earlier runs' deferrals, until the producer says where their rows are.
@@ -147,6 +149,7 @@ impl Dispatcher {
             journal,
             shaper,
             split_sites: HashMap::new(),
+            route_limits: HashMap::new(),
             pending,
             sites: Sites::default(),
             down: HashMap::new(),
@@ -500,6 +503,21 @@ impl Dispatcher {
                 };
                 let route = RouteKey { source, mx: mx.clone() };
                 site.meter.tick(now);
+                if self.shaper.is_warming(route.source.ip) {
+                    // Fewer and shorter connections for a warming IP, from today's caps.
+                    // Past its curve the IP is warm again: the pool's own limits.
+                    let limits =
+                        self.shaper
+                            .route_limits(route.source.ip, &provider)
+                            .unwrap_or(volley_engine::RouteLimits {
+                                max_connections: usize::MAX,
+                                max_messages_per_connection: usize::MAX,
+                            });
+                    if self.route_limits.get(&route) != Some(&limits) {
+                        self.pool.set_route_limits(&route, limits);
+                        self.route_limits.insert(route.clone(), limits);
+                    }
+                }
                 let mut job = job;
                 if let Some(since) = job.held_since.take() {
                     let summary = &mut self.recorder.summary;
