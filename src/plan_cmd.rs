@@ -73,42 +73,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
     .map_err(|e| anyhow!("volley plan stopped: {e}"))??;
     let (config, campaign, policy, counts) = loaded;
 
-    let routes = Routes::new(&config.routes).map_err(|e| anyhow!("config routes: {e}"))?;
-    let resolver = match &config.dns {
-        Some(dns) => Some(volley_engine::mx::MxResolver::new(dns).context("config [dns]")?),
-        None => None,
-    };
-    let router = Router::new(routes, resolver, config.mx_port);
-    let classified = classify(&counts.per_domain, &router, &policy.providers, config.dns.is_some()).await;
-
-    let pool = config
-        .pool(campaign.pool())
-        .map_err(|e| anyhow!("campaign {}: {e}", campaign.id()))?;
-    let ips: Vec<PlanIp> = pool
-        .iter()
-        .filter(|s| s.weight > 0)
-        .map(|s| PlanIp {
-            ip: s.address,
-            state: policy
-                .states
-                .iter()
-                .find(|(ip, _)| *ip == s.address)
-                .map_or(WarmupState::Warm, |(_, st)| st.clone()),
-            rate: s.rate,
-        })
-        .collect();
-    let start = config.warmup.clock().now();
-    let addrs: Vec<IpAddr> = ips.iter().map(|ip| ip.ip).collect();
-    let names: Vec<String> = classified.per_provider.keys().cloned().collect();
-    let mut input = PlanInput::new(ips, policy.curves.clone(), classified.per_provider.clone(), start);
-    input.used_today = crate::warmup_cmd::used_counts(&config, &addrs, &names, start)?;
-    input.every = every;
-    input.max_days = max_days;
-    // The simulation is CPU work: off the runtime's worker threads.
-    let plan = tokio::task::spawn_blocking(move || volley_warmup::plan(&input))
-        .await
-        .map_err(|e| anyhow!("volley plan stopped: {e}"))?
-        .with_context(|| format!("planning campaign {} on pool {}", campaign.id(), campaign.pool()))?;
+    let planned = plan_campaign(&config, &policy, &campaign, &counts, every, max_days).await?;
+    let (plan, classified) = (planned.plan, planned.classified);
 
     if json {
         let report = Report {
@@ -186,4 +152,64 @@ fn print_text(campaign: &Campaign, counts: &DomainCounts, unresolved: &[Unresolv
 fn shares(list: &[volley_warmup::plan::IpShare]) -> String {
     let parts: Vec<String> = list.iter().map(|s| format!("{} {}", s.ip, s.sent)).collect();
     parts.join(", ")
+}
+
+/// A campaign's plan and how its domains were classified.
+pub struct Planned {
+    /// The prediction.
+    pub plan: Plan,
+    /// Recipients per provider group, and the domains classified by name only.
+    pub classified: volley_scheduler::plan_input::ProviderCounts,
+}
+
+/// Predicts `campaign` on its pool's warm-up budgets from the warm-up clock's now, with the
+/// usage already counted today (shared by `volley plan` and the ETA `volley send` prints).
+pub async fn plan_campaign(
+    config: &volley_scheduler::config::SendConfig,
+    policy: &volley_scheduler::config::WarmupPolicy,
+    campaign: &Campaign,
+    counts: &DomainCounts,
+    every: Duration,
+    max_days: u32,
+) -> anyhow::Result<Planned> {
+    let routes = Routes::new(&config.routes).map_err(|e| anyhow!("config routes: {e}"))?;
+    let resolver = match &config.dns {
+        Some(dns) => Some(volley_engine::mx::MxResolver::new(dns).context("config [dns]")?),
+        None => None,
+    };
+    let router = Router::new(routes, resolver, config.mx_port);
+    let classified = classify(&counts.per_domain, &router, &policy.providers, config.dns.is_some()).await;
+
+    let pool = config
+        .pool(campaign.pool())
+        .map_err(|e| anyhow!("campaign {}: {e}", campaign.id()))?;
+    let ips: Vec<PlanIp> = pool
+        .iter()
+        .filter(|s| s.weight > 0)
+        .map(|s| PlanIp {
+            ip: s.address,
+            state: policy
+                .states
+                .iter()
+                .find(|(ip, _)| *ip == s.address)
+                .map_or(WarmupState::Warm, |(_, st)| st.clone()),
+            rate: s.rate,
+        })
+        .collect();
+    let start = config.warmup.clock().now();
+    let addrs: Vec<IpAddr> = ips.iter().map(|ip| ip.ip).collect();
+    let names: Vec<String> = classified.per_provider.keys().cloned().collect();
+    let mut input = PlanInput::new(ips, policy.curves.clone(), classified.per_provider.clone(), start);
+    input.used_today = crate::warmup_cmd::used_counts(config, &addrs, &names, start)?;
+    input.every = every;
+    input.max_days = max_days;
+    // The simulation is CPU work: off the runtime's worker threads.
+    let campaign_id = campaign.id().to_string();
+    let pool_name = campaign.pool().to_string();
+    let plan = tokio::task::spawn_blocking(move || volley_warmup::plan(&input))
+        .await
+        .map_err(|e| anyhow!("volley plan stopped: {e}"))?
+        .with_context(|| format!("planning campaign {campaign_id} on pool {pool_name}"))?;
+
+    Ok(Planned { plan, classified })
 }

@@ -54,6 +54,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     for path in &args.campaigns {
         campaigns.push(Campaign::load(path).context("refusing to start: the campaign is invalid")?);
     }
+    for campaign in &campaigns {
+        // With warming IPs in the pool, the budgets decide when each provider is done: say so.
+        if let Err(e) = print_eta(&config, &config_path, campaign).await {
+            eprintln!("volley: no warm-up estimate for campaign {}: {e:#}", campaign.id());
+        }
+    }
     let refs: Vec<&Campaign> = campaigns.iter().collect();
     let ids: Vec<&str> = campaigns.iter().map(Campaign::id).collect();
     let summaries = volley_scheduler::send::run_many(&refs, &config, interrupted())
@@ -79,4 +85,50 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(complete)
+}
+
+/// Prints, when the campaign's pool has warming IPs, the planner's estimate of when each
+/// provider group's share will be done (the same prediction as `volley plan`).
+async fn print_eta(config: &SendConfig, config_path: &std::path::Path, campaign: &Campaign) -> anyhow::Result<()> {
+    let policy = config.warmup_policy(config_path)?;
+    let pool = config.pool(campaign.pool()).map_err(anyhow::Error::msg)?;
+    let warming = policy.states.iter().any(|(ip, state)| {
+        matches!(state, volley_warmup::WarmupState::Warming { .. }) && pool.iter().any(|s| s.address == *ip)
+    });
+    if !warming {
+        return Ok(());
+    }
+    let (recipients, column) = (campaign.recipients().to_path_buf(), campaign.email_column().to_string());
+    let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let work = tempfile::tempdir().context("creating a scratch folder for the estimate")?;
+        Ok(volley_scheduler::plan_input::count_domains(
+            &recipients,
+            &column,
+            work.path(),
+        )?)
+    })
+    .await??;
+    let planned = crate::plan_cmd::plan_campaign(
+        config,
+        &policy,
+        campaign,
+        &counts,
+        std::time::Duration::from_secs(86_400),
+        volley_warmup::plan::DEFAULT_MAX_DAYS,
+    )
+    .await?;
+    for p in &planned.plan.providers {
+        let when = p.finish.map_or_else(
+            || format!("not within {} days", planned.plan.max_days),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
+        eprintln!(
+            "volley: campaign {}: {} {} recipient(s), warm-up estimate: done {when} ({} wait for budget)",
+            campaign.id(),
+            p.provider,
+            p.recipients,
+            p.waiting
+        );
+    }
+    Ok(())
 }

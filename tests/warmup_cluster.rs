@@ -81,6 +81,13 @@ async fn two_processes_sharing_an_ip_through_redis_never_exceed_its_cap_together
     for child in &mut children {
         let out = tokio::task::block_in_place(|| child.wait_with_output_ref());
         assert!(out.0.success() || out.0.code() == Some(1), "{}", out.1);
+        // The pool warms up: the run starts with the planner's estimate per provider group.
+        assert!(
+            out.1
+                .contains("gmail 40 recipient(s), warm-up estimate: done 2026-11-0"),
+            "{}",
+            out.1
+        );
     }
     let (one, two) = (delivered(dir.path(), "one"), delivered(dir.path(), "two"));
     assert_eq!(one + two, 30, "together exactly the IP's gmail cap: {one} + {two}");

@@ -254,3 +254,83 @@ async fn a_site_answering_421_is_held_back_and_the_other_sites_keep_their_pace()
         "fast site alone {alone:?}, next to a throttled site {with_slow:?}"
     );
 }
+
+/// Caps that make a run span a few warm-up hours: 10 an hour per IP to gmail and yahoo.
+const HOURLY: &str = "name = \"hourly\"\nlast_day = 5\n[[day]]\nday = 1\n\
+    gmail = { daily = 100, hourly = 10 }\nyahoo = { daily = 100, hourly = 10 }\n\
+    microsoft = { daily = 1000, hourly = 1000 }\nother = { daily = 1000, hourly = 1000 }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_predicts_each_providers_finish_within_one_interval() {
+    let sink = sink(Vec::new()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let on_hourly = |last: u8| SourceIpConfig {
+        warmup: Some("hourly".into()),
+        ..warming(last)
+    };
+    let mut cfg = config(
+        dir.path(),
+        &[("*", sink.local_addr().to_string())],
+        vec![on_hourly(2), on_hourly(3)],
+    );
+    std::fs::write(cfg.warmup.curves_dir.join("hourly.toml"), HOURLY).expect("curve");
+    // A warm-up hour per real second, from 04:00 now.
+    cfg.warmup.speed = 3600.0;
+    cfg.warmup.clock_start = Some(humantime::parse_rfc3339("2026-11-01T04:00:00Z").expect("time"));
+    cfg.warmup.clock_anchor = Some(SystemTime::now());
+    let recipients: Vec<String> = [
+        addresses("gmail.com", 50),
+        addresses("yahoo.com", 30),
+        addresses("example.org", 20),
+    ]
+    .concat();
+
+    // The plan: the same pool, curves and clock, recipients counted per provider group.
+    let policy = cfg.warmup_policy(Path::new("volley.toml")).expect("policy");
+    let ips = policy
+        .states
+        .iter()
+        .map(|(ip, state)| volley_warmup::PlanIp {
+            ip: *ip,
+            state: state.clone(),
+            rate: None,
+        })
+        .collect();
+    let counts = [("gmail", 50), ("yahoo", 30), ("other", 20)]
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), n))
+        .collect();
+    let mut input = volley_warmup::PlanInput::new(ips, policy.curves, counts, cfg.warmup.clock().now());
+    let interval = Duration::from_secs(3600);
+    input.every = interval;
+    let plan = volley_warmup::plan(&input).expect("plan");
+
+    let summary = volley_scheduler::send::run(&campaign(dir.path(), "planned", &recipients), &cfg)
+        .await
+        .expect("run");
+    assert_eq!(summary.delivered, 100);
+    for predicted in &plan.providers {
+        let name = predicted.provider.as_str();
+        let Some(finish) = predicted.finish else { continue };
+        let actual = summary.by_provider[name]
+            .last_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .expect("finish time");
+        let off = actual.duration_since(finish).unwrap_or_else(|e| e.duration());
+        eprintln!("{name}: {off:?} between plan and run");
+        assert!(
+            off <= interval,
+            "{name}: planned {}, finished {} ({off:?} apart)",
+            humantime::format_rfc3339_seconds(finish),
+            humantime::format_rfc3339_seconds(actual)
+        );
+    }
+    // Gmail (2 IPs × 10 an hour for 50) takes the longest: past 06:00.
+    let gmail = plan
+        .providers
+        .iter()
+        .find(|p| p.provider == "gmail")
+        .expect("gmail planned");
+    assert!(gmail.finish_after_s.is_some_and(|s| s > 2.0 * 3600.0), "{gmail:?}");
+}
