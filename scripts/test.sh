@@ -20,7 +20,11 @@ fi
 # Tests run their own smtp-sink and redis-server on loopback ports; Postfix's daemon must not run.
 if pgrep -x master >/dev/null 2>&1; then $SUDO service postfix stop >/dev/null 2>&1 || true; fi
 export PATH="$PATH:/usr/sbin"
+# A one-shot build gains nothing from incremental caches, which are as large as the build.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "scripts/test.sh: disk free before the build: $(df -h . | awk 'NR==2 {print $4}')"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+echo "scripts/test.sh: target/ uses $(du -sh target 2>/dev/null | cut -f1); disk free: $(df -h . | awk 'NR==2 {print $4}')"

@@ -22,6 +22,10 @@ pub struct BackoffRules {
     /// The lowest factor repeated slow-downs reach (0 < min_factor <= 1).
     #[serde(default = "default_min_factor")]
     pub min_factor: f64,
+    /// After a slow-down, matching replies within this window only extend its hold: they
+    /// answer mail sent before the slower rate took effect, so they do not compound it.
+    #[serde(with = "humantime_serde", default = "default_settle")]
+    pub settle: Duration,
     /// The rules, first match wins.
     #[serde(default, rename = "rule")]
     pub rules: Vec<BackoffRule>,
@@ -37,6 +41,10 @@ fn default_recover() -> f64 {
 
 fn default_min_factor() -> f64 {
     0.05
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One rule: conditions on a reply and what to do when they match.
@@ -130,6 +138,7 @@ impl Default for BackoffRules {
             quiet: default_quiet(),
             recover: default_recover(),
             min_factor: default_min_factor(),
+            settle: default_settle(),
             rules: Vec::new(),
         })
     }
@@ -286,6 +295,8 @@ pub struct BackoffState {
     factor: f64,
     hold_until: SystemTime,
     last_match: SystemTime,
+    /// When the factor was last lowered (the start of the settle window).
+    slowed_at: SystemTime,
     suspended_until: Option<SystemTime>,
 }
 
@@ -295,21 +306,29 @@ impl Default for BackoffState {
             factor: 1.0,
             hold_until: SystemTime::UNIX_EPOCH,
             last_match: SystemTime::UNIX_EPOCH,
+            slowed_at: SystemTime::UNIX_EPOCH,
             suspended_until: None,
         }
     }
 }
 
 impl BackoffState {
-    /// Applies a matching rule's action at `now`.
+    /// Applies a matching rule's action at `now`. A slow-down lowers the factor once per
+    /// `settle` window; later matches in the window only extend the hold.
     pub fn apply(&mut self, action: BackoffAction, now: SystemTime, rules: &BackoffRules) {
         match action {
             BackoffAction::Slow { factor, hold } => {
-                self.factor = (self.factor_at(now, rules) * factor).max(rules.min_factor);
-                self.hold_until = self.hold_until.max(now + hold);
+                let current = self.factor_at(now, rules);
+                let settling = current < 1.0 && now < after(self.slowed_at, rules.settle);
+                if !settling {
+                    self.factor = (current * factor).max(rules.min_factor);
+                    self.slowed_at = now;
+                }
+                self.hold_until = self.hold_until.max(after(now, hold));
             }
             BackoffAction::Suspend { hold } => {
-                self.suspended_until = Some(self.suspended_until.map_or(now + hold, |u| u.max(now + hold)));
+                let until = after(now, hold);
+                self.suspended_until = Some(self.suspended_until.map_or(until, |u| u.max(until)));
             }
         }
         self.last_match = self.last_match.max(now);
@@ -321,7 +340,7 @@ impl BackoffState {
         if self.factor >= 1.0 {
             return 1.0;
         }
-        let recovers_from = self.hold_until.max(self.last_match + rules.quiet);
+        let recovers_from = self.hold_until.max(after(self.last_match, rules.quiet));
         let Ok(quiet_for) = now.duration_since(recovers_from) else {
             return self.factor;
         };
@@ -333,6 +352,13 @@ impl BackoffState {
     pub fn suspended_until(&self, now: SystemTime) -> Option<SystemTime> {
         self.suspended_until.filter(|u| *u > now)
     }
+}
+
+/// `t + d`, saturating at a far-future time instead of overflowing (a rules file may say
+/// `for = "10000000years"`).
+fn after(t: SystemTime, d: Duration) -> SystemTime {
+    t.checked_add(d)
+        .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64))
 }
 
 #[cfg(test)]
@@ -387,8 +413,9 @@ mod tests {
     }
 
     #[test]
-    fn slowdowns_compound_hold_and_recover_after_quiet() {
+    fn slowdowns_compound_once_per_settle_window_hold_and_recover_after_quiet() {
         let rules = BackoffRules::default();
+        assert_eq!(rules.settle, Duration::from_secs(60));
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let min = Duration::from_secs(60);
         let slow = BackoffAction::Slow {
@@ -396,14 +423,49 @@ mod tests {
             hold: 30 * min,
         };
         let mut s = BackoffState::default();
-        s.apply(slow, t0, &rules);
-        s.apply(slow, t0, &rules);
-        assert_eq!(s.factor_at(t0, &rules), 0.25);
-        assert_eq!(s.factor_at(t0 + 29 * min, &rules), 0.25);
-        assert_eq!(s.factor_at(t0 + 30 * min, &rules), 0.5);
-        assert_eq!(s.factor_at(t0 + 40 * min, &rules), 1.0);
+        // A burst of matching replies answers mail sent at the old rate: one slow-down.
+        for i in 0..200 {
+            s.apply(slow, t0 + Duration::from_millis(i * 100), &rules);
+        }
+        assert_eq!(s.factor_at(t0 + min / 2, &rules), 0.5);
+        // Still matching once the slower rate has had its minute: it compounds.
+        s.apply(slow, t0 + 2 * min, &rules);
+        assert_eq!(s.factor_at(t0 + 2 * min, &rules), 0.25);
+        assert_eq!(s.factor_at(t0 + 31 * min, &rules), 0.25);
+        assert_eq!(s.factor_at(t0 + 32 * min, &rules), 0.5);
+        assert_eq!(s.factor_at(t0 + 42 * min, &rules), 1.0);
         s.apply(BackoffAction::Suspend { hold: 60 * min }, t0, &rules);
         assert_eq!(s.suspended_until(t0 + min), Some(t0 + 60 * min));
         assert_eq!(s.suspended_until(t0 + 60 * min), None);
+    }
+
+    #[test]
+    fn ordinary_temporary_failures_do_not_slow_the_ip() {
+        // Regression: "try again later" is in Postfix's and greylisting's plain 4xx texts; a
+        // rule on it slowed whole runs to min_factor on a few percent of ordinary tempfails.
+        let rules = BackoffRules::default();
+        let m = |code, enh, text| rules.matching(Some(code), Some(enh), text);
+        assert_eq!(m(451, "4.3.0", "Temporary failure, please try again later"), None);
+        assert_eq!(m(450, "4.2.0", "Mailbox busy, try again later"), None);
+    }
+
+    #[test]
+    fn huge_hold_and_quiet_saturate_instead_of_overflowing() {
+        // Regression (found by fuzzing the rules loader): `for`/`quiet` of millions of years
+        // overflowed SystemTime and panicked.
+        let rules = BackoffRules::parse(
+            "quiet = \"100000000years\"\n[[rule]]\ntext = [\"x\"]\naction = \"suspend\"\nfor = \"500000000years\"\n",
+            Path::new("b.toml"),
+        )
+        .expect("rules");
+        let Some(BackoffAction::Suspend { hold }) = rules.matching(Some(421), None, "x") else {
+            panic!("the rule matches");
+        };
+        let now = SystemTime::now();
+        let mut s = BackoffState::default();
+        s.apply(BackoffAction::Suspend { hold }, now, &rules);
+        s.apply(BackoffAction::Slow { factor: 0.5, hold }, now, &rules);
+        assert!(s.suspended_until(now).is_some_and(|u| u > now));
+        assert_eq!(s.factor_at(now + Duration::from_secs(3600), &rules), 0.5);
     }
 }

@@ -1,7 +1,7 @@
 //! `send::run` routing by MX through a real authoritative DNS server on loopback (the engine's
 //! test zone `test.`), with sinks listening on the MX hosts' 127.0.0.x addresses.
 
-#[path = "../../engine/tests/dns/mod.rs"]
+#[path = "../../../engine/tests/dns/mod.rs"]
 #[allow(dead_code)]
 mod dns;
 

@@ -1,0 +1,20 @@
+//! The scheduler's integration tests, one module per area, linked into one test binary
+//! (one link and one copy of the dependencies instead of one per file).
+
+mod bounce_rules;
+mod input_campaign;
+mod input_fetch;
+mod input_message;
+mod input_recipients;
+mod input_streaming;
+mod input_unsubscribe;
+mod send_dkim;
+mod send_fairness;
+mod send_mx;
+mod send_priority;
+mod send_run;
+mod send_warmup;
+mod suppression_outage;
+mod suppression_run;
+mod suppression_store;
+mod warmup_redis;
