@@ -216,6 +216,15 @@ fn shared_cap_child() {
     println!("TAKEN {taken} UNAVAILABLE {unavailable}");
 }
 
+fn child_test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    if module.is_empty() {
+        "shared_cap_child".to_string()
+    } else {
+        format!("{module}::shared_cap_child")
+    }
+}
+
 #[test]
 fn two_processes_sharing_an_ip_never_exceed_the_shared_cap_together() {
     let server = RedisServer::start();
@@ -226,7 +235,8 @@ fn two_processes_sharing_an_ip_never_exceed_the_shared_cap_together() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args(["shared_cap_child", "--exact", "--nocapture", "--test-threads=1"])
+                // The test's path in this binary: `module::name` (module_path! is `suite::module`).
+                .args([&child_test_name(), "--exact", "--nocapture", "--test-threads=1"])
                 .env(CHILD_URL, server.url())
                 .env(CHILD_PREFIX, "t4")
                 .env(CHILD_START_MS, start_ms.to_string())
