@@ -3,62 +3,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
 
-fn volley() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-}
+mod common;
+
+use common::{start_sink, text, volley, write};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A `volley sink` child, killed on drop.
-struct SinkProcess(Child);
-
-impl Drop for SinkProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn start_sink(extra: &[&str]) -> (SinkProcess, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = volley()
-        .args(["sink", "--listen", &addr])
-        .args(extra)
-        .spawn()
-        .expect("spawn sink");
-    let sink = SinkProcess(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "sink did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (sink, addr)
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("write");
-    p
 }
 
 #[test]

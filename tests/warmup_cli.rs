@@ -3,32 +3,11 @@
 //! set to day 2, every domain routed to an unused loopback port (no DNS, nothing sent).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn volley() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("write");
-    p
-}
-
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use common::{free_port as unused_port, text, volley, write};
 
 /// Day 1: gmail 100/day, yahoo 50/day; day 2: gmail 200/day (100/h), yahoo 100/day (50/h).
 const TINY: &str = r#"

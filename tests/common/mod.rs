@@ -1,0 +1,64 @@
+//! Helpers shared by the `volley` binary's tests: running it, reading what it printed, writing
+//! fixture files, and a `volley sink` child process on a free loopback port.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// The `volley` binary under test.
+pub fn volley() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+}
+
+/// Its stdout followed by its stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Writes `body` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process, killed on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `volley sink` child with `extra` flags, once it accepts connections; and its address.
+pub fn start_sink(extra: &[&str]) -> (Killed, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = volley()
+        .args(["sink", "--listen", &addr])
+        .args(extra)
+        .spawn()
+        .expect("spawn sink");
+    let sink = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "sink did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (sink, addr)
+}
