@@ -61,6 +61,24 @@ fn keygen(dir: &Path, algorithm: &str) -> (PathBuf, String) {
     (key, snippet)
 }
 
+/// `volley send` of a campaign from news@news.volley.test to `n` recipients.
+fn send_signed(dir: &Path, config: &Path, n: usize) -> std::process::Output {
+    let recipients: String = (0..n).map(|i| format!("u{i}@example.test\n")).collect();
+    write(dir, "list.csv", &format!("email\n{recipients}"));
+    let campaign = write(
+        dir,
+        "campaign.toml",
+        "id = \"signed\"\nfrom = \"news@news.volley.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"list.csv\"\n",
+    );
+    volley()
+        .arg("send")
+        .arg(&campaign)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("volley send")
+}
+
 #[test]
 fn a_signed_send_at_trace_level_never_prints_the_dkim_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,20 +96,7 @@ fn a_signed_send_at_trace_level_never_prints_the_dkim_keys() {
              [routes]\n\"*\" = \"{addr}\"\n\n{rsa_entry}\n{ed_entry}"
         ),
     );
-    let recipients: String = (0..20).map(|i| format!("u{i}@example.test\n")).collect();
-    write(dir.path(), "list.csv", &format!("email\n{recipients}"));
-    let campaign = write(
-        dir.path(),
-        "campaign.toml",
-        "id = \"signed\"\nfrom = \"news@news.volley.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"list.csv\"\n",
-    );
-    let o = volley()
-        .arg("send")
-        .arg(&campaign)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley send");
+    let o = send_signed(dir.path(), &config, 20);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("delivered 20"), "{out}");
@@ -126,19 +131,7 @@ fn a_broken_dkim_key_is_refused_by_name_without_its_contents() {
             key.display()
         ),
     );
-    write(dir.path(), "list.csv", "email\na@example.test\n");
-    let campaign = write(
-        dir.path(),
-        "campaign.toml",
-        "id = \"c\"\nfrom = \"news@news.volley.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"list.csv\"\n",
-    );
-    let o = volley()
-        .arg("send")
-        .arg(&campaign)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley send");
+    let o = send_signed(dir.path(), &config, 1);
     let out = text(&o);
     assert!(!o.status.success(), "a broken key refuses to start: {out}");
     assert!(out.contains("broken.pem"), "the error names the file: {out}");
