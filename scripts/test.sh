@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Volley's whole test suite on a fresh Debian machine: installs what is missing
-# (redis-server; postfix for its smtp-sink/smtp-source, with its own daemon stopped),
+# (redis-server; postfix for its smtp-sink/smtp-source, with its own daemon stopped; chromium),
 # then checks formatting and clippy and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! command -v smtp-sink >/dev/null 2>&1 && [ ! -x /usr/sbin/smtp-sink ]; then need+=(postfix); fi
+# Headless Chromium renders the HTML report in tests/report_html.rs.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "scripts/test.sh: installing ${need[*]}"
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections

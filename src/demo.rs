@@ -85,6 +85,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .await
         .context("running the demo campaign")?;
     crate::report::print(&summary, 10);
+    if args.dir.is_some() {
+        crate::report::write_html(&summary);
+    }
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -11,6 +11,8 @@
 //! - `warmup_cmd.rs` — `volley warmup show`: each source IP's warm-up day, caps and usage.
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
+//! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
+//!   written at the end of `volley send` and `volley demo`).
 
 use std::process::ExitCode;
 
@@ -18,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod dkim;
+mod html_report;
 mod plan_cmd;
 mod report;
 mod send;
@@ -51,6 +54,8 @@ enum Command {
     /// Predict when a campaign's recipients per provider group will be sent under warm-up
     /// budgets (sends nothing).
     Plan(plan_cmd::PlanArgs),
+    /// Turn an accounting log into an HTML report with charts (readable offline).
+    Report(html_report::ReportArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     Sink(volley_bench::SinkArgs),
 }
@@ -87,6 +92,11 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::anyhow!("volley warmup stopped: {e}")),
             },
             Command::Plan(args) => plan_cmd::run(args).await,
+            // One pass over a possibly large file: off the runtime's worker threads.
+            Command::Report(args) => match tokio::task::spawn_blocking(move || html_report::run(&args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley report stopped: {e}")),
+            },
             // Key generation is CPU work: off the runtime's worker threads.
             Command::Dkim(args) => match tokio::task::spawn_blocking(move || dkim::run(args)).await {
                 Ok(result) => result,

@@ -49,3 +49,13 @@ fn tally(t: &Tally) -> String {
         t.delivered, t.deferred, t.bounced
     )
 }
+
+/// Writes the HTML report (`report.html` beside the accounting log) and prints where; a report
+/// that cannot be written is a warning, never a failed run.
+pub fn write_html(s: &Summary) {
+    let out = s.accounting_log.with_file_name("report.html");
+    match crate::html_report::write(&s.accounting_log, &out) {
+        Ok(_) => println!("  HTML report:    {}", out.display()),
+        Err(e) => eprintln!("volley: no HTML report for campaign {}: {e:#}", s.campaign),
+    }
+}

@@ -67,6 +67,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("campaign {} failed", ids.join(", ")))?;
     for summary in &summaries {
         crate::report::print(summary, 10);
+        crate::report::write_html(summary);
     }
     if let Some(path) = &args.summary_json {
         let json = match summaries.as_slice() {

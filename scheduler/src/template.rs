@@ -202,7 +202,8 @@ impl fmt::Display for Template {
     }
 }
 
-fn push_html_escaped(value: &str, out: &mut String) {
+/// Appends `value` escaped for HTML text and attribute values (`&<>"'`).
+pub fn push_html_escaped(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -1,0 +1,56 @@
+//! `volley report`: an accounting log turned into one offline HTML page — outcomes, throughput
+//! over time, per provider group and source IP, warm-up budget use, bounce categories,
+//! latency, busiest sites and domains — with SVG charts drawn by plotters.
+//!
+//! - `aggregate.rs` — one streaming pass over the log into totals.
+//! - `charts.rs` — the SVG charts.
+//! - `page.rs` — the HTML page.
+
+mod aggregate;
+mod charts;
+mod page;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+pub use aggregate::Totals;
+
+/// `volley report` arguments.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The accounting log (`<state_dir>/<campaign>/accounting.jsonl`).
+    pub log: PathBuf,
+    /// Where to write the page.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+/// Writes the report of the accounting log `log` to `out`; returns what was read.
+pub fn write(log: &Path, out: &Path) -> anyhow::Result<Totals> {
+    let totals = Totals::read(log)?;
+    let html = page::render(&totals, &log.display().to_string())?;
+    std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))?;
+    Ok(totals)
+}
+
+/// `volley report`: writes the page and says where; a log with malformed lines still gives a
+/// page (the lines are named in it and here).
+pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
+    let totals = write(&args.log, &args.out)?;
+    println!(
+        "wrote {}: {} lines, {} final outcomes",
+        args.out.display(),
+        totals.lines,
+        totals.all.finals()
+    );
+    if let Some((line, why)) = &totals.first_malformed {
+        eprintln!(
+            "volley report: {}: {} line(s) skipped, the first is line {line}: {why}",
+            args.log.display(),
+            totals.malformed
+        );
+    }
+    Ok(totals.lines > 0 && totals.malformed < totals.lines)
+}

@@ -1,0 +1,207 @@
+//! The HTML page: one self-contained file (inline CSS, inline SVG, no scripts, no fetches),
+//! readable offline. Every text that comes from the log is escaped.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::aggregate::{Tally, Totals, OUTCOMES};
+use super::charts;
+
+/// How many rows the busiest-domains and busiest-sites tables show.
+const TOP: usize = 50;
+
+/// `text` escaped for HTML text and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    volley_scheduler::template::push_html_escaped(text, &mut out);
+    out
+}
+
+fn time(t: Option<std::time::SystemTime>) -> String {
+    t.map_or_else(|| "—".into(), |t| humantime::format_rfc3339_seconds(t).to_string())
+}
+
+fn tally_table(out: &mut String, key: &str, rows: &[(&String, &Tally)]) {
+    let _ = write!(out, "<table><tr><th>{}</th>", escape(key));
+    for o in OUTCOMES {
+        let _ = write!(out, "<th>{o}</th>");
+    }
+    out.push_str("<th>final</th></tr>\n");
+    for (name, t) in rows {
+        let _ = write!(out, "<tr><td>{}</td>", escape(name));
+        for n in t.0 {
+            let _ = write!(out, "<td>{n}</td>");
+        }
+        let _ = writeln!(out, "<td>{}</td></tr>", t.finals());
+    }
+    out.push_str("</table>\n");
+}
+
+fn busiest(map: &HashMap<String, Tally>) -> Vec<(&String, &Tally)> {
+    let mut rows: Vec<(&String, &Tally)> = map.iter().collect();
+    rows.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then(a.0.cmp(b.0)));
+    rows.truncate(TOP);
+    rows
+}
+
+fn bars_of<'a>(rows: impl Iterator<Item = (&'a String, &'a Tally)>) -> Vec<(String, Vec<u64>)> {
+    rows.map(|(name, t)| (name.clone(), t.0.to_vec())).take(24).collect()
+}
+
+/// The whole page for `totals` read from `source` (shown as the log's name).
+pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let title = format!(
+        "Volley report — {}",
+        totals.campaigns.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{CSS}</style></head><body>\n<h1>{}</h1>\n",
+        escape(&title),
+        escape(&title)
+    );
+    let span = match (totals.first_ts, totals.last_ts) {
+        (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default().as_secs_f64(),
+        _ => 0.0,
+    };
+    let finals = totals.all.finals();
+    let _ = writeln!(
+        out,
+        "<p class=\"meta\">From <code>{}</code>: {} lines, first attempt {}, last {} ({span:.1} s); \
+         {finals} final outcomes, {} deferrals; {:.1} final outcomes/s.</p>",
+        escape(source),
+        totals.lines,
+        time(totals.first_ts),
+        time(totals.last_ts),
+        totals.all.0[1],
+        if span > 0.0 {
+            finals as f64 / span
+        } else {
+            finals as f64
+        },
+    );
+    if let Some((line, why)) = &totals.first_malformed {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\">{} line(s) are not accounting records and were skipped; the first is line {line}: {}</p>",
+            totals.malformed,
+            escape(why)
+        );
+    }
+    out.push_str("<h2>Outcomes</h2>\n");
+    let campaigns: Vec<(&String, &Tally)> = totals.campaigns.iter().collect();
+    tally_table(&mut out, "campaign", &campaigns);
+
+    out.push_str("<h2>Throughput over time</h2>\n");
+    let (series, width) = totals.timeline(240);
+    out.push_str(&charts::timeline(&series, width)?);
+
+    out.push_str("\n<h2>Per provider group</h2>\n");
+    let outcome_series = charts::outcome_series();
+    out.push_str(&charts::stacked_bars(
+        "Outcomes per provider group",
+        &bars_of(totals.by_provider.iter()),
+        &outcome_series,
+    )?);
+    let providers: Vec<(&String, &Tally)> = totals.by_provider.iter().collect();
+    tally_table(&mut out, "provider", &providers);
+
+    out.push_str("<h2>Per source IP</h2>\n");
+    out.push_str(&charts::stacked_bars(
+        "Outcomes per source IP",
+        &bars_of(totals.by_ip.iter()),
+        &outcome_series,
+    )?);
+    let ips: Vec<(&String, &Tally)> = totals.by_ip.iter().collect();
+    tally_table(&mut out, "source IP", &ips);
+
+    out.push_str("<h2>Warm-up budget use: deliveries per source IP and provider group</h2>\n");
+    out.push_str("<table><tr><th>source IP</th><th>provider</th><th>delivered</th></tr>\n");
+    for ((ip, provider), n) in &totals.ip_provider {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
+            escape(ip),
+            escape(provider)
+        );
+    }
+    out.push_str("</table>\n");
+
+    out.push_str("<h2>Why attempts did not deliver (bounce categories)</h2>\n");
+    let mut categories: Vec<(&String, &Tally)> = totals.categories.iter().collect();
+    categories.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then(a.0.cmp(b.0)));
+    if categories.is_empty() {
+        out.push_str("<p>Every attempt delivered.</p>\n");
+    } else {
+        out.push_str(&charts::stacked_bars(
+            "Attempts per category",
+            &bars_of(categories.iter().copied()),
+            &outcome_series,
+        )?);
+        tally_table(&mut out, "category", &categories);
+    }
+
+    out.push_str("<h2>Delivery latency</h2>\n");
+    let q = |q| {
+        totals
+            .latency_quantile(q)
+            .map_or_else(|| "—".into(), |ms| format!("{ms} ms"))
+    };
+    let _ = writeln!(
+        out,
+        "<p>From the start of the attempt to the server's final reply: p50 {}, p90 {}, p99 {}, max {}.</p>",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0)
+    );
+    let bands: Vec<(String, Vec<u64>)> = totals
+        .latency_bands()
+        .into_iter()
+        .map(|(bound, n)| {
+            let name = if bound == u64::MAX {
+                "more".to_string()
+            } else {
+                format!("to {bound} ms")
+            };
+            (name, vec![n])
+        })
+        .collect();
+    out.push_str(&charts::stacked_bars(
+        "Deliveries per latency band",
+        &bands,
+        &[("delivered", outcome_series[0].1)],
+    )?);
+
+    let _ = writeln!(out, "\n<h2>Busiest MX sites (top {TOP})</h2>");
+    tally_table(&mut out, "site", &busiest(&totals.by_site));
+    let _ = writeln!(
+        out,
+        "<h2>Busiest domains (top {TOP} of {})</h2>",
+        totals.by_domain.len()
+    );
+    tally_table(&mut out, "domain", &busiest(&totals.by_domain));
+    out.push_str("<footer>Made by <code>volley report</code>. Counts are attempts: a deferred recipient appears once per deferral and once with its final outcome.</footer>\n</body></html>\n");
+    Ok(out)
+}
+
+const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
+table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}\
+th:first-child,td:first-child{text-align:left}th{background:#f0f0f0}.meta{color:#555}\
+.warn{background:#fff3cd;padding:6px}svg{max-width:100%;height:auto}footer{color:#777;font-size:small;margin-top:2em}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
