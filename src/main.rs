@@ -11,6 +11,7 @@
 //! - `warmup_cmd.rs` — `volley warmup show`: each source IP's warm-up day, caps and usage.
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
+//! - `check_config.rs` — `volley check-config`: every pre-send check, each problem named.
 //! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
 //!   written at the end of `volley send` and `volley demo`).
 
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_config;
 mod demo;
 mod dkim;
 mod html_report;
@@ -54,6 +56,8 @@ enum Command {
     /// Predict when a campaign's recipients per provider group will be sent under warm-up
     /// budgets (sends nothing).
     Plan(plan_cmd::PlanArgs),
+    /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
+    CheckConfig(check_config::CheckArgs),
     /// Turn an accounting log into an HTML report with charts (readable offline).
     Report(html_report::ReportArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
@@ -92,6 +96,11 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::anyhow!("volley warmup stopped: {e}")),
             },
             Command::Plan(args) => plan_cmd::run(args).await,
+            // File reads, test binds and Redis round trips: off the runtime's worker threads.
+            Command::CheckConfig(args) => match tokio::task::spawn_blocking(move || check_config::run(&args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley check-config stopped: {e}")),
+            },
             // One pass over a possibly large file: off the runtime's worker threads.
             Command::Report(args) => match tokio::task::spawn_blocking(move || html_report::run(&args)).await {
                 Ok(result) => result,

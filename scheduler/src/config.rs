@@ -292,7 +292,22 @@ impl SendConfig {
     }
 
     /// Reads and validates a config file; relative paths in it are resolved against its folder.
+    /// Everything it names is checked too: warm-up curves and backoff rules, DKIM keys (a test
+    /// signature each), the bounce rules file.
     pub fn load(path: &Path) -> Result<SendConfig, ConfigError> {
+        let config = SendConfig::load_unchecked(path)?;
+        // Curves and backoff rules are read and checked before anything starts.
+        config.warmup_policy(path)?;
+        // Every key is read and checked (a test signature verified) before anything starts.
+        config.check_dkim(path, &config.dkim)?;
+        config.check_bounces(path)?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file (its own values; relative paths resolved against its
+    /// folder) without reading the files it names: `volley check-config` checks those one by
+    /// one so that it can report every problem.
+    pub fn load_unchecked(path: &Path) -> Result<SendConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
@@ -312,44 +327,53 @@ impl SendConfig {
         if let Some(rules) = config.warmup.backoff.as_mut().filter(|r| r.is_relative()) {
             *rules = base.join(&*rules);
         }
-        // Curves and backoff rules are read and checked before anything starts.
-        config.warmup_policy(path)?;
         for key in &mut config.dkim {
             if key.key.is_relative() {
-                key.key = path.parent().unwrap_or(Path::new(".")).join(&key.key);
+                key.key = base.join(&key.key);
             }
-        }
-        // Every key is read and checked (a test signature verified) before anything starts.
-        match volley_engine::dkim::DkimSigners::load(&config.dkim) {
-            Ok((_, warnings)) => {
-                for w in warnings {
-                    tracing::warn!("{}: {w}", path.display());
-                }
-            }
-            Err(e) => {
-                return Err(ConfigError::Invalid {
-                    path: path.into(),
-                    field: "dkim".into(),
-                    value: String::new(),
-                    reason: e.to_string(),
-                })
-            }
-        }
-        if let Err(e) = config.bounces.load() {
-            return Err(ConfigError::Invalid {
-                path: path.into(),
-                field: "bounces.rules".into(),
-                value: config
-                    .bounces
-                    .rules
-                    .as_deref()
-                    .unwrap_or(Path::new(""))
-                    .display()
-                    .to_string(),
-                reason: e.to_string(),
-            });
         }
         Ok(config)
+    }
+
+    /// Reads `keys` (entries of this config's `[[dkim]]`) and signs and verifies a test
+    /// message with each; returns the warnings (e.g. a key file readable by others), which are
+    /// also logged. `path` (the config file) is used in messages only.
+    pub fn check_dkim(
+        &self,
+        path: &Path,
+        keys: &[volley_engine::dkim::DkimKeyConfig],
+    ) -> Result<Vec<String>, ConfigError> {
+        match volley_engine::dkim::DkimSigners::load(keys) {
+            Ok((_, warnings)) => {
+                let warnings: Vec<String> = warnings.into_iter().map(|w| w.to_string()).collect();
+                for w in &warnings {
+                    tracing::warn!("{}: {w}", path.display());
+                }
+                Ok(warnings)
+            }
+            Err(e) => Err(ConfigError::Invalid {
+                path: path.into(),
+                field: "dkim".into(),
+                value: String::new(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Reads and checks the bounce rules file (or the embedded rules).
+    pub fn check_bounces(&self, path: &Path) -> Result<(), ConfigError> {
+        self.bounces.load().map(|_| ()).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            field: "bounces.rules".into(),
+            value: self
+                .bounces
+                .rules
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+                .to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// Parses and validates config text; `path` is used in error messages only.

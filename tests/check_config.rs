@@ -1,0 +1,119 @@
+//! `volley check-config`: the shipped example passes every check; a configuration with many
+//! problems gets every one of them named by field path in one run, and nothing is created.
+
+mod common;
+
+use common::{free_port, text, volley, write};
+
+#[test]
+fn the_shipped_example_passes_every_check() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(repo.join("config/volley.toml"))
+        .arg(repo.join("config/campaigns/welcome.toml"))
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("every check passed"), "{out}");
+    for what in [
+        "source_ips[2].address",
+        "warmup",
+        "bounces.rules",
+        "suppression",
+        "campaign[0]",
+    ] {
+        assert!(out.contains(&format!("ok     {what}")), "{what}: {out}");
+    }
+}
+
+#[test]
+fn every_problem_is_named_by_its_field_path_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "broken.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            r#"state_dir = "state"
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2.volley.test"
+
+# TEST-NET-1: not an address of this host.
+[[source_ips]]
+address = "192.0.2.1"
+ehlo_name = "mta-x.volley.test"
+warmup = "no-such-curve"
+warmup_start = "2026-11-01"
+
+[[dkim]]
+domain = "news.volley.test"
+selector = "s1"
+key = "missing.pem"
+
+[[dkim]]
+domain = "news.volley.test"
+selector = "s2"
+key = "broken.pem"
+
+[suppression]
+redis = "redis://127.0.0.1:{}/"
+"#,
+            free_port()
+        ),
+    );
+    write(dir.path(), "list.csv", "email,name\na@example.test,Ann\n");
+    let campaign = write(
+        dir.path(),
+        "campaign.toml",
+        "id = \"c\"\nfrom = \"news@news.volley.test\"\nsubject = \"Hi {{ nickname }}\"\ntext = \"Hello\"\nrecipients = \"list.csv\"\n",
+    );
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .arg(&campaign)
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for (what, says) in [
+        ("source_ips[1].address", "192.0.2.1 cannot be bound"),
+        ("warmup", "no-such-curve"),
+        ("dkim[0]", "missing.pem"),
+        ("dkim[1]", "broken.pem"),
+        ("suppression", "127.0.0.1"),
+        ("campaign[0]", "nickname"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("ERROR  {what}")))
+            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"));
+        assert!(line.contains(says), "{what} says {says:?}: {line}");
+    }
+    assert!(out.contains("ok     source_ips[0].address"), "{out}");
+    assert!(out.contains("6 problem(s)"), "{out}");
+    assert!(!dir.path().join("state").exists(), "a check creates nothing");
+
+    // A file that is not a configuration at all: one error, naming the file and line.
+    let bad = write(dir.path(), "bad.toml", "[[source_ips]]\naddress = 12\n");
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("ERROR  config") && out.contains("bad.toml") && out.contains("line 2"),
+        "{out}"
+    );
+}
