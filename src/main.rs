@@ -3,6 +3,8 @@
 //! ## Layout
 //! - `main.rs` — argument parsing and dispatch; errors printed with their context chain.
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
+//! - `progress.rs` — live progress of `volley send` (a bar on a terminal, JSON lines otherwise).
+//! - `metrics.rs` — Prometheus `/metrics` of a running `volley send` (`--metrics ADDR`).
 //! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
 //! - `report.rs` — the human-readable end-of-run report.
 //! - `suppress.rs` — `volley suppress`: the suppression list by hand (add, remove, check,
@@ -23,7 +25,9 @@ mod check_config;
 mod demo;
 mod dkim;
 mod html_report;
+mod metrics;
 mod plan_cmd;
+mod progress;
 mod report;
 mod send;
 mod suppress;

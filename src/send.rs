@@ -19,6 +19,15 @@ pub struct SendArgs {
     /// Write the summary as JSON to this file (an array of summaries for several campaigns).
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while sending (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Live progress on stderr: a bar on a terminal, JSON status lines otherwise (auto).
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: crate::progress::Mode,
+    /// How often a JSON status line is printed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    progress_every: std::time::Duration,
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -62,9 +71,20 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     }
     let refs: Vec<&Campaign> = campaigns.iter().collect();
     let ids: Vec<&str> = campaigns.iter().map(Campaign::id).collect();
-    let summaries = volley_scheduler::send::run_many(&refs, &config, interrupted())
-        .await
-        .with_context(|| format!("campaign {} failed", ids.join(", ")))?;
+    let live = std::sync::Arc::new(volley_scheduler::live::Live::default());
+    let metrics = match args.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr, live.clone()).await?),
+        None => None,
+    };
+    let progress = crate::progress::Progress::start(live.clone(), args.progress, args.progress_every);
+    let result = volley_scheduler::send::run_observed(&refs, &config, interrupted(), live).await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    let summaries = result.with_context(|| format!("campaign {} failed", ids.join(", ")))?;
     for summary in &summaries {
         crate::report::print(summary, 10);
         crate::report::write_html(summary);

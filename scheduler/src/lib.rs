@@ -12,6 +12,7 @@
 //! - [`rejects`] — the rejects file (JSONL), one line per refused row.
 //! - [`message`] — builds the RFC 5322 message for one recipient (mail-builder).
 //! - [`lineset`] — sets of recipient-file lines as bitmaps (finished, duplicate).
+//! - [`live`] — live counters of running campaigns (progress displays, metrics).
 //! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`rotation`] — smooth weighted round robin over source IPs.
@@ -38,6 +39,7 @@ pub mod accounting;
 pub mod bounces;
 pub mod config;
 pub mod lineset;
+pub mod live;
 pub mod outcome;
 pub mod plan_input;
 pub mod rotation;

@@ -3,7 +3,7 @@
 use volley_engine::Disposition;
 
 /// What happened to a recipient in one attempt (the accounting log's `outcome`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Accepted by the receiving server.

@@ -112,6 +112,17 @@ pub async fn run_many(
     config: &SendConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Vec<Summary>, SendError> {
+    run_observed(campaigns, config, stop, Arc::default()).await
+}
+
+/// Like [`run_many`], with the run's live counters in `live` (for progress and metrics while it
+/// runs).
+pub async fn run_observed(
+    campaigns: &[&Campaign],
+    config: &SendConfig,
+    stop: impl std::future::Future<Output = ()>,
+    live: Arc<crate::live::Live>,
+) -> Result<Vec<Summary>, SendError> {
     let mut ids = std::collections::HashSet::new();
     if let Some(c) = campaigns.iter().find(|c| !ids.insert(c.id())) {
         return Err(SendError::Config(format!(
@@ -169,6 +180,7 @@ pub async fn run_many(
             store: store.clone(),
             writer: writer.clone(),
             shaper: shaper.clone(),
+            live: live.clone(),
             seat: gate.as_ref().map(|gate| priority::Seat {
                 gate: gate.clone(),
                 campaign: index,
@@ -177,6 +189,16 @@ pub async fn run_many(
         runs.push(prepare(campaign, config, shared, rx)?);
         report_txs.push(tx);
     }
+    // The pool's open connections, for the live counters.
+    let gauge = {
+        let (pool, live) = (pool.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                live.set_open_connections(pool.stats().open_connections);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
     // Reports go back to the campaign that sent the delivery.
     let demux = tokio::spawn(async move {
         while let Some(report) = reports_rx.recv().await {
@@ -218,6 +240,8 @@ pub async fn run_many(
     }
     pool.close().await;
     demux.abort();
+    gauge.abort();
+    live.set_open_connections(0);
     shaper.flush();
     let pool_stats = pool.stats();
     let mut outcomes = Vec::with_capacity(runs.len());
@@ -266,6 +290,8 @@ struct Shared {
     seat: Option<priority::Seat>,
     /// Warm-up budgets of the source IPs, one for all campaigns.
     shaper: Arc<Shaper>,
+    /// Live counters of the run.
+    live: Arc<crate::live::Live>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -352,10 +378,12 @@ fn prepare(
         config.suppression.on_unavailable,
         stop_flag.clone(),
     ));
+    let live = shared.live.campaign(campaign.id());
     let reading = produce::Reading {
         factory,
         gate: checker.clone(),
         signing: signing(campaign, shared.signers, config.dkim_threads),
+        live: live.clone(),
     };
 
     let (work_tx, work_rx) = mpsc::channel(1024);
@@ -387,6 +415,7 @@ fn prepare(
         summary,
         rules: shared.rules,
         suppression: Some(shared.writer),
+        live,
     };
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
     let mut dispatcher = dispatch::Dispatcher::new(

@@ -192,6 +192,10 @@ impl Dispatcher {
                 self.unpark();
                 self.due_retries();
             }
+            self.recorder.live.set_queues(
+                (self.rendered + self.sites.parked + self.fetching) as u64,
+                self.retries.len() as u64,
+            );
             if !producing && self.idle() {
                 break;
             }

@@ -77,6 +77,8 @@ pub(crate) struct Reading {
     pub gate: Arc<Checker>,
     /// DKIM signing, when a key covers the campaign's From domain.
     pub signing: Option<Signing>,
+    /// Live counters: how far the file has been read.
+    pub live: Arc<crate::live::CampaignLive>,
 }
 
 /// Rows checked against the suppression list in one call.
@@ -93,7 +95,13 @@ pub(crate) fn produce(
     skip: Skip,
     work: mpsc::Sender<Work>,
 ) -> ProducerResult {
-    let Reading { factory, gate, signing } = reading;
+    let Reading {
+        factory,
+        gate,
+        signing,
+        live,
+    } = reading;
+    let file_size = std::fs::metadata(reader.path()).map_or(0, |m| m.len());
     let done: Done = {
         let work = work.clone();
         Arc::new(move |job: Result<Job, Box<Refused>>| {
@@ -117,6 +125,9 @@ pub(crate) fn produce(
     while let Some(row) = reader.next_row() {
         let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
         counts.rows += 1;
+        if counts.rows % 256 == 0 {
+            live.set_read(reader.last_offset(), file_size);
+        }
         let item = match row {
             Row::Rejected(row) => {
                 // The rejects file is rewritten whole by every run; the accounting log has
@@ -178,6 +189,7 @@ pub(crate) fn produce(
     }
     if open {
         send_batch(&mut batch, &gate, &renderer, &mut rejects, &work)?;
+        live.set_read(file_size, file_size);
     }
     // Every signed message reaches the dispatcher before the work channel closes.
     renderer.close();
@@ -270,7 +282,9 @@ pub(crate) fn fetch(
     requests: crossbeam_channel::Receiver<RowRef>,
     out: mpsc::UnboundedSender<Fetched>,
 ) {
-    let Reading { factory, gate, signing } = reading;
+    let Reading {
+        factory, gate, signing, ..
+    } = reading;
     let done: Done = {
         let out = out.clone();
         Arc::new(move |job: Result<Job, Box<Refused>>| {

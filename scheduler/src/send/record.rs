@@ -33,6 +33,8 @@ pub(crate) struct Recorder {
     pub rules: std::sync::Arc<BounceRules>,
     /// Where hard and soft bounces go (taken back at the end of the run to be closed).
     pub suppression: Option<std::sync::Arc<SuppressionWriter>>,
+    /// Live counters (progress, metrics).
+    pub live: std::sync::Arc<crate::live::CampaignLive>,
 }
 
 impl Recorder {
@@ -76,6 +78,15 @@ impl Recorder {
             s.deferrals += 1;
         }
         let class = self.rules.classify_final(outcome, status);
+        self.live.attempt(
+            crate::live::Labels {
+                outcome,
+                source_ip: source.map(|ip| ip.to_string()),
+                site: site.map(str::to_string),
+                category: class.category.to_string(),
+            },
+            Some(latency),
+        );
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &s.campaign,
@@ -170,6 +181,15 @@ impl Recorder {
         line: u64,
     ) -> Result<(), SendError> {
         self.summary.record(outcome, None, domain, None, None);
+        self.live.attempt(
+            crate::live::Labels {
+                outcome,
+                source_ip: None,
+                site: None,
+                category: category.to_string(),
+            },
+            None,
+        );
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &self.summary.campaign,

@@ -1,0 +1,221 @@
+//! Live counters of running campaigns, for progress displays and metrics: outcomes (also by
+//! source IP, site and category), queue gauges, how far the recipient file has been read, a
+//! delivery-latency histogram, and the pool's open connections. Updated by the dispatchers and
+//! readers as they go (atomics; one short lock per attempt for the labelled counts), read at
+//! any time with [`Live::snapshot`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::outcome::Outcome;
+
+/// Outcomes in index order (of [`CampaignSnapshot::outcomes`]).
+pub const OUTCOMES: [Outcome; 6] = [
+    Outcome::Delivered,
+    Outcome::Deferred,
+    Outcome::Bounced,
+    Outcome::Expired,
+    Outcome::Suppressed,
+    Outcome::Rejected,
+];
+
+/// Upper bounds (seconds) of the delivery-latency histogram's buckets; one more is open.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+fn index(outcome: Outcome) -> usize {
+    OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The labels of an attempt count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels {
+    pub outcome: Outcome,
+    /// The source IP, when a connection was made.
+    pub source_ip: Option<String>,
+    /// The MX site, when routed.
+    pub site: Option<String>,
+    /// The bounce category (`delivered` for deliveries).
+    pub category: String,
+}
+
+/// One campaign's live counters.
+#[derive(Debug, Default)]
+pub struct CampaignLive {
+    id: String,
+    outcomes: [AtomicU64; 6],
+    labelled: Mutex<HashMap<Labels, u64>>,
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+    queued: AtomicU64,
+    retrying: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+}
+
+impl CampaignLive {
+    /// Counts one attempt (or a row that was never sent: suppressed, rejected).
+    pub fn attempt(&self, labels: Labels, latency: Option<Duration>) {
+        self.outcomes[index(labels.outcome)].fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = latency.filter(|_| labels.outcome == Outcome::Delivered) {
+            let s = latency.as_secs_f64();
+            let bucket = LATENCY_BUCKETS
+                .iter()
+                .position(|b| s <= *b)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us.fetch_add(
+                u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        *lock(&self.labelled).entry(labels).or_default() += 1;
+    }
+
+    /// Rendered and parked messages waiting in this campaign's queues, and deferred ones waiting
+    /// for their retry.
+    pub fn set_queues(&self, queued: u64, retrying: u64) {
+        self.queued.store(queued, Ordering::Relaxed);
+        self.retrying.store(retrying, Ordering::Relaxed);
+    }
+
+    /// How far the recipient file has been read.
+    pub fn set_read(&self, bytes_read: u64, bytes_total: u64) {
+        self.bytes_read.store(bytes_read, Ordering::Relaxed);
+        self.bytes_total.store(bytes_total, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> CampaignSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut labelled: Vec<(Labels, u64)> = lock(&self.labelled).iter().map(|(l, n)| (l.clone(), *n)).collect();
+        labelled.sort();
+        CampaignSnapshot {
+            id: self.id.clone(),
+            outcomes: self.outcomes.each_ref().map(load),
+            labelled,
+            latency: self.latency.each_ref().map(load),
+            latency_sum_s: load(&self.latency_sum_us) as f64 / 1e6,
+            queued: load(&self.queued),
+            retrying: load(&self.retrying),
+            bytes_read: load(&self.bytes_read),
+            bytes_total: load(&self.bytes_total),
+        }
+    }
+}
+
+/// A campaign's counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CampaignSnapshot {
+    pub id: String,
+    /// Attempts per outcome (indexes of [`OUTCOMES`]); deferred counts deferrals.
+    pub outcomes: [u64; 6],
+    /// Attempts per label set, sorted.
+    pub labelled: Vec<(Labels, u64)>,
+    /// Deliveries per latency bucket (bounds in [`LATENCY_BUCKETS`], the last one open).
+    pub latency: [u64; LATENCY_BUCKETS.len() + 1],
+    pub latency_sum_s: f64,
+    pub queued: u64,
+    pub retrying: u64,
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+}
+
+impl CampaignSnapshot {
+    /// Attempts with outcome `o`.
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.outcomes[index(o)]
+    }
+
+    /// Final outcomes (all but deferrals).
+    pub fn finals(&self) -> u64 {
+        self.outcomes.iter().sum::<u64>() - self.count(Outcome::Deferred)
+    }
+
+    /// Share of the recipient file read, 0..=1 (0 before reading starts).
+    pub fn read_share(&self) -> f64 {
+        if self.bytes_total == 0 {
+            0.0
+        } else {
+            (self.bytes_read as f64 / self.bytes_total as f64).min(1.0)
+        }
+    }
+}
+
+/// The live counters of every campaign of a run, and the pool's connection gauge.
+#[derive(Debug, Default)]
+pub struct Live {
+    campaigns: Mutex<Vec<Arc<CampaignLive>>>,
+    open_connections: AtomicU64,
+}
+
+impl Live {
+    /// A new campaign's counters.
+    pub fn campaign(&self, id: &str) -> Arc<CampaignLive> {
+        let c = Arc::new(CampaignLive {
+            id: id.to_string(),
+            ..CampaignLive::default()
+        });
+        lock(&self.campaigns).push(c.clone());
+        c
+    }
+
+    pub(crate) fn set_open_connections(&self, n: u64) {
+        self.open_connections.store(n, Ordering::Relaxed);
+    }
+
+    /// Connections the delivery pool has open.
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Every campaign's counters now.
+    pub fn snapshot(&self) -> Vec<CampaignSnapshot> {
+        lock(&self.campaigns).iter().map(|c| c.snapshot()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(outcome: Outcome, ip: &str) -> Labels {
+        Labels {
+            outcome,
+            source_ip: Some(ip.into()),
+            site: Some("mx.a.test".into()),
+            category: "delivered".into(),
+        }
+    }
+
+    #[test]
+    fn counts_outcomes_labels_latency_and_gauges() {
+        let live = Live::default();
+        let c = live.campaign("c1");
+        c.attempt(labels(Outcome::Delivered, "127.0.0.2"), Some(Duration::from_millis(3)));
+        c.attempt(
+            labels(Outcome::Delivered, "127.0.0.2"),
+            Some(Duration::from_millis(700)),
+        );
+        c.attempt(labels(Outcome::Deferred, "127.0.0.3"), Some(Duration::from_millis(1)));
+        c.set_queues(10, 2);
+        c.set_read(50, 200);
+        let s = &live.snapshot()[0];
+        assert_eq!(s.id, "c1");
+        assert_eq!(
+            (s.count(Outcome::Delivered), s.count(Outcome::Deferred), s.finals()),
+            (2, 1, 2)
+        );
+        assert_eq!(s.labelled.len(), 2);
+        assert_eq!(s.labelled[0].1, 2);
+        assert_eq!(s.latency[0], 1, "3 ms in the 5 ms bucket");
+        assert_eq!(s.latency[7], 1, "700 ms in the 1 s bucket");
+        assert_eq!(s.latency.iter().sum::<u64>(), 2, "deferrals have no delivery latency");
+        assert!((s.latency_sum_s - 0.703).abs() < 1e-9);
+        assert_eq!((s.queued, s.retrying, s.read_share()), (10, 2, 0.25));
+    }
+}
