@@ -5,7 +5,7 @@
 //! any time with [`Live::snapshot`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -56,9 +56,21 @@ pub struct CampaignLive {
     retrying: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
+    paused: AtomicBool,
 }
 
 impl CampaignLive {
+    /// Pauses (`true`) or resumes the campaign: while paused nothing new is sent; what is on
+    /// the wire is still recorded.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Whether the campaign is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
     /// Counts one attempt (or a row that was never sent: suppressed, rejected).
     pub fn attempt(&self, labels: Labels, latency: Option<Duration>) {
         self.outcomes[index(labels.outcome)].fetch_add(1, Ordering::Relaxed);
@@ -104,6 +116,7 @@ impl CampaignLive {
             retrying: load(&self.retrying),
             bytes_read: load(&self.bytes_read),
             bytes_total: load(&self.bytes_total),
+            paused: self.is_paused(),
         }
     }
 }
@@ -123,6 +136,7 @@ pub struct CampaignSnapshot {
     pub retrying: u64,
     pub bytes_read: u64,
     pub bytes_total: u64,
+    pub paused: bool,
 }
 
 impl CampaignSnapshot {

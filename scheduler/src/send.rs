@@ -11,7 +11,7 @@
 //! kept as (line, offset). The state directory makes a rerun resume: see [`state`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use crate::rotation::IpRotation;
 use crate::routing::{Router, Routes};
 use crate::shaping::Shaper;
 use crate::summary::Summary;
-use crate::suppression::{open_store, Checker, SuppressionError, SuppressionWriter};
+use crate::suppression::{Checker, SuppressionError, SuppressionWriter};
 
 mod dispatch;
 mod job;
@@ -39,9 +39,11 @@ mod produce;
 mod record;
 mod render;
 mod retry;
+mod service;
 mod sites;
 pub mod state;
 
+pub use service::{Closed, Launched, SendService, Stopper};
 pub use state::StateError;
 
 /// How long the end of a run waits for the suppression list to take the last updates before
@@ -130,150 +132,40 @@ pub async fn run_observed(
             c.id()
         )));
     }
-    let params = config
-        .smtp
-        .session_params()
-        .map_err(|e| SendError::Config(e.to_string()))?;
-    // One suppression list and one writer for the process (the embedded store opens once).
-    let store = open_store(&config.suppression, &config.state_dir)?;
-    let writer = Arc::new(SuppressionWriter::start(
-        store.clone(),
-        &config.state_dir,
-        &config.suppression,
-    )?);
-    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
-    let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
-    let rules = Arc::new(
-        config
-            .bounces
-            .load()
-            .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?,
-    );
-    let signers = if config.dkim.is_empty() {
-        None
-    } else {
-        let (signers, _warnings) = volley_engine::dkim::DkimSigners::load(&config.dkim)
-            .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
-        Some(Arc::new(signers))
-    };
-    // One budget per (IP, provider) for every campaign of the process; counters of earlier
-    // runs (today's, this hour's) are read back so a restart does not reset a budget.
-    let counters = crate::warmup_counters::open(&config.warmup, config.suppression.redis.as_deref(), &config.state_dir)
-        .map_err(|e| SendError::Config(format!("warm-up counters: {e}")))?;
-    let shaper = Arc::new(
-        Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
-    );
-    let gate = (campaigns.len() > 1).then(|| {
-        Arc::new(priority::PriorityGate::new(
-            campaigns.iter().map(|c| c.priority()).collect(),
-        ))
-    });
-
-    let mut runs = Vec::with_capacity(campaigns.len());
-    let mut report_txs = Vec::with_capacity(campaigns.len());
-    for (index, campaign) in campaigns.iter().enumerate() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Shared {
-            rules: rules.clone(),
-            signers: signers.clone(),
-            pool: pool.clone(),
-            store: store.clone(),
-            writer: writer.clone(),
-            shaper: shaper.clone(),
-            live: live.clone(),
-            seat: gate.as_ref().map(|gate| priority::Seat {
-                gate: gate.clone(),
-                campaign: index,
-            }),
-        };
-        runs.push(prepare(campaign, config, shared, rx)?);
-        report_txs.push(tx);
-    }
-    // The pool's open connections, for the live counters.
-    let gauge = {
-        let (pool, live) = (pool.clone(), live.clone());
-        tokio::spawn(async move {
-            loop {
-                live.set_open_connections(pool.stats().open_connections);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
-    // Reports go back to the campaign that sent the delivery.
-    let demux = tokio::spawn(async move {
-        while let Some(report) = reports_rx.recv().await {
-            if let Some(tx) = report_txs.get(report.tag.campaign) {
-                let _ = tx.send(report);
+    let service = SendService::start(config, live, campaigns.len() > 1)?;
+    let mut launched = Vec::with_capacity(campaigns.len());
+    for campaign in campaigns {
+        match service.launch(campaign) {
+            Ok(l) => launched.push(l),
+            Err(e) => {
+                for l in launched {
+                    l.cancel();
+                    let _ = l.wait().await;
+                }
+                service.shutdown().await;
+                return Err(e);
             }
         }
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dispatchers: Vec<_> = runs
-        .iter_mut()
-        .map(|run| {
-            let (mut dispatcher, inputs) = (run.dispatcher.take(), run.inputs.take());
-            let mut stop_rx = stop_rx.clone();
-            tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                };
-                let outcome = match (&mut dispatcher, inputs) {
-                    (Some(d), Some(inputs)) => d.run(inputs, stopped).await,
-                    _ => Ok((false, 0)),
-                };
-                (dispatcher, outcome)
-            })
-        })
-        .collect();
-    let all_done = futures_util::future::join_all(dispatchers);
+    }
+    let stoppers: Vec<_> = launched.iter().map(Launched::stopper).collect();
+    let all_done = futures_util::future::join_all(launched.into_iter().map(Launched::wait));
     tokio::pin!(all_done);
     let finished = tokio::select! {
         done = &mut all_done => done,
         _ = stop => {
-            let _ = stop_tx.send(true);
+            for s in &stoppers {
+                s.stop();
+            }
             all_done.await
         }
     };
-    for run in &runs {
-        // A reading thread paused on an unreachable suppression list gives up its batch now.
-        run.stop_flag.store(true, Ordering::Relaxed);
-    }
-    pool.close().await;
-    demux.abort();
-    gauge.abort();
-    live.set_open_connections(0);
-    shaper.flush();
-    let pool_stats = pool.stats();
-    let mut outcomes = Vec::with_capacity(runs.len());
-    for (run, joined) in runs.iter_mut().zip(finished) {
-        match joined {
-            Ok((dispatcher, outcome)) => {
-                run.dispatcher = dispatcher;
-                outcomes.push(outcome);
-            }
-            Err(e) => outcomes.push(Err(SendError::Config(format!("dispatcher task failed: {e}")))),
-        }
-    }
-    let mut summaries = Vec::with_capacity(runs.len());
-    for (run, outcome) in runs.into_iter().zip(outcomes) {
-        summaries.push(run.finish(outcome, &pool_stats)?);
-    }
-    // Blocking (flush to Redis or the embedded store, then spill what is left).
-    let closed = match Arc::try_unwrap(writer) {
-        Ok(writer) => tokio::task::spawn_blocking(move || writer.close(WRITER_CLOSE))
-            .await
-            .unwrap_or_default(),
-        Err(_) => Default::default(),
-    };
-    if closed.unsaved > 0 {
-        tracing::error!(
-            "{} suppression updates could neither be written nor saved to the spill file",
-            closed.unsaved
-        );
-    }
-    for summary in &mut summaries {
+    let closed = service.shutdown().await;
+    let mut summaries = Vec::with_capacity(finished.len());
+    for summary in finished {
+        let mut summary = summary?;
         summary.suppression_updates = closed.written;
-        summary.suppression_pending = closed.spilled + closed.unsaved;
+        summary.suppression_pending = closed.pending;
+        summaries.push(summary);
     }
     Ok(summaries)
 }
@@ -297,6 +189,8 @@ struct Shared {
 /// One campaign of a run, from set-up to summary.
 struct CampaignRun {
     started: Instant,
+    /// Its live counters.
+    live: Arc<crate::live::CampaignLive>,
     dispatcher: Option<dispatch::Dispatcher>,
     inputs: Option<dispatch::Inputs>,
     producer: std::thread::JoinHandle<produce::ProducerResult>,
@@ -415,8 +309,9 @@ fn prepare(
         summary,
         rules: shared.rules,
         suppression: Some(shared.writer),
-        live,
+        live: live.clone(),
     };
+    let recorder_live = live;
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
     let mut dispatcher = dispatch::Dispatcher::new(
         limits,
@@ -439,6 +334,7 @@ fn prepare(
     };
     Ok(CampaignRun {
         started,
+        live: recorder_live,
         dispatcher: Some(dispatcher),
         inputs: Some(inputs),
         producer,

@@ -186,7 +186,9 @@ impl Dispatcher {
         let mut producing = true;
         let mut stopping = false;
         loop {
-            if !stopping {
+            // Paused: nothing new goes out; reports of what is on the wire are still taken.
+            let paused = self.recorder.live.is_paused();
+            if !stopping && !paused {
                 self.sites.release(Instant::now(), self.limits.per_site);
                 self.dispatch()?;
                 self.unpark();
@@ -202,7 +204,7 @@ impl Dispatcher {
             if stopping && self.in_engine == 0 && self.lookups == 0 && self.fetching == 0 {
                 break;
             }
-            let retry_wait = if stopping {
+            let retry_wait = if stopping || paused {
                 None
             } else {
                 self.retries.wait(SystemTime::now())
@@ -214,6 +216,7 @@ impl Dispatcher {
                 retry_wait,
                 self.rate_wait.map(|t| t.saturating_duration_since(Instant::now())),
                 held_back.then_some(Duration::from_millis(100)),
+                paused.then_some(Duration::from_millis(100)),
                 self.recheck.map(|t| t.saturating_duration_since(Instant::now())),
                 self.sites
                     .next_release()
@@ -226,6 +229,7 @@ impl Dispatcher {
             // waits for the busy sites to drain, which bounds memory at any list size.
             let can_take = producing
                 && !stopping
+                && !paused
                 && !held_back
                 && self.rendered < self.limits.max_in_flight
                 && self.sites.parked < self.limits.max_parked;

@@ -7,7 +7,7 @@
 //! lets that one go first.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// How soon a campaign that held back (or found the pool full of others' work) looks again.
@@ -22,7 +22,8 @@ struct Load {
 
 /// What every campaign of the run has waiting, per site.
 pub(crate) struct PriorityGate {
-    priorities: Vec<u8>,
+    /// Index = campaign; campaigns join while others run ([`PriorityGate::add`]).
+    priorities: RwLock<Vec<u8>>,
     /// Site -> per campaign (index = campaign): messages ready to send, deliveries in flight.
     ready: Mutex<HashMap<Arc<str>, Vec<Load>>>,
 }
@@ -31,8 +32,24 @@ impl PriorityGate {
     /// A gate for campaigns with these priorities (index = campaign).
     pub fn new(priorities: Vec<u8>) -> PriorityGate {
         PriorityGate {
-            priorities,
+            priorities: RwLock::new(priorities),
             ready: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A campaign joins with `priority`; returns its index.
+    pub fn add(&self, priority: u8) -> usize {
+        let mut p = self.priorities.write().unwrap_or_else(|e| e.into_inner());
+        p.push(priority);
+        p.len() - 1
+    }
+
+    /// A campaign that finished or was cancelled no longer holds any site.
+    pub fn retire(&self, campaign: usize) {
+        for loads in self.map().values_mut() {
+            if let Some(load) = loads.get_mut(campaign) {
+                *load = Load::default();
+            }
         }
     }
 
@@ -46,10 +63,15 @@ impl PriorityGate {
         let load = Load { ready, in_flight };
         let mut map = self.map();
         match map.get_mut(site) {
-            Some(loads) => loads[campaign] = load,
+            Some(loads) => {
+                if loads.len() <= campaign {
+                    loads.resize(campaign + 1, Load::default());
+                }
+                loads[campaign] = load;
+            }
             None if ready == 0 && in_flight == 0 => {}
             None => {
-                let mut loads = vec![Load::default(); self.priorities.len()];
+                let mut loads = vec![Load::default(); campaign + 1];
                 loads[campaign] = load;
                 map.insert(site.clone(), loads);
             }
@@ -60,11 +82,14 @@ impl PriorityGate {
     /// has messages ready there, or one of equal priority has messages ready and fewer
     /// deliveries in flight.
     pub fn outranked(&self, campaign: usize, site: &str) -> bool {
-        let mine = self.priorities[campaign];
+        let priorities = self.priorities.read().unwrap_or_else(|e| e.into_inner());
+        let Some(&mine) = priorities.get(campaign) else {
+            return false;
+        };
         let map = self.map();
         let Some(loads) = map.get(site) else { return false };
-        let my_flight = loads[campaign].in_flight;
-        loads.iter().zip(&self.priorities).enumerate().any(|(i, (load, &p))| {
+        let my_flight = loads.get(campaign).map_or(0, |l| l.in_flight);
+        loads.iter().zip(priorities.iter()).enumerate().any(|(i, (load, &p))| {
             i != campaign && load.ready > 0 && (p > mine || (p == mine && load.in_flight < my_flight))
         })
     }
@@ -107,5 +132,19 @@ mod tests {
         assert!(!gate.outranked(1, &s));
         gate.publish(1, &s, 100, 8);
         assert!(!gate.outranked(0, &s) && !gate.outranked(1, &s), "even: both may send");
+    }
+
+    #[test]
+    fn a_campaign_joining_later_outranks_and_a_retired_one_holds_nothing() {
+        let gate = PriorityGate::new(vec![1]);
+        let s: Arc<str> = Arc::from("s");
+        gate.publish(0, &s, 10, 1);
+        let urgent = gate.add(9);
+        assert_eq!(urgent, 1);
+        assert!(!gate.outranked(0, &s));
+        gate.publish(urgent, &s, 5, 0);
+        assert!(gate.outranked(0, &s));
+        gate.retire(urgent);
+        assert!(!gate.outranked(0, &s), "a cancelled campaign leaves the site free");
     }
 }

@@ -14,6 +14,7 @@ mod send_mx;
 mod send_priority;
 mod send_run;
 mod send_warmup;
+mod service;
 mod suppression_outage;
 mod suppression_run;
 mod suppression_store;

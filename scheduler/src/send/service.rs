@@ -1,0 +1,291 @@
+//! A long-lived sending service: one delivery pool (the source IPs' connections and caps), one
+//! suppression list and writer, one set of warm-up budgets and one priority gate, which
+//! campaigns join while others run (`volley serve`), and each of which can be paused, resumed
+//! or cancelled on its own. [`super::run_many`] is this service with a fixed set of campaigns.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use volley_engine::DeliveryPool;
+
+use super::dispatch::Tag;
+use super::{prepare, priority, SendError, Shared};
+use crate::campaign::Campaign;
+use crate::config::SendConfig;
+use crate::live::{CampaignLive, Live};
+use crate::shaping::Shaper;
+use crate::summary::Summary;
+use crate::suppression::{open_store, SuppressionStore, SuppressionWriter};
+
+type Report = volley_engine::DeliveryReport<Tag>;
+
+/// What the service's shutdown did with the last suppression updates.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Closed {
+    /// Updates written to the store over the service's life.
+    pub written: u64,
+    /// Updates left in the spill file or lost.
+    pub pending: u64,
+}
+
+/// A campaign started on the service.
+pub struct Launched {
+    /// Its live counters (pause and resume through [`CampaignLive::set_paused`]).
+    pub live: Arc<CampaignLive>,
+    stop: Stopper,
+    done: tokio::task::JoinHandle<Result<Summary, SendError>>,
+}
+
+impl Launched {
+    /// Stops it early: nothing new is sent, what is on the wire is recorded; a later run
+    /// resumes where it stopped.
+    pub fn cancel(&self) {
+        self.stop.stop();
+    }
+
+    /// A handle that cancels it, usable after [`Launched::wait`] took it.
+    pub fn stopper(&self) -> Stopper {
+        self.stop.clone()
+    }
+
+    /// Whether it has ended (finished, cancelled or failed).
+    pub fn is_finished(&self) -> bool {
+        self.done.is_finished()
+    }
+
+    /// Waits for its summary.
+    pub async fn wait(self) -> Result<Summary, SendError> {
+        self.done
+            .await
+            .unwrap_or_else(|e| Err(SendError::Config(format!("campaign task failed: {e}"))))
+    }
+}
+
+/// Cancels a launched campaign.
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    /// Nothing new is sent; what is on the wire is recorded.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// The shared sending machinery.
+pub struct SendService {
+    config: SendConfig,
+    pool: DeliveryPool<Tag>,
+    rules: Arc<crate::bounces::BounceRules>,
+    signers: Option<Arc<volley_engine::dkim::DkimSigners>>,
+    store: Arc<dyn SuppressionStore>,
+    writer: Arc<SuppressionWriter>,
+    shaper: Arc<Shaper>,
+    gate: Arc<priority::PriorityGate>,
+    /// Whether campaigns meet at the priority gate (several may run at once).
+    gated: bool,
+    live: Arc<Live>,
+    /// Where each campaign's delivery reports go (index = campaign).
+    routes: Arc<Mutex<Vec<mpsc::UnboundedSender<Report>>>>,
+    /// Campaign ids launched, so that two never share a state directory at once.
+    running: Arc<Mutex<std::collections::HashSet<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SendService {
+    /// Opens the suppression list, the warm-up budgets, the DKIM keys and the pool. `several`:
+    /// campaigns may run at once and meet at the priority gate (a single campaign skips it).
+    pub fn start(config: &SendConfig, live: Arc<Live>, several: bool) -> Result<SendService, SendError> {
+        let params = config
+            .smtp
+            .session_params()
+            .map_err(|e| SendError::Config(e.to_string()))?;
+        // One suppression list and one writer for the process (the embedded store opens once).
+        let store = open_store(&config.suppression, &config.state_dir)?;
+        let writer = Arc::new(SuppressionWriter::start(
+            store.clone(),
+            &config.state_dir,
+            &config.suppression,
+        )?);
+        let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<Report>();
+        let pool = DeliveryPool::new(config.smtp.clone(), params, reports_tx);
+        let rules = Arc::new(
+            config
+                .bounces
+                .load()
+                .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?,
+        );
+        let signers = if config.dkim.is_empty() {
+            None
+        } else {
+            let (signers, _warnings) = volley_engine::dkim::DkimSigners::load(&config.dkim)
+                .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
+            Some(Arc::new(signers))
+        };
+        // One budget per (IP, provider) for every campaign of the process; counters of earlier
+        // runs (today's, this hour's) are read back so a restart does not reset a budget.
+        let counters =
+            crate::warmup_counters::open(&config.warmup, config.suppression.redis.as_deref(), &config.state_dir)
+                .map_err(|e| SendError::Config(format!("warm-up counters: {e}")))?;
+        let shaper = Arc::new(
+            Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
+        );
+        let routes: Arc<Mutex<Vec<mpsc::UnboundedSender<Report>>>> = Arc::default();
+        // Reports go back to the campaign that sent the delivery.
+        let demux = {
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                while let Some(report) = reports_rx.recv().await {
+                    if let Some(tx) = lock(&routes).get(report.tag.campaign) {
+                        let _ = tx.send(report);
+                    }
+                }
+            })
+        };
+        // The pool's open connections, for the live counters.
+        let gauge = {
+            let (pool, live) = (pool.clone(), live.clone());
+            tokio::spawn(async move {
+                loop {
+                    live.set_open_connections(pool.stats().open_connections);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+        Ok(SendService {
+            config: config.clone(),
+            pool,
+            rules,
+            signers,
+            store,
+            writer,
+            shaper,
+            gate: Arc::new(priority::PriorityGate::new(Vec::new())),
+            gated: several,
+            live,
+            routes,
+            running: Arc::default(),
+            tasks: vec![demux, gauge],
+        })
+    }
+
+    /// The service's suppression list.
+    pub fn store(&self) -> &Arc<dyn SuppressionStore> {
+        &self.store
+    }
+
+    /// The live counters of every campaign launched.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Starts `campaign` next to those already running. Its id must not be running already
+    /// (one state directory per id).
+    pub fn launch(&self, campaign: &Campaign) -> Result<Launched, SendError> {
+        if !lock(&self.running).insert(campaign.id().to_string()) {
+            return Err(SendError::Config(format!(
+                "campaign id `{}` is already running; each campaign needs its own id (its state directory)",
+                campaign.id()
+            )));
+        }
+        let launched = self.launch_registered(campaign);
+        if launched.is_err() {
+            lock(&self.running).remove(campaign.id());
+        }
+        launched
+    }
+
+    fn launch_registered(&self, campaign: &Campaign) -> Result<Launched, SendError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The index is taken under the routes lock so that gate and routes agree.
+        let mut routes = lock(&self.routes);
+        let index = if self.gated {
+            self.gate.add(campaign.priority())
+        } else {
+            routes.len()
+        };
+        let shared = Shared {
+            rules: self.rules.clone(),
+            signers: self.signers.clone(),
+            pool: self.pool.clone(),
+            store: self.store.clone(),
+            writer: self.writer.clone(),
+            shaper: self.shaper.clone(),
+            live: self.live.clone(),
+            seat: self.gated.then(|| priority::Seat {
+                gate: self.gate.clone(),
+                campaign: index,
+            }),
+        };
+        let mut run = prepare(campaign, &self.config, shared, rx)?;
+        debug_assert_eq!(routes.len(), index);
+        routes.push(tx);
+        drop(routes);
+        let live = run.live.clone();
+        let (stop, mut stopped) = watch::channel(false);
+        let stop = Stopper(Arc::new(stop));
+        let (pool, gate, running, id) = (
+            self.pool.clone(),
+            self.gate.clone(),
+            self.running.clone(),
+            campaign.id().to_string(),
+        );
+        let done = tokio::spawn(async move {
+            let (mut dispatcher, inputs) = (run.dispatcher.take(), run.inputs.take());
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let outcome = match (&mut dispatcher, inputs) {
+                (Some(d), Some(inputs)) => d.run(inputs, stop).await,
+                _ => Ok((false, 0)),
+            };
+            run.dispatcher = dispatcher;
+            // A reading thread paused on an unreachable suppression list gives up its batch now.
+            run.stop_flag.store(true, Ordering::Relaxed);
+            gate.retire(index);
+            let stats = pool.stats();
+            // Joins the reading threads: off the runtime's worker threads.
+            let summary = tokio::task::spawn_blocking(move || run.finish(outcome, &stats))
+                .await
+                .unwrap_or_else(|e| Err(SendError::Config(format!("campaign {id} failed: {e}"))));
+            lock(&running).remove(&id);
+            summary
+        });
+        Ok(Launched { live, stop, done })
+    }
+
+    /// Closes the pool (waiting for what is on the wire), flushes the warm-up counters and
+    /// hands the last suppression updates to the store (or the spill file).
+    pub async fn shutdown(self) -> Closed {
+        self.pool.close().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.live.set_open_connections(0);
+        self.shaper.flush();
+        drop(self.routes);
+        let writer = self.writer;
+        let closed = match Arc::try_unwrap(writer) {
+            Ok(writer) => tokio::task::spawn_blocking(move || writer.close(super::WRITER_CLOSE))
+                .await
+                .unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        if closed.unsaved > 0 {
+            tracing::error!(
+                "{} suppression updates could neither be written nor saved to the spill file",
+                closed.unsaved
+            );
+        }
+        Closed {
+            written: closed.written,
+            pending: closed.spilled + closed.unsaved,
+        }
+    }
+}
