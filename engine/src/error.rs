@@ -114,6 +114,20 @@ impl SessionError {
         }
     }
 
+    /// Whether the STARTTLS upgrade broke down (handshake error, a timeout, a close or an
+    /// unreadable reply while upgrading): what opportunistic TLS answers by retrying in clear
+    /// (RFC 7435 §3). Not a missing STARTTLS offer nor a refusal.
+    pub fn is_starttls_failure(&self) -> bool {
+        match self {
+            SessionError::Tls { .. } => true,
+            SessionError::Timeout { phase, .. }
+            | SessionError::Closed { phase }
+            | SessionError::Io { phase, .. }
+            | SessionError::Protocol { phase, .. } => *phase == Phase::StartTls,
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
     pub fn is_transient(&self) -> bool {
         match self {
