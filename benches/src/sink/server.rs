@@ -185,6 +185,8 @@ impl Connection {
         let mut hello = [0u8; 512];
         match kind {
             TlsFaultKind::Garbage => {
+                // In answer to the ClientHello, where a ServerHello is due.
+                let _ = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut hello)).await;
                 let _ = stream.write_all(b"this is not TLS\r\n\x00\xff\x15\x03").await;
                 let _ = stream.shutdown().await;
             }
