@@ -32,6 +32,8 @@ pub struct SinkStats {
     pub reply_flushes: u64,
     /// Command lines processed (message content is not counted).
     pub commands: u64,
+    /// MAIL FROM commands received, whatever the answer.
+    pub mail_commands: u64,
     /// Replies spoiled by a configured [`Fault`](crate::Fault).
     pub faults_injected: u64,
     /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
@@ -54,6 +56,7 @@ pub(crate) struct Counters {
     pub(crate) connections_refused: AtomicU64,
     pub(crate) reply_flushes: AtomicU64,
     pub(crate) commands: AtomicU64,
+    pub(crate) mail_commands: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
     pub(crate) tls_faults_injected: AtomicU64,
 }
@@ -79,6 +82,7 @@ impl Counters {
             connections_refused: get(&self.connections_refused),
             reply_flushes: get(&self.reply_flushes),
             commands: get(&self.commands),
+            mail_commands: get(&self.mail_commands),
             faults_injected: get(&self.faults_injected),
             tls_faults_injected: get(&self.tls_faults_injected),
         }
