@@ -156,3 +156,26 @@ impl SessionError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starttls_failures_include_timeouts_but_not_refusals() {
+        let timeout = SessionError::Timeout {
+            phase: Phase::StartTls,
+            after: Duration::from_secs(1),
+        };
+        assert!(timeout.is_starttls_failure(), "a stalled handshake is a failed one");
+        let handshake = SessionError::Tls {
+            mx: "mx.test".into(),
+            reason: "bad record".into(),
+        };
+        assert!(handshake.is_starttls_failure());
+        assert!(SessionError::Closed { phase: Phase::StartTls }.is_starttls_failure());
+        assert!(!SessionError::Closed { phase: Phase::Ehlo }.is_starttls_failure());
+        let not_offered = SessionError::TlsNotOffered { mx: "mx.test".into() };
+        assert!(!not_offered.is_starttls_failure());
+    }
+}
