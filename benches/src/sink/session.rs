@@ -338,7 +338,16 @@ fn inject(stage: FaultStage, start: usize, flow: Flow, shared: &Shared, out: &mu
     if flow == Flow::Drop {
         return flow;
     }
-    let Some(fault) = shared.config.faults.iter().find(|f| f.strikes(stage)) else {
+    // A delay or a stop replaces the connection's next step, so it only applies when that
+    // step was to go on reading (not after a closing reply or STARTTLS).
+    let applies =
+        |kind: FaultKind| flow == Flow::Continue || !matches!(kind, FaultKind::Delay(_) | FaultKind::StopReading);
+    let Some(fault) = shared
+        .config
+        .faults
+        .iter()
+        .find(|f| applies(f.kind) && f.strikes(stage))
+    else {
         return flow;
     };
     bump(&shared.counters.faults_injected);
