@@ -513,3 +513,13 @@ async fn required_tls_with_verification_defers_on_a_wrong_name_certificate() {
     assert!(wrong.stats().tls_faults_injected >= 1);
     wrong.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tls_defers_when_the_handshake_fails() {
+    for fault in ["garbage", "stall:2s"] {
+        let sink = Sink::start(sink_config(&[], &[fault])).await.expect("sink");
+        required_tls_never_sends_in_clear(&sink, smtp(TlsPolicy::Required)).await;
+        assert!(sink.stats().tls_faults_injected >= 1, "{fault}");
+        sink.shutdown().await;
+    }
+}
