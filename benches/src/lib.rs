@@ -19,6 +19,8 @@
 //!   - `sink/data.rs` — finding `CRLF.CRLF` in streamed content without copying it.
 //!   - `sink/reply.rs` — reply texts with enhanced status codes; placeholder rendering.
 //!   - `sink/faults.rs` — percentage draws and drop points.
+//!   - `sink/fault_plan.rs` — [`Fault`] and [`TlsFault`]: configured reply and STARTTLS
+//!     faults (`--fault`, `--tls-fault`), their parser and the bytes they send.
 //!   - `sink/stats.rs` — [`SinkStats`], atomic counters, sharded per-address counts.
 //!   - `sink/tls.rs` — the self-signed certificate and rustls acceptor.
 //!   - `sink/server.rs` — accept loop, connection limit, the per-connection
@@ -44,4 +46,7 @@ pub mod sink;
 
 pub use postfix::{Dumped, PostfixSink};
 pub use redis::RedisServer;
-pub use sink::{CannedReply, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage};
+pub use sink::{
+    CannedReply, Fault, FaultKind, FaultStage, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,
+    TlsFault, TlsFaultKind,
+};

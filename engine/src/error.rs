@@ -114,6 +114,20 @@ impl SessionError {
         }
     }
 
+    /// Whether the STARTTLS upgrade broke down (handshake error, a timeout, a close or an
+    /// unreadable reply while upgrading): what opportunistic TLS answers by retrying in clear
+    /// (RFC 7435 §3). Not a missing STARTTLS offer nor a refusal.
+    pub fn is_starttls_failure(&self) -> bool {
+        match self {
+            SessionError::Tls { .. } => true,
+            SessionError::Timeout { phase, .. }
+            | SessionError::Closed { phase }
+            | SessionError::Io { phase, .. }
+            | SessionError::Protocol { phase, .. } => *phase == Phase::StartTls,
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -140,5 +154,28 @@ impl SessionError {
             SessionError::Rejected { reply, .. } => Some(reply),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starttls_failures_include_timeouts_but_not_refusals() {
+        let timeout = SessionError::Timeout {
+            phase: Phase::StartTls,
+            after: Duration::from_secs(1),
+        };
+        assert!(timeout.is_starttls_failure(), "a stalled handshake is a failed one");
+        let handshake = SessionError::Tls {
+            mx: "mx.test".into(),
+            reason: "bad record".into(),
+        };
+        assert!(handshake.is_starttls_failure());
+        assert!(SessionError::Closed { phase: Phase::StartTls }.is_starttls_failure());
+        assert!(!SessionError::Closed { phase: Phase::Ehlo }.is_starttls_failure());
+        let not_offered = SessionError::TlsNotOffered { mx: "mx.test".into() };
+        assert!(!not_offered.is_starttls_failure());
     }
 }

@@ -409,8 +409,9 @@ async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, Ses
     let clear = lock(&host.tls_fallback_until).is_some_and(|until| Instant::now() < until);
     let key = &host.key;
     let mut result = SmtpSession::connect(&key.source, &key.mx, &inner.params, clear).await;
-    if let Err(SessionError::Tls { .. }) = &result {
-        if inner.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
+    if let Err(e) = &result {
+        // A handshake that stalls past the STARTTLS timeout is as failed as one that errs.
+        if e.is_starttls_failure() && inner.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
             tracing::warn!(mx = %key.mx.name, "TLS handshake failed; falling back to clear text for this host");
             *lock(&host.tls_fallback_until) = Some(Instant::now() + TLS_FALLBACK);
             result = SmtpSession::connect(&key.source, &key.mx, &inner.params, true).await;

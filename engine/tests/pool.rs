@@ -248,3 +248,27 @@ async fn route_limits_tighten_one_route_only() {
     assert!((11..=18).contains(&stats.connections), "{stats:?}");
     sink.shutdown().await;
 }
+
+/// Regression: a STARTTLS handshake that stalls past the STARTTLS timeout was reported as a
+/// plain timeout and, unlike a handshake error, never fell back to clear text with the
+/// opportunistic policy: every connection stalled and deferred again.
+#[tokio::test]
+async fn opportunistic_tls_falls_back_to_clear_after_a_handshake_timeout() {
+    let sink = Sink::start(SinkConfig {
+        tls_faults: vec!["stall:5s".parse().expect("valid TLS fault")],
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let mut config = common::fast_config();
+    config.timeouts.starttls = std::time::Duration::from_millis(300);
+    let reports = common::deliver_all(config, &[common::route(2, sink.local_addr())], &addresses(5)).await;
+    assert_eq!(reports.len(), 5);
+    for r in &reports {
+        assert_eq!(r.statuses[0].disposition, Disposition::Delivered, "{:?}", r.statuses[0]);
+        assert!(!r.tls, "delivered in clear after the failed handshake");
+    }
+    assert_eq!(sink.stats().messages, 5);
+    assert!(sink.stats().tls_faults_injected >= 1);
+    sink.shutdown().await;
+}

@@ -56,6 +56,16 @@ pub struct SinkArgs {
     /// TOML file of canned replies: reply tables with domain, stage, text, percent.
     #[arg(long, value_name = "FILE")]
     pub canned: Option<PathBuf>,
+    /// Spoil replies: STAGE:KIND[:ARG][@PCT][#COUNT], repeatable. Stages: greeting, ehlo,
+    /// mail, rcpt, data, data-end, any. Kinds: delay:DURATION, close, garbage,
+    /// long-line[:BYTES], long-reply[:LINES], truncated, stop-reading. E.g. `rcpt:close@5`,
+    /// `data-end:delay:10s#1`.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+    /// Spoil STARTTLS handshakes: KIND[:ARG][@PCT][#COUNT], repeatable. Kinds: garbage,
+    /// close, stall:DURATION, wrong-name.
+    #[arg(long = "tls-fault", value_name = "SPEC")]
+    pub tls_faults: Vec<String>,
     /// Print a JSON stats line to stdout this often: seconds ("5") or a duration ("500ms").
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub stats_every: Option<Duration>,
@@ -89,6 +99,16 @@ impl SinkArgs {
             Some(path) => CannedReply::load_file(path)?,
             None => Vec::new(),
         };
+        let faults = self
+            .faults
+            .iter()
+            .map(|spec| spec.parse().map_err(|reason| bad_fault("--fault", spec, reason)))
+            .collect::<Result<_, _>>()?;
+        let tls_faults = self
+            .tls_faults
+            .iter()
+            .map(|spec| spec.parse().map_err(|reason| bad_fault("--tls-fault", spec, reason)))
+            .collect::<Result<_, _>>()?;
         let config = SinkConfig {
             listen: self.listen,
             hostname: self.hostname,
@@ -103,6 +123,8 @@ impl SinkArgs {
             max_connections: self.max_connections,
             canned,
             count_addresses: true,
+            faults,
+            tls_faults,
         };
         config.validate()?;
         Ok(config)
@@ -134,6 +156,14 @@ impl SinkArgs {
             print_stats(&stats);
         }
         Ok(stats)
+    }
+}
+
+fn bad_fault(flag: &'static str, spec: &str, reason: String) -> SinkError {
+    SinkError::InvalidFault {
+        flag,
+        value: spec.to_owned(),
+        reason,
     }
 }
 
@@ -215,6 +245,34 @@ mod tests {
         assert_eq!(args.latency, Some(Duration::from_secs(1)));
         assert!(parse(&["--listen", "127.0.0.1:0", "--latency", "soon"]).is_err());
         assert!(parse(&["--listen", "127.0.0.1:0", "--stats-every", "0"]).is_err());
+    }
+
+    #[test]
+    fn fault_flags_map_onto_the_config() {
+        let args = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--fault",
+            "rcpt:close@5",
+            "--fault",
+            "data-end:delay:2s#1",
+            "--tls-fault",
+            "wrong-name",
+        ])
+        .expect("valid flags");
+        let config = args.into_config().expect("valid config");
+        assert_eq!(config.faults.len(), 2);
+        assert_eq!(config.faults[1].kind, crate::FaultKind::Delay(Duration::from_secs(2)));
+        assert_eq!(config.tls_faults[0].kind, crate::TlsFaultKind::WrongName);
+        let args = parse(&["--listen", "127.0.0.1:0", "--fault", "rcpt:explode"]).expect("parses");
+        let err = args.into_config().expect_err("bad kind").to_string();
+        assert!(
+            err.starts_with("invalid value 'rcpt:explode' for --fault: unknown kind"),
+            "{err}"
+        );
+        let args = parse(&["--listen", "127.0.0.1:0", "--tls-fault", "stall"]).expect("parses");
+        let err = args.into_config().expect_err("no duration").to_string();
+        assert!(err.contains("for --tls-fault: `stall` needs a duration"), "{err}");
     }
 
     #[test]

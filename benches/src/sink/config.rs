@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::canned::CannedReply;
 use super::error::SinkError;
+use super::fault_plan::{Fault, FaultKind, TlsFault};
 
 /// Default banner and EHLO name.
 pub const DEFAULT_HOSTNAME: &str = "sink.volley.test";
@@ -53,6 +54,12 @@ pub struct SinkConfig {
     /// Keep per-recipient accepted-message counts (see
     /// [`SinkHandle::accepted_for`](crate::SinkHandle::accepted_for)). Default true.
     pub count_addresses: bool,
+    /// Reply faults (see [`Fault`]), tried in order at each stage; the first that strikes
+    /// applies. Counted in [`SinkStats::faults_injected`](crate::SinkStats::faults_injected).
+    pub faults: Vec<Fault>,
+    /// STARTTLS handshake faults, tried in order per handshake. Counted in
+    /// [`SinkStats::tls_faults_injected`](crate::SinkStats::tls_faults_injected).
+    pub tls_faults: Vec<TlsFault>,
 }
 
 impl Default for SinkConfig {
@@ -71,6 +78,8 @@ impl Default for SinkConfig {
             max_connections: None,
             canned: Vec::new(),
             count_addresses: true,
+            faults: Vec::new(),
+            tls_faults: Vec::new(),
         }
     }
 }
@@ -111,6 +120,20 @@ impl SinkConfig {
                 reason: "must be at least 1 byte",
             });
         }
+        for (field, pct) in self
+            .faults
+            .iter()
+            .map(|f| ("faults[].percent", f.percent))
+            .chain(self.tls_faults.iter().map(|f| ("tls_faults[].percent", f.percent)))
+        {
+            if !is_percentage(pct) {
+                return Err(SinkError::InvalidConfig {
+                    field,
+                    value: pct.to_string(),
+                    reason: "must be a percentage between 0 and 100",
+                });
+            }
+        }
         if self.max_connections == Some(0) {
             return Err(SinkError::InvalidConfig {
                 field: "max_connections",
@@ -119,6 +142,14 @@ impl SinkConfig {
             });
         }
         Ok(())
+    }
+}
+
+impl SinkConfig {
+    /// True when a `stop-reading` fault is configured (the listener then keeps small receive
+    /// buffers so that a client's writes block soon).
+    pub(crate) fn stops_reading(&self) -> bool {
+        self.faults.iter().any(|f| f.kind == FaultKind::StopReading)
     }
 }
 

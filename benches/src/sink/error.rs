@@ -70,6 +70,16 @@ pub enum SinkError {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// A `--fault` or `--tls-fault` spec does not parse.
+    #[error("invalid value '{value}' for {flag}: {reason}")]
+    InvalidFault {
+        /// `--fault` or `--tls-fault`.
+        flag: &'static str,
+        /// The spec, as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl SinkError {
@@ -82,6 +92,7 @@ impl SinkError {
                 | SinkError::CannedField { .. }
                 | SinkError::InvalidConfig { .. }
                 | SinkError::InvalidArgument { .. }
+                | SinkError::InvalidFault { .. }
         )
     }
 }

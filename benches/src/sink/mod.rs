@@ -18,6 +18,7 @@ mod command;
 mod config;
 mod data;
 mod error;
+mod fault_plan;
 mod faults;
 mod reply;
 mod server;
@@ -38,6 +39,7 @@ pub use args::SinkArgs;
 pub use canned::{CannedReply, Stage};
 pub use config::{SinkConfig, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::SinkError;
+pub use fault_plan::{Fault, FaultKind, FaultStage, TlsFault, TlsFaultKind};
 pub use stats::SinkStats;
 
 use canned::CannedSet;
@@ -57,6 +59,9 @@ pub(crate) struct Shared {
     /// Source of `queued as` identifiers.
     pub(crate) queue_ids: AtomicU64,
     pub(crate) tls: TlsIdentity,
+    /// The certificate served by a `wrong-name` TLS fault: valid, but only for
+    /// `wrong-name.invalid`.
+    pub(crate) tls_wrong_name: TlsIdentity,
 }
 
 impl Shared {
@@ -65,6 +70,7 @@ impl Shared {
         config.validate()?;
         let canned = CannedSet::compile(&config.canned)?;
         let tls = TlsIdentity::generate(&config.hostname, config.listen.ip())?;
+        let tls_wrong_name = TlsIdentity::for_names(vec![tls::WRONG_NAME.to_owned()])?;
         Ok(Shared {
             greetings: Greetings::new(&config),
             config,
@@ -74,6 +80,7 @@ impl Shared {
             rcpt_addresses: AddressCounts::default(),
             queue_ids: AtomicU64::new(1),
             tls,
+            tls_wrong_name,
         })
     }
 }
@@ -90,7 +97,7 @@ impl Sink {
     pub async fn start(config: SinkConfig) -> Result<SinkHandle, SinkError> {
         let shared = Arc::new(Shared::new(config)?);
         let config = &shared.config;
-        let listener = server::listen(config.listen).map_err(|source| SinkError::Bind {
+        let listener = server::listen(config.listen, config.stops_reading()).map_err(|source| SinkError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -150,14 +157,30 @@ impl SinkHandle {
         self.inner.local_addr
     }
 
-    /// The self-signed STARTTLS certificate, PEM-encoded, for clients that verify it.
+    /// The self-signed STARTTLS certificate, PEM-encoded, for clients that verify it. With a
+    /// `wrong-name` TLS fault configured, the certificate for `wrong-name.invalid` that the
+    /// fault serves (trusting it isolates the name check).
     pub fn certificate_pem(&self) -> &str {
-        &self.inner.shared.tls.certificate_pem
+        &self.served_identity().certificate_pem
     }
 
     /// The same certificate, DER-encoded.
     pub fn certificate_der(&self) -> &[u8] {
-        &self.inner.shared.tls.certificate_der
+        &self.served_identity().certificate_der
+    }
+
+    fn served_identity(&self) -> &TlsIdentity {
+        let shared = &self.inner.shared;
+        if shared
+            .config
+            .tls_faults
+            .iter()
+            .any(|f| f.kind == TlsFaultKind::WrongName)
+        {
+            &shared.tls_wrong_name
+        } else {
+            &shared.tls
+        }
     }
 
     /// A snapshot of the counters.

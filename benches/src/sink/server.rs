@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
+use super::fault_plan::TlsFaultKind;
 use super::reply;
 use super::session::{Flow, Session};
 use super::stats::bump;
@@ -35,13 +36,21 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the listening socket (with `SO_REUSEADDR`, like `TcpListener::bind`) and a deep
 /// backlog.
-pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Receive buffer of accepted sockets when a `stop-reading` fault is configured: small, so
+/// that a client writing to a sink that stopped reading blocks soon.
+const STOP_READING_RCVBUF: u32 = 8 * 1024;
+
+pub(crate) fn listen(addr: SocketAddr, small_buffers: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if small_buffers {
+        // Inherited by accepted sockets; set before listen so the window starts small.
+        socket.set_recv_buffer_size(STOP_READING_RCVBUF)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -139,7 +148,20 @@ impl Connection {
                 return;
             }
         };
-        let handshake = shared.tls.acceptor.accept(stream);
+        let mut stream = stream;
+        let mut acceptor = &shared.tls.acceptor;
+        if let Some(fault) = shared.config.tls_faults.iter().find(|f| f.strikes()) {
+            bump(&shared.counters.tls_faults_injected);
+            tracing::debug!(kind = ?fault.kind, peer = %self.peer, "sink: injected TLS fault");
+            match fault.kind {
+                TlsFaultKind::WrongName => acceptor = &shared.tls_wrong_name.acceptor,
+                kind => {
+                    self.spoil_handshake(&mut stream, kind).await;
+                    return;
+                }
+            }
+        }
+        let handshake = acceptor.accept(stream);
         let tls = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -158,6 +180,30 @@ impl Connection {
         }
     }
 
+    /// Spoils a STARTTLS handshake (`Garbage`, `Close`, `Stall`), then drops the connection.
+    async fn spoil_handshake(&mut self, stream: &mut TcpStream, kind: TlsFaultKind) {
+        let mut hello = [0u8; 512];
+        match kind {
+            TlsFaultKind::Garbage => {
+                // In answer to the ClientHello, where a ServerHello is due.
+                let _ = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut hello)).await;
+                let _ = stream.write_all(b"this is not TLS\r\n\x00\xff\x15\x03").await;
+                let _ = stream.shutdown().await;
+            }
+            TlsFaultKind::Close => {
+                let _ = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut hello)).await;
+            }
+            TlsFaultKind::Stall(after) => {
+                let _ = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut hello)).await;
+                tokio::select! {
+                    () = sleep(after) => {}
+                    _ = self.shutdown.changed() => {}
+                }
+            }
+            TlsFaultKind::WrongName => {}
+        }
+    }
+
     /// The connection loop: write pending replies (after the configured latency, in one
     /// write), act on `flow`, read what the client sent, let the session process every
     /// complete command in it, repeat.
@@ -169,6 +215,12 @@ impl Connection {
         let idle = sleep(IDLE_TIMEOUT);
         tokio::pin!(idle);
         loop {
+            if let Flow::Delay(after) = flow {
+                tokio::select! {
+                    () = sleep(after) => {}
+                    _ = self.shutdown.changed() => return Ok(End::Closed),
+                }
+            }
             if !self.write_buf.is_empty() {
                 // Counted before the write, so a client that has read the replies sees it.
                 bump(&shared.counters.reply_flushes);
@@ -197,6 +249,19 @@ impl Connection {
                     return Ok(End::Closed);
                 }
                 Flow::Drop => return Ok(End::Closed),
+                Flow::Delay(_) => {
+                    // Go on with the commands already read before reading more.
+                    flow = self.session.process(&mut self.read_buf, &shared, &mut self.write_buf);
+                    continue;
+                }
+                Flow::StopReading => {
+                    // Hold the connection without reading until shutdown or the idle limit.
+                    tokio::select! {
+                        _ = self.shutdown.changed() => {}
+                        () = &mut idle => {}
+                    }
+                    return Ok(End::Closed);
+                }
                 Flow::StartTls => {
                     // RFC 3207 §5: plaintext pipelined after STARTTLS must not be executed.
                     self.read_buf.clear();

@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 use super::canned::Stage;
 use super::command::{self, Command};
 use super::data::DataScanner;
+use super::fault_plan::{self, FaultKind, FaultStage};
 use super::faults::DropPoint;
 use super::reply::{self, Placeholders};
 use super::stats::bump;
@@ -29,6 +30,11 @@ pub(crate) enum Flow {
     Drop,
     /// Start the TLS handshake (RFC 3207); unread plaintext must be discarded.
     StartTls,
+    /// An injected delay: wait this long before writing the replies gathered so far, then
+    /// go on processing what was already read.
+    Delay(std::time::Duration),
+    /// An injected stop: write the replies gathered so far, then never read again.
+    StopReading,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +139,12 @@ impl Session {
 
     /// The banner, or a connect-stage canned reply (which closes unless it is 2xx).
     pub(crate) fn greeting(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        let start = out.len();
+        let flow = self.banner(shared, out);
+        inject(FaultStage::Greeting, start, flow, shared, out)
+    }
+
+    fn banner(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
         if let Some(canned) = shared.canned.pick(Stage::Connect, "") {
             bump(&shared.counters.canned_replies);
             reply::push_canned(out, &canned.text, &self.placeholders(""));
@@ -172,7 +184,9 @@ impl Session {
                 };
                 buf.advance(end);
                 self.mode = Mode::Command;
+                let start = out.len();
                 let flow = self.finish_message(shared, out);
+                let flow = inject(FaultStage::DataEnd, start, flow, shared, out);
                 if flow != Flow::Continue {
                     return flow;
                 }
@@ -221,6 +235,22 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        let stage = match command {
+            Command::Ehlo | Command::Helo => Some(FaultStage::Ehlo),
+            Command::Mail { .. } => Some(FaultStage::Mail),
+            Command::Rcpt { .. } => Some(FaultStage::Rcpt),
+            Command::Data => Some(FaultStage::Data),
+            _ => None,
+        };
+        let start = out.len();
+        let flow = self.execute(command, shared, out);
+        match stage {
+            Some(stage) => inject(stage, start, flow, shared, out),
+            None => flow,
+        }
+    }
+
+    fn execute(&mut self, command: Command<'_>, shared: &Shared, out: &mut Vec<u8>) -> Flow {
         match command {
             Command::Ehlo => self.ehlo(true, shared, out),
             Command::Helo => self.ehlo(false, shared, out),
@@ -299,6 +329,48 @@ impl Session {
                 Flow::StartTls
             }
         }
+    }
+}
+
+/// Applies the first configured fault that strikes at `stage` to the reply written at
+/// `out[start..]` by a command that returned `flow`. The command itself was carried out.
+fn inject(stage: FaultStage, start: usize, flow: Flow, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+    if flow == Flow::Drop {
+        return flow;
+    }
+    // A delay or a stop replaces the connection's next step, so it only applies when that
+    // step was to go on reading (not after a closing reply or STARTTLS).
+    let applies =
+        |kind: FaultKind| flow == Flow::Continue || !matches!(kind, FaultKind::Delay(_) | FaultKind::StopReading);
+    let Some(fault) = shared
+        .config
+        .faults
+        .iter()
+        .find(|f| applies(f.kind) && f.strikes(stage))
+    else {
+        return flow;
+    };
+    bump(&shared.counters.faults_injected);
+    tracing::debug!(%stage, kind = ?fault.kind, "sink: injected fault");
+    if let Some(bytes) = fault_plan::replacement(fault.kind) {
+        out.truncate(start);
+        out.extend_from_slice(&bytes);
+        return flow;
+    }
+    match fault.kind {
+        FaultKind::Delay(after) => Flow::Delay(after),
+        FaultKind::Close => {
+            out.truncate(start);
+            Flow::Drop
+        }
+        FaultKind::Truncated => {
+            // The first half of the reply: never its final CRLF.
+            let len = out.len() - start;
+            out.truncate(start + len / 2);
+            Flow::Drop
+        }
+        FaultKind::StopReading => Flow::StopReading,
+        FaultKind::Garbage | FaultKind::LongLine(_) | FaultKind::LongReply(_) => flow,
     }
 }
 

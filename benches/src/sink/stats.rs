@@ -32,6 +32,12 @@ pub struct SinkStats {
     pub reply_flushes: u64,
     /// Command lines processed (message content is not counted).
     pub commands: u64,
+    /// MAIL FROM commands received, whatever the answer.
+    pub mail_commands: u64,
+    /// Replies spoiled by a configured [`Fault`](crate::Fault).
+    pub faults_injected: u64,
+    /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
+    pub tls_faults_injected: u64,
 }
 
 /// The live counters behind [`SinkStats`]. Updated with relaxed atomics: each counter is
@@ -50,6 +56,9 @@ pub(crate) struct Counters {
     pub(crate) connections_refused: AtomicU64,
     pub(crate) reply_flushes: AtomicU64,
     pub(crate) commands: AtomicU64,
+    pub(crate) mail_commands: AtomicU64,
+    pub(crate) faults_injected: AtomicU64,
+    pub(crate) tls_faults_injected: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -73,6 +82,9 @@ impl Counters {
             connections_refused: get(&self.connections_refused),
             reply_flushes: get(&self.reply_flushes),
             commands: get(&self.commands),
+            mail_commands: get(&self.mail_commands),
+            faults_injected: get(&self.faults_injected),
+            tls_faults_injected: get(&self.tls_faults_injected),
         }
     }
 }

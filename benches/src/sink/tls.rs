@@ -8,6 +8,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::error::SinkError;
 
+/// The only name on the certificate a `wrong-name` TLS fault serves.
+pub(crate) const WRONG_NAME: &str = "wrong-name.invalid";
+
 /// A freshly generated certificate and the acceptor that serves it.
 pub(crate) struct TlsIdentity {
     /// PEM of the certificate, for clients that must trust it.
@@ -34,6 +37,11 @@ impl TlsIdentity {
                 names.push(name);
             }
         }
+        Self::for_names(names)
+    }
+
+    /// A self-signed certificate for exactly `names`.
+    pub(crate) fn for_names(names: Vec<String>) -> Result<Self, SinkError> {
         // rcgen turns names that parse as IP addresses into iPAddress SANs.
         let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(names)?;
         let certificate_der = cert.der().clone();

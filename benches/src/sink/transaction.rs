@@ -16,6 +16,7 @@ pub(crate) const MAX_RECIPIENTS: usize = 1000;
 
 impl Session {
     pub(super) fn mail(&mut self, sender: &Path<'_>, size: Option<u64>, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        bump(&shared.counters.mail_commands);
         if !self.greeted {
             reply::push(out, reply::GREET_FIRST);
             return Flow::Continue;
