@@ -3,6 +3,8 @@
 //! ## Layout
 //! - `main.rs` — argument parsing and dispatch; errors printed with their context chain.
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
+//! - `serve/` — `volley serve`: the HTTP control API (launch, watch, pause, resume, cancel,
+//!   IPs, suppression) over one long-lived send service.
 //! - `progress.rs` — live progress of `volley send` (a bar on a terminal, JSON lines otherwise).
 //! - `metrics.rs` — Prometheus `/metrics` of a running `volley send` (`--metrics ADDR`).
 //! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
@@ -30,6 +32,7 @@ mod plan_cmd;
 mod progress;
 mod report;
 mod send;
+mod serve;
 mod suppress;
 mod warmup_cmd;
 mod warmup_plot;
@@ -60,6 +63,9 @@ enum Command {
     /// Predict when a campaign's recipients per provider group will be sent under warm-up
     /// budgets (sends nothing).
     Plan(plan_cmd::PlanArgs),
+    /// Serve the HTTP control API (bearer token from `[api]`): launch, watch, pause, resume and
+    /// cancel campaigns that share one pool; source IPs; the suppression list.
+    Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
     CheckConfig(check_config::CheckArgs),
     /// Turn an accounting log into an HTML report with charts (readable offline).
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Send(args) => send::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Sink(args) => run_sink(args).await,
             // Blocking store calls: off the runtime's worker threads.
             Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {

@@ -66,6 +66,9 @@ pub struct SendConfig {
     /// Each source IP says whether it is warm or warming up (`warmup`, `warmup_start`).
     #[serde(default)]
     pub warmup: volley_warmup::WarmupConfig,
+    /// `volley serve`'s HTTP control API: listen address and bearer token.
+    #[serde(default)]
+    pub api: crate::api_config::ApiConfig,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -288,6 +291,7 @@ impl SendConfig {
             dkim: Vec::new(),
             dkim_threads: 0,
             warmup: volley_warmup::WarmupConfig::default(),
+            api: Default::default(),
         }
     }
 
@@ -332,6 +336,7 @@ impl SendConfig {
                 key.key = base.join(&key.key);
             }
         }
+        config.api.resolve(base);
         Ok(config)
     }
 

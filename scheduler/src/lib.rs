@@ -36,6 +36,7 @@ pub mod rejects;
 pub mod template;
 
 pub mod accounting;
+pub mod api_config;
 pub mod bounces;
 pub mod config;
 pub mod lineset;

@@ -102,7 +102,8 @@ impl CampaignLive {
         self.bytes_total.store(bytes_total, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> CampaignSnapshot {
+    /// The counters now.
+    pub fn snapshot(&self) -> CampaignSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut labelled: Vec<(Labels, u64)> = lock(&self.labelled).iter().map(|(l, n)| (l.clone(), *n)).collect();
         labelled.sort();
@@ -168,13 +169,15 @@ pub struct Live {
 }
 
 impl Live {
-    /// A new campaign's counters.
+    /// A new campaign's counters (replacing those of an earlier run of the same id).
     pub fn campaign(&self, id: &str) -> Arc<CampaignLive> {
         let c = Arc::new(CampaignLive {
             id: id.to_string(),
             ..CampaignLive::default()
         });
-        lock(&self.campaigns).push(c.clone());
+        let mut campaigns = lock(&self.campaigns);
+        campaigns.retain(|old| old.id != id);
+        campaigns.push(c.clone());
         c
     }
 

@@ -49,13 +49,16 @@ pub(crate) struct Tag {
     pub campaign: usize,
 }
 
-/// Why no source IP took a site's next job.
+/// Why no source IP took a site's next job. The order matters: the rotation names the
+/// earliest refusal, and a full engine queue (room comes back with the next report) is
+/// earlier than any warm-up hold — a site whose warm IP is merely busy must not wait for the
+/// warming IP's next paced slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum NoRoom {
-    /// No warm-up budget for the site's provider until then.
-    Hold(Instant),
     /// The route's queue in the engine is full (room comes back with a report).
     Full,
+    /// No warm-up budget for the site's provider until then.
+    Hold(Instant),
 }
 
 /// Limits and policy of the dispatcher.
@@ -823,5 +826,20 @@ impl Dispatcher {
             }
             self.fetching += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod no_room_tests {
+    use super::NoRoom;
+
+    #[test]
+    fn a_full_queue_is_earlier_than_any_warmup_hold() {
+        // Regression: with Hold first, a warm IP whose engine queue was full and a warming IP
+        // waiting for its paced slot held the whole site until that slot (a 12 s run took
+        // 256 s), instead of waiting for the warm IP's next report.
+        let soon = std::time::Instant::now();
+        assert!(NoRoom::Full < NoRoom::Hold(soon));
+        assert_eq!(NoRoom::Hold(soon).min(NoRoom::Full), NoRoom::Full);
     }
 }

@@ -17,7 +17,15 @@ fn config(dir: &Path, sink: &SinkHandle) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
         source_ips: (2..=3)
-            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
+            .map(|i| {
+                let mut ip =
+                    SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test"));
+                if i == 3 {
+                    ip.warmup = Some("standard".into());
+                    ip.warmup_start = Some("2026-11-20".parse().expect("day"));
+                }
+                ip
+            })
             .collect(),
         routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),
         smtp: volley_engine::SmtpConfig {

@@ -1,0 +1,154 @@
+//! Source IPs with their warm-up state, and the suppression list (add, check, remove).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use volley_scheduler::address::EmailAddress;
+use volley_scheduler::suppression::{unix_now, valid_scope, Entry, Update, GLOBAL};
+use volley_warmup::{day_of, UtcDay, WarmupState};
+
+use super::http::{object, only, opt_str, ApiError};
+use super::App;
+
+/// `GET /ips`: every source IP, its pool and weight, and where it is in its warm-up.
+pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
+    let today = UtcDay::of(SystemTime::now());
+    let ips: Vec<Value> = app
+        .config
+        .source_ips
+        .iter()
+        .map(|ip| {
+            let warmup = match ip.warmup_state() {
+                Ok(WarmupState::Warm) => json!("warm"),
+                Ok(WarmupState::Warming { curve, start }) => json!({
+                    "curve": curve,
+                    "start": start.to_string(),
+                    "day": day_of(start, today),
+                }),
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            json!({
+                "address": ip.address.to_string(),
+                "ehlo_name": ip.ehlo_name,
+                "pool": ip.pool,
+                "weight": ip.weight,
+                "warmup": warmup,
+            })
+        })
+        .collect();
+    Json(Value::Array(ips))
+}
+
+fn address(raw: &str, field: &str) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(raw).map_err(|e| ApiError::field(field, format!("{raw:?}: {e}")))
+}
+
+fn list(raw: Option<&str>, field: &str) -> Result<String, ApiError> {
+    let list = raw.unwrap_or(GLOBAL);
+    if valid_scope(list) {
+        Ok(list.to_string())
+    } else {
+        Err(ApiError::field(
+            field,
+            format!("{list:?}: use 1-64 letters, digits, '.', '_' or '-'"),
+        ))
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, volley_scheduler::suppression::SuppressionError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// `POST /suppression` `{"address": "…", "reason": "…", "list": "…"}`.
+pub async fn add(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = object(&body)?;
+    only(&body, &["address", "reason", "list"])?;
+    let raw = opt_str(&body, "address")?.ok_or_else(|| ApiError::field("address", "missing"))?;
+    let address = address(raw, "address")?;
+    let list = list(opt_str(&body, "list")?, "list")?;
+    let reason = opt_str(&body, "reason")?.unwrap_or("api").to_string();
+    let store = app.service.store().clone();
+    let (a, l) = (address.as_str().to_string(), list.clone());
+    blocking(move || store.apply(&[Update::suppress(l, a, Entry::new(reason, "api", unix_now()))])).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "address": address.as_str(), "list": list, "suppressed": true })),
+    ))
+}
+
+/// The address in the path and the list in the query (`global` when absent), checked.
+pub struct Target {
+    address: EmailAddress,
+    list: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Target, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::field("address", e.to_string()))?;
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::field("list", e.to_string()))?;
+        Ok(Target {
+            address: address(&raw, "address")?,
+            list: list(query.get("list").map(String::as_str), "list")?,
+        })
+    }
+}
+
+/// `GET /suppression/{address}?list=…`: in the global list, or in `list` too.
+pub async fn check(State(app): State<Arc<App>>, target: Target) -> Result<Json<Value>, ApiError> {
+    let Target { address, list } = target;
+    let store = app.service.store().clone();
+    let a = address.as_str().to_string();
+    let hit = blocking(move || {
+        let scopes: Vec<&str> = if list == GLOBAL {
+            vec![GLOBAL]
+        } else {
+            vec![GLOBAL, &list]
+        };
+        store.check(&scopes, &[a.as_str()]).map(|mut hits| hits.pop().flatten())
+    })
+    .await?;
+    Ok(Json(match hit {
+        Some((scope, entry)) => {
+            json!({ "address": address.as_str(), "suppressed": true, "list": scope, "entry": entry })
+        }
+        None => json!({ "address": address.as_str(), "suppressed": false }),
+    }))
+}
+
+/// `DELETE /suppression/{address}?list=…`: 404 when the list does not hold it.
+pub async fn remove(State(app): State<Arc<App>>, target: Target) -> Result<Json<Value>, ApiError> {
+    let Target { address, list } = target;
+    let store = app.service.store().clone();
+    let (a, l) = (address.as_str().to_string(), list.clone());
+    let removed = blocking(move || {
+        if store.get(&l, &a)?.is_none() {
+            return Ok(false);
+        }
+        store.apply(&[Update::remove(l, a)]).map(|()| true)
+    })
+    .await?;
+    if !removed {
+        return Err(ApiError::not_found(format!("{} is not in `{list}`", address.as_str())));
+    }
+    Ok(Json(
+        json!({ "address": address.as_str(), "list": list, "removed": true }),
+    ))
+}

@@ -1,0 +1,184 @@
+//! Campaign endpoints: launch (from a campaign file on the server or inline campaign TOML, the
+//! same definition `volley send` reads), list, progress, pause, resume, cancel.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use volley_scheduler::campaign::Campaign;
+use volley_scheduler::live::CampaignLive;
+use volley_scheduler::send::Stopper;
+use volley_scheduler::summary::Summary;
+
+use super::http::{object, only, opt_str, ApiError};
+use super::App;
+
+/// A launched campaign as the API tracks it.
+pub struct Entry {
+    live: Arc<CampaignLive>,
+    stopper: Stopper,
+    started: Instant,
+    cancelled: AtomicBool,
+    /// The end: its summary, or why it failed. `None` while it runs.
+    end: Mutex<Option<Result<Summary, String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Entry {
+    fn state(&self) -> &'static str {
+        match &*lock(&self.end) {
+            None if self.live.is_paused() => "paused",
+            None if self.cancelled.load(Ordering::Relaxed) => "cancelling",
+            None => "running",
+            Some(Err(_)) => "failed",
+            Some(Ok(s)) if s.complete => "finished",
+            Some(Ok(_)) if self.cancelled.load(Ordering::Relaxed) => "cancelled",
+            Some(Ok(_)) => "stopped",
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.end).is_none()
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        // A paused campaign must wake to see the stop.
+        self.live.set_paused(false);
+        self.stopper.stop();
+    }
+
+    fn view(&self, app: &App) -> Value {
+        let snapshot = self.live.snapshot();
+        let status = crate::progress::status(
+            &snapshot,
+            app.service.live().open_connections(),
+            self.started.elapsed(),
+            snapshot.finals(),
+            std::time::Duration::ZERO,
+        );
+        let mut view = json!({
+            "id": snapshot.id,
+            "state": self.state(),
+            "progress": status,
+        });
+        match &*lock(&self.end) {
+            Some(Ok(summary)) => view["summary"] = serde_json::to_value(summary).unwrap_or(Value::Null),
+            Some(Err(e)) => view["error"] = Value::String(e.clone()),
+            None => {}
+        }
+        view
+    }
+}
+
+/// `POST /campaigns` `{"path": "campaigns/x.toml"}` or `{"toml": "id = …"}`.
+pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = object(&body)?;
+    only(&body, &["path", "toml"])?;
+    let campaign = match (opt_str(&body, "path")?, opt_str(&body, "toml")?) {
+        (Some(path), None) => {
+            let path = app.base.join(path);
+            Campaign::load(&path).map_err(|e| ApiError::field("path", e.to_string()))?
+        }
+        (None, Some(toml)) => {
+            // Relative paths in it (the recipients file) resolve against the config's folder.
+            let source = app.base.join("(api).toml");
+            Campaign::from_toml(&source, toml).map_err(|e| ApiError::field("toml", e.to_string()))?
+        }
+        _ => return Err(ApiError::field("path", "give exactly one of `path` or `toml`")),
+    };
+    let id = campaign.id().to_string();
+    if lock(&app.campaigns).get(&id).is_some_and(|e| e.is_running()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("campaign `{id}` is already running"),
+        ));
+    }
+    let launched = app
+        .service
+        .launch(&campaign)
+        .map_err(|e| ApiError::field("campaign", e.to_string()))?;
+    let entry = Arc::new(Entry {
+        live: launched.live.clone(),
+        stopper: launched.stopper(),
+        started: Instant::now(),
+        cancelled: AtomicBool::new(false),
+        end: Mutex::new(None),
+    });
+    let waiter = {
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let end = launched.wait().await.map_err(|e| e.to_string());
+            if let Ok(summary) = &end {
+                crate::report::write_html(summary);
+            }
+            *lock(&entry.end) = Some(end);
+        })
+    };
+    lock(&app.waiters).push(waiter);
+    lock(&app.campaigns).insert(id, entry.clone());
+    Ok((StatusCode::CREATED, Json(entry.view(&app))))
+}
+
+/// `GET /campaigns`.
+pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
+    let entries: Vec<Arc<Entry>> = lock(&app.campaigns).values().cloned().collect();
+    Json(Value::Array(entries.iter().map(|e| e.view(&app)).collect()))
+}
+
+fn entry(app: &App, id: &str) -> Result<Arc<Entry>, ApiError> {
+    lock(&app.campaigns)
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no campaign `{id}`")))
+}
+
+/// `GET /campaigns/{id}`.
+pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(entry(&app, &id)?.view(&app)))
+}
+
+fn running(e: &Entry, id: &str) -> Result<(), ApiError> {
+    if e.is_running() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("campaign `{id}` is not running ({})", e.state()),
+        ))
+    }
+}
+
+/// `POST /campaigns/{id}/pause`: nothing new is handed to the connections; what is queued at
+/// a connection or on the wire still goes.
+pub async fn pause(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = entry(&app, &id)?;
+    running(&e, &id)?;
+    e.live.set_paused(true);
+    Ok(Json(e.view(&app)))
+}
+
+/// `POST /campaigns/{id}/resume`.
+pub async fn resume(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = entry(&app, &id)?;
+    running(&e, &id)?;
+    e.live.set_paused(false);
+    Ok(Json(e.view(&app)))
+}
+
+/// `POST /campaigns/{id}/cancel`: stops early (what is on the wire is recorded); launching it
+/// again resumes where it stopped.
+pub async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let e = entry(&app, &id)?;
+    running(&e, &id)?;
+    e.cancel();
+    Ok(Json(e.view(&app)))
+}

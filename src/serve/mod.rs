@@ -1,0 +1,126 @@
+//! `volley serve`: the HTTP control API over one long-lived send service. Every request needs
+//! `Authorization: Bearer <[api] token>`. Campaigns launched through it run together on one
+//! pool and share the source IPs' warm-up budgets.
+//!
+//! - `http.rs` — the token check, JSON errors naming the field, body helpers.
+//! - `campaigns.rs` — launch, list, progress, pause, resume, cancel.
+//! - `admin.rs` — source IPs with their warm-up state; the suppression list.
+//!
+//! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
+//! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
+//! `GET|DELETE /suppression/{address}[?list=L]`, and `GET /metrics` (Prometheus, same token).
+
+mod admin;
+mod campaigns;
+mod http;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Args;
+use volley_scheduler::config::SendConfig;
+use volley_scheduler::send::SendService;
+
+/// `volley serve` arguments.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The operator configuration (its `[api]` table: `listen`, `token` or `token_file`).
+    #[arg(long, default_value = "volley.toml")]
+    pub config: PathBuf,
+    /// Listen here instead of `[api] listen`.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// What the handlers share.
+pub struct App {
+    service: SendService,
+    config: SendConfig,
+    /// The config file's folder: campaign paths and inline campaigns resolve against it.
+    base: PathBuf,
+    token: String,
+    campaigns: Mutex<HashMap<String, Arc<campaigns::Entry>>>,
+    waiters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/campaigns", post(campaigns::launch).get(campaigns::list))
+        .route("/campaigns/{id}", get(campaigns::show))
+        .route("/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/ips", get(admin::ips))
+        .route("/suppression", post(admin::add))
+        .route("/suppression/{address}", get(admin::check).delete(admin::remove))
+        .route(
+            "/metrics",
+            get(|axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
+                crate::metrics::render(app.service.live())
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(app.clone(), http::auth))
+        .with_state(app)
+}
+
+/// Serves until Ctrl-C or SIGTERM, then cancels running campaigns (what is on the wire is
+/// recorded; launching them again resumes) and closes the service.
+pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
+    let config = SendConfig::load(&args.config).context("refusing to start: the configuration is invalid")?;
+    let token = config
+        .api
+        .token()
+        .map_err(|(field, why)| anyhow::anyhow!("refusing to start: {}: {field}: {why}", args.config.display()))?;
+    let listen = args.listen.unwrap_or(config.api.listen);
+    let live = Arc::new(volley_scheduler::live::Live::default());
+    let service = SendService::start(&config, live, true).context("starting the send service")?;
+    let base = args
+        .config
+        .parent()
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let app = Arc::new(App {
+        service,
+        config,
+        base,
+        token,
+        campaigns: Mutex::default(),
+        waiters: Mutex::default(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!(
+        "volley serve: API on http://{} (bearer token from [api])",
+        listener.local_addr().unwrap_or(listen)
+    );
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(crate::send::interrupted())
+        .await
+        .context("serving the API")?;
+    let entries: Vec<Arc<campaigns::Entry>> = lock(&app.campaigns).values().cloned().collect();
+    for e in entries.iter().filter(|e| e.is_running()) {
+        e.cancel();
+    }
+    let waiters: Vec<_> = lock(&app.waiters).drain(..).collect();
+    for w in waiters {
+        let _ = tokio::time::timeout(Duration::from_secs(60), w).await;
+    }
+    match Arc::try_unwrap(app) {
+        Ok(app) => {
+            app.service.shutdown().await;
+        }
+        Err(_) => eprintln!("volley serve: requests still open at shutdown; suppression updates are in the spill file"),
+    }
+    Ok(true)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,287 @@
+//! `volley serve` over real HTTP: the bearer token is required (401), malformed bodies name
+//! their field (400), and an operator launches campaigns (from a file and inline), watches
+//! them, pauses, resumes and cancels them, lists the IPs and edits the suppression list —
+//! against a running service delivering to a `volley sink` process.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+
+use common::{free_port, start_sink, volley, write, Killed};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Api {
+    addr: String,
+}
+
+impl Api {
+    /// `method path` with `token` and a JSON `body`; the status and the JSON answer.
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("send request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read response");
+        let (head, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
+        let json = serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string()));
+        (status, json)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call(method, path, Some(TOKEN), body)
+    }
+
+    fn campaign(&self, id: &str) -> Value {
+        let (status, view) = self.ok("GET", &format!("/campaigns/{id}"), None);
+        assert_eq!(status, 200, "{view}");
+        view
+    }
+
+    fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = self.campaign(id);
+            if done(&view) {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "{id}: timed out waiting for {what}: {view}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn delivered(view: &Value) -> u64 {
+    view["progress"]["delivered"].as_u64().unwrap_or(0)
+}
+
+fn recipients(dir: &Path, id: &str, n: usize) {
+    let rows: String = (0..n).map(|i| format!("u{i}@{id}{}.test\n", i % 5)).collect();
+    write(dir, &format!("{id}.csv"), &format!("email\n{rows}"));
+}
+
+fn campaign_toml(id: &str) -> String {
+    format!(
+        "id = \"{id}\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"{id}.csv\"\n"
+    )
+}
+
+#[test]
+fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sink, sink_addr) = start_sink(&["--latency", "20ms"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n\
+             warmup = \"standard\"\nwarmup_start = \"2026-11-20\"\n\
+             [routes]\n\"*\" = \"{sink_addr}\"\n\
+             [smtp]\nmax_connections_per_host = 2\nqueue_per_host = 4\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    );
+    recipients(dir.path(), "a", 600);
+    recipients(dir.path(), "b", 40);
+    recipients(dir.path(), "c", 2000);
+    write(dir.path(), "a.toml", &campaign_toml("a"));
+    let server = Killed(
+        volley()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .spawn()
+            .expect("volley serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "volley serve did not listen on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = Api { addr: listen };
+
+    // No token, a wrong token: 401 on every endpoint.
+    for (method, path) in [
+        ("GET", "/campaigns"),
+        ("POST", "/campaigns"),
+        ("GET", "/ips"),
+        ("GET", "/metrics"),
+    ] {
+        assert_eq!(api.call(method, path, None, Some("{}")).0, 401, "{method} {path}");
+        assert_eq!(
+            api.call(method, path, Some("wrong-token-0123456789"), Some("{}")).0,
+            401
+        );
+    }
+    // Malformed bodies: 400 naming the field.
+    for (body, field) in [
+        ("not json", "(body)"),
+        ("[1, 2]", "(body)"),
+        (r#"{"path": 3}"#, "path"),
+        (r#"{"pth": "a.toml"}"#, "pth"),
+        (r#"{}"#, "path"),
+        (r#"{"path": "missing.toml"}"#, "path"),
+        (r#"{"toml": "id = 3"}"#, "toml"),
+    ] {
+        let (status, answer) = api.ok("POST", "/campaigns", Some(body));
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {answer}"
+        );
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{answer}");
+    }
+
+    // Launch from the campaign file; watch it deliver.
+    let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "a.toml"}"#));
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["state"], "running");
+    assert_eq!(
+        api.ok("POST", "/campaigns", Some(r#"{"path": "a.toml"}"#)).0,
+        409,
+        "a runs already"
+    );
+    api.wait_for("a", "deliveries", |v| delivered(v) > 20);
+
+    // Pause: what is queued at a connection lands, then nothing more.
+    let (status, view) = api.ok("POST", "/campaigns/a/pause", None);
+    assert_eq!((status, view["state"].as_str()), (200, Some("paused")), "{view}");
+    let mut settled = delivered(&api.campaign("a"));
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = delivered(&api.campaign("a"));
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delivered(&api.campaign("a")), settled, "nothing sent while paused");
+    assert!(settled < 600);
+
+    // A second campaign, inline, joins the running service and finishes while a is paused.
+    let inline = json!({ "toml": campaign_toml("b") }).to_string();
+    let (status, view) = api.ok("POST", "/campaigns", Some(&inline));
+    assert_eq!(status, 201, "{view}");
+    let b = api.wait_for("b", "b to finish", |v| v["state"] == "finished");
+    assert_eq!(b["summary"]["delivered"], 40, "{b}");
+    let (_, all) = api.ok("GET", "/campaigns", None);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+
+    // Resume: a finishes with every recipient delivered once.
+    let (status, view) = api.ok("POST", "/campaigns/a/resume", None);
+    assert_eq!((status, view["state"].as_str()), (200, Some("running")), "{view}");
+    let a = api.wait_for("a", "a to finish", |v| v["state"] == "finished");
+    assert_eq!(a["summary"]["delivered"], 600, "{a}");
+    assert_eq!(
+        api.ok("POST", "/campaigns/a/pause", None).0,
+        409,
+        "a finished campaign cannot pause"
+    );
+
+    // Cancel: c stops early.
+    write(dir.path(), "c.toml", &campaign_toml("c"));
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "c.toml"}"#)).0, 201);
+    api.wait_for("c", "deliveries", |v| delivered(v) > 20);
+    assert_eq!(api.ok("POST", "/campaigns/c/cancel", None).0, 200);
+    let c = api.wait_for("c", "c to stop", |v| v["state"] == "cancelled");
+    assert_eq!(c["summary"]["complete"], false, "{c}");
+    assert!(delivered(&c) < 2000, "{c}");
+    assert_eq!(api.ok("GET", "/campaigns/nope", None).0, 404);
+
+    // IPs and their warm-up state.
+    let (status, ips) = api.ok("GET", "/ips", None);
+    assert_eq!(status, 200);
+    assert_eq!(ips[0]["warmup"], "warm", "{ips}");
+    assert_eq!(ips[1]["warmup"]["curve"], "standard", "{ips}");
+    assert!(ips[1]["warmup"]["day"].as_u64().is_some_and(|d| d >= 1), "{ips}");
+
+    // The suppression list.
+    let add = r#"{"address": "Gone@Example.test", "reason": "complaint"}"#;
+    assert_eq!(api.ok("POST", "/suppression", Some(add)).0, 201);
+    let (_, hit) = api.ok("GET", "/suppression/gone@example.test", None);
+    assert_eq!(
+        (hit["suppressed"].as_bool(), hit["entry"]["reason"].as_str()),
+        (Some(true), Some("complaint")),
+        "{hit}"
+    );
+    assert_eq!(api.ok("DELETE", "/suppression/gone@example.test", None).0, 200);
+    assert_eq!(
+        api.ok("GET", "/suppression/gone@example.test", None).1["suppressed"],
+        false
+    );
+    assert_eq!(api.ok("DELETE", "/suppression/gone@example.test", None).0, 404);
+    let (status, answer) = api.ok("POST", "/suppression", Some(r#"{"address": "no-at-sign"}"#));
+    assert_eq!((status, answer["field"].as_str()), (400, Some("address")), "{answer}");
+    let (status, answer) = api.ok("GET", "/suppression/a@b.test?list=bad%20list", None);
+    assert_eq!((status, answer["field"].as_str()), (400, Some("list")), "{answer}");
+
+    // Metrics of the service, behind the same token.
+    let (status, metrics) = api.ok("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|m| m.contains("volley_outcomes_total{campaign=\"a\",outcome=\"delivered\"} 600")),
+        "{metrics}"
+    );
+
+    // SIGTERM: a clean stop.
+    let pid = server.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "volley serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_usable_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for api in ["", "[api]\ntoken = \"short\"\n"] {
+        let config = write(
+            dir.path(),
+            "volley.toml",
+            &format!("[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n{api}"),
+        );
+        let o = volley()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("volley serve");
+        let out = common::text(&o);
+        assert!(!o.status.success(), "{out}");
+        assert!(out.contains("api.token"), "{out}");
+        assert!(!out.contains("\"short\""), "{out}");
+    }
+}
