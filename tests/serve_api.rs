@@ -214,6 +214,19 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     assert_eq!(ips[0]["warmup"], "warm", "{ips}");
     assert_eq!(ips[1]["warmup"]["curve"], "standard", "{ips}");
     assert!(ips[1]["warmup"]["day"].as_u64().is_some_and(|d| d >= 1), "{ips}");
+    let other = |ip: &Value| -> Value {
+        ip["usage"]
+            .as_array()
+            .and_then(|u| u.iter().find(|p| p["provider"] == "other").cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert!(other(&ips[0])["daily_cap"].is_null(), "a warm IP has no cap: {ips}");
+    let warming = other(&ips[1]);
+    assert!(warming["daily_cap"].as_u64().is_some_and(|c| c > 0), "{ips}");
+    assert!(
+        warming["sent_today"].as_u64().is_some_and(|n| n >= 1),
+        "the warming IP carried some of today's mail: {ips}"
+    );
 
     // The suppression list.
     let add = r#"{"address": "Gone@Example.test", "reason": "complaint"}"#;

@@ -16,9 +16,11 @@ use volley_warmup::{day_of, UtcDay, WarmupState};
 use super::http::{object, only, opt_str, ApiError};
 use super::App;
 
-/// `GET /ips`: every source IP, its pool and weight, and where it is in its warm-up.
+/// `GET /ips`: every source IP, its pool and weight, where it is in its warm-up, and per
+/// provider group today's caps and what it sent today and this hour.
 pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
+    let providers = &app.providers;
     let ips: Vec<Value> = app
         .config
         .source_ips
@@ -33,12 +35,27 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 }),
                 Err(e) => json!({ "error": e.to_string() }),
             };
+            let usage: Vec<Value> = providers
+                .iter()
+                .map(|p| {
+                    let u = app.service.warmup_usage(ip.address, p);
+                    json!({
+                        "provider": p,
+                        "daily_cap": u.caps.map(|c| c.daily),
+                        "hourly_cap": u.caps.map(|c| c.hourly),
+                        "sent_today": u.counts.day,
+                        "sent_this_hour": u.counts.hour,
+                        "backoff_factor": u.factor,
+                    })
+                })
+                .collect();
             json!({
                 "address": ip.address.to_string(),
                 "ehlo_name": ip.ehlo_name,
                 "pool": ip.pool,
                 "weight": ip.weight,
                 "warmup": warmup,
+                "usage": usage,
             })
         })
         .collect();

@@ -44,6 +44,8 @@ pub struct App {
     /// The config file's folder: campaign paths and inline campaigns resolve against it.
     base: PathBuf,
     token: String,
+    /// The provider groups of the warm-up settings (for per-IP usage).
+    providers: Vec<String>,
     campaigns: Mutex<HashMap<String, Arc<campaigns::Entry>>>,
     waiters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -77,6 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         .token()
         .map_err(|(field, why)| anyhow::anyhow!("refusing to start: {}: {field}: {why}", args.config.display()))?;
     let listen = args.listen.unwrap_or(config.api.listen);
+    let providers = config.warmup_policy(&args.config)?.providers.names().to_vec();
     let live = Arc::new(volley_scheduler::live::Live::default());
     let service = SendService::start(&config, live, true).context("starting the send service")?;
     let base = args
@@ -90,6 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         config,
         base,
         token,
+        providers,
         campaigns: Mutex::default(),
         waiters: Mutex::default(),
     });

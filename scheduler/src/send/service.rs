@@ -180,6 +180,12 @@ impl SendService {
         &self.store
     }
 
+    /// An (IP, provider group) pair's warm-up caps today, what it sent today and this hour, and
+    /// its backoff, as the service's budgets count them.
+    pub fn warmup_usage(&self, ip: std::net::IpAddr, provider: &str) -> volley_warmup::budget::Usage {
+        self.shaper.usage(ip, provider)
+    }
+
     /// The live counters of every campaign launched.
     pub fn live(&self) -> &Arc<Live> {
         &self.live
