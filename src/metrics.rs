@@ -107,6 +107,37 @@ pub fn render(live: &Live) -> String {
         "SMTP connections the delivery pool has open.",
     );
     let _ = writeln!(out, "volley_open_connections {}", live.open_connections());
+    let warmup = live.warmup();
+    family(
+        &mut out,
+        "volley_warmup_sent_today",
+        "gauge",
+        "Messages a warming source IP sent today (UTC) to a provider group, all campaigns.",
+    );
+    for w in &warmup {
+        let _ = writeln!(
+            out,
+            "volley_warmup_sent_today{{source_ip=\"{}\",provider=\"{}\"}} {}",
+            w.ip,
+            escape(&w.provider),
+            w.sent_today
+        );
+    }
+    family(
+        &mut out,
+        "volley_warmup_daily_cap",
+        "gauge",
+        "Today's warm-up cap of a warming source IP for a provider group.",
+    );
+    for w in &warmup {
+        let _ = writeln!(
+            out,
+            "volley_warmup_daily_cap{{source_ip=\"{}\",provider=\"{}\"}} {}",
+            w.ip,
+            escape(&w.provider),
+            w.daily_cap
+        );
+    }
     family(
         &mut out,
         "volley_delivery_latency_seconds",

@@ -46,8 +46,10 @@ pub struct Status<'a> {
     pub open_connections: u64,
     /// Estimated seconds to go (`None` until it can be estimated).
     pub eta_s: Option<f64>,
-    /// Deliveries per source IP (the warm-up budget each has used in this run).
+    /// Deliveries per source IP in this run.
     pub by_ip: BTreeMap<String, u64>,
+    /// Each warming IP's use of today's budget per provider group (all campaigns).
+    pub warmup: Vec<volley_scheduler::live::WarmupUse>,
 }
 
 /// The status of `c` now, given its final outcomes at the previous tick `dt` ago.
@@ -88,6 +90,7 @@ pub fn status<'a>(c: &'a CampaignSnapshot, open: u64, elapsed: Duration, previou
         open_connections: open,
         eta_s,
         by_ip,
+        warmup: Vec::new(),
     }
 }
 
@@ -125,7 +128,8 @@ impl Progress {
                 let open = live.open_connections();
                 for c in live.snapshot() {
                     let (before, at) = previous.get(&c.id).copied().unwrap_or((0, started));
-                    let s = status(&c, open, now - started, before, now - at);
+                    let mut s = status(&c, open, now - started, before, now - at);
+                    s.warmup = live.warmup();
                     match &mut display {
                         Some(bars) => bars.show(&s),
                         None => {
@@ -181,7 +185,16 @@ impl Bars {
             || "—".to_string(),
             |e| humantime::format_duration(Duration::from_secs(e as u64)).to_string(),
         );
-        let ips: Vec<String> = s.by_ip.iter().map(|(ip, n)| format!("{ip}:{n}")).collect();
+        let ips: Vec<String> = s
+            .by_ip
+            .iter()
+            .map(|(ip, n)| format!("{ip}:{n}"))
+            .chain(
+                s.warmup
+                    .iter()
+                    .map(|w| format!("{} {} {}/{} today", w.ip, w.provider, w.sent_today, w.daily_cap)),
+            )
+            .collect();
         bar.set_message(format!(
             "delivered {} deferred {} bounced {} expired {} suppressed {} rejected {} | {:.0} msg/s | queue {} retry {} | conns {} | ETA {eta} | {}",
             s.delivered,

@@ -257,6 +257,12 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
             .is_some_and(|m| m.contains("volley_outcomes_total{campaign=\"a\",outcome=\"delivered\"} 600")),
         "{metrics}"
     );
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|m| m.contains("volley_warmup_daily_cap{source_ip=\"127.0.0.3\",provider=\"other\"}")),
+        "the warming IP's cap: {metrics}"
+    );
 
     // SIGTERM: a clean stop.
     let pid = server.0.id().to_string();

@@ -161,11 +161,24 @@ impl CampaignSnapshot {
     }
 }
 
-/// The live counters of every campaign of a run, and the pool's connection gauge.
+/// A warming IP's use of today's budget for one provider group.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WarmupUse {
+    pub ip: std::net::IpAddr,
+    pub provider: String,
+    /// Sent today (UTC), by every campaign and process sharing the counters.
+    pub sent_today: u64,
+    /// Today's cap.
+    pub daily_cap: u64,
+}
+
+/// The live counters of every campaign of a run, the pool's connection gauge, and the warming
+/// IPs' budget use.
 #[derive(Debug, Default)]
 pub struct Live {
     campaigns: Mutex<Vec<Arc<CampaignLive>>>,
     open_connections: AtomicU64,
+    warmup: Mutex<Vec<WarmupUse>>,
 }
 
 impl Live {
@@ -183,6 +196,15 @@ impl Live {
 
     pub(crate) fn set_open_connections(&self, n: u64) {
         self.open_connections.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_warmup(&self, usage: Vec<WarmupUse>) {
+        *lock(&self.warmup) = usage;
+    }
+
+    /// The warming IPs' use of today's budgets (empty when no IP warms up).
+    pub fn warmup(&self) -> Vec<WarmupUse> {
+        lock(&self.warmup).clone()
     }
 
     /// Connections the delivery pool has open.

@@ -158,6 +158,27 @@ impl Shaper {
         self.budgets().usage(ip, provider, now)
     }
 
+    /// Every warming IP's use of today's budget per provider group.
+    pub fn warming_usage(&self) -> Vec<crate::live::WarmupUse> {
+        let mut ips: Vec<IpAddr> = self.warming.iter().copied().collect();
+        ips.sort();
+        let mut out = Vec::new();
+        for ip in ips {
+            for provider in &self.names {
+                let usage = self.usage(ip, provider);
+                if let Some(caps) = usage.caps {
+                    out.push(crate::live::WarmupUse {
+                        ip,
+                        provider: provider.to_string(),
+                        sent_today: usage.counts.day,
+                        daily_cap: caps.daily,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The warm-up clock.
     pub fn clock(&self) -> WarmupClock {
         self.clock

@@ -148,12 +148,13 @@ impl SendService {
                 }
             })
         };
-        // The pool's open connections, for the live counters.
+        // The pool's open connections and the warming IPs' budget use, for the live counters.
         let gauge = {
-            let (pool, live) = (pool.clone(), live.clone());
+            let (pool, live, shaper) = (pool.clone(), live.clone(), shaper.clone());
             tokio::spawn(async move {
                 loop {
                     live.set_open_connections(pool.stats().open_connections);
+                    live.set_warmup(shaper.warming_usage());
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             })
