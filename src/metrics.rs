@@ -108,35 +108,29 @@ pub fn render(live: &Live) -> String {
     );
     let _ = writeln!(out, "volley_open_connections {}", live.open_connections());
     let warmup = live.warmup();
-    family(
-        &mut out,
-        "volley_warmup_sent_today",
-        "gauge",
-        "Messages a warming source IP sent today (UTC) to a provider group, all campaigns.",
-    );
-    for w in &warmup {
-        let _ = writeln!(
-            out,
-            "volley_warmup_sent_today{{source_ip=\"{}\",provider=\"{}\"}} {}",
-            w.ip,
-            escape(&w.provider),
-            w.sent_today
-        );
-    }
-    family(
-        &mut out,
-        "volley_warmup_daily_cap",
-        "gauge",
-        "Today's warm-up cap of a warming source IP for a provider group.",
-    );
-    for w in &warmup {
-        let _ = writeln!(
-            out,
-            "volley_warmup_daily_cap{{source_ip=\"{}\",provider=\"{}\"}} {}",
-            w.ip,
-            escape(&w.provider),
-            w.daily_cap
-        );
+    let budget: [(&str, &str, fn(&volley_scheduler::live::WarmupUse) -> u64); 2] = [
+        (
+            "volley_warmup_sent_today",
+            "Messages a warming source IP sent today (UTC) to a provider group, all campaigns.",
+            |w| w.sent_today,
+        ),
+        (
+            "volley_warmup_daily_cap",
+            "Today's warm-up cap of a warming source IP for a provider group.",
+            |w| w.daily_cap,
+        ),
+    ];
+    for (name, help, value) in budget {
+        family(&mut out, name, "gauge", help);
+        for w in &warmup {
+            let _ = writeln!(
+                out,
+                "{name}{{source_ip=\"{}\",provider=\"{}\"}} {}",
+                w.ip,
+                escape(&w.provider),
+                value(w)
+            );
+        }
     }
     family(
         &mut out,
