@@ -30,6 +30,9 @@ fn outcome_name(o: volley_scheduler::outcome::Outcome) -> String {
         .unwrap_or_default()
 }
 
+/// A warm-up budget gauge's value.
+type BudgetValue = fn(&volley_scheduler::live::WarmupUse) -> u64;
+
 /// A per-campaign gauge's value.
 type Gauge = fn(&volley_scheduler::live::CampaignSnapshot) -> f64;
 
@@ -108,7 +111,7 @@ pub fn render(live: &Live) -> String {
     );
     let _ = writeln!(out, "volley_open_connections {}", live.open_connections());
     let warmup = live.warmup();
-    let budget: [(&str, &str, fn(&volley_scheduler::live::WarmupUse) -> u64); 2] = [
+    let budget: [(&str, &str, BudgetValue); 2] = [
         (
             "volley_warmup_sent_today",
             "Messages a warming source IP sent today (UTC) to a provider group, all campaigns.",
