@@ -14,10 +14,10 @@
 #                   ~2x; use address to check unsafe code in dependencies)
 #   FUZZ_MAX_LEN    largest input libFuzzer generates, in bytes (default 4096)
 #
-# libFuzzer needs a nightly rustc; on a stable toolchain the script sets RUSTC_BOOTSTRAP=1 so
-# stable rustc accepts the -Z flags cargo-fuzz passes. Targets build with debug assertions
-# (integer overflow panics). Crashing inputs land in fuzz/artifacts/TARGET/; reproduce one
-# with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a -s none TARGET fuzz/artifacts/TARGET/FILE`
+# libFuzzer needs a nightly rustc; on a stable toolchain the script runs cargo-fuzz with
+# RUSTC_BOOTSTRAP=1 so stable rustc accepts the -Z flags cargo-fuzz passes. Targets build
+# with debug assertions (integer overflow panics). Crashing inputs land in
+# fuzz/artifacts/TARGET/; reproduce one with `RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a -s none TARGET fuzz/artifacts/TARGET/FILE`
 # (from the repository root). Logs: fuzz/target/fuzz-logs/TARGET.log. Results: benches/FUZZ.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,9 @@ SANITIZER=${FUZZ_SANITIZER:-none}
 MAX_LEN=${FUZZ_MAX_LEN:-4096}
 LOGS=$ROOT/fuzz/target/fuzz-logs
 mkdir -p "$LOGS"
-export RUSTC_BOOTSTRAP=1
+# cargo-fuzz only: stable rustc accepts its -Z flags with this set. Not exported, as cargo
+# fingerprints it and the fallback build would rebuild every dependency.
+cargo_fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 
 # Seed corpora from the shipped examples (libFuzzer adds what it finds; never committed).
 seed() {
@@ -66,7 +68,7 @@ ensure_cargo_fuzz() {
 
 FUZZ_FLAGS=(-O -a -s "$SANITIZER")
 if [ "$ENGINE" != proptest ]; then
-  if ensure_cargo_fuzz && (cd fuzz && cargo fuzz build "${FUZZ_FLAGS[@]}" >"$LOGS/build.log" 2>&1); then
+  if ensure_cargo_fuzz && (cd fuzz && cargo_fuzz build "${FUZZ_FLAGS[@]}" >"$LOGS/build.log" 2>&1); then
     ENGINE=libfuzzer
   elif [ "$ENGINE" = libfuzzer ]; then
     echo "cargo-fuzz could not build the targets; see $LOGS/build.log" >&2
@@ -86,7 +88,7 @@ for t in $TARGETS; do
   seed "$t"
   start=$(date +%s.%N)
   if [ "$ENGINE" = libfuzzer ]; then
-    (cd fuzz && cargo fuzz run "${FUZZ_FLAGS[@]}" "$t" -- \
+    (cd fuzz && cargo_fuzz run "${FUZZ_FLAGS[@]}" "$t" -- \
       -runs="$RUNS" -max_len="$MAX_LEN" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1) \
       >"$LOGS/$t.log" 2>&1
   else
