@@ -124,9 +124,10 @@ pub fn jsonl_recipients(data: &[u8]) {
     recipients(data, "jsonl");
 }
 
-/// Streams `data` as a recipient file: never panics; rows come with increasing lines and
-/// offsets inside the file (lines only non-decreasing: a bare CR ends a CSV record but not a line); a rejection names a field; every row re-fetched by its
-/// (offset, line) is the very row the stream gave.
+/// Streams `data` as a recipient file: never panics; rows come with strictly increasing
+/// offsets inside the file and non-decreasing lines (a bare CR ends a CSV record but not a
+/// line); a rejection names a field; every row re-fetched by its (offset, line) is the very
+/// row the stream gave.
 fn recipients(data: &[u8], ext: &str) {
     let path = scratch().join(format!("recipients.{ext}"));
     fs::write(&path, data).expect("write scratch file");
