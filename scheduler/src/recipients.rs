@@ -186,7 +186,7 @@ impl Layout {
             }),
             Err(e) => Row::Rejected(RejectedRow::new(
                 line,
-                &self.columns[self.email_index],
+                column_label(&self.columns[self.email_index], self.email_index),
                 raw,
                 e.problem.to_string(),
             )),
@@ -305,6 +305,17 @@ fn check_unique(columns: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How a rejection names the column at 0-based `index`: its name, or `(column N)` when the
+/// header left it unnamed (`email,` has an empty second column), so a rejects file never
+/// names an empty field.
+fn column_label(name: &str, index: usize) -> String {
+    if name.is_empty() {
+        format!("(column {})", index + 1)
+    } else {
+        name.to_owned()
+    }
 }
 
 /// Cuts `value` at [`MAX_REJECTED_VALUE_LEN`] on a character boundary.

@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::fetch::FetchError;
-use super::{check_unique, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
+use super::{check_unique, column_label, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 
 /// A CSV file being streamed.
 pub(super) struct CsvSource {
@@ -150,11 +150,12 @@ fn decode(record: &csv::ByteRecord, line: u64, columns: &[String]) -> Result<Vec
         return Err(RejectedRow::new(line, WHOLE_ROW, &value, reason));
     }
     let mut values = Vec::with_capacity(columns.len());
-    for (field, column) in record.iter().zip(columns) {
+    for (i, (field, column)) in record.iter().zip(columns).enumerate() {
         match std::str::from_utf8(field) {
             Ok(s) => values.push(s.to_owned()),
             Err(e) => {
                 let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to());
+                let column = column_label(column, i);
                 return Err(RejectedRow::new(line, column, &String::from_utf8_lossy(field), reason));
             }
         }
@@ -307,5 +308,16 @@ mod tests {
         for chunk in [1, 2, 8192] {
             assert_eq!(starts(data, chunk), [(9, 1), (14, 1), (18, 2)], "chunk {chunk}");
         }
+    }
+
+    /// Fuzz find (csv_recipients): header `email,` has an unnamed second column, and a bad
+    /// value in it was rejected with an empty field name.
+    #[test]
+    fn rejection_in_an_unnamed_column_names_it_by_number() {
+        let columns = ["email".to_owned(), String::new()];
+        let record = csv::ByteRecord::from(vec![&b"a@example.test"[..], &b"\xFFAda"[..]]);
+        let rejected = decode(&record, 2, &columns).unwrap_err();
+        assert_eq!(rejected.field, "(column 2)");
+        assert_eq!(rejected.line, 2);
     }
 }

@@ -11,7 +11,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::fetch::FetchError;
-use super::{check_unique, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
+use super::{check_unique, column_label, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 
 /// A JSONL file being streamed.
 pub(super) struct JsonlSource {
@@ -195,7 +195,7 @@ fn decode(
             Value::Null => String::new(),
             nested => {
                 let reason = "nested arrays and objects are not supported".to_owned();
-                return reject(&key, &nested.to_string(), reason);
+                return reject(&column_label(key.trim(), i), &nested.to_string(), reason);
             }
         };
     }
@@ -231,5 +231,20 @@ fn json_error(e: serde_json::Error) -> String {
     match message.strip_suffix(&suffix) {
         Some(bare) => format!("invalid JSON at column {}: {bare}", e.column()),
         None => format!("invalid JSON: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz find (jsonl_recipients' sibling): a key `""` is a column without a name; a nested
+    /// value under it must not be rejected with an empty field name.
+    #[test]
+    fn rejection_in_an_unnamed_column_names_it_by_number() {
+        let index = HashMap::from([("email".to_owned(), 0), (String::new(), 1)]);
+        let rejected = decode(br#"{"email":"a@example.test","":[1]}"#, 3, &index, 2).unwrap_err();
+        assert_eq!(rejected.field, "(column 2)");
+        assert_eq!(rejected.line, 3);
     }
 }
