@@ -62,8 +62,9 @@ impl Entry {
             &snapshot,
             app.service.live().open_connections(),
             self.started.elapsed(),
-            snapshot.finals(),
-            std::time::Duration::ZERO,
+            // msgs_per_s: the average since launch.
+            0,
+            self.started.elapsed(),
         );
         let mut view = json!({
             "id": snapshot.id,

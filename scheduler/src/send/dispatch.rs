@@ -4,6 +4,7 @@
 //! resolves their destination in lookup tasks, queues them per site, hands them to the engine
 //! site by site in turns, and turns every report into accounting lines: final outcomes, MX
 //! fallback within an attempt (connection failures), retries on the schedule, expiry.
+//! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,20 +12,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
-use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Envelope, Phase, RecipientStatus, RouteKey};
+use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Phase, RecipientStatus, RouteKey};
 
 use super::job::{Job, RowRef};
-use super::priority::{Seat, RECHECK};
+use super::priority::Seat;
 use super::produce::{Congestion, Fetched, Work};
 use super::record::{At, Recorder};
 use super::retry::{next_step, Next, RetryQueue};
-use super::sites::{has_untried, pick_host, Sites};
+use super::sites::{has_untried, Sites};
 use super::state::{DispatchJournal, Pending};
 use super::SendError;
 use crate::config::RetryConfig;
 use crate::outcome::Outcome;
-use crate::rotation::{IpRotation, Refused};
-use crate::routing::{local, Destination, Router};
+use crate::rotation::IpRotation;
+use crate::routing::{Destination, Router};
 use crate::shaping::Shaper;
 
 /// How long a resolved destination is reused without asking the resolver again (which has
@@ -37,6 +38,8 @@ const DESTINATION_CACHE: usize = 50_000;
 /// Rendered jobs one site takes per turn.
 const TURN_BATCH: usize = 32;
 
+mod turns;
+
 /// Identifies a delivery when its report comes back.
 #[derive(Debug)]
 pub(crate) struct Tag {
@@ -47,18 +50,6 @@ pub(crate) struct Tag {
     host: usize,
     /// The campaign's index when several share the pool.
     pub campaign: usize,
-}
-
-/// Why no source IP took a site's next job. The order matters: the rotation names the
-/// earliest refusal, and a full engine queue (room comes back with the next report) is
-/// earlier than any warm-up hold — a site whose warm IP is merely busy must not wait for the
-/// warming IP's next paced slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum NoRoom {
-    /// The route's queue in the engine is full (room comes back with a report).
-    Full,
-    /// No warm-up budget for the site's provider until then.
-    Hold(Instant),
 }
 
 /// Limits and policy of the dispatcher.
@@ -445,197 +436,6 @@ impl Dispatcher {
         (split.clone(), provider)
     }
 
-    /// Gives sites their turns until none can send, journals the batch, hands it over.
-    fn dispatch(&mut self) -> Result<(), SendError> {
-        if self.rate_wait.is_some_and(|t| t > Instant::now()) {
-            return Ok(());
-        }
-        self.rate_wait = None;
-        let per_site = self.limits.per_site;
-        let now = Instant::now();
-        let mut turns = self.sites.ring_len();
-        while turns > 0 {
-            turns -= 1;
-            let Some(key) = self.sites.next_turn() else { break };
-            if let Some(seat) = &self.seat {
-                if seat.gate.outranked(seat.campaign, &key) {
-                    // A higher-priority campaign is waiting here: leave it the room.
-                    self.recheck.get_or_insert(now + RECHECK);
-                    continue;
-                }
-            }
-            let mut deferred_here = Vec::new();
-            let mut hold = None;
-            let Some(site) = self.sites.get_mut(&key) else { continue };
-            let site_provider = site.provider.clone();
-            let mut taken = 0;
-            while taken < TURN_BATCH && site.in_flight < per_site && !site.blocked {
-                let Some(job) = site.ready.pop_front() else { break };
-                let Some(host) = pick_host(site, job.tried, &self.down, now) else {
-                    deferred_here.push(job);
-                    continue;
-                };
-                let mx = &site.dest.hosts[host].1;
-                let provider = site
-                    .provider
-                    .clone()
-                    .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
-                let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
-                // The IP whose turn it is, else any other with room in the engine and warm-up
-                // budget for the site's provider (overflow).
-                let picked = self.rotation.next_ip_with(|ip| {
-                    let route = RouteKey {
-                        source: ip.clone(),
-                        mx: mx.clone(),
-                    };
-                    let queued_here = batch.iter().filter(|d| d.route == route).count();
-                    if pool.room(&route) <= queued_here {
-                        return Err(NoRoom::Full);
-                    }
-                    shaper
-                        .take(ip.ip, &provider, &key)
-                        .map_err(|hold| NoRoom::Hold(hold.until))
-                });
-                let source = match picked {
-                    Ok(ip) => ip.clone(),
-                    Err(Refused::Rate(wait)) => {
-                        site.ready.push_front(job);
-                        self.rate_wait = Some(now + wait);
-                        break;
-                    }
-                    Err(Refused::Other { rate, earliest }) => {
-                        site.ready.push_front(job);
-                        match earliest {
-                            NoRoom::Hold(until) => hold = Some(rate.map_or(until, |w| until.min(now + w))),
-                            NoRoom::Full => site.blocked = true,
-                        }
-                        break;
-                    }
-                };
-                let route = RouteKey { source, mx: mx.clone() };
-                site.meter.tick(now);
-                if self.shaper.is_warming(route.source.ip) {
-                    // Fewer and shorter connections for a warming IP, from today's caps.
-                    // Past its curve the IP is warm again: the pool's own limits.
-                    let limits =
-                        self.shaper
-                            .route_limits(route.source.ip, &provider)
-                            .unwrap_or(volley_engine::RouteLimits {
-                                max_connections: usize::MAX,
-                                max_messages_per_connection: usize::MAX,
-                            });
-                    if self.route_limits.get(&route) != Some(&limits) {
-                        self.pool.set_route_limits(&route, limits);
-                        self.route_limits.insert(route.clone(), limits);
-                    }
-                }
-                let mut job = job;
-                if let Some(since) = job.held_since.take() {
-                    let summary = &mut self.recorder.summary;
-                    summary.warmup_waited += 1;
-                    summary.warmup_wait_s += now.saturating_duration_since(since).as_secs_f64();
-                }
-                if job.attempt == 1 && job.tried == 0 {
-                    // The retry age counts from the first attempt, not from when the row was read.
-                    job.first_at = SystemTime::now();
-                }
-                self.journal.record(job.line, job.attempt)?;
-                let envelope = Envelope {
-                    mail_from: self.mail_from.to_string(),
-                    recipients: vec![job.recipient.as_str().to_string()],
-                };
-                let payload = job.payload.clone();
-                self.batch.push(Delivery {
-                    tag: Tag {
-                        job,
-                        site: key.clone(),
-                        provider,
-                        host,
-                        campaign: self.seat.as_ref().map_or(0, |s| s.campaign),
-                    },
-                    route,
-                    envelope,
-                    payload,
-                });
-                site.in_flight += 1;
-                taken += 1;
-            }
-            if let Some(seat) = &self.seat {
-                let ready = if site.in_flight < per_site { site.ready.len() } else { 0 };
-                seat.gate.publish(seat.campaign, &key, ready, site.in_flight);
-                if site.blocked {
-                    // Room at this route may be freed by another campaign's deliveries.
-                    self.recheck.get_or_insert(now + RECHECK);
-                }
-            }
-            if let Some(until) = hold {
-                self.sites.hold(&key, until, now);
-            }
-            self.sites.wake(&key, per_site);
-            for job in deferred_here {
-                let text = format!(
-                    "every MX host of {key} failed within the last {:?}",
-                    self.limits.retry.host_down
-                );
-                let status = local(Disposition::Deferred, (4, 4, 1), text);
-                let at = At {
-                    site: Some(&key),
-                    provider: site_provider.as_deref(),
-                    route: None,
-                };
-                self.settle(job, at, status, Duration::ZERO, false)?;
-            }
-            self.hand_over()?;
-            if self.rate_wait.is_some() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Journals the turn's deliveries, then hands them to the engine.
-    fn hand_over(&mut self) -> Result<(), SendError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        // Journaled before the engine sees them: a kill from here on counts them as resent.
-        self.journal.flush()?;
-        let mut batch = std::mem::take(&mut self.batch);
-        for delivery in batch.drain(..) {
-            self.in_engine += 1;
-            if let Err(d) = self.pool.try_submit(delivery) {
-                // The route's queue filled up after `room()` was asked: another campaign
-                // sharing the pool got there first (the pool only closes after every
-                // dispatcher has finished). Not a failure: the job waits for room again.
-                self.in_engine -= 1;
-                self.pool_full(d)?;
-            }
-        }
-        self.batch = batch;
-        Ok(())
-    }
-
-    /// Puts a delivery the pool had no room for back at the head of its site's queue; the
-    /// site waits for room (a report, or the recheck when the room is taken by others).
-    fn pool_full(&mut self, d: Delivery<Tag>) -> Result<(), SendError> {
-        let Tag { job, site, .. } = d.tag;
-        self.recheck.get_or_insert(Instant::now() + RECHECK);
-        match self.sites.get_mut(&site) {
-            Some(s) => {
-                s.in_flight -= 1;
-                s.blocked = true;
-                s.ready.push_front(job);
-                Ok(())
-            }
-            // Sites are never removed while jobs are out; should one be missing, the job is
-            // retried rather than lost.
-            None => {
-                let status = local(Disposition::Deferred, (4, 4, 1), "no room in the delivery pool".into());
-                self.settle(job, At::default(), status, Duration::ZERO, false)
-            }
-        }
-    }
-
     fn on_report(&mut self, report: DeliveryReport<Tag>) -> Result<(), SendError> {
         self.in_engine -= 1;
         let DeliveryReport {
@@ -826,20 +626,5 @@ impl Dispatcher {
             }
             self.fetching += 1;
         }
-    }
-}
-
-#[cfg(test)]
-mod no_room_tests {
-    use super::NoRoom;
-
-    #[test]
-    fn a_full_queue_is_earlier_than_any_warmup_hold() {
-        // Regression: with Hold first, a warm IP whose engine queue was full and a warming IP
-        // waiting for its paced slot held the whole site until that slot (a 12 s run took
-        // 256 s), instead of waiting for the warm IP's next report.
-        let soon = std::time::Instant::now();
-        assert!(NoRoom::Full < NoRoom::Hold(soon));
-        assert_eq!(NoRoom::Hold(soon).min(NoRoom::Full), NoRoom::Full);
     }
 }

@@ -5,7 +5,6 @@
 //! when it is `delivered`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use volley_bench::{CannedReply, Fault, Sink, SinkConfig, SinkHandle, Stage, TlsF
 use volley_engine::tls::TlsPolicy;
 use volley_engine::SmtpConfig;
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::config::{RetryConfig, SendConfig, SourceIpConfig};
+use volley_scheduler::config::{RetryConfig, SendConfig};
 use volley_scheduler::summary::Summary;
 
 /// Per-phase timeout of every run: the sink's delays are longer.
@@ -31,10 +30,8 @@ fn smtp(tls: TlsPolicy) -> SmtpConfig {
 fn config(dir: &Path, sink: &SinkHandle, smtp: SmtpConfig, max_age: Duration) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
-        source_ips: (2..=3)
-            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
-            .collect(),
-        routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),
+        source_ips: crate::common::source_ips(2, 3),
+        routes: crate::common::route_all_to(sink.local_addr()),
         smtp,
         max_in_flight: 100,
         retry: RetryConfig {

@@ -2,6 +2,7 @@
 //! (one link and one copy of the dependencies instead of one per file).
 
 mod bounce_rules;
+mod common;
 mod fault_matrix;
 mod input_campaign;
 mod input_fetch;

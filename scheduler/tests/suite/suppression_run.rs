@@ -2,7 +2,6 @@
 //! list scopes apply to their campaigns only, and a Redis outage mid-run loses no update and
 //! lets no suppressed address through.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,16 +9,14 @@ use std::time::Duration;
 use serde_json::Value;
 use volley_bench::{CannedReply, RedisServer, Sink, SinkConfig, SinkHandle, Stage};
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::config::{RetryConfig, SendConfig, SourceIpConfig};
+use volley_scheduler::config::{RetryConfig, SendConfig};
 use volley_scheduler::suppression::{open_store, Entry, SuppressionConfig, Update, GLOBAL};
 
 fn config(dir: &Path, sink: &SinkHandle, suppression: SuppressionConfig) -> SendConfig {
     SendConfig {
         state_dir: dir.join("state"),
-        source_ips: (2..=3)
-            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
-            .collect(),
-        routes: [("*".to_string(), sink.local_addr().to_string())].into_iter().collect(),
+        source_ips: crate::common::source_ips(2, 3),
+        routes: crate::common::route_all_to(sink.local_addr()),
         smtp: volley_engine::SmtpConfig {
             timeouts: volley_engine::timeouts::Timeouts::uniform(Duration::from_secs(5)),
             ..Default::default()
