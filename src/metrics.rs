@@ -240,20 +240,20 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use volley_scheduler::live::Labels;
+    use volley_scheduler::live::AttemptLabels;
     use volley_scheduler::outcome::Outcome;
 
     #[test]
     fn exposition_has_help_type_labels_and_a_cumulative_histogram() {
         let live = Live::default();
         let c = live.campaign("news \"1\"");
-        let labels = Labels {
+        let labels = AttemptLabels {
             outcome: Outcome::Delivered,
-            source_ip: Some("127.0.0.2".into()),
-            site: Some("mx.a.test".into()),
-            category: "delivered".into(),
+            source_ip: "127.0.0.2".parse().ok(),
+            site: Some("mx.a.test"),
+            category: "delivered",
         };
-        c.attempt(labels.clone(), Some(Duration::from_millis(3)));
+        c.attempt(labels, Some(Duration::from_millis(3)));
         c.attempt(labels, Some(Duration::from_millis(40)));
         let text = render(&live);
         assert!(text.contains("# TYPE volley_attempts_total counter"), "{text}");

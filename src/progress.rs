@@ -222,7 +222,7 @@ impl Bars {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use volley_scheduler::live::Labels;
+    use volley_scheduler::live::AttemptLabels;
 
     #[test]
     fn status_has_rate_eta_and_deliveries_per_ip() {
@@ -230,11 +230,11 @@ mod tests {
         let c = live.campaign("c");
         for ip in ["127.0.0.2", "127.0.0.2", "127.0.0.3"] {
             c.attempt(
-                Labels {
+                AttemptLabels {
                     outcome: Outcome::Delivered,
-                    source_ip: Some(ip.into()),
+                    source_ip: ip.parse().ok(),
                     site: None,
-                    category: "delivered".into(),
+                    category: "delivered",
                 },
                 Some(Duration::from_millis(1)),
             );

@@ -1,10 +1,11 @@
 //! Live counters of running campaigns, for progress displays and metrics: outcomes (also by
 //! source IP, site and category), queue gauges, how far the recipient file has been read, a
 //! delivery-latency histogram, and the pool's open connections. Updated by the dispatchers and
-//! readers as they go (atomics; one short lock per attempt for the labelled counts), read at
-//! any time with [`Live::snapshot`].
+//! readers as they go (atomics; one short lock per attempt for the labelled counts, which
+//! allocates nothing once a label set has been seen), read at any time with [`Live::snapshot`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -44,12 +45,37 @@ pub struct Labels {
     pub category: String,
 }
 
+/// The labels of one attempt as the dispatcher has them: borrowed, so that counting an
+/// attempt allocates nothing for label sets already seen.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptLabels<'a> {
+    pub outcome: Outcome,
+    /// The source IP, when a connection was made.
+    pub source_ip: Option<IpAddr>,
+    /// The MX site, when routed.
+    pub site: Option<&'a str>,
+    /// The bounce category (`delivered` for deliveries).
+    pub category: &'a str,
+}
+
+/// Attempt counts by (outcome, source IP), then category, then site (`""`: not routed; a
+/// site name is never empty). Nested so that each level is looked up by a borrowed key.
+type LabelledCounts = HashMap<(Outcome, Option<IpAddr>), HashMap<Box<str>, HashMap<Box<str>, u64>>>;
+
+/// `map[key]`, inserted (the key allocated) only the first time.
+fn slot<'m, V: Default>(map: &'m mut HashMap<Box<str>, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.into(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// One campaign's live counters.
 #[derive(Debug, Default)]
 pub struct CampaignLive {
     id: String,
     outcomes: [AtomicU64; 6],
-    labelled: Mutex<HashMap<Labels, u64>>,
+    labelled: Mutex<LabelledCounts>,
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
     queued: AtomicU64,
@@ -72,7 +98,7 @@ impl CampaignLive {
     }
 
     /// Counts one attempt (or a row that was never sent: suppressed, rejected).
-    pub fn attempt(&self, labels: Labels, latency: Option<Duration>) {
+    pub fn attempt(&self, labels: AttemptLabels<'_>, latency: Option<Duration>) {
         self.outcomes[index(labels.outcome)].fetch_add(1, Ordering::Relaxed);
         if let Some(latency) = latency.filter(|_| labels.outcome == Outcome::Delivered) {
             let s = latency.as_secs_f64();
@@ -86,7 +112,9 @@ impl CampaignLive {
                 Ordering::Relaxed,
             );
         }
-        *lock(&self.labelled).entry(labels).or_default() += 1;
+        let mut counts = lock(&self.labelled);
+        let by_category = counts.entry((labels.outcome, labels.source_ip)).or_default();
+        *slot(slot(by_category, labels.category), labels.site.unwrap_or("")) += 1;
     }
 
     /// Rendered and parked messages waiting in this campaign's queues, and deferred ones waiting
@@ -105,7 +133,20 @@ impl CampaignLive {
     /// The counters now.
     pub fn snapshot(&self) -> CampaignSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut labelled: Vec<(Labels, u64)> = lock(&self.labelled).iter().map(|(l, n)| (l.clone(), *n)).collect();
+        let mut labelled: Vec<(Labels, u64)> = Vec::new();
+        for (&(outcome, ip), by_category) in lock(&self.labelled).iter() {
+            for (category, by_site) in by_category {
+                for (site, &n) in by_site {
+                    let labels = Labels {
+                        outcome,
+                        source_ip: ip.map(|ip| ip.to_string()),
+                        site: (!site.is_empty()).then(|| site.to_string()),
+                        category: category.to_string(),
+                    };
+                    labelled.push((labels, n));
+                }
+            }
+        }
         labelled.sort();
         CampaignSnapshot {
             id: self.id.clone(),
@@ -222,12 +263,12 @@ impl Live {
 mod tests {
     use super::*;
 
-    fn labels(outcome: Outcome, ip: &str) -> Labels {
-        Labels {
+    fn labels(outcome: Outcome, ip: &str) -> AttemptLabels<'static> {
+        AttemptLabels {
             outcome,
-            source_ip: Some(ip.into()),
-            site: Some("mx.a.test".into()),
-            category: "delivered".into(),
+            source_ip: ip.parse().ok(),
+            site: Some("mx.a.test"),
+            category: "delivered",
         }
     }
 
@@ -251,6 +292,8 @@ mod tests {
         );
         assert_eq!(s.labelled.len(), 2);
         assert_eq!(s.labelled[0].1, 2);
+        assert_eq!(s.labelled[0].0.source_ip.as_deref(), Some("127.0.0.2"));
+        assert_eq!(s.labelled[0].0.site.as_deref(), Some("mx.a.test"));
         assert_eq!(s.latency[0], 1, "3 ms in the 5 ms bucket");
         assert_eq!(s.latency[7], 1, "700 ms in the 1 s bucket");
         assert_eq!(s.latency.iter().sum::<u64>(), 2, "deferrals have no delivery latency");

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::address::EmailAddress;
 
+mod block_file;
 mod csv_file;
 mod dedup;
 mod duplicates;

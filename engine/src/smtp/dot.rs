@@ -48,6 +48,88 @@ pub enum DataError {
 /// Normalises line endings to CRLF (a bare LF or a bare CR ends a line), doubles a leading dot
 /// on every line, refuses over-long lines, ends the message with CRLF and appends `.\r\n`.
 pub fn prepare(message: &[u8]) -> Result<DataPayload, DataError> {
+    match wire_ready(message) {
+        Some(ready) => {
+            let mut out = Vec::with_capacity(message.len() + TAIL);
+            out.extend_from_slice(message);
+            Ok(ready.finish(out))
+        }
+        None => prepare_slow(message),
+    }
+}
+
+/// Like [`prepare`], but takes the message by value: a message that already has CRLF line
+/// ends, no line starting with a dot and no over-long line (what mail-builder and the DKIM
+/// signer produce) becomes the payload without being copied.
+pub fn prepare_owned(mut message: Vec<u8>) -> Result<DataPayload, DataError> {
+    match wire_ready(&message) {
+        Some(ready) => {
+            message.reserve(TAIL);
+            Ok(ready.finish(message))
+        }
+        None => prepare_slow(&message),
+    }
+}
+
+/// Most bytes appended to a wire-ready message: a final CRLF and the `.\r\n` terminator.
+const TAIL: usize = 5;
+
+/// A message that needs no change but its ending (see [`wire_ready`]).
+struct WireReady {
+    /// The message does not end with CRLF (and is not empty).
+    needs_crlf: bool,
+    eight_bit: bool,
+}
+
+impl WireReady {
+    fn finish(self, mut out: Vec<u8>) -> DataPayload {
+        if self.needs_crlf {
+            out.extend_from_slice(b"\r\n");
+        }
+        let message_size = out.len() as u64;
+        out.extend_from_slice(b".\r\n");
+        DataPayload {
+            bytes: Bytes::from(out),
+            eight_bit: self.eight_bit,
+            message_size,
+        }
+    }
+}
+
+/// `Some` when every line of `message` already ends with CRLF (the last may have no ending),
+/// no line starts with a dot, no line is longer than [`MAX_LINE`] and there is no bare CR:
+/// then [`prepare_slow`] would only append the ending, and the bytes can be used as they are.
+fn wire_ready(message: &[u8]) -> Option<WireReady> {
+    let mut line_start = 0;
+    let mut lines = 0usize;
+    for lf in memchr::memchr_iter(b'\n', message) {
+        // A bare LF, or a line that is too long or starts with a dot: the slow path decides.
+        if lf == line_start || message[lf - 1] != b'\r' {
+            return None;
+        }
+        if lf - 1 - line_start > MAX_LINE || message[line_start] == b'.' {
+            return None;
+        }
+        line_start = lf + 1;
+        lines += 1;
+    }
+    let last = &message[line_start..];
+    if last.len() > MAX_LINE || last.first() == Some(&b'.') {
+        return None;
+    }
+    // Every LF has its CR; any other CR is a bare one (a line end to normalise).
+    if memchr::memchr_iter(b'\r', message).count() != lines {
+        return None;
+    }
+    Some(WireReady {
+        needs_crlf: !last.is_empty(),
+        // No short-circuit: the OR over all bytes vectorises.
+        eight_bit: message.iter().fold(0u8, |acc, &b| acc | b) >= 0x80,
+    })
+}
+
+/// The general case of [`prepare`]: line by line, normalising and stuffing.
+fn prepare_slow(message: &[u8]) -> Result<DataPayload, DataError> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
     let mut pos = 0;
     let mut line_no = 1;
@@ -135,6 +217,60 @@ mod tests {
         assert_eq!(p, Ok((4, false)));
         let p = prepare("h\u{e9}\n".as_bytes()).map(|p| (p.message_size(), p.is_eight_bit()));
         assert_eq!(p, Ok((5, true)));
+    }
+
+    /// The fast path and the zero-copy path give exactly what the line-by-line path gives.
+    fn same_as_slow(msg: &[u8]) {
+        let view = |p: Result<DataPayload, DataError>| {
+            p.map(|p| (p.wire_bytes().to_vec(), p.is_eight_bit(), p.message_size()))
+        };
+        let slow = view(prepare_slow(msg));
+        assert_eq!(view(prepare(msg)), slow, "prepare {msg:?}");
+        assert_eq!(view(prepare_owned(msg.to_vec())), slow, "prepare_owned {msg:?}");
+    }
+
+    #[test]
+    fn fast_path_agrees_on_the_edge_cases() {
+        let long = [vec![b'x'; MAX_LINE], b"\r\n".to_vec(), vec![b'y'; MAX_LINE + 1]].concat();
+        let cases: [&[u8]; 14] = [
+            b"",
+            b"a\r\nb\r\n",
+            b"a\r\nb",
+            b".a\r\n",
+            b"a\r\n.b\r\n",
+            b"a\r\n.",
+            b"a\nb\r\n",
+            b"\n",
+            b"a\rb\r\n",
+            b"a\r",
+            b"\r\n\r\n",
+            "caf\u{e9}\r\n".as_bytes(),
+            &long[..MAX_LINE + 2],
+            &long,
+        ];
+        for case in cases {
+            same_as_slow(case);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_with_the_line_by_line_path(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(b"\r\n".to_vec()),
+                    proptest::strategy::Just(b"\n".to_vec()),
+                    proptest::strategy::Just(b"\r".to_vec()),
+                    proptest::strategy::Just(b".".to_vec()),
+                    proptest::strategy::Just(vec![0xC3, 0xA9]),
+                    proptest::collection::vec(b'a'..=b'z', 0..40),
+                    proptest::strategy::Just(vec![b'x'; MAX_LINE - 1]),
+                ],
+                0..24,
+            )
+        ) {
+            same_as_slow(&parts.concat());
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use super::block_file::BlockFile;
 use super::fetch::FetchError;
 use super::{check_unique, column_label, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 
@@ -80,8 +81,8 @@ impl CsvSource {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .buffer_capacity(4096)
-            .from_reader(file);
+            .buffer_capacity(1024)
+            .from_reader(BlockFile::new(file));
         // The csv reader reads a header row before its first seek; let it be the real one.
         reader.byte_headers().map_err(csv_io_error)?;
         Ok(CsvFetcher {
@@ -94,7 +95,7 @@ impl CsvSource {
 
 /// Re-reads single records by byte offset; the file stays open between fetches.
 pub(super) struct CsvFetcher {
-    reader: csv::Reader<File>,
+    reader: csv::Reader<BlockFile>,
     /// Reused for every record.
     record: csv::ByteRecord,
     /// The end of the header row: no data record starts before.
@@ -104,7 +105,7 @@ pub(super) struct CsvFetcher {
 impl CsvFetcher {
     /// The open file.
     pub(super) fn file(&self) -> &File {
-        self.reader.get_ref()
+        self.reader.get_ref().get_ref()
     }
 
     /// The record starting at `offset` (reported at `line`), decoded as when streamed;

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use super::block_file::BlockFile;
 use super::fetch::FetchError;
 use super::{check_unique, column_label, OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 
@@ -102,8 +103,7 @@ impl JsonlSource {
     /// Turns this source into a fetcher over the same file.
     pub(super) fn into_fetcher(self) -> JsonlFetcher {
         JsonlFetcher {
-            // Small reads: a fetch wants one line, not the file's next pages.
-            reader: BufReader::with_capacity(4096, self.reader.into_inner()),
+            reader: BlockFile::new(self.reader.into_inner()),
             buf: self.buf,
             index: self.index,
         }
@@ -112,7 +112,7 @@ impl JsonlSource {
 
 /// Re-reads single lines by byte offset; the file stays open between fetches.
 pub(super) struct JsonlFetcher {
-    reader: BufReader<File>,
+    reader: BlockFile,
     /// The line being decoded; reused.
     buf: Vec<u8>,
     /// Column name -> index.
@@ -152,7 +152,7 @@ impl JsonlFetcher {
 }
 
 /// Reads one line into `buf` without its line ending; returns the bytes read (0 at EOF).
-fn read_line(reader: &mut BufReader<File>, buf: &mut Vec<u8>) -> io::Result<usize> {
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
     buf.clear();
     let n = reader.read_until(b'\n', buf)?;
     while matches!(buf.last(), Some(b'\n' | b'\r')) {

@@ -93,9 +93,9 @@ impl Built {
     }
 
     /// The job for the final message bytes (signed or not): CRLF, dot-stuffing and line
-    /// lengths are checked and prepared once here.
-    pub fn finish(self, bytes: &[u8]) -> Result<Job, Box<Refused>> {
-        match volley_engine::smtp::dot::prepare(bytes) {
+    /// lengths are checked and prepared once here (a well-formed message is not copied).
+    pub fn finish(self, bytes: Vec<u8>) -> Result<Job, Box<Refused>> {
+        match volley_engine::smtp::dot::prepare_owned(bytes) {
             Err(e) => Err(self.refused("(message)", e.to_string())),
             Ok(payload) => Ok(Job {
                 line: self.line,

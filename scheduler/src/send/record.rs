@@ -79,11 +79,11 @@ impl Recorder {
         }
         let class = self.rules.classify_final(outcome, status);
         self.live.attempt(
-            crate::live::Labels {
+            crate::live::AttemptLabels {
                 outcome,
-                source_ip: source.map(|ip| ip.to_string()),
-                site: site.map(str::to_string),
-                category: class.category.to_string(),
+                source_ip: source,
+                site,
+                category: class.category,
             },
             Some(latency),
         );
@@ -182,11 +182,11 @@ impl Recorder {
     ) -> Result<(), SendError> {
         self.summary.record(outcome, None, domain, None, None);
         self.live.attempt(
-            crate::live::Labels {
+            crate::live::AttemptLabels {
                 outcome,
                 source_ip: None,
                 site: None,
-                category: category.to_string(),
+                category,
             },
             None,
         );

@@ -51,7 +51,7 @@ impl Renderer {
                     threads * QUEUE_PER_THREAD,
                     move |built: Built, signed| {
                         finish(match signed {
-                            Ok(bytes) => built.finish(&bytes),
+                            Ok(bytes) => built.finish(bytes),
                             Err(e) => Err(built.unsigned(&e)),
                         })
                     },
@@ -75,7 +75,7 @@ impl Renderer {
                     (self.done)(Err(closed.item.refused("(dkim)", "the signing pool is closed".into())));
                 }
             }
-            None => (self.done)(built.finish(&bytes)),
+            None => (self.done)(built.finish(bytes)),
         }
         Ok(())
     }
