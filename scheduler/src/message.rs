@@ -200,7 +200,8 @@ impl MessageFactory {
     ) -> Result<Option<String>, RenderError> {
         let Some(template) = template else { return Ok(None) };
         let rendered = template.render(values);
-        if rendered.contains('\0') {
+        // memchr's vectorised search: the body is scanned once per recipient.
+        if memchr::memchr(0, rendered.as_bytes()).is_some() {
             let column = template
                 .columns_used()
                 .find(|&i| values.get(i).is_some_and(|v| v.contains('\0')));
@@ -250,7 +251,7 @@ fn text_part(content_type: &'static str, body: String) -> MimePart<'static> {
 fn seven_bit_crlf(body: &str) -> Option<String> {
     const MAX_7BIT_LINE: usize = 76;
     let bytes = body.as_bytes();
-    if !bytes.is_ascii() || bytes.contains(&b'\r') {
+    if !bytes.is_ascii() || memchr::memchr(b'\r', bytes).is_some() {
         return None;
     }
     let plain = |line: &[u8]| line.len() <= MAX_7BIT_LINE && !matches!(line.last(), Some(b' ' | b'\t'));
@@ -280,7 +281,7 @@ fn is_header_control(c: char) -> bool {
 /// CRLF and lone CR become LF; mail-builder turns every LF into CRLF (a bare CR would
 /// otherwise reach the wire).
 fn normalise_newlines(text: String) -> String {
-    if !text.contains('\r') {
+    if memchr::memchr(b'\r', text.as_bytes()).is_none() {
         return text;
     }
     text.replace("\r\n", "\n").replace('\r', "\n")

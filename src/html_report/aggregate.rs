@@ -1,6 +1,7 @@
 //! Reads an accounting log (JSONL, one line per attempt) once, streaming, into the totals the
 //! report shows. Lines that are not accounting records are counted and named, never fatal.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::Path;
@@ -35,22 +36,55 @@ impl Tally {
     }
 }
 
+/// A map of tallies keyed by name: `map[key]`, the key allocated only on its first line.
+trait Tallies {
+    fn tally_mut(&mut self, key: &str) -> Option<&mut Tally>;
+    fn insert_key(&mut self, key: &str) -> &mut Tally;
+}
+
+impl Tallies for BTreeMap<String, Tally> {
+    fn tally_mut(&mut self, key: &str) -> Option<&mut Tally> {
+        self.get_mut(key)
+    }
+    fn insert_key(&mut self, key: &str) -> &mut Tally {
+        self.entry(key.to_owned()).or_default()
+    }
+}
+
+impl Tallies for HashMap<String, Tally> {
+    fn tally_mut(&mut self, key: &str) -> Option<&mut Tally> {
+        self.get_mut(key)
+    }
+    fn insert_key(&mut self, key: &str) -> &mut Tally {
+        self.entry(key.to_owned()).or_default()
+    }
+}
+
+fn tally(map: &mut impl Tallies, key: &str, outcome: usize) {
+    match map.tally_mut(key) {
+        Some(t) => t.add(outcome),
+        None => map.insert_key(key).add(outcome),
+    }
+}
+
 /// A line of the log as far as the report needs it.
 #[derive(Deserialize)]
 struct Line<'a> {
     ts: &'a str,
-    #[serde(default)]
-    campaign: String,
-    domain: String,
-    #[serde(default)]
-    source_ip: Option<String>,
-    #[serde(default)]
-    site: Option<String>,
-    #[serde(default)]
-    provider: Option<String>,
+    // Borrowed from the line unless it holds escapes: a key is allocated once per map entry.
+    #[serde(default, borrow)]
+    campaign: Cow<'a, str>,
+    #[serde(borrow)]
+    domain: Cow<'a, str>,
+    #[serde(default, borrow)]
+    source_ip: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    site: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    provider: Option<Cow<'a, str>>,
     outcome: &'a str,
-    #[serde(default)]
-    category: String,
+    #[serde(default, borrow)]
+    category: Cow<'a, str>,
     #[serde(default)]
     latency_ms: u64,
 }
@@ -100,7 +134,12 @@ impl Totals {
                 break;
             }
             totals.lines += 1;
-            let text = String::from_utf8_lossy(&buf);
+            // The log is UTF-8 (volley writes it); `from_utf8` checks that faster than the
+            // lossy conversion, which is only needed for a damaged line.
+            let text = match std::str::from_utf8(&buf) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(&buf),
+            };
             if text.trim().is_empty() {
                 continue;
             }
@@ -124,24 +163,27 @@ impl Totals {
         let second = ts.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
         self.per_second.entry(second).or_default().add(outcome);
         self.all.add(outcome);
-        self.campaigns.entry(line.campaign).or_default().add(outcome);
-        self.by_domain.entry(line.domain).or_default().add(outcome);
-        if let Some(site) = line.site {
-            self.by_site.entry(site).or_default().add(outcome);
+        tally(&mut self.campaigns, &line.campaign, outcome);
+        tally(&mut self.by_domain, &line.domain, outcome);
+        if let Some(site) = &line.site {
+            tally(&mut self.by_site, site, outcome);
         }
-        let ip = line.source_ip.unwrap_or_else(|| "(none)".into());
-        let provider = line.provider.unwrap_or_else(|| "(none)".into());
+        let ip = line.source_ip.as_deref().unwrap_or("(none)");
+        let provider = line.provider.as_deref().unwrap_or("(none)");
         if outcome == 0 {
-            *self.ip_provider.entry((ip.clone(), provider.clone())).or_default() += 1;
+            *self
+                .ip_provider
+                .entry((ip.to_owned(), provider.to_owned()))
+                .or_default() += 1;
             let ms = usize::try_from(line.latency_ms)
                 .unwrap_or(usize::MAX)
                 .min(LATENCY_MS_MAX + 1);
             self.latency[ms] += 1;
         } else if !line.category.is_empty() {
-            self.categories.entry(line.category).or_default().add(outcome);
+            tally(&mut self.categories, &line.category, outcome);
         }
-        self.by_ip.entry(ip).or_default().add(outcome);
-        self.by_provider.entry(provider).or_default().add(outcome);
+        tally(&mut self.by_ip, ip, outcome);
+        tally(&mut self.by_provider, provider, outcome);
         Ok(())
     }
 
