@@ -74,6 +74,20 @@ enum Command {
     Sink(volley_bench::SinkArgs),
 }
 
+/// Async worker threads for `command`, when volley chooses (`None`: tokio's default, one per
+/// core, or `TOKIO_WORKER_THREADS` when the operator set it). Sending (`send`, `serve`) leaves
+/// one core to the threads that read the recipient file and render every message (and sign it,
+/// with DKIM on its own pool): on 2 cores one async worker used ~8 % less CPU per message than
+/// two for the same throughput (benches/RESULTS.md, 2026-12-01). `demo` runs the sink in the
+/// same process and keeps every core.
+fn async_workers(command: &Command, operator_set: bool) -> Option<usize> {
+    if operator_set || !matches!(command, Command::Send(_) | Command::Serve(_)) {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some(cores.saturating_sub(1).max(1))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -83,7 +97,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = async_workers(&cli.command, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -186,5 +204,21 @@ mod tests {
         );
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(super::render(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn sending_leaves_a_core_to_the_rendering_threads_unless_the_operator_chose() {
+        use clap::Parser;
+        let command = |args: &[&str]| super::Cli::try_parse_from(args).map(|c| c.command).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let send = command(&["volley", "send", "c.toml"]);
+        assert_eq!(super::async_workers(&send, false), Some(cores.saturating_sub(1).max(1)));
+        assert_eq!(super::async_workers(&send, true), None, "TOKIO_WORKER_THREADS wins");
+        let demo = command(&["volley", "demo"]);
+        assert_eq!(
+            super::async_workers(&demo, false),
+            None,
+            "the demo's sink shares the runtime"
+        );
     }
 }
