@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2153  # variables shared with peers.sh, which sources this file
 # Sourced by benches/peers.sh: Postfix as a relay, the peer "(b)" of issue 6. A private Postfix
 # instance (its own config directory, queue, data directory and log, generated from
 # postfix-relay-main.cf.in and postfix-relay-master.cf.in) accepts the same N messages from
