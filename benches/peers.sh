@@ -7,10 +7,13 @@
 #   N=100000 benches/peers.sh            # default N=100000
 #   SOURCE_SESSIONS=16 VOLLEY_TLS="opportunistic disabled" benches/peers.sh
 #   VOLLEY_DKIM="rsa ed25519" benches/peers.sh   # extra volley rows with DKIM signing on
+#   POSTFIX_RELAY="" benches/peers.sh            # skip the Postfix relay rows (the slow ones)
 #
-# Every socket is on 127.0.0.0/8: smtp-sink listens on 127.0.0.1, volley sends from
-# 127.0.0.2-5. Installs postfix (for smtp-sink/smtp-source) and jq when missing, and makes sure
-# the Postfix daemon itself is not running.
+# Rows: (a) smtp-source -> smtp-sink; (b) smtp-source -> a private Postfix relay -> smtp-sink,
+# queue on disk and queue in a tmpfs (benches/peers/postfix-relay.sh); (c) volley send ->
+# smtp-sink. Every socket is on 127.0.0.0/8: smtp-sink and the relay listen on 127.0.0.1, volley
+# sends from 127.0.0.2-5. Installs postfix (for smtp-sink/smtp-source and the relay), jq and bc
+# when missing, and makes sure the system's Postfix daemon is not running.
 set -euo pipefail
 
 N=${N:-100000}
@@ -23,6 +26,9 @@ VOLLEY_TLS=${VOLLEY_TLS:-"opportunistic disabled"}
 # Extra volley rows with every message DKIM-signed (a key made by `volley dkim keygen`), with the
 # first TLS policy: "rsa" (RSA-2048), "ed25519", or both.
 VOLLEY_DKIM=${VOLLEY_DKIM:-""}
+# Postfix-as-a-relay rows, one per queue location: "disk" (/var/tmp), "tmpfs"; empty to skip.
+# Needs root (Postfix's master starts as root).
+POSTFIX_RELAY=${POSTFIX_RELAY-"disk tmpfs"}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/benches/peers
@@ -35,6 +41,10 @@ CLK_TCK=$(getconf CLK_TCK)
 die() { echo "peers.sh: $*" >&2; exit 1; }
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
+for v in $POSTFIX_RELAY; do [[ $v == disk || $v == tmpfs ]] || die "POSTFIX_RELAY: unknown variant '$v' (disk, tmpfs)"; done
+[[ -z $POSTFIX_RELAY || $(id -u) == 0 ]] || die "the Postfix relay rows need root; run as root or set POSTFIX_RELAY="
+# shellcheck source=benches/peers/postfix-relay.sh
+source "$(dirname "${BASH_SOURCE[0]}")/peers/postfix-relay.sh"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -42,6 +52,7 @@ ensure_packages() {
     local missing=()
     [[ -x $SMTP_SINK && -x $SMTP_SOURCE ]] || missing+=(postfix)
     command -v jq >/dev/null || missing+=(jq)
+    command -v bc >/dev/null || missing+=(bc)
     ((${#missing[@]} == 0)) && return
     [[ $(id -u) == 0 ]] || die "needs ${missing[*]}; run as root or install them"
     # "No configuration": Postfix is installed for its test programs, never as a mail server.
@@ -67,6 +78,7 @@ WORK=$(mktemp -d /tmp/volley-peers.XXXXXX)
 chmod 755 "$WORK"
 SINK_PID=""
 cleanup() {
+    relay_stop
     if [[ -n $SINK_PID ]]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
     if [[ ${KEEP:-0} == 1 ]]; then echo "work files kept in $WORK"; else rm -rf "$WORK"; fi
 }
@@ -150,7 +162,10 @@ SMTP_SOURCE_RATE=$(rate "$N" "$s_real")
 ROWS+=("| Postfix smtp-source | $SMTP_SOURCE_RATE | $SMTP_SOURCE_RATE | 1.00 | $s_real | $s_count | $s_sessions | $(cpu_pct "$s_real" "$s_user" "$s_sys") % | $(cpu_pct "$s_real" "$s_sink_cpu" 0) % |")
 echo "    $N messages in $s_real s: $SMTP_SOURCE_RATE msg/s (smtp-sink counted $s_count)"
 
-# --- (b) volley send -> smtp-sink ---------------------------------------------------------------
+# --- (b) smtp-source -> Postfix relay -> smtp-sink ----------------------------------------------
+for variant in $POSTFIX_RELAY; do run_postfix_relay "$variant"; done
+
+# --- (c) volley send -> smtp-sink ---------------------------------------------------------------
 # N recipients over 1,000 domains, every domain routed to the sink; one message per recipient.
 awk -v n="$N" 'BEGIN { print "email,first_name"; for (i = 0; i < n; i++) printf "user%d@d%d.bench.test,User%d\n", i, i % 1000, i }' \
     >"$WORK/recipients.csv"
@@ -172,7 +187,7 @@ for variant in "${VARIANTS[@]}"; do
         printf '\n[[dkim]]\ndomain = "sender.test"\nselector = "bench"\nkey = "dkim.pem"\n' >>"$run/volley.toml"
     fi
     cmd=("$VOLLEY" send "$run/campaign.toml" --config "$run/volley.toml" --summary-json "$run/summary.json")
-    echo "(b) ${cmd[*]}   [smtp] tls = \"$tls\", dkim = $dkim"
+    echo "(c) ${cmd[*]}   [smtp] tls = \"$tls\", dkim = $dkim"
     VOLLEY_CMDS+=("volley send campaign.toml --config volley.toml --summary-json summary.json  # [smtp] tls = \"$tls\", dkim = $dkim")
     timed "$name" "${cmd[@]}"
     read -r v_real v_user v_sys <"$WORK/$name.time"
@@ -184,6 +199,7 @@ for variant in "${VARIANTS[@]}"; do
     [[ $v_count == "$N" ]] || die "smtp-sink counted $v_count messages from volley, expected $N (tls=$tls)"
     wall_rate=$(rate "$N" "$v_real")
     ratio=$(echo "scale=2; $wall_rate / $SMTP_SOURCE_RATE" | bc)
+    [[ -n ${VOLLEY_RATE:-} ]] || VOLLEY_RATE=$wall_rate
     ROWS+=("| volley send, tls = $tls, dkim = $dkim | $summary_rate | $wall_rate | ${ratio/#./0.} | $v_real | $v_count | $v_sessions | $(cpu_pct "$v_real" "$v_user" "$v_sys") % | $(cpu_pct "$v_real" "$v_sink_cpu" 0) % |")
     echo "    $N messages in $v_real s: $wall_rate msg/s wall clock, $summary_rate msg/s by summary (smtp-sink counted $v_count)"
 done
@@ -196,14 +212,28 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then comm
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
     echo
     echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE."
-    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" benches/peers.sh\`"
+    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" POSTFIX_RELAY=\"$POSTFIX_RELAY\" benches/peers.sh\`"
     echo
     echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${ROWS[@]}"
     echo
+    if [[ -n $POSTFIX_RELAY && -n ${VOLLEY_RATE:-} ]]; then
+        line="" goal=met
+        for v in $POSTFIX_RELAY; do
+            x=$(echo "scale=1; $VOLLEY_RATE / ${RELAY_RATE[$v]}" | bc)
+            line+="${line:+, }**${x}x** Postfix relay (queue on $v)"
+            (($(echo "$x < 20" | bc))) && goal=missed
+        done
+        echo "volley (first row, wall clock) = $line in this run; goal >= 20x: **$goal**."
+        echo
+    fi
     echo "- sink: \`smtp-sink ${SINK_FLAGS[*]} 127.0.0.1:PORT 1024\`, a fresh one per row"
     echo "- smtp-source: \`smtp-source -d -s $SOURCE_SESSIONS -m $N -l 4096 -f bounces@sender.test -t rcpt@dest.test 127.0.0.1:PORT\`"
+    if [[ -n $POSTFIX_RELAY ]]; then
+        echo "- Postfix relay: \`smtp-source -d -s $SOURCE_SESSIONS -m $N -N -l 4096 -f bounces@sender.test -t rcpt@dest.test 127.0.0.1:RELAYPORT\` into a private Postfix $RELAY_VERSION instance (config: benches/peers/postfix-relay-{main,master}.cf.in: relayhost = [127.0.0.1]:SINKPORT, connection cache on, destination concurrency 100, no DNS, in_flow_delay = 0, no chroot, log to a file), a fresh smtp-sink per row; seconds = from the start of the injection until smtp-sink counted N. Client CPU = Postfix (master and all its daemons) + smtp-source. smtp-source cannot vary the recipient domain (-N varies the local part), and with a relayhost Postfix queues every message for the one next hop anyway; the relay sends from 127.0.0.1 only (one smtp_bind_address), volley from 127.0.0.2-5."
+        printf '%s\n' "${RELAY_NOTES[@]}"
+    fi
     for c in "${VOLLEY_CMDS[@]}"; do echo "- volley: \`$c\` (configs: benches/peers/)"; done
     echo "- msg/s (summary) is volley's \`msgs_per_s\` (start-up and CSV reading included); wall clock is N / the process's elapsed time. CPU is (user + sys) / elapsed."
 } >>"$RESULTS"
