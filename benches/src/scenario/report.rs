@@ -200,7 +200,7 @@ impl Report {
         let _ = writeln!(out, "  mix           {}", mix.join(", "));
         let flags = sc.sink_flags();
         if !flags.is_empty() {
-            let _ = writeln!(out, "  sink faults   {}", flags.join(" "));
+            let _ = writeln!(out, "  sink flags    {}", flags.join(" "));
         }
         let _ = writeln!(
             out,

@@ -37,10 +37,13 @@ pub fn default_volley() -> PathBuf {
 /// Runs `scenario`: writes the inputs, starts the sinks and `volley send`, waits for it,
 /// stops the sinks and returns the figures and checks.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, ScenarioError> {
-    let volley = &options.volley;
-    if !volley.is_file() {
-        return Err(ScenarioError::VolleyMissing { path: volley.clone() });
+    if !options.volley.is_file() {
+        return Err(ScenarioError::VolleyMissing {
+            path: options.volley.clone(),
+        });
     }
+    // Absolute: `volley send` runs in the work directory.
+    let volley = &std::fs::canonicalize(&options.volley).map_err(ScenarioError::io(&options.volley))?;
     let say = |text: &str| {
         if options.verbose {
             eprintln!("volley-bench: {text}");
