@@ -82,6 +82,9 @@ pub struct Report {
     pub scenario: Scenario,
     /// When the run started (RFC 3339).
     pub started_at: String,
+    /// The 1, 5 and 15 minute load averages when the run started (`/proc/loadavg`): the
+    /// machine may be shared.
+    pub load_average: Option<String>,
     /// The volley binary.
     pub volley: PathBuf,
     /// The work directory, when kept (`--keep`).
@@ -180,6 +183,8 @@ impl Report {
         let s = &self.summary;
         let mut out = String::new();
         let _ = writeln!(out, "volley-bench run — {}", self.scenario_file.display());
+        let load = self.load_average.as_deref().unwrap_or("unknown");
+        let _ = writeln!(out, "  started       {} (load average {load})", self.started_at);
         let _ = writeln!(
             out,
             "  scenario      {} recipients over {} domains in {} groups, {} B body, DKIM {}, {} source IP(s), TLS {}, {} sink(s)",

@@ -58,6 +58,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
     })?;
     std::fs::write(root.join("scenario.toml"), echo).map_err(ScenarioError::io(root.join("scenario.toml")))?;
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 
     say(&format!(
         "writing {} recipients and the inputs to {}",
@@ -128,6 +131,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
         scenario_file: options.scenario_file.clone(),
         scenario: scenario.clone(),
         started_at,
+        load_average,
         volley: volley.clone(),
         work_dir: options.keep.clone(),
         groups,
