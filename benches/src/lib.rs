@@ -35,13 +35,19 @@
 //!   bytes), for interop and DKIM end-to-end tests.
 //! - [`redis`] — [`RedisServer`]: a throwaway `redis-server` on a loopback port for tests
 //!   (start, stop, restart on the same port).
-//! - `src/bin/volley-bench.rs` — the `volley-bench` command (`volley-bench dns ...`).
+//! - [`scenario`] — `volley-bench run`: a [`scenario::Scenario`] (recipients, domain mix,
+//!   message size, DKIM, source IPs, sink faults) run end to end against `volley sink` and
+//!   `volley send` children: msg/s, delivery latency percentiles, CPU per 1,000 messages, peak
+//!   RSS, consistency checks.
+//! - `src/bin/volley-bench.rs` — the `volley-bench` command (`volley-bench dns ...`,
+//!   `volley-bench run ...`).
 
 #![warn(missing_docs)]
 
 pub mod dns;
 pub mod postfix;
 pub mod redis;
+pub mod scenario;
 pub mod sink;
 
 pub use postfix::{Dumped, PostfixSink};

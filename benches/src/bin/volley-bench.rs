@@ -6,13 +6,19 @@
 //!   (`j = i % sites`) -> A `mx-ip` (round-robin by site). Prints
 //!   `dns listening on ADDR (N domains, S sites)` once it answers, then runs until SIGINT/SIGTERM.
 //!   With port 0 it picks a port free for both UDP and TCP and prints it.
+//! - `volley-bench run [SCENARIO.toml] [--recipients N] [--dkim rsa] [--fault SPEC]... [--json F]`:
+//!   runs a benchmark scenario end to end (`volley sink` and `volley send` children) and prints
+//!   msg/s, delivery latency p50/p99, CPU seconds per 1,000 messages, peak RSS and checks; see
+//!   [`volley_bench::scenario`]. Exit 0 when every check holds, 1 when one fails, 2 on error.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use volley_bench::dns::{BenchDns, BenchZone};
+use volley_bench::scenario::{self, DkimMode, Overrides, RunOptions, Scenario};
 
 #[derive(Parser, Debug)]
 #[command(name = "volley-bench", version, about = "Volley benchmark helpers")]
@@ -25,6 +31,55 @@ struct Cli {
 enum Command {
     /// Serve a generated zone of recipient domains and MX sites on loopback (UDP + TCP).
     Dns(DnsArgs),
+    /// Run a benchmark scenario end to end: generate the list, start `volley sink` child(ren)
+    /// and `volley send`, print msg/s, latency percentiles, CPU per 1,000 messages, peak RSS.
+    Run(RunArgs),
+}
+
+/// `volley-bench run` flags; each given flag replaces the scenario file's value.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The scenario file (TOML); without it, the built-in default (benches/scenarios/default.toml).
+    scenario: Option<PathBuf>,
+    /// Recipients to generate.
+    #[arg(long, value_name = "N")]
+    recipients: Option<u64>,
+    /// Text body size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    message_size: Option<usize>,
+    /// DKIM signing.
+    #[arg(long, value_enum)]
+    dkim: Option<DkimMode>,
+    /// Source IPs (127.0.0.2 onwards).
+    #[arg(long, value_name = "K")]
+    source_ips: Option<u8>,
+    /// Sink processes (domain group g goes to sink g % N).
+    #[arg(long, value_name = "N")]
+    sinks: Option<usize>,
+    /// Seed of the recipient list's shuffle.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Sinks do not offer STARTTLS; volley sends in clear.
+    #[arg(long)]
+    no_tls: bool,
+    /// Percentage of RCPT the sinks answer 451.
+    #[arg(long, value_name = "PCT")]
+    tempfail: Option<f64>,
+    /// Percentage of RCPT the sinks answer 550.
+    #[arg(long, value_name = "PCT")]
+    permfail: Option<f64>,
+    /// Sink reply fault STAGE:KIND[:ARG][@PCT][#COUNT], repeatable (replaces the file's list).
+    #[arg(long = "fault", value_name = "SPEC")]
+    faults: Vec<String>,
+    /// Also write the figures as JSON to this file (`-`: stdout, the table then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep the work directory (inputs, configs, logs, state) here; must be empty.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// The volley binary (default: `volley` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    volley: Option<PathBuf>,
 }
 
 /// `volley-bench dns` flags.
@@ -49,6 +104,20 @@ struct DnsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // Child processes and blocking waits: no async runtime.
+        Command::Run(args) => {
+            return match run_scenario(args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("volley-bench: {}", render(&e));
+                    ExitCode::from(2)
+                }
+            };
+        }
+        other => other,
+    };
     // Two workers: the UDP receive loops keep draining while queries are answered.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,8 +131,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Dns(args) => run_dns(args).await,
+            Command::Run(_) => Ok(()),
         }
     });
     match result {
@@ -73,6 +143,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once (library errors often repeat their source's text).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// `volley-bench run`: `Ok(false)` when the run finished but a check failed.
+fn run_scenario(args: RunArgs) -> anyhow::Result<bool> {
+    let mut scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::builtin()?,
+    };
+    scenario.apply(&Overrides {
+        recipients: args.recipients,
+        message_size: args.message_size,
+        dkim: args.dkim,
+        source_ips: args.source_ips,
+        sinks: args.sinks,
+        seed: args.seed,
+        tls: args.no_tls.then_some(false),
+        tempfail: args.tempfail,
+        permfail: args.permfail,
+        faults: args.faults,
+    })?;
+    let options = RunOptions {
+        volley: args.volley.unwrap_or_else(scenario::default_volley),
+        keep: args.keep,
+        scenario_file: args.scenario.unwrap_or_else(|| PathBuf::from(scenario::BUILTIN_NAME)),
+        verbose: true,
+    };
+    let report = scenario::run(&scenario, &options)?;
+    let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
+    match args.json.as_deref() {
+        Some(path) if path == std::path::Path::new("-") => {
+            eprint!("{}", report.render());
+            println!("{json}");
+        }
+        Some(path) => {
+            print!("{}", report.render());
+            std::fs::write(path, json + "\n").with_context(|| format!("writing the report to {}", path.display()))?;
+        }
+        None => print!("{}", report.render()),
+    }
+    Ok(report.ok)
 }
 
 async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
