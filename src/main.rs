@@ -175,10 +175,8 @@ fn render(e: &anyhow::Error) -> String {
 }
 
 async fn run_sink(args: volley_bench::SinkArgs) -> anyhow::Result<bool> {
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let stats = args.run(shutdown).await?;
+    // Ctrl-C or SIGTERM (a supervisor's or a benchmark script's stop).
+    let stats = args.run(send::terminated()).await?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(true)
 }

@@ -30,8 +30,14 @@ pub struct SendArgs {
     progress_every: std::time::Duration,
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Resolves on Ctrl-C or SIGTERM, telling the operator the run stops and how to resume it.
 pub async fn interrupted() {
+    terminated().await;
+    eprintln!("volley: stopping — waiting for the deliveries on the wire; rerun the same command to resume");
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn terminated() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -51,7 +57,6 @@ pub async fn interrupted() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-    eprintln!("volley: stopping — waiting for the deliveries on the wire; rerun the same command to resume");
 }
 
 /// Runs the campaign; `Ok(true)` when every recipient has a final outcome, `Ok(false)` when it

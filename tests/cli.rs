@@ -297,3 +297,43 @@ fn dkim_keygen_writes_a_key_and_prints_the_record() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!dir.path().join("never.pem").exists());
 }
+
+/// Regression: `volley sink` stopped on Ctrl-C only; a SIGTERM (how supervisors and scripts
+/// stop it) was ignored. It now stops on either and prints its counts as JSON.
+#[test]
+fn the_sink_stops_on_sigterm_and_prints_its_counts() {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let child = volley()
+        .args(["sink", "--listen", &addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sink");
+    let mut sink = common::Killed(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "sink did not start on {addr}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = sink.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = sink.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sink ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut sink.0.stdout.take().unwrap(), &mut out).unwrap();
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(last).is_ok(),
+        "stats line: {out}"
+    );
+}
