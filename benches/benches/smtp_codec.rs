@@ -44,7 +44,11 @@ fn parse_one(buf: &[u8]) -> (Reply, usize) {
 fn reply_parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("smtp_reply_parse");
     group.throughput(Throughput::Elements(1));
-    for (name, input) in [("single_250", SINGLE), ("enhanced_550", ENHANCED), ("ehlo_12_lines", EHLO)] {
+    for (name, input) in [
+        ("single_250", SINGLE),
+        ("enhanced_550", ENHANCED),
+        ("ehlo_12_lines", EHLO),
+    ] {
         assert_eq!(parse_one(input).1, input.len());
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| parse_one(black_box(input)))

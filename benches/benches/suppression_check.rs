@@ -77,7 +77,12 @@ fn batches(size: usize, count: usize) -> Vec<Vec<String>> {
 
 fn bench_store(c: &mut Criterion, name: &str, store: Arc<dyn SuppressionStore>) {
     fill(store.as_ref());
-    let checker = Checker::new(store, Some(LIST), OnUnavailable::Pause, Arc::new(AtomicBool::new(false)));
+    let checker = Checker::new(
+        store,
+        Some(LIST),
+        OnUnavailable::Pause,
+        Arc::new(AtomicBool::new(false)),
+    );
     let mut group = c.benchmark_group(format!("suppression_check_{name}"));
     for size in [256, 1_000] {
         let batches = batches(size, 16);

@@ -64,7 +64,11 @@ fn shaper(c: &mut Criterion) {
     let mut group = c.benchmark_group("warmup_check");
     group.throughput(Throughput::Elements(1));
     group.bench_function("shaper_take_warm_allowed", |b| {
-        b.iter(|| shaper.take(black_box(warm), PROVIDER, &site).expect("a warm IP is never held"))
+        b.iter(|| {
+            shaper
+                .take(black_box(warm), PROVIDER, &site)
+                .expect("a warm IP is never held")
+        })
     });
     group.bench_function("shaper_take_warming_refused_rate", |b| {
         b.iter_custom(|iters| {
@@ -137,7 +141,9 @@ fn budgets_try_take(c: &mut Criterion) {
     group.bench_function("budgets_try_take_daily_cap_refused", |b| {
         b.iter(|| {
             now += Duration::from_millis(1);
-            spent.try_take(black_box(ip), PROVIDER, now).expect_err("today's cap is spent")
+            spent
+                .try_take(black_box(ip), PROVIDER, now)
+                .expect_err("today's cap is spent")
         })
     });
     group.finish();
