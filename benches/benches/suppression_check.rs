@@ -27,7 +27,7 @@ use volley_scheduler::suppression::{
 const LIST: &str = "newsletter";
 const GLOBAL_ENTRIES: usize = 90_000;
 const LIST_ENTRIES: usize = 10_000;
-/// Addresses in 100 of each batch's addresses that are suppressed.
+/// Percentage of each batch's addresses that are in the store.
 const SUPPRESSED_PERCENT: usize = 5;
 
 fn suppressed_address(i: usize) -> String {
