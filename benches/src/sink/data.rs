@@ -100,6 +100,28 @@ mod tests {
     }
 
     #[test]
+    fn finds_marker_at_every_pair_of_splits() {
+        let body = b"ab\r\n.x\r\n\r\n.\r\nQUIT\r\n";
+        let end = body.len() - b"QUIT\r\n".len();
+        for i in 1..body.len() {
+            for j in i + 1..body.len() {
+                let mut scanner = DataScanner::default();
+                scanner.start();
+                let mut offset = 0;
+                let mut found = None;
+                for chunk in [&body[..i], &body[i..j], &body[j..]] {
+                    if let Some(e) = scanner.scan(chunk) {
+                        found = Some(offset + e);
+                        break;
+                    }
+                    offset += chunk.len();
+                }
+                assert_eq!(found, Some(end), "splits at {i} and {j}");
+            }
+        }
+    }
+
+    #[test]
     fn empty_message_ends_immediately() {
         for step in 1..=3 {
             assert_eq!(feed(b".\r\nNOOP\r\n", step), Some((3, 0)));
