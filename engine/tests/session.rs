@@ -271,3 +271,39 @@ async fn a_421_reply_is_the_recipients_status_and_ends_the_connection() {
     );
     sink.shutdown().await;
 }
+
+/// Regression: over TLS, `write_all` returns once rustls has taken the plaintext; when the
+/// socket was full, the last records could stay in rustls' buffer, and the server waited for
+/// the end of the message while the client waited for its reply — until the data-end timeout
+/// (seen twice in a 10,000,000-message run: 421 "Timeout exceeded" after 300 s, then a retry
+/// 30 minutes later). Every write is now flushed to the socket.
+#[tokio::test]
+async fn large_messages_over_tls_reach_the_server_to_the_last_byte() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let config = common::fast_config();
+    let mut session = SmtpSession::connect(&common::source(2), &mx(&sink), &common::params(&config), false)
+        .await
+        .expect("connect");
+    assert!(session.is_tls());
+    let line = "x".repeat(70) + "\r\n";
+    let message = format!(
+        "From: a@sender.test\r\nSubject: big\r\n\r\n{}",
+        line.repeat(4 * 1024 * 1024 / line.len())
+    );
+    let payload = prepare(message.as_bytes()).expect("payload");
+    for i in 0..4 {
+        let envelope = Envelope {
+            mail_from: "b@sender.test".into(),
+            recipients: vec![format!("big{i}@dest.test")],
+        };
+        let result = session.send_message(&envelope, &payload).await;
+        assert_eq!(
+            result.statuses[0].disposition,
+            Disposition::Delivered,
+            "message {i}: {}",
+            result.statuses[0].text
+        );
+    }
+    session.quit().await;
+    sink.shutdown().await;
+}

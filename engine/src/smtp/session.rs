@@ -211,14 +211,15 @@ impl SmtpSession {
     /// Writes everything in `wbuf` within the phase's timeout.
     pub(super) async fn write_wbuf(&mut self, phase: Phase) -> Result<(), SessionError> {
         let limit = self.timeouts.for_phase(phase);
-        let write = self.stream.write_all(&self.wbuf);
-        with_timeout(phase, limit, write).await
+        let stream = &mut self.stream;
+        let wbuf = &self.wbuf;
+        with_timeout(phase, limit, write_flushed(stream, wbuf)).await
     }
 
     /// Writes `bytes` (message content) within the data-block timeout.
     pub(super) async fn write_bytes(&mut self, bytes: &[u8], phase: Phase) -> Result<(), SessionError> {
         let limit = self.timeouts.for_phase(phase);
-        with_timeout(phase, limit, self.stream.write_all(bytes)).await
+        with_timeout(phase, limit, write_flushed(&mut self.stream, bytes)).await
     }
 
     /// Reads one reply, keeping any bytes after it for the next call (pipelining).
@@ -295,4 +296,12 @@ async fn open_tcp(
         error,
     })?;
     Ok(stream)
+}
+
+/// Writes `bytes` and flushes: over TLS, `write_all` is done once rustls holds the plaintext,
+/// and records it could not yet hand to a full socket stay in its buffer until a flush. Without
+/// it the end of a message could wait there while both sides wait for each other.
+async fn write_flushed(stream: &mut SmtpStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
