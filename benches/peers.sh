@@ -206,7 +206,8 @@ done
 
 # --- results ------------------------------------------------------------------------------------
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then commit="$commit + uncommitted changes"; fi
+# The results file itself is not code: appending to it must not mark the next run "uncommitted".
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benches/RESULTS.md") ]]; then commit="$commit + uncommitted changes"; fi
 {
     echo
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
