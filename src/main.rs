@@ -160,18 +160,7 @@ fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
 /// The error and its causes, each once: library errors often repeat their source in their own
 /// message, and `{:#}` would print that text twice.
 fn render(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    volley_bench::error_chain(e.as_ref())
 }
 
 async fn run_sink(args: volley_bench::SinkArgs) -> anyhow::Result<bool> {

@@ -51,6 +51,25 @@ pub mod scenario;
 pub mod sink;
 
 pub use postfix::{Dumped, PostfixSink};
+
+/// An error and its causes, each once, joined by `: ` — library errors often repeat their
+/// source's text in their own message, and `{:#}` would print it twice. Used by the `volley`
+/// and `volley-bench` binaries for what they print on failure.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
 pub use redis::RedisServer;
 pub use sink::{
     CannedReply, Fault, FaultKind, FaultStage, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,

@@ -147,18 +147,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes, each once (library errors often repeat their source's text).
 fn render(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    volley_bench::error_chain(e.as_ref())
 }
 
 /// `volley-bench run`: `Ok(false)` when the run finished but a check failed.

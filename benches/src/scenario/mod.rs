@@ -31,5 +31,4 @@ pub use latency::{read_log, LogFigures, Percentiles};
 pub use recipients::{apportion, assign_groups, body, write_recipients, GroupCount};
 pub use report::{Check, Report, Usage, VolleySummary};
 pub use run::{default_volley, run, RunOptions};
-pub use sinks::SinkCounts;
 pub use spec::{DkimMode, Overrides, Scenario, SinkSpec, BUILTIN_NAME, DEFAULT_SCENARIO};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::latency::{LogFigures, Percentiles};
 use super::recipients::GroupCount;
-use super::sinks::SinkCounts;
 use super::spec::{DkimMode, Scenario};
+use crate::SinkStats;
 
 /// The fields of volley's `--summary-json` read here.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,9 +102,9 @@ pub struct Report {
     /// Delivery latency and outcomes from the accounting log.
     pub log: LogFigures,
     /// The sinks' counters, added up.
-    pub sink: SinkCounts,
+    pub sink: SinkStats,
     /// Each sink's counters.
-    pub per_sink: Vec<SinkCounts>,
+    pub per_sink: Vec<SinkStats>,
     /// The sink processes, together (peak RSS: the largest).
     pub sink_usage: Usage,
     /// Consistency checks.
@@ -115,7 +115,7 @@ pub struct Report {
 
 /// The consistency checks of a run: the list is accounted for, every recipient has an
 /// outcome, and the sinks accepted what volley says was delivered.
-pub fn checks(scenario: &Scenario, summary: &VolleySummary, log: &LogFigures, sink: &SinkCounts) -> Vec<Check> {
+pub fn checks(scenario: &Scenario, summary: &VolleySummary, log: &LogFigures, sink: &SinkStats) -> Vec<Check> {
     let n = scenario.recipients;
     let s = summary;
     let mut out = Vec::new();

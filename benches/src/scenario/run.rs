@@ -8,9 +8,10 @@ use super::error::ScenarioError;
 use super::latency::read_log;
 use super::process::{failed, wait_with_usage, Exit};
 use super::report::{checks, Report, Usage, VolleySummary};
-use super::sinks::{SinkCounts, SinkProcess};
+use super::sinks::SinkProcess;
 use super::spec::Scenario;
 use super::workdir::WorkDir;
+use crate::SinkStats;
 
 /// How a scenario is run.
 #[derive(Clone, Debug)]
@@ -84,7 +85,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
         exit.status
     ));
     let mut per_sink = Vec::with_capacity(sinks.len());
-    let mut sink = SinkCounts::default();
+    let mut sink = SinkStats::default();
     let (mut sink_cpu, mut sink_user, mut sink_sys, mut sink_rss) = (0.0, 0.0, 0.0, 0u64);
     for process in sinks {
         let stopped = process.stop()?;

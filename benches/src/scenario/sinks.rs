@@ -9,49 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::error::ScenarioError;
 use super::process::{failed, interrupt, wait_with_usage, Exit};
+use crate::SinkStats;
 
 /// How long a sink may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a sink may take to stop after SIGINT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The counters a sink prints when it stops (the fields of [`crate::SinkStats`] used here).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SinkCounts {
-    /// Connections served.
-    pub connections: u64,
-    /// Completed STARTTLS handshakes.
-    pub tls_handshakes: u64,
-    /// Messages accepted (2xx after the dot).
-    pub messages: u64,
-    /// Accepted recipients of accepted messages.
-    pub recipients: u64,
-    /// RCPT answered 451 by the tempfail draw.
-    pub rcpt_tempfails: u64,
-    /// RCPT answered 550 by the permfail draw.
-    pub rcpt_permfails: u64,
-    /// Connections dropped without a reply.
-    pub drops: u64,
-    /// Replies spoiled by a `--fault`.
-    pub faults_injected: u64,
-    /// Handshakes spoiled by a `--tls-fault`.
-    pub tls_faults_injected: u64,
-}
-
-impl SinkCounts {
-    /// Adds another sink's counts.
-    pub fn add(&mut self, other: &SinkCounts) {
-        self.connections += other.connections;
-        self.tls_handshakes += other.tls_handshakes;
-        self.messages += other.messages;
-        self.recipients += other.recipients;
-        self.rcpt_tempfails += other.rcpt_tempfails;
-        self.rcpt_permfails += other.rcpt_permfails;
-        self.drops += other.drops;
-        self.faults_injected += other.faults_injected;
-        self.tls_faults_injected += other.tls_faults_injected;
-    }
-}
 
 /// A running sink child.
 pub struct SinkProcess {
@@ -66,7 +29,7 @@ pub struct SinkProcess {
 #[derive(Clone, Debug)]
 pub struct StoppedSink {
     /// Its final counters.
-    pub counts: SinkCounts,
+    pub counts: SinkStats,
     /// Its exit and resource usage.
     pub exit: Exit,
 }

@@ -5,8 +5,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// A snapshot of the sink's counters since it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// A snapshot of the sink's counters since it started (`volley sink` prints it as one JSON
+/// line when it stops; `volley-bench run` reads it back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SinkStats {
     /// Connections served (excluding those refused by `max_connections`).
     pub connections: u64,
@@ -38,6 +40,27 @@ pub struct SinkStats {
     pub faults_injected: u64,
     /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
     pub tls_faults_injected: u64,
+}
+
+impl SinkStats {
+    /// Adds another sink's counters (several sinks of one benchmark run).
+    pub fn add(&mut self, other: &SinkStats) {
+        self.connections += other.connections;
+        self.tls_handshakes += other.tls_handshakes;
+        self.messages += other.messages;
+        self.recipients += other.recipients;
+        self.rcpt_tempfails += other.rcpt_tempfails;
+        self.rcpt_permfails += other.rcpt_permfails;
+        self.canned_replies += other.canned_replies;
+        self.drops += other.drops;
+        self.drops_after_data += other.drops_after_data;
+        self.connections_refused += other.connections_refused;
+        self.reply_flushes += other.reply_flushes;
+        self.commands += other.commands;
+        self.mail_commands += other.mail_commands;
+        self.faults_injected += other.faults_injected;
+        self.tls_faults_injected += other.tls_faults_injected;
+    }
 }
 
 /// The live counters behind [`SinkStats`]. Updated with relaxed atomics: each counter is
