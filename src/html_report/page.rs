@@ -49,6 +49,17 @@ fn bars_of<'a>(rows: impl Iterator<Item = (&'a String, &'a Tally)>) -> Vec<(Stri
 }
 
 /// The whole page for `totals` read from `source` (shown as the log's name).
+/// A chart of outcomes stacked per row, then the same rows as a table.
+fn outcome_bars_and_table(out: &mut String, title: &str, key: &str, rows: &[(&String, &Tally)]) -> anyhow::Result<()> {
+    out.push_str(&charts::stacked_bars(
+        title,
+        &bars_of(rows.iter().copied()),
+        &charts::outcome_series(),
+    )?);
+    tally_table(out, key, rows);
+    Ok(())
+}
+
 pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     let title = format!(
@@ -100,23 +111,12 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     out.push_str(&charts::timeline(&series, width)?);
 
     out.push_str("\n<h2>Per provider group</h2>\n");
-    let outcome_series = charts::outcome_series();
-    out.push_str(&charts::stacked_bars(
-        "Outcomes per provider group",
-        &bars_of(totals.by_provider.iter()),
-        &outcome_series,
-    )?);
     let providers: Vec<(&String, &Tally)> = totals.by_provider.iter().collect();
-    tally_table(&mut out, "provider", &providers);
+    outcome_bars_and_table(&mut out, "Outcomes per provider group", "provider", &providers)?;
 
     out.push_str("<h2>Per source IP</h2>\n");
-    out.push_str(&charts::stacked_bars(
-        "Outcomes per source IP",
-        &bars_of(totals.by_ip.iter()),
-        &outcome_series,
-    )?);
     let ips: Vec<(&String, &Tally)> = totals.by_ip.iter().collect();
-    tally_table(&mut out, "source IP", &ips);
+    outcome_bars_and_table(&mut out, "Outcomes per source IP", "source IP", &ips)?;
 
     out.push_str("<h2>Warm-up budget use: deliveries per source IP and provider group</h2>\n");
     out.push_str("<table><tr><th>source IP</th><th>provider</th><th>delivered</th></tr>\n");
@@ -136,12 +136,7 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     if categories.is_empty() {
         out.push_str("<p>Every attempt delivered.</p>\n");
     } else {
-        out.push_str(&charts::stacked_bars(
-            "Attempts per category",
-            &bars_of(categories.iter().copied()),
-            &outcome_series,
-        )?);
-        tally_table(&mut out, "category", &categories);
+        outcome_bars_and_table(&mut out, "Attempts per category", "category", &categories)?;
     }
 
     out.push_str("<h2>Delivery latency</h2>\n");
@@ -173,7 +168,7 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     out.push_str(&charts::stacked_bars(
         "Deliveries per latency band",
         &bands,
-        &[("delivered", outcome_series[0].1)],
+        &[("delivered", charts::outcome_series()[0].1)],
     )?);
 
     let _ = writeln!(out, "\n<h2>Busiest MX sites (top {TOP})</h2>");

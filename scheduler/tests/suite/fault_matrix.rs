@@ -121,14 +121,18 @@ impl Ledger {
     }
 }
 
-/// Runs the campaign against `sink` and checks the invariants every row shares.
+/// Runs the campaign against `sink` (in a fresh state directory, with `smtp` and the retry
+/// `max_age`) and checks the invariants every row shares.
 async fn run_and_check(
-    dir: &Path,
     sink: &SinkHandle,
     rcpts: &[String],
     text: &str,
-    config: SendConfig,
+    smtp: SmtpConfig,
+    max_age: Duration,
 ) -> (Summary, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let config = config(dir, sink, smtp, max_age);
     let campaign = campaign(dir, rcpts, text);
     let started = Instant::now();
     let summary = tokio::time::timeout(Duration::from_secs(30), volley_scheduler::send::run(&campaign, &config))
@@ -184,15 +188,15 @@ async fn run_and_check(
 /// delivered. Returns the deferrals.
 async fn transient_faults(faults: &[&str], text: &str) -> (Summary, Ledger, SinkHandle) {
     let sink = Sink::start(sink_config(faults, &[])).await.expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(20, &["a.test", "b.test"]);
-    let config = config(
-        dir.path(),
+    let (summary, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        text,
         smtp(TlsPolicy::Opportunistic),
         Duration::from_secs(10),
-    );
-    let (summary, ledger) = run_and_check(dir.path(), &sink, &rcpts, text, config).await;
+    )
+    .await;
     assert_eq!(ledger.count("delivered"), 20, "retried until delivered");
     assert!(!ledger.deferrals.is_empty(), "the fault deferred someone");
     assert!(sink.stats().faults_injected >= 1);
@@ -214,15 +218,15 @@ async fn greeting_421_defers_until_expired_and_sends_nothing() {
     })
     .await
     .expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(10, &["a.test"]);
-    let config = config(
-        dir.path(),
+    let (summary, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        "Hello",
         smtp(TlsPolicy::Opportunistic),
         Duration::from_millis(800),
-    );
-    let (summary, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+    )
+    .await;
     assert_eq!(ledger.count("expired"), 10, "4xx at connect: deferred, then expired");
     assert!(ledger.deferrals.len() >= 10);
     for d in ledger.deferrals.iter().filter(|d| !host_down(d)) {
@@ -246,15 +250,15 @@ async fn rcpt_451_is_retried_until_delivered_or_expired() {
     })
     .await
     .expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(30, &["a.test", "b.test", "never.test"]);
-    let config = config(
-        dir.path(),
+    let (_, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        "Hello",
         smtp(TlsPolicy::Opportunistic),
         Duration::from_millis(1500),
-    );
-    let (_, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+    )
+    .await;
     for rcpt in &rcpts {
         let expected = if rcpt.ends_with("never.test") {
             "expired"
@@ -282,15 +286,15 @@ async fn rcpt_550_bounces_at_once() {
     })
     .await
     .expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(20, &["a.test", "gone.test"]);
-    let config = config(
-        dir.path(),
+    let (summary, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        "Hello",
         smtp(TlsPolicy::Opportunistic),
         Duration::from_secs(5),
-    );
-    let (summary, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+    )
+    .await;
     for rcpt in rcpts.iter().filter(|r| r.ends_with("gone.test")) {
         let line = &ledger.finals[rcpt];
         assert_eq!(
@@ -315,15 +319,15 @@ async fn final_552_and_554_after_data_bounce() {
     })
     .await
     .expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(30, &["a.test", "big.test", "spam.test"]);
-    let config = config(
-        dir.path(),
+    let (_, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        "Hello",
         smtp(TlsPolicy::Opportunistic),
         Duration::from_secs(5),
-    );
-    let (_, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+    )
+    .await;
     for rcpt in &rcpts {
         let line = &ledger.finals[rcpt];
         let (outcome, code) = (line["outcome"].as_str(), line["code"].as_u64());
@@ -399,12 +403,10 @@ async fn a_server_that_stops_reading_blocks_writes_until_the_timeout() {
     let sink = Sink::start(sink_config(&["data:stop-reading#1"], &[]))
         .await
         .expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(3, &["a.test"]);
     let mut smtp = smtp(TlsPolicy::Disabled);
     smtp.timeouts.data_block = Duration::from_secs(3);
-    let config = config(dir.path(), &sink, smtp, Duration::from_secs(20));
-    let (_, ledger) = run_and_check(dir.path(), &sink, &rcpts, &text, config).await;
+    let (_, ledger) = run_and_check(&sink, &rcpts, &text, smtp, Duration::from_secs(20)).await;
     assert_eq!(ledger.count("delivered"), 3);
     assert_eq!(ledger.deferrals.len(), 1, "{:?}", ledger.deferrals);
     let d = &ledger.deferrals[0];
@@ -416,15 +418,15 @@ async fn a_server_that_stops_reading_blocks_writes_until_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_at_random_loses_nothing() {
     let sink = Sink::start(sink_config(&["any:close@4"], &[])).await.expect("sink");
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(60, &["a.test", "b.test", "c.test"]);
-    let config = config(
-        dir.path(),
+    let (_, ledger) = run_and_check(
         &sink,
+        &rcpts,
+        "Hello",
         smtp(TlsPolicy::Opportunistic),
         Duration::from_secs(15),
-    );
-    let (_, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+    )
+    .await;
     assert_eq!(ledger.count("delivered"), 60, "retried until delivered");
     assert!(sink.stats().faults_injected > 0);
     sink.shutdown().await;
@@ -436,15 +438,15 @@ async fn opportunistic_tls_handshake_failures_fall_back_to_clear() {
     // did not fall back).
     for fault in ["garbage", "close", "stall:3s"] {
         let sink = Sink::start(sink_config(&[], &[fault])).await.expect("sink");
-        let dir = tempfile::tempdir().expect("tempdir");
         let rcpts = recipients(10, &["a.test"]);
-        let config = config(
-            dir.path(),
+        let (_, ledger) = run_and_check(
             &sink,
+            &rcpts,
+            "Hello",
             smtp(TlsPolicy::Opportunistic),
             Duration::from_secs(5),
-        );
-        let (_, ledger) = run_and_check(dir.path(), &sink, &rcpts, "Hello", config).await;
+        )
+        .await;
         assert_eq!(ledger.count("delivered"), 10, "{fault}");
         assert!(ledger.finals.values().all(|l| l["tls"] == false), "{fault}: in clear");
         assert!(ledger.deferrals.is_empty(), "{fault}: retried in clear at once");
@@ -456,10 +458,8 @@ async fn opportunistic_tls_handshake_failures_fall_back_to_clear() {
 
 /// A `required` run against `sink`: everything expires and the sink never sees MAIL.
 async fn required_tls_never_sends_in_clear(sink: &SinkHandle, smtp: SmtpConfig) {
-    let dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(6, &["a.test"]);
-    let config = config(dir.path(), sink, smtp, Duration::from_millis(600));
-    let (_, ledger) = run_and_check(dir.path(), sink, &rcpts, "Hello", config).await;
+    let (_, ledger) = run_and_check(sink, &rcpts, "Hello", smtp, Duration::from_millis(600)).await;
     assert_eq!(ledger.count("expired"), 6, "deferred, then expired");
     assert!(ledger.deferrals.len() >= 6);
     let stats = sink.stats();
@@ -494,10 +494,8 @@ async fn required_tls_with_verification_defers_on_a_wrong_name_certificate() {
     let good = Sink::start(SinkConfig::default()).await.expect("sink");
     let good_ca = dir.path().join("good.pem");
     std::fs::write(&good_ca, good.certificate_pem()).expect("ca");
-    let run_dir = tempfile::tempdir().expect("tempdir");
     let rcpts = recipients(3, &["a.test"]);
-    let config = config(run_dir.path(), &good, verified(&good_ca), Duration::from_secs(5));
-    let (_, ledger) = run_and_check(run_dir.path(), &good, &rcpts, "Hello", config).await;
+    let (_, ledger) = run_and_check(&good, &rcpts, "Hello", verified(&good_ca), Duration::from_secs(5)).await;
     assert_eq!(ledger.count("delivered"), 3);
     assert!(ledger.finals.values().all(|l| l["tls"] == true));
     good.shutdown().await;
