@@ -1,10 +1,12 @@
-//! The rejects file: one JSON object per refused recipient row (JSONL), buffered.
+//! The rejects file: one JSON object per refused recipient row (JSONL), buffered. A run
+//! writes a row's line together with its `rejected` accounting line, and appends to what
+//! earlier runs of the campaign wrote, so the file holds every rejected row once.
 //!
 //! ```json
 //! {"file":"recipients.csv","line":12,"field":"email","value":"bad@","reason":"empty domain"}
 //! ```
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,20 @@ impl RejectsWriter {
         })
     }
 
+    /// Opens `path` for appending (creating it); every line will name `source_file`.
+    pub fn append(path: &Path, source_file: &Path) -> io::Result<RejectsWriter> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| with_path(e, path))?;
+        Ok(RejectsWriter {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            source_file: source_file.display().to_string(),
+            count: 0,
+        })
+    }
+
     /// Appends one line.
     pub fn write(&mut self, row: &RejectedRow) -> io::Result<()> {
         let line = Line {
@@ -59,6 +75,11 @@ impl RejectsWriter {
     /// Lines written so far.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Pushes buffered lines to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     /// Flushes and closes the file; returns the number of lines written.
@@ -100,6 +121,20 @@ mod tests {
             serde_json::json!({"file": "list.csv", "line": 12, "field": "email", "value": "bad@", "reason": "empty domain"})
         );
         assert_eq!(lines[1]["value"], "a,\"b\"\n");
+    }
+
+    #[test]
+    fn append_keeps_earlier_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.jsonl");
+        std::fs::write(&path, "{\"line\":2}\n").unwrap();
+        let mut w = RejectsWriter::append(&path, Path::new("list.csv")).unwrap();
+        w.write(&RejectedRow::new(7, "email", "x", "bad")).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0]["line"].as_u64(), lines[1]["line"].as_u64()), (Some(2), Some(7)));
     }
 
     #[test]

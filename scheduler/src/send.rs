@@ -248,7 +248,8 @@ fn prepare(
     let resume = state::resume(&dir)?;
     let journal = state::DispatchJournal::open(&dir)?;
     let log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
-    let rejects = RejectsWriter::create(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?;
+    state::cut_partial_line(&rejects_path)?;
+    let rejects = RejectsWriter::append(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?;
     let mut summary = resume.summary;
     summary.campaign = campaign.id().to_string();
     summary.resent_after_restart = resume.resent_after_restart;
@@ -286,7 +287,7 @@ fn prepare(
         let reading = reading.clone();
         std::thread::Builder::new()
             .name("volley-producer".into())
-            .spawn(move || produce::produce(work_dir, reader, reading, rejects, skip, work_tx))
+            .spawn(move || produce::produce(work_dir, reader, reading, skip, work_tx))
             .map_err(io_err(Path::new("producer thread")))?
     };
     let (fetch_tx, fetch_rx) = crossbeam_channel::unbounded();
@@ -306,6 +307,8 @@ fn prepare(
         clock: shared.shaper.clock(),
         log,
         path: log_path.clone(),
+        rejects,
+        rejects_path: rejects_path.clone(),
         summary,
         rules: shared.rules,
         suppression: Some(shared.writer),

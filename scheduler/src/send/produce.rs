@@ -13,7 +13,6 @@ use super::render::{Done, Renderer, Signing};
 use crate::lineset::LineSet;
 use crate::message::MessageFactory;
 use crate::recipients::{scan_duplicates, RecipientReader, RecipientRow, Row, RowFetcher};
-use crate::rejects::RejectsWriter;
 use crate::suppression::{Checker, Entry, Stopped};
 
 /// What the producer hands to the scheduler.
@@ -91,7 +90,6 @@ pub(crate) fn produce(
     work_dir: PathBuf,
     mut reader: RecipientReader,
     reading: Reading,
-    mut rejects: RejectsWriter,
     skip: Skip,
     work: mpsc::Sender<Work>,
 ) -> ProducerResult {
@@ -130,9 +128,8 @@ pub(crate) fn produce(
         }
         let item = match row {
             Row::Rejected(row) => {
-                // The rejects file is rewritten whole by every run; the accounting log has
-                // the rows earlier runs recorded.
-                rejects.write(&row).map_err(|e| (PathBuf::from("rejects file"), e))?;
+                // The recorder writes the rejects file with the accounting line; rows an
+                // earlier run refused are in both already.
                 if skip.finished.contains(row.line) {
                     continue;
                 }
@@ -174,7 +171,7 @@ pub(crate) fn produce(
                     if batch.len() < CHECK_BATCH {
                         continue;
                     }
-                    open = send_batch(&mut batch, &gate, &renderer, &mut rejects, &work)?;
+                    open = send_batch(&mut batch, &gate, &renderer, &work);
                     if !open {
                         break;
                     }
@@ -188,12 +185,11 @@ pub(crate) fn produce(
         }
     }
     if open {
-        send_batch(&mut batch, &gate, &renderer, &mut rejects, &work)?;
+        send_batch(&mut batch, &gate, &renderer, &work);
         live.set_read(file_size, file_size);
     }
     // Every signed message reaches the dispatcher before the work channel closes.
     renderer.close();
-    rejects.finish().map_err(|e| (PathBuf::from("rejects file"), e))?;
     Ok(counts)
 }
 
@@ -203,17 +199,16 @@ fn send_batch(
     batch: &mut Vec<RecipientRow>,
     gate: &Checker,
     renderer: &Renderer,
-    rejects: &mut RejectsWriter,
     work: &mpsc::Sender<Work>,
-) -> Result<bool, (PathBuf, std::io::Error)> {
+) -> bool {
     if batch.is_empty() {
-        return Ok(true);
+        return true;
     }
     let hits = {
         let addresses: Vec<&str> = batch.iter().map(|r| r.email.as_str()).collect();
         match gate.check_batch(&addresses) {
             Ok(hits) => hits,
-            Err(Stopped) => return Ok(false),
+            Err(Stopped) => return false,
         }
     };
     for (row, hit) in batch.drain(..).zip(hits) {
@@ -222,7 +217,7 @@ fn send_batch(
                 .blocking_send(Work::Suppressed(Box::new(suppressed(&row, hit))))
                 .is_err()
             {
-                return Ok(false);
+                return false;
             }
             continue;
         }
@@ -233,15 +228,12 @@ fn send_batch(
             first_at: SystemTime::now(),
         };
         if let Err(refused) = renderer.render(row, r) {
-            rejects
-                .write(&refused.row)
-                .map_err(|e| (PathBuf::from("rejects file"), e))?;
             if work.blocking_send(Work::Rejected(refused)).is_err() {
-                return Ok(false);
+                return false;
             }
         }
     }
-    Ok(!work.is_closed())
+    !work.is_closed()
 }
 
 fn suppressed(row: &RecipientRow, (scope, entry): (String, Entry)) -> SuppressedRow {

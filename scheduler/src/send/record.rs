@@ -11,6 +11,7 @@ use super::SendError;
 use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
 use crate::bounces::{Action, BounceRules, Classification};
 use crate::outcome::Outcome;
+use crate::rejects::RejectsWriter;
 use crate::summary::Summary;
 use crate::suppression::{unix_now, Entry, SuppressionWriter, Update, GLOBAL};
 
@@ -29,6 +30,9 @@ pub(crate) struct Recorder {
     pub clock: volley_warmup::WarmupClock,
     pub log: AccountingLog,
     pub path: PathBuf,
+    /// The rejects file: a line for every `rejected` accounting line.
+    pub rejects: RejectsWriter,
+    pub rejects_path: PathBuf,
     pub summary: Summary,
     pub rules: std::sync::Arc<BounceRules>,
     /// Where hard and soft bounces go (taken back at the end of the run to be closed).
@@ -149,9 +153,13 @@ impl Recorder {
         self.suppression.as_ref().is_some_and(|w| w.over_bound())
     }
 
-    /// A refused row.
+    /// A refused row: its accounting line and its rejects-file line.
     pub fn rejected(&mut self, refused: &Refused) -> Result<(), SendError> {
         let r = &refused.row;
+        self.rejects.write(r).map_err(|source| SendError::Io {
+            path: self.rejects_path.clone(),
+            source,
+        })?;
         let text = format!("line {}: {}: {}", r.line, r.field, r.reason);
         let (recipient, domain) = (&refused.recipient, &refused.domain);
         self.unsent(Outcome::Rejected, "invalid-recipient", recipient, domain, &text, r.line)
@@ -216,8 +224,12 @@ impl Recorder {
         self.log.write(&record).map_err(self.io())
     }
 
-    /// Pushes buffered lines to the OS.
+    /// Pushes buffered lines (accounting log, rejects file) to the OS.
     pub fn flush(&mut self) -> Result<(), SendError> {
+        self.rejects.flush().map_err(|source| SendError::Io {
+            path: self.rejects_path.clone(),
+            source,
+        })?;
         self.log.flush().map_err(self.io())
     }
 }

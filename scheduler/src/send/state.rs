@@ -178,8 +178,9 @@ pub(crate) fn pin_recipients(dir: &Path, recipients: &Path) -> Result<(), StateE
     }
 }
 
-/// Cuts a partial last line (a write interrupted by a kill) off the accounting log.
-fn cut_partial_line(path: &Path) -> Result<(), StateError> {
+/// Cuts a partial last line (a write interrupted by a kill) off a JSONL file of the state
+/// directory (the accounting log, the rejects file).
+pub(crate) fn cut_partial_line(path: &Path) -> Result<(), StateError> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

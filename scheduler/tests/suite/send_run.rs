@@ -236,3 +236,48 @@ async fn parked_rows_are_bounded_when_one_slow_site_holds_the_whole_list() {
     }
     sink.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_refused_after_the_message_is_built_are_in_the_rejects_file() {
+    // Regression: a header line over 998 octets (a List-Unsubscribe URL that cannot fold) is
+    // found when the built message is prepared for DATA (as a DKIM failure is); such rows were `rejected` in the accounting log but
+    // missing from rejects.jsonl.
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "x".repeat(1500);
+    let csv = format!("email,name,tag\nok1@a.test,One,short\nlong@a.test,Two,{long}\nbad-address,Three,t\nok2@a.test,Four,t\n");
+    std::fs::write(dir.path().join("recipients.csv"), csv).expect("csv");
+    std::fs::write(
+        dir.path().join("campaign.toml"),
+        "id = \"t6\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi {{name}}\"\ntext = \"Hello\"\n\
+         recipients = \"recipients.csv\"\n[list_unsubscribe]\nurl = \"https://u.test/u?t={{tag}}\"\n",
+    )
+    .expect("toml");
+    let campaign = Campaign::load(&dir.path().join("campaign.toml")).expect("campaign loads");
+    let cfg = config(dir.path(), &[("*", sink.local_addr().to_string())]);
+    let summary = volley_scheduler::send::run(&campaign, &cfg).await.expect("run");
+    assert_eq!((summary.delivered, summary.rejected), (2, 2), "{summary:?}");
+    let log = read_log(&summary.accounting_log);
+    let mut rejected: Vec<u64> = log
+        .iter()
+        .filter(|l| l["outcome"] == "rejected")
+        .map(|l| l["line"].as_u64().expect("line"))
+        .collect();
+    rejected.sort_unstable();
+    let mut in_file: Vec<u64> = read_log(&summary.rejects_file)
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    in_file.sort_unstable();
+    assert_eq!(rejected, [3, 4]);
+    assert_eq!(in_file, rejected, "every rejected row is in the rejects file");
+    let again = volley_scheduler::send::run(&campaign, &cfg).await.expect("rerun");
+    assert_eq!(again.rejected, 2);
+    let mut after_rerun: Vec<u64> = read_log(&again.rejects_file)
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    after_rerun.sort_unstable();
+    assert_eq!(after_rerun, rejected, "a rerun keeps the file whole, each row once");
+    sink.shutdown().await;
+}
