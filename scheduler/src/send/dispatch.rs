@@ -373,11 +373,14 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn on_routed(&mut self, job: Job, dest: Result<Destination, RecipientStatus>) -> Result<(), SendError> {
+    fn on_routed(&mut self, mut job: Job, dest: Result<Destination, RecipientStatus>) -> Result<(), SendError> {
         match dest {
             Ok(dest) => self.enqueue(job, &dest),
             // No destination: bounced (null MX, NXDOMAIN) or deferred (DNS trouble).
-            Err(status) => self.settle(job, At::default(), status, Duration::ZERO, false),
+            Err(status) => {
+                job.attempt_began(SystemTime::now());
+                self.settle(job, At::default(), status, Duration::ZERO, false)
+            }
         }
     }
 
@@ -464,6 +467,8 @@ impl Dispatcher {
             }
         }
         self.sites.wake(&site, per_site);
+        let now = SystemTime::now();
+        job.attempt_began(now.checked_sub(latency).unwrap_or(now));
         let Some(mut status) = statuses.into_iter().next() else {
             self.rendered -= 1;
             return Ok(());

@@ -22,7 +22,8 @@ pub(crate) struct Job {
     pub payload: DataPayload,
     /// Attempt number, from 1.
     pub attempt: u32,
-    /// When the first attempt was made (retry age counts from here).
+    /// When the first attempt was made (retry age counts from here); until its first report,
+    /// when the row was read.
     pub first_at: SystemTime,
     /// MX host indexes (of the site's host list) already tried in this attempt.
     pub tried: u64,
@@ -31,6 +32,15 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Notes the first report of an attempt that began at `began`: for the first attempt that
+    /// is when the retry age starts (not when the row was read or handed to the engine, whose
+    /// queue may hold it for long behind a slow connection).
+    pub fn attempt_began(&mut self, began: SystemTime) {
+        if self.attempt == 1 && self.tried == 0 {
+            self.first_at = began;
+        }
+    }
+
     /// The compact form, without the message.
     pub fn to_ref(&self) -> RowRef {
         RowRef {

@@ -117,6 +117,8 @@ struct Seen<'a> {
     next_attempt: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     maybe_duplicate: bool,
+    #[serde(default)]
+    latency_ms: u64,
 }
 
 /// Identity of the recipient file, as pinned in `campaign.json`.
@@ -273,7 +275,10 @@ fn apply(resume: &mut Resume, seen: &Seen<'_>) {
         let at = parse_ts(&seen.ts);
         let first_at = match resume.pending.get(&seen.line) {
             Some(p) => p.first_at,
-            None => at,
+            // The first attempt began `latency_ms` before its line.
+            None => at
+                .checked_sub(std::time::Duration::from_millis(seen.latency_ms))
+                .unwrap_or(at),
         };
         let pending = match &seen.next_attempt {
             Some(next) => Pending {

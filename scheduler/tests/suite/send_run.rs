@@ -281,3 +281,46 @@ async fn rows_refused_after_the_message_is_built_are_in_the_rejects_file() {
     assert_eq!(after_rerun, rejected, "a rerun keeps the file whole, each row once");
     sink.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_counts_from_the_first_attempt_not_from_the_hand_over() {
+    // Regression: with one slow connection the engine's queue holds messages for longer than
+    // `max_age`; the age counted from when the row was handed over (or read), so most
+    // recipients expired at attempt 1 without a retry.
+    let sink = Sink::start(SinkConfig {
+        tempfail_pct: 100.0,
+        latency: Duration::from_millis(60),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 24;
+    let mut csv = String::from("email,name\n");
+    for i in 0..n {
+        csv.push_str(&format!("u{i}@slow.test,N{i}\n"));
+    }
+    let campaign = write_campaign(dir.path(), &csv);
+    let mut cfg = config(dir.path(), &[("*", sink.local_addr().to_string())]);
+    cfg.source_ips.truncate(1);
+    cfg.smtp.max_connections_per_host = 1;
+    cfg.retry = RetryConfig {
+        schedule: vec![Duration::from_millis(100).into()],
+        max_age: Duration::from_millis(800),
+        host_down: Duration::from_secs(60),
+    };
+    let summary = volley_scheduler::send::run(&campaign, &cfg).await.expect("run");
+    assert_eq!(summary.expired, n as u64, "{summary:?}");
+    let log = read_log(&summary.accounting_log);
+    let first_try_expiries: Vec<&Value> = log
+        .iter()
+        .filter(|l| l["outcome"] == "expired" && l["attempt"] == 1)
+        .collect();
+    assert!(
+        first_try_expiries.is_empty(),
+        "{} of {n} recipients expired at their first attempt: {:?}",
+        first_try_expiries.len(),
+        first_try_expiries.first()
+    );
+    sink.shutdown().await;
+}

@@ -4,7 +4,7 @@
 //! blocked (engine queues full) until that changes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use volley_engine::{Delivery, Disposition, Envelope, RouteKey};
 
@@ -118,10 +118,6 @@ impl Dispatcher {
                     let summary = &mut self.recorder.summary;
                     summary.warmup_waited += 1;
                     summary.warmup_wait_s += now.saturating_duration_since(since).as_secs_f64();
-                }
-                if job.attempt == 1 && job.tried == 0 {
-                    // The retry age counts from the first attempt, not from when the row was read.
-                    job.first_at = SystemTime::now();
                 }
                 self.journal.record(job.line, job.attempt)?;
                 let envelope = Envelope {
