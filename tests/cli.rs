@@ -121,6 +121,31 @@ fn bad_config_refuses_to_start() {
 }
 
 #[test]
+fn send_refuses_a_source_ip_this_host_cannot_bind() {
+    // Regression: the run started and deferred, expired and soft-bounced every recipient
+    // given to the missing IP. 192.0.2.1 (RFC 5737) is on no interface; binding it sends nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let campaign = repo().join("config/campaigns/welcome.toml");
+    let config = write(
+        dir.path(),
+        "v.toml",
+        "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m2.test\"\n\
+         [[source_ips]]\naddress = \"192.0.2.1\"\nehlo_name = \"m9.test\"\n[routes]\n\"*\" = \"127.0.0.1:9\"\n",
+    );
+    let out = volley()
+        .arg("send")
+        .arg(&campaign)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("source_ips[1].address = 192.0.2.1") && t.contains("cannot be bound"), "{t}");
+    assert!(!dir.path().join("state/welcome/accounting.jsonl").exists(), "nothing recorded: {t}");
+}
+
+#[test]
 fn sink_loads_the_shipped_provider_replies() {
     // The shipped canned-reply file must stay valid: the sink refuses a bad one at start.
     let (_sink, addr) = start_sink(&[

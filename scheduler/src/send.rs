@@ -41,9 +41,11 @@ mod render;
 mod retry;
 mod service;
 mod sites;
+pub mod source_ips;
 pub mod state;
 
 pub use service::{Closed, Launched, SendService, Stopper};
+pub use source_ips::{OnUnbindable, Unbindable};
 pub use state::StateError;
 
 /// How long the end of a run waits for the suppression list to take the last updates before
@@ -62,6 +64,10 @@ pub enum SendError {
     /// The configuration cannot be used.
     #[error("configuration: {0}")]
     Config(String),
+    /// Source IPs this host cannot bind (`volley send` refuses to start rather than defer
+    /// every recipient for a local problem).
+    #[error("{}", source_ips::describe(.0))]
+    UnbindableSourceIps(Vec<Unbindable>),
     /// The campaign's state directory cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
@@ -184,6 +190,8 @@ struct Shared {
     shaper: Arc<Shaper>,
     /// Live counters of the run.
     live: Arc<crate::live::Live>,
+    /// Source IPs marked unusable at start (`volley serve`): left out of every pool.
+    unusable: Arc<source_ips::Unusable>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -220,6 +228,18 @@ fn prepare(
     let factory = Arc::new(MessageFactory::new(&compiled));
 
     let ips = config.pool(campaign.pool()).map_err(SendError::Config)?;
+    let (ips, unusable): (Vec<_>, Vec<_>) = ips.into_iter().partition(|s| !shared.unusable.contains_key(&s.address));
+    if ips.is_empty() {
+        let why: Vec<String> = unusable
+            .iter()
+            .map(|s| format!("{}: {}", s.address, shared.unusable.get(&s.address).map_or("", String::as_str)))
+            .collect();
+        return Err(SendError::Config(format!(
+            "pool `{}` has no usable source IP ({})",
+            campaign.pool(),
+            why.join("; ")
+        )));
+    }
     let rotation = IpRotation::new(ips.iter().map(|s| {
         (
             SourceIp {

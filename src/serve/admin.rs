@@ -16,7 +16,8 @@ use volley_warmup::{day_of, UtcDay, WarmupState};
 use super::http::{object, only, opt_str, ApiError};
 use super::App;
 
-/// `GET /ips`: every source IP, its pool and weight, where it is in its warm-up, and per
+/// `GET /ips`: every source IP, whether it is usable (an IP this host could not bind at start
+/// is not, with the reason), its pool and weight, where it is in its warm-up, and per
 /// provider group today's caps and what it sent today and this hour.
 pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
@@ -49,8 +50,11 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                     })
                 })
                 .collect();
+            let unusable = app.service.unusable_ips().get(&ip.address);
             json!({
                 "address": ip.address.to_string(),
+                "usable": unusable.is_none(),
+                "unusable_reason": unusable.map(|why| format!("cannot be bound on this host: {why}")),
                 "ehlo_name": ip.ehlo_name,
                 "pool": ip.pool,
                 "weight": ip.weight,

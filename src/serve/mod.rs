@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
 use volley_scheduler::config::SendConfig;
-use volley_scheduler::send::SendService;
+use volley_scheduler::send::{OnUnbindable, SendService};
 
 /// `volley serve` arguments.
 #[derive(Args)]
@@ -81,7 +81,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     let listen = args.listen.unwrap_or(config.api.listen);
     let providers = config.warmup_policy(&args.config)?.providers.names().to_vec();
     let live = Arc::new(volley_scheduler::live::Live::default());
-    let service = SendService::start(&config, live, true).context("starting the send service")?;
+    // An IP this host cannot bind is left out (and listed as unusable by `GET /ips`).
+    let service = SendService::start_with(&config, live, true, OnUnbindable::MarkUnusable)
+        .context("starting the send service")?;
+    for (ip, why) in service.unusable_ips() {
+        eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
+    }
     let base = args
         .config
         .parent()

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use volley_engine::DeliveryPool;
 
 use super::dispatch::Tag;
-use super::{prepare, priority, SendError, Shared};
+use super::{prepare, priority, OnUnbindable, SendError, Shared};
 use crate::campaign::Campaign;
 use crate::config::SendConfig;
 use crate::live::{CampaignLive, Live};
@@ -91,6 +91,8 @@ pub struct SendService {
     routes: Arc<Mutex<Vec<mpsc::UnboundedSender<Report>>>>,
     /// Campaign ids launched, so that two never share a state directory at once.
     running: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Source IPs that could not be bound at start, with the OS error (serve mode).
+    unusable: Arc<super::source_ips::Unusable>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -101,7 +103,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SendService {
     /// Opens the suppression list, the warm-up budgets, the DKIM keys and the pool. `several`:
     /// campaigns may run at once and meet at the priority gate (a single campaign skips it).
+    /// Refuses to start when a source IP cannot be bound.
     pub fn start(config: &SendConfig, live: Arc<Live>, several: bool) -> Result<SendService, SendError> {
+        SendService::start_with(config, live, several, OnUnbindable::Refuse)
+    }
+
+    /// Like [`SendService::start`]; `on_unbindable` says whether a source IP this host cannot
+    /// bind refuses the start or is left out of every pool (see [`SendService::unusable_ips`]).
+    pub fn start_with(
+        config: &SendConfig,
+        live: Arc<Live>,
+        several: bool,
+        on_unbindable: OnUnbindable,
+    ) -> Result<SendService, SendError> {
+        let unbindable = super::source_ips::unbindable(&config.source_ips);
+        if !unbindable.is_empty() && on_unbindable == OnUnbindable::Refuse {
+            return Err(SendError::UnbindableSourceIps(unbindable));
+        }
+        for u in &unbindable {
+            tracing::warn!("{u}; marked unusable, no campaign sends from it");
+        }
+        let unusable: super::source_ips::Unusable =
+            unbindable.into_iter().map(|u| (u.address, u.error.to_string())).collect();
         let params = config
             .smtp
             .session_params()
@@ -172,8 +195,15 @@ impl SendService {
             live,
             routes,
             running: Arc::default(),
+            unusable: Arc::new(unusable),
             tasks: vec![demux, gauge],
         })
+    }
+
+    /// Source IPs left out of every pool because this host could not bind them at start,
+    /// with the OS error.
+    pub fn unusable_ips(&self) -> &super::source_ips::Unusable {
+        &self.unusable
     }
 
     /// The service's suppression list.
@@ -225,6 +255,7 @@ impl SendService {
             writer: self.writer.clone(),
             shaper: self.shaper.clone(),
             live: self.live.clone(),
+            unusable: self.unusable.clone(),
             seat: self.gated.then(|| priority::Seat {
                 gate: self.gate.clone(),
                 campaign: index,

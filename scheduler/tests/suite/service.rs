@@ -139,3 +139,62 @@ async fn campaigns_join_pause_resume_and_cancel_on_one_pool() {
 fn resume(live: &CampaignLive) {
     live.set_paused(false);
 }
+
+/// A source IP no interface of this host has (RFC 5737 documentation range): binding it fails
+/// locally, nothing is ever sent to or from it.
+fn unbindable_ip() -> SourceIpConfig {
+    SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), "mta-missing.volley.test")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_with_a_source_ip_this_host_lacks_refuses_to_start() {
+    // Regression: the run started, deferred every recipient given that IP with "cannot
+    // bind" until max_age, then expired them as soft bounces (suppressing the list).
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), &sink);
+    cfg.source_ips.push(unbindable_ip());
+    cfg.retry.max_age = Duration::from_millis(300);
+    cfg.retry.schedule = vec![Duration::from_millis(50).into()];
+    let c = campaign(dir.path(), "unbound", 20);
+    let err = volley_scheduler::send::run(&c, &cfg)
+        .await
+        .map(|s| format!("{s:?}"))
+        .expect_err("a source IP that cannot be bound refuses the run");
+    let text = err.to_string();
+    assert!(
+        matches!(err, volley_scheduler::send::SendError::UnbindableSourceIps(ref ips) if ips.len() == 1),
+        "{text}"
+    );
+    assert!(
+        text.contains("source_ips[2].address = 192.0.2.1") && text.contains("cannot be bound"),
+        "{text}"
+    );
+    assert_eq!(sink.stats().messages, 0, "nothing was sent");
+    assert!(!dir.path().join("state/unbound/accounting.jsonl").exists(), "no outcome recorded");
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_service_marks_an_unbindable_ip_unusable_and_sends_from_the_others() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), &sink);
+    cfg.source_ips.push(unbindable_ip());
+    let live = Arc::new(Live::default());
+    let service = SendService::start_with(&cfg, live, true, volley_scheduler::send::OnUnbindable::MarkUnusable)
+        .expect("serve mode starts");
+    let unusable = service.unusable_ips();
+    assert_eq!(unusable.len(), 1);
+    assert!(unusable.contains_key(&IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), "{unusable:?}");
+    let summary = service
+        .launch(&campaign(dir.path(), "marked", 30))
+        .expect("launch")
+        .wait()
+        .await
+        .expect("run");
+    service.shutdown().await;
+    assert_eq!((summary.delivered, summary.deferrals), (30, 0), "{summary:?}");
+    assert!(!summary.by_source_ip.contains_key("192.0.2.1"), "{summary:?}");
+    sink.shutdown().await;
+}
