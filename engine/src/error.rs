@@ -137,6 +137,19 @@ impl SessionError {
         }
     }
 
+    /// Whether the sending side caused the failure — Volley's own configuration or the
+    /// envelope sender, not the recipient: a source IP that cannot be bound, a message Volley
+    /// refused to send because it exceeds the server's SIZE, `tls = "required"` against a host
+    /// without STARTTLS, or a refusal of MAIL FROM. Such a failure says nothing about the
+    /// recipient's address and must not count against it.
+    pub fn is_sender_fault(&self) -> bool {
+        match self {
+            SessionError::Bind { .. } | SessionError::TooBig { .. } | SessionError::TlsNotOffered { .. } => true,
+            SessionError::Rejected { phase, .. } => *phase == Phase::MailFrom,
+            _ => false,
+        }
+    }
+
     /// Whether the connection (not the message) is at fault: another message would fail the
     /// same way on this connection, and the connection cannot be used any more.
     pub fn is_connection_fault(&self) -> bool {
@@ -177,5 +190,44 @@ mod tests {
         assert!(!SessionError::Closed { phase: Phase::Ehlo }.is_starttls_failure());
         let not_offered = SessionError::TlsNotOffered { mx: "mx.test".into() };
         assert!(!not_offered.is_starttls_failure());
+    }
+
+    #[test]
+    fn sender_side_failures_classify_as_such() {
+        let reply = |code| Reply {
+            code,
+            enhanced: None,
+            text: "no".into(),
+        };
+        let bind = SessionError::Bind {
+            source_ip: "192.0.2.1".parse().unwrap(),
+            error: io::Error::from(io::ErrorKind::AddrNotAvailable),
+        };
+        let sender = [
+            bind,
+            SessionError::TooBig { size: 10, limit: 5 },
+            SessionError::TlsNotOffered { mx: "mx.test".into() },
+            SessionError::Rejected {
+                phase: Phase::MailFrom,
+                reply: reply(530),
+            },
+        ];
+        for e in &sender {
+            assert!(e.is_sender_fault(), "{e}");
+        }
+        let recipient_or_remote = [
+            SessionError::Rejected {
+                phase: Phase::RcptTo,
+                reply: reply(550),
+            },
+            SessionError::Closed { phase: Phase::DataEnd },
+            SessionError::Timeout {
+                phase: Phase::Connect,
+                after: Duration::from_secs(1),
+            },
+        ];
+        for e in &recipient_or_remote {
+            assert!(!e.is_sender_fault(), "{e}");
+        }
     }
 }

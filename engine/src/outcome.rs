@@ -35,6 +35,9 @@ pub struct RecipientStatus {
     /// before the reply (the RFC 1047 window): the message may have been delivered, so a retry
     /// can produce a duplicate.
     pub maybe_delivered: bool,
+    /// The sending side caused it (see [`SessionError::is_sender_fault`]; a reply to MAIL
+    /// FROM is about the sender): it says nothing about the recipient's address.
+    pub sender_fault: bool,
 }
 
 impl RecipientStatus {
@@ -55,15 +58,27 @@ impl RecipientStatus {
             enhanced: reply.enhanced,
             text: Arc::from(reply.text.replace('\n', " ")),
             maybe_delivered: false,
+            sender_fault: phase == Phase::MailFrom,
         }
     }
 
     /// The status a local or connection error gives: transient errors defer, permanent ones
-    /// (an address that cannot be sent, a message over the SIZE limit) bounce.
+    /// (an address that cannot be sent, a message over the SIZE limit) bounce. A message over
+    /// the SIZE limit gets RFC 3463 `5.3.4` (message too big for system).
     pub fn from_error(error: &SessionError) -> RecipientStatus {
         if let Some(reply) = error.reply() {
-            return RecipientStatus::from_reply(error.phase(), reply);
+            let mut status = RecipientStatus::from_reply(error.phase(), reply);
+            status.sender_fault |= error.is_sender_fault();
+            return status;
         }
+        let enhanced = match error {
+            SessionError::TooBig { .. } => Some(EnhancedCode {
+                class: 5,
+                subject: 3,
+                detail: 4,
+            }),
+            _ => None,
+        };
         RecipientStatus {
             disposition: if error.is_transient() {
                 Disposition::Deferred
@@ -72,9 +87,10 @@ impl RecipientStatus {
             },
             phase: error.phase(),
             code: None,
-            enhanced: None,
+            enhanced,
             text: Arc::from(error.to_string()),
             maybe_delivered: false,
+            sender_fault: error.is_sender_fault(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct AccountingRecord<'a> {
     /// to the site's next MX host within the same attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<String>,
+    /// On a final outcome that changes the suppression list: `suppress` (a hard bounce) or
+    /// `soft` (one soft bounce counted). A run killed before the store took it replays it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<crate::bounces::Action>,
 }
 
 /// Current time as RFC 3339 with milliseconds.
@@ -67,21 +71,36 @@ pub fn now_rfc3339() -> String {
 /// Appends records to the accounting log (never truncates: earlier runs are kept).
 pub struct AccountingLog {
     out: BufWriter<File>,
+    /// The log's length once everything written is flushed.
+    end: u64,
+    line: Vec<u8>,
 }
 
 impl AccountingLog {
     /// Opens (creating) the log for appending.
     pub fn open(path: &Path) -> io::Result<AccountingLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let end = file.metadata()?.len();
         Ok(AccountingLog {
             out: BufWriter::with_capacity(256 * 1024, file),
+            end,
+            line: Vec::with_capacity(512),
         })
     }
 
     /// Writes one record.
     pub fn write(&mut self, record: &AccountingRecord<'_>) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record).map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        self.end += self.line.len() as u64;
+        Ok(())
+    }
+
+    /// The byte offset at which the last record written ends.
+    pub fn end(&self) -> u64 {
+        self.end
     }
 
     /// Flushes to the OS (a record flushed survives a kill of the process).

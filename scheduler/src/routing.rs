@@ -157,6 +157,7 @@ pub(crate) fn local(
         enhanced: Some(EnhancedCode { class, subject, detail }),
         text: Arc::from(text),
         maybe_delivered: false,
+        sender_fault: false,
     }
 }
 

@@ -268,6 +268,23 @@ fn prepare(
     let resume = state::resume(&dir)?;
     let journal = state::DispatchJournal::open(&dir)?;
     let log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
+    // Suppression updates a killed run held only in memory: replayed from the log.
+    let mark = shared.writer.mark(&dir, log.end())?;
+    let unwritten = crate::suppression::mark::replay(&log_path, mark.replay_from(), campaign.id())?;
+    if !unwritten.is_empty() {
+        tracing::info!(
+            "campaign {}: {} suppression updates of an earlier run were not known to be written; writing them",
+            campaign.id(),
+            unwritten.len()
+        );
+    }
+    for (update, end) in unwritten {
+        let origin = crate::suppression::Origin {
+            mark: mark.clone(),
+            end,
+        };
+        shared.writer.push_logged(update, origin);
+    }
     state::cut_partial_line(&rejects_path)?;
     let rejects = RejectsWriter::append(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?;
     let mut summary = resume.summary;
@@ -332,6 +349,7 @@ fn prepare(
         summary,
         rules: shared.rules,
         suppression: Some(shared.writer),
+        mark,
         live: live.clone(),
     };
     let recorder_live = live;

@@ -33,6 +33,8 @@
 //! - `suppression/redis.rs` — [`RedisStore`] and its Lua script.
 //! - `suppression/embedded.rs` — [`EmbeddedStore`] (redb).
 //! - `suppression/writer.rs` — [`SuppressionWriter`]: buffered, retrying, spilling writes.
+//! - `suppression/mark.rs` — [`WrittenMark`]: how far a campaign's accounting log is in the
+//!   store; replaying the rest on start.
 //! - `suppression/checker.rs` — [`Checker`]: fail-closed (or fail-open) batched checks.
 //! - `suppression/csv.rs` — CSV [`export_csv`] / [`import_csv`].
 //! - `suppression/backoff.rs` — exponential backoff shared by the writer and the checker.
@@ -47,6 +49,7 @@ mod csv;
 mod embedded;
 mod entry;
 mod error;
+pub mod mark;
 mod redis;
 mod writer;
 
@@ -57,7 +60,8 @@ pub use csv::{export_csv, import_csv, import_csv_reader, ImportOptions, ImportRe
 pub use embedded::EmbeddedStore;
 pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
 pub use error::{redact_url, SuppressionError};
-pub use writer::{CloseReport, SuppressionWriter, SPILL_FILE};
+pub use mark::{WrittenMark, MARK_FILE};
+pub use writer::{CloseReport, Origin, SuppressionWriter, SPILL_FILE};
 
 /// The embedded database's file name inside the state directory.
 pub const EMBEDDED_FILE: &str = "suppression.redb";

@@ -37,7 +37,9 @@ impl SmtpSession {
         let mut statuses: Vec<Option<RecipientStatus>> = vec![None; envelope.recipients.len()];
         // Refuse what cannot be sent before a byte goes out.
         if let Err(e) = command::check_path(&envelope.mail_from) {
-            let status = RecipientStatus::from_error(&SessionError::Command(e));
+            let mut status = RecipientStatus::from_error(&SessionError::Command(e));
+            // The envelope sender cannot be sent: not the recipients' fault.
+            status.sender_fault = true;
             return TransactionResult {
                 statuses: vec![status; envelope.recipients.len()],
                 connection_error: None,

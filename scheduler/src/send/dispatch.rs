@@ -499,9 +499,13 @@ impl Dispatcher {
                 Phase::Connect | Phase::Banner | Phase::Ehlo | Phase::StartTls
             );
         if connection_failed {
-            // RFC 5321 §5.1: try the next MX host; this one sits out for `host_down`.
-            self.down
-                .insert(route.mx.addr, Instant::now() + self.limits.retry.host_down);
+            // RFC 5321 §5.1: try the next MX host; this one sits out for `host_down` — unless
+            // our side refused it (`tls = "required"` without STARTTLS): the host is not down,
+            // and its later deferrals must keep saying whose fault they are.
+            if !status.sender_fault {
+                self.down
+                    .insert(route.mx.addr, Instant::now() + self.limits.retry.host_down);
+            }
             job.tried |= 1u64.checked_shl(host as u32).unwrap_or(0);
             let untried = self.sites.get_mut(&site).is_some_and(|s| has_untried(s, job.tried));
             if untried {

@@ -13,7 +13,8 @@ use crate::bounces::{Action, BounceRules, Classification};
 use crate::outcome::Outcome;
 use crate::rejects::RejectsWriter;
 use crate::summary::Summary;
-use crate::suppression::{unix_now, Entry, SuppressionWriter, Update, GLOBAL};
+use crate::suppression::mark::LoggedOutcome;
+use crate::suppression::{unix_now, Origin, SuppressionWriter, Update, WrittenMark, GLOBAL};
 
 /// Where an attempt went, as far as it got: its site and provider group once routed, the
 /// route once handed to the engine.
@@ -37,6 +38,8 @@ pub(crate) struct Recorder {
     pub rules: std::sync::Arc<BounceRules>,
     /// Where hard and soft bounces go (taken back at the end of the run to be closed).
     pub suppression: Option<std::sync::Arc<SuppressionWriter>>,
+    /// How far this campaign's log is known to be in the suppression store.
+    pub mark: std::sync::Arc<WrittenMark>,
     /// Live counters (progress, metrics).
     pub live: std::sync::Arc<crate::live::CampaignLive>,
 }
@@ -82,6 +85,13 @@ impl Recorder {
             s.deferrals += 1;
         }
         let class = self.rules.classify_final(outcome, status);
+        // Only a final bounce or expiry acts, and never one the sending side caused (an
+        // unbindable IP, our SIZE refusal, TLS required, a refused MAIL FROM).
+        let action = match class.action {
+            Action::None => None,
+            _ if !matches!(outcome, Outcome::Bounced | Outcome::Expired) || status.sender_fault => None,
+            action => Some(action),
+        };
         self.live.attempt(
             crate::live::AttemptLabels {
                 outcome,
@@ -113,39 +123,34 @@ impl Recorder {
             maybe_duplicate: status.maybe_delivered,
             line: job.line,
             next_attempt: next.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            suppression: action,
         };
         self.log.write(&record).map_err(self.io())?;
-        if matches!(outcome, Outcome::Bounced | Outcome::Expired) {
-            self.suppress(job, status, class);
+        if let Some(writer) = &self.suppression {
+            if let Some(action) = action {
+                // Hard bounces suppress at once, soft ones are counted (all in `global`).
+                let outcome = LoggedOutcome {
+                    campaign: &self.summary.campaign,
+                    recipient: job.recipient.as_str(),
+                    code: status.code,
+                    enhanced: status.enhanced.map(|e| e.to_string()),
+                    category: class.category,
+                    text: &status.text,
+                    at: unix_now(),
+                };
+                if let Some(update) = outcome.update(action) {
+                    let origin = Origin {
+                        mark: self.mark.clone(),
+                        end: self.log.end(),
+                    };
+                    writer.push_logged(update, origin);
+                }
+            } else if outcome == Outcome::Delivered {
+                // A delivery resets the address's soft-bounce count.
+                writer.push(Update::forget_soft(GLOBAL, job.recipient.as_str()));
+            }
         }
         Ok(class)
-    }
-
-    /// Hands a final bounce to the suppression list per its classification: hard bounces
-    /// suppress at once, soft ones are counted (all in the `global` scope).
-    fn suppress(&self, job: &Job, status: &RecipientStatus, class: Classification) {
-        let Some(writer) = &self.suppression else { return };
-        let address = job.recipient.as_str();
-        let enhanced = status.enhanced.map(|e| e.to_string());
-        let update = match class.action {
-            Action::None => return,
-            Action::Suppress => {
-                let source = format!("bounce:{}", self.summary.campaign);
-                let entry = Entry::new(&*status.text, source, unix_now())
-                    .with_codes(status.code, enhanced)
-                    .with_category(class.category);
-                Update::suppress(GLOBAL, address, entry)
-            }
-            Action::Soft => Update::SoftBounce {
-                scope: GLOBAL.to_string(),
-                address: address.to_string(),
-                code: status.code,
-                enhanced,
-                reason: status.text.to_string(),
-                at: unix_now(),
-            },
-        };
-        writer.push(update);
     }
 
     /// Whether more suppression updates wait to be written than may be held: new mail waits.
@@ -220,6 +225,7 @@ impl Recorder {
             maybe_duplicate: false,
             line,
             next_attempt: None,
+            suppression: None,
         };
         self.log.write(&record).map_err(self.io())
     }

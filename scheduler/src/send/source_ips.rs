@@ -83,8 +83,8 @@ mod tests {
     #[test]
     fn loopback_binds_and_a_documentation_address_does_not() {
         let ips = [
-            SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), "a.test".into()),
-            SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), "b.test".into()),
+            SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), "a.test"),
+            SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), "b.test"),
         ];
         let bad = unbindable(&ips);
         assert_eq!(bad.len(), 1, "{bad:?}");

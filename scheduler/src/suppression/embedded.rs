@@ -160,6 +160,9 @@ impl SuppressionStore for EmbeddedStore {
                             }
                         }
                     }
+                    Update::ForgetSoft { .. } => {
+                        soft.remove(key).map_err(|e| self.err("apply", e))?;
+                    }
                     Update::Remove { .. } => {
                         suppressed.remove(key).map_err(|e| self.err("apply", e))?;
                         soft.remove(key).map_err(|e| self.err("apply", e))?;

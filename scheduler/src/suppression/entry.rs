@@ -95,6 +95,15 @@ pub enum Update {
         /// When it happened (unix seconds).
         at: u64,
     },
+    /// Forget the soft bounces counted for `address` in `scope`: a message to it was
+    /// delivered. Not kept through a store outage (dropped while the store fails, never
+    /// spilled): losing one only leaves a count that a delivery would have reset.
+    ForgetSoft {
+        /// `global`, a list name or a tenant.
+        scope: String,
+        /// Normalised `local@domain`.
+        address: String,
+    },
     /// Remove `address` from `scope` (suppression entry and soft-bounce count).
     Remove {
         /// `global`, a list name or a tenant.
@@ -122,19 +131,37 @@ impl Update {
         }
     }
 
+    /// An [`Update::ForgetSoft`].
+    pub fn forget_soft(scope: impl Into<String>, address: impl Into<String>) -> Update {
+        Update::ForgetSoft {
+            scope: scope.into(),
+            address: address.into(),
+        }
+    }
+
+    /// Whether the update may be dropped when the store cannot take it (see
+    /// [`Update::ForgetSoft`]).
+    pub fn is_expendable(&self) -> bool {
+        matches!(self, Update::ForgetSoft { .. })
+    }
+
     /// The scope this update writes to.
     pub fn scope(&self) -> &str {
         match self {
-            Update::Suppress { scope, .. } | Update::SoftBounce { scope, .. } | Update::Remove { scope, .. } => scope,
+            Update::Suppress { scope, .. }
+            | Update::SoftBounce { scope, .. }
+            | Update::ForgetSoft { scope, .. }
+            | Update::Remove { scope, .. } => scope,
         }
     }
 
     /// The address this update is about (as given, not yet lowercased).
     pub fn address(&self) -> &str {
         match self {
-            Update::Suppress { address, .. } | Update::SoftBounce { address, .. } | Update::Remove { address, .. } => {
-                address
-            }
+            Update::Suppress { address, .. }
+            | Update::SoftBounce { address, .. }
+            | Update::ForgetSoft { address, .. }
+            | Update::Remove { address, .. } => address,
         }
     }
 }

@@ -140,6 +140,7 @@ impl RedisStore {
                     };
                     ("b", to_json(&payload))
                 }
+                Update::ForgetSoft { .. } => ("f", String::new()),
                 Update::Remove { .. } => ("r", String::new()),
             };
             invocation.arg(op).arg(address).arg(payload);

@@ -6,7 +6,12 @@
 //! [`SuppressionWriter::over_bound`] tells the dispatcher to stop sending new mail while the
 //! backlog exceeds `max_buffered_updates`. [`SuppressionWriter::close`] flushes until a
 //! deadline and appends what is left to `<dir>/suppression-pending.jsonl`, which the next
-//! [`SuppressionWriter::start`] replays. Nothing is dropped.
+//! [`SuppressionWriter::start`] replays. Nothing is dropped, except [`Update::ForgetSoft`]
+//! while the store fails (see [`Update::is_expendable`]).
+//!
+//! An update pushed with an [`Origin`] (its accounting line) advances that campaign's
+//! [`WrittenMark`] once it is written or spilled; a kill loses the updates held in memory,
+//! and the next run replays them from the log (see [`super::mark`]).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::backoff::Backoff;
+use super::mark::WrittenMark;
 use super::{SuppressionConfig, SuppressionError, SuppressionStore, Update};
 
 /// The spill file's name inside the writer's directory.
@@ -32,7 +38,8 @@ const DROP_DEADLINE: Duration = Duration::from_secs(5);
 /// What [`SuppressionWriter::close`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CloseReport {
-    /// Updates applied to the store over the writer's life (replayed ones included).
+    /// Updates applied to the store over the writer's life (replayed ones included; not
+    /// counting [`Update::ForgetSoft`]).
     pub written: u64,
     /// Updates left in the spill file for the next start.
     pub spilled: u64,
@@ -41,8 +48,22 @@ pub struct CloseReport {
     pub unsaved: u64,
 }
 
+/// The accounting line an update comes from: where its campaign's log ends after it.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The campaign's mark.
+    pub mark: Arc<WrittenMark>,
+    /// The byte offset at which the update's accounting line ends.
+    pub end: u64,
+}
+
+struct Queued {
+    update: Update,
+    origin: Option<Origin>,
+}
+
 enum Msg {
-    Update(Update),
+    Update(Queued),
     Close(Instant),
 }
 
@@ -53,6 +74,8 @@ struct Counters {
 
 /// The buffered writer; see the module docs.
 pub struct SuppressionWriter {
+    /// One mark per campaign state directory, shared by every run of it in this process.
+    marks: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<WrittenMark>>>,
     tx: Sender<Msg>,
     counters: Arc<Counters>,
     max_buffered: usize,
@@ -93,7 +116,7 @@ impl SuppressionWriter {
             counters: Arc::clone(&counters),
             batch: config.batch.max(1),
             replayed_left: replay.len(),
-            pending: replay.into(),
+            pending: replay.into_iter().map(|update| Queued { update, origin: None }).collect(),
             spill_path,
             backoff: Backoff::new(),
             failing: false,
@@ -107,6 +130,7 @@ impl SuppressionWriter {
                 source,
             })?;
         Ok(SuppressionWriter {
+            marks: std::sync::Mutex::default(),
             tx,
             counters,
             max_buffered: config.max_buffered_updates,
@@ -116,8 +140,35 @@ impl SuppressionWriter {
 
     /// Queues one update. Never blocks.
     pub fn push(&self, update: Update) {
+        self.enqueue(Queued { update, origin: None });
+    }
+
+    /// The mark of the campaign whose state directory is `dir` and whose accounting log is
+    /// `log_len` bytes long (see [`WrittenMark::open`]); the same one for every run of the
+    /// campaign in this process.
+    pub fn mark(&self, dir: &Path, log_len: u64) -> Result<Arc<WrittenMark>, SuppressionError> {
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mark) = marks.get(dir) {
+            return Ok(mark.clone());
+        }
+        let mark = Arc::new(WrittenMark::open(dir, log_len)?);
+        marks.insert(dir.to_path_buf(), mark.clone());
+        Ok(mark)
+    }
+
+    /// Queues one update from the accounting line ending at `origin.end`: once it is written
+    /// (or spilled), `origin.mark` advances there. Never blocks.
+    pub fn push_logged(&self, update: Update, origin: Origin) {
+        origin.mark.queued(origin.end);
+        self.enqueue(Queued {
+            update,
+            origin: Some(origin),
+        });
+    }
+
+    fn enqueue(&self, queued: Queued) {
         self.counters.backlog.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Msg::Update(update)).is_err() {
+        if self.tx.send(Msg::Update(queued)).is_err() {
             // Only after the thread is gone, which `close`/`drop` alone cause.
             self.counters.backlog.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("suppression writer already closed; update not recorded");
@@ -134,7 +185,7 @@ impl SuppressionWriter {
         self.backlog() > self.max_buffered
     }
 
-    /// Updates written so far.
+    /// Updates written so far (not counting [`Update::ForgetSoft`]).
     pub fn written(&self) -> u64 {
         self.counters.written.load(Ordering::Relaxed)
     }
@@ -208,7 +259,7 @@ struct Worker {
     rx: Receiver<Msg>,
     counters: Arc<Counters>,
     batch: usize,
-    pending: VecDeque<Update>,
+    pending: VecDeque<Queued>,
     /// How many of the first `pending` updates came from the spill file.
     replayed_left: usize,
     spill_path: PathBuf,
@@ -226,8 +277,8 @@ impl Worker {
                 next_flush.saturating_duration_since(Instant::now())
             };
             let deadline = match self.rx.recv_timeout(timeout) {
-                Ok(Msg::Update(update)) => {
-                    self.pending.push_back(update);
+                Ok(Msg::Update(queued)) => {
+                    self.queue(queued);
                     self.drain_channel()
                 }
                 Ok(Msg::Close(deadline)) => Some(deadline),
@@ -247,27 +298,56 @@ impl Worker {
         }
     }
 
+    /// Takes one update into `pending`; an expendable one is dropped while the store fails.
+    fn queue(&mut self, queued: Queued) {
+        if self.failing && queued.update.is_expendable() {
+            self.counters.backlog.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.pending.push_back(queued);
+        }
+    }
+
     /// Moves queued updates into `pending`; returns a close deadline if one was queued.
     fn drain_channel(&mut self) -> Option<Instant> {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Msg::Update(update) => self.pending.push_back(update),
+                Msg::Update(queued) => self.queue(queued),
                 Msg::Close(deadline) => return Some(deadline),
             }
         }
         None
     }
 
+    /// Drops the expendable updates from `pending` (the store is failing).
+    fn drop_expendable(&mut self) {
+        let before = self.pending.len();
+        self.pending.retain(|q| !q.update.is_expendable());
+        self.counters
+            .backlog
+            .fetch_sub(before - self.pending.len(), Ordering::Relaxed);
+    }
+
     /// Applies everything pending, batch by batch, stopping at the first failure.
     fn flush(&mut self) -> Result<(), ()> {
+        let mut marks = Marks::default();
+        let result = self.flush_into(&mut marks);
+        marks.advance();
+        result
+    }
+
+    fn flush_into(&mut self, marks: &mut Marks) -> Result<(), ()> {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(self.batch);
-            let chunk = &self.pending.make_contiguous()[..n];
-            match self.store.apply(chunk) {
+            let chunk: Vec<Update> = self.pending.iter().take(n).map(|q| q.update.clone()).collect();
+            match self.store.apply(&chunk) {
                 Ok(()) => {
-                    self.pending.drain(..n);
+                    let mut kept = 0;
+                    for queued in self.pending.drain(..n) {
+                        kept += u64::from(!queued.update.is_expendable());
+                        marks.note(queued.origin);
+                    }
                     self.counters.backlog.fetch_sub(n, Ordering::Relaxed);
-                    self.counters.written.fetch_add(n as u64, Ordering::Relaxed);
+                    self.counters.written.fetch_add(kept, Ordering::Relaxed);
                     self.backoff.reset();
                     if self.failing {
                         self.failing = false;
@@ -281,6 +361,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
+                    self.drop_expendable();
                     if !self.failing {
                         self.failing = true;
                         tracing::warn!(
@@ -351,6 +432,7 @@ impl Worker {
     /// Writes the pending updates to the spill file. Replayed updates still pending are the
     /// file's current content, so those lines are kept and only the new ones appended.
     fn spill(&mut self) -> Result<(), SuppressionError> {
+        self.drop_expendable();
         let path = &self.spill_path;
         let io = |op| {
             move |source| SuppressionError::Io {
@@ -367,14 +449,43 @@ impl Worker {
         }
         .map(BufWriter::new)
         .map_err(io("open the spill file"))?;
-        for update in &self.pending {
-            let line = serde_json::to_string(update).unwrap_or_default();
+        for queued in &self.pending {
+            let line = serde_json::to_string(&queued.update).unwrap_or_default();
             writeln!(file, "{line}").map_err(io("write the spill file"))?;
         }
         let file = file
             .into_inner()
             .map_err(|e| io("write the spill file")(e.into_error()))?;
         file.sync_all().map_err(io("sync the spill file"))?;
+        // Saved for the next start: their accounting lines need no replay.
+        let mut marks = Marks::default();
+        for queued in &self.pending {
+            marks.note(queued.origin.clone());
+        }
+        marks.advance();
         Ok(())
+    }
+}
+
+/// How far each campaign's mark may advance after a flush.
+#[derive(Default)]
+struct Marks(Vec<Origin>);
+
+impl Marks {
+    fn note(&mut self, origin: Option<Origin>) {
+        let Some(origin) = origin else { return };
+        match self.0.iter_mut().find(|o| Arc::ptr_eq(&o.mark, &origin.mark)) {
+            Some(o) => o.end = o.end.max(origin.end),
+            None => self.0.push(origin),
+        }
+    }
+
+    fn advance(self) {
+        for o in self.0 {
+            if let Err(e) = o.mark.advance(o.end) {
+                // The updates are written; the next start replays them again (counts bump).
+                tracing::warn!("{e}");
+            }
+        }
     }
 }

@@ -28,6 +28,7 @@ fn local(disposition: Disposition, e: (u8, u16, u16), text: &str) -> RecipientSt
         }),
         text: Arc::from(text),
         maybe_delivered: false,
+        sender_fault: false,
     }
 }
 

@@ -283,3 +283,122 @@ async fn redis_outage_mid_run_loses_no_update_and_sends_nothing_unchecked() {
     assert!(missing.is_empty(), "hard bounces missing from Redis: {missing:?}");
     sink.shutdown().await;
 }
+
+/// One run of `recipients` against `sink` with `smtp`; the embedded store after it.
+async fn run_local(
+    dir: &Path,
+    id: &str,
+    sink: &SinkHandle,
+    smtp: volley_engine::SmtpConfig,
+    recipients: &[String],
+    seed: &[Update],
+) -> (volley_scheduler::summary::Summary, Arc<dyn volley_scheduler::suppression::SuppressionStore>) {
+    let mut cfg = config(dir, sink, SuppressionConfig::default());
+    cfg.smtp = smtp;
+    if !seed.is_empty() {
+        let store = open_store(&cfg.suppression, &cfg.state_dir).expect("store");
+        store.apply(seed).expect("seed");
+    }
+    let summary = volley_scheduler::send::run(&campaign(dir, id, None, recipients), &cfg)
+        .await
+        .expect("run");
+    (summary, open_store(&cfg.suppression, &cfg.state_dir).expect("store"))
+}
+
+fn soft_bounce(address: &str) -> Update {
+    Update::SoftBounce {
+        scope: GLOBAL.into(),
+        address: address.into(),
+        code: Some(452),
+        enhanced: Some("4.2.2".into()),
+        reason: "mailbox full".into(),
+        at: volley_scheduler::suppression::unix_now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_failures_never_count_against_a_recipient_and_a_delivery_resets_the_count() {
+    // Regression: Volley's own SIZE refusal was `routing-errors` (a soft bounce), and expiries
+    // after `tls = "required"` against a host without STARTTLS or after a refused MAIL FROM
+    // counted soft bounces, so an operator's mistake suppressed whole lists.
+    let smtp = |tls| volley_engine::SmtpConfig {
+        tls,
+        timeouts: volley_engine::timeouts::Timeouts::uniform(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let opportunistic = volley_engine::tls::TlsPolicy::Opportunistic;
+    let rcpts = addresses("ok.test", 4);
+    // Each address already has one soft bounce counted.
+    let seed: Vec<Update> = rcpts.iter().map(|a| soft_bounce(a)).collect();
+    let count = |store: &Arc<dyn volley_scheduler::suppression::SuppressionStore>, a: &str| {
+        assert!(store.get(GLOBAL, a).expect("get").is_none(), "{a} suppressed");
+        store.soft(GLOBAL, a).expect("soft").map_or(0, |r| r.at.len())
+    };
+
+    // 1. The message is bigger than the server's SIZE: Volley does not send it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = Sink::start(SinkConfig {
+        max_message_size: 100,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let (summary, store) = run_local(dir.path(), "size", &small, smtp(opportunistic), &rcpts, &seed).await;
+    assert_eq!(summary.bounced, 4, "{summary:?}");
+    let log = outcomes(&summary.accounting_log);
+    for a in &rcpts {
+        assert_eq!(log[a]["category"], "message-size", "{}", log[a]);
+        assert!(log[a].get("suppression").is_none(), "{}", log[a]);
+        assert_eq!(count(&store, a), 1, "{a}: Volley's SIZE refusal counted against it");
+    }
+    drop(store);
+    small.shutdown().await;
+
+    // 2. `tls = "required"` against a host without STARTTLS: deferred until expiry.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = Sink::start(SinkConfig {
+        starttls: false,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let required = smtp(volley_engine::tls::TlsPolicy::Required);
+    let (summary, store) = run_local(dir.path(), "tls", &plain, required, &rcpts, &seed).await;
+    assert_eq!(summary.expired, 4, "{summary:?}");
+    for a in &rcpts {
+        assert_eq!(count(&store, a), 1, "{a}: TLS policy expiry counted against it");
+    }
+    drop(store);
+    plain.shutdown().await;
+
+    // 3. MAIL FROM refused (451): about the sender.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refusing = Sink::start(SinkConfig {
+        canned: vec![CannedReply {
+            domain: "*".into(),
+            stage: Stage::Mail,
+            text: "451 4.3.0 Sender temporarily rejected".into(),
+            percent: 100.0,
+        }],
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let (summary, store) = run_local(dir.path(), "mailfrom", &refusing, smtp(opportunistic), &rcpts, &seed).await;
+    assert_eq!(summary.expired, 4, "{summary:?}");
+    for a in &rcpts {
+        assert_eq!(count(&store, a), 1, "{a}: a refused MAIL FROM counted against it");
+    }
+    drop(store);
+    refusing.shutdown().await;
+
+    // 4. A delivery resets the count.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fine = Sink::start(SinkConfig::default()).await.expect("sink");
+    let (summary, store) = run_local(dir.path(), "fine", &fine, smtp(opportunistic), &rcpts, &seed).await;
+    assert_eq!(summary.delivered, 4, "{summary:?}");
+    for a in &rcpts {
+        assert_eq!(count(&store, a), 0, "{a}: the delivery did not reset its soft bounces");
+    }
+    fine.shutdown().await;
+}

@@ -1,6 +1,7 @@
 -- Applies one batch of suppression updates atomically (volley, scheduler/src/suppression/redis.rs).
 -- ARGV[1] soft-bounce limit, ARGV[2] window in seconds; then three ARGV per update:
---   op ('s' suppress | 'b' soft bounce | 'r' remove), address, payload JSON.
+--   op ('s' suppress | 'b' soft bounce | 'f' forget soft bounces | 'r' remove), address,
+--   payload JSON.
 -- KEYS: two per update: {prefix}:suppressed:{scope}, {prefix}:soft:{scope}.
 -- Mirrors merge() and soft_bounce() in scheduler/src/suppression/entry.rs.
 local limit = tonumber(ARGV[1])
@@ -51,6 +52,8 @@ for i = 0, n - 1 do
         redis.call('HSET', bkey, addr, cjson.encode(r))
       end
     end
+  elseif op == 'f' then
+    redis.call('HDEL', bkey, addr)
   else
     redis.call('HDEL', skey, addr)
     redis.call('HDEL', bkey, addr)
