@@ -304,3 +304,52 @@ fn serve_refuses_to_start_without_a_usable_token() {
         assert!(!out.contains("\"short\""), "{out}");
     }
 }
+
+#[test]
+fn serve_marks_a_source_ip_it_cannot_bind_unusable_and_lists_it() {
+    // 192.0.2.1 (RFC 5737) is on no interface: binding it fails locally, nothing is sent.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [[source_ips]]\naddress = \"192.0.2.1\"\nehlo_name = \"mta9.volley.test\"\n\
+             [routes]\n\"*\" = \"127.0.0.1:9\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    );
+    let _server = Killed(
+        volley()
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .spawn()
+            .expect("volley serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "volley serve did not start on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = Api { addr: listen };
+    let (status, ips) = api.ok("GET", "/ips", None);
+    assert_eq!(status, 200, "{ips}");
+    let ip = |a: &str| {
+        ips.as_array()
+            .and_then(|l| l.iter().find(|i| i["address"] == a))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(ip("127.0.0.2")["usable"], true, "{ips}");
+    let missing = ip("192.0.2.1");
+    assert_eq!(missing["usable"], false, "{ips}");
+    assert!(
+        missing["unusable_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot be bound")),
+        "{missing}"
+    );
+}
