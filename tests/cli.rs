@@ -141,8 +141,14 @@ fn send_refuses_a_source_ip_this_host_cannot_bind() {
         .expect("run");
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(t.contains("source_ips[1].address = 192.0.2.1") && t.contains("cannot be bound"), "{t}");
-    assert!(!dir.path().join("state/welcome-2026-11/accounting.jsonl").exists(), "nothing recorded: {t}");
+    assert!(
+        t.contains("source_ips[1].address = 192.0.2.1") && t.contains("cannot be bound"),
+        "{t}"
+    );
+    assert!(
+        !dir.path().join("state/welcome-2026-11/accounting.jsonl").exists(),
+        "nothing recorded: {t}"
+    );
 }
 
 #[test]

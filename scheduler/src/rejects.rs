@@ -134,7 +134,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!((lines[0]["line"].as_u64(), lines[1]["line"].as_u64()), (Some(2), Some(7)));
+        assert_eq!(
+            (lines[0]["line"].as_u64(), lines[1]["line"].as_u64()),
+            (Some(2), Some(7))
+        );
     }
 
     #[test]

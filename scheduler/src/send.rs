@@ -232,7 +232,13 @@ fn prepare(
     if ips.is_empty() {
         let why: Vec<String> = unusable
             .iter()
-            .map(|s| format!("{}: {}", s.address, shared.unusable.get(&s.address).map_or("", String::as_str)))
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.address,
+                    shared.unusable.get(&s.address).map_or("", String::as_str)
+                )
+            })
             .collect();
         return Err(SendError::Config(format!(
             "pool `{}` has no usable source IP ({})",

@@ -195,12 +195,7 @@ pub(crate) fn produce(
 
 /// Checks a batch of new rows against the suppression list, renders the rest and hands them
 /// on. False when the run is shutting down.
-fn send_batch(
-    batch: &mut Vec<RecipientRow>,
-    gate: &Checker,
-    renderer: &Renderer,
-    work: &mpsc::Sender<Work>,
-) -> bool {
+fn send_batch(batch: &mut Vec<RecipientRow>, gate: &Checker, renderer: &Renderer, work: &mpsc::Sender<Work>) -> bool {
     if batch.is_empty() {
         return true;
     }

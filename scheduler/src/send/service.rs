@@ -123,8 +123,10 @@ impl SendService {
         for u in &unbindable {
             tracing::warn!("{u}; marked unusable, no campaign sends from it");
         }
-        let unusable: super::source_ips::Unusable =
-            unbindable.into_iter().map(|u| (u.address, u.error.to_string())).collect();
+        let unusable: super::source_ips::Unusable = unbindable
+            .into_iter()
+            .map(|u| (u.address, u.error.to_string()))
+            .collect();
         let params = config
             .smtp
             .session_params()

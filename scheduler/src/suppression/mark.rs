@@ -70,8 +70,7 @@ impl WrittenMark {
     /// Where a replay starts: past the mark and past every line whose update is queued
     /// already (a campaign launched again in the same process).
     pub fn replay_from(&self) -> u64 {
-        self.get()
-            .max(self.queued.load(std::sync::atomic::Ordering::Relaxed))
+        self.get().max(self.queued.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Notes that the update of the line ending at `end` is queued.
@@ -228,7 +227,11 @@ mod tests {
         assert_eq!(WrittenMark::open(dir.path(), 500).unwrap().get(), 120);
         assert_eq!(WrittenMark::open(dir.path(), 100).unwrap().get(), 100, "clamped");
         let fresh = tempfile::tempdir().unwrap();
-        assert_eq!(WrittenMark::open(fresh.path(), 777).unwrap().get(), 777, "a log without a mark");
+        assert_eq!(
+            WrittenMark::open(fresh.path(), 777).unwrap().get(),
+            777,
+            "a log without a mark"
+        );
     }
 
     #[test]
@@ -242,10 +245,8 @@ mod tests {
             )
         };
         let first = line("a@x.test", ",\"suppression\":\"suppress\"");
-        let text = first.clone()
-            + &line("b@x.test", "")
-            + &line("c@x.test", ",\"suppression\":\"soft\"")
-            + "{\"partial";
+        let text =
+            first.clone() + &line("b@x.test", "") + &line("c@x.test", ",\"suppression\":\"soft\"") + "{\"partial";
         std::fs::write(&log, &text).unwrap();
         let all = replay(&log, 0, "c1").unwrap();
         assert_eq!(all.len(), 2);

@@ -116,7 +116,10 @@ impl SuppressionWriter {
             counters: Arc::clone(&counters),
             batch: config.batch.max(1),
             replayed_left: replay.len(),
-            pending: replay.into_iter().map(|update| Queued { update, origin: None }).collect(),
+            pending: replay
+                .into_iter()
+                .map(|update| Queued { update, origin: None })
+                .collect(),
             spill_path,
             backoff: Backoff::new(),
             failing: false,

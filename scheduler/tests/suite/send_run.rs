@@ -245,7 +245,9 @@ async fn rows_refused_after_the_message_is_built_are_in_the_rejects_file() {
     let sink = Sink::start(SinkConfig::default()).await.expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
     let long = "x".repeat(1500);
-    let csv = format!("email,name,tag\nok1@a.test,One,short\nlong@a.test,Two,{long}\nbad-address,Three,t\nok2@a.test,Four,t\n");
+    let csv = format!(
+        "email,name,tag\nok1@a.test,One,short\nlong@a.test,Two,{long}\nbad-address,Three,t\nok2@a.test,Four,t\n"
+    );
     std::fs::write(dir.path().join("recipients.csv"), csv).expect("csv");
     std::fs::write(
         dir.path().join("campaign.toml"),

@@ -171,7 +171,10 @@ async fn a_send_with_a_source_ip_this_host_lacks_refuses_to_start() {
         "{text}"
     );
     assert_eq!(sink.stats().messages, 0, "nothing was sent");
-    assert!(!dir.path().join("state/unbound/accounting.jsonl").exists(), "no outcome recorded");
+    assert!(
+        !dir.path().join("state/unbound/accounting.jsonl").exists(),
+        "no outcome recorded"
+    );
     sink.shutdown().await;
 }
 
@@ -186,7 +189,10 @@ async fn a_serving_service_marks_an_unbindable_ip_unusable_and_sends_from_the_ot
         .expect("serve mode starts");
     let unusable = service.unusable_ips();
     assert_eq!(unusable.len(), 1);
-    assert!(unusable.contains_key(&IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))), "{unusable:?}");
+    assert!(
+        unusable.contains_key(&IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        "{unusable:?}"
+    );
     let summary = service
         .launch(&campaign(dir.path(), "marked", 30))
         .expect("launch")

@@ -292,7 +292,10 @@ async fn run_local(
     smtp: volley_engine::SmtpConfig,
     recipients: &[String],
     seed: &[Update],
-) -> (volley_scheduler::summary::Summary, Arc<dyn volley_scheduler::suppression::SuppressionStore>) {
+) -> (
+    volley_scheduler::summary::Summary,
+    Arc<dyn volley_scheduler::suppression::SuppressionStore>,
+) {
     let mut cfg = config(dir, sink, SuppressionConfig::default());
     cfg.smtp = smtp;
     if !seed.is_empty() {
