@@ -84,16 +84,21 @@ fn malformed_campaign_names_file_line_and_field() {
         "v.toml",
         "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n",
     );
-    let out = volley()
-        .arg("send")
-        .arg(&campaign)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = send_with(&campaign, &config);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(t.contains("bad.toml:6:") && t.contains("subjekt"), "{t}");
+}
+
+/// `volley send campaign --config config`, run to its end.
+fn send_with(campaign: &Path, config: &Path) -> std::process::Output {
+    volley()
+        .arg("send")
+        .arg(campaign)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run")
 }
 
 #[test]
@@ -105,13 +110,7 @@ fn bad_config_refuses_to_start() {
         "v.toml",
         "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n[routes]\n\"*\" = \"mx.example.com\"\n",
     );
-    let out = volley()
-        .arg("send")
-        .arg(&campaign)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = send_with(&campaign, &config);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(
@@ -132,13 +131,7 @@ fn send_refuses_a_source_ip_this_host_cannot_bind() {
         "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m2.test\"\n\
          [[source_ips]]\naddress = \"192.0.2.1\"\nehlo_name = \"m9.test\"\n[routes]\n\"*\" = \"127.0.0.1:9\"\n",
     );
-    let out = volley()
-        .arg("send")
-        .arg(&campaign)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = send_with(&campaign, &config);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
     assert!(

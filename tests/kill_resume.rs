@@ -5,15 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use volley_bench::{Sink, SinkConfig};
 
-fn volley() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-}
+mod common;
+
+use common::volley;
 
 /// A pause between `lo` and `hi` milliseconds, from the clock's nanoseconds.
 fn random_pause(lo: u64, hi: u64) -> Duration {
@@ -25,16 +24,7 @@ fn random_pause(lo: u64, hi: u64) -> Duration {
 }
 
 fn setup(dir: &Path, sink: &str, n: usize) {
-    let mut csv = String::from("email,name\n");
-    for i in 0..n {
-        csv.push_str(&format!("user{i}@d{}.kill.test,Reader {i}\n", i % 40));
-    }
-    std::fs::write(dir.join("r.csv"), csv).expect("csv");
-    std::fs::write(
-        dir.join("c.toml"),
-        "id = \"kill\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi {{name}}\"\ntext = \"Hello {{name}}\"\nrecipients = \"r.csv\"\n",
-    )
-    .expect("campaign");
+    common::write_news_campaign(dir, "kill", n);
     std::fs::write(
         dir.join("v.toml"),
         format!(

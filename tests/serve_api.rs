@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{free_port, start_sink, volley, write, Killed};
+use common::{free_port, start_sink, volley, wait_listening, write, Killed};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -67,6 +67,20 @@ impl Api {
     }
 }
 
+/// `volley serve --config config`, once its API listens on `listen`.
+fn start_serve(config: &Path, listen: &str) -> Killed {
+    let server = Killed(
+        volley()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .spawn()
+            .expect("volley serve"),
+    );
+    wait_listening(listen, "volley serve");
+    server
+}
+
 fn delivered(view: &Value) -> u64 {
     view["progress"]["delivered"].as_u64().unwrap_or(0)
 }
@@ -104,19 +118,7 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     recipients(dir.path(), "b", 40);
     recipients(dir.path(), "c", 2000);
     write(dir.path(), "a.toml", &campaign_toml("a"));
-    let server = Killed(
-        volley()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "volley serve did not listen on {listen}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = start_serve(&config, &listen);
     let api = Api { addr: listen };
 
     // No token, a wrong token: 401 on every endpoint.
@@ -321,19 +323,7 @@ fn serve_marks_a_source_ip_it_cannot_bind_unusable_and_lists_it() {
              [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
         ),
     );
-    let _server = Killed(
-        volley()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "volley serve did not start on {listen}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _server = start_serve(&config, &listen);
     let api = Api { addr: listen };
     let (status, ips) = api.ok("GET", "/ips", None);
     assert_eq!(status, 200, "{ips}");

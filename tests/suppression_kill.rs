@@ -5,28 +5,19 @@
 //! campaign is in the store, each exactly once.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use volley_bench::{RedisServer, Sink, SinkConfig};
 use volley_scheduler::suppression::{open_store, SuppressionConfig, GLOBAL};
 
-fn volley() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-}
+mod common;
+
+use common::volley;
 
 fn setup(dir: &Path, sink: &str, redis: &str, n: usize) {
-    let mut csv = String::from("email,name\n");
-    for i in 0..n {
-        csv.push_str(&format!("user{i}@d{}.kill.test,Reader {i}\n", i % 40));
-    }
-    std::fs::write(dir.join("r.csv"), csv).expect("csv");
-    std::fs::write(
-        dir.join("c.toml"),
-        "id = \"outage\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi {{name}}\"\ntext = \"Hello {{name}}\"\nrecipients = \"r.csv\"\n",
-    )
-    .expect("campaign");
+    common::write_news_campaign(dir, "outage", n);
     std::fs::write(
         dir.join("v.toml"),
         format!(

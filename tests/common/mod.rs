@@ -55,10 +55,33 @@ pub fn start_sink(extra: &[&str]) -> (Killed, String) {
         .spawn()
         .expect("spawn sink");
     let sink = Killed(child);
+    wait_listening(&addr, "sink");
+    (sink, addr)
+}
+
+/// Waits (up to 20 s) until something accepts connections on `addr`; `what` names it.
+pub fn wait_listening(addr: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "sink did not start on {addr}");
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (sink, addr)
+}
+
+/// Writes `dir/r.csv` (`n` rows `user{i}@d{i % 40}.kill.test`) and `dir/c.toml`, a campaign
+/// with id `id` over it.
+pub fn write_news_campaign(dir: &Path, id: &str, n: usize) {
+    let mut csv = String::from("email,name\n");
+    for i in 0..n {
+        csv.push_str(&format!("user{i}@d{}.kill.test,Reader {i}\n", i % 40));
+    }
+    std::fs::write(dir.join("r.csv"), csv).expect("csv");
+    std::fs::write(
+        dir.join("c.toml"),
+        format!(
+            "id = \"{id}\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi {{{{name}}}}\"\n\
+             text = \"Hello {{{{name}}}}\"\nrecipients = \"r.csv\"\n"
+        ),
+    )
+    .expect("campaign");
 }

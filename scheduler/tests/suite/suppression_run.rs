@@ -284,39 +284,52 @@ async fn redis_outage_mid_run_loses_no_update_and_sends_nothing_unchecked() {
     sink.shutdown().await;
 }
 
-/// One run of `recipients` against `sink` with `smtp`; the embedded store after it.
-async fn run_local(
-    dir: &Path,
+/// One run of `recipients` (each seeded with one soft bounce) against a sink started with
+/// `sink`, with `tls`: the summary, the final accounting lines and each recipient's
+/// soft-bounce count after it (none of them may be suppressed).
+async fn run_seeded(
     id: &str,
-    sink: &SinkHandle,
-    smtp: volley_engine::SmtpConfig,
+    sink: SinkConfig,
+    tls: volley_engine::tls::TlsPolicy,
     recipients: &[String],
-    seed: &[Update],
 ) -> (
     volley_scheduler::summary::Summary,
-    Arc<dyn volley_scheduler::suppression::SuppressionStore>,
+    std::collections::HashMap<String, Value>,
+    Vec<usize>,
 ) {
-    let mut cfg = config(dir, sink, SuppressionConfig::default());
-    cfg.smtp = smtp;
-    if !seed.is_empty() {
-        let store = open_store(&cfg.suppression, &cfg.state_dir).expect("store");
-        store.apply(seed).expect("seed");
-    }
-    let summary = volley_scheduler::send::run(&campaign(dir, id, None, recipients), &cfg)
+    let sink = Sink::start(sink).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), &sink, SuppressionConfig::default());
+    cfg.smtp.tls = tls;
+    let seed: Vec<Update> = recipients
+        .iter()
+        .map(|a| Update::SoftBounce {
+            scope: GLOBAL.into(),
+            address: a.clone(),
+            code: Some(452),
+            enhanced: Some("4.2.2".into()),
+            reason: "mailbox full".into(),
+            at: volley_scheduler::suppression::unix_now(),
+        })
+        .collect();
+    open_store(&cfg.suppression, &cfg.state_dir)
+        .expect("store")
+        .apply(&seed)
+        .expect("seed");
+    let summary = volley_scheduler::send::run(&campaign(dir.path(), id, None, recipients), &cfg)
         .await
         .expect("run");
-    (summary, open_store(&cfg.suppression, &cfg.state_dir).expect("store"))
-}
-
-fn soft_bounce(address: &str) -> Update {
-    Update::SoftBounce {
-        scope: GLOBAL.into(),
-        address: address.into(),
-        code: Some(452),
-        enhanced: Some("4.2.2".into()),
-        reason: "mailbox full".into(),
-        at: volley_scheduler::suppression::unix_now(),
-    }
+    sink.shutdown().await;
+    let store = open_store(&cfg.suppression, &cfg.state_dir).expect("store");
+    let counts = recipients
+        .iter()
+        .map(|a| {
+            assert!(store.get(GLOBAL, a).expect("get").is_none(), "{a} suppressed");
+            store.soft(GLOBAL, a).expect("soft").map_or(0, |r| r.at.len())
+        })
+        .collect();
+    let log = outcomes(&summary.accounting_log);
+    (summary, log, counts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,59 +337,36 @@ async fn local_failures_never_count_against_a_recipient_and_a_delivery_resets_th
     // Regression: Volley's own SIZE refusal was `routing-errors` (a soft bounce), and expiries
     // after `tls = "required"` against a host without STARTTLS or after a refused MAIL FROM
     // counted soft bounces, so an operator's mistake suppressed whole lists.
-    let smtp = |tls| volley_engine::SmtpConfig {
-        tls,
-        timeouts: volley_engine::timeouts::Timeouts::uniform(Duration::from_secs(5)),
-        ..Default::default()
-    };
-    let opportunistic = volley_engine::tls::TlsPolicy::Opportunistic;
+    use volley_engine::tls::TlsPolicy::{Opportunistic, Required};
     let rcpts = addresses("ok.test", 4);
-    // Each address already has one soft bounce counted.
-    let seed: Vec<Update> = rcpts.iter().map(|a| soft_bounce(a)).collect();
-    let count = |store: &Arc<dyn volley_scheduler::suppression::SuppressionStore>, a: &str| {
-        assert!(store.get(GLOBAL, a).expect("get").is_none(), "{a} suppressed");
-        store.soft(GLOBAL, a).expect("soft").map_or(0, |r| r.at.len())
-    };
 
     // 1. The message is bigger than the server's SIZE: Volley does not send it.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let small = Sink::start(SinkConfig {
+    let small = SinkConfig {
         max_message_size: 100,
         ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
-    let (summary, store) = run_local(dir.path(), "size", &small, smtp(opportunistic), &rcpts, &seed).await;
+    };
+    let (summary, log, counts) = run_seeded("size", small, Opportunistic, &rcpts).await;
     assert_eq!(summary.bounced, 4, "{summary:?}");
-    let log = outcomes(&summary.accounting_log);
     for a in &rcpts {
         assert_eq!(log[a]["category"], "message-size", "{}", log[a]);
         assert!(log[a].get("suppression").is_none(), "{}", log[a]);
-        assert_eq!(count(&store, a), 1, "{a}: Volley's SIZE refusal counted against it");
     }
-    drop(store);
-    small.shutdown().await;
+    assert_eq!(counts, [1; 4], "Volley's SIZE refusal counted against the recipients");
 
     // 2. `tls = "required"` against a host without STARTTLS: deferred until expiry.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plain = Sink::start(SinkConfig {
+    let plain = SinkConfig {
         starttls: false,
         ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
-    let required = smtp(volley_engine::tls::TlsPolicy::Required);
-    let (summary, store) = run_local(dir.path(), "tls", &plain, required, &rcpts, &seed).await;
+    };
+    let (summary, _, counts) = run_seeded("tls", plain, Required, &rcpts).await;
     assert_eq!(summary.expired, 4, "{summary:?}");
-    for a in &rcpts {
-        assert_eq!(count(&store, a), 1, "{a}: TLS policy expiry counted against it");
-    }
-    drop(store);
-    plain.shutdown().await;
+    assert_eq!(
+        counts, [1; 4],
+        "the TLS policy's expiries counted against the recipients"
+    );
 
     // 3. MAIL FROM refused (451): about the sender.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let refusing = Sink::start(SinkConfig {
+    let refusing = SinkConfig {
         canned: vec![CannedReply {
             domain: "*".into(),
             stage: Stage::Mail,
@@ -384,24 +374,13 @@ async fn local_failures_never_count_against_a_recipient_and_a_delivery_resets_th
             percent: 100.0,
         }],
         ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
-    let (summary, store) = run_local(dir.path(), "mailfrom", &refusing, smtp(opportunistic), &rcpts, &seed).await;
+    };
+    let (summary, _, counts) = run_seeded("mailfrom", refusing, Opportunistic, &rcpts).await;
     assert_eq!(summary.expired, 4, "{summary:?}");
-    for a in &rcpts {
-        assert_eq!(count(&store, a), 1, "{a}: a refused MAIL FROM counted against it");
-    }
-    drop(store);
-    refusing.shutdown().await;
+    assert_eq!(counts, [1; 4], "a refused MAIL FROM counted against the recipients");
 
     // 4. A delivery resets the count.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fine = Sink::start(SinkConfig::default()).await.expect("sink");
-    let (summary, store) = run_local(dir.path(), "fine", &fine, smtp(opportunistic), &rcpts, &seed).await;
+    let (summary, _, counts) = run_seeded("fine", SinkConfig::default(), Opportunistic, &rcpts).await;
     assert_eq!(summary.delivered, 4, "{summary:?}");
-    for a in &rcpts {
-        assert_eq!(count(&store, a), 0, "{a}: the delivery did not reset its soft bounces");
-    }
-    fine.shutdown().await;
+    assert_eq!(counts, [0; 4], "the deliveries did not reset the soft bounces");
 }
