@@ -189,7 +189,7 @@ fn counters_reachable(config: &SendConfig) -> Result<String, String> {
 }
 
 fn campaign(config: &SendConfig, path: &Path) -> Result<String, String> {
-    let campaign = Campaign::load(path).map_err(|e| e.to_string())?;
+    let campaign = Campaign::load_with(path, &config.template_dirs).map_err(|e| e.to_string())?;
     let pool = config.pool(campaign.pool())?;
     let reader = RecipientReader::open(campaign.recipients(), campaign.email_column()).map_err(|e| e.to_string())?;
     campaign.compile(reader.columns()).map_err(|e| e.to_string())?;

@@ -69,6 +69,10 @@ pub struct SendConfig {
     /// `volley serve`'s HTTP control API: listen address and bearer token.
     #[serde(default)]
     pub api: crate::api_config::ApiConfig,
+    /// Folders a campaign's `text_file`/`html_file` may be read from besides the campaign
+    /// file's own folder (relative to the config file). Default: none.
+    #[serde(default)]
+    pub template_dirs: Vec<PathBuf>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -246,8 +250,8 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: volley_files::FileError,
     },
     /// TOML syntax or schema error (the message carries line and column).
     #[error("config {path}: {message}")]
@@ -292,6 +296,7 @@ impl SendConfig {
             dkim_threads: 0,
             warmup: volley_warmup::WarmupConfig::default(),
             api: Default::default(),
+            template_dirs: Vec::new(),
         }
     }
 
@@ -312,7 +317,7 @@ impl SendConfig {
     /// folder) without reading the files it names: `volley check-config` checks those one by
     /// one so that it can report every problem.
     pub fn load_unchecked(path: &Path) -> Result<SendConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
@@ -337,6 +342,9 @@ impl SendConfig {
             }
         }
         config.api.resolve(base);
+        for dir in config.template_dirs.iter_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
+        }
         Ok(config)
     }
 

@@ -40,9 +40,8 @@ pub struct ServeArgs {
 /// What the handlers share.
 pub struct App {
     service: SendService,
+    /// The configuration; `api.campaigns_dir` is where campaigns are launched from.
     config: SendConfig,
-    /// The config file's folder: campaign paths and inline campaigns resolve against it.
-    base: PathBuf,
     token: String,
     /// The provider groups of the warm-up settings (for per-IP usage).
     providers: Vec<String>,
@@ -82,16 +81,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     let providers = config.warmup_policy(&args.config)?.providers.names().to_vec();
     let live = Arc::new(volley_scheduler::live::Live::default());
     let service = SendService::start(&config, live, true).context("starting the send service")?;
-    let base = args
-        .config
-        .parent()
-        .map(PathBuf::from)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
     let app = Arc::new(App {
         service,
         config,
-        base,
         token,
         providers,
         campaigns: Mutex::default(),

@@ -37,7 +37,7 @@ pub enum CurveError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: volley_files::FileError,
     },
     /// The file is not valid TOML or has unknown or mistyped top-level fields.
     #[error("{path}: {source}")]
@@ -108,7 +108,7 @@ struct RawCurve {
 impl Curve {
     /// Reads and validates a curve file.
     pub fn load(path: &Path) -> Result<Curve, CurveError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CurveError::Read {
+        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CurveError::Read {
             path: path.to_path_buf(),
             source,
         })?;

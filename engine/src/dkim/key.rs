@@ -55,7 +55,7 @@ impl KeyOwner<'_> {
 
 /// Reads and parses `owner.path`; with `declared`, refuses a key of another algorithm.
 pub(crate) fn load_key(owner: &KeyOwner<'_>, declared: Option<DkimAlgorithm>) -> Result<LoadedKey, DkimError> {
-    let pem = std::fs::read(owner.path).map_err(|error| DkimError::ReadKey {
+    let pem = volley_files::read_config_bytes(owner.path, volley_files::PEM_MAX).map_err(|error| DkimError::ReadKey {
         domain: owner.domain.to_owned(),
         selector: owner.selector.to_owned(),
         path: owner.path.to_owned(),
