@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use volley_engine::SmtpConfig;
 
+mod collect;
+mod validate;
+
+pub use validate::Problem;
+
 /// The operator's configuration.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +247,13 @@ fn one() -> u32 {
     1
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
 /// A configuration that cannot be used; the message names the file, field and value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -261,6 +273,15 @@ pub enum ConfigError {
         /// The parser's message, with line and column.
         message: String,
     },
+    /// Values of the file that cannot be used: every one found, each with its field path,
+    /// value and line (one per line of the message).
+    #[error("{}", render_problems(path, problems))]
+    Problems {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in the order found.
+        problems: Vec<Problem>,
+    },
     /// A value that parses but cannot be used.
     #[error("config {path}: field `{field}` = {value:?}: {reason}")]
     Invalid {
@@ -273,6 +294,14 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("config {}, {p}", path.display()))
+        .collect();
+    lines.join("\n")
 }
 
 impl SendConfig {
@@ -317,11 +346,27 @@ impl SendConfig {
     /// folder) without reading the files it names: `volley check-config` checks those one by
     /// one so that it can report every problem.
     pub fn load_unchecked(path: &Path) -> Result<SendConfig, ConfigError> {
-        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = read(path)?;
         let mut config = SendConfig::parse(&text, path)?;
+        config.resolve_paths(path);
+        Ok(config)
+    }
+
+    /// Reads a config file and returns it with every problem of its own values (none of the
+    /// files it names is read): `volley check-config` reports them all, then goes on with the
+    /// other checks when a config could be built. `Err` only when the file cannot be read or
+    /// is not TOML.
+    pub fn load_collecting(path: &Path) -> Result<(Option<SendConfig>, Vec<Problem>), ConfigError> {
+        let (mut config, problems) = collect::parse_collecting(&read(path)?, path)?;
+        if let Some(config) = &mut config {
+            config.resolve_paths(path);
+        }
+        Ok((config, problems))
+    }
+
+    /// Resolves relative paths against the folder of the config file at `path`.
+    fn resolve_paths(&mut self, path: &Path) {
+        let config = self;
         if config.state_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.state_dir = base.join(&config.state_dir);
@@ -345,7 +390,6 @@ impl SendConfig {
         for dir in config.template_dirs.iter_mut().filter(|d| d.is_relative()) {
             *dir = base.join(&*dir);
         }
-        Ok(config)
     }
 
     /// Reads `keys` (entries of this config's `[[dkim]]`) and signs and verifies a test
@@ -389,113 +433,16 @@ impl SendConfig {
         })
     }
 
-    /// Parses and validates config text; `path` is used in error messages only.
+    /// Parses and validates config text; `path` is used in error messages only. Every problem
+    /// is reported at once ([`ConfigError::Problems`]).
     pub fn parse(text: &str, path: &Path) -> Result<SendConfig, ConfigError> {
-        let config: SendConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: String, value: String, reason: &str| ConfigError::Invalid {
-            path: path.into(),
-            field,
-            value,
-            reason: reason.into(),
-        };
-        if self.source_ips.is_empty() {
-            return Err(invalid(
-                "source_ips".into(),
-                "[]".into(),
-                "at least one source IP is needed",
-            ));
+        match collect::parse_collecting(text, path)? {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError::Problems {
+                path: path.into(),
+                problems,
+            }),
         }
-        if self.source_ips.iter().all(|s| s.weight == 0) {
-            return Err(invalid(
-                "source_ips.weight".into(),
-                "0".into(),
-                "every source IP has weight 0",
-            ));
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if volley_engine::smtp::command::check_helo_name(&ip.ehlo_name).is_err() {
-                return Err(invalid(
-                    format!("source_ips[{i}].ehlo_name"),
-                    ip.ehlo_name.clone(),
-                    "not a valid EHLO name",
-                ));
-            }
-        }
-        for (domain, target) in &self.routes {
-            crate::routing::parse_target(target)
-                .map_err(|reason| invalid(format!("routes.{domain:?}"), target.clone(), &reason))?;
-        }
-        if self.max_in_flight == 0 {
-            return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
-        }
-        if self.max_parked == 0 {
-            return Err(invalid("max_parked".into(), "0".into(), "must be at least 1"));
-        }
-        if self.max_in_flight_per_site == 0 {
-            return Err(invalid(
-                "max_in_flight_per_site".into(),
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.retry.schedule.is_empty() {
-            return Err(invalid("retry.schedule".into(), "[]".into(), "needs at least one wait"));
-        }
-        if let Some(d) = self.retry.schedule.iter().find(|d| d.is_zero()) {
-            return Err(invalid(
-                "retry.schedule".into(),
-                humantime::format_duration(**d).to_string(),
-                "a retry wait must be longer than zero",
-            ));
-        }
-        if self.retry.max_age.is_zero() {
-            return Err(invalid("retry.max_age".into(), "0s".into(), "must be longer than zero"));
-        }
-        self.smtp
-            .session_params()
-            .map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
-        if let Some(dns) = &self.dns {
-            dns.validate()
-                .map_err(|e| invalid("dns".into(), String::new(), &e.to_string()))?;
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if ip.pool.trim().is_empty() {
-                return Err(invalid(
-                    format!("source_ips[{i}].pool"),
-                    ip.pool.clone(),
-                    "must not be empty",
-                ));
-            }
-        }
-        self.suppression
-            .validate()
-            .map_err(|e| invalid("suppression".into(), String::new(), &e.to_string()))?;
-        if self.mx_port == 0 {
-            return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if let Err(e) = ip.warmup_state() {
-                let value = ip
-                    .warmup
-                    .clone()
-                    .unwrap_or_else(|| ip.warmup_start.map(|d| d.to_string()).unwrap_or_default());
-                return Err(invalid(format!("source_ips[{i}].warmup"), value, &e.to_string()));
-            }
-        }
-        self.warmup
-            .check()
-            .map_err(|(field, value, reason)| invalid(field, value, &reason))?;
-        crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref())
-            .map_err(|e| invalid("warmup.redis".into(), String::new(), &e.to_string()))?;
-        Ok(())
     }
 
     /// Loads what the warm-up settings name: the curves of the source IPs (from
