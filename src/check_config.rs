@@ -139,6 +139,13 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             .map(|()| "bounce classification rules load".into())
             .map_err(|e| e.to_string()),
     ));
+    if let Some(ca_file) = &config.smtp.ca_file {
+        let result = config
+            .check_tls(config_path)
+            .map(|()| format!("{} holds trust anchors", ca_file.display()))
+            .map_err(|e| e.to_string());
+        out.push(verdict("smtp.ca_file", result));
+    }
     out.push(verdict("suppression", suppression_reachable(&config)));
     if config.warmup.counters == volley_warmup::CounterBackend::Redis {
         out.push(verdict("warmup.redis", counters_reachable(&config)));

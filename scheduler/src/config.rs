@@ -339,7 +339,22 @@ impl SendConfig {
         // Every key is read and checked (a test signature verified) before anything starts.
         config.check_dkim(path, &config.dkim)?;
         config.check_bounces(path)?;
+        config.check_tls(path)?;
         Ok(config)
+    }
+
+    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
+    pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        self.smtp.session_params().map(|_| ()).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            field: e.field(),
+            value: self
+                .smtp
+                .ca_file
+                .as_deref()
+                .map_or(String::new(), |f| f.display().to_string()),
+            reason: e.to_string(),
+        })
     }
 
     /// Reads and validates a config file (its own values; relative paths resolved against its
