@@ -79,7 +79,10 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
         // A required field is missing or unreadable: the rest cannot be checked.
         out.push(verdict(
             "config",
-            Err(format!("{}: the other checks need a complete file", config_path.display())),
+            Err(format!(
+                "{}: the other checks need a complete file",
+                config_path.display()
+            )),
         ));
         return out;
     };

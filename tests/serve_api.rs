@@ -67,6 +67,24 @@ impl Api {
     }
 }
 
+/// `volley serve --config config`, once it accepts connections on `listen`.
+fn start_serve(config: &Path, listen: &str) -> Killed {
+    let server = Killed(
+        volley()
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .spawn()
+            .expect("volley serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "volley serve did not listen on {listen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
 fn delivered(view: &Value) -> u64 {
     view["progress"]["delivered"].as_u64().unwrap_or(0)
 }
@@ -110,19 +128,7 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     // Campaign files reachable only by leaving campaigns_dir.
     write(dir.path(), "outside.toml", &campaign_toml("a"));
     std::os::unix::fs::symlink(dir.path().join("outside.toml"), campaigns.join("link.toml")).expect("symlink");
-    let server = Killed(
-        volley()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "volley serve did not listen on {listen}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = start_serve(&config, &listen);
     let api = Api { addr: listen };
 
     // No token, a wrong token: 401 on every endpoint.
@@ -369,27 +375,16 @@ fn with_a_certificate_the_api_speaks_https_only() {
              [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\ntls_cert = \"api.crt\"\ntls_key = \"api.key\"\n"
         ),
     );
-    let _server = Killed(
-        volley()
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "volley serve did not listen on {listen}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let get = |auth: &str| {
-        format!("GET /ips HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
-    };
+    let _server = start_serve(&config, &listen);
+    let get = |auth: &str| format!("GET /ips HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
     let answer = https(&listen, cert.der(), &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"127.0.0.2\""), "{answer}");
     let answer = https(&listen, cert.der(), &get(""));
-    assert!(answer.starts_with("HTTP/1.1 401"), "the token is still required: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "the token is still required: {answer}"
+    );
 
     // Plain HTTP to the same port gets no HTTP answer: nothing is served in clear.
     let mut plain = TcpStream::connect(&listen).expect("connect");

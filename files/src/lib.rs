@@ -129,11 +129,7 @@ fn regular(path: &Path, metadata: &std::fs::Metadata) -> Result<(), FileError> {
     if t.is_file() {
         return Ok(());
     }
-    let kind = if t.is_dir() {
-        "directory"
-    } else {
-        special_kind(&t)
-    };
+    let kind = if t.is_dir() { "directory" } else { special_kind(&t) };
     Err(FileError::NotRegular {
         path: path.to_owned(),
         kind,
@@ -169,7 +165,13 @@ mod tests {
     fn devices_and_directories_are_refused_without_reading() {
         let e = read_config_file(Path::new("/dev/zero"), CONFIG_MAX).expect_err("/dev/zero");
         assert!(
-            matches!(&e, FileError::NotRegular { kind: "character device", .. }),
+            matches!(
+                &e,
+                FileError::NotRegular {
+                    kind: "character device",
+                    ..
+                }
+            ),
             "{e}"
         );
         assert_eq!(e.path(), Path::new("/dev/zero"));
@@ -201,6 +203,9 @@ mod tests {
         let e = read_config_file(&dir.path().join("none.toml"), 9).expect_err("missing");
         assert!(e.is_not_found() && e.path().ends_with("none.toml"), "{e}");
         std::fs::write(&path, b"ok\xff").expect("write");
-        assert!(matches!(read_config_file(&path, 10), Err(FileError::NotUtf8 { at: 2, .. })));
+        assert!(matches!(
+            read_config_file(&path, 10),
+            Err(FileError::NotUtf8 { at: 2, .. })
+        ));
     }
 }

@@ -145,5 +145,24 @@ mod tests {
         api.token = None;
         assert!(api.token().is_err(), "a token is required");
         assert_eq!(api.listen, "127.0.0.1:8025".parse().expect("addr"));
+        api.token_file = Some("/dev/zero".into());
+        let (field, why) = api.token().expect_err("a device");
+        assert_eq!(field, "api.token_file");
+        assert!(why.contains("/dev/zero: not a regular file"), "{why}");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let mut api = ApiConfig::default();
+        let any: SocketAddr = "0.0.0.0:8025".parse().expect("addr");
+        assert!(!api.exposed_in_clear(api.listen));
+        assert!(!api.exposed_in_clear("[::1]:8025".parse().expect("addr")));
+        assert!(api.exposed_in_clear(any));
+        api.tls_cert = Some("api.crt".into());
+        api.tls_key = Some("api.key".into());
+        assert!(!api.exposed_in_clear(any), "HTTPS may be exposed");
+        assert!(api.tls_files().is_ok_and(|f| f.is_some()));
+        api.tls_key = None;
+        assert_eq!(api.tls_files().map_err(|(field, _)| field), Err("api.tls_key"));
     }
 }

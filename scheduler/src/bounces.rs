@@ -127,10 +127,11 @@ impl BounceRules {
 
     /// Reads a rules file.
     pub fn load(path: &Path) -> Result<BounceRules, RulesError> {
-        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| RulesError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| RulesError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         BounceRules::parse(&text, path)
     }
 

@@ -74,8 +74,8 @@ pub enum CampaignError {
         value: String,
         /// The resolved path that failed.
         file: PathBuf,
-        /// Why: the OS error, not a regular file, over the size cap, or not UTF-8.
-        source: volley_files::FileError,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: Box<volley_files::FileError>,
     },
     /// A template does not parse against the recipient columns.
     #[error("{}: {source}", location(.file, *.line, None))]
@@ -176,10 +176,11 @@ impl Campaign {
     /// [`Campaign::load`], also allowing body files under the folders `template_dirs`
     /// (volley.toml `template_dirs`).
     pub fn load_with(path: &Path, template_dirs: &[PathBuf]) -> Result<Campaign, CampaignError> {
-        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CampaignError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CampaignError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Campaign::from_toml_with(path, &text, template_dirs)
     }
 

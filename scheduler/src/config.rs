@@ -345,16 +345,19 @@ impl SendConfig {
 
     /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
     pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
-        self.smtp.session_params().map(|_| ()).map_err(|e| ConfigError::Invalid {
-            path: path.into(),
-            field: e.field(),
-            value: self
-                .smtp
-                .ca_file
-                .as_deref()
-                .map_or(String::new(), |f| f.display().to_string()),
-            reason: e.to_string(),
-        })
+        self.smtp
+            .session_params()
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                field: e.field(),
+                value: self
+                    .smtp
+                    .ca_file
+                    .as_deref()
+                    .map_or(String::new(), |f| f.display().to_string()),
+                reason: e.to_string(),
+            })
     }
 
     /// Reads and validates a config file (its own values; relative paths resolved against its

@@ -23,7 +23,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The server side of TLS from a PEM certificate chain and its private key (HTTP/1.1 by ALPN).
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let pem = |path: &Path| {
-        volley_files::read_config_bytes(path, volley_files::PEM_MAX).with_context(|| format!("reading {}", path.display()))
+        volley_files::read_config_bytes(path, volley_files::PEM_MAX)
+            .with_context(|| format!("reading {}", path.display()))
     };
     let chain = rustls_pemfile::certs(&mut pem(cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()

@@ -147,10 +147,11 @@ impl Default for BackoffRules {
 impl BackoffRules {
     /// Reads and validates a rules file.
     pub fn load(path: &Path) -> Result<BackoffRules, BackoffError> {
-        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| BackoffError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| BackoffError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         BackoffRules::parse(&text, path)
     }
 

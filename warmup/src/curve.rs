@@ -116,10 +116,11 @@ struct RawCurve {
 impl Curve {
     /// Reads and validates a curve file.
     pub fn load(path: &Path) -> Result<Curve, CurveError> {
-        let text = volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CurveError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CurveError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Curve::parse(&text, path)
     }
 

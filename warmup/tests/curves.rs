@@ -162,7 +162,10 @@ fn a_misspelled_curve_name_lists_the_shipped_curves() {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("odd.toml: cannot read warm-up curve: not a regular file"), "{e}");
+    assert!(
+        e.contains("odd.toml: cannot read warm-up curve: not a regular file"),
+        "{e}"
+    );
 }
 
 #[test]

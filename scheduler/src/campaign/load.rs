@@ -342,7 +342,7 @@ impl Loader<'_> {
                     field: file_field.clone(),
                     value: f.get_ref().clone(),
                     file: resolved.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 let real = resolved.canonicalize().map_err(|source| {
                     unreadable(volley_files::FileError::Io {
@@ -357,12 +357,13 @@ impl Loader<'_> {
                     );
                     return Err(self.invalid(&file_field, f, reason));
                 }
-                let source = volley_files::read_config_file(&real, volley_files::TEMPLATE_MAX).map_err(|e| match e {
-                    volley_files::FileError::NotUtf8 { at, .. } => {
-                        self.invalid(&file_field, f, format!("not valid UTF-8 (byte {at})"))
-                    }
-                    other => unreadable(other),
-                })?;
+                let source =
+                    volley_files::read_config_file(&real, volley_files::TEMPLATE_MAX).map_err(|e| match e {
+                        volley_files::FileError::NotUtf8 { at, .. } => {
+                            self.invalid(&file_field, f, format!("not valid UTF-8 (byte {at})"))
+                        }
+                        other => unreadable(other),
+                    })?;
                 Ok(Some(TemplateSource {
                     field: file_field,
                     file: resolved,

@@ -39,7 +39,8 @@ pub(super) fn parse_collecting(text: &str, path: &Path) -> Result<(Option<SendCo
                 let consequence = removed && message.starts_with("missing field");
                 if !consequence {
                     let node = deepest(&original, &segments);
-                    let mut problem = Problem::new(e.path().to_string(), node.map_or(String::new(), Node::text), message);
+                    let mut problem =
+                        Problem::new(e.path().to_string(), node.map_or(String::new(), Node::text), message);
                     problem.line = node.and_then(|n| n.line(original.raw()));
                     problems.push(problem);
                 }
@@ -188,7 +189,9 @@ fn segments_of(field: &str) -> Vec<Segment> {
     let mut key = String::new();
     let flush = |key: &mut String, segments: &mut Vec<Segment>| {
         if !key.is_empty() {
-            segments.push(Segment::Map { key: std::mem::take(key) });
+            segments.push(Segment::Map {
+                key: std::mem::take(key),
+            });
         }
     };
     while let Some(c) = chars.next() {
@@ -279,7 +282,9 @@ mod tests {
         let (complete, problems) = collect("[[source_ips]]\naddress = 12\nehlo_name = \"a.test\"\n");
         assert!(!complete);
         assert_eq!(problems.len(), 1, "{problems:#?}");
-        assert!(problems[0].starts_with("2:source_ips[0].address = 12 ("), "{problems:#?}");
+        assert!(
+            problems[0].starts_with("2:source_ips[0].address = 12 ("),
+            "{problems:#?}"
+        );
     }
 }
-

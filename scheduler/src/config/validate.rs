@@ -63,7 +63,11 @@ impl SendConfig {
         }
         if let Some(d) = self.retry.schedule.iter().find(|d| d.is_zero()) {
             let value = humantime::format_duration(**d).to_string();
-            out.push(Problem::new("retry.schedule", value, "a retry wait must be longer than zero"));
+            out.push(Problem::new(
+                "retry.schedule",
+                value,
+                "a retry wait must be longer than zero",
+            ));
         }
         if self.retry.max_age.is_zero() {
             out.push(Problem::new("retry.max_age", "0s", "must be longer than zero"));
@@ -120,7 +124,11 @@ impl SendConfig {
             }
             if let Some(families) = &families {
                 if !families.contains(&ip.address.is_ipv6()) {
-                    let (mine, theirs) = if ip.address.is_ipv6() { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
+                    let (mine, theirs) = if ip.address.is_ipv6() {
+                        ("IPv6", "IPv4")
+                    } else {
+                        ("IPv4", "IPv6")
+                    };
                     out.push(Problem::new(
                         field("address"),
                         ip.address.to_string(),
@@ -132,7 +140,11 @@ impl SendConfig {
                 }
             }
             if volley_engine::smtp::command::check_helo_name(&ip.ehlo_name).is_err() {
-                out.push(Problem::new(field("ehlo_name"), ip.ehlo_name.clone(), "not a valid EHLO name"));
+                out.push(Problem::new(
+                    field("ehlo_name"),
+                    ip.ehlo_name.clone(),
+                    "not a valid EHLO name",
+                ));
             }
             if ip.pool.trim().is_empty() {
                 out.push(Problem::new(field("pool"), ip.pool.clone(), "must not be empty"));

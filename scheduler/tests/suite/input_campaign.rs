@@ -266,7 +266,13 @@ fn body_files_outside_the_campaign_folder_are_refused() {
         assert!(e.contains("template_dirs"), "says how to allow it: {e}");
     }
     // Unless the operator lists the folder.
-    let c = load_body(&campaigns, "html_file", "../shared/footer.txt", &[shared.clone()]).expect("allowed");
+    let c = load_body(
+        &campaigns,
+        "html_file",
+        "../shared/footer.txt",
+        std::slice::from_ref(&shared),
+    )
+    .expect("allowed");
     assert_eq!(c.html().map(|t| t.source.as_str()), Some("Bye"));
 }
 
@@ -297,6 +303,11 @@ fn body_files_must_be_regular_and_bounded() {
         "{e}"
     );
     // The campaign file itself too.
-    let e = Campaign::load(Path::new("/dev/zero")).expect_err("/dev/zero campaign").to_string();
-    assert!(e.contains("/dev/zero: cannot read campaign file: not a regular file"), "{e}");
+    let e = Campaign::load(Path::new("/dev/zero"))
+        .expect_err("/dev/zero campaign")
+        .to_string();
+    assert!(
+        e.contains("/dev/zero: cannot read campaign file: not a regular file"),
+        "{e}"
+    );
 }
