@@ -8,16 +8,17 @@
 //!   read at most `max_bytes`.
 //! - [`FileError`] — what went wrong, naming the path; [`FileError::is_too_large`] and
 //!   [`FileError::is_not_found`] classify it.
-//! - The caps: [`CONFIG_MAX`] (TOML settings, campaigns, rules, curves, tokens),
-//!   [`TEMPLATE_MAX`] (message bodies), [`PEM_MAX`] (keys, certificates, CA bundles).
+//! - The caps: [`CONFIG_MAX`] (TOML settings, rules, curves, tokens), [`TEMPLATE_MAX`]
+//!   (message bodies, campaign files), [`PEM_MAX`] (keys, certificates, CA bundles).
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-/// Largest TOML settings file, campaign, rules, curve or token file: 1 MiB.
+/// Largest TOML settings file, rules, curve or token file: 1 MiB.
 pub const CONFIG_MAX: u64 = 1 << 20;
-/// Largest `text_file` / `html_file` body template: 8 MiB.
+/// Largest `text_file` / `html_file` body template, and campaign file (its bodies may be
+/// inline): 8 MiB.
 pub const TEMPLATE_MAX: u64 = 8 << 20;
 /// Largest PEM file (private key, certificate chain, CA bundle): 4 MiB.
 pub const PEM_MAX: u64 = 4 << 20;

@@ -176,8 +176,9 @@ impl Campaign {
     /// [`Campaign::load`], also allowing body files under the folders `template_dirs`
     /// (volley.toml `template_dirs`).
     pub fn load_with(path: &Path, template_dirs: &[PathBuf]) -> Result<Campaign, CampaignError> {
+        // Inline `text`/`html` bodies make a campaign file as large as a body file.
         let text =
-            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CampaignError::Read {
+            volley_files::read_config_file(path, volley_files::TEMPLATE_MAX).map_err(|source| CampaignError::Read {
                 path: path.to_owned(),
                 source,
             })?;

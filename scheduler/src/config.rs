@@ -1,5 +1,9 @@
 //! `volley.toml`: the operator's settings — state directory, source IPs, routing overrides and
 //! the engine's `[smtp]` table. Validated at load; a bad config refuses to start.
+//!
+//! - `config/collect.rs` — reading the file so that one pass finds every problem (mistyped
+//!   values and unknown fields are taken out and the rest read again), with lines.
+//! - `config/validate.rs` — [`Problem`], and every check of the parsed values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
