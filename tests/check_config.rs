@@ -184,7 +184,7 @@ max_age = "0s"
 }
 
 #[test]
-fn a_device_or_oversized_file_is_refused_as_config() {
+fn a_device_is_refused_as_config_without_being_read() {
     let o = volley()
         .arg("check-config")
         .arg("--config")
