@@ -65,12 +65,28 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
 }
 
 fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
-    let config = match SendConfig::load_unchecked(config_path) {
-        Ok(config) => config,
-        // Without a readable, well-formed file there is nothing further to check.
+    let (config, problems) = match SendConfig::load_collecting(config_path) {
+        Ok(loaded) => loaded,
+        // Without a readable TOML file there is nothing further to check.
         Err(e) => return vec![verdict("config", Err(e.to_string()))],
     };
-    let mut out = vec![verdict(
+    // Every bad value of the file, each under its field path.
+    let mut out: Vec<Verdict> = problems
+        .iter()
+        .map(|p| verdict(p.field.clone(), Err(format!("{}, {p}", config_path.display()))))
+        .collect();
+    let Some(config) = config else {
+        // A required field is missing or unreadable: the rest cannot be checked.
+        out.push(verdict(
+            "config",
+            Err(format!(
+                "{}: the other checks need a complete file",
+                config_path.display()
+            )),
+        ));
+        return out;
+    };
+    out.push(verdict(
         "config",
         Ok(format!(
             "{} read: {} source IP(s), {} route(s)",
@@ -78,7 +94,7 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             config.source_ips.len(),
             config.routes.len()
         )),
-    )];
+    ));
     out.push(verdict("state_dir", state_dir_writable(&config.state_dir)));
     for (i, ip) in config.source_ips.iter().enumerate() {
         out.push(verdict(format!("source_ips[{i}].address"), bindable(ip.address)));
@@ -126,6 +142,13 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             .map(|()| "bounce classification rules load".into())
             .map_err(|e| e.to_string()),
     ));
+    if let Some(ca_file) = &config.smtp.ca_file {
+        let result = config
+            .check_tls(config_path)
+            .map(|()| format!("{} holds trust anchors", ca_file.display()))
+            .map_err(|e| e.to_string());
+        out.push(verdict("smtp.ca_file", result));
+    }
     out.push(verdict("suppression", suppression_reachable(&config)));
     if config.warmup.counters == volley_warmup::CounterBackend::Redis {
         out.push(verdict("warmup.redis", counters_reachable(&config)));
@@ -189,7 +212,7 @@ fn counters_reachable(config: &SendConfig) -> Result<String, String> {
 }
 
 fn campaign(config: &SendConfig, path: &Path) -> Result<String, String> {
-    let campaign = Campaign::load(path).map_err(|e| e.to_string())?;
+    let campaign = Campaign::load_with(path, &config.template_dirs).map_err(|e| e.to_string())?;
     let pool = config.pool(campaign.pool())?;
     let reader = RecipientReader::open(campaign.recipients(), campaign.email_column()).map_err(|e| e.to_string())?;
     campaign.compile(reader.columns()).map_err(|e| e.to_string())?;

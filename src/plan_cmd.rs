@@ -60,7 +60,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
     // Config, campaign and the recipient stream: blocking file work.
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (config, config_path) = crate::warmup_cmd::load_config(config)?;
-        let campaign = Campaign::load(&campaign).context("refusing to start: the campaign is invalid")?;
+        let campaign = Campaign::load_with(&campaign, &config.template_dirs)
+            .context("refusing to start: the campaign is invalid")?;
         let policy = config
             .warmup_policy(&config_path)
             .context("refusing to start: the warm-up settings are invalid")?;

@@ -66,7 +66,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     let config = SendConfig::load(&config_path).with_context(|| "refusing to start: the configuration is invalid")?;
     let mut campaigns = Vec::with_capacity(args.campaigns.len());
     for path in &args.campaigns {
-        campaigns.push(Campaign::load(path).context("refusing to start: the campaign is invalid")?);
+        campaigns.push(
+            Campaign::load_with(path, &config.template_dirs).context("refusing to start: the campaign is invalid")?,
+        );
     }
     for campaign in &campaigns {
         // With warming IPs in the pool, the budgets decide when each provider is done: say so.

@@ -117,3 +117,84 @@ redis = "redis://127.0.0.1:{}/"
         "{out}"
     );
 }
+
+#[test]
+fn every_bad_value_is_listed_with_field_path_and_line_and_the_other_checks_still_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        r#"state_dir = "state"
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2.volley.test"
+warmup = "standrad"
+warmup_start = "2026-11-01"
+
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2b.volley.test"
+
+[routes]
+"*" = "127.0.0.1:2525"
+
+[smtp]
+idle_timeout = "5x"
+max_connectoins = 8
+
+[smtp.timeouts]
+data_end = "0s"
+
+[retry]
+max_age = "0s"
+"#,
+    );
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for (what, line, says) in [
+        ("smtp.idle_timeout", 16, "5x"),
+        ("smtp.max_connectoins", 17, "unknown field"),
+        ("source_ips[1].address", 9, "also source_ips[0]"),
+        ("retry.max_age", 23, "longer than zero"),
+        ("smtp.timeouts.data_end", 20, "longer than zero"),
+        // The checks after the file's own values still run: the curve name is checked too,
+        // and the error lists the curves Volley ships.
+        ("warmup", 0, "conservative, standard, aggressive"),
+    ] {
+        let found = out
+            .lines()
+            .find(|l| l.starts_with(&format!("ERROR  {what}:")))
+            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"));
+        assert!(found.contains(says), "{what} says {says:?}: {found}");
+        if line > 0 {
+            assert!(
+                found.contains(&format!("volley.toml, line {line}: field `{what}`")),
+                "{what} at line {line}: {found}"
+            );
+        }
+    }
+    assert!(out.contains("ok     state_dir"), "{out}");
+    assert!(out.contains("6 problem(s)"), "{out}");
+}
+
+#[test]
+fn a_device_is_refused_as_config_without_being_read() {
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg("/dev/zero")
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("ERROR  config: cannot read config /dev/zero: not a regular file (character device)"),
+        "{out}"
+    );
+}

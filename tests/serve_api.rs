@@ -114,10 +114,16 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
              [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
         ),
     );
-    recipients(dir.path(), "a", 600);
-    recipients(dir.path(), "b", 40);
-    recipients(dir.path(), "c", 2000);
-    write(dir.path(), "a.toml", &campaign_toml("a"));
+    // Campaigns launch from `[api] campaigns_dir`, by default `campaigns` beside volley.toml.
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    recipients(&campaigns, "a", 600);
+    recipients(&campaigns, "b", 40);
+    recipients(&campaigns, "c", 2000);
+    write(&campaigns, "a.toml", &campaign_toml("a"));
+    // Campaign files reachable only by leaving campaigns_dir.
+    write(dir.path(), "outside.toml", &campaign_toml("a"));
+    std::os::unix::fs::symlink(dir.path().join("outside.toml"), campaigns.join("link.toml")).expect("symlink");
     let server = start_serve(&config, &listen);
     let api = Api { addr: listen };
 
@@ -143,6 +149,12 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
         (r#"{}"#, "path"),
         (r#"{"path": "missing.toml"}"#, "path"),
         (r#"{"toml": "id = 3"}"#, "toml"),
+        // Only files inside [api] campaigns_dir launch by path: never a device, a file up the
+        // tree, or one a symbolic link leads to.
+        (r#"{"path": "/dev/zero"}"#, "path"),
+        (r#"{"path": "../outside.toml"}"#, "path"),
+        (r#"{"path": "link.toml"}"#, "path"),
+        (r#"{"path": "."}"#, "path"),
     ] {
         let (status, answer) = api.ok("POST", "/campaigns", Some(body));
         assert_eq!(
@@ -151,6 +163,19 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
             "{body}: {answer}"
         );
         assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{answer}");
+    }
+
+    // An inline campaign may not mail a file from elsewhere on the server.
+    for body_file in ["text_file = \"/etc/hostname\"", "html_file = \"/dev/zero\""] {
+        let toml = campaign_toml("x").replace("text = \"Hello\"", body_file);
+        let (status, answer) = api.ok("POST", "/campaigns", Some(&json!({ "toml": toml }).to_string()));
+        assert_eq!((status, answer["field"].as_str()), (400, Some("toml")), "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("outside the campaign's folder")),
+            "{answer}"
+        );
     }
 
     // Launch from the campaign file; watch it deliver.
@@ -201,7 +226,7 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     );
 
     // Cancel: c stops early.
-    write(dir.path(), "c.toml", &campaign_toml("c"));
+    write(&campaigns, "c.toml", &campaign_toml("c"));
     assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "c.toml"}"#)).0, 201);
     api.wait_for("c", "deliveries", |v| delivered(v) > 20);
     assert_eq!(api.ok("POST", "/campaigns/c/cancel", None).0, 200);
@@ -342,4 +367,65 @@ fn serve_marks_a_source_ip_it_cannot_bind_unusable_and_lists_it() {
             .is_some_and(|r| r.contains("cannot be bound")),
         "{missing}"
     );
+}
+
+/// `request` over TLS to `addr`, trusting only `ca`; the raw response.
+fn https(addr: &str, ca: &rustls::pki_types::CertificateDer<'static>, request: &str) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("trust the test certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(request.as_bytes()).expect("send over TLS");
+    let mut response = String::new();
+    // A peer closing without close_notify is an error to rustls; what arrived is kept.
+    let _ = tls.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn with_a_certificate_the_api_speaks_https_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir.path(), "api.crt", &cert.pem());
+    write(dir.path(), "api.key", &key_pair.serialize_pem());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\ntls_cert = \"api.crt\"\ntls_key = \"api.key\"\n"
+        ),
+    );
+    let _server = start_serve(&config, &listen);
+    let get = |auth: &str| format!("GET /ips HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    let answer = https(&listen, cert.der(), &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"127.0.0.2\""), "{answer}");
+    let answer = https(&listen, cert.der(), &get(""));
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "the token is still required: {answer}"
+    );
+
+    // Plain HTTP to the same port gets no HTTP answer: nothing is served in clear.
+    let mut plain = TcpStream::connect(&listen).expect("connect");
+    plain.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    plain
+        .write_all(get(&format!("Authorization: Bearer {TOKEN}\r\n")).as_bytes())
+        .expect("send");
+    let mut bytes = Vec::new();
+    let _ = plain.read_to_end(&mut bytes);
+    assert!(!bytes.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&bytes));
 }

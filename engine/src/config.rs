@@ -68,6 +68,13 @@ pub enum ConfigError {
         /// The value given.
         value: usize,
     },
+    /// A phase timeout of zero: every attempt would time out in that phase (a zero
+    /// `data_end` defers every message after the server took it).
+    #[error("smtp.timeouts.{field} must be longer than zero")]
+    ZeroTimeout {
+        /// The field name in `[smtp.timeouts]`.
+        field: &'static str,
+    },
     /// `max_reply_size` below what any server's EHLO reply needs.
     #[error("smtp.max_reply_size must be at least 1024 (got {0})")]
     ReplyCap(usize),
@@ -76,9 +83,35 @@ pub enum ConfigError {
     Tls(#[from] TlsSetupError),
 }
 
+impl ConfigError {
+    /// The field path in `volley.toml` the error is about, e.g. `smtp.timeouts.data_end`.
+    pub fn field(&self) -> String {
+        match self {
+            ConfigError::Zero { field, .. } => format!("smtp.{field}"),
+            ConfigError::ZeroTimeout { field } => format!("smtp.timeouts.{field}"),
+            ConfigError::ReplyCap(_) => "smtp.max_reply_size".into(),
+            ConfigError::Tls(_) => "smtp.ca_file".into(),
+        }
+    }
+}
+
 impl SmtpConfig {
     /// Checks the values and builds the session parameters (TLS context included).
     pub fn session_params(&self) -> Result<SessionParams, ConfigError> {
+        if let Some(first) = self.problems().into_iter().next() {
+            return Err(first);
+        }
+        let tls = TlsClient::new(self.tls, self.verify_certificates, self.ca_file.as_deref())?;
+        Ok(SessionParams {
+            timeouts: self.timeouts.clone(),
+            tls,
+            max_reply_size: self.max_reply_size,
+        })
+    }
+
+    /// Every value that cannot work (the TLS files are not read here).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
         for (field, value) in [
             ("max_connections_per_host", self.max_connections_per_host),
             ("max_connections", self.max_connections),
@@ -87,17 +120,38 @@ impl SmtpConfig {
             ("queue_per_host", self.queue_per_host),
         ] {
             if value == 0 {
-                return Err(ConfigError::Zero { field, value });
+                problems.push(ConfigError::Zero { field, value });
+            }
+        }
+        for (field, value) in self.timeouts.fields() {
+            if value.is_zero() {
+                problems.push(ConfigError::ZeroTimeout { field });
             }
         }
         if self.max_reply_size < 1024 {
-            return Err(ConfigError::ReplyCap(self.max_reply_size));
+            problems.push(ConfigError::ReplyCap(self.max_reply_size));
         }
-        let tls = TlsClient::new(self.tls, self.verify_certificates, self.ca_file.as_deref())?;
-        Ok(SessionParams {
-            timeouts: self.timeouts.clone(),
-            tls,
-            max_reply_size: self.max_reply_size,
-        })
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeouts_are_refused_by_field() {
+        let mut config = SmtpConfig::default();
+        assert!(config.problems().is_empty());
+        config.timeouts.data_end = Duration::ZERO;
+        config.timeouts.connect = Duration::ZERO;
+        config.queue_per_host = 0;
+        let fields: Vec<String> = config.problems().iter().map(ConfigError::field).collect();
+        assert_eq!(
+            fields,
+            ["smtp.queue_per_host", "smtp.timeouts.connect", "smtp.timeouts.data_end"]
+        );
+        let e = config.session_params().err().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("smtp.queue_per_host must be at least 1 (got 0)"));
     }
 }

@@ -81,6 +81,23 @@ impl Timeouts {
         }
     }
 
+    /// Every timeout with its field name in `[smtp.timeouts]`.
+    pub fn fields(&self) -> [(&'static str, Duration); 11] {
+        [
+            ("connect", self.connect),
+            ("banner", self.banner),
+            ("ehlo", self.ehlo),
+            ("starttls", self.starttls),
+            ("mail_from", self.mail_from),
+            ("rcpt_to", self.rcpt_to),
+            ("data", self.data),
+            ("data_block", self.data_block),
+            ("data_end", self.data_end),
+            ("rset", self.rset),
+            ("quit", self.quit),
+        ]
+    }
+
     /// All timeouts set to `d` (tests and the fault matrix).
     pub fn uniform(d: Duration) -> Timeouts {
         Timeouts {

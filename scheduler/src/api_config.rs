@@ -1,5 +1,7 @@
-//! `[api]` in `volley.toml`: where `volley serve` listens and the bearer token every request
-//! must carry. The token is a secret: it is never printed (`Debug` shows `***`).
+//! `[api]` in `volley.toml`: where `volley serve` listens (plain HTTP, or HTTPS with a
+//! certificate and key), the bearer token every request must carry, and the only folder
+//! campaigns may be launched from by path. The token is a secret: it is never printed
+//! (`Debug` shows `***`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,22 @@ pub struct ApiConfig {
     /// Or a file holding it (relative to the config file); surrounding whitespace is ignored.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// The folder `POST /campaigns {"path": …}` may launch campaign files from (relative to
+    /// the config file; default `campaigns`). Paths leading out of it, by `..` or a symbolic
+    /// link, are refused; inline campaigns resolve their relative paths against it.
+    #[serde(default = "default_campaigns_dir")]
+    pub campaigns_dir: PathBuf,
+    /// PEM certificate chain for HTTPS (relative to the config file); with `tls_key`, the API
+    /// speaks TLS only. Without both it is plain HTTP, fit for loopback only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (relative to the config file).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_campaigns_dir() -> PathBuf {
+    PathBuf::from("campaigns")
 }
 
 fn default_listen() -> SocketAddr {
@@ -32,6 +50,9 @@ impl Default for ApiConfig {
             listen: default_listen(),
             token: None,
             token_file: None,
+            campaigns_dir: default_campaigns_dir(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -42,16 +63,40 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_file", &self.token_file)
+            .field("campaigns_dir", &self.campaigns_dir)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
 
 impl ApiConfig {
-    /// Resolves `token_file` against the config file's folder.
+    /// Resolves the paths (`token_file`, `campaigns_dir`, `tls_cert`, `tls_key`) against the
+    /// config file's folder.
     pub fn resolve(&mut self, base: &Path) {
-        if let Some(file) = self.token_file.as_mut().filter(|f| f.is_relative()) {
+        let files = [&mut self.token_file, &mut self.tls_cert, &mut self.tls_key];
+        for file in files.into_iter().flatten().filter(|f| f.is_relative()) {
             *file = base.join(&*file);
         }
+        if self.campaigns_dir.is_relative() {
+            self.campaigns_dir = base.join(&self.campaigns_dir);
+        }
+    }
+
+    /// The certificate and key files for HTTPS, `None` for plain HTTP, or why the pair is
+    /// incomplete: (field, problem).
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, (&'static str, String)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(("api.tls_key", "tls_cert is set: give its key too".into())),
+            (None, Some(_)) => Err(("api.tls_cert", "tls_key is set: give its certificate too".into())),
+        }
+    }
+
+    /// Whether requests would cross the network in clear: a non-loopback `listen` without TLS.
+    pub fn exposed_in_clear(&self, listen: SocketAddr) -> bool {
+        !listen.ip().is_loopback() && self.tls_cert.is_none()
     }
 
     /// The token, or why there is none usable: (field, problem). The problem never contains
@@ -60,7 +105,7 @@ impl ApiConfig {
         let token = match (&self.token, &self.token_file) {
             (Some(_), Some(_)) => return Err(("api.token", "give token or token_file, not both".into())),
             (Some(t), None) => t.trim().to_string(),
-            (None, Some(file)) => std::fs::read_to_string(file)
+            (None, Some(file)) => volley_files::read_config_file(file, volley_files::CONFIG_MAX)
                 .map_err(|e| ("api.token_file", format!("{}: {e}", file.display())))?
                 .trim()
                 .to_string(),
@@ -100,5 +145,24 @@ mod tests {
         api.token = None;
         assert!(api.token().is_err(), "a token is required");
         assert_eq!(api.listen, "127.0.0.1:8025".parse().expect("addr"));
+        api.token_file = Some("/dev/zero".into());
+        let (field, why) = api.token().expect_err("a device");
+        assert_eq!(field, "api.token_file");
+        assert!(why.contains("/dev/zero: not a regular file"), "{why}");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_is_flagged() {
+        let mut api = ApiConfig::default();
+        let any: SocketAddr = "0.0.0.0:8025".parse().expect("addr");
+        assert!(!api.exposed_in_clear(api.listen));
+        assert!(!api.exposed_in_clear("[::1]:8025".parse().expect("addr")));
+        assert!(api.exposed_in_clear(any));
+        api.tls_cert = Some("api.crt".into());
+        api.tls_key = Some("api.key".into());
+        assert!(!api.exposed_in_clear(any), "HTTPS may be exposed");
+        assert!(api.tls_files().is_ok_and(|f| f.is_some()));
+        api.tls_key = None;
+        assert_eq!(api.tls_files().map_err(|(field, _)| field), Err("api.tls_key"));
     }
 }

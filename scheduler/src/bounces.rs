@@ -40,8 +40,8 @@ pub enum RulesError {
     Read {
         /// The rules file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: volley_files::FileError,
     },
     /// The file is not valid TOML or has an unknown field (the message has line and column).
     #[error("{path}: {message}")]
@@ -127,10 +127,11 @@ impl BounceRules {
 
     /// Reads a rules file.
     pub fn load(path: &Path) -> Result<BounceRules, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| RulesError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         BounceRules::parse(&text, path)
     }
 

@@ -17,7 +17,6 @@
 //! (and reads the body files); [`Campaign::compile`] parses the templates against the recipient
 //! columns. Every error names the file, the line when known, the field and the value.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::address::{EmailAddress, Mailbox};
@@ -33,8 +32,8 @@ pub enum CampaignError {
     Read {
         /// The campaign file.
         path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: volley_files::FileError,
     },
     /// TOML syntax error, unknown field, missing required field or wrong type.
     #[error("{}: {message}", location(.path, *.line, *.column))]
@@ -75,8 +74,8 @@ pub enum CampaignError {
         value: String,
         /// The resolved path that failed.
         file: PathBuf,
-        /// The I/O error.
-        source: io::Error,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: Box<volley_files::FileError>,
     },
     /// A template does not parse against the recipient columns.
     #[error("{}: {source}", location(.file, *.line, None))]
@@ -168,19 +167,33 @@ pub struct CompiledListUnsubscribe {
 }
 
 impl Campaign {
-    /// Reads and validates the campaign file at `path` (and its body files).
+    /// Reads and validates the campaign file at `path` (and its body files, which must be in
+    /// the campaign file's folder or below).
     pub fn load(path: &Path) -> Result<Campaign, CampaignError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CampaignError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Campaign::from_toml(path, &text)
+        Campaign::load_with(path, &[])
+    }
+
+    /// [`Campaign::load`], also allowing body files under the folders `template_dirs`
+    /// (volley.toml `template_dirs`).
+    pub fn load_with(path: &Path, template_dirs: &[PathBuf]) -> Result<Campaign, CampaignError> {
+        // Inline `text`/`html` bodies make a campaign file as large as a body file.
+        let text =
+            volley_files::read_config_file(path, volley_files::TEMPLATE_MAX).map_err(|source| CampaignError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        Campaign::from_toml_with(path, &text, template_dirs)
     }
 
     /// Validates campaign TOML `text` as if read from `path` (relative paths resolve against
-    /// `path`'s directory; body files are read).
+    /// `path`'s directory; body files are read, and must be in that directory or below).
     pub fn from_toml(path: &Path, text: &str) -> Result<Campaign, CampaignError> {
-        load::from_toml(path, text)
+        Campaign::from_toml_with(path, text, &[])
+    }
+
+    /// [`Campaign::from_toml`], also allowing body files under the folders `template_dirs`.
+    pub fn from_toml_with(path: &Path, text: &str, template_dirs: &[PathBuf]) -> Result<Campaign, CampaignError> {
+        load::from_toml(path, text, template_dirs)
     }
 
     /// Parses every template against the recipient file's `columns`.

@@ -1,5 +1,9 @@
 //! `volley.toml`: the operator's settings — state directory, source IPs, routing overrides and
 //! the engine's `[smtp]` table. Validated at load; a bad config refuses to start.
+//!
+//! - `config/collect.rs` — reading the file so that one pass finds every problem (mistyped
+//!   values and unknown fields are taken out and the rest read again), with lines.
+//! - `config/validate.rs` — [`Problem`], and every check of the parsed values.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -7,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use volley_engine::SmtpConfig;
+
+mod collect;
+mod validate;
+
+pub use validate::Problem;
 
 /// The operator's configuration.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -69,6 +78,10 @@ pub struct SendConfig {
     /// `volley serve`'s HTTP control API: listen address and bearer token.
     #[serde(default)]
     pub api: crate::api_config::ApiConfig,
+    /// Folders a campaign's `text_file`/`html_file` may be read from besides the campaign
+    /// file's own folder (relative to the config file). Default: none.
+    #[serde(default)]
+    pub template_dirs: Vec<PathBuf>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -238,6 +251,13 @@ fn one() -> u32 {
     1
 }
 
+fn read(path: &Path) -> Result<String, ConfigError> {
+    volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
 /// A configuration that cannot be used; the message names the file, field and value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -246,8 +266,8 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// Why: the OS error, not a regular file, or over the size cap.
+        source: volley_files::FileError,
     },
     /// TOML syntax or schema error (the message carries line and column).
     #[error("config {path}: {message}")]
@@ -256,6 +276,15 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's message, with line and column.
         message: String,
+    },
+    /// Values of the file that cannot be used: every one found, each with its field path,
+    /// value and line (one per line of the message).
+    #[error("{}", render_problems(path, problems))]
+    Problems {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, in the order found.
+        problems: Vec<Problem>,
     },
     /// A value that parses but cannot be used.
     #[error("config {path}: field `{field}` = {value:?}: {reason}")]
@@ -269,6 +298,14 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("config {}, {p}", path.display()))
+        .collect();
+    lines.join("\n")
 }
 
 impl SendConfig {
@@ -292,6 +329,7 @@ impl SendConfig {
             dkim_threads: 0,
             warmup: volley_warmup::WarmupConfig::default(),
             api: Default::default(),
+            template_dirs: Vec::new(),
         }
     }
 
@@ -305,18 +343,52 @@ impl SendConfig {
         // Every key is read and checked (a test signature verified) before anything starts.
         config.check_dkim(path, &config.dkim)?;
         config.check_bounces(path)?;
+        config.check_tls(path)?;
         Ok(config)
+    }
+
+    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
+    pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        self.smtp
+            .session_params()
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                field: e.field(),
+                value: self
+                    .smtp
+                    .ca_file
+                    .as_deref()
+                    .map_or(String::new(), |f| f.display().to_string()),
+                reason: e.to_string(),
+            })
     }
 
     /// Reads and validates a config file (its own values; relative paths resolved against its
     /// folder) without reading the files it names: `volley check-config` checks those one by
     /// one so that it can report every problem.
     pub fn load_unchecked(path: &Path) -> Result<SendConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = read(path)?;
         let mut config = SendConfig::parse(&text, path)?;
+        config.resolve_paths(path);
+        Ok(config)
+    }
+
+    /// Reads a config file and returns it with every problem of its own values (none of the
+    /// files it names is read): `volley check-config` reports them all, then goes on with the
+    /// other checks when a config could be built. `Err` only when the file cannot be read or
+    /// is not TOML.
+    pub fn load_collecting(path: &Path) -> Result<(Option<SendConfig>, Vec<Problem>), ConfigError> {
+        let (mut config, problems) = collect::parse_collecting(&read(path)?, path)?;
+        if let Some(config) = &mut config {
+            config.resolve_paths(path);
+        }
+        Ok((config, problems))
+    }
+
+    /// Resolves relative paths against the folder of the config file at `path`.
+    fn resolve_paths(&mut self, path: &Path) {
+        let config = self;
         if config.state_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.state_dir = base.join(&config.state_dir);
@@ -337,7 +409,9 @@ impl SendConfig {
             }
         }
         config.api.resolve(base);
-        Ok(config)
+        for dir in config.template_dirs.iter_mut().filter(|d| d.is_relative()) {
+            *dir = base.join(&*dir);
+        }
     }
 
     /// Reads `keys` (entries of this config's `[[dkim]]`) and signs and verifies a test
@@ -381,113 +455,16 @@ impl SendConfig {
         })
     }
 
-    /// Parses and validates config text; `path` is used in error messages only.
+    /// Parses and validates config text; `path` is used in error messages only. Every problem
+    /// is reported at once ([`ConfigError::Problems`]).
     pub fn parse(text: &str, path: &Path) -> Result<SendConfig, ConfigError> {
-        let config: SendConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        config.validate(path)?;
-        Ok(config)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: String, value: String, reason: &str| ConfigError::Invalid {
-            path: path.into(),
-            field,
-            value,
-            reason: reason.into(),
-        };
-        if self.source_ips.is_empty() {
-            return Err(invalid(
-                "source_ips".into(),
-                "[]".into(),
-                "at least one source IP is needed",
-            ));
+        match collect::parse_collecting(text, path)? {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError::Problems {
+                path: path.into(),
+                problems,
+            }),
         }
-        if self.source_ips.iter().all(|s| s.weight == 0) {
-            return Err(invalid(
-                "source_ips.weight".into(),
-                "0".into(),
-                "every source IP has weight 0",
-            ));
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if volley_engine::smtp::command::check_helo_name(&ip.ehlo_name).is_err() {
-                return Err(invalid(
-                    format!("source_ips[{i}].ehlo_name"),
-                    ip.ehlo_name.clone(),
-                    "not a valid EHLO name",
-                ));
-            }
-        }
-        for (domain, target) in &self.routes {
-            crate::routing::parse_target(target)
-                .map_err(|reason| invalid(format!("routes.{domain:?}"), target.clone(), &reason))?;
-        }
-        if self.max_in_flight == 0 {
-            return Err(invalid("max_in_flight".into(), "0".into(), "must be at least 1"));
-        }
-        if self.max_parked == 0 {
-            return Err(invalid("max_parked".into(), "0".into(), "must be at least 1"));
-        }
-        if self.max_in_flight_per_site == 0 {
-            return Err(invalid(
-                "max_in_flight_per_site".into(),
-                "0".into(),
-                "must be at least 1",
-            ));
-        }
-        if self.retry.schedule.is_empty() {
-            return Err(invalid("retry.schedule".into(), "[]".into(), "needs at least one wait"));
-        }
-        if let Some(d) = self.retry.schedule.iter().find(|d| d.is_zero()) {
-            return Err(invalid(
-                "retry.schedule".into(),
-                humantime::format_duration(**d).to_string(),
-                "a retry wait must be longer than zero",
-            ));
-        }
-        if self.retry.max_age.is_zero() {
-            return Err(invalid("retry.max_age".into(), "0s".into(), "must be longer than zero"));
-        }
-        self.smtp
-            .session_params()
-            .map_err(|e| invalid("smtp".into(), String::new(), &e.to_string()))?;
-        if let Some(dns) = &self.dns {
-            dns.validate()
-                .map_err(|e| invalid("dns".into(), String::new(), &e.to_string()))?;
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if ip.pool.trim().is_empty() {
-                return Err(invalid(
-                    format!("source_ips[{i}].pool"),
-                    ip.pool.clone(),
-                    "must not be empty",
-                ));
-            }
-        }
-        self.suppression
-            .validate()
-            .map_err(|e| invalid("suppression".into(), String::new(), &e.to_string()))?;
-        if self.mx_port == 0 {
-            return Err(invalid("mx_port".into(), "0".into(), "must be a TCP port (1-65535)"));
-        }
-        for (i, ip) in self.source_ips.iter().enumerate() {
-            if let Err(e) = ip.warmup_state() {
-                let value = ip
-                    .warmup
-                    .clone()
-                    .unwrap_or_else(|| ip.warmup_start.map(|d| d.to_string()).unwrap_or_default());
-                return Err(invalid(format!("source_ips[{i}].warmup"), value, &e.to_string()));
-            }
-        }
-        self.warmup
-            .check()
-            .map_err(|(field, value, reason)| invalid(field, value, &reason))?;
-        crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref())
-            .map_err(|e| invalid("warmup.redis".into(), String::new(), &e.to_string()))?;
-        Ok(())
     }
 
     /// Loads what the warm-up settings name: the curves of the source IPs (from

@@ -1,6 +1,7 @@
 //! Campaign endpoints: launch (from a campaign file on the server or inline campaign TOML, the
 //! same definition `volley send` reads), list, progress, pause, resume, cancel.
 
+use std::path::{Component, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -86,13 +87,14 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
     only(&body, &["path", "toml"])?;
     let campaign = match (opt_str(&body, "path")?, opt_str(&body, "toml")?) {
         (Some(path), None) => {
-            let path = app.base.join(path);
-            Campaign::load(&path).map_err(|e| ApiError::field("path", e.to_string()))?
+            let path = campaign_file(&app.config.api.campaigns_dir, path)?;
+            Campaign::load_with(&path, &app.config.template_dirs).map_err(|e| ApiError::field("path", e.to_string()))?
         }
         (None, Some(toml)) => {
-            // Relative paths in it (the recipients file) resolve against the config's folder.
-            let source = app.base.join("(api).toml");
-            Campaign::from_toml(&source, toml).map_err(|e| ApiError::field("toml", e.to_string()))?
+            // Relative paths in it (recipients, body files) resolve against campaigns_dir.
+            let source = app.config.api.campaigns_dir.join("(api).toml");
+            Campaign::from_toml_with(&source, toml, &app.config.template_dirs)
+                .map_err(|e| ApiError::field("toml", e.to_string()))?
         }
         _ => return Err(ApiError::field("path", "give exactly one of `path` or `toml`")),
     };
@@ -127,6 +129,36 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
     lock(&app.waiters).push(waiter);
     lock(&app.campaigns).insert(id, entry.clone());
     Ok((StatusCode::CREATED, Json(entry.view(&app))))
+}
+
+/// The campaign file `requested` names inside `dir` (`[api] campaigns_dir`), symbolic links
+/// resolved; refused when it leads out of `dir`.
+fn campaign_file(dir: &std::path::Path, requested: &str) -> Result<PathBuf, ApiError> {
+    let outside = || {
+        ApiError::field(
+            "path",
+            format!("{requested:?} is not inside [api] campaigns_dir {}", dir.display()),
+        )
+    };
+    let relative = std::path::Path::new(requested);
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(outside());
+    }
+    let real_dir = dir
+        .canonicalize()
+        .map_err(|e| ApiError::internal(format!("[api] campaigns_dir {}: {e}", dir.display())))?;
+    let real = dir
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| ApiError::field("path", format!("{requested:?} in [api] campaigns_dir: {e}")))?;
+    if real.starts_with(&real_dir) {
+        Ok(real)
+    } else {
+        Err(outside())
+    }
 }
 
 /// `GET /campaigns`.

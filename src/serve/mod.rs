@@ -5,6 +5,7 @@
 //! - `http.rs` — the token check, JSON errors naming the field, body helpers.
 //! - `campaigns.rs` — launch, list, progress, pause, resume, cancel.
 //! - `admin.rs` — source IPs with their warm-up state; the suppression list.
+//! - `tls.rs` — HTTPS (`[api] tls_cert` / `tls_key`): handshakes off the accept path.
 //!
 //! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
@@ -13,6 +14,7 @@
 mod admin;
 mod campaigns;
 mod http;
+mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,9 +42,8 @@ pub struct ServeArgs {
 /// What the handlers share.
 pub struct App {
     service: SendService,
+    /// The configuration; `api.campaigns_dir` is where campaigns are launched from.
     config: SendConfig,
-    /// The config file's folder: campaign paths and inline campaigns resolve against it.
-    base: PathBuf,
     token: String,
     /// The provider groups of the warm-up settings (for per-IP usage).
     providers: Vec<String>,
@@ -79,6 +80,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         .token()
         .map_err(|(field, why)| anyhow::anyhow!("refusing to start: {}: {field}: {why}", args.config.display()))?;
     let listen = args.listen.unwrap_or(config.api.listen);
+    let tls = match config.api.tls_files() {
+        Ok(Some((cert, key))) => Some(tls::acceptor(cert, key).context("refusing to start: [api] TLS")?),
+        Ok(None) => None,
+        Err((field, why)) => anyhow::bail!("refusing to start: {}: {field}: {why}", args.config.display()),
+    };
     let providers = config.warmup_policy(&args.config)?.providers.names().to_vec();
     let live = Arc::new(volley_scheduler::live::Live::default());
     // An IP this host cannot bind is left out (and listed as unusable by `GET /ips`).
@@ -87,16 +93,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     for (ip, why) in service.unusable_ips() {
         eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
     }
-    let base = args
-        .config
-        .parent()
-        .map(PathBuf::from)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
     let app = Arc::new(App {
         service,
         config,
-        base,
         token,
         providers,
         campaigns: Mutex::default(),
@@ -105,14 +104,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!(
-        "volley serve: API on http://{} (bearer token from [api])",
-        listener.local_addr().unwrap_or(listen)
-    );
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(crate::send::interrupted())
-        .await
-        .context("serving the API")?;
+    let local = listener.local_addr().unwrap_or(listen);
+    if !app.config.api.campaigns_dir.is_dir() {
+        eprintln!(
+            "volley serve: warning: [api] campaigns_dir {} is not a folder: launches by path will fail",
+            app.config.api.campaigns_dir.display()
+        );
+    }
+    match tls {
+        Some(acceptor) => {
+            eprintln!("volley serve: API on https://{local} (bearer token from [api])");
+            let listener = tls::TlsListener::new(listener, acceptor).context("starting the TLS listener")?;
+            serve_until_interrupted(listener, app.clone()).await?;
+        }
+        None => {
+            if app.config.api.exposed_in_clear(local) {
+                eprintln!(
+                    "volley serve: warning: the API listens on {local}, beyond loopback, over plain HTTP: \
+                     the bearer token and every request cross the network in clear; \
+                     set [api] tls_cert and tls_key"
+                );
+            }
+            eprintln!("volley serve: API on http://{local} (bearer token from [api])");
+            serve_until_interrupted(listener, app.clone()).await?;
+        }
+    }
     let entries: Vec<Arc<campaigns::Entry>> = lock(&app.campaigns).values().cloned().collect();
     for e in entries.iter().filter(|e| e.is_running()) {
         e.cancel();
@@ -128,6 +144,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         Err(_) => eprintln!("volley serve: requests still open at shutdown; suppression updates are in the spill file"),
     }
     Ok(true)
+}
+
+async fn serve_until_interrupted<L>(listener: L, app: Arc<App>) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(crate::send::interrupted())
+        .await
+        .context("serving the API")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

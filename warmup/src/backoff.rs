@@ -106,7 +106,7 @@ pub enum BackoffError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: volley_files::FileError,
     },
     /// Not valid TOML, or unknown or mistyped fields.
     #[error("{path}: {source}")]
@@ -147,10 +147,11 @@ impl Default for BackoffRules {
 impl BackoffRules {
     /// Reads and validates a rules file.
     pub fn load(path: &Path) -> Result<BackoffRules, BackoffError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BackoffError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| BackoffError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         BackoffRules::parse(&text, path)
     }
 

@@ -37,7 +37,15 @@ pub enum CurveError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: volley_files::FileError,
+    },
+    /// Neither a shipped curve nor a file of that name: a misspelling, most likely.
+    #[error("no warm-up curve {name:?}: not a shipped curve ({}) and no file {}", shipped_names(), .path.display())]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// Where its file would be: `<curves_dir>/<name>.toml`.
+        path: PathBuf,
     },
     /// The file is not valid TOML or has unknown or mistyped top-level fields.
     #[error("{path}: {source}")]
@@ -108,10 +116,11 @@ struct RawCurve {
 impl Curve {
     /// Reads and validates a curve file.
     pub fn load(path: &Path) -> Result<Curve, CurveError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CurveError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| CurveError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Curve::parse(&text, path)
     }
 
@@ -334,6 +343,11 @@ pub struct CurveSet {
     curves: BTreeMap<String, Curve>,
 }
 
+/// The names of the shipped curves, comma-separated.
+fn shipped_names() -> String {
+    SHIPPED.map(|(name, _)| name).join(", ")
+}
+
 impl CurveSet {
     /// Loads each named curve from `dir/<name>.toml` (a shipped curve when there is no such
     /// file); a file's `name` must match its file name.
@@ -347,7 +361,13 @@ impl CurveSet {
             let shipped = SHIPPED.iter().find(|(n, _)| *n == name);
             let curve = match (path.exists(), shipped) {
                 (false, Some((_, text))) => Curve::parse(text, &Path::new("(shipped)").join(format!("{name}.toml")))?,
-                _ => Curve::load(&path)?,
+                (false, None) => {
+                    return Err(CurveError::Unknown {
+                        name: name.to_owned(),
+                        path,
+                    })
+                }
+                (true, _) => Curve::load(&path)?,
             };
             if curve.name != name {
                 return Err(CurveError::Invalid {

@@ -140,11 +140,32 @@ fn a_curve_file_must_be_named_after_its_curve() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("fast.toml: name = \"bad\""), "{e}");
-    let e = CurveSet::load(dir.path(), ["missing"])
+}
+
+#[test]
+fn a_misspelled_curve_name_lists_the_shipped_curves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = CurveSet::load(dir.path(), ["standrad"])
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("missing.toml: cannot read warm-up curve"), "{e}");
+    assert!(
+        e.contains("no warm-up curve \"standrad\"")
+            && e.contains("conservative, standard, aggressive")
+            && e.contains("standrad.toml"),
+        "{e}"
+    );
+    assert!(!e.contains("No such file"), "{e}");
+    // A curve file that exists but cannot be read is named as such.
+    std::fs::create_dir(dir.path().join("odd.toml")).expect("a folder named like a curve");
+    let e = CurveSet::load(dir.path(), ["odd"])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("odd.toml: cannot read warm-up curve: not a regular file"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -28,9 +28,9 @@ pub enum DkimError {
         selector: String,
         /// The key file.
         path: PathBuf,
-        /// The OS error.
+        /// Why: the OS error, not a regular file, or over the size cap.
         #[source]
-        error: io::Error,
+        error: volley_files::FileError,
     },
     /// The key file holds no PEM private key (or an encrypted one).
     #[error("dkim key {selector}._domainkey.{domain}: {} is not a PEM private key: {reason}", path.display())]

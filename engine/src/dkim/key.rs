@@ -55,12 +55,13 @@ impl KeyOwner<'_> {
 
 /// Reads and parses `owner.path`; with `declared`, refuses a key of another algorithm.
 pub(crate) fn load_key(owner: &KeyOwner<'_>, declared: Option<DkimAlgorithm>) -> Result<LoadedKey, DkimError> {
-    let pem = std::fs::read(owner.path).map_err(|error| DkimError::ReadKey {
-        domain: owner.domain.to_owned(),
-        selector: owner.selector.to_owned(),
-        path: owner.path.to_owned(),
-        error,
-    })?;
+    let pem =
+        volley_files::read_config_bytes(owner.path, volley_files::PEM_MAX).map_err(|error| DkimError::ReadKey {
+            domain: owner.domain.to_owned(),
+            selector: owner.selector.to_owned(),
+            path: owner.path.to_owned(),
+            error,
+        })?;
     let warning = loose_permissions(owner);
     let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| DkimError::NotPem {
         domain: owner.domain.to_owned(),

@@ -35,6 +35,10 @@ fn unreadable_key_file_names_domain_and_file() {
     let err = load_err(FIELDS, &missing);
     assert!(matches!(err, DkimError::ReadKey { .. }), "{err}");
     assert_names_key(&err, &missing);
+    // A device is refused without being read (reading /dev/zero would never end).
+    let err = load_err(FIELDS, std::path::Path::new("/dev/zero"));
+    assert!(matches!(err, DkimError::ReadKey { .. }), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// Parses and validates campaign TOML `text` read from `path`.
-pub(super) fn from_toml(path: &Path, text: &str) -> Result<Campaign, CampaignError> {
+pub(super) fn from_toml(path: &Path, text: &str, template_dirs: &[PathBuf]) -> Result<Campaign, CampaignError> {
     let file: CampaignFile = toml::from_str(text).map_err(|e| {
         // A missing field's span is the whole table, which says nothing useful.
         let span = e.span().filter(|_| !e.message().starts_with("missing field"));
@@ -95,13 +95,20 @@ pub(super) fn from_toml(path: &Path, text: &str) -> Result<Campaign, CampaignErr
             message: e.message().trim_end().to_owned(),
         }
     })?;
-    Loader { path, text }.validate(file)
+    Loader {
+        path,
+        text,
+        template_dirs,
+    }
+    .validate(file)
 }
 
-/// Validation context: the campaign file's path and text (for line numbers).
+/// Validation context: the campaign file's path and text (for line numbers), and the folders
+/// body files may come from besides the campaign's own.
 struct Loader<'a> {
     path: &'a Path,
     text: &'a str,
+    template_dirs: &'a [PathBuf],
 }
 
 impl Loader<'_> {
@@ -302,6 +309,16 @@ impl Loader<'_> {
         }
     }
 
+    /// Whether body file `real` (canonical) is in the campaign file's folder or one of
+    /// `template_dirs`, or below. Symbolic links are followed first, so a link cannot lead out.
+    fn allowed(&self, real: &Path) -> bool {
+        let own = self.resolve(".");
+        std::iter::once(own.as_path())
+            .chain(self.template_dirs.iter().map(PathBuf::as_path))
+            .filter_map(|dir| dir.canonicalize().ok())
+            .any(|dir| real.starts_with(dir))
+    }
+
     /// `text`/`text_file` (or `html`/`html_file`): at most one, the file read now.
     fn body(
         &self,
@@ -319,18 +336,34 @@ impl Loader<'_> {
             (Some(v), None) => Ok(Some(self.inline(kind, v))),
             (None, Some(f)) => {
                 let resolved = self.resolve(f.get_ref());
-                let bytes = std::fs::read(&resolved).map_err(|source| CampaignError::BodyFile {
+                let unreadable = |source| CampaignError::BodyFile {
                     path: self.path.to_owned(),
                     line: self.line(f),
                     field: file_field.clone(),
                     value: f.get_ref().clone(),
                     file: resolved.clone(),
-                    source,
+                    source: Box::new(source),
+                };
+                let real = resolved.canonicalize().map_err(|source| {
+                    unreadable(volley_files::FileError::Io {
+                        path: resolved.clone(),
+                        source,
+                    })
                 })?;
-                let source = String::from_utf8(bytes).map_err(|e| {
-                    let at = e.utf8_error().valid_up_to();
-                    self.invalid(&file_field, f, format!("not valid UTF-8 (byte {at})"))
-                })?;
+                if !self.allowed(&real) {
+                    let reason = format!(
+                        "{} is outside the campaign's folder; list other folders in volley.toml `template_dirs`",
+                        real.display()
+                    );
+                    return Err(self.invalid(&file_field, f, reason));
+                }
+                let source =
+                    volley_files::read_config_file(&real, volley_files::TEMPLATE_MAX).map_err(|e| match e {
+                        volley_files::FileError::NotUtf8 { at, .. } => {
+                            self.invalid(&file_field, f, format!("not valid UTF-8 (byte {at})"))
+                        }
+                        other => unreadable(other),
+                    })?;
                 Ok(Some(TemplateSource {
                     field: file_field,
                     file: resolved,

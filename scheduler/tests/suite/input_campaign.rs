@@ -229,3 +229,85 @@ fn body_file_must_be_utf8() {
         "{msg}"
     );
 }
+
+/// Writes campaign `c.toml` with `body_field = "value"` in `dir` and loads it, allowing
+/// body files under `template_dirs` too.
+fn load_body(dir: &Path, body_field: &str, value: &str, template_dirs: &[PathBuf]) -> Result<Campaign, String> {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, format!("{BASE}subject = \"s\"\n{body_field} = \"{value}\"\n")).unwrap();
+    Campaign::load_with(&path, template_dirs).map_err(|e| e.to_string())
+}
+
+#[test]
+fn body_files_outside_the_campaign_folder_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let campaigns = root.path().join("campaigns");
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(campaigns.join("parts")).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(campaigns.join("parts/body.txt"), "Hello").unwrap();
+    std::fs::write(shared.join("footer.txt"), "Bye").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", campaigns.join("link.txt")).unwrap();
+
+    // The campaign's folder and below: fine.
+    let c = load_body(&campaigns, "text_file", "parts/body.txt", &[]).expect("inside");
+    assert_eq!(c.text().map(|t| t.source.as_str()), Some("Hello"));
+    // Anywhere else (absolute, `..`, a symbolic link leading out): refused by field and value.
+    for (field, value) in [
+        ("text_file", "/etc/hostname"),
+        ("html_file", "../shared/footer.txt"),
+        ("text_file", "link.txt"),
+    ] {
+        let e = load_body(&campaigns, field, value, &[]).expect_err(value);
+        assert!(
+            e.contains(&format!("field `{field}` = \"{value}\"")) && e.contains("outside the campaign's folder"),
+            "{e}"
+        );
+        assert!(e.contains("template_dirs"), "says how to allow it: {e}");
+    }
+    // Unless the operator lists the folder.
+    let c = load_body(
+        &campaigns,
+        "html_file",
+        "../shared/footer.txt",
+        std::slice::from_ref(&shared),
+    )
+    .expect("allowed");
+    assert_eq!(c.html().map(|t| t.source.as_str()), Some("Bye"));
+}
+
+#[test]
+fn body_files_must_be_regular_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    // /dev/zero, even from an allowed folder, is refused without being read.
+    let e = load_body(dir.path(), "text_file", "/dev/zero", &[PathBuf::from("/dev")]).expect_err("/dev/zero");
+    assert!(
+        e.contains("field `text_file` = \"/dev/zero\"") && e.contains("not a regular file (character device)"),
+        "{e}"
+    );
+    // A FIFO is refused at once (opening it would wait for a writer).
+    let fifo = dir.path().join("pipe.txt");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let e = load_body(dir.path(), "html_file", "pipe.txt", &[]).expect_err("FIFO");
+    assert!(e.contains("not a regular file (FIFO)"), "{e}");
+    // A (sparse) file over the cap is refused by size, naming the limit.
+    let big = std::fs::File::create(dir.path().join("big.txt")).unwrap();
+    big.set_len(volley_files::TEMPLATE_MAX + 1).unwrap();
+    let e = load_body(dir.path(), "text_file", "big.txt", &[]).expect_err("big");
+    assert!(
+        e.contains("field `text_file` = \"big.txt\"")
+            && e.contains(&format!("larger than the {}-byte limit", volley_files::TEMPLATE_MAX)),
+        "{e}"
+    );
+    // The campaign file itself too.
+    let e = Campaign::load(Path::new("/dev/zero"))
+        .expect_err("/dev/zero campaign")
+        .to_string();
+    assert!(
+        e.contains("/dev/zero: cannot read campaign file: not a regular file"),
+        "{e}"
+    );
+}
