@@ -5,7 +5,9 @@
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
 //! - `serve/` — `volley serve`: the HTTP control API (launch, watch, pause, resume, cancel,
 //!   IPs, suppression) over one long-lived send service.
-//! - `progress.rs` — live progress of `volley send` (a bar on a terminal, JSON lines otherwise).
+//! - `progress.rs` — live progress of `volley send` (a terminal display, JSON lines otherwise)
+//!   and of `volley serve`'s campaigns; `progress_bars.rs` — the terminal display, fitted to
+//!   its width.
 //! - `metrics.rs` — Prometheus `/metrics` of a running `volley send` (`--metrics ADDR`).
 //! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
 //! - `report.rs` — the human-readable end-of-run report.
@@ -30,6 +32,7 @@ mod html_report;
 mod metrics;
 mod plan_cmd;
 mod progress;
+mod progress_bars;
 mod report;
 mod send;
 mod serve;
