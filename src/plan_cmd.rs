@@ -194,6 +194,7 @@ pub async fn plan_campaign(
                 .find(|(ip, _)| *ip == s.address)
                 .map_or(WarmupState::Warm, |(_, st)| st.clone()),
             rate: s.rate,
+            weight: s.weight,
         })
         .collect();
     let start = config.warmup.clock().now();
