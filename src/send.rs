@@ -124,16 +124,21 @@ async fn print_eta(config: &SendConfig, config_path: &std::path::Path, campaign:
     if !warming {
         return Ok(());
     }
-    let (recipients, column) = (campaign.recipients().to_path_buf(), campaign.email_column().to_string());
-    let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let work = tempfile::tempdir().context("creating a scratch folder for the estimate")?;
-        Ok(volley_scheduler::plan_input::count_domains(
-            &recipients,
-            &column,
-            work.path(),
-        )?)
-    })
-    .await??;
+    // What earlier runs finished is not waiting for budget: only the rest is estimated.
+    let (dir, recipients, column) = (
+        config.state_dir.join(campaign.id()),
+        campaign.recipients().to_path_buf(),
+        campaign.email_column().to_string(),
+    );
+    let counts =
+        tokio::task::spawn_blocking(move || crate::plan_cmd::count_left(&dir, &recipients, &column)).await??;
+    if counts.finished > 0 {
+        eprintln!(
+            "volley: campaign {}: earlier runs finished {} recipient(s); the estimate covers the rest",
+            campaign.id(),
+            counts.finished
+        );
+    }
     let planned = crate::plan_cmd::plan_campaign(
         config,
         &policy,
