@@ -22,9 +22,9 @@ use volley_warmup::WarmupState;
 pub struct PlanArgs {
     /// The campaign definition (TOML).
     campaign: PathBuf,
-    /// The operator configuration; default `volley.toml`.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// The operator configuration.
+    #[arg(long, default_value = "volley.toml")]
+    config: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,

@@ -13,9 +13,9 @@ pub struct SendArgs {
     /// connections; where they meet at a site, the higher `priority` sends first.
     #[arg(required = true)]
     campaigns: Vec<PathBuf>,
-    /// The operator configuration; default `volley.toml` in the current directory.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// The operator configuration.
+    #[arg(long, default_value = "volley.toml")]
+    config: PathBuf,
     /// Write the summary as JSON to this file (an array of summaries for several campaigns).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -62,7 +62,7 @@ pub async fn terminated() {
 /// Runs the campaign; `Ok(true)` when every recipient has a final outcome, `Ok(false)` when it
 /// was interrupted or recipients still wait for a retry (rerunning resumes).
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
-    let config_path = args.config.unwrap_or_else(|| PathBuf::from("volley.toml"));
+    let config_path = args.config;
     let config = SendConfig::load(&config_path).with_context(|| "refusing to start: the configuration is invalid")?;
     let mut campaigns = Vec::with_capacity(args.campaigns.len());
     for path in &args.campaigns {

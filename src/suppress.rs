@@ -19,9 +19,9 @@ use volley_scheduler::suppression::{
 pub struct SuppressArgs {
     #[command(subcommand)]
     action: Action,
-    /// The operator configuration (where the store is); default `volley.toml`.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    /// The operator configuration (where the store is).
+    #[arg(long, global = true, default_value = "volley.toml")]
+    config: PathBuf,
     /// The list: `global` (every campaign honours it) or a list name that campaigns name in
     /// `suppression_list`. `--scope` is the same (the CSV column's name).
     #[arg(long, visible_alias = "scope", global = true, default_value = GLOBAL)]
@@ -31,6 +31,7 @@ pub struct SuppressArgs {
 #[derive(clap::Subcommand)]
 enum Action {
     /// Suppress addresses.
+    #[command(after_help = "Example:\n  volley suppress add someone@example.com other@example.org --reason complaint")]
     Add {
         /// The addresses.
         #[arg(required = true)]
@@ -41,6 +42,7 @@ enum Action {
     },
     /// Take addresses off the list (and reset their soft-bounce count). Prints how many were
     /// on it and names those that were not; exit status 1 when any was not.
+    #[command(after_help = "Example:\n  volley suppress remove someone@example.com --list news")]
     Remove {
         /// The addresses.
         #[arg(required = true)]
@@ -48,6 +50,7 @@ enum Action {
     },
     /// Print, for each address, whether it is suppressed (in `global` or `--list`) and why, as
     /// JSON lines. Exit status 1 when any is suppressed.
+    #[command(after_help = "Example:\n  volley suppress check someone@example.com --list news")]
     Check {
         /// The addresses.
         #[arg(required = true)]
@@ -55,6 +58,7 @@ enum Action {
     },
     /// Load a CSV file with an `email` (or `address`) column and optional `reason` and `scope`
     /// columns. Bad rows are listed with their line numbers; the rest is loaded.
+    #[command(after_help = "Example:\n  volley suppress import unsubscribes.csv --list news --reason unsubscribed")]
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -63,8 +67,9 @@ enum Action {
         reason: String,
     },
     /// Write the list as CSV (`address,scope,reason,code,enhanced,category,first,last,count,source`).
+    #[command(after_help = "Example:\n  volley suppress export --list news --out news-suppressed.csv")]
     Export {
-        /// The file to write; default standard output.
+        /// The file to write (without it: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -73,7 +78,7 @@ enum Action {
 /// Runs the command; `Ok(false)` when `check` found a suppressed address or `import` refused
 /// rows.
 pub fn run(args: SuppressArgs) -> anyhow::Result<bool> {
-    let config_path = args.config.unwrap_or_else(|| PathBuf::from("volley.toml"));
+    let config_path = args.config;
     let config = SendConfig::load(&config_path).context("refusing to start: the configuration is invalid")?;
     let store = open_store(&config.suppression, &config.state_dir).context("cannot open the suppression list")?;
     let list = args.list.as_str();
