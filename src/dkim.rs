@@ -21,8 +21,10 @@ pub struct DkimArgs {
 enum Action {
     /// Generate a signing key: write the private key to --out and print the DNS TXT record to
     /// publish at `<selector>._domainkey.<domain>` and the `[[dkim]]` entry for volley.toml.
-    #[command(after_help = "Examples:\n  volley dkim keygen --domain example.com --selector s2026 --out s2026.pem\n  \
-                            volley dkim keygen --domain example.com --selector e2026 --algorithm ed25519 --out e2026.pem")]
+    #[command(
+        after_help = "Examples:\n  volley dkim keygen --domain example.com --selector s2026 --out s2026.pem\n  \
+                            volley dkim keygen --domain example.com --selector e2026 --algorithm ed25519 --out e2026.pem"
+    )]
     Keygen(KeygenArgs),
 }
 

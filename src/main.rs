@@ -54,31 +54,41 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send a campaign to completion.
-    #[command(after_help = "Examples:\n  volley send campaigns/news.toml --config volley.toml --summary-json summary.json\n  \
-                            volley send a.toml b.toml --progress json --progress-every 30s --metrics 127.0.0.1:9464")]
+    #[command(
+        after_help = "Examples:\n  volley send campaigns/news.toml --config volley.toml --summary-json summary.json\n  \
+                            volley send a.toml b.toml --progress json --progress-every 30s --metrics 127.0.0.1:9464"
+    )]
     Send(send::SendArgs),
     /// Run the whole pipeline on loopback against an in-process sink (no Redis, no DNS).
     #[command(after_help = "Example:\n  volley demo --recipients 10000 --dir demo-out")]
     Demo(demo::DemoArgs),
     /// Manage the suppression list: add, remove, check, import, export.
-    #[command(after_help = "Examples:\n  volley suppress add someone@example.com --reason complaint\n  \
+    #[command(
+        after_help = "Examples:\n  volley suppress add someone@example.com --reason complaint\n  \
                             volley suppress import unsubscribes.csv --list news\n  \
-                            volley suppress check someone@example.com --list news")]
+                            volley suppress check someone@example.com --list news"
+    )]
     Suppress(suppress::SuppressArgs),
     /// DKIM keys: generate one and print the DNS record to publish.
-    #[command(after_help = "Example:\n  volley dkim keygen --domain example.com --selector s2026 --algorithm ed25519 --out s2026.pem")]
+    #[command(
+        after_help = "Example:\n  volley dkim keygen --domain example.com --selector s2026 --algorithm ed25519 --out s2026.pem"
+    )]
     Dkim(dkim::DkimArgs),
     /// Warm-up: each source IP's day, caps and usage today (`show`), the curves as SVG (`plot`).
     #[command(after_help = "Examples:\n  volley warmup show 127.0.0.3\n  volley warmup plot --out warmup.svg")]
     Warmup(warmup_cmd::WarmupArgs),
     /// Predict when a campaign's recipients per provider group will be sent under warm-up
     /// budgets (sends nothing).
-    #[command(after_help = "Examples:\n  volley plan campaigns/news.toml\n  volley plan campaigns/news.toml --every 1h --json")]
+    #[command(
+        after_help = "Examples:\n  volley plan campaigns/news.toml\n  volley plan campaigns/news.toml --every 1h --json"
+    )]
     Plan(plan_cmd::PlanArgs),
     /// Serve the HTTP control API (bearer token from `[api]`): launch, watch, pause, resume and
     /// cancel campaigns that share one pool; source IPs; the suppression list.
-    #[command(after_help = "Example:\n  volley serve --config volley.toml --listen 127.0.0.1:8025\n  \
-                            curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8025/campaigns")]
+    #[command(
+        after_help = "Example:\n  volley serve --config volley.toml --listen 127.0.0.1:8025\n  \
+                            curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8025/campaigns"
+    )]
     Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
     #[command(after_help = "Example:\n  volley check-config --config volley.toml campaigns/news.toml")]

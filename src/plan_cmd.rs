@@ -12,8 +12,8 @@ use anyhow::{anyhow, Context};
 use serde::Serialize;
 use volley_scheduler::campaign::Campaign;
 use volley_scheduler::plan_input::{classify, count_domains_left, DomainCounts, Unresolved};
-use volley_scheduler::send::state::finished_lines;
 use volley_scheduler::routing::{Router, Routes};
+use volley_scheduler::send::state::finished_lines;
 use volley_warmup::plan::{reason_name, Plan, PlanInput, PlanIp, DEFAULT_MAX_DAYS};
 use volley_warmup::WarmupState;
 

@@ -42,14 +42,10 @@ pub struct Status<'a> {
     pub elapsed_s: f64,
     /// Share of the recipient file read, 0 to 1.
     pub read: f64,
-    /// Deliveries of the campaign, earlier runs included.
-    pub delivered: u64,
-    /// Deferrals so far (a recipient deferred twice counts twice), earlier runs included.
-    pub deferred: u64,
-    pub bounced: u64,
-    pub expired: u64,
-    pub suppressed: u64,
-    pub rejected: u64,
+    /// The campaign's counts, earlier runs included (`delivered`, `deferred`, … at the top
+    /// level of the JSON line).
+    #[serde(flatten)]
+    pub totals: OutcomeCounts,
     /// The same counts, this run only.
     pub this_run: OutcomeCounts,
     /// This run's final outcomes per second, recently (0 while paused and once ended).
@@ -95,19 +91,13 @@ pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate:
             *by_ip.entry(ip.clone()).or_default() += n;
         }
     }
-    let totals = c.totals();
     Status {
         campaign: &c.id,
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         paused: c.paused,
         elapsed_s: elapsed.as_secs_f64(),
         read,
-        delivered: totals.delivered,
-        deferred: totals.deferred,
-        bounced: totals.bounced,
-        expired: totals.expired,
-        suppressed: totals.suppressed,
-        rejected: totals.rejected,
+        totals: c.totals(),
         this_run: c.this_run(),
         msgs_per_s: rate,
         queued: c.queued,
@@ -236,7 +226,7 @@ mod tests {
         c.set_read(250, 1000);
         let snap = &live.snapshot()[0];
         let s = status(snap, &live, Duration::from_secs(10), 1.0, Run::Going);
-        assert_eq!(s.delivered, 3);
+        assert_eq!(s.totals.delivered, 3);
         assert_eq!(s.msgs_per_s, 1.0);
         assert_eq!(s.eta_s, Some(30.0), "a quarter read in 10 s: 30 s to go");
         assert_eq!(s.by_ip["127.0.0.2"], 2);
@@ -273,7 +263,10 @@ mod tests {
         c.set_read(500, 1000);
         let snap = live.snapshot();
         let s = status(&snap[0], &live, Duration::from_secs(10), 5.0, Run::Going);
-        assert_eq!((s.delivered, s.bounced, s.this_run.delivered), (101, 4, 1));
+        assert_eq!(
+            (s.totals.delivered, s.totals.bounced, s.this_run.delivered),
+            (101, 4, 1)
+        );
         assert_eq!((s.msgs_per_s, s.eta_s), (5.0, Some(10.0)));
 
         c.set_paused(true);

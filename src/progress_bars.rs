@@ -93,22 +93,22 @@ pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
         format!("ETA {eta}")
     };
     let main = vec![
-        format!("delivered {}", thousands(s.delivered)),
-        format!("deferred {}", thousands(s.deferred)),
-        format!("bounced {}", thousands(s.bounced)),
+        format!("delivered {}", thousands(s.totals.delivered)),
+        format!("deferred {}", thousands(s.totals.deferred)),
+        format!("bounced {}", thousands(s.totals.bounced)),
         format!("{:.0} msg/s", s.msgs_per_s),
         eta,
     ];
     lines.extend(pack(&main, width, usize::MAX));
     let mut more = vec![
-        format!("expired {}", thousands(s.expired)),
-        format!("suppressed {}", thousands(s.suppressed)),
-        format!("rejected {}", thousands(s.rejected)),
+        format!("expired {}", thousands(s.totals.expired)),
+        format!("suppressed {}", thousands(s.totals.suppressed)),
+        format!("rejected {}", thousands(s.totals.rejected)),
         format!("queue {}", thousands(s.queued)),
         format!("retry {}", thousands(s.retrying)),
         format!("conns {}", s.open_connections),
     ];
-    if s.this_run.delivered != s.delivered {
+    if s.this_run.delivered != s.totals.delivered {
         // A resumed campaign: the counts above include earlier runs.
         more.push(format!("this run: delivered {}", thousands(s.this_run.delivered)));
     }
@@ -323,7 +323,10 @@ mod tests {
                 assert!(all.contains(field), "{width} columns: no {field:?}\n{all}");
             }
             // Most important first: outcomes and rate on the line after the bar.
-            assert!(lines[1].contains("delivered") && all.find("msg/s") < all.find("per IP:"), "{all}");
+            assert!(
+                lines[1].contains("delivered") && all.find("msg/s") < all.find("per IP:"),
+                "{all}"
+            );
             if width >= 80 {
                 assert!(lines[1].contains("msg/s") && lines[1].contains("ETA"), "{all}");
             }

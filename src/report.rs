@@ -17,12 +17,7 @@ pub fn print(s: &Summary, top: usize) {
     );
     println!(
         "  this run: {:.2} s  delivered {}  {:.0} msg/s  connections {} (failed {})  maybe-duplicates {}",
-        s.elapsed_s,
-        s.this_run.delivered,
-        s.msgs_per_s,
-        s.connections_opened,
-        s.connect_failures,
-        s.maybe_duplicates
+        s.elapsed_s, s.this_run.delivered, s.msgs_per_s, s.connections_opened, s.connect_failures, s.maybe_duplicates
     );
     println!("  per source IP:");
     for (ip, t) in &s.by_source_ip {

@@ -130,8 +130,7 @@ async fn print_eta(config: &SendConfig, config_path: &std::path::Path, campaign:
         campaign.recipients().to_path_buf(),
         campaign.email_column().to_string(),
     );
-    let counts =
-        tokio::task::spawn_blocking(move || crate::plan_cmd::count_left(&dir, &recipients, &column)).await??;
+    let counts = tokio::task::spawn_blocking(move || crate::plan_cmd::count_left(&dir, &recipients, &column)).await??;
     if counts.finished > 0 {
         eprintln!(
             "volley: campaign {}: earlier runs finished {} recipient(s); the estimate covers the rest",

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use volley_scheduler::address::EmailAddress;
 use volley_scheduler::config::SendConfig;
 use volley_scheduler::suppression::{
-    export_csv, import_csv, open_store, unix_now, unix_to_rfc3339, valid_scope, Entry, ImportOptions, SuppressionStore, Update, GLOBAL,
+    export_csv, import_csv, open_store, unix_now, unix_to_rfc3339, valid_scope, Entry, ImportOptions, SuppressionStore,
+    Update, GLOBAL,
 };
 
 /// Arguments of `volley suppress`.

@@ -31,7 +31,9 @@ pub struct WarmupArgs {
 #[derive(clap::Subcommand)]
 enum Action {
     /// Per source IP: warm, or its curve and day; per provider group today's caps and usage.
-    #[command(after_help = "Examples:\n  volley warmup show\n  volley warmup show 127.0.0.3 --json\n  volley warmup show bulk")]
+    #[command(
+        after_help = "Examples:\n  volley warmup show\n  volley warmup show 127.0.0.3 --json\n  volley warmup show bulk"
+    )]
     Show {
         /// A source IP or a pool name (without it: every source IP).
         target: Option<String>,

@@ -372,17 +372,26 @@ fn suppress_remove_reports_what_was_actually_removed() {
     assert!(text(&o).contains("removed 1 of 2"), "{}", text(&o));
     assert!(text(&o).contains("not in `global`: never@example.test"), "{}", text(&o));
     // It is gone, and removing it again removes nothing.
-    assert_eq!(suppress(dir.path(), &["check", "a@example.test"]).status.code(), Some(0));
+    assert_eq!(
+        suppress(dir.path(), &["check", "a@example.test"]).status.code(),
+        Some(0)
+    );
     let o = suppress(dir.path(), &["remove", "a@example.test"]);
     assert!(text(&o).contains("removed 0 of 1"), "{}", text(&o));
 
     // In a list scope: the address is in `news`, not in `global`.
-    assert!(suppress(dir.path(), &["add", "b@example.test", "--list", "news"]).status.success());
+    assert!(suppress(dir.path(), &["add", "b@example.test", "--list", "news"])
+        .status
+        .success());
     let o = suppress(dir.path(), &["remove", "b@example.test"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let o = suppress(dir.path(), &["remove", "b@example.test", "--list", "news"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("removed 1 of 1 address(es) from `news`"), "{}", text(&o));
+    assert!(
+        text(&o).contains("removed 1 of 1 address(es) from `news`"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Issue 17: `check` and `export` show when an address was suppressed as RFC 3339 times (the
@@ -391,11 +400,17 @@ fn suppress_remove_reports_what_was_actually_removed() {
 #[test]
 fn suppress_check_and_export_show_rfc3339_times_and_the_list() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert!(suppress(dir.path(), &["add", "a@example.test", "--scope", "news"]).status.success());
+    assert!(suppress(dir.path(), &["add", "a@example.test", "--scope", "news"])
+        .status
+        .success());
     let o = suppress(dir.path(), &["check", "a@example.test", "--list", "news"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
-    assert_eq!((&line["list"], &line["scope"]), (&"news".into(), &"news".into()), "{line}");
+    assert_eq!(
+        (&line["list"], &line["scope"]),
+        (&"news".into(), &"news".into()),
+        "{line}"
+    );
     let first = line["entry"]["first"].as_u64().expect("unix seconds");
     let first_at = line["entry"]["first_at"].as_str().expect("RFC 3339");
     let parsed = humantime::parse_rfc3339(first_at).expect("RFC 3339");
@@ -404,7 +419,10 @@ fn suppress_check_and_export_show_rfc3339_times_and_the_list() {
         Some(first),
         "{line}"
     );
-    assert!(line["entry"]["last_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+    assert!(
+        line["entry"]["last_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{line}"
+    );
 
     let o = suppress(dir.path(), &["export", "--list", "news"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -416,7 +434,13 @@ fn suppress_check_and_export_show_rfc3339_times_and_the_list() {
         "{csv}"
     );
     let row = lines.next().unwrap_or_default();
-    assert!(row.ends_with(&format!(",{first_at},{}", line["entry"]["last_at"].as_str().unwrap_or("?"))), "{csv}");
+    assert!(
+        row.ends_with(&format!(
+            ",{first_at},{}",
+            line["entry"]["last_at"].as_str().unwrap_or("?")
+        )),
+        "{csv}"
+    );
     // An export imports back (the time columns are informational).
     let exported = write(dir.path(), "export.csv", &csv);
     let o = suppress(dir.path(), &["import", exported.to_str().expect("path")]);

@@ -94,7 +94,7 @@ impl<C: Clock + Clone> IpRotation<C> {
         &mut self,
         mut accept: impl FnMut(&SourceIp) -> Result<(), E>,
     ) -> Result<&SourceIp, Refused<E>> {
-        let first = self.turns.next();
+        let first = self.turns.next_turn();
         let n = self.slots.len();
         let mut rate_wait: Option<Duration> = None;
         let mut refused: Option<E> = None;

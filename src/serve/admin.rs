@@ -165,10 +165,9 @@ pub async fn remove(State(app): State<Arc<App>>, target: Target) -> Result<Json<
     let Target { address, list } = target;
     let store = app.service.store().clone();
     let (a, l) = (address.as_str().to_string(), list.clone());
-    let removed = blocking(move || {
-        crate::suppress::remove_present(&*store, &l, &[a.as_str()]).map(|r| r.first() == Some(&true))
-    })
-    .await?;
+    let removed =
+        blocking(move || crate::suppress::remove_present(&*store, &l, &[a.as_str()]).map(|r| r.first() == Some(&true)))
+            .await?;
     if !removed {
         return Err(ApiError::not_found(format!("{} is not in `{list}`", address.as_str())));
     }

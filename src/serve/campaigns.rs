@@ -16,8 +16,8 @@ use volley_scheduler::send::Stopper;
 use volley_scheduler::summary::Summary;
 
 use super::http::{object, only, opt_str, ApiError};
-use crate::progress::{RateMeter, Run};
 use super::App;
+use crate::progress::{RateMeter, Run};
 
 /// How far apart two progress samples must be to measure a new rate (requests come at any
 /// pace).

@@ -297,12 +297,7 @@ struct Moment {
 impl Moment {
     /// Whether only unlimited IPs can still take messages (and there is one).
     fn only_unlimited_left(&self) -> bool {
-        self.unlimited.iter().any(|u| *u)
-            && self
-                .unlimited
-                .iter()
-                .zip(&self.refused)
-                .all(|(u, r)| *u || r.is_some())
+        self.unlimited.iter().any(|u| *u) && self.unlimited.iter().zip(&self.refused).all(|(u, r)| *u || r.is_some())
     }
 }
 
@@ -368,7 +363,7 @@ impl Pool {
     /// [`Budgets::try_take`]); the earliest wait when none has room.
     fn choose(&mut self, provider: &str, now: SystemTime, moment: &mut Moment) -> Result<usize, Wait> {
         self.clock.set(now);
-        let first = self.turns.next();
+        let first = self.turns.next_turn();
         let n = self.addrs.len();
         let mut earliest: Option<Wait> = None;
         for i in (0..n).map(|k| (first + k) % n) {
@@ -412,12 +407,12 @@ impl Pool {
         let mut per_cycle = vec![0u64; ips];
         let mut turns = self.turns.clone();
         for _ in 0..turns.cycle() {
-            per_cycle[taker(turns.next())] += 1;
+            per_cycle[taker(turns.next_turn())] += 1;
         }
         let cycle = self.turns.cycle().max(1);
         let mut out: Vec<u64> = per_cycle.iter().map(|c| c * (n / cycle)).collect();
         for _ in 0..n % cycle {
-            out[taker(self.turns.next())] += 1;
+            out[taker(self.turns.next_turn())] += 1;
         }
         out
     }

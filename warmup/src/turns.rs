@@ -23,7 +23,7 @@ impl WeightedTurns {
     }
 
     /// The slot whose turn is next (0 when there is none).
-    pub fn next(&mut self) -> usize {
+    pub fn next_turn(&mut self) -> usize {
         let mut best = 0;
         for i in 0..self.weights.len() {
             self.current[i] += self.weights[i];
@@ -52,7 +52,7 @@ mod tests {
     fn turns_follow_the_weights_smoothly_and_repeat_each_cycle() {
         let mut t = WeightedTurns::new([1, 3, 0]);
         let start = t.clone();
-        let picks: Vec<usize> = (0..t.cycle()).map(|_| t.next()).collect();
+        let picks: Vec<usize> = (0..t.cycle()).map(|_| t.next_turn()).collect();
         assert_eq!(picks, [1, 0, 1, 1]);
         assert_eq!(t, start, "a cycle ends where it began");
     }
