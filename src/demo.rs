@@ -24,7 +24,7 @@ pub struct DemoArgs {
     /// Source IPs to rotate over (127.0.0.2 upwards).
     #[arg(long, default_value_t = 4)]
     source_ips: u8,
-    /// Keep the generated campaign, accounting log and summary in this directory (default: a
+    /// Keep the generated campaign, accounting log and summary in this directory (without it: a
     /// temporary directory that is removed at the end).
     #[arg(long)]
     dir: Option<PathBuf>,

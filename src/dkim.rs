@@ -21,6 +21,10 @@ pub struct DkimArgs {
 enum Action {
     /// Generate a signing key: write the private key to --out and print the DNS TXT record to
     /// publish at `<selector>._domainkey.<domain>` and the `[[dkim]]` entry for volley.toml.
+    #[command(
+        after_help = "Examples:\n  volley dkim keygen --domain example.com --selector s2026 --out s2026.pem\n  \
+                            volley dkim keygen --domain example.com --selector e2026 --algorithm ed25519 --out e2026.pem"
+    )]
     Keygen(KeygenArgs),
 }
 
@@ -36,7 +40,7 @@ struct KeygenArgs {
     /// The key type.
     #[arg(long, value_enum, default_value_t = Algorithm::Rsa)]
     algorithm: Algorithm,
-    /// RSA modulus size in bits (2048 to 4096; RSA only).
+    /// RSA modulus size in bits, 2048 to 4096 (RSA only; without it: 2048).
     #[arg(long)]
     bits: Option<usize>,
     /// Where to write the private key (PKCS#8 PEM, mode 0600). Must not exist yet.

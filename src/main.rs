@@ -5,7 +5,9 @@
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
 //! - `serve/` — `volley serve`: the HTTP control API (launch, watch, pause, resume, cancel,
 //!   IPs, suppression) over one long-lived send service.
-//! - `progress.rs` — live progress of `volley send` (a bar on a terminal, JSON lines otherwise).
+//! - `progress.rs` — live progress of `volley send` (a terminal display, JSON lines otherwise)
+//!   and of `volley serve`'s campaigns; `progress_bars.rs` — the terminal display, fitted to
+//!   its width.
 //! - `metrics.rs` — Prometheus `/metrics` of a running `volley send` (`--metrics ADDR`).
 //! - `demo.rs` — `volley demo`: the whole pipeline on loopback with an in-process sink.
 //! - `report.rs` — the human-readable end-of-run report.
@@ -30,6 +32,7 @@ mod html_report;
 mod metrics;
 mod plan_cmd;
 mod progress;
+mod progress_bars;
 mod report;
 mod send;
 mod serve;
@@ -51,26 +54,51 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send a campaign to completion.
+    #[command(
+        after_help = "Examples:\n  volley send campaigns/news.toml --config volley.toml --summary-json summary.json\n  \
+                            volley send a.toml b.toml --progress json --progress-every 30s --metrics 127.0.0.1:9464"
+    )]
     Send(send::SendArgs),
     /// Run the whole pipeline on loopback against an in-process sink (no Redis, no DNS).
+    #[command(after_help = "Example:\n  volley demo --recipients 10000 --dir demo-out")]
     Demo(demo::DemoArgs),
     /// Manage the suppression list: add, remove, check, import, export.
+    #[command(
+        after_help = "Examples:\n  volley suppress add someone@example.com --reason complaint\n  \
+                            volley suppress import unsubscribes.csv --list news\n  \
+                            volley suppress check someone@example.com --list news"
+    )]
     Suppress(suppress::SuppressArgs),
     /// DKIM keys: generate one and print the DNS record to publish.
+    #[command(
+        after_help = "Example:\n  volley dkim keygen --domain example.com --selector s2026 --algorithm ed25519 --out s2026.pem"
+    )]
     Dkim(dkim::DkimArgs),
     /// Warm-up: each source IP's day, caps and usage today (`show`), the curves as SVG (`plot`).
+    #[command(after_help = "Examples:\n  volley warmup show 127.0.0.3\n  volley warmup plot --out warmup.svg")]
     Warmup(warmup_cmd::WarmupArgs),
     /// Predict when a campaign's recipients per provider group will be sent under warm-up
     /// budgets (sends nothing).
+    #[command(
+        after_help = "Examples:\n  volley plan campaigns/news.toml\n  volley plan campaigns/news.toml --every 1h --json"
+    )]
     Plan(plan_cmd::PlanArgs),
     /// Serve the HTTP control API (bearer token from `[api]`): launch, watch, pause, resume and
     /// cancel campaigns that share one pool; source IPs; the suppression list.
+    #[command(
+        after_help = "Example:\n  volley serve --config volley.toml --listen 127.0.0.1:8025\n  \
+                            curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8025/campaigns"
+    )]
     Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
+    #[command(after_help = "Example:\n  volley check-config --config volley.toml campaigns/news.toml")]
     CheckConfig(check_config::CheckArgs),
     /// Turn an accounting log into an HTML report with charts (readable offline).
+    #[command(after_help = "Example:\n  volley report state/news/accounting.jsonl --out news.html")]
     Report(html_report::ReportArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
+    #[command(after_help = "Examples:\n  volley sink --listen 127.0.0.1:2525\n  \
+                            volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
     Sink(volley_bench::SinkArgs),
 }
 
@@ -191,6 +219,38 @@ mod tests {
         );
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(super::render(&plain), "outer: inner");
+    }
+
+    /// Regression (issue 17): `--help` texts gave no example, and some defaults only in prose
+    /// (`default volley.toml`) where clap shows none. Every command's help has an example, and
+    /// an argument whose help mentions a default has one that clap shows (`[default: …]`).
+    #[test]
+    fn every_help_shows_an_example_and_its_defaults() {
+        fn walk(cmd: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let name = format!("{path} {}", sub.get_name());
+                let after = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !after.contains("Example") {
+                    problems.push(format!("{name}: no example"));
+                }
+                for arg in sub.get_arguments() {
+                    if !arg.get_action().takes_values() {
+                        continue;
+                    }
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    if help.to_lowercase().contains("default") && arg.get_default_values().is_empty() {
+                        problems.push(format!("{name} {}: a default in prose only: {help}", arg.get_id()));
+                    }
+                }
+                walk(sub, &name, problems);
+            }
+        }
+        use clap::CommandFactory;
+        let mut cli = super::Cli::command();
+        cli.build();
+        let mut problems = Vec::new();
+        walk(&cli, "volley", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! `volley plan <campaign.toml> [--config F] [--json] [--every 1d]`: predicts, from the
 //! campaign pool's warm-up budgets, when each provider group's share of the campaign will have
-//! been sent, what waits for budget and which IPs carry how much per day. Sends nothing; the
+//! been sent, what waits for budget and which IPs carry how much per day. Recipients earlier
+//! runs of the campaign finished are left out (a rerun skips them). Sends nothing; the
 //! only sockets are MX lookups when `[dns]` is configured.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context};
 use serde::Serialize;
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::plan_input::{classify, count_domains, DomainCounts, Unresolved};
+use volley_scheduler::plan_input::{classify, count_domains_left, DomainCounts, Unresolved};
 use volley_scheduler::routing::{Router, Routes};
+use volley_scheduler::send::state::finished_lines;
 use volley_warmup::plan::{reason_name, Plan, PlanInput, PlanIp, DEFAULT_MAX_DAYS};
 use volley_warmup::WarmupState;
 
@@ -20,9 +22,9 @@ use volley_warmup::WarmupState;
 pub struct PlanArgs {
     /// The campaign definition (TOML).
     campaign: PathBuf,
-    /// The operator configuration; default `volley.toml`.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// The operator configuration.
+    #[arg(long, default_value = "volley.toml")]
+    config: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -42,6 +44,8 @@ struct Report<'a> {
     rows: u64,
     rejected: u64,
     duplicates: u64,
+    /// Recipients earlier runs of the campaign finished: not in the plan.
+    finished: u64,
     domains: usize,
     unresolved: &'a [Unresolved],
     #[serde(flatten)]
@@ -65,9 +69,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
         let policy = config
             .warmup_policy(&config_path)
             .context("refusing to start: the warm-up settings are invalid")?;
-        let work = tempfile::tempdir().context("creating a scratch folder for the duplicate scan")?;
-        let counts = count_domains(campaign.recipients(), campaign.email_column(), work.path())
-            .with_context(|| format!("reading the recipients of campaign {}", campaign.id()))?;
+        let counts = count_left(
+            &config.state_dir.join(campaign.id()),
+            campaign.recipients(),
+            campaign.email_column(),
+        )
+        .with_context(|| format!("reading the recipients of campaign {}", campaign.id()))?;
         Ok((config, campaign, policy, counts))
     })
     .await
@@ -84,6 +91,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
             rows: counts.rows,
             rejected: counts.rejected,
             duplicates: counts.duplicates,
+            finished: counts.finished,
             domains: counts.per_domain.len(),
             unresolved: &classified.unresolved,
             plan: &plan,
@@ -110,6 +118,12 @@ fn print_text(campaign: &Campaign, counts: &DomainCounts, unresolved: &[Unresolv
         counts.rejected,
         counts.duplicates
     );
+    if counts.finished > 0 {
+        println!(
+            "earlier runs finished {} recipient(s): the plan covers the rest",
+            counts.finished
+        );
+    }
     if !unresolved.is_empty() {
         let n: u64 = unresolved.iter().map(|u| u.recipients).sum();
         println!(
@@ -155,6 +169,16 @@ fn shares(list: &[volley_warmup::plan::IpShare]) -> String {
     parts.join(", ")
 }
 
+/// The recipients a run of the campaign whose state directory is `campaign_dir` still has to
+/// send, per domain: the recipient file less rejected rows, duplicates and what earlier runs
+/// finished (counted apart). Blocking file work.
+pub fn count_left(campaign_dir: &Path, recipients: &Path, email_column: &str) -> anyhow::Result<DomainCounts> {
+    let finished = finished_lines(campaign_dir, recipients)
+        .with_context(|| format!("reading what earlier runs recorded in {}", campaign_dir.display()))?;
+    let work = tempfile::tempdir().context("creating a scratch folder for the duplicate scan")?;
+    Ok(count_domains_left(recipients, email_column, work.path(), &finished)?)
+}
+
 /// A campaign's plan and how its domains were classified.
 pub struct Planned {
     /// The prediction.
@@ -195,6 +219,7 @@ pub async fn plan_campaign(
                 .find(|(ip, _)| *ip == s.address)
                 .map_or(WarmupState::Warm, |(_, st)| st.clone()),
             rate: s.rate,
+            weight: s.weight,
         })
         .collect();
     let start = config.warmup.clock().now();

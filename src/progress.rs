@@ -1,23 +1,28 @@
-//! Live progress of `volley send` on stderr: on a terminal an indicatif bar per campaign
-//! (share of the recipient file read, outcomes, msg/s, queues, open connections, ETA); when
-//! stderr is not a terminal, one JSON status line per campaign every `--progress-every`.
+//! Live progress of `volley send` on stderr: on a terminal, a few lines per campaign that fit
+//! its width (see [`crate::progress_bars`]); when stderr is not a terminal, one JSON status
+//! line per campaign every `--progress-every`. `volley serve` answers `GET /campaigns/{id}`
+//! with the same [`Status`].
+//!
+//! Counts are the campaign's (earlier runs of a resumed campaign included, as in the
+//! summary); `this_run`, `elapsed_s` and `msgs_per_s` are this run's.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::ValueEnum;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use volley_scheduler::live::{CampaignSnapshot, Live};
+use volley_scheduler::live::{CampaignSnapshot, Live, OutcomeCounts, WarmupUse};
 use volley_scheduler::outcome::Outcome;
+
+use crate::progress_bars::Bars;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// A bar on a terminal, JSON lines otherwise.
     Auto,
-    /// An indicatif bar per campaign.
+    /// A few lines per campaign, fitted to the terminal's width.
     Bar,
     /// A JSON status line per campaign, periodically.
     Json,
@@ -29,39 +34,51 @@ pub enum Mode {
 #[derive(Debug, serde::Serialize)]
 pub struct Status<'a> {
     pub campaign: &'a str,
+    /// When this status was taken (wall clock, RFC 3339 UTC with milliseconds).
+    pub ts: String,
+    /// Whether the campaign is paused (`volley serve`): nothing new is sent.
+    pub paused: bool,
+    /// Seconds since this run started (frozen at its end).
     pub elapsed_s: f64,
     /// Share of the recipient file read, 0 to 1.
     pub read: f64,
-    pub delivered: u64,
-    /// Deferrals so far (a recipient deferred twice counts twice).
-    pub deferred: u64,
-    pub bounced: u64,
-    pub expired: u64,
-    pub suppressed: u64,
-    pub rejected: u64,
-    /// Final outcomes per second since the previous tick.
+    /// The campaign's counts, earlier runs included (`delivered`, `deferred`, … at the top
+    /// level of the JSON line).
+    #[serde(flatten)]
+    pub totals: OutcomeCounts,
+    /// The same counts, this run only.
+    pub this_run: OutcomeCounts,
+    /// This run's final outcomes per second, recently (0 while paused and once ended).
     pub msgs_per_s: f64,
     pub queued: u64,
     pub retrying: u64,
     pub open_connections: u64,
-    /// Estimated seconds to go (`None` until it can be estimated).
+    /// Estimated seconds to go (`None` until it can be estimated, while paused, once ended).
     pub eta_s: Option<f64>,
     /// Deliveries per source IP in this run.
     pub by_ip: BTreeMap<String, u64>,
     /// Each warming IP's use of today's budget per provider group (all campaigns).
-    pub warmup: Vec<volley_scheduler::live::WarmupUse>,
+    pub warmup: Vec<WarmupUse>,
 }
 
-/// The status of `c` now, given its final outcomes at the previous tick `dt` ago.
-pub fn status<'a>(c: &'a CampaignSnapshot, open: u64, elapsed: Duration, previous: u64, dt: Duration) -> Status<'a> {
-    let finals = c.finals();
-    let rate = if dt.is_zero() {
-        0.0
-    } else {
-        finals.saturating_sub(previous) as f64 / dt.as_secs_f64()
-    };
+/// Whether a campaign still sends, for [`status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Running (or paused: the snapshot says so).
+    Going,
+    /// Finished, stopped or cancelled: no rate, no ETA.
+    Ended,
+}
+
+/// The status of `c` now: `live` has the pool's connections and the warm-up use, `elapsed` is
+/// the run's time so far, `rate` its recent final outcomes per second ([`RateMeter`]).
+pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate: f64, run: Run) -> Status<'a> {
+    let sending = run == Run::Going && !c.paused;
+    let rate = if sending { rate } else { 0.0 };
     let read = c.read_share();
-    let eta_s = if read > 0.0 && read < 1.0 {
+    let eta_s = if !sending {
+        None
+    } else if read > 0.0 && read < 1.0 {
         Some(elapsed.as_secs_f64() * (1.0 - read) / read)
     } else if read >= 1.0 && rate > 0.0 {
         Some((c.queued + c.retrying) as f64 / rate)
@@ -76,25 +93,55 @@ pub fn status<'a>(c: &'a CampaignSnapshot, open: u64, elapsed: Duration, previou
     }
     Status {
         campaign: &c.id,
+        ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        paused: c.paused,
         elapsed_s: elapsed.as_secs_f64(),
         read,
-        delivered: c.count(Outcome::Delivered),
-        deferred: c.count(Outcome::Deferred),
-        bounced: c.count(Outcome::Bounced),
-        expired: c.count(Outcome::Expired),
-        suppressed: c.count(Outcome::Suppressed),
-        rejected: c.count(Outcome::Rejected),
+        totals: c.totals(),
+        this_run: c.this_run(),
         msgs_per_s: rate,
         queued: c.queued,
         retrying: c.retrying,
-        open_connections: open,
+        open_connections: live.open_connections(),
         eta_s,
         by_ip,
-        warmup: Vec::new(),
+        warmup: live.warmup(),
     }
 }
 
-/// The progress task; [`Progress::finish`] stops it and clears a bar display.
+/// A run's recent rate of final outcomes: the change between two samples at least `gap`
+/// apart, over the time between them. A sample taken sooner keeps the last rate (`volley
+/// serve` answers requests at any pace; a burst of them must not read 0 or infinity).
+#[derive(Debug)]
+pub struct RateMeter {
+    gap: Duration,
+    last: (u64, Instant),
+    rate: f64,
+}
+
+impl RateMeter {
+    /// A meter for a run that started at `started` (0 final outcomes then).
+    pub fn new(started: Instant, gap: Duration) -> RateMeter {
+        RateMeter {
+            gap,
+            last: (0, started),
+            rate: 0.0,
+        }
+    }
+
+    /// The rate at `now`, given the run's final outcomes so far.
+    pub fn sample(&mut self, finals: u64, now: Instant) -> f64 {
+        let (before, at) = self.last;
+        let dt = now.saturating_duration_since(at);
+        if dt >= self.gap && !dt.is_zero() {
+            self.rate = finals.saturating_sub(before) as f64 / dt.as_secs_f64();
+            self.last = (finals, now);
+        }
+        self.rate
+    }
+}
+
+/// The progress task; [`Progress::finish`] stops it and clears a terminal display.
 pub struct Progress {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -118,18 +165,19 @@ impl Progress {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut display = bar.then(Bars::new);
-            let mut previous: BTreeMap<String, (u64, Instant)> = BTreeMap::new();
+            let mut meters: BTreeMap<String, RateMeter> = BTreeMap::new();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(tick) => {}
                     _ = stopped.changed() => break,
                 }
                 let now = Instant::now();
-                let open = live.open_connections();
                 for c in live.snapshot() {
-                    let (before, at) = previous.get(&c.id).copied().unwrap_or((0, started));
-                    let mut s = status(&c, open, now - started, before, now - at);
-                    s.warmup = live.warmup();
+                    let meter = meters
+                        .entry(c.id.clone())
+                        .or_insert_with(|| RateMeter::new(started, Duration::ZERO));
+                    let rate = meter.sample(c.finals(), now);
+                    let s = status(&c, &live, now - started, rate, Run::Going);
                     match &mut display {
                         Some(bars) => bars.show(&s),
                         None => {
@@ -138,7 +186,6 @@ impl Progress {
                             }
                         }
                     }
-                    previous.insert(c.id.clone(), (c.finals(), now));
                 }
             }
             if let Some(bars) = display {
@@ -148,74 +195,10 @@ impl Progress {
         Some(Progress { stop, task })
     }
 
-    /// Stops the display (a bar is cleared; the final report follows it).
+    /// Stops the display (a terminal display is cleared; the final report follows it).
     pub async fn finish(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-    }
-}
-
-/// A bar per campaign.
-struct Bars {
-    multi: MultiProgress,
-    bars: BTreeMap<String, ProgressBar>,
-}
-
-impl Bars {
-    fn new() -> Bars {
-        Bars {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-            bars: BTreeMap::new(),
-        }
-    }
-
-    fn show(&mut self, s: &Status<'_>) {
-        let multi = &self.multi;
-        let bar = self.bars.entry(s.campaign.to_string()).or_insert_with(|| {
-            let bar = multi.add(ProgressBar::new(1000));
-            let style = ProgressStyle::with_template("{prefix:.bold} [{bar:24}] {percent:>3}% read  {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            bar.set_style(style);
-            bar.set_prefix(s.campaign.to_string());
-            bar
-        });
-        bar.set_position((s.read * 1000.0) as u64);
-        let eta = s.eta_s.map_or_else(
-            || "—".to_string(),
-            |e| humantime::format_duration(Duration::from_secs(e as u64)).to_string(),
-        );
-        let ips: Vec<String> = s
-            .by_ip
-            .iter()
-            .map(|(ip, n)| format!("{ip}:{n}"))
-            .chain(
-                s.warmup
-                    .iter()
-                    .map(|w| format!("{} {} {}/{} today", w.ip, w.provider, w.sent_today, w.daily_cap)),
-            )
-            .collect();
-        bar.set_message(format!(
-            "delivered {} deferred {} bounced {} expired {} suppressed {} rejected {} | {:.0} msg/s | queue {} retry {} | conns {} | ETA {eta} | {}",
-            s.delivered,
-            s.deferred,
-            s.bounced,
-            s.expired,
-            s.suppressed,
-            s.rejected,
-            s.msgs_per_s,
-            s.queued,
-            s.retrying,
-            s.open_connections,
-            ips.join(" ")
-        ));
-    }
-
-    fn clear(self) {
-        for bar in self.bars.values() {
-            bar.finish_and_clear();
-        }
-        let _ = self.multi.clear();
     }
 }
 
@@ -224,30 +207,88 @@ mod tests {
     use super::*;
     use volley_scheduler::live::AttemptLabels;
 
+    fn delivered(ip: &str) -> AttemptLabels<'_> {
+        AttemptLabels {
+            outcome: Outcome::Delivered,
+            source_ip: ip.parse().ok(),
+            site: None,
+            category: "delivered",
+        }
+    }
+
     #[test]
     fn status_has_rate_eta_and_deliveries_per_ip() {
         let live = Live::default();
         let c = live.campaign("c");
         for ip in ["127.0.0.2", "127.0.0.2", "127.0.0.3"] {
-            c.attempt(
-                AttemptLabels {
-                    outcome: Outcome::Delivered,
-                    source_ip: ip.parse().ok(),
-                    site: None,
-                    category: "delivered",
-                },
-                Some(Duration::from_millis(1)),
-            );
+            c.attempt(delivered(ip), Some(Duration::from_millis(1)));
         }
         c.set_read(250, 1000);
         let snap = &live.snapshot()[0];
-        let s = status(snap, 7, Duration::from_secs(10), 1, Duration::from_secs(2));
-        assert_eq!((s.delivered, s.open_connections), (3, 7));
-        assert_eq!(s.msgs_per_s, 1.0, "2 more final outcomes in 2 s");
+        let s = status(snap, &live, Duration::from_secs(10), 1.0, Run::Going);
+        assert_eq!(s.totals.delivered, 3);
+        assert_eq!(s.msgs_per_s, 1.0);
         assert_eq!(s.eta_s, Some(30.0), "a quarter read in 10 s: 30 s to go");
         assert_eq!(s.by_ip["127.0.0.2"], 2);
         let json = serde_json::to_value(&s).expect("json");
         assert_eq!(json["campaign"], "c");
         assert_eq!(json["read"], 0.25);
+    }
+
+    /// Regression (issue 17): the status line had no wall-clock time.
+    #[test]
+    fn status_lines_carry_a_wall_clock_timestamp() {
+        let live = Live::default();
+        live.campaign("c");
+        let before = SystemTime::now() - Duration::from_secs(1);
+        let snap = live.snapshot();
+        let s = status(&snap[0], &live, Duration::ZERO, 0.0, Run::Going);
+        let json = serde_json::to_value(&s).expect("json");
+        let ts = json["ts"].as_str().map(humantime::parse_rfc3339);
+        assert!(matches!(ts, Some(Ok(t)) if t >= before), "{json}");
+    }
+
+    /// Regression (issue 17): after a relaunch `delivered` counted this run only while the
+    /// summary counted the campaign; a paused or ended run kept a rate and an ETA.
+    #[test]
+    fn counts_are_the_campaigns_and_paused_or_ended_runs_have_no_rate_or_eta() {
+        let live = Live::default();
+        let c = live.campaign("c");
+        c.set_earlier(OutcomeCounts {
+            delivered: 100,
+            bounced: 4,
+            ..OutcomeCounts::default()
+        });
+        c.attempt(delivered("127.0.0.2"), None);
+        c.set_read(500, 1000);
+        let snap = live.snapshot();
+        let s = status(&snap[0], &live, Duration::from_secs(10), 5.0, Run::Going);
+        assert_eq!(
+            (s.totals.delivered, s.totals.bounced, s.this_run.delivered),
+            (101, 4, 1)
+        );
+        assert_eq!((s.msgs_per_s, s.eta_s), (5.0, Some(10.0)));
+
+        c.set_paused(true);
+        let snap = live.snapshot();
+        let s = status(&snap[0], &live, Duration::from_secs(10), 5.0, Run::Going);
+        assert_eq!((s.paused, s.msgs_per_s, s.eta_s), (true, 0.0, None));
+        c.set_paused(false);
+        let snap = live.snapshot();
+        let s = status(&snap[0], &live, Duration::from_secs(10), 5.0, Run::Ended);
+        assert_eq!((s.msgs_per_s, s.eta_s), (0.0, None));
+    }
+
+    #[test]
+    fn the_rate_meter_measures_between_samples_a_gap_apart() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::new(t0, Duration::from_secs(1));
+        assert_eq!(m.sample(100, t0 + Duration::from_secs(2)), 50.0);
+        // Too soon: the last rate stands (no division by a tiny interval).
+        assert_eq!(m.sample(101, t0 + Duration::from_millis(2001)), 50.0);
+        // 10 more in the 2 s since the last sample taken.
+        assert_eq!(m.sample(110, t0 + Duration::from_secs(4)), 5.0);
+        // Nothing more: the rate falls to 0 (a paused or stalled run).
+        assert_eq!(m.sample(110, t0 + Duration::from_secs(6)), 0.0);
     }
 }

@@ -5,8 +5,10 @@ use volley_scheduler::summary::{Summary, Tally};
 /// Prints the summary: totals, rate, tallies per source IP and the `top` busiest domains.
 pub fn print(s: &Summary, top: usize) {
     println!("campaign {}", s.campaign);
+    // Totals cover the whole campaign (earlier runs of a resumed one included); the rate and
+    // the connections cover this run.
     println!(
-        "  rows {}  recipients {}  delivered {}  deferred {}  bounced {}  suppressed {}  rejected {}  duplicates {}",
+        "  campaign totals: rows {}  recipients {}  delivered {}  deferred {}  bounced {}  suppressed {}  rejected {}  duplicates {}",
         s.rows, s.recipients, s.delivered, s.deferred, s.bounced, s.suppressed, s.rejected, s.duplicates
     );
     println!(
@@ -14,8 +16,8 @@ pub fn print(s: &Summary, top: usize) {
         s.expired, s.deferrals, s.retried, s.resent_after_restart, s.complete
     );
     println!(
-        "  elapsed {:.2} s  {:.0} msg/s  connections {} (failed {})  maybe-duplicates {}",
-        s.elapsed_s, s.msgs_per_s, s.connections_opened, s.connect_failures, s.maybe_duplicates
+        "  this run: {:.2} s  delivered {}  {:.0} msg/s  connections {} (failed {})  maybe-duplicates {}",
+        s.elapsed_s, s.this_run.delivered, s.msgs_per_s, s.connections_opened, s.connect_failures, s.maybe_duplicates
     );
     println!("  per source IP:");
     for (ip, t) in &s.by_source_ip {

@@ -13,9 +13,9 @@ pub struct SendArgs {
     /// connections; where they meet at a site, the higher `priority` sends first.
     #[arg(required = true)]
     campaigns: Vec<PathBuf>,
-    /// The operator configuration; default `volley.toml` in the current directory.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    /// The operator configuration.
+    #[arg(long, default_value = "volley.toml")]
+    config: PathBuf,
     /// Write the summary as JSON to this file (an array of summaries for several campaigns).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -62,7 +62,7 @@ pub async fn terminated() {
 /// Runs the campaign; `Ok(true)` when every recipient has a final outcome, `Ok(false)` when it
 /// was interrupted or recipients still wait for a retry (rerunning resumes).
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
-    let config_path = args.config.unwrap_or_else(|| PathBuf::from("volley.toml"));
+    let config_path = args.config;
     let config = SendConfig::load(&config_path).with_context(|| "refusing to start: the configuration is invalid")?;
     let mut campaigns = Vec::with_capacity(args.campaigns.len());
     for path in &args.campaigns {
@@ -126,16 +126,20 @@ async fn print_eta(config: &SendConfig, config_path: &std::path::Path, campaign:
     if !warming {
         return Ok(());
     }
-    let (recipients, column) = (campaign.recipients().to_path_buf(), campaign.email_column().to_string());
-    let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let work = tempfile::tempdir().context("creating a scratch folder for the estimate")?;
-        Ok(volley_scheduler::plan_input::count_domains(
-            &recipients,
-            &column,
-            work.path(),
-        )?)
-    })
-    .await??;
+    // What earlier runs finished is not waiting for budget: only the rest is estimated.
+    let (dir, recipients, column) = (
+        config.state_dir.join(campaign.id()),
+        campaign.recipients().to_path_buf(),
+        campaign.email_column().to_string(),
+    );
+    let counts = tokio::task::spawn_blocking(move || crate::plan_cmd::count_left(&dir, &recipients, &column)).await??;
+    if counts.finished > 0 {
+        eprintln!(
+            "volley: campaign {}: earlier runs finished {} recipient(s); the estimate covers the rest",
+            campaign.id(),
+            counts.finished
+        );
+    }
     let planned = crate::plan_cmd::plan_campaign(
         config,
         &policy,

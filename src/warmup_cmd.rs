@@ -23,16 +23,19 @@ use volley_warmup::{day_of, Caps, UtcDay, WarmupState};
 pub struct WarmupArgs {
     #[command(subcommand)]
     action: Action,
-    /// The operator configuration; default `volley.toml`.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    /// The operator configuration.
+    #[arg(long, global = true, default_value = "volley.toml")]
+    config: PathBuf,
 }
 
 #[derive(clap::Subcommand)]
 enum Action {
     /// Per source IP: warm, or its curve and day; per provider group today's caps and usage.
+    #[command(
+        after_help = "Examples:\n  volley warmup show\n  volley warmup show 127.0.0.3 --json\n  volley warmup show bulk"
+    )]
     Show {
-        /// A source IP or a pool name; default every source IP.
+        /// A source IP or a pool name (without it: every source IP).
         target: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -40,6 +43,7 @@ enum Action {
     },
     /// Draw the daily cap per provider group vs warm-up day of the curves the IPs use (every
     /// shipped curve when none is used), with each warming IP's position today, as SVG.
+    #[command(after_help = "Example:\n  volley warmup plot --out warmup.svg")]
     Plot {
         /// The SVG file to write.
         #[arg(long)]
@@ -60,9 +64,8 @@ pub fn run(args: WarmupArgs) -> anyhow::Result<bool> {
     }
 }
 
-/// The configuration at `path` (default `volley.toml`), validated.
-pub fn load_config(path: Option<PathBuf>) -> anyhow::Result<(SendConfig, PathBuf)> {
-    let path = path.unwrap_or_else(|| PathBuf::from("volley.toml"));
+/// The configuration at `path`, validated.
+pub fn load_config(path: PathBuf) -> anyhow::Result<(SendConfig, PathBuf)> {
     let config = SendConfig::load(&path).context("refusing to start: the configuration is invalid")?;
     Ok((config, path))
 }

@@ -119,10 +119,22 @@ fn metrics_and_status_lines_follow_a_running_send() {
         "retrying",
         "open_connections",
         "by_ip",
+        "ts",
+        "this_run",
+        "paused",
     ] {
         assert!(first.get(field).is_some(), "{field} in {first}");
     }
     assert_eq!(first["campaign"], "watched");
+    // A wall-clock time on every line, in order.
+    let times: Vec<std::time::SystemTime> = lines
+        .iter()
+        .map(|l| {
+            let ts = l["ts"].as_str().unwrap_or_default();
+            humantime::parse_rfc3339(ts).unwrap_or_else(|e| panic!("ts {ts:?}: {e}"))
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("delivered {n}")));
     // The server went away with the run.
     assert!(get(&metrics, "/metrics").is_none());

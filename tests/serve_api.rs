@@ -188,6 +188,11 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
         "a runs already"
     );
     api.wait_for("a", "deliveries", |v| delivered(v) > 20);
+    // Regression (issue 17): `warmup` was always `[]`. 127.0.0.3 warms up.
+    let view = api.wait_for("a", "warm-up use", |v| {
+        v["progress"]["warmup"].as_array().is_some_and(|w| !w.is_empty())
+    });
+    assert_eq!(view["progress"]["warmup"][0]["ip"], "127.0.0.3", "{view}");
 
     // Pause: what is queued at a connection lands, then nothing more.
     let (status, view) = api.ok("POST", "/campaigns/a/pause", None);
@@ -202,8 +207,13 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
         settled = now;
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(delivered(&api.campaign("a")), settled, "nothing sent while paused");
+    let view = api.campaign("a");
+    assert_eq!(delivered(&view), settled, "nothing sent while paused");
     assert!(settled < 600);
+    // Regression (issue 17): a paused campaign kept a decaying rate and an ETA.
+    assert_eq!(view["progress"]["msgs_per_s"], 0.0, "{view}");
+    assert!(view["progress"]["eta_s"].is_null(), "{view}");
+    assert_eq!(view["progress"]["paused"], true, "{view}");
 
     // A second campaign, inline, joins the running service and finishes while a is paused.
     let inline = json!({ "toml": campaign_toml("b") }).to_string();
@@ -233,6 +243,22 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     let c = api.wait_for("c", "c to stop", |v| v["state"] == "cancelled");
     assert_eq!(c["summary"]["complete"], false, "{c}");
     assert!(delivered(&c) < 2000, "{c}");
+    // Regression (issue 17): a cancelled campaign kept a decaying rate and an ETA; its time
+    // stops at its end.
+    assert_eq!(c["progress"]["msgs_per_s"], 0.0, "{c}");
+    assert!(c["progress"]["eta_s"].is_null(), "{c}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(api.campaign("c")["progress"]["elapsed_s"], c["progress"]["elapsed_s"]);
+    // Regression (issue 17): after a relaunch `delivered` counted only the new launch while
+    // the summary counted the campaign. Both count the campaign; `this_run` the launch.
+    let before = delivered(&c);
+    let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "c.toml"}"#));
+    assert_eq!(status, 201, "{view}");
+    assert!(delivered(&view) >= before, "{view}");
+    let c = api.wait_for("c", "c to finish", |v| v["state"] == "finished");
+    assert_eq!((delivered(&c), &c["summary"]["delivered"]), (2000, &json!(2000)), "{c}");
+    assert_eq!(c["progress"]["this_run"]["delivered"], 2000 - before, "{c}");
+    assert_eq!(c["summary"]["this_run"]["delivered"], 2000 - before, "{c}");
     assert_eq!(api.ok("GET", "/campaigns/nope", None).0, 404);
 
     // IPs and their warm-up state.
@@ -274,6 +300,16 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     assert_eq!((status, answer["field"].as_str()), (400, Some("address")), "{answer}");
     let (status, answer) = api.ok("GET", "/suppression/a@b.test?list=bad%20list", None);
     assert_eq!((status, answer["field"].as_str()), (400, Some("list")), "{answer}");
+    // `scope` is accepted for `list`; a hit has both names and RFC 3339 times, as the CLI's.
+    let add = r#"{"address": "x@example.test", "scope": "news"}"#;
+    let (status, answer) = api.ok("POST", "/suppression", Some(add));
+    assert_eq!((status, answer["list"].as_str()), (201, Some("news")), "{answer}");
+    let (_, hit) = api.ok("GET", "/suppression/x@example.test?scope=news", None);
+    assert_eq!((&hit["list"], &hit["scope"]), (&json!("news"), &json!("news")), "{hit}");
+    let first_at = hit["entry"]["first_at"].as_str().map(humantime::parse_rfc3339);
+    assert!(matches!(first_at, Some(Ok(_))), "{hit}");
+    let (status, answer) = api.ok("GET", "/suppression/x@example.test?list=news&scope=other", None);
+    assert_eq!((status, answer["field"].as_str()), (400, Some("scope")), "{answer}");
 
     // Metrics of the service, behind the same token.
     let (status, metrics) = api.ok("GET", "/metrics", None);

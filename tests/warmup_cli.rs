@@ -284,3 +284,58 @@ fn usage_recorded_in_the_counter_store_is_shown_and_planned_around() {
         "{t}"
     );
 }
+
+/// Regression (issue 17): the estimate counted every recipient of the file again after a
+/// resume, where a rerun skips those earlier runs finished.
+#[test]
+fn plan_leaves_out_what_earlier_runs_finished() {
+    let (dir, config) = setup();
+    let campaign = campaign(dir.path(), 600, 300, false);
+    // What a run left in the state directory: the pinned recipient file and its accounting
+    // log (lines 2-101 gmail delivered, 602 yahoo bounced, 603 yahoo deferred, and a last line
+    // cut short by a kill, being written).
+    let state = dir.path().join("state").join("plan-test");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let recipients = dir.path().join("r.csv");
+    let meta = std::fs::metadata(&recipients).expect("recipients");
+    let modified_ns = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let pin = serde_json::json!({"recipients": recipients, "size": meta.len(), "modified_ns": modified_ns});
+    write(&state, "campaign.json", &pin.to_string());
+    let record = |line: u64, outcome: &str| {
+        format!(
+            "{{\"ts\":\"2026-11-02T00:00:00Z\",\"campaign\":\"plan-test\",\"recipient\":\"x\",\"domain\":\"x\",\"outcome\":\"{outcome}\",\"attempt\":1,\"line\":{line}}}\n"
+        )
+    };
+    let mut log: String = (2..=101).map(|line| record(line, "delivered")).collect();
+    log.push_str(&record(602, "bounced"));
+    log.push_str(&record(603, "deferred"));
+    log.push_str("{\"ts\":\"2026-11-02T00:00:01Z\",\"outcome\":\"deliv");
+    write(&state, "accounting.jsonl", &log);
+
+    let out = run(&["plan", campaign.to_str().expect("utf-8 path"), "--json"], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["finished"], 101, "{v}");
+    let recipients = |name: &str| {
+        v["providers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["provider"] == name))
+            .map(|p| p["recipients"].clone())
+    };
+    assert_eq!(recipients("gmail"), Some(500.into()), "{v}");
+    assert_eq!(recipients("yahoo"), Some(299.into()), "{v}");
+    // Read-only: the partial line is still there for the run that writes it.
+    let after = std::fs::read_to_string(state.join("accounting.jsonl")).expect("log");
+    assert_eq!(after, log);
+
+    let out = run(&["plan", campaign.to_str().expect("utf-8 path")], &config);
+    assert!(
+        text(&out).contains("earlier runs finished 101 recipient(s)"),
+        "{}",
+        text(&out)
+    );
+}

@@ -83,6 +83,8 @@ pub struct CampaignLive {
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
     paused: AtomicBool,
+    /// Outcomes recorded by earlier runs of the campaign (a resumed run's starting point).
+    earlier: [AtomicU64; 6],
 }
 
 impl CampaignLive {
@@ -115,6 +117,14 @@ impl CampaignLive {
         let mut counts = lock(&self.labelled);
         let by_category = counts.entry((labels.outcome, labels.source_ip)).or_default();
         *slot(slot(by_category, labels.category), labels.site.unwrap_or("")) += 1;
+    }
+
+    /// What earlier runs of the campaign recorded (read back from its accounting log when a
+    /// run resumes); [`CampaignSnapshot::total`] adds it to this run's counts.
+    pub fn set_earlier(&self, earlier: OutcomeCounts) {
+        for (slot, n) in self.earlier.iter().zip(earlier.to_array()) {
+            slot.store(n, Ordering::Relaxed);
+        }
     }
 
     /// Rendered and parked messages waiting in this campaign's queues, and deferred ones waiting
@@ -159,6 +169,7 @@ impl CampaignLive {
             bytes_read: load(&self.bytes_read),
             bytes_total: load(&self.bytes_total),
             paused: self.is_paused(),
+            earlier: self.earlier.each_ref().map(load),
         }
     }
 }
@@ -167,8 +178,10 @@ impl CampaignLive {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CampaignSnapshot {
     pub id: String,
-    /// Attempts per outcome (indexes of [`OUTCOMES`]); deferred counts deferrals.
+    /// Attempts per outcome in this run (indexes of [`OUTCOMES`]); deferred counts deferrals.
     pub outcomes: [u64; 6],
+    /// The same, recorded by earlier runs of the campaign (zero on a first run).
+    pub earlier: [u64; 6],
     /// Attempts per label set, sorted.
     pub labelled: Vec<(Labels, u64)>,
     /// Deliveries per latency bucket (bounds in [`LATENCY_BUCKETS`], the last one open).
@@ -182,14 +195,33 @@ pub struct CampaignSnapshot {
 }
 
 impl CampaignSnapshot {
-    /// Attempts with outcome `o`.
+    /// Attempts with outcome `o` in this run.
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes[index(o)]
     }
 
-    /// Final outcomes (all but deferrals).
+    /// Attempts with outcome `o` over the whole campaign: earlier runs and this one.
+    pub fn total(&self, o: Outcome) -> u64 {
+        self.earlier[index(o)] + self.outcomes[index(o)]
+    }
+
+    /// Final outcomes (all but deferrals) in this run.
     pub fn finals(&self) -> u64 {
         self.outcomes.iter().sum::<u64>() - self.count(Outcome::Deferred)
+    }
+
+    /// This run's counts.
+    pub fn this_run(&self) -> OutcomeCounts {
+        OutcomeCounts::from_array(self.outcomes)
+    }
+
+    /// The campaign's counts, earlier runs included.
+    pub fn totals(&self) -> OutcomeCounts {
+        let mut all = self.outcomes;
+        for (a, e) in all.iter_mut().zip(self.earlier) {
+            *a += e;
+        }
+        OutcomeCounts::from_array(all)
     }
 
     /// Share of the recipient file read, 0..=1 (0 before reading starts).
@@ -199,6 +231,55 @@ impl CampaignSnapshot {
         } else {
             (self.bytes_read as f64 / self.bytes_total as f64).min(1.0)
         }
+    }
+}
+
+/// Counts per outcome, of one run or of a whole campaign.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutcomeCounts {
+    /// Deliveries.
+    pub delivered: u64,
+    /// Deferrals (a recipient deferred twice counts twice).
+    pub deferred: u64,
+    /// Permanent failures (expiries not included).
+    pub bounced: u64,
+    /// Recipients given up after the retry period.
+    pub expired: u64,
+    /// Rows skipped because the address is suppressed.
+    pub suppressed: u64,
+    /// Rows refused.
+    pub rejected: u64,
+}
+
+impl OutcomeCounts {
+    /// From counts in the order of [`OUTCOMES`].
+    pub fn from_array(a: [u64; 6]) -> OutcomeCounts {
+        let [delivered, deferred, bounced, expired, suppressed, rejected] = a;
+        OutcomeCounts {
+            delivered,
+            deferred,
+            bounced,
+            expired,
+            suppressed,
+            rejected,
+        }
+    }
+
+    /// The counts in the order of [`OUTCOMES`].
+    pub fn to_array(self) -> [u64; 6] {
+        [
+            self.delivered,
+            self.deferred,
+            self.bounced,
+            self.expired,
+            self.suppressed,
+            self.rejected,
+        ]
+    }
+
+    /// Final outcomes (all but deferrals).
+    pub fn finals(&self) -> u64 {
+        self.to_array().iter().sum::<u64>() - self.deferred
     }
 }
 

@@ -18,6 +18,7 @@ use std::path::Path;
 use volley_warmup::provider::OTHER;
 use volley_warmup::Providers;
 
+use crate::lineset::LineSet;
 use crate::recipients::{scan_duplicates, DuplicateScanError, RecipientError, RecipientReader, Row};
 use crate::routing::{Destination, Router};
 
@@ -44,6 +45,8 @@ pub struct DomainCounts {
     pub rejected: u64,
     /// Rows whose address an earlier row already had (a run sends it once).
     pub duplicates: u64,
+    /// Recipients earlier runs of the campaign already finished (a rerun skips them).
+    pub finished: u64,
     /// Recipients per (lower-case) domain.
     pub per_domain: HashMap<String, u64>,
 }
@@ -51,6 +54,17 @@ pub struct DomainCounts {
 /// Streams `recipients` and counts its sendable recipients per domain; the duplicate scan's
 /// scratch files go under `work_dir`.
 pub fn count_domains(recipients: &Path, email_column: &str, work_dir: &Path) -> Result<DomainCounts, PlanInputError> {
+    count_domains_left(recipients, email_column, work_dir, &LineSet::new())
+}
+
+/// Like [`count_domains`], leaving out the lines earlier runs `finished` (counted apart; see
+/// [`crate::send::state::finished_lines`]): what a rerun still has to send.
+pub fn count_domains_left(
+    recipients: &Path,
+    email_column: &str,
+    work_dir: &Path,
+    finished: &LineSet,
+) -> Result<DomainCounts, PlanInputError> {
     let duplicates = scan_duplicates(recipients, email_column, work_dir)?.duplicates;
     let mut counts = DomainCounts::default();
     for row in RecipientReader::open(recipients, email_column)? {
@@ -58,6 +72,7 @@ pub fn count_domains(recipients: &Path, email_column: &str, work_dir: &Path) -> 
         match row? {
             Row::Rejected(_) => counts.rejected += 1,
             Row::Recipient(r) if duplicates.contains(r.line) => counts.duplicates += 1,
+            Row::Recipient(r) if finished.contains(r.line) => counts.finished += 1,
             Row::Recipient(r) => {
                 *counts
                     .per_domain

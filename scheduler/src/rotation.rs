@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use volley_engine::SourceIp;
-use volley_warmup::{Rate, SendLimiter};
+use volley_warmup::{Rate, SendLimiter, WeightedTurns};
 
 struct Slot<C: Clock> {
     ip: SourceIp,
-    weight: i64,
-    current: i64,
     limiter: Option<SendLimiter<C>>,
 }
 
@@ -34,7 +32,7 @@ pub enum Refused<E> {
 /// Picks source IPs in proportion to their weights, within their rates.
 pub struct IpRotation<C: Clock = DefaultClock> {
     slots: Vec<Slot<C>>,
-    total: i64,
+    turns: WeightedTurns,
 }
 
 impl IpRotation<DefaultClock> {
@@ -48,34 +46,26 @@ impl IpRotation<DefaultClock> {
 impl<C: Clock + Clone> IpRotation<C> {
     /// Like [`IpRotation::new`] on a given clock (tests use a fake one).
     pub fn with_clock(ips: impl IntoIterator<Item = (SourceIp, u32, Option<Rate>)>, clock: C) -> Option<IpRotation<C>> {
+        let mut weights = Vec::new();
         let slots: Vec<_> = ips
             .into_iter()
             .filter(|(_, w, _)| *w > 0)
-            .map(|(ip, w, rate)| Slot {
-                ip,
-                weight: i64::from(w),
-                current: 0,
-                limiter: rate.map(|r| SendLimiter::with_clock(r, clock.clone())),
+            .map(|(ip, w, rate)| {
+                weights.push(w);
+                Slot {
+                    ip,
+                    limiter: rate.map(|r| SendLimiter::with_clock(r, clock.clone())),
+                }
             })
             .collect();
-        let total = slots.iter().map(|s| s.weight).sum();
         if slots.is_empty() {
             None
         } else {
-            Some(IpRotation { slots, total })
+            Some(IpRotation {
+                slots,
+                turns: WeightedTurns::new(weights),
+            })
         }
-    }
-
-    fn next_slot(&mut self) -> usize {
-        let mut best = 0;
-        for i in 0..self.slots.len() {
-            self.slots[i].current += self.slots[i].weight;
-            if self.slots[i].current > self.slots[best].current {
-                best = i;
-            }
-        }
-        self.slots[best].current -= self.total;
-        best
     }
 
     /// How many IPs rotate.
@@ -104,7 +94,7 @@ impl<C: Clock + Clone> IpRotation<C> {
         &mut self,
         mut accept: impl FnMut(&SourceIp) -> Result<(), E>,
     ) -> Result<&SourceIp, Refused<E>> {
-        let first = self.next_slot();
+        let first = self.turns.next_turn();
         let n = self.slots.len();
         let mut rate_wait: Option<Duration> = None;
         let mut refused: Option<E> = None;

@@ -317,6 +317,7 @@ fn prepare(
         stop_flag.clone(),
     ));
     let live = shared.live.campaign(campaign.id());
+    live.set_earlier(summary.outcome_counts());
     let reading = produce::Reading {
         factory,
         gate: checker.clone(),
@@ -424,8 +425,10 @@ impl CampaignRun {
         summary.connections_opened = pool_stats.connections_opened;
         summary.connect_failures = pool_stats.connect_failures;
         summary.elapsed_s = self.started.elapsed().as_secs_f64();
+        // Totals cover the campaign; the rate covers this run only.
+        summary.this_run = self.live.snapshot().this_run();
         summary.msgs_per_s = if summary.elapsed_s > 0.0 {
-            summary.delivered as f64 / summary.elapsed_s
+            summary.this_run.delivered as f64 / summary.elapsed_s
         } else {
             0.0
         };

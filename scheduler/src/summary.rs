@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::live::OutcomeCounts;
 use crate::outcome::Outcome;
 
 /// Counts of outcomes.
@@ -57,9 +58,10 @@ pub struct Summary {
     pub suppressed: u64,
     /// Rows refused (bad address, bad row, header injection); see the rejects file.
     pub rejected: u64,
-    /// Wall-clock seconds of the run.
+    /// Wall-clock seconds of this run.
     pub elapsed_s: f64,
-    /// Delivered messages per second.
+    /// This run's deliveries per second of this run (`this_run.delivered / elapsed_s`; the
+    /// counts above cover the whole campaign after a resume, a rate covers one run).
     pub msgs_per_s: f64,
     /// Campaign id.
     pub campaign: String,
@@ -114,6 +116,9 @@ pub struct Summary {
     /// Permanent policy rejections (5xx matching a backoff rule, e.g. 5.7.x) retried later
     /// instead of bounced: they are about the sending IP, not the recipient.
     pub policy_retries: u64,
+    /// What this run alone recorded (after a resume, the counts above include earlier runs;
+    /// here `bounced` leaves out expiries and `deferred` counts deferrals).
+    pub this_run: OutcomeCounts,
     /// The accounting log.
     pub accounting_log: PathBuf,
     /// The rejects file.
@@ -121,6 +126,19 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The counts per outcome recorded so far, as the live counters keep them (`bounced`
+    /// without expiries, `deferred` as deferrals).
+    pub fn outcome_counts(&self) -> OutcomeCounts {
+        OutcomeCounts {
+            delivered: self.delivered,
+            deferred: self.deferrals,
+            bounced: self.bounced.saturating_sub(self.expired),
+            expired: self.expired,
+            suppressed: self.suppressed,
+            rejected: self.rejected,
+        }
+    }
+
     /// Counts one final outcome for a recipient (`deferred` is counted at the end of a run, from
     /// the recipients still waiting).
     pub fn record(

@@ -56,7 +56,7 @@ mod writer;
 pub use self::redis::RedisStore;
 pub use checker::{Checker, Stopped};
 pub use config::{OnUnavailable, SuppressionConfig};
-pub use csv::{export_csv, import_csv, import_csv_reader, ImportOptions, ImportReport, InvalidRow};
+pub use csv::{export_csv, import_csv, import_csv_reader, unix_to_rfc3339, ImportOptions, ImportReport, InvalidRow};
 pub use embedded::EmbeddedStore;
 pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
 pub use error::{redact_url, SuppressionError};

@@ -70,8 +70,20 @@ fn address(raw: &str, field: &str) -> Result<EmailAddress, ApiError> {
     EmailAddress::parse(raw).map_err(|e| ApiError::field(field, format!("{raw:?}: {e}")))
 }
 
-fn list(raw: Option<&str>, field: &str) -> Result<String, ApiError> {
-    let list = raw.unwrap_or(GLOBAL);
+/// The list named by `list` or by `scope` (the same; `list` is the canonical name, `scope` the
+/// CSV column's), `global` when neither is given.
+fn list(list: Option<&str>, scope: Option<&str>) -> Result<String, ApiError> {
+    let (list, field) = match (list, scope) {
+        (Some(l), Some(s)) if l != s => {
+            return Err(ApiError::field(
+                "scope",
+                format!("{s:?} differs from list {l:?}: give one of them"),
+            ))
+        }
+        (Some(l), _) => (l, "list"),
+        (None, Some(s)) => (s, "scope"),
+        (None, None) => (GLOBAL, "list"),
+    };
     if valid_scope(list) {
         Ok(list.to_string())
     } else {
@@ -92,13 +104,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// `POST /suppression` `{"address": "…", "reason": "…", "list": "…"}`.
+/// `POST /suppression` `{"address": "…", "reason": "…", "list": "…"}` (`scope` for `list`).
 pub async fn add(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = object(&body)?;
-    only(&body, &["address", "reason", "list"])?;
+    only(&body, &["address", "reason", "list", "scope"])?;
     let raw = opt_str(&body, "address")?.ok_or_else(|| ApiError::field("address", "missing"))?;
     let address = address(raw, "address")?;
-    let list = list(opt_str(&body, "list")?, "list")?;
+    let list = list(opt_str(&body, "list")?, opt_str(&body, "scope")?)?;
     let reason = opt_str(&body, "reason")?.unwrap_or("api").to_string();
     let store = app.service.store().clone();
     let (a, l) = (address.as_str().to_string(), list.clone());
@@ -127,12 +139,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
             .map_err(|e| ApiError::field("list", e.to_string()))?;
         Ok(Target {
             address: address(&raw, "address")?,
-            list: list(query.get("list").map(String::as_str), "list")?,
+            list: list(
+                query.get("list").map(String::as_str),
+                query.get("scope").map(String::as_str),
+            )?,
         })
     }
 }
 
-/// `GET /suppression/{address}?list=…`: in the global list, or in `list` too.
+/// `GET /suppression/{address}?list=…` (or `?scope=…`): in the global list, or in `list` too.
 pub async fn check(State(app): State<Arc<App>>, target: Target) -> Result<Json<Value>, ApiError> {
     let Target { address, list } = target;
     let store = app.service.store().clone();
@@ -146,12 +161,7 @@ pub async fn check(State(app): State<Arc<App>>, target: Target) -> Result<Json<V
         store.check(&scopes, &[a.as_str()]).map(|mut hits| hits.pop().flatten())
     })
     .await?;
-    Ok(Json(match hit {
-        Some((scope, entry)) => {
-            json!({ "address": address.as_str(), "suppressed": true, "list": scope, "entry": entry })
-        }
-        None => json!({ "address": address.as_str(), "suppressed": false }),
-    }))
+    Ok(Json(crate::suppress::check_line(address.as_str(), hit.as_ref())))
 }
 
 /// `DELETE /suppression/{address}?list=…`: 404 when the list does not hold it.
@@ -159,13 +169,9 @@ pub async fn remove(State(app): State<Arc<App>>, target: Target) -> Result<Json<
     let Target { address, list } = target;
     let store = app.service.store().clone();
     let (a, l) = (address.as_str().to_string(), list.clone());
-    let removed = blocking(move || {
-        if store.get(&l, &a)?.is_none() {
-            return Ok(false);
-        }
-        store.apply(&[Update::remove(l, a)]).map(|()| true)
-    })
-    .await?;
+    let removed =
+        blocking(move || crate::suppress::remove_present(&*store, &l, &[a.as_str()]).map(|r| r.first() == Some(&true)))
+            .await?;
     if !removed {
         return Err(ApiError::not_found(format!("{} is not in `{list}`", address.as_str())));
     }

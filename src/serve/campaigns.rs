@@ -4,7 +4,7 @@
 use std::path::{Component, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -18,6 +18,11 @@ use volley_scheduler::summary::Summary;
 
 use super::http::{object, only, opt_str, ApiError};
 use super::App;
+use crate::progress::{RateMeter, Run};
+
+/// How far apart two progress samples must be to measure a new rate (requests come at any
+/// pace).
+const RATE_GAP: Duration = Duration::from_secs(1);
 
 /// A launched campaign as the API tracks it.
 pub struct Entry {
@@ -27,6 +32,10 @@ pub struct Entry {
     cancelled: AtomicBool,
     /// The end: its summary, or why it failed. `None` while it runs.
     end: Mutex<Option<Result<Summary, String>>>,
+    /// When it ended (its progress's `elapsed_s` stops there).
+    ended_at: Mutex<Option<Instant>>,
+    /// Its recent rate, measured between requests.
+    rate: Mutex<RateMeter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,15 +66,38 @@ impl Entry {
         self.stopper.stop();
     }
 
+    fn new(live: Arc<CampaignLive>, stopper: Stopper) -> Entry {
+        let started = Instant::now();
+        Entry {
+            live,
+            stopper,
+            started,
+            cancelled: AtomicBool::new(false),
+            end: Mutex::new(None),
+            ended_at: Mutex::new(None),
+            rate: Mutex::new(RateMeter::new(started, RATE_GAP)),
+        }
+    }
+
+    fn ended(&self, end: Result<Summary, String>) {
+        *lock(&self.ended_at) = Some(Instant::now());
+        *lock(&self.end) = Some(end);
+    }
+
     fn view(&self, app: &App) -> Value {
         let snapshot = self.live.snapshot();
+        let now = Instant::now();
+        let (run, until) = match *lock(&self.ended_at) {
+            Some(at) => (Run::Ended, at),
+            None => (Run::Going, now),
+        };
+        let rate = lock(&self.rate).sample(snapshot.finals(), now);
         let status = crate::progress::status(
             &snapshot,
-            app.service.live().open_connections(),
-            self.started.elapsed(),
-            // msgs_per_s: the average since launch.
-            0,
-            self.started.elapsed(),
+            app.service.live(),
+            until.saturating_duration_since(self.started),
+            rate,
+            run,
         );
         let mut view = json!({
             "id": snapshot.id,
@@ -109,13 +141,7 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
         .service
         .launch(&campaign)
         .map_err(|e| ApiError::field("campaign", e.to_string()))?;
-    let entry = Arc::new(Entry {
-        live: launched.live.clone(),
-        stopper: launched.stopper(),
-        started: Instant::now(),
-        cancelled: AtomicBool::new(false),
-        end: Mutex::new(None),
-    });
+    let entry = Arc::new(Entry::new(launched.live.clone(), launched.stopper()));
     let waiter = {
         let entry = entry.clone();
         tokio::spawn(async move {
@@ -123,7 +149,7 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
             if let Ok(summary) = &end {
                 crate::report::write_html(summary);
             }
-            *lock(&entry.end) = Some(end);
+            entry.ended(end);
         })
     };
     lock(&app.waiters).push(waiter);

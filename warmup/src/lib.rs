@@ -22,6 +22,7 @@
 //! - [`secret_url`] — configured URLs that print with their password redacted.
 //! - [`budget`] — [`Budgets`]: caps, counters, smoothing limiters and backoff per (IP, provider),
 //!   and overflow across a pool's IPs.
+//! - [`turns`] — smooth weighted round robin: whose turn it is among a pool's IPs.
 //! - [`plan`] — the planner: when a campaign's recipients per provider group will have been
 //!   sent, by driving [`Budgets`] over simulated time.
 //! - [`config`] — the `[warmup]` section of volley.toml.
@@ -39,6 +40,7 @@ pub mod plan;
 pub mod provider;
 pub mod rate;
 pub mod secret_url;
+pub mod turns;
 
 pub use backoff::{BackoffAction, BackoffRules};
 pub use budget::{Budgets, IpIndex, Wait, WaitReason, WaitStats};
@@ -53,3 +55,4 @@ pub use plan::{plan, Plan, PlanError, PlanInput, PlanIp, ProviderPlan};
 pub use provider::{ProviderConfig, Providers};
 pub use rate::{Rate, RateError};
 pub use secret_url::{redact_url, SecretUrl};
+pub use turns::WeightedTurns;

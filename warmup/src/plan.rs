@@ -10,16 +10,20 @@
 //! - Each provider group is a lane with its own "next try" time. The lane with the earliest
 //!   time takes messages until it is told to wait, then jumps to [`Wait::until`]. Lanes
 //!   advance in time order, so the budgets' clock never goes back.
-//! - A message goes to the first IP, in the order given, that has room — as a run's overflow
-//!   does: the IP's own rate ([`PlanIp::rate`], a limiter like the run's IP rotation: one
-//!   second's burst, shared across provider groups) first, then [`Budgets::try_take`] (what
-//!   [`Budgets::choose`] does for each IP: caps, counters, smoothing). [`Budgets`] paces warm
-//!   pairs only while backoff slows them, so a warm IP with a rate sends at that rate.
+//! - IPs take turns as in a run ([`WeightedTurns`] over [`PlanIp::weight`]): a message goes to
+//!   the IP whose turn it is when it has room, else to the next IP in the pool's order that has
+//!   (the run's overflow). Room is the IP's own rate first ([`PlanIp::rate`], a limiter like the
+//!   run's IP rotation: one second's burst, shared across provider groups), then
+//!   [`Budgets::try_take`] (what [`Budgets::choose`] does for each IP: caps, counters,
+//!   smoothing). [`Budgets`] paces warm pairs only while backoff slows them, so a warm IP with
+//!   a rate sends at that rate.
 //! - A pair with no cap (a warm IP, or a warming IP past its curve's last day) and no rate of
-//!   its own is unlimited: it takes everything left at once.
-//! - The order is fixed, where a run starts each message at the IP whose weighted-rotation turn
-//!   it is: within a day the split between IPs that are not at a cap may differ from a run's;
-//!   per-day totals under caps and the finish times do not depend on it.
+//!   its own is unlimited: once every limited IP has refused at a moment, what is left goes to
+//!   the unlimited ones at once, split as whole cycles of turns would split it (a spent IP's
+//!   turn goes to the next unlimited IP in order).
+//! - Within a moment the turns are exact; across time a run's throughput decides how often a
+//!   paced IP has room at its turn, so the split between paced and unlimited IPs is an
+//!   estimate. Per-day totals under caps and the finish times do not depend on it.
 //! - A lane not done [`PlanInput::max_days`] days after the start is reported unfinished
 //!   (`finish: None`) — a plan always ends.
 
@@ -37,6 +41,7 @@ use crate::curve::CurveSet;
 use crate::ipstate::WarmupState;
 use crate::limiter::SendLimiter;
 use crate::rate::Rate;
+use crate::turns::WeightedTurns;
 
 /// Simulated days after which an unfinished provider is reported as not done.
 pub const DEFAULT_MAX_DAYS: u32 = 400;
@@ -52,6 +57,8 @@ pub struct PlanIp {
     pub state: WarmupState,
     /// The IP's own sending rate (`rate` in volley.toml), shared across provider groups.
     pub rate: Option<Rate>,
+    /// Its share of the turns (`weight` in volley.toml; 0: it takes none).
+    pub weight: u32,
 }
 
 /// What a plan is computed from.
@@ -92,8 +99,8 @@ impl PlanInput {
 /// Inputs no plan can be made from.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// The pool has no IP.
-    #[error("the pool has no source IP to plan with")]
+    /// The pool has no IP (with a positive weight).
+    #[error("the pool has no source IP (with a positive weight) to plan with")]
     NoIp,
     /// The reporting period is zero.
     #[error("the reporting period must be longer than zero")]
@@ -266,20 +273,32 @@ fn since_epoch(t: SystemTime) -> Duration {
     t.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// The pool's budgets and the IPs' own rates: which IP takes the next message.
+/// The pool's budgets, the IPs' own rates and their turns: which IP takes the next message.
 struct Pool {
     budgets: Budgets,
     addrs: Vec<IpAddr>,
     /// Per IP: its own rate's limiter.
     rates: Vec<Option<SendLimiter<ManualClock>>>,
+    /// Per IP: its weight.
+    weights: Vec<u32>,
+    turns: WeightedTurns,
     clock: ManualClock,
 }
 
-enum Taken {
-    /// One message on this IP.
-    One(usize),
-    /// Everything left on this IP (no cap, no rate).
-    All(usize),
+/// What one lane's IPs can do at one moment.
+struct Moment {
+    /// Per IP: no cap and no rate for this provider group (it never refuses).
+    unlimited: Vec<bool>,
+    /// Per IP: the wait it answered when it refused at this moment (it refuses again until
+    /// time moves: budgets and limiters only refill with time).
+    refused: Vec<Option<Wait>>,
+}
+
+impl Moment {
+    /// Whether only unlimited IPs can still take messages (and there is one).
+    fn only_unlimited_left(&self) -> bool {
+        self.unlimited.iter().any(|u| *u) && self.unlimited.iter().zip(&self.refused).all(|(u, r)| *u || r.is_some())
+    }
 }
 
 impl Pool {
@@ -313,31 +332,55 @@ impl Pool {
             budgets,
             addrs: input.ips.iter().map(|ip| ip.ip).collect(),
             rates,
+            weights: input.ips.iter().map(|ip| ip.weight).collect(),
+            turns: WeightedTurns::new(input.ips.iter().map(|ip| ip.weight)),
             clock,
         })
     }
 
-    /// The IP for the next message to `provider` at `now`, as a run picks it: the IPs in
-    /// order, each within its own rate first, then [`Budgets::try_take`] (what
-    /// [`Budgets::choose`] does per IP); the earliest wait when none can take it.
-    fn choose(&mut self, provider: &str, now: SystemTime) -> Result<Taken, Wait> {
+    /// The IPs as they stand for `provider` at `now`, none refused yet.
+    /// (An IP of weight 0 takes no turn and no overflow, as in a run: it counts as refused.)
+    fn moment(&mut self, provider: &str, now: SystemTime) -> Moment {
+        let unlimited = (0..self.addrs.len())
+            .map(|i| {
+                self.weights[i] > 0
+                    && self.rates[i].is_none()
+                    && self.budgets.usage(self.addrs[i], provider, now).caps.is_none()
+            })
+            .collect();
+        let never = Wait {
+            until: now + DAY.saturating_mul(u32::MAX),
+            reason: WaitReason::NoIp,
+        };
+        Moment {
+            unlimited,
+            refused: self.weights.iter().map(|w| (*w == 0).then_some(never)).collect(),
+        }
+    }
+
+    /// The IP for the next message to `provider` at `now`, as a run picks it: the IP whose
+    /// turn it is, else the next in order with room (its own rate first, then
+    /// [`Budgets::try_take`]); the earliest wait when none has room.
+    fn choose(&mut self, provider: &str, now: SystemTime, moment: &mut Moment) -> Result<usize, Wait> {
         self.clock.set(now);
+        let first = self.turns.next_turn();
+        let n = self.addrs.len();
         let mut earliest: Option<Wait> = None;
-        for (i, ip) in self.addrs.iter().enumerate() {
-            let limiter = self.rates[i].as_ref();
-            let taken = match limiter.map_or(Ok(()), SendLimiter::try_acquire) {
-                Err(d) => Err(Wait {
-                    until: self.clock.now_system() + d,
-                    reason: WaitReason::Rate,
-                }),
-                Ok(()) => self.budgets.try_take(*ip, provider, now),
+        for i in (0..n).map(|k| (first + k) % n) {
+            let taken = match moment.refused[i] {
+                Some(wait) => Err(wait),
+                None => match self.rates[i].as_ref().map_or(Ok(()), SendLimiter::try_acquire) {
+                    Err(d) => Err(Wait {
+                        until: self.clock.now_system() + d,
+                        reason: WaitReason::Rate,
+                    }),
+                    Ok(()) => self.budgets.try_take(self.addrs[i], provider, now),
+                },
             };
             match taken {
-                Ok(()) if limiter.is_none() && self.budgets.usage(*ip, provider, now).caps.is_none() => {
-                    return Ok(Taken::All(i))
-                }
-                Ok(()) => return Ok(Taken::One(i)),
+                Ok(()) => return Ok(i),
                 Err(wait) => {
+                    moment.refused[i] = Some(wait);
                     if earliest.is_none_or(|e| wait.until < e.until) {
                         earliest = Some(wait);
                     }
@@ -349,11 +392,35 @@ impl Pool {
             reason: WaitReason::NoIp,
         }))
     }
+
+    /// Splits `n` messages among the unlimited IPs of `moment` as turns would (whole cycles
+    /// at once, the rest turn by turn); per IP, its messages.
+    fn split_unlimited(&mut self, n: u64, moment: &Moment) -> Vec<u64> {
+        let ips = self.addrs.len();
+        // The IP that takes turn `slot`: itself when unlimited, else the next unlimited one.
+        let taker = |slot: usize| {
+            (0..ips)
+                .map(|k| (slot + k) % ips)
+                .find(|i| moment.unlimited[*i])
+                .unwrap_or(slot)
+        };
+        let mut per_cycle = vec![0u64; ips];
+        let mut turns = self.turns.clone();
+        for _ in 0..turns.cycle() {
+            per_cycle[taker(turns.next_turn())] += 1;
+        }
+        let cycle = self.turns.cycle().max(1);
+        let mut out: Vec<u64> = per_cycle.iter().map(|c| c * (n / cycle)).collect();
+        for _ in 0..n % cycle {
+            out[taker(self.turns.next_turn())] += 1;
+        }
+        out
+    }
 }
 
 /// Predicts, per provider group, when its recipients will have been sent from the pool.
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
-    if input.ips.is_empty() {
+    if input.ips.iter().all(|ip| ip.weight == 0) {
         return Err(PlanError::NoIp);
     }
     if input.every.is_zero() {
@@ -383,10 +450,17 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         .min_by_key(|l| l.next)
     {
         let now = lane.next;
+        let mut moment = pool.moment(&lane.provider, now);
         loop {
-            match pool.choose(&lane.provider, now) {
-                Ok(Taken::One(ip)) => lane.take(ip, 1, now, input),
-                Ok(Taken::All(ip)) => lane.take(ip, lane.remaining, now, input),
+            if moment.only_unlimited_left() {
+                let split = pool.split_unlimited(lane.remaining, &moment);
+                for (ip, n) in split.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                    lane.take(ip, n, now, input);
+                }
+                break;
+            }
+            match pool.choose(&lane.provider, now, &mut moment) {
+                Ok(ip) => lane.take(ip, 1, now, input),
                 Err(wait) => {
                     // A wait always moves time on, so the simulation advances.
                     let until = wait.until.max(now + Duration::from_nanos(1));

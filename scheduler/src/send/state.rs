@@ -151,8 +151,20 @@ impl Pin {
 
 /// Checks (or, on the first run, records) the recipient file the campaign runs over.
 pub(crate) fn pin_recipients(dir: &Path, recipients: &Path) -> Result<(), StateError> {
-    let path = dir.join("campaign.json");
     let now = Pin::of(recipients)?;
+    if is_pinned(dir, recipients, &now)? {
+        return Ok(());
+    }
+    let (path, tmp) = (dir.join("campaign.json"), dir.join("campaign.json.tmp"));
+    let text = serde_json::to_vec_pretty(&now).map_err(|e| io_at(&tmp)(io::Error::other(e)))?;
+    std::fs::write(&tmp, text).map_err(io_at(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_at(&path))
+}
+
+/// Whether `campaign.json` pins the recipient file as it is `now` (false: nothing pinned yet;
+/// an error when it pins another file).
+fn is_pinned(dir: &Path, recipients: &Path, now: &Pin) -> Result<bool, StateError> {
+    let path = dir.join("campaign.json");
     match std::fs::read(&path) {
         Ok(bytes) => {
             let was: Pin = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
@@ -168,15 +180,55 @@ pub(crate) fn pin_recipients(dir: &Path, recipients: &Path) -> Result<(), StateE
                     now: now.describe(),
                 });
             }
-            Ok(())
+            Ok(true)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let tmp = dir.join("campaign.json.tmp");
-            let text = serde_json::to_vec_pretty(&now).map_err(|e| io_at(&tmp)(io::Error::other(e)))?;
-            std::fs::write(&tmp, text).map_err(io_at(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io_at(&path))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_at(&path)(e)),
+    }
+}
+
+/// The fields of an accounting line that say whether it finished its recipient.
+#[derive(serde::Deserialize)]
+struct Finished {
+    outcome: Outcome,
+    line: u64,
+}
+
+/// The lines of `recipients` that earlier runs of the campaign whose state directory is `dir`
+/// gave a final outcome, as a rerun would skip them (empty before its first run). Read-only,
+/// for estimates while a run may be writing: a partial last line is left out, and the log is
+/// never cut. An error when the recipient file changed since the campaign started (a run
+/// refuses it too).
+pub fn finished_lines(dir: &Path, recipients: &Path) -> Result<LineSet, StateError> {
+    let mut finished = LineSet::new();
+    if !is_pinned(dir, recipients, &Pin::of(recipients)?)? {
+        return Ok(finished);
+    }
+    let log = dir.join("accounting.jsonl");
+    let file = match File::open(&log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(finished),
+        Err(e) => return Err(io_at(&log)(e)),
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut text = String::new();
+    let mut line_no = 0u64;
+    loop {
+        text.clear();
+        if reader.read_line(&mut text).map_err(io_at(&log))? == 0 || !text.ends_with('\n') {
+            return Ok(finished);
+        }
+        line_no += 1;
+        let seen: Finished = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: log.clone(),
+            line: line_no,
+            reason: e.to_string(),
+        })?;
+        // A deferral followed by a final outcome is finished; the reverse does not happen
+        // (a finished recipient is never tried again).
+        if seen.outcome != Outcome::Deferred && seen.line > 0 {
+            finished.insert(seen.line);
+        }
     }
 }
 

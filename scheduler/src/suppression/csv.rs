@@ -1,8 +1,11 @@
 //! CSV export and import of suppression entries.
 //!
-//! Export columns (with a header): `address,scope,reason,code,enhanced,category,first,last,count,source`.
-//! Import needs an `address` (or `email`) column; `scope`, `reason` and the other export columns
-//! are optional, so an export imports back unchanged (into an empty store). Header names are
+//! Export columns (with a header):
+//! `address,scope,reason,code,enhanced,category,first,last,count,source,first_at,last_at`
+//! (`first`/`last` in unix seconds, `first_at`/`last_at` the same as RFC 3339 times).
+//! Import needs an `address` (or `email`) column; `scope` (or `list`), `reason` and the other
+//! export columns are optional (`first_at`/`last_at` are not read), so an export imports back
+//! unchanged (into an empty store). Header names are
 //! matched case-insensitively. Addresses are validated with [`EmailAddress::parse`].
 
 use std::fs::File;
@@ -14,8 +17,9 @@ use crate::address::EmailAddress;
 use super::entry::{normalise, unix_now, Entry, Update};
 use super::{SuppressionError, SuppressionStore};
 
-const EXPORT_HEADER: [&str; 10] = [
-    "address", "scope", "reason", "code", "enhanced", "category", "first", "last", "count", "source",
+const EXPORT_HEADER: [&str; 12] = [
+    "address", "scope", "reason", "code", "enhanced", "category", "first", "last", "count", "source", "first_at",
+    "last_at",
 ];
 
 /// Writes every entry of `scopes` as CSV to `out` (`name` is used in error messages); returns
@@ -42,6 +46,7 @@ pub fn export_csv(
             }
             let code = e.code.map(|c| c.to_string()).unwrap_or_default();
             let (first, last, count) = (e.first.to_string(), e.last.to_string(), e.count.to_string());
+            let (first_at, last_at) = (unix_to_rfc3339(e.first), unix_to_rfc3339(e.last));
             let record = [
                 address,
                 scope,
@@ -53,6 +58,8 @@ pub fn export_csv(
                 last.as_str(),
                 count.as_str(),
                 e.source.as_str(),
+                first_at.as_str(),
+                last_at.as_str(),
             ];
             if let Err(err) = writer.write_record(record) {
                 failed = Some(err);
@@ -158,7 +165,7 @@ impl Columns {
             })?;
         Ok(Columns {
             address,
-            scope: col("scope"),
+            scope: col("scope").or_else(|| col("list")),
             reason: col("reason"),
             code: col("code"),
             enhanced: col("enhanced"),
@@ -265,4 +272,10 @@ fn row_update(
         source: field(columns.source).unwrap_or(default_source).to_owned(),
     };
     Ok(Update::suppress(scope, normalise(address.as_str()), entry))
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-12-03T21:45:00Z`).
+pub fn unix_to_rfc3339(unix_secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -155,6 +155,246 @@ fn shipped_rules_classify_real_replies() {
     }
 }
 
+/// Real texts from Gmail, Microsoft, Yahoo and common MTAs (Postfix, Exim, Dovecot), one
+/// line each. Regression (issue 17): a generic "451 4.3.0 Temporary failure, please try again
+/// later" was `policy-related` for its "try again later", so every deferral of a run against a
+/// tempfailing receiver was labelled a policy problem.
+#[test]
+fn shipped_rules_classify_provider_replies() {
+    let rules = BounceRules::shipped();
+    let cases: &[(Phase, &str, &str, Action)] = &[
+        // Generic receiver failures (RFC 3463 X.3.X: the mail system, not the sender's policy).
+        (
+            Phase::RcptTo,
+            "451 4.3.0 Temporary failure, please try again later",
+            "mail-system-errors",
+            Action::Soft,
+        ),
+        (
+            Phase::DataEnd,
+            "451 4.3.0 Error: queue file write error",
+            "mail-system-errors",
+            Action::Soft,
+        ),
+        (
+            Phase::RcptTo,
+            "452 4.3.1 Insufficient system storage",
+            "mail-system-errors",
+            Action::Soft,
+        ),
+        (
+            Phase::MailFrom,
+            "421 4.3.2 Service shutting down, closing transmission channel",
+            "mail-system-errors",
+            Action::Soft,
+        ),
+        (Phase::RcptTo, "451 Temporary failure", "mail-system-errors", Action::Soft),
+        (
+            Phase::DataEnd,
+            "451 4.7.0 Temporary server error. Please try again later. PRX4",
+            "mail-system-errors",
+            Action::Soft,
+        ),
+        // Network and routing (X.4.X).
+        (
+            Phase::RcptTo,
+            "421 4.4.2 mx.example.com Error: timeout exceeded",
+            "routing-errors",
+            Action::Soft,
+        ),
+        (
+            Phase::RcptTo,
+            "451 4.4.0 Temporary failure in name resolution",
+            "routing-errors",
+            Action::Soft,
+        ),
+        (
+            Phase::RcptTo,
+            "421 4.4.5 Server busy, try again later",
+            "routing-errors",
+            Action::Soft,
+        ),
+        // Mailbox full.
+        (Phase::RcptTo, "452 4.2.2 Mailbox full", "quota-issues", Action::Soft),
+        (
+            Phase::DataEnd,
+            "552 5.2.2 <x@example.com> Quota exceeded (mailbox for user is full)",
+            "quota-issues",
+            Action::Soft,
+        ),
+        (
+            Phase::RcptTo,
+            "452 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered.",
+            "quota-issues",
+            Action::Soft,
+        ),
+        // Greylisting: the receiver's policy, retried, never the address's fault.
+        (
+            Phase::RcptTo,
+            "450 4.2.0 <x@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "451 4.7.1 Greylisted, please try again later",
+            "policy-related",
+            Action::None,
+        ),
+        // Gmail.
+        (
+            Phase::DataEnd,
+            "421 4.7.28 Gmail has detected an unusual rate of unsolicited mail originating from your IP address. To protect our users from spam, mail sent from your IP address has been temporarily rate limited.",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::DataEnd,
+            "550 5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all senders to authenticate with either SPF or DKIM.",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces.",
+            "bad-mailbox",
+            Action::Suppress,
+        ),
+        (
+            Phase::DataEnd,
+            "550 5.7.1 [192.0.2.1] Our system has detected that this message is likely unsolicited mail. To reduce the amount of spam sent to Gmail, this message has been blocked.",
+            "spam-related",
+            Action::None,
+        ),
+        (
+            Phase::MailFrom,
+            "550 5.7.25 The IP address sending this message does not have a PTR record setup.",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::MailFrom,
+            "550 5.4.5 Daily user sending quota exceeded.",
+            "policy-related",
+            Action::None,
+        ),
+        // Microsoft.
+        (
+            Phase::Banner,
+            "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet service provider since part of their network is on our block list (S3150).",
+            "spam-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP.",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::MailFrom,
+            "451 4.7.650 The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation. For e-mail delivery information, see https://postmaster.live.com (S775)",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::Banner,
+            "451 4.7.500 Server busy. Please try again later from [192.0.2.1]. (S775)",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "550 5.7.606 Access denied, banned sending IP [192.0.2.1]. To request removal from this list please visit https://sender.office.com/",
+            "spam-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "550 5.5.0 Requested action not taken: mailbox unavailable (S2017)",
+            "bad-mailbox",
+            Action::Suppress,
+        ),
+        (
+            Phase::RcptTo,
+            "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+            "bad-mailbox",
+            Action::Suppress,
+        ),
+        (
+            Phase::DataEnd,
+            "550 5.7.509 Access denied, sending domain example.com does not pass DMARC verification and has a DMARC policy of reject.",
+            "policy-related",
+            Action::None,
+        ),
+        // Yahoo.
+        (
+            Phase::Banner,
+            "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::Banner,
+            "421 4.7.0 [TSS09] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT succeed. See https://postmaster.yahooinc.com/error-codes",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "554 5.7.9 Message not accepted for policy reasons. See https://postmaster.yahooinc.com/error-codes",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::Banner,
+            "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.1, because the ip is in Spamhaus's list; see https://postmaster.yahooinc.com/error-codes",
+            "spam-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This mailbox is disabled (554.30).",
+            "inactive-mailbox",
+            Action::Suppress,
+        ),
+        // Postfix and other MTAs.
+        (
+            Phase::RcptTo,
+            "550 5.1.1 <x@example.com>: Recipient address rejected: User unknown in virtual mailbox table",
+            "bad-mailbox",
+            Action::Suppress,
+        ),
+        (
+            Phase::RcptTo,
+            "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+            "spam-related",
+            Action::None,
+        ),
+        (
+            Phase::RcptTo,
+            "450 4.7.1 Client host rejected: cannot find your hostname, [192.0.2.1]",
+            "policy-related",
+            Action::None,
+        ),
+        (
+            Phase::Banner,
+            "421 4.7.0 Too many concurrent SMTP connections from this IP address; please try again later.",
+            "policy-related",
+            Action::None,
+        ),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter_map(|(phase, text, category, action)| {
+            let c = rules.classify(&reply(*phase, text));
+            ((c.category, c.action) != (*category, *action))
+                .then(|| format!("{text}: {} {:?}, want {category} {action:?}", c.category, c.action))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn local_decisions_and_expiry() {
     let rules = BounceRules::shipped();

@@ -294,6 +294,7 @@ async fn the_planner_predicts_each_providers_finish_within_one_interval() {
             ip: *ip,
             state: state.clone(),
             rate: None,
+            weight: 1,
         })
         .collect();
     let counts = [("gmail", 50), ("yahoo", 30), ("other", 20)]

@@ -121,6 +121,7 @@ async fn campaigns_join_pause_resume_and_cancel_on_one_pool() {
     assert!(!stopped.complete);
     assert!(stopped.delivered < 600, "{}", stopped.delivered);
     let again = service.launch(&c_campaign).expect("relaunch c");
+    let again_live = again.live.clone();
     let rest = again.wait().await.expect("c again");
     assert!(rest.complete);
     assert_eq!(
@@ -131,6 +132,21 @@ async fn campaigns_join_pause_resume_and_cancel_on_one_pool() {
         rest.resent_after_restart, 0,
         "the cancelled run recorded all it had sent"
     );
+    // Regression (issue 17): the rate is this run's deliveries over this run's time, not the
+    // whole campaign's deliveries over this run's time.
+    let this_run = 600 - stopped.delivered;
+    assert_eq!(rest.this_run.delivered, this_run);
+    assert_eq!(
+        (rest.msgs_per_s * rest.elapsed_s).round() as u64,
+        this_run,
+        "{} msg/s over {} s",
+        rest.msgs_per_s,
+        rest.elapsed_s
+    );
+    // The live counters count the campaign (earlier runs included), and this run apart.
+    let counts = again_live.snapshot();
+    assert_eq!(counts.total(Outcome::Delivered), 600);
+    assert_eq!(counts.count(Outcome::Delivered), this_run);
     assert_eq!(sink.stats().messages, 400 + 50 + 600, "each recipient delivered once");
     service.shutdown().await;
     sink.shutdown().await;

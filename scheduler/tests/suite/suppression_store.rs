@@ -220,7 +220,13 @@ fn export_import_round_trip(fresh: Fresh) {
     let rows = export_csv(&*a, &[GLOBAL, "newsletter"], &mut csv, Path::new("out.csv")).unwrap();
     assert_eq!(rows, 3);
     let text = String::from_utf8(csv.clone()).unwrap();
-    assert!(text.starts_with("address,scope,reason,code,enhanced,category,first,last,count,source\n"));
+    // The export's columns, extended with the times as RFC 3339 (not read back).
+    assert!(
+        text.starts_with("address,scope,reason,code,enhanced,category,first,last,count,source,first_at,last_at\n"),
+        "{text}"
+    );
+    let at = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(T0));
+    assert!(text.contains(&format!(",{at},{at}\n")), "{text}");
 
     let b = fresh();
     let report = import_csv_reader(

@@ -36,6 +36,7 @@ fn warming(ip: &str) -> PlanIp {
             start: day1(),
         },
         rate: None,
+        weight: 1,
     }
 }
 
@@ -44,6 +45,7 @@ fn warm(ip: &str, rate: Option<&str>) -> PlanIp {
         ip: ip.parse().expect("ip"),
         state: WarmupState::Warm,
         rate: rate.map(|r| r.parse().expect("rate")),
+        weight: 1,
     }
 }
 
@@ -171,6 +173,56 @@ fn a_warm_ip_without_a_rate_takes_everything_at_the_start() {
             },
         ]
     );
+}
+
+fn per_ip(p: &ProviderPlan) -> Vec<(String, u64)> {
+    p.per_ip.iter().map(|s| (s.ip.to_string(), s.sent)).collect()
+}
+
+/// Regression (issue 17): the first warm IP of the pool took everything ("6,009 for one IP")
+/// where a run takes turns by weight.
+#[test]
+fn warm_ips_take_turns_by_weight() {
+    let mut light = warm("10.0.0.8", None);
+    light.weight = 1;
+    let mut heavy = warm("10.0.0.9", None);
+    heavy.weight = 3;
+    let plan = plan(&input(vec![light, heavy], &[("gmail", 10_000)])).expect("plan");
+    let gmail = provider(&plan, "gmail");
+    assert_eq!(per_ip(gmail), shares(&[("10.0.0.8", 2_500), ("10.0.0.9", 7_500)]));
+    assert_eq!((gmail.at_once, gmail.finish_after_s), (10_000, Some(0.0)));
+}
+
+/// Regression (issue 17): with warm and warming IPs, each takes its turn as in a run; a
+/// warming IP's turn, once its budget is spent, goes to the next IP in the pool's order.
+#[test]
+fn warm_and_warming_ips_take_turns_and_spent_turns_overflow_in_order() {
+    let plan = plan(&input(
+        vec![warm("10.0.0.8", None), warm("10.0.0.9", None), warming("10.0.0.1")],
+        &[("gmail", 9_001)],
+    ))
+    .expect("plan");
+    let gmail = provider(&plan, "gmail");
+    // Turns .8 .9 .1 .8 .9 .1…: .1 takes its minute's burst (one message), then its turns go
+    // to .8.
+    assert_eq!(
+        per_ip(gmail),
+        shares(&[("10.0.0.8", 6_000), ("10.0.0.9", 3_000), ("10.0.0.1", 1)])
+    );
+    assert_eq!(gmail.sent, 9_001);
+}
+
+/// An IP of weight 0 takes no turn (as in a run); a pool of only those cannot be planned.
+#[test]
+fn an_ip_of_weight_zero_takes_nothing() {
+    let mut idle = warm("10.0.0.7", None);
+    idle.weight = 0;
+    let plan = plan(&input(vec![idle.clone(), warm("10.0.0.8", None)], &[("gmail", 100)])).expect("plan");
+    assert_eq!(per_ip(provider(&plan, "gmail")), shares(&[("10.0.0.8", 100)]));
+    assert!(matches!(
+        super::plan(&input(vec![idle], &[("gmail", 1)])),
+        Err(PlanError::NoIp)
+    ));
 }
 
 #[test]
