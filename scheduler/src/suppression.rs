@@ -23,8 +23,10 @@
 //!   script), so merging entries and soft-bounce counting/promotion are atomic across processes.
 //!   A failed connection is dropped and re-opened on the next call.
 //! - **Embedded** (the default): `<state_dir>/suppression.redb` (redb), tables `suppressed` and
-//!   `soft` keyed by `(scope, address)` with the same JSON values. One process at a time: a
-//!   second one gets [`SuppressionError::Locked`].
+//!   `soft` keyed by `(scope, address)` with the same JSON values. One process opens it at a
+//!   time (a second one gets [`SuppressionError::Locked`]); that process answers for it on
+//!   `<state_dir>/suppression.sock`, which [`open_shared`] (`volley suppress`) falls back to,
+//!   so the list can be edited while a campaign runs.
 //!
 //! ## Layout
 //! - `suppression/entry.rs` — [`Entry`], [`Update`], [`SoftRecord`], the merge and soft-bounce rules.
@@ -32,6 +34,7 @@
 //! - `suppression/error.rs` — [`SuppressionError`], [`redact_url`].
 //! - `suppression/redis.rs` — [`RedisStore`] and its Lua script.
 //! - `suppression/embedded.rs` — [`EmbeddedStore`] (redb).
+//! - `suppression/control.rs` — the embedded store's control socket and [`RemoteStore`].
 //! - `suppression/writer.rs` — [`SuppressionWriter`]: buffered, retrying, spilling writes.
 //! - `suppression/checker.rs` — [`Checker`]: fail-closed (or fail-open) batched checks.
 //! - `suppression/csv.rs` — CSV [`export_csv`] / [`import_csv`].
@@ -43,6 +46,7 @@ use std::sync::Arc;
 mod backoff;
 mod checker;
 mod config;
+mod control;
 mod csv;
 mod embedded;
 mod entry;
@@ -53,6 +57,7 @@ mod writer;
 pub use self::redis::RedisStore;
 pub use checker::{Checker, Stopped};
 pub use config::{OnUnavailable, SuppressionConfig};
+pub use control::{RemoteStore, CONTROL_SOCKET};
 pub use csv::{export_csv, import_csv, import_csv_reader, ImportOptions, ImportReport, InvalidRow};
 pub use embedded::EmbeddedStore;
 pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
@@ -114,3 +119,37 @@ pub fn open_store(config: &SuppressionConfig, state_dir: &Path) -> Result<Arc<dy
         )?)),
     }
 }
+
+/// Like [`open_store`], but when another volley process holds the embedded store, reaches it
+/// through that process's control socket (see `suppression/control.rs`). For short-lived
+/// commands (`volley suppress`), not for runs: a run must not depend on another process
+/// staying alive.
+///
+/// Opening and connecting are retried for up to [`SHARED_OPEN_WAIT`]: the holder may be
+/// between locking the file and listening, or exiting (then the file becomes free).
+pub fn open_shared(
+    config: &SuppressionConfig,
+    state_dir: &Path,
+) -> Result<Arc<dyn SuppressionStore>, SuppressionError> {
+    let deadline = std::time::Instant::now() + SHARED_OPEN_WAIT;
+    loop {
+        match open_store(config, state_dir) {
+            Err(SuppressionError::Locked { path }) => {
+                let socket = embedded::control_socket(&path);
+                match RemoteStore::connect(&socket, &path) {
+                    Ok(remote) => return Ok(Arc::new(remote)),
+                    Err(SuppressionError::Io { source, .. }) if std::time::Instant::now() >= deadline => {
+                        return Err(SuppressionError::HolderUnreachable { path, socket, source });
+                    }
+                    Err(SuppressionError::Io { .. }) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                    Err(other) => return Err(other),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_shared`] keeps trying when the store is locked but its holder does not
+/// answer yet.
+pub const SHARED_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
