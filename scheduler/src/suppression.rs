@@ -35,6 +35,7 @@
 //! - `suppression/redis.rs` — [`RedisStore`] and its Lua script.
 //! - `suppression/embedded.rs` — [`EmbeddedStore`] (redb).
 //! - `suppression/control.rs` — the embedded store's control socket and [`RemoteStore`].
+//! - `suppression/late.rs` — [`LateSuppressions`]: what others added during a run.
 //! - `suppression/writer.rs` — [`SuppressionWriter`]: buffered, retrying, spilling writes.
 //! - `suppression/checker.rs` — [`Checker`]: fail-closed (or fail-open) batched checks.
 //! - `suppression/csv.rs` — CSV [`export_csv`] / [`import_csv`].
@@ -51,6 +52,7 @@ mod csv;
 mod embedded;
 mod entry;
 mod error;
+mod late;
 mod redis;
 mod writer;
 
@@ -62,6 +64,7 @@ pub use csv::{export_csv, import_csv, import_csv_reader, ImportOptions, ImportRe
 pub use embedded::EmbeddedStore;
 pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
 pub use error::{redact_url, SuppressionError};
+pub use late::LateSuppressions;
 pub use writer::{CloseReport, SuppressionWriter, SPILL_FILE};
 
 /// The embedded database's file name inside the state directory.
@@ -99,6 +102,12 @@ pub trait SuppressionStore: Send + Sync {
 
     /// Where the data lives, for messages: a redacted Redis URL or the database path.
     fn describe(&self) -> String;
+
+    /// Suppressions other processes added while this one holds the store (embedded store:
+    /// through its control socket), for a re-check right before sending.
+    fn late(&self) -> Option<&LateSuppressions> {
+        None
+    }
 }
 
 /// Opens the configured store: Redis when `config.redis` is set, otherwise the embedded

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::late::LateSuppressions;
 use super::{Entry, SoftRecord, SuppressionError, SuppressionStore, Update};
 
 /// The socket's file name beside the database.
@@ -91,8 +92,13 @@ pub(crate) struct ControlServer {
 
 impl ControlServer {
     /// Listens on `path` (replacing a stale socket file: the caller holds the database lock,
-    /// so no other process serves it) and answers with `store`.
-    pub fn start(path: &Path, store: Arc<dyn SuppressionStore>) -> std::io::Result<ControlServer> {
+    /// so no other process serves it) and answers with `store`; the suppressions and removals
+    /// it applies are noted in `late`.
+    pub fn start(
+        path: &Path,
+        store: Arc<dyn SuppressionStore>,
+        late: Arc<LateSuppressions>,
+    ) -> std::io::Result<ControlServer> {
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -105,7 +111,7 @@ impl ControlServer {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("suppression-control".into())
-                .spawn(move || accept_loop(&listener, &*store, &stop))?
+                .spawn(move || accept_loop(&listener, &*store, &late, &stop))?
         };
         Ok(ControlServer {
             path: path.to_path_buf(),
@@ -125,7 +131,7 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(listener: &UnixListener, store: &dyn SuppressionStore, stop: &AtomicBool) {
+fn accept_loop(listener: &UnixListener, store: &dyn SuppressionStore, late: &LateSuppressions, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         let conn = match listener.accept() {
             Ok((conn, _)) => conn,
@@ -139,14 +145,14 @@ fn accept_loop(listener: &UnixListener, store: &dyn SuppressionStore, stop: &Ato
                 continue;
             }
         };
-        if let Err(e) = serve(conn, store) {
+        if let Err(e) = serve(conn, store, late) {
             tracing::warn!("suppression control socket: {e}");
         }
     }
 }
 
 /// Answers the requests of one connection until the client closes it.
-fn serve(conn: UnixStream, store: &dyn SuppressionStore) -> std::io::Result<()> {
+fn serve(conn: UnixStream, store: &dyn SuppressionStore, late: &LateSuppressions) -> std::io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -159,14 +165,19 @@ fn serve(conn: UnixStream, store: &dyn SuppressionStore) -> std::io::Result<()> 
             return Ok(());
         }
         match serde_json::from_str::<Request>(&line) {
-            Ok(request) => answer(request, store, &mut out)?,
+            Ok(request) => answer(request, store, late, &mut out)?,
             Err(e) => send(&mut out, &Reply::<()>::Error(format!("bad request: {e}")))?,
         }
         out.flush()?;
     }
 }
 
-fn answer(request: Request, store: &dyn SuppressionStore, out: &mut impl Write) -> std::io::Result<()> {
+fn answer(
+    request: Request,
+    store: &dyn SuppressionStore,
+    late: &LateSuppressions,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     fn reply<T: Serialize>(out: &mut impl Write, result: Result<T, SuppressionError>) -> std::io::Result<()> {
         match result {
             Ok(value) => send(out, &Reply::Ok(value)),
@@ -179,7 +190,13 @@ fn answer(request: Request, store: &dyn SuppressionStore, out: &mut impl Write) 
             let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
             reply(out, store.check(&scopes, &addresses))
         }
-        Request::Apply { updates } => reply(out, store.apply(&updates)),
+        Request::Apply { updates } => {
+            let result = store.apply(&updates);
+            if result.is_ok() {
+                late.record(&updates);
+            }
+            reply(out, result)
+        }
         Request::Soft { scope, address } => reply(out, store.soft(&scope, &address)),
         Request::Len { scope } => reply(out, store.len(&scope)),
         Request::Export { scope } => {

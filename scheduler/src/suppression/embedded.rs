@@ -12,6 +12,7 @@ use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableD
 
 use super::control::{ControlServer, CONTROL_SOCKET};
 use super::entry::{merge, normalise, soft_bounce, Entry, SoftOutcome, SoftPolicy, SoftRecord, Update};
+use super::late::LateSuppressions;
 use super::{SuppressionError, SuppressionStore};
 
 const SUPPRESSED: TableDefinition<(&str, &str), &str> = TableDefinition::new("suppressed");
@@ -23,6 +24,7 @@ pub struct EmbeddedStore {
     // Declared first: dropped (its thread joined) before the tables close.
     control: Option<ControlServer>,
     tables: Arc<Tables>,
+    late: Arc<LateSuppressions>,
 }
 
 /// The database itself.
@@ -39,7 +41,12 @@ impl EmbeddedStore {
     pub fn open(path: &Path, policy: SoftPolicy) -> Result<EmbeddedStore, SuppressionError> {
         let tables = Arc::new(Tables::open(path, policy)?);
         let socket = control_socket(path);
-        let control = match ControlServer::start(&socket, Arc::clone(&tables) as Arc<dyn SuppressionStore>) {
+        let late = Arc::new(LateSuppressions::default());
+        let control = match ControlServer::start(
+            &socket,
+            Arc::clone(&tables) as Arc<dyn SuppressionStore>,
+            Arc::clone(&late),
+        ) {
             Ok(server) => Some(server),
             Err(e) => {
                 tracing::warn!(
@@ -51,7 +58,7 @@ impl EmbeddedStore {
                 None
             }
         };
-        Ok(EmbeddedStore { control, tables })
+        Ok(EmbeddedStore { control, tables, late })
     }
 
     /// The database file.
@@ -88,6 +95,9 @@ impl SuppressionStore for EmbeddedStore {
     }
     fn describe(&self) -> String {
         self.tables.describe()
+    }
+    fn late(&self) -> Option<&LateSuppressions> {
+        Some(&self.late)
     }
 }
 
