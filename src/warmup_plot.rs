@@ -88,22 +88,13 @@ fn draw(
     today: UtcDay,
 ) -> DrawResult {
     let last = curve.last_day().max(1);
-    let top = providers
+    let caps: Vec<u64> = providers
         .iter()
         .flat_map(|p| daily_caps(curve, p))
-        .map(|(_, c)| c)
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 2.0;
-    let bottom = providers
-        .iter()
-        .flat_map(|p| daily_caps(curve, p))
-        .map(|(_, c)| c)
-        .min()
-        .unwrap_or(1)
-        .max(1) as f64
-        / 2.0;
+        .map(|(_, c)| c.max(1))
+        .collect();
+    let top = caps.iter().copied().max().unwrap_or(1) as f64 * 2.0;
+    let bottom = caps.iter().copied().min().unwrap_or(1) as f64 / 2.0;
     let (plot, side) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
     let mut chart = ChartBuilder::on(&plot)
         .caption(

@@ -11,6 +11,18 @@ use common::{text, volley, write};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// `volley report <log> --out <out>` with `extra` arguments.
+fn report(log: &Path, out: &Path, extra: &[&Path]) -> std::process::Output {
+    volley()
+        .arg("report")
+        .arg(log)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("volley report")
+}
+
 fn chromium(args: &[&str], page: &Path) -> std::process::Output {
     assert!(
         Path::new(CHROMIUM).exists(),
@@ -68,13 +80,7 @@ fn the_demo_writes_a_report_that_chromium_renders_with_every_chart() {
     // `volley report` on the same log writes the same page elsewhere.
     let log = dir.path().join("state/demo/accounting.jsonl");
     let again = dir.path().join("again.html");
-    let o = volley()
-        .arg("report")
-        .arg(&log)
-        .arg("--out")
-        .arg(&again)
-        .output()
-        .expect("volley report");
+    let o = report(&log, &again, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("3000 final outcomes"), "{}", text(&o));
     assert_eq!(
@@ -129,13 +135,7 @@ fn log_text_is_escaped_and_malformed_lines_are_named() {
         .join("\n"),
     );
     let out = dir.path().join("r.html");
-    let o = volley()
-        .arg("report")
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("volley report");
+    let o = report(&log, &out, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("1 line(s) skipped, the first is line 3"),
@@ -235,15 +235,7 @@ fn report_rates_log_axes_thousands_warmup_caps_and_top_n_of_m() {
          warmup = \"standard\"\nwarmup_start = \"2026-11-29\"\n",
     );
     let out = dir.path().join("r.html");
-    let o = volley()
-        .arg("report")
-        .arg(&log)
-        .arg("--out")
-        .arg(&out)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley report");
+    let o = report(&log, &out, &[Path::new("--config"), &config]);
     assert!(o.status.success(), "{}", text(&o));
     let html = std::fs::read_to_string(&out).expect("report");
 
