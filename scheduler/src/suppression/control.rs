@@ -164,6 +164,13 @@ fn serve(conn: UnixStream, store: &dyn SuppressionStore, late: &LateSuppressions
         if (&mut reader).take(MAX_REQUEST).read_line(&mut line)? == 0 {
             return Ok(());
         }
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST {
+            send(
+                &mut out,
+                &Reply::<()>::Error(format!("request longer than {MAX_REQUEST} bytes")),
+            )?;
+            return out.flush();
+        }
         match serde_json::from_str::<Request>(&line) {
             Ok(request) => answer(request, store, late, &mut out)?,
             Err(e) => send(&mut out, &Reply::<()>::Error(format!("bad request: {e}")))?,
@@ -273,10 +280,9 @@ impl RemoteStore {
                 let closed = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the holder closed the connection");
                 return Err(self.io_error(op, closed));
             }
-            let reply: Reply<T> = serde_json::from_str(&text).map_err(|e| SuppressionError::BadFile {
-                path: self.socket.clone(),
-                line: 1,
-                message: format!("unreadable reply to {op}: {e}"),
+            let reply: Reply<T> = serde_json::from_str(&text).map_err(|e| {
+                let why = format!("unreadable reply: {e}");
+                self.io_error(op, std::io::Error::new(std::io::ErrorKind::InvalidData, why))
             })?;
             match reply {
                 Reply::Ok(value) => return Ok(value),
@@ -349,5 +355,38 @@ impl SuppressionStore for RemoteStore {
             self.database.display(),
             self.socket.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suppression::{EmbeddedStore, SoftPolicy};
+
+    #[test]
+    fn a_bad_request_gets_an_error_line_and_the_connection_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = SoftPolicy {
+            limit: 3,
+            window: Duration::from_secs(86_400),
+        };
+        let store = EmbeddedStore::open(&dir.path().join("suppression.redb"), policy).expect("open");
+        assert!(store.serves_others());
+        let conn = UnixStream::connect(dir.path().join(CONTROL_SOCKET)).expect("connect");
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut conn = conn;
+        let mut answer = |request: &str| {
+            conn.write_all(request.as_bytes()).expect("write");
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            serde_json::from_str::<serde_json::Value>(&line).expect("json reply")
+        };
+        let reply = answer("{\"op\":\"drop_everything\"}\n");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| e.starts_with("bad request")),
+            "{reply}"
+        );
+        let reply = answer("{\"op\":\"len\",\"scope\":\"global\"}\n");
+        assert_eq!(reply["ok"], 0, "{reply}");
     }
 }
