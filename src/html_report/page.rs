@@ -60,6 +60,16 @@ fn tally_table(out: &mut String, key: &str, rows: &[(&String, &Tally)], rates: b
 const RATES_NOTE: &str = "<p class=\"meta\">bounce % = bounced / (delivered + bounced + expired); \
      deferral % = deferred / (delivered + deferred + bounced), the attempts a server answered.</p>\n";
 
+/// A latency band by its upper bound, short enough for 14 of them side by side: `500 ms`,
+/// `5 s`.
+fn band_name(bound_ms: u64) -> String {
+    if bound_ms >= 1000 && bound_ms % 1000 == 0 {
+        format!("{} s", bound_ms / 1000)
+    } else {
+        format!("{bound_ms} ms")
+    }
+}
+
 /// The heading of a busiest-N table: `"Busiest domains (top 40 of 40)"`.
 fn busiest_heading(what: &str, shown: usize, of: usize) -> String {
     format!("<h2>Busiest {what} (top {shown} of {of})</h2>\n")
@@ -187,13 +197,13 @@ pub fn render(totals: &Totals, source: &str, caps: Option<&WarmupCaps>) -> anyho
             let name = if bound == u64::MAX {
                 "more".to_string()
             } else {
-                format!("to {bound} ms")
+                band_name(bound)
             };
             (name, vec![n])
         })
         .collect();
     out.push_str(&charts::grouped_bars(
-        "Deliveries per latency band",
+        "Deliveries per latency band, by upper bound",
         &bands,
         &[("delivered", charts::outcome_series()[0].1)],
     )?);
@@ -229,6 +239,12 @@ mod tests {
         assert_eq!(busiest(&map).len(), 49, "49 of 49, not 50");
         let map: HashMap<String, Tally> = (0..70).map(|i| (format!("d{i}.test"), Tally::default())).collect();
         assert_eq!(busiest(&map).len(), TOP);
+    }
+
+    #[test]
+    fn latency_bands_are_named_briefly() {
+        assert_eq!(band_name(500), "500 ms");
+        assert_eq!(band_name(30_000), "30 s");
     }
 
     #[test]
