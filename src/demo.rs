@@ -86,7 +86,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         .context("running the demo campaign")?;
     crate::report::print(&summary, 10);
     if args.dir.is_some() {
-        crate::report::write_html(&summary);
+        let caps = crate::report::warmup_caps(&config, std::path::Path::new("(demo configuration)"));
+        crate::report::write_html(&summary, caps.as_ref());
     }
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)

@@ -18,6 +18,7 @@
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
 //! - `check_config.rs` — `volley check-config`: every pre-send check, each problem named.
+//! - `numbers.rs` — thousands separators, axis labels and percentages for reports and charts.
 //! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
 //!   written at the end of `volley send` and `volley demo`).
 
@@ -30,6 +31,7 @@ mod demo;
 mod dkim;
 mod html_report;
 mod metrics;
+mod numbers;
 mod plan_cmd;
 mod progress;
 mod progress_bars;

@@ -52,11 +52,26 @@ fn tally(t: &Tally) -> String {
     )
 }
 
-/// Writes the HTML report (`report.html` beside the accounting log) and prints where; a report
-/// that cannot be written is a warning, never a failed run.
-pub fn write_html(s: &Summary) {
+/// The warm-up caps of `config` for the HTML report; `None` (with a warning) when its warm-up
+/// settings cannot be loaded. `config_path` is only named in the warning.
+pub fn warmup_caps(
+    config: &volley_scheduler::config::SendConfig,
+    config_path: &std::path::Path,
+) -> Option<crate::html_report::WarmupCaps> {
+    match config.warmup_policy(config_path) {
+        Ok(policy) => Some(crate::html_report::WarmupCaps::new(config, &policy)),
+        Err(e) => {
+            eprintln!("volley: the HTML report shows no warm-up caps: {e}");
+            None
+        }
+    }
+}
+
+/// Writes the HTML report (`report.html` beside the accounting log, with the warm-up `caps`)
+/// and prints where; a report that cannot be written is a warning, never a failed run.
+pub fn write_html(s: &Summary, caps: Option<&crate::html_report::WarmupCaps>) {
     let out = s.accounting_log.with_file_name("report.html");
-    match crate::html_report::write(&s.accounting_log, &out) {
+    match crate::html_report::write(&s.accounting_log, &out, caps) {
         Ok(_) => println!("  HTML report:    {}", out.display()),
         Err(e) => eprintln!("volley: no HTML report for campaign {}: {e:#}", s.campaign),
     }

@@ -92,9 +92,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         metrics.abort();
     }
     let summaries = result.with_context(|| format!("campaign {} failed", ids.join(", ")))?;
+    let caps = crate::report::warmup_caps(&config, &config_path);
     for summary in &summaries {
         crate::report::print(summary, 10);
-        crate::report::write_html(summary);
+        crate::report::write_html(summary, caps.as_ref());
     }
     if let Some(path) = &args.summary_json {
         let json = match summaries.as_slice() {

@@ -2,7 +2,9 @@
 //! unsubscribe and complaint lists, look addresses up, take them off again.
 //!
 //! The store is the one `volley.toml` configures (`[suppression] redis`, or the embedded
-//! `<state_dir>/suppression.redb`). Blocking calls: this runs outside the async runtime.
+//! `<state_dir>/suppression.redb`; while another volley process holds that file, through its
+//! control socket, so the list can be edited during a run). Blocking calls: this runs outside
+//! the async runtime.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,8 @@ use anyhow::{bail, Context};
 use volley_scheduler::address::EmailAddress;
 use volley_scheduler::config::SendConfig;
 use volley_scheduler::suppression::{
-    export_csv, import_csv, open_store, unix_now, unix_to_rfc3339, valid_scope, Entry, ImportOptions, SuppressionStore,
-    Update, GLOBAL,
+    export_csv, import_csv, open_shared, unix_now, unix_to_rfc3339, valid_scope, Entry, ImportOptions,
+    SuppressionStore, Update, GLOBAL,
 };
 
 /// Arguments of `volley suppress`.
@@ -81,7 +83,7 @@ enum Action {
 pub fn run(args: SuppressArgs) -> anyhow::Result<bool> {
     let config_path = args.config;
     let config = SendConfig::load(&config_path).context("refusing to start: the configuration is invalid")?;
-    let store = open_store(&config.suppression, &config.state_dir).context("cannot open the suppression list")?;
+    let store = open_shared(&config.suppression, &config.state_dir).context("cannot open the suppression list")?;
     let list = args.list.as_str();
     if !valid_scope(list) {
         bail!("--list {list:?}: use 1-64 letters, digits, '.', '_' or '-'");

@@ -339,3 +339,99 @@ fn plan_leaves_out_what_earlier_runs_finished() {
         text(&out)
     );
 }
+
+/// The points of every `<polyline>` in `svg`.
+fn polylines(svg: &str) -> Vec<Vec<(f64, f64)>> {
+    svg.split("<polyline")
+        .skip(1)
+        .filter_map(|e| {
+            let points = e.split_once(" points=\"")?.1.split('"').next()?;
+            Some(
+                points
+                    .split_whitespace()
+                    .filter_map(|p| {
+                        let (x, y) = p.split_once(',')?;
+                        Some((x.parse().ok()?, y.parse().ok()?))
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// `(x, text)` of every `<text>` in `svg`.
+fn texts(svg: &str) -> Vec<(f64, String)> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|e| {
+            let x = e.split_once(" x=\"")?.1.split('"').next()?.parse().ok()?;
+            let content = e.split_once('>')?.1.split('<').next()?.trim().to_string();
+            Some((x, content))
+        })
+        .collect()
+}
+
+#[test]
+fn plot_is_log_scaled_stepped_with_separators_and_a_legend_clear_of_the_day_marker() {
+    // The shipped standard curve (30 days, 100/day to millions/day); 127.0.0.2 is on day 5.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        "state_dir = \"state\"\n\
+         [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+         warmup = \"standard\"\nwarmup_start = \"2026-11-29\"\n\
+         [warmup]\nclock_start = \"2026-12-03T12:00:00Z\"\n",
+    );
+    let svg_path = dir.path().join("warmup.svg");
+    let out = run(&["warmup", "plot", "--out", svg_path.to_str().expect("utf-8")], &config);
+    assert!(out.status.success(), "{}", text(&out));
+    let svg = std::fs::read_to_string(&svg_path).expect("svg");
+    let labels = texts(&svg);
+    let has = |t: &str| labels.iter().any(|(_, l)| l == t);
+
+    // A log axis labelled with thousands separators: every decade from 100 to 100,000.
+    for tick in ["100", "1,000", "10,000", "100,000"] {
+        assert!(has(tick), "tick {tick} in {labels:?}");
+    }
+    assert!(has("messages per day (log)"));
+
+    // Step lines: each provider's series alternates flat and vertical segments.
+    let lines = polylines(&svg);
+    let series: Vec<&Vec<(f64, f64)>> = lines.iter().filter(|p| p.len() >= 60).collect();
+    assert!(series.len() >= 4, "a series per provider group: {}", series.len());
+    for points in &series {
+        for (i, w) in points.windows(2).enumerate() {
+            let (flat, riser) = (w[0].1 == w[1].1, w[0].0 == w[1].0);
+            assert!(if i % 2 == 0 { flat } else { riser }, "segment {i} of {points:?}");
+        }
+        // Day 1's cap is not flattened to the axis: it is well above the plot's bottom.
+        let bottom = points.iter().map(|p| p.1).fold(0.0, f64::max);
+        let top = points.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+        assert!(bottom - top > 150.0, "the curve spans the height: {top}..{bottom}");
+    }
+
+    // The day marker of 127.0.0.2 is a vertical line; the legend is right of it and of every
+    // series.
+    let marker_x = lines
+        .iter()
+        .find(|p| p.len() == 2 && p[0].0 == p[1].0)
+        .map(|p| p[0].0)
+        .expect("day marker");
+    let plot_right = series.iter().flat_map(|p| p.iter().map(|q| q.0)).fold(0.0, f64::max);
+    let (legend_x, _) = labels
+        .iter()
+        .find(|(_, l)| l == "127.0.0.2: day 5")
+        .expect("legend entry for the IP");
+    assert!(
+        *legend_x > plot_right && *legend_x > marker_x,
+        "legend at {legend_x}, plot to {plot_right}"
+    );
+    for provider in ["gmail", "microsoft", "yahoo", "other"] {
+        let (x, _) = labels
+            .iter()
+            .find(|(_, l)| l == provider)
+            .expect("provider in the legend");
+        assert!(*x > plot_right, "{provider} legend at {x}");
+    }
+}

@@ -375,6 +375,7 @@ fn prepare(
         fetch_tx,
     );
     dispatcher.seat = shared.seat;
+    dispatcher.late_gate = Some(checker.clone());
     let inputs = dispatch::Inputs {
         work: work_rx,
         reports,

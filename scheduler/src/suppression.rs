@@ -23,8 +23,10 @@
 //!   script), so merging entries and soft-bounce counting/promotion are atomic across processes.
 //!   A failed connection is dropped and re-opened on the next call.
 //! - **Embedded** (the default): `<state_dir>/suppression.redb` (redb), tables `suppressed` and
-//!   `soft` keyed by `(scope, address)` with the same JSON values. One process at a time: a
-//!   second one gets [`SuppressionError::Locked`].
+//!   `soft` keyed by `(scope, address)` with the same JSON values. One process opens it at a
+//!   time (a second one gets [`SuppressionError::Locked`]); that process answers for it on
+//!   `<state_dir>/suppression.sock`, which [`open_shared`] (`volley suppress`) falls back to,
+//!   so the list can be edited while a campaign runs.
 //!
 //! ## Layout
 //! - `suppression/entry.rs` — [`Entry`], [`Update`], [`SoftRecord`], the merge and soft-bounce rules.
@@ -32,6 +34,8 @@
 //! - `suppression/error.rs` — [`SuppressionError`], [`redact_url`].
 //! - `suppression/redis.rs` — [`RedisStore`] and its Lua script.
 //! - `suppression/embedded.rs` — [`EmbeddedStore`] (redb).
+//! - `suppression/control.rs` — the embedded store's control socket and [`RemoteStore`].
+//! - `suppression/late.rs` — [`LateSuppressions`]: what others added during a run.
 //! - `suppression/writer.rs` — [`SuppressionWriter`]: buffered, retrying, spilling writes.
 //! - `suppression/mark.rs` — [`WrittenMark`]: how far a campaign's accounting log is in the
 //!   store; replaying the rest on start.
@@ -45,10 +49,12 @@ use std::sync::Arc;
 mod backoff;
 mod checker;
 mod config;
+mod control;
 mod csv;
 mod embedded;
 mod entry;
 mod error;
+mod late;
 pub mod mark;
 mod redis;
 mod writer;
@@ -56,10 +62,12 @@ mod writer;
 pub use self::redis::RedisStore;
 pub use checker::{Checker, Stopped};
 pub use config::{OnUnavailable, SuppressionConfig};
+pub use control::{RemoteStore, CONTROL_SOCKET};
 pub use csv::{export_csv, import_csv, import_csv_reader, unix_to_rfc3339, ImportOptions, ImportReport, InvalidRow};
 pub use embedded::EmbeddedStore;
 pub use entry::{normalise, unix_now, valid_scope, Entry, SoftPolicy, SoftRecord, Update, GLOBAL};
 pub use error::{redact_url, SuppressionError};
+pub use late::LateSuppressions;
 pub use mark::{WrittenMark, MARK_FILE};
 pub use writer::{CloseReport, Origin, SuppressionWriter, SPILL_FILE};
 
@@ -98,6 +106,12 @@ pub trait SuppressionStore: Send + Sync {
 
     /// Where the data lives, for messages: a redacted Redis URL or the database path.
     fn describe(&self) -> String;
+
+    /// Suppressions other processes added while this one holds the store (embedded store:
+    /// through its control socket), for a re-check right before sending.
+    fn late(&self) -> Option<&LateSuppressions> {
+        None
+    }
 }
 
 /// Opens the configured store: Redis when `config.redis` is set, otherwise the embedded
@@ -118,3 +132,37 @@ pub fn open_store(config: &SuppressionConfig, state_dir: &Path) -> Result<Arc<dy
         )?)),
     }
 }
+
+/// Like [`open_store`], but when another volley process holds the embedded store, reaches it
+/// through that process's control socket (see `suppression/control.rs`). For short-lived
+/// commands (`volley suppress`), not for runs: a run must not depend on another process
+/// staying alive.
+///
+/// Opening and connecting are retried for up to [`SHARED_OPEN_WAIT`]: the holder may be
+/// between locking the file and listening, or exiting (then the file becomes free).
+pub fn open_shared(
+    config: &SuppressionConfig,
+    state_dir: &Path,
+) -> Result<Arc<dyn SuppressionStore>, SuppressionError> {
+    let deadline = std::time::Instant::now() + SHARED_OPEN_WAIT;
+    loop {
+        match open_store(config, state_dir) {
+            Err(SuppressionError::Locked { path }) => {
+                let socket = embedded::control_socket(&path);
+                match RemoteStore::connect(&socket, &path) {
+                    Ok(remote) => return Ok(Arc::new(remote)),
+                    Err(SuppressionError::Io { source, .. }) if std::time::Instant::now() >= deadline => {
+                        return Err(SuppressionError::HolderUnreachable { path, socket, source });
+                    }
+                    Err(SuppressionError::Io { .. }) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                    Err(other) => return Err(other),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_shared`] keeps trying when the store is locked but its holder does not
+/// answer yet.
+pub const SHARED_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

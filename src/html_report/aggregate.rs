@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Deserialize;
+use volley_warmup::UtcDay;
 
 /// Outcomes in the order the report shows them.
 pub const OUTCOMES: [&str; 6] = ["delivered", "deferred", "bounced", "expired", "suppressed", "rejected"];
@@ -33,6 +34,20 @@ impl Tally {
     /// Final outcomes (all but deferrals).
     pub fn finals(&self) -> u64 {
         self.total() - self.0[1]
+    }
+
+    /// Bounces, of the recipients mailed that have a final outcome (delivered, bounced,
+    /// expired): the bounce rate as (part, whole).
+    pub fn bounce_rate(&self) -> (u64, u64) {
+        let [delivered, _, bounced, expired, _, _] = self.0;
+        (bounced, delivered + bounced + expired)
+    }
+
+    /// Deferrals, of the attempts a server answered (delivered, deferred, bounced): the
+    /// deferral rate as (part, whole).
+    pub fn deferral_rate(&self) -> (u64, u64) {
+        let [delivered, deferred, bounced, _, _, _] = self.0;
+        (deferred, delivered + deferred + bounced)
     }
 }
 
@@ -103,8 +118,8 @@ pub struct Totals {
     pub by_site: HashMap<String, Tally>,
     pub by_ip: BTreeMap<String, Tally>,
     pub by_provider: BTreeMap<String, Tally>,
-    /// Deliveries per (source IP, provider group): the warm-up budget each IP used.
-    pub ip_provider: BTreeMap<(String, String), u64>,
+    /// Deliveries per (source IP, provider group, UTC day): the warm-up budget each IP used.
+    pub ip_provider: BTreeMap<(String, String, UtcDay), u64>,
     /// Categories of every attempt that did not deliver (bounce, deferral and expiry reasons).
     pub categories: BTreeMap<String, Tally>,
     /// Attempts per second since the epoch, per outcome.
@@ -173,7 +188,7 @@ impl Totals {
         if outcome == 0 {
             *self
                 .ip_provider
-                .entry((ip.to_owned(), provider.to_owned()))
+                .entry((ip.to_owned(), provider.to_owned(), UtcDay::of(ts)))
                 .or_default() += 1;
             let ms = usize::try_from(line.latency_ms)
                 .unwrap_or(usize::MAX)
@@ -307,7 +322,10 @@ mod tests {
         assert_eq!(t.all.finals(), 3);
         assert_eq!(t.by_domain["b.test"].0, [0, 1, 1, 0, 0, 0]);
         assert_eq!(t.by_ip["127.0.0.2"].total(), 3);
-        assert_eq!(t.ip_provider[&("127.0.0.3".to_string(), "gmail".to_string())], 1);
+        let day = UtcDay::from_ymd(2026, 12, 1).expect("date");
+        assert_eq!(t.ip_provider[&("127.0.0.3".to_string(), "gmail".to_string(), day)], 1);
+        assert_eq!(t.by_ip["127.0.0.2"].bounce_rate(), (1, 2), "1 bounce of 2 finals");
+        assert_eq!(t.by_ip["127.0.0.2"].deferral_rate(), (1, 3), "1 deferral of 3 answers");
         assert_eq!(t.categories["bad-mailbox"].0[2], 1);
         assert_eq!(t.latency_quantile(0.5), Some(4));
         assert_eq!(t.latency_quantile(1.0), Some(10));

@@ -3,12 +3,15 @@
 //! latency, busiest sites and domains — with SVG charts drawn by plotters.
 //!
 //! - `aggregate.rs` — one streaming pass over the log into totals.
-//! - `charts.rs` — the SVG charts.
+//! - `charts.rs` — the SVG charts (log axes, legends beside the plot; also used by
+//!   `volley warmup plot`).
 //! - `page.rs` — the HTML page.
+//! - `warmup.rs` — the warm-up section: deliveries against each day's cap.
 
 mod aggregate;
-mod charts;
+pub(crate) mod charts;
 mod page;
+mod warmup;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use anyhow::Context;
 use clap::Args;
 
 pub use aggregate::Totals;
+pub use warmup::WarmupCaps;
 
 /// `volley report` arguments.
 #[derive(Args)]
@@ -25,12 +29,16 @@ pub struct ReportArgs {
     /// Where to write the page.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
+    /// The operator configuration the run used: the warm-up section then shows each day's cap
+    /// and the share of it used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Writes the report of the accounting log `log` to `out`; returns what was read.
-pub fn write(log: &Path, out: &Path) -> anyhow::Result<Totals> {
+pub fn write(log: &Path, out: &Path, caps: Option<&WarmupCaps>) -> anyhow::Result<Totals> {
     let totals = Totals::read(log)?;
-    let html = page::render(&totals, &log.display().to_string())?;
+    let html = page::render(&totals, &log.display().to_string(), caps)?;
     std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))?;
     Ok(totals)
 }
@@ -38,7 +46,11 @@ pub fn write(log: &Path, out: &Path) -> anyhow::Result<Totals> {
 /// `volley report`: writes the page and says where; a log with malformed lines still gives a
 /// page (the lines are named in it and here).
 pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
-    let totals = write(&args.log, &args.out)?;
+    let caps = match &args.config {
+        Some(path) => Some(caps_of(path)?),
+        None => None,
+    };
+    let totals = write(&args.log, &args.out, caps.as_ref())?;
     println!(
         "wrote {}: {} lines, {} final outcomes",
         args.out.display(),
@@ -53,4 +65,11 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(totals.lines > 0 && totals.malformed < totals.lines)
+}
+
+/// The warm-up caps of the configuration at `path`.
+fn caps_of(path: &Path) -> anyhow::Result<WarmupCaps> {
+    let config = volley_scheduler::config::SendConfig::load(path).context("the configuration is invalid")?;
+    let policy = config.warmup_policy(path).context("the warm-up settings are invalid")?;
+    Ok(WarmupCaps::new(&config, &policy))
 }

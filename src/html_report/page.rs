@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use super::aggregate::{Tally, Totals, OUTCOMES};
 use super::charts;
+use super::warmup::{self, WarmupCaps};
+use crate::numbers::{percent, thousands};
 
 /// How many rows the busiest-domains and busiest-sites tables show.
 const TOP: usize = 50;
@@ -21,20 +23,56 @@ fn time(t: Option<std::time::SystemTime>) -> String {
     t.map_or_else(|| "—".into(), |t| humantime::format_rfc3339_seconds(t).to_string())
 }
 
-fn tally_table(out: &mut String, key: &str, rows: &[(&String, &Tally)]) {
+/// Counts per outcome, then (with `rates`) the bounce and deferral rates (see [`RATES_NOTE`]);
+/// rates make no sense for rows that are themselves kinds of failure (bounce categories).
+fn tally_table(out: &mut String, key: &str, rows: &[(&String, &Tally)], rates: bool) {
     let _ = write!(out, "<table><tr><th>{}</th>", escape(key));
     for o in OUTCOMES {
         let _ = write!(out, "<th>{o}</th>");
     }
-    out.push_str("<th>final</th></tr>\n");
+    out.push_str("<th>final</th>");
+    if rates {
+        out.push_str("<th class=\"rate\">bounce %</th><th class=\"rate\">deferral %</th>");
+    }
+    out.push_str("</tr>\n");
     for (name, t) in rows {
         let _ = write!(out, "<tr><td>{}</td>", escape(name));
         for n in t.0 {
-            let _ = write!(out, "<td>{n}</td>");
+            let _ = write!(out, "<td>{}</td>", thousands(n));
         }
-        let _ = writeln!(out, "<td>{}</td></tr>", t.finals());
+        let _ = write!(out, "<td>{}</td>", thousands(t.finals()));
+        if rates {
+            let (bounced, mailed) = t.bounce_rate();
+            let (deferred, answered) = t.deferral_rate();
+            let _ = write!(
+                out,
+                "<td class=\"rate\">{}</td><td class=\"rate\">{}</td>",
+                percent(bounced, mailed),
+                percent(deferred, answered)
+            );
+        }
+        out.push_str("</tr>\n");
     }
     out.push_str("</table>\n");
+}
+
+/// How the rate columns are computed, shown once under the outcomes table.
+const RATES_NOTE: &str = "<p class=\"meta\">bounce % = bounced / (delivered + bounced + expired); \
+     deferral % = deferred / (delivered + deferred + bounced), the attempts a server answered.</p>\n";
+
+/// A latency band by its upper bound, short enough for 14 of them side by side: `500 ms`,
+/// `5 s`.
+fn band_name(bound_ms: u64) -> String {
+    if bound_ms >= 1000 && bound_ms % 1000 == 0 {
+        format!("{} s", bound_ms / 1000)
+    } else {
+        format!("{bound_ms} ms")
+    }
+}
+
+/// The heading of a busiest-N table: `"Busiest domains (top 40 of 40)"`.
+fn busiest_heading(what: &str, shown: usize, of: usize) -> String {
+    format!("<h2>Busiest {what} (top {shown} of {of})</h2>\n")
 }
 
 fn busiest(map: &HashMap<String, Tally>) -> Vec<(&String, &Tally)> {
@@ -48,19 +86,26 @@ fn bars_of<'a>(rows: impl Iterator<Item = (&'a String, &'a Tally)>) -> Vec<(Stri
     rows.map(|(name, t)| (name.clone(), t.0.to_vec())).take(24).collect()
 }
 
-/// The whole page for `totals` read from `source` (shown as the log's name).
-/// A chart of outcomes stacked per row, then the same rows as a table.
-fn outcome_bars_and_table(out: &mut String, title: &str, key: &str, rows: &[(&String, &Tally)]) -> anyhow::Result<()> {
-    out.push_str(&charts::stacked_bars(
+/// A chart of outcomes per row (grouped bars, log scale), then the same rows as a table.
+fn outcome_bars_and_table(
+    out: &mut String,
+    title: &str,
+    key: &str,
+    rows: &[(&String, &Tally)],
+    rates: bool,
+) -> anyhow::Result<()> {
+    out.push_str(&charts::grouped_bars(
         title,
         &bars_of(rows.iter().copied()),
         &charts::outcome_series(),
     )?);
-    tally_table(out, key, rows);
+    tally_table(out, key, rows, rates);
     Ok(())
 }
 
-pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
+/// The whole page for `totals` read from `source` (shown as the log's name); `caps` gives the
+/// warm-up section its caps.
+pub fn render(totals: &Totals, source: &str, caps: Option<&WarmupCaps>) -> anyhow::Result<String> {
     let mut out = String::new();
     let title = format!(
         "Volley report — {}",
@@ -82,12 +127,13 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     let _ = writeln!(
         out,
         "<p class=\"meta\">From <code>{}</code>: {} lines, first attempt {}, last {} ({span:.1} s); \
-         {finals} final outcomes, {} deferrals; {:.1} final outcomes/s.</p>",
+         {} final outcomes, {} deferrals; {:.1} final outcomes/s.</p>",
         escape(source),
-        totals.lines,
+        thousands(totals.lines),
         time(totals.first_ts),
         time(totals.last_ts),
-        totals.all.0[1],
+        thousands(finals),
+        thousands(totals.all.0[1]),
         if span > 0.0 {
             finals as f64 / span
         } else {
@@ -104,7 +150,8 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     }
     out.push_str("<h2>Outcomes</h2>\n");
     let campaigns: Vec<(&String, &Tally)> = totals.campaigns.iter().collect();
-    tally_table(&mut out, "campaign", &campaigns);
+    tally_table(&mut out, "campaign", &campaigns, true);
+    out.push_str(RATES_NOTE);
 
     out.push_str("<h2>Throughput over time</h2>\n");
     let (series, width) = totals.timeline(240);
@@ -112,23 +159,13 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
 
     out.push_str("\n<h2>Per provider group</h2>\n");
     let providers: Vec<(&String, &Tally)> = totals.by_provider.iter().collect();
-    outcome_bars_and_table(&mut out, "Outcomes per provider group", "provider", &providers)?;
+    outcome_bars_and_table(&mut out, "Outcomes per provider group", "provider", &providers, true)?;
 
     out.push_str("<h2>Per source IP</h2>\n");
     let ips: Vec<(&String, &Tally)> = totals.by_ip.iter().collect();
-    outcome_bars_and_table(&mut out, "Outcomes per source IP", "source IP", &ips)?;
+    outcome_bars_and_table(&mut out, "Outcomes per source IP", "source IP", &ips, true)?;
 
-    out.push_str("<h2>Warm-up budget use: deliveries per source IP and provider group</h2>\n");
-    out.push_str("<table><tr><th>source IP</th><th>provider</th><th>delivered</th></tr>\n");
-    for ((ip, provider), n) in &totals.ip_provider {
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
-            escape(ip),
-            escape(provider)
-        );
-    }
-    out.push_str("</table>\n");
+    warmup::section(&mut out, totals, caps);
 
     out.push_str("<h2>Why attempts did not deliver (bounce categories)</h2>\n");
     let mut categories: Vec<(&String, &Tally)> = totals.categories.iter().collect();
@@ -136,7 +173,7 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
     if categories.is_empty() {
         out.push_str("<p>Every attempt delivered.</p>\n");
     } else {
-        outcome_bars_and_table(&mut out, "Attempts per category", "category", &categories)?;
+        outcome_bars_and_table(&mut out, "Attempts per category", "category", &categories, false)?;
     }
 
     out.push_str("<h2>Delivery latency</h2>\n");
@@ -160,25 +197,25 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
             let name = if bound == u64::MAX {
                 "more".to_string()
             } else {
-                format!("to {bound} ms")
+                band_name(bound)
             };
             (name, vec![n])
         })
         .collect();
-    out.push_str(&charts::stacked_bars(
-        "Deliveries per latency band",
+    out.push_str(&charts::grouped_bars(
+        "Deliveries per latency band, by upper bound",
         &bands,
         &[("delivered", charts::outcome_series()[0].1)],
     )?);
 
-    let _ = writeln!(out, "\n<h2>Busiest MX sites (top {TOP})</h2>");
-    tally_table(&mut out, "site", &busiest(&totals.by_site));
-    let _ = writeln!(
-        out,
-        "<h2>Busiest domains (top {TOP} of {})</h2>",
-        totals.by_domain.len()
-    );
-    tally_table(&mut out, "domain", &busiest(&totals.by_domain));
+    for (what, key, map) in [
+        ("MX sites", "site", &totals.by_site),
+        ("domains", "domain", &totals.by_domain),
+    ] {
+        let rows = busiest(map);
+        out.push_str(&busiest_heading(what, rows.len(), map.len()));
+        tally_table(&mut out, key, &rows, true);
+    }
     out.push_str("<footer>Made by <code>volley report</code>. Counts are attempts: a deferred recipient appears once per deferral and once with its final outcome.</footer>\n</body></html>\n");
     Ok(out)
 }
@@ -186,11 +223,29 @@ pub fn render(totals: &Totals, source: &str) -> anyhow::Result<String> {
 const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th:first-child,td:first-child{text-align:left}th{background:#f0f0f0}.meta{color:#555}\
-.warn{background:#fff3cd;padding:6px}svg{max-width:100%;height:auto}footer{color:#777;font-size:small;margin-top:2em}";
+.warn{background:#fff3cd;padding:6px}.rate{background:#f7f7ff}td.text{text-align:left}td.over{color:#b00;font-weight:bold}svg{max-width:100%;height:auto}footer{color:#777;font-size:small;margin-top:2em}";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busiest_heading_says_how_many_of_how_many() {
+        assert_eq!(
+            busiest_heading("domains", 40, 40),
+            "<h2>Busiest domains (top 40 of 40)</h2>\n"
+        );
+        let map: HashMap<String, Tally> = (0..49).map(|i| (format!("d{i}.test"), Tally::default())).collect();
+        assert_eq!(busiest(&map).len(), 49, "49 of 49, not 50");
+        let map: HashMap<String, Tally> = (0..70).map(|i| (format!("d{i}.test"), Tally::default())).collect();
+        assert_eq!(busiest(&map).len(), TOP);
+    }
+
+    #[test]
+    fn latency_bands_are_named_briefly() {
+        assert_eq!(band_name(500), "500 ms");
+        assert_eq!(band_name(30_000), "30 s");
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {

@@ -112,6 +112,9 @@ pub(crate) struct Dispatcher {
     batch: Vec<Delivery<Tag>>,
     /// The campaign's place among campaigns sharing the pool (none when it runs alone).
     pub seat: Option<Seat>,
+    /// The suppression gate, asked right before each hand-over about addresses other
+    /// processes suppressed during the run (`Checker::late_hit`).
+    pub late_gate: Option<Arc<crate::suppression::Checker>>,
     /// When to look again at sites held back for a higher-priority campaign or blocked by
     /// other campaigns' deliveries.
     recheck: Option<Instant>,
@@ -164,6 +167,7 @@ impl Dispatcher {
             fetch,
             batch: Vec::new(),
             seat: None,
+            late_gate: None,
             recheck: None,
         }
     }

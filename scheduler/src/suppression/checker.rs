@@ -101,6 +101,12 @@ impl Checker {
         result
     }
 
+    /// The scope and entry suppressing `address` if another process added it during the run
+    /// (see [`LateSuppressions`](super::LateSuppressions)); memory only, never blocks.
+    pub fn late_hit(&self, address: &str) -> Option<(String, Entry)> {
+        self.store.late()?.hit(&self.scopes, address)
+    }
+
     /// Total time spent paused waiting for the store (for the summary).
     pub fn paused_for(&self) -> Duration {
         Duration::from_nanos(self.paused_nanos.load(Ordering::Relaxed))

@@ -26,7 +26,8 @@ pub enum OnUnavailable {
 #[serde(deny_unknown_fields, default)]
 pub struct SuppressionConfig {
     /// Redis URL (`"redis://127.0.0.1:6379/0"`, `"redis://:password@host/0"`). When absent the
-    /// embedded store `<state_dir>/suppression.redb` is used (one process at a time).
+    /// embedded store `<state_dir>/suppression.redb` is used (one process opens it; `volley
+    /// suppress` reaches it through that process's `<state_dir>/suppression.sock`).
     pub redis: Option<String>,
     /// Key prefix in Redis: keys are `{prefix}:suppressed:{scope}` and `{prefix}:soft:{scope}`.
     pub prefix: String,

@@ -2,28 +2,107 @@
 //!
 //! Tables `suppressed` and `soft`, both keyed by `(scope, address)`, values the same JSON as in
 //! Redis. Each [`SuppressionStore::apply`] call is one write transaction (atomic, durable on
-//! return). redb locks the file, so a second process opening it gets [`SuppressionError::Locked`].
+//! return). redb locks the file, so a second process opening it gets [`SuppressionError::Locked`];
+//! the holder answers for it on the control socket beside the file (see [`super::control`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::control::{ControlServer, CONTROL_SOCKET};
 use super::entry::{merge, normalise, soft_bounce, Entry, SoftOutcome, SoftPolicy, SoftRecord, Update};
+use super::late::LateSuppressions;
 use super::{SuppressionError, SuppressionStore};
 
 const SUPPRESSED: TableDefinition<(&str, &str), &str> = TableDefinition::new("suppressed");
 const SOFT: TableDefinition<(&str, &str), &str> = TableDefinition::new("soft");
 
-/// The on-disk store (`<state_dir>/suppression.redb`).
+/// The on-disk store (`<state_dir>/suppression.redb`), serving other processes on
+/// `<state_dir>/suppression.sock` while open.
 pub struct EmbeddedStore {
+    // Declared first: dropped (its thread joined) before the tables close.
+    control: Option<ControlServer>,
+    tables: Arc<Tables>,
+    late: Arc<LateSuppressions>,
+}
+
+/// The database itself.
+struct Tables {
     db: Database,
     path: PathBuf,
     policy: SoftPolicy,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `path`, creating its directory if needed.
+    /// Opens (or creates) the database at `path`, creating its directory if needed, and
+    /// listens on the control socket beside it (a socket that cannot be created is a warning:
+    /// this process still uses the store, others cannot reach it while it runs).
     pub fn open(path: &Path, policy: SoftPolicy) -> Result<EmbeddedStore, SuppressionError> {
+        let tables = Arc::new(Tables::open(path, policy)?);
+        let socket = control_socket(path);
+        let late = Arc::new(LateSuppressions::default());
+        let control = match ControlServer::start(
+            &socket,
+            Arc::clone(&tables) as Arc<dyn SuppressionStore>,
+            Arc::clone(&late),
+        ) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::warn!(
+                    "suppression store {}: cannot listen on {} ({e}); `volley suppress` cannot reach \
+                     the list while this process runs",
+                    path.display(),
+                    socket.display()
+                );
+                None
+            }
+        };
+        Ok(EmbeddedStore { control, tables, late })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.tables.path
+    }
+
+    /// True when other processes can reach the store through the control socket.
+    pub fn serves_others(&self) -> bool {
+        self.control.is_some()
+    }
+}
+
+/// The control socket of the database at `path`.
+pub(crate) fn control_socket(path: &Path) -> PathBuf {
+    path.with_file_name(CONTROL_SOCKET)
+}
+
+impl SuppressionStore for EmbeddedStore {
+    fn check(&self, scopes: &[&str], addresses: &[&str]) -> Result<Vec<Option<(String, Entry)>>, SuppressionError> {
+        self.tables.check(scopes, addresses)
+    }
+    fn apply(&self, updates: &[Update]) -> Result<(), SuppressionError> {
+        self.tables.apply(updates)
+    }
+    fn soft(&self, scope: &str, address: &str) -> Result<Option<SoftRecord>, SuppressionError> {
+        self.tables.soft(scope, address)
+    }
+    fn export(&self, scope: &str, visit: &mut dyn FnMut(&str, &Entry)) -> Result<u64, SuppressionError> {
+        self.tables.export(scope, visit)
+    }
+    fn len(&self, scope: &str) -> Result<u64, SuppressionError> {
+        self.tables.len(scope)
+    }
+    fn describe(&self) -> String {
+        self.tables.describe()
+    }
+    fn late(&self) -> Option<&LateSuppressions> {
+        Some(&self.late)
+    }
+}
+
+impl Tables {
+    fn open(path: &Path, policy: SoftPolicy) -> Result<Tables, SuppressionError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| SuppressionError::Io {
                 path: dir.to_path_buf(),
@@ -37,7 +116,7 @@ impl EmbeddedStore {
             },
             other => embedded_error(path, "open", other),
         })?;
-        let store = EmbeddedStore {
+        let store = Tables {
             db,
             path: path.to_path_buf(),
             policy,
@@ -48,11 +127,6 @@ impl EmbeddedStore {
         txn.open_table(SOFT).map_err(|e| store.err("open", e))?;
         txn.commit().map_err(|e| store.err("open", e))?;
         Ok(store)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> SuppressionError {
@@ -90,7 +164,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-impl SuppressionStore for EmbeddedStore {
+impl SuppressionStore for Tables {
     fn check(&self, scopes: &[&str], addresses: &[&str]) -> Result<Vec<Option<(String, Entry)>>, SuppressionError> {
         let txn = self.db.begin_read().map_err(|e| self.err("check", e))?;
         let table = txn.open_table(SUPPRESSED).map_err(|e| self.err("check", e))?;

@@ -46,6 +46,33 @@ pub enum SuppressionError {
         /// The database file.
         path: PathBuf,
     },
+    /// The embedded database is locked by another process and that process does not answer
+    /// on its control socket (an older volley, or one exiting or starting at this moment).
+    #[error(
+        "suppression store {} is in use by another volley process, which does not answer on {}: {source}",
+        path.display(),
+        socket.display()
+    )]
+    HolderUnreachable {
+        /// The database file.
+        path: PathBuf,
+        /// The control socket beside it.
+        socket: PathBuf,
+        /// Why connecting failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process holding the embedded database refused an operation sent through its
+    /// control socket.
+    #[error("suppression store (through {}): {op} failed: {message}", socket.display())]
+    Remote {
+        /// The control socket.
+        socket: PathBuf,
+        /// What was being done (`check`, `apply`, ...).
+        op: &'static str,
+        /// The holder's error message.
+        message: String,
+    },
     /// Reading or writing a file (CSV, spill file, state directory) failed.
     #[error("{}: {op}: {source}", path.display())]
     Io {
@@ -90,6 +117,8 @@ impl SuppressionError {
             SuppressionError::Io { .. } => true,
             SuppressionError::InvalidUrl { .. }
             | SuppressionError::Locked { .. }
+            | SuppressionError::HolderUnreachable { .. }
+            | SuppressionError::Remote { .. }
             | SuppressionError::BadFile { .. }
             | SuppressionError::Config { .. } => false,
         }

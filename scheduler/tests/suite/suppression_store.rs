@@ -1,13 +1,14 @@
 //! The suppression store's semantics, run against both backends: a spawned `redis-server` and
-//! the embedded redb store. Each case is a function over a factory of empty stores.
+//! the embedded redb store — opened directly, and reached through the control socket of the
+//! process holding it. Each case is a function over a factory of empty stores.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use volley_bench::RedisServer;
 use volley_scheduler::suppression::{
-    export_csv, import_csv, import_csv_reader, open_store, Entry, ImportOptions, RedisStore, SoftPolicy,
+    export_csv, import_csv, import_csv_reader, open_shared, open_store, Entry, ImportOptions, RedisStore, SoftPolicy,
     SuppressionConfig, SuppressionError, SuppressionStore, Update, GLOBAL,
 };
 
@@ -16,8 +17,8 @@ const T0: u64 = 1_700_000_000;
 
 type Fresh<'a> = &'a dyn Fn() -> Arc<dyn SuppressionStore>;
 
-/// Runs `case` against Redis (one server, a new prefix per store) and embedded (a new
-/// directory per store).
+/// Runs `case` against Redis (one server, a new prefix per store), embedded (a new directory
+/// per store), and embedded through its holder's control socket.
 macro_rules! both_backends {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
@@ -28,6 +29,10 @@ macro_rules! both_backends {
             #[test]
             fn embedded() {
                 super::with_embedded(super::$case);
+            }
+            #[test]
+            fn embedded_through_holder() {
+                super::with_embedded_through_holder(super::$case);
             }
         }
     )*};
@@ -66,6 +71,27 @@ fn with_embedded(case: fn(Fresh)) {
     let fresh = || -> Arc<dyn SuppressionStore> {
         let state = dir.path().join(format!("s{}", n.fetch_add(1, Ordering::Relaxed)));
         open_store(&SuppressionConfig::default(), &state).unwrap()
+    };
+    case(&fresh);
+}
+
+/// Each store is a [`open_shared`] client of a store this test holds open (as a running send
+/// would), so every operation crosses the control socket.
+fn with_embedded_through_holder(case: fn(Fresh)) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    let holders = Mutex::new(Vec::new());
+    let fresh = || -> Arc<dyn SuppressionStore> {
+        let state = dir.path().join(format!("s{}", n.fetch_add(1, Ordering::Relaxed)));
+        let holder = open_store(&SuppressionConfig::default(), &state).unwrap();
+        let client = open_shared(&SuppressionConfig::default(), &state).unwrap();
+        assert!(
+            client.describe().contains("through the volley process"),
+            "{}",
+            client.describe()
+        );
+        holders.lock().unwrap().push(holder);
+        client
     };
     case(&fresh);
 }
@@ -323,6 +349,45 @@ fn embedded_store_in_use_is_a_clear_error() {
     );
     assert!(
         text.contains("configure [suppression] redis to share one list"),
+        "{text}"
+    );
+}
+
+#[test]
+fn embedded_store_in_use_is_reached_through_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = open_store(&SuppressionConfig::default(), dir.path()).unwrap();
+    let client = open_shared(&SuppressionConfig::default(), dir.path()).unwrap();
+    client.apply(&[hard(GLOBAL, "Late@Example.test", T0)]).unwrap();
+    // The holder (a running send's checker) sees the entry at once.
+    let hit = holder.get(GLOBAL, "late@example.test").unwrap().expect("suppressed");
+    assert_eq!(hit.code, Some(550));
+    drop(client);
+    // When the holder closes the store, its socket goes and the next opener takes the file.
+    drop(holder);
+    assert!(!dir.path().join("suppression.sock").exists());
+    let reopened = open_shared(&SuppressionConfig::default(), dir.path()).unwrap();
+    assert!(!reopened.describe().contains("through"), "{}", reopened.describe());
+    assert!(reopened.get(GLOBAL, "late@example.test").unwrap().is_some());
+}
+
+#[test]
+fn a_holder_that_does_not_answer_is_named() {
+    // The lock is held but nobody listens (an older volley without a control socket).
+    let dir = tempfile::tempdir().unwrap();
+    let _holder = open_store(&SuppressionConfig::default(), dir.path()).unwrap();
+    std::fs::remove_file(dir.path().join("suppression.sock")).unwrap();
+    let started = std::time::Instant::now();
+    let err = open_shared(&SuppressionConfig::default(), dir.path()).err().unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "retried a while first"
+    );
+    assert!(matches!(err, SuppressionError::HolderUnreachable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("in use by another volley process, which does not answer on")
+            && text.contains("suppression.sock"),
         "{text}"
     );
 }

@@ -1,7 +1,8 @@
 //! Turns: each site in the ring takes a small batch of its ready jobs; each job gets a source IP
 //! (the rotation's next, else overflow to any IP with engine room and warm-up budget) and goes
 //! to the engine as one journaled batch. A site no IP can take is held (warm-up budget) or
-//! blocked (engine queues full) until that changes.
+//! blocked (engine queues full) until that changes. A job whose address another process
+//! suppressed since it was checked is recorded as suppressed instead of sent.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use volley_engine::{Delivery, Disposition, Envelope, RouteKey};
 use super::{Dispatcher, Tag, TURN_BATCH};
 use crate::rotation::Refused;
 use crate::routing::local;
+use crate::send::job::SuppressedRow;
 use crate::send::priority::RECHECK;
 use crate::send::record::At;
 use crate::send::sites::pick_host;
@@ -49,12 +51,18 @@ impl Dispatcher {
                 }
             }
             let mut deferred_here = Vec::new();
+            let mut suppressed_here = Vec::new();
             let mut hold = None;
             let Some(site) = self.sites.get_mut(&key) else { continue };
             let site_provider = site.provider.clone();
             let mut taken = 0;
             while taken < TURN_BATCH && site.in_flight < per_site && !site.blocked {
                 let Some(job) = site.ready.pop_front() else { break };
+                // Checked before rendering; suppressed since then by another process?
+                if let Some(hit) = self.late_gate.as_ref().and_then(|g| g.late_hit(job.recipient.as_str())) {
+                    suppressed_here.push((job, hit));
+                    continue;
+                }
                 let Some(host) = pick_host(site, job.tried, &self.down, now) else {
                     deferred_here.push(job);
                     continue;
@@ -152,6 +160,16 @@ impl Dispatcher {
                 self.sites.hold(&key, until, now);
             }
             self.sites.wake(&key, per_site);
+            for (job, (scope, entry)) in suppressed_here {
+                self.rendered -= 1;
+                self.recorder.suppressed(&SuppressedRow {
+                    line: job.line,
+                    recipient: job.recipient.as_str().to_string(),
+                    domain: job.recipient.domain().to_string(),
+                    scope,
+                    reason: entry.reason,
+                })?;
+            }
             for job in deferred_here {
                 let text = format!(
                     "every MX host of {key} failed within the last {:?}",
