@@ -36,6 +36,8 @@ pub struct SinkStats {
     pub commands: u64,
     /// MAIL FROM commands received, whatever the answer.
     pub mail_commands: u64,
+    /// BDAT chunks received (RFC 3030), whatever the answer.
+    pub bdat_chunks: u64,
     /// Replies spoiled by a configured [`Fault`](crate::Fault).
     pub faults_injected: u64,
     /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
@@ -58,6 +60,7 @@ impl SinkStats {
         self.reply_flushes += other.reply_flushes;
         self.commands += other.commands;
         self.mail_commands += other.mail_commands;
+        self.bdat_chunks += other.bdat_chunks;
         self.faults_injected += other.faults_injected;
         self.tls_faults_injected += other.tls_faults_injected;
     }
@@ -80,6 +83,7 @@ pub(crate) struct Counters {
     pub(crate) reply_flushes: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) mail_commands: AtomicU64,
+    pub(crate) bdat_chunks: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
     pub(crate) tls_faults_injected: AtomicU64,
 }
@@ -106,6 +110,7 @@ impl Counters {
             reply_flushes: get(&self.reply_flushes),
             commands: get(&self.commands),
             mail_commands: get(&self.mail_commands),
+            bdat_chunks: get(&self.bdat_chunks),
             faults_injected: get(&self.faults_injected),
             tls_faults_injected: get(&self.tls_faults_injected),
         }

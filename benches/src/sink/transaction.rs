@@ -125,6 +125,7 @@ impl Session {
     /// transaction, or of one without an accepted recipient, was read and is discarded; the
     /// last chunk ends the transaction whatever its reply.
     pub(super) fn finish_chunk(&mut self, last: bool, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        bump(&shared.counters.bdat_chunks);
         let size = self.envelope.chunk_octets;
         if !self.envelope.active {
             reply::push(out, reply::NEED_MAIL);

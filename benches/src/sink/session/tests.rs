@@ -257,6 +257,7 @@ fn bdat_chunks_split_across_reads_are_read_exactly() {
         [250, 250, 250]
     );
     assert_eq!(h.shared.counters.snapshot().messages, 2);
+    assert_eq!(h.shared.counters.snapshot().bdat_chunks, 3);
 }
 
 #[test]
