@@ -14,6 +14,9 @@ pub struct SinkStats {
     pub connections: u64,
     /// Completed STARTTLS handshakes.
     pub tls_handshakes: u64,
+    /// Of `tls_handshakes`, those that resumed an earlier TLS session (RFC 8446 §2.2, RFC
+    /// 5077) instead of a full handshake.
+    pub tls_resumed: u64,
     /// Messages accepted: a 2xx final reply after the dot was sent.
     pub messages: u64,
     /// Accepted recipients of accepted messages.
@@ -49,6 +52,7 @@ impl SinkStats {
     pub fn add(&mut self, other: &SinkStats) {
         self.connections += other.connections;
         self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
         self.messages += other.messages;
         self.recipients += other.recipients;
         self.rcpt_tempfails += other.rcpt_tempfails;
@@ -72,6 +76,7 @@ impl SinkStats {
 pub(crate) struct Counters {
     pub(crate) connections: AtomicU64,
     pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
     pub(crate) messages: AtomicU64,
     pub(crate) recipients: AtomicU64,
     pub(crate) rcpt_tempfails: AtomicU64,
@@ -99,6 +104,7 @@ impl Counters {
         SinkStats {
             connections: get(&self.connections),
             tls_handshakes: get(&self.tls_handshakes),
+            tls_resumed: get(&self.tls_resumed),
             messages: get(&self.messages),
             recipients: get(&self.recipients),
             rcpt_tempfails: get(&self.rcpt_tempfails),
