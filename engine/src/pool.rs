@@ -1,9 +1,10 @@
 //! Connection pools keyed by (source IP, MX host).
 //!
 //! Each key has a bounded queue of deliveries and up to `max_connections_per_host` connection
-//! workers. A worker owns one session at a time, takes deliveries from its key's queue, reuses
-//! the connection for up to `max_messages_per_connection` messages and hangs up after
-//! `idle_timeout` without work. Workers are started on demand, when queued deliveries
+//! workers. A worker owns one session at a time, takes deliveries from its key's queue (with
+//! those already queued behind the first, as one pipelined batch at one round trip per
+//! message), reuses the connection for up to `max_messages_per_connection` messages and hangs
+//! up after `idle_timeout` without work. Workers are started on demand, when queued deliveries
 //! outnumber idle workers. Every delivery produces exactly one [`DeliveryReport`] on the
 //! reports channel, with one status per recipient: a connection that breaks defers what it
 //! carried, with the reason.
@@ -347,7 +348,10 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                 }
             }
         };
-        let room = host.max_messages.load(Ordering::Relaxed).saturating_sub(sent_on_connection);
+        let room = host
+            .max_messages
+            .load(Ordering::Relaxed)
+            .saturating_sub(sent_on_connection);
         let batch = batch_after(&host, delivery, room, &mut unsent);
         let (sent, broken) = send_batch(&inner, &mut open, batch, started, &mut unsent).await;
         sent_on_connection += sent;

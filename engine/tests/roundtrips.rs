@@ -37,7 +37,11 @@ async fn hundred_messages_on_one_connection(chunking: bool) {
     assert_eq!(stats.bdat_chunks, if chunking { 100 } else { 0 }, "{stats:?}");
     // Banner, EHLO, STARTTLS, EHLO and QUIT are 5; one per message and one per batch for
     // DATA; one per message for BDAT. Two round trips per message would be 205.
-    assert!(stats.reply_flushes <= 110, "{} round trips: {stats:?}", stats.reply_flushes);
+    assert!(
+        stats.reply_flushes <= 110,
+        "{} round trips: {stats:?}",
+        stats.reply_flushes
+    );
     sink.shutdown().await;
 }
 
@@ -96,10 +100,7 @@ fn dispositions(result: &BatchResult) -> Vec<Option<Vec<(Disposition, Phase)>>> 
     result
         .statuses
         .iter()
-        .map(|m| {
-            m.as_ref()
-                .map(|m| m.iter().map(|s| (s.disposition, s.phase)).collect())
-        })
+        .map(|m| m.as_ref().map(|m| m.iter().map(|s| (s.disposition, s.phase)).collect()))
         .collect()
 }
 
@@ -196,7 +197,11 @@ async fn a_refused_end_of_content_bounces_only_its_message() {
         let bounced = (Disposition::Bounced, Phase::DataEnd);
         assert_eq!(
             dispositions(&result),
-            [Some(vec![DELIVERED]), Some(vec![bounced, bounced]), Some(vec![DELIVERED])],
+            [
+                Some(vec![DELIVERED]),
+                Some(vec![bounced, bounced]),
+                Some(vec![DELIVERED])
+            ],
             "chunking {chunking}"
         );
         assert_eq!(sink.stats().messages, 2);

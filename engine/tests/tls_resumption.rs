@@ -31,7 +31,10 @@ async fn a_second_connection_to_the_same_host_resumes_its_tls_session() {
     let third = SmtpSession::connect(&common::source(2), &mx, &fresh, false)
         .await
         .expect("third connection");
-    assert!(third.is_tls() && !third.is_tls_resumed(), "a separate context cannot resume");
+    assert!(
+        third.is_tls() && !third.is_tls_resumed(),
+        "a separate context cannot resume"
+    );
     third.quit().await;
     let stats = sink.stats();
     assert_eq!((stats.tls_handshakes, stats.tls_resumed), (3, 1), "{stats:?}");

@@ -42,7 +42,10 @@ enum Mode {
     Command,
     Data,
     /// Inside a BDAT chunk (RFC 3030): `remaining` octets of it still to read.
-    Chunk { remaining: u64, last: bool },
+    Chunk {
+        remaining: u64,
+        last: bool,
+    },
 }
 
 /// Envelope of the transaction in progress. Buffers are kept across transactions so that a

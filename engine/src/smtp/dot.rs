@@ -319,7 +319,11 @@ mod tests {
         let content = plain.content();
         assert_eq!(&content[..], b"Subject: a\r\n\r\nbody\r\n");
         assert_eq!(content.len() as u64, plain.message_size());
-        assert_eq!(content.as_ptr(), plain.wire_bytes().as_ptr(), "no copy without stuffing");
+        assert_eq!(
+            content.as_ptr(),
+            plain.wire_bytes().as_ptr(),
+            "no copy without stuffing"
+        );
         let dotted = prepare(b"a\n.b\n..\nend").expect("valid");
         assert_eq!(&dotted.content()[..], b"a\r\n.b\r\n..\r\nend\r\n");
         assert_eq!(dotted.content().len() as u64, dotted.message_size());

@@ -70,12 +70,10 @@ impl SmtpSession {
             let (mail, rcpts) = self.read_envelope(rset, t.recipients.len()).await?;
             let data = closing(Phase::Data, self.read_reply(Phase::Data).await?)?;
             let accepted = envelope_verdict(&mail, &rcpts, &t.recipients, statuses);
-            pending = self
-                .data_verdict(&data, accepted, statuses)
-                .map(|content| Pending {
-                    message: t.message,
-                    content,
-                });
+            pending = self.data_verdict(&data, accepted, statuses).map(|content| Pending {
+                message: t.message,
+                content,
+            });
         }
         if let Some(p) = pending {
             let bytes = p.content.bytes(messages[p.message].1);

@@ -3,7 +3,7 @@
 //! connection.
 //!
 //! Without PIPELINING every command is a round trip (here). With it, the batch is sent in
-//! groups that cost one round trip per message ([`super::pipeline`]).
+//! groups that cost one round trip per message (the `pipeline` module).
 //!
 //! Every recipient gets exactly one [`RecipientStatus`], whatever happens: a pipelined group of
 //! N commands always yields N results, and recipients still open when the connection breaks
@@ -170,7 +170,9 @@ impl SmtpSession {
             // Until the final reply, an unfinished transaction must be reset before the next.
             self.needs_rset = true;
             let params = mail_params(&self.caps, payload);
-            let (mail, rcpts, data) = self.lockstep_envelope(envelope, params, &t.recipients, had_rset).await?;
+            let (mail, rcpts, data) = self
+                .lockstep_envelope(envelope, params, &t.recipients, had_rset)
+                .await?;
             let accepted = envelope_verdict(&mail, &rcpts, &t.recipients, statuses);
             // DATA was not sent when MAIL was refused or no recipient was accepted.
             let Some(data) = data else { continue };

@@ -216,7 +216,10 @@ fn chunking() -> Harness {
         ..SinkConfig::default()
     });
     let (ehlo, _) = h.feed(b"EHLO c\r\n");
-    assert!(ehlo.contains("250-CHUNKING\r\n") || ehlo.ends_with("250 CHUNKING\r\n"), "{ehlo}");
+    assert!(
+        ehlo.contains("250-CHUNKING\r\n") || ehlo.ends_with("250 CHUNKING\r\n"),
+        "{ehlo}"
+    );
     h
 }
 
@@ -246,7 +249,10 @@ fn bdat_last_pipelined_with_the_envelope_is_one_batch() {
 #[test]
 fn bdat_chunks_split_across_reads_are_read_exactly() {
     let mut h = chunking();
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 10\r\n0123"), [250, 250]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 10\r\n0123"),
+        [250, 250]
+    );
     assert_eq!(h.codes(b"45678"), Vec::<u16>::new());
     assert_eq!(h.codes(b"9BDAT 3 LAST\r\nab"), [250], "first chunk complete");
     assert_eq!(h.codes(b"cRSET\r\n"), [250, 250], "last chunk, then RSET");
@@ -293,7 +299,10 @@ fn bdat_over_the_size_limit_and_without_chunking() {
     let mut plain = Harness::new(SinkConfig::default());
     let (ehlo, _) = plain.feed(b"EHLO c\r\n");
     assert!(!ehlo.contains("CHUNKING"), "{ehlo}");
-    assert_eq!(plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"), [250, 250, 502]);
+    assert_eq!(
+        plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"),
+        [250, 250, 502]
+    );
 }
 
 #[test]
@@ -307,5 +316,9 @@ fn bdat_last_reply_takes_data_end_faults() {
     let (text, flow) = h.feed(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 2 LAST\r\nab");
     assert_eq!(flow, Flow::Drop);
     assert_eq!(text, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
-    assert_eq!(h.shared.counters.snapshot().messages, 1, "accepted, reply lost (RFC 1047)");
+    assert_eq!(
+        h.shared.counters.snapshot().messages,
+        1,
+        "accepted, reply lost (RFC 1047)"
+    );
 }
