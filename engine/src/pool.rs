@@ -429,11 +429,13 @@ async fn send_batch<T>(
         .fetch_add(result.transactions as u64, Ordering::Relaxed);
     let tls = session.is_tls();
     let mut sent = 0;
-    for (delivery, statuses) in batch.into_iter().zip(result.statuses) {
+    for ((delivery, statuses), finished) in batch.into_iter().zip(result.statuses).zip(result.finished) {
         match statuses {
             Some(statuses) => {
                 sent += 1;
-                report(inner, delivery, statuses, tls, started.elapsed());
+                // Its own last reply, not the batch's: a message early in a batch was done early.
+                let latency = finished.map_or_else(|| started.elapsed(), |at| at.duration_since(started));
+                report(inner, delivery, statuses, tls, latency);
             }
             None => unsent.push_back(delivery),
         }

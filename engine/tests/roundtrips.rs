@@ -32,6 +32,10 @@ async fn hundred_messages_on_one_connection(chunking: bool) {
     assert!(reports
         .iter()
         .all(|r| r.statuses.len() == 1 && r.statuses[0].disposition == Disposition::Delivered));
+    // Each message's latency ends at its own final reply, not at the end of its batch.
+    let fastest = reports.iter().map(|r| r.latency).min().expect("reports");
+    let slowest = reports.iter().map(|r| r.latency).max().expect("reports");
+    assert!(fastest * 4 < slowest, "latencies from {fastest:?} to {slowest:?}");
     let stats = sink.stats();
     assert_eq!((stats.connections, stats.messages), (1, 100), "{stats:?}");
     assert_eq!(stats.bdat_chunks, if chunking { 100 } else { 0 }, "{stats:?}");
@@ -279,6 +283,35 @@ async fn a_connection_lost_mid_group_in_the_pool_loses_no_delivery() {
         let stats = sink.stats();
         assert_eq!(stats.messages, delivered as u64 + 1, "{stats:?}");
         assert_eq!(stats.connections, 2, "{stats:?}");
+        sink.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn messages_over_the_recipient_cap_take_several_transactions_in_the_same_batch() {
+    for chunking in [false, true] {
+        let sink = Sink::start(sink_config(chunking, vec![], vec![])).await.expect("sink");
+        let mut session = session(&sink).await;
+        let big = envelope(&["a@d.test", "b@d.test", "c@d.test", "d@d.test", "e@d.test"]);
+        let small = envelope(&["f@d.test"]);
+        let payloads = [prepare(&common::message(1)), prepare(&common::message(2))].map(|p| p.expect("payload"));
+        let flushes = sink.stats().reply_flushes;
+        let result = session
+            .send_batch(&[(&big, &payloads[0]), (&small, &payloads[1])], 2)
+            .await;
+        let round_trips = sink.stats().reply_flushes - flushes;
+        assert!(result.connection_error.is_none());
+        assert_eq!(result.transactions, 4, "2 + 2 + 1 recipients, then 1");
+        assert_eq!(
+            dispositions(&result),
+            [Some(vec![DELIVERED; 5]), Some(vec![DELIVERED])],
+            "chunking {chunking}"
+        );
+        // One round trip per transaction, and one more with DATA for the last content.
+        assert_eq!(round_trips, if chunking { 4 } else { 5 }, "chunking {chunking}");
+        session.quit().await;
+        let stats = sink.stats();
+        assert_eq!((stats.messages, stats.recipients), (4, 6));
         sink.shutdown().await;
     }
 }

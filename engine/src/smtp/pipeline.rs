@@ -65,6 +65,7 @@ impl SmtpSession {
             if let Some(p) = pending.take() {
                 self.final_reply(&p.content.accepted, &mut progress.statuses[p.message])
                     .await?;
+                progress.finish(p.message);
             }
             let statuses = &mut progress.statuses[t.message];
             let (mail, rcpts) = self.read_envelope(rset, t.recipients.len()).await?;
@@ -74,12 +75,16 @@ impl SmtpSession {
                 message: t.message,
                 content,
             });
+            if pending.is_none() {
+                progress.finish(t.message);
+            }
         }
         if let Some(p) = pending {
             let bytes = p.content.bytes(messages[p.message].1);
             self.write_bytes(&bytes, Phase::DataBlock).await?;
             self.final_reply(&p.content.accepted, &mut progress.statuses[p.message])
                 .await?;
+            progress.finish(p.message);
         }
         Ok(())
     }
@@ -107,6 +112,7 @@ impl SmtpSession {
             // and decides the accepted recipients.
             let reply = self.final_reply(&accepted, statuses).await?;
             self.needs_rset = accepted.is_empty() || !reply.is_positive();
+            progress.finish(t.message);
         }
         Ok(())
     }

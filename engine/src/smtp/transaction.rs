@@ -10,6 +10,7 @@
 //! are deferred with the reason.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use super::command::{self, MailParams};
 use super::dot::DataPayload;
@@ -45,6 +46,8 @@ pub struct BatchResult {
     /// order; `None` for a message of which nothing was sent because the connection broke
     /// first (it can go out on another connection as if never tried).
     pub statuses: Vec<Option<Vec<RecipientStatus>>>,
+    /// Per message: when its last reply was read (`None` when a broken connection decided it).
+    pub finished: Vec<Option<Instant>>,
     /// Transactions attempted (a message with more recipients than the per-transaction cap
     /// takes several).
     pub transactions: usize,
@@ -67,6 +70,15 @@ pub(super) struct Transaction {
 pub(super) struct Progress {
     pub(super) statuses: Vec<Vec<Option<RecipientStatus>>>,
     pub(super) written: usize,
+    /// Per message, when its latest transaction was decided.
+    pub(super) finished: Vec<Option<Instant>>,
+}
+
+impl Progress {
+    /// Notes that a transaction of `message` has its outcome.
+    pub(super) fn finish(&mut self, message: usize) {
+        self.finished[message] = Some(Instant::now());
+    }
 }
 
 impl SmtpSession {
@@ -111,7 +123,11 @@ impl SmtpSession {
                 }
             }
         }
-        let mut progress = Progress { statuses, written: 0 };
+        let mut progress = Progress {
+            finished: vec![None; statuses.len()],
+            statuses,
+            written: 0,
+        };
         let outcome = if !self.caps.pipelining {
             self.lockstep_batch(messages, &transactions, &mut progress).await
         } else if self.caps.chunking {
@@ -150,6 +166,7 @@ impl SmtpSession {
             .collect();
         BatchResult {
             statuses,
+            finished: progress.finished,
             transactions: attempted,
             connection_error,
         }
@@ -175,15 +192,13 @@ impl SmtpSession {
                 .await?;
             let accepted = envelope_verdict(&mail, &rcpts, &t.recipients, statuses);
             // DATA was not sent when MAIL was refused or no recipient was accepted.
-            let Some(data) = data else { continue };
-            match self.data_verdict(&data, accepted, statuses) {
-                None => {}
-                Some(content) => {
-                    let bytes = content.bytes(payload);
-                    self.write_bytes(&bytes, Phase::DataBlock).await?;
-                    self.final_reply(&content.accepted, statuses).await?;
-                }
+            let content = data.and_then(|data| self.data_verdict(&data, accepted, statuses));
+            if let Some(content) = content {
+                let bytes = content.bytes(payload);
+                self.write_bytes(&bytes, Phase::DataBlock).await?;
+                self.final_reply(&content.accepted, statuses).await?;
             }
+            progress.finish(t.message);
         }
         Ok(())
     }
