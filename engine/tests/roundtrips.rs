@@ -118,21 +118,12 @@ fn sink_config(chunking: bool, canned: Vec<CannedReply>, faults: Vec<Fault>) -> 
     }
 }
 
-fn canned(domain: &str, stage: Stage, text: &str) -> CannedReply {
-    CannedReply {
-        domain: domain.into(),
-        stage,
-        text: text.into(),
-        percent: 100.0,
-    }
-}
-
 const DELIVERED: (Disposition, Phase) = (Disposition::Delivered, Phase::DataEnd);
 
 #[tokio::test]
 async fn a_refused_rcpt_in_a_group_decides_only_its_recipient() {
     for chunking in [false, true] {
-        let refuse = canned("refused.test", Stage::Rcpt, "550 5.1.1 no such user");
+        let refuse = CannedReply::always("refused.test", Stage::Rcpt, "550 5.1.1 no such user");
         let sink = Sink::start(sink_config(chunking, vec![refuse], vec![]))
             .await
             .expect("sink");
@@ -164,7 +155,7 @@ async fn a_refused_rcpt_in_a_group_decides_only_its_recipient() {
 #[tokio::test]
 async fn a_refused_mail_bounces_its_message_and_the_connection_goes_on() {
     for chunking in [false, true] {
-        let refuse = canned("*", Stage::Mail, "550 5.7.1 sender blocked");
+        let refuse = CannedReply::always("*", Stage::Mail, "550 5.7.1 sender blocked");
         let sink = Sink::start(sink_config(chunking, vec![refuse], vec![]))
             .await
             .expect("sink");
@@ -188,7 +179,7 @@ async fn a_refused_mail_bounces_its_message_and_the_connection_goes_on() {
 #[tokio::test]
 async fn a_refused_end_of_content_bounces_only_its_message() {
     for chunking in [false, true] {
-        let refuse = canned("spam.test", Stage::Data, "554 5.7.1 message refused");
+        let refuse = CannedReply::always("spam.test", Stage::Data, "554 5.7.1 message refused");
         let sink = Sink::start(sink_config(chunking, vec![refuse], vec![]))
             .await
             .expect("sink");
