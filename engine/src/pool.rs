@@ -386,15 +386,19 @@ async fn connection_permit<T>(inner: &Inner<T>) -> Option<tokio::sync::OwnedSema
 const MAX_BATCH: usize = 64;
 
 /// `first` and the deliveries ready behind it, without waiting (`unsent` ones first, then
-/// those queued): at most [`MAX_BATCH`] and `room` (what the connection may still carry) in
-/// all. Sent together, they cost one round trip each (`SmtpSession::send_batch`).
+/// those queued): at most [`MAX_BATCH`], `room` (what the connection may still carry), and a
+/// fair share of the queue among the route's workers, so that one connection does not take
+/// what others would send in parallel. Sent together, they cost one round trip each
+/// (`SmtpSession::send_batch`).
 fn batch_after<T>(
     host: &Host<T>,
     first: Delivery<T>,
     room: usize,
     unsent: &mut VecDeque<Delivery<T>>,
 ) -> Vec<Delivery<T>> {
-    let limit = room.clamp(1, MAX_BATCH);
+    let workers = lock(&host.workers).running.max(1);
+    let share = unsent.len() + host.rx.len().div_ceil(workers);
+    let limit = room.clamp(1, MAX_BATCH).min(1 + share);
     let mut batch = Vec::with_capacity(limit.min(unsent.len() + host.rx.len() + 1));
     batch.push(first);
     while batch.len() < limit {
