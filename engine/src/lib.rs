@@ -9,15 +9,21 @@
 //!   size caps; "need more bytes" is [`smtp::reply::ReplyParse::Incomplete`], not an error.
 //! - [`smtp::ehlo`] — EHLO reply -> typed [`smtp::ehlo::Capabilities`].
 //! - [`smtp::command`] — command encoding into a caller's buffer (one write per pipelined group).
-//! - [`smtp::dot`] — DATA payload: CRLF normalisation, dot-stuffing, 1000-octet lines.
+//! - [`smtp::dot`] — DATA payload: CRLF normalisation, dot-stuffing, 1000-octet lines; the
+//!   un-stuffed content for BDAT without a copy.
 //! - [`smtp::session`] — async session: bind source IP, greeting, EHLO/HELO, STARTTLS.
-//! - [`smtp::transaction`] — MAIL/RCPT/DATA, pipelined per RFC 2920 when offered.
-//! - [`pool`] — connection pools keyed by (source IP, MX host), workers on demand.
+//! - [`smtp::transaction`] — MAIL/RCPT/DATA for a message or a batch of them; local checks,
+//!   the lockstep path, per-recipient verdicts. Its private `pipeline` sibling sends a batch
+//!   at one round trip per message under PIPELINING (RFC 2920 §3.1: a message's content goes
+//!   with the next envelope) or CHUNKING (RFC 3030: one `BDAT LAST` group per message).
+//! - [`pool`] — connection pools keyed by (source IP, MX host), workers on demand; a worker
+//!   sends what is already queued for its connection as one batch.
 //! - [`mx`] — MX resolution (RFC 5321 §5.1, RFC 7505 null MX) with a coalescing TTL cache;
 //!   domains with the same MX hosts share an [`mx::MxSite`].
 //! - [`dkim`] — DKIM signing: keys loaded and self-checked at start, a signing thread pool,
 //!   key generation.
-//! - [`tls`], [`stream`] — rustls client context and the plain/TLS stream.
+//! - [`tls`], [`stream`] — rustls client context (one, shared, so reconnects resume TLS
+//!   sessions) and the plain/TLS stream.
 //! - [`error`], [`outcome`], [`phase`], [`timeouts`], [`route`], [`config`] — the vocabulary.
 //!
 //! ## Why our own codec rather than `smtp-proto`

@@ -1,14 +1,15 @@
 //! Connection pools keyed by (source IP, MX host).
 //!
 //! Each key has a bounded queue of deliveries and up to `max_connections_per_host` connection
-//! workers. A worker owns one session at a time, takes deliveries from its key's queue, reuses
-//! the connection for up to `max_messages_per_connection` messages and hangs up after
-//! `idle_timeout` without work. Workers are started on demand, when queued deliveries
+//! workers. A worker owns one session at a time, takes deliveries from its key's queue (with
+//! those already queued behind the first, as one pipelined batch at one round trip per
+//! message), reuses the connection for up to `max_messages_per_connection` messages and hangs
+//! up after `idle_timeout` without work. Workers are started on demand, when queued deliveries
 //! outnumber idle workers. Every delivery produces exactly one [`DeliveryReport`] on the
 //! reports channel, with one status per recipient: a connection that breaks defers what it
 //! carried, with the reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -314,7 +315,13 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
     // The session and the pool-wide permit it holds (`max_connections`) live and die together.
     let mut session: Option<(SmtpSession, tokio::sync::OwnedSemaphorePermit)> = None;
     let mut sent_on_connection = 0usize;
-    while let Some(delivery) = next_delivery(&inner, &host, session.is_some()).await {
+    // Deliveries of a batch that never reached the server before its connection broke: they
+    // go first, on the next connection.
+    let mut unsent: VecDeque<Delivery<T>> = VecDeque::new();
+    while let Some(delivery) = match unsent.pop_front() {
+        Some(d) => Some(d),
+        None => next_delivery(&inner, &host, session.is_some()).await,
+    } {
         let started = Instant::now();
         let (mut open, permit) = match session.take() {
             Some(s) => s,
@@ -341,9 +348,13 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                 }
             }
         };
-        let (statuses, broken) = send_chunked(&inner, &mut open, &delivery.envelope, &delivery.payload).await;
-        let tls = open.is_tls();
-        sent_on_connection += 1;
+        let room = host
+            .max_messages
+            .load(Ordering::Relaxed)
+            .saturating_sub(sent_on_connection);
+        let batch = batch_after(&host, delivery, room, &mut unsent);
+        let (sent, broken) = send_batch(&inner, &mut open, batch, started, &mut unsent).await;
+        sent_on_connection += sent;
         if broken {
             inner.counters.open.fetch_sub(1, Ordering::Relaxed);
         } else if sent_on_connection >= host.max_messages.load(Ordering::Relaxed) {
@@ -352,7 +363,6 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         } else {
             session = Some((open, permit));
         }
-        report(&inner, delivery, statuses, tls, started.elapsed());
     }
     if let Some((s, _permit)) = session {
         inner.counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -371,36 +381,70 @@ async fn connection_permit<T>(inner: &Inner<T>) -> Option<tokio::sync::OwnedSema
     permit
 }
 
-/// Sends the delivery in transactions of at most `max_recipients_per_transaction` recipients.
-/// Returns the statuses and whether the connection broke.
-async fn send_chunked<T>(
-    inner: &Inner<T>,
-    session: &mut SmtpSession,
-    envelope: &Envelope,
-    payload: &DataPayload,
-) -> (Vec<RecipientStatus>, bool) {
-    let max = inner.config.max_recipients_per_transaction;
-    let mut statuses = Vec::with_capacity(envelope.recipients.len());
-    if envelope.recipients.len() <= max {
-        inner.counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let result = session.send_message(envelope, payload).await;
-        return (result.statuses, result.connection_error.is_some());
-    }
-    for chunk in envelope.recipients.chunks(max) {
-        let part = Envelope {
-            mail_from: envelope.mail_from.clone(),
-            recipients: chunk.to_vec(),
-        };
-        inner.counters.transactions.fetch_add(1, Ordering::Relaxed);
-        let result = session.send_message(&part, payload).await;
-        statuses.extend(result.statuses);
-        if let Some(err) = result.connection_error {
-            let status = RecipientStatus::from_error(&err);
-            statuses.resize(envelope.recipients.len(), status);
-            return (statuses, true);
+/// Most messages sent as one pipelined batch (see [`batch_after`]). A batch reports when it
+/// ends, so this bounds how long a report waits (about one round trip per message).
+const MAX_BATCH: usize = 64;
+
+/// `first` and the deliveries ready behind it, without waiting (`unsent` ones first, then
+/// those queued): at most [`MAX_BATCH`], `room` (what the connection may still carry), and a
+/// fair share of the queue among the route's workers, so that one connection does not take
+/// what others would send in parallel. Sent together, they cost one round trip each
+/// (`SmtpSession::send_batch`).
+fn batch_after<T>(
+    host: &Host<T>,
+    first: Delivery<T>,
+    room: usize,
+    unsent: &mut VecDeque<Delivery<T>>,
+) -> Vec<Delivery<T>> {
+    let workers = lock(&host.workers).running.max(1);
+    let share = unsent.len() + host.rx.len().div_ceil(workers);
+    let limit = room.clamp(1, MAX_BATCH).min(1 + share);
+    let mut batch = Vec::with_capacity(limit.min(unsent.len() + host.rx.len() + 1));
+    batch.push(first);
+    while batch.len() < limit {
+        match unsent.pop_front().map_or_else(|| host.rx.try_recv().ok(), Some) {
+            Some(d) => batch.push(d),
+            None => break,
         }
     }
-    (statuses, false)
+    batch
+}
+
+/// Sends a batch on the session in transactions of at most `max_recipients_per_transaction`
+/// recipients and reports every delivery it decided. A delivery of which nothing was sent
+/// before the connection broke goes to `unsent`, for the next connection: it was not tried.
+/// The first delivery of a batch is always tried, so `unsent` drains. Returns the deliveries
+/// sent and whether the connection broke.
+async fn send_batch<T>(
+    inner: &Inner<T>,
+    session: &mut SmtpSession,
+    batch: Vec<Delivery<T>>,
+    started: Instant,
+    unsent: &mut VecDeque<Delivery<T>>,
+) -> (usize, bool) {
+    let messages: Vec<_> = batch.iter().map(|d| (&d.envelope, &d.payload)).collect();
+    let result = session
+        .send_batch(&messages, inner.config.max_recipients_per_transaction)
+        .await;
+    drop(messages);
+    inner
+        .counters
+        .transactions
+        .fetch_add(result.transactions as u64, Ordering::Relaxed);
+    let tls = session.is_tls();
+    let mut sent = 0;
+    for ((delivery, statuses), finished) in batch.into_iter().zip(result.statuses).zip(result.finished) {
+        match statuses {
+            Some(statuses) => {
+                sent += 1;
+                // Its own last reply, not the batch's: a message early in a batch was done early.
+                let latency = finished.map_or_else(|| started.elapsed(), |at| at.duration_since(started));
+                report(inner, delivery, statuses, tls, latency);
+            }
+            None => unsent.push_back(delivery),
+        }
+    }
+    (sent, result.connection_error.is_some())
 }
 
 /// Opens a session; with opportunistic TLS, a failed handshake is retried at once in clear and

@@ -13,6 +13,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
+/// TLS sessions remembered for resumption, one per MX host name (rustls's default is 256; a
+/// sender talks to many more hosts).
+const TLS_SESSION_CACHE: usize = 4096;
+
 /// When to use STARTTLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,7 +48,8 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The client's TLS context, built once and shared by every session.
+/// The client's TLS context, built once and shared by every session (clones share it, and
+/// with it the TLS session cache that lets reconnects resume).
 #[derive(Clone)]
 pub struct TlsClient {
     policy: TlsPolicy,
@@ -70,7 +75,7 @@ impl TlsClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder =
             rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-        let config = if verify_certificates {
+        let mut config = if verify_certificates {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             if let Some(path) = ca_file {
@@ -88,6 +93,10 @@ impl TlsClient {
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
                 .with_no_client_auth()
         };
+        // One cache in the one config every connection shares: a reconnect to a host resumes
+        // its TLS session (RFC 8446 §2.2 tickets, RFC 5077 / session IDs for TLS 1.2) and
+        // skips the full handshake's certificate exchange and key agreement.
+        config.resumption = rustls::client::Resumption::in_memory_sessions(TLS_SESSION_CACHE);
         Ok(TlsClient {
             policy,
             connector: TlsConnector::from(Arc::new(config)),

@@ -27,6 +27,9 @@ pub struct SinkArgs {
     /// Do not advertise PIPELINING.
     #[arg(long)]
     pub no_pipelining: bool,
+    /// Advertise CHUNKING (RFC 3030) and accept BDAT.
+    #[arg(long)]
+    pub chunking: bool,
     /// Answer EHLO with 502 so that clients must fall back to HELO.
     #[arg(long)]
     pub refuse_ehlo: bool,
@@ -114,6 +117,7 @@ impl SinkArgs {
             hostname: self.hostname,
             starttls: !self.no_starttls,
             pipelining: !self.no_pipelining,
+            chunking: self.chunking,
             refuse_ehlo: self.refuse_ehlo,
             max_message_size: self.max_message_size,
             tempfail_pct: self.tempfail,

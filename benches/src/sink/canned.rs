@@ -99,6 +99,17 @@ struct ProviderFile {
 }
 
 impl CannedReply {
+    /// A reply used every time (`percent` 100) at `stage` for `domain` (a pattern as in the
+    /// file: exact, `*.suffix` or `*`).
+    pub fn always(domain: &str, stage: Stage, text: &str) -> CannedReply {
+        CannedReply {
+            domain: domain.into(),
+            stage,
+            text: text.into(),
+            percent: 100.0,
+        }
+    }
+
     /// Reads our canned-reply file (`[[reply]]` tables with `domain`, `stage`, `text`,
     /// `percent`). Errors name the file, the table index and the field.
     pub fn load_file(path: &Path) -> Result<Vec<CannedReply>, SinkError> {

@@ -14,6 +14,8 @@ pub(crate) enum Command<'a> {
     Rcpt { recipient: Path<'a> },
     /// `DATA`.
     Data,
+    /// `BDAT <size> [LAST]` (RFC 3030 §2): `size` octets of content follow the line.
+    Bdat { size: u64, last: bool },
     /// `RSET`.
     Rset,
     /// `NOOP [string]`.
@@ -64,6 +66,7 @@ const RCPT_SYNTAX: Rejection = Rejection("501 5.5.4 Syntax: RCPT TO:<address>");
 const BAD_SENDER: Rejection = Rejection("501 5.1.7 Bad sender address syntax");
 const BAD_RECIPIENT: Rejection = Rejection("501 5.1.3 Bad recipient address syntax");
 const BAD_SIZE: Rejection = Rejection("501 5.5.4 Bad SIZE parameter");
+const BDAT_SYNTAX: Rejection = Rejection("501 5.5.4 Syntax: BDAT chunk-size [LAST]");
 
 /// Parses one command line, without its CRLF. Verbs are case-insensitive.
 pub(crate) fn parse(line: &[u8]) -> Result<Command<'_>, Rejection> {
@@ -85,6 +88,8 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command<'_>, Rejection> {
         parse_rcpt(args)
     } else if is("DATA") {
         no_args(Command::Data)
+    } else if is("BDAT") {
+        parse_bdat(args)
     } else if is("EHLO") {
         greeting_arg(args, Command::Ehlo, EHLO_SYNTAX)
     } else if is("HELO") {
@@ -135,6 +140,29 @@ fn parse_mail(args: &[u8]) -> Result<Command<'_>, Rejection> {
         // Other parameters (BODY=, SMTPUTF8, RET=, ENVID=) are accepted and ignored.
     }
     Ok(Command::Mail { sender, size })
+}
+
+/// RFC 3030 §2: `bdat-cmd ::= "BDAT" SP chunk-size [ SP end-marker ] CR LF`, chunk-size
+/// one or more digits, end-marker `LAST` (case-insensitive).
+fn parse_bdat(args: &[u8]) -> Result<Command<'static>, Rejection> {
+    let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let size = words.next().ok_or(BDAT_SYNTAX)?;
+    if !size.iter().all(u8::is_ascii_digit) {
+        return Err(BDAT_SYNTAX);
+    }
+    let size = std::str::from_utf8(size)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or(BDAT_SYNTAX)?;
+    let last = match words.next() {
+        None => false,
+        Some(word) if word.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return Err(BDAT_SYNTAX),
+    };
+    if words.next().is_some() {
+        return Err(BDAT_SYNTAX);
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn parse_rcpt(args: &[u8]) -> Result<Command<'_>, Rejection> {
@@ -281,6 +309,18 @@ mod tests {
         assert_eq!(parse(b"RCPT TO:<a@b>junk"), Err(BAD_RECIPIENT));
         assert_eq!(parse(b"RCPT TO:<a@b"), Err(BAD_RECIPIENT));
         assert_eq!(parse(b"RCPT <a@b>"), Err(RCPT_SYNTAX));
+    }
+
+    #[test]
+    fn bdat_size_and_last() {
+        assert_eq!(parse(b"BDAT 4096 LAST"), Ok(Command::Bdat { size: 4096, last: true }));
+        assert_eq!(parse(b"bdat 10 last"), Ok(Command::Bdat { size: 10, last: true }));
+        assert_eq!(parse(b"BDAT 0"), Ok(Command::Bdat { size: 0, last: false }));
+        assert_eq!(parse(b"BDAT"), Err(BDAT_SYNTAX));
+        assert_eq!(parse(b"BDAT -1 LAST"), Err(BDAT_SYNTAX));
+        assert_eq!(parse(b"BDAT 10 FIRST"), Err(BDAT_SYNTAX));
+        assert_eq!(parse(b"BDAT 10 LAST x"), Err(BDAT_SYNTAX));
+        assert_eq!(parse(b"BDAT 99999999999999999999999"), Err(BDAT_SYNTAX));
     }
 
     #[test]

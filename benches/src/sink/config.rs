@@ -28,6 +28,10 @@ pub struct SinkConfig {
     /// Advertise PIPELINING (RFC 2920). Default true. Replies are batched either way (see
     /// [`latency`](Self::latency)).
     pub pipelining: bool,
+    /// Advertise CHUNKING (RFC 3030) and accept `BDAT <size> [LAST]`: exactly `size` octets
+    /// follow the command line, and every chunk gets its reply (failed ones too, after their
+    /// octets were read and discarded). Default false.
+    pub chunking: bool,
     /// Answer EHLO with `502 5.5.1` so that clients must fall back to HELO. Default false.
     pub refuse_ehlo: bool,
     /// Advertised `SIZE` (RFC 1870); a larger `MAIL ... SIZE=` or message gets `552 5.3.4`.
@@ -69,6 +73,7 @@ impl Default for SinkConfig {
             hostname: DEFAULT_HOSTNAME.to_owned(),
             starttls: true,
             pipelining: true,
+            chunking: false,
             refuse_ehlo: false,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tempfail_pct: 0.0,

@@ -34,9 +34,9 @@ pub enum FaultStage {
     Mail,
     /// The reply to RCPT TO.
     Rcpt,
-    /// The reply to DATA (the 354).
+    /// The reply to DATA (the 354), or to a BDAT chunk that is not the last.
     Data,
-    /// The final reply after the dot (RFC 1047 window).
+    /// The final reply after the dot or the last BDAT chunk (RFC 1047 window).
     DataEnd,
     /// Any of the above.
     Any,

@@ -10,6 +10,7 @@ pub(crate) const OK: &str = "250 2.0.0 Ok";
 pub(crate) const SENDER_OK: &str = "250 2.1.0 Ok";
 pub(crate) const RECIPIENT_OK: &str = "250 2.1.5 Ok";
 pub(crate) const START_DATA: &str = "354 End data with <CR><LF>.<CR><LF>";
+pub(crate) const CHUNK_OK: &str = "250 2.0.0 Chunk received";
 pub(crate) const BYE: &str = "221 2.0.0 Bye";
 pub(crate) const READY_FOR_TLS: &str = "220 2.0.0 Ready to start TLS";
 pub(crate) const VRFY: &str = "252 2.5.0 Cannot VRFY user, but will accept message";
@@ -23,6 +24,7 @@ pub(crate) const NO_RECIPIENTS: &str = "554 5.5.1 Error: no valid recipients";
 pub(crate) const TLS_ACTIVE: &str = "503 5.5.1 Error: TLS already active";
 pub(crate) const TLS_IN_TRANSACTION: &str = "503 5.5.1 Error: MAIL transaction in progress";
 pub(crate) const TLS_UNAVAILABLE: &str = "502 5.5.1 Error: command not implemented";
+pub(crate) const NOT_IMPLEMENTED: &str = "502 5.5.1 Error: command not implemented";
 pub(crate) const TOO_MANY_RECIPIENTS: &str = "452 4.5.3 Error: too many recipients";
 pub(crate) const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
 pub(crate) const TEMPFAIL: &str = "451 4.3.0 Temporary failure, please try again later";
@@ -102,6 +104,9 @@ impl Greetings {
             }
             lines.push(format!("SIZE {}", config.max_message_size));
             lines.extend(["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"].map(String::from));
+            if config.chunking {
+                lines.push("CHUNKING".to_owned());
+            }
             if offer_tls {
                 lines.push("STARTTLS".to_owned());
             }

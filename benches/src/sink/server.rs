@@ -174,6 +174,9 @@ impl Connection {
             }
         };
         bump(&shared.counters.tls_handshakes);
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            bump(&shared.counters.tls_resumed);
+        }
         self.session.restart_after_tls();
         if let Err(e) = self.run(tls, Flow::Continue).await {
             tracing::debug!(error = %e, peer = %self.peer, "sink: TLS connection error");

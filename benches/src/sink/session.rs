@@ -41,6 +41,11 @@ pub(crate) enum Flow {
 enum Mode {
     Command,
     Data,
+    /// Inside a BDAT chunk (RFC 3030): `remaining` octets of it still to read.
+    Chunk {
+        remaining: u64,
+        last: bool,
+    },
 }
 
 /// Envelope of the transaction in progress. Buffers are kept across transactions so that a
@@ -53,6 +58,8 @@ pub(crate) struct Envelope {
     pub(crate) drop_at: Option<DropPoint>,
     /// RCPT commands seen in this transaction, accepted or not.
     pub(crate) rcpt_commands: usize,
+    /// Octets of the BDAT chunks of this transaction so far (RFC 3030).
+    pub(crate) chunk_octets: u64,
     /// Accepted recipients, concatenated; `ends[i]` is where the i-th one ends.
     addresses: String,
     ends: Vec<usize>,
@@ -63,6 +70,7 @@ impl Envelope {
         self.active = false;
         self.drop_at = None;
         self.rcpt_commands = 0;
+        self.chunk_octets = 0;
         self.addresses.clear();
         self.ends.clear();
     }
@@ -163,6 +171,11 @@ impl Session {
         self.data.start();
     }
 
+    /// Switches to reading the `size` octets of a BDAT chunk (RFC 3030 §2).
+    pub(crate) fn begin_chunk(&mut self, size: u64, last: bool) {
+        self.mode = Mode::Chunk { remaining: size, last };
+    }
+
     /// RFC 3207 §4.2: after the handshake the session starts over, without any knowledge
     /// obtained from the client before it.
     pub(crate) fn restart_after_tls(&mut self) {
@@ -185,8 +198,32 @@ impl Session {
                 buf.advance(end);
                 self.mode = Mode::Command;
                 let start = out.len();
-                let flow = self.finish_message(shared, out);
+                let flow = self.finish_message(self.data.message_size() as u64, shared, out);
                 let flow = inject(FaultStage::DataEnd, start, flow, shared, out);
+                if flow != Flow::Continue {
+                    return flow;
+                }
+                continue;
+            }
+            if let Mode::Chunk { remaining, last } = self.mode {
+                // Exactly the chunk's octets, however the reads split them; content is not
+                // looked at (no dot-stuffing with BDAT).
+                let take = remaining.min(buf.len() as u64);
+                buf.advance(take as usize);
+                self.add_chunk_octets(take);
+                if take < remaining {
+                    self.mode = Mode::Chunk {
+                        remaining: remaining - take,
+                        last,
+                    };
+                    return Flow::Continue;
+                }
+                self.mode = Mode::Command;
+                let start = out.len();
+                let flow = self.finish_chunk(last, shared, out);
+                // The reply to the last chunk is the transaction's final reply.
+                let stage = if last { FaultStage::DataEnd } else { FaultStage::Data };
+                let flow = inject(stage, start, flow, shared, out);
                 if flow != Flow::Continue {
                     return flow;
                 }
@@ -257,6 +294,15 @@ impl Session {
             Command::Mail { sender, size } => self.mail(&sender, size, shared, out),
             Command::Rcpt { recipient } => self.rcpt(&recipient, shared, out),
             Command::Data => self.data(shared, out),
+            Command::Bdat { .. } if !shared.config.chunking => {
+                reply::push(out, reply::NOT_IMPLEMENTED);
+                Flow::Continue
+            }
+            Command::Bdat { size, last } => {
+                // Answered once the chunk's octets are in (`finish_chunk`).
+                self.begin_chunk(size, last);
+                Flow::Continue
+            }
             Command::Rset => {
                 self.envelope.reset();
                 reply::push(out, reply::OK);

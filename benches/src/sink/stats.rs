@@ -14,6 +14,9 @@ pub struct SinkStats {
     pub connections: u64,
     /// Completed STARTTLS handshakes.
     pub tls_handshakes: u64,
+    /// Of `tls_handshakes`, those that resumed an earlier TLS session (RFC 8446 §2.2, RFC
+    /// 5077) instead of a full handshake.
+    pub tls_resumed: u64,
     /// Messages accepted: a 2xx final reply after the dot was sent.
     pub messages: u64,
     /// Accepted recipients of accepted messages.
@@ -36,6 +39,8 @@ pub struct SinkStats {
     pub commands: u64,
     /// MAIL FROM commands received, whatever the answer.
     pub mail_commands: u64,
+    /// BDAT chunks received (RFC 3030), whatever the answer.
+    pub bdat_chunks: u64,
     /// Replies spoiled by a configured [`Fault`](crate::Fault).
     pub faults_injected: u64,
     /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
@@ -47,6 +52,7 @@ impl SinkStats {
     pub fn add(&mut self, other: &SinkStats) {
         self.connections += other.connections;
         self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
         self.messages += other.messages;
         self.recipients += other.recipients;
         self.rcpt_tempfails += other.rcpt_tempfails;
@@ -58,6 +64,7 @@ impl SinkStats {
         self.reply_flushes += other.reply_flushes;
         self.commands += other.commands;
         self.mail_commands += other.mail_commands;
+        self.bdat_chunks += other.bdat_chunks;
         self.faults_injected += other.faults_injected;
         self.tls_faults_injected += other.tls_faults_injected;
     }
@@ -69,6 +76,7 @@ impl SinkStats {
 pub(crate) struct Counters {
     pub(crate) connections: AtomicU64,
     pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
     pub(crate) messages: AtomicU64,
     pub(crate) recipients: AtomicU64,
     pub(crate) rcpt_tempfails: AtomicU64,
@@ -80,6 +88,7 @@ pub(crate) struct Counters {
     pub(crate) reply_flushes: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) mail_commands: AtomicU64,
+    pub(crate) bdat_chunks: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
     pub(crate) tls_faults_injected: AtomicU64,
 }
@@ -95,6 +104,7 @@ impl Counters {
         SinkStats {
             connections: get(&self.connections),
             tls_handshakes: get(&self.tls_handshakes),
+            tls_resumed: get(&self.tls_resumed),
             messages: get(&self.messages),
             recipients: get(&self.recipients),
             rcpt_tempfails: get(&self.rcpt_tempfails),
@@ -106,6 +116,7 @@ impl Counters {
             reply_flushes: get(&self.reply_flushes),
             commands: get(&self.commands),
             mail_commands: get(&self.mail_commands),
+            bdat_chunks: get(&self.bdat_chunks),
             faults_injected: get(&self.faults_injected),
             tls_faults_injected: get(&self.tls_faults_injected),
         }

@@ -121,13 +121,47 @@ impl Session {
         Flow::Continue
     }
 
-    /// The content has ended (the dot was read): the final reply of the transaction.
-    pub(super) fn finish_message(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+    /// A BDAT chunk's octets have all been read (RFC 3030 §2): its reply. A chunk outside a
+    /// transaction, or of one without an accepted recipient, was read and is discarded; the
+    /// last chunk ends the transaction whatever its reply.
+    pub(super) fn finish_chunk(&mut self, last: bool, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        bump(&shared.counters.bdat_chunks);
+        let size = self.envelope.chunk_octets;
+        if !self.envelope.active {
+            reply::push(out, reply::NEED_MAIL);
+            return Flow::Continue;
+        }
+        if self.envelope.recipient_count() == 0 {
+            reply::push(out, reply::NO_RECIPIENTS);
+            if last {
+                self.envelope.reset();
+            }
+            return Flow::Continue;
+        }
+        // Where DATA would have been dropped instead of its 354: at the first chunk.
+        if self.envelope.drop_at == Some(DropPoint::Data) {
+            return self.drop_connection(shared, false);
+        }
+        if !last {
+            reply::push(out, reply::CHUNK_OK);
+            return Flow::Continue;
+        }
+        self.finish_message(size, shared, out)
+    }
+
+    /// Counts the octets of a BDAT chunk into the transaction (before `finish_chunk`).
+    pub(super) fn add_chunk_octets(&mut self, octets: u64) {
+        self.envelope.chunk_octets = self.envelope.chunk_octets.saturating_add(octets);
+    }
+
+    /// The content has ended (the dot was read, or the last BDAT chunk): the final reply of
+    /// the transaction. `size` is the content's size in octets.
+    pub(super) fn finish_message(&mut self, size: u64, shared: &Shared, out: &mut Vec<u8>) -> Flow {
         if self.envelope.drop_at == Some(DropPoint::AfterDot) {
             return self.drop_connection(shared, true);
         }
         let mut flow = Flow::Continue;
-        if self.data.message_size() > shared.config.max_message_size {
+        if size > shared.config.max_message_size as u64 {
             // RFC 1870 §6.2: the content is read to the end, then refused.
             reply::push(out, reply::TOO_BIG);
         } else {

@@ -101,6 +101,14 @@ pub fn data(out: &mut Vec<u8>) {
     out.extend_from_slice(b"DATA\r\n");
 }
 
+/// `BDAT <size> LAST` (RFC 3030 §2): the whole message as one chunk, whose `size` octets
+/// follow the command line unstuffed.
+pub fn bdat_last(out: &mut Vec<u8>, size: u64) {
+    out.extend_from_slice(b"BDAT ");
+    out.extend_from_slice(size.to_string().as_bytes());
+    out.extend_from_slice(b" LAST\r\n");
+}
+
 /// `RSET`.
 pub fn rset(out: &mut Vec<u8>) {
     out.extend_from_slice(b"RSET\r\n");
@@ -149,9 +157,10 @@ mod tests {
         rset(&mut out);
         quit(&mut out);
         starttls(&mut out);
+        bdat_last(&mut out, 4096);
         assert_eq!(
             out,
-            b"MAIL FROM:<>\r\nEHLO mta1.example\r\nRSET\r\nQUIT\r\nSTARTTLS\r\n"
+            b"MAIL FROM:<>\r\nEHLO mta1.example\r\nRSET\r\nQUIT\r\nSTARTTLS\r\nBDAT 4096 LAST\r\n"
         );
     }
 

@@ -30,7 +30,21 @@ impl DataPayload {
     pub fn message_size(&self) -> u64 {
         self.message_size
     }
+    /// The normalised message without stuffing and terminator: what a `BDAT` chunk carries
+    /// (RFC 3030 §2, no dot-stuffing). Shares the payload's buffer (no copy) unless a line
+    /// had to be stuffed, which only a message with a line starting with a dot needs.
+    pub fn content(&self) -> Bytes {
+        let unstuffed = self.message_size + TERMINATOR.len() as u64 == self.bytes.len() as u64;
+        if unstuffed {
+            self.bytes.slice(..self.bytes.len() - TERMINATOR.len())
+        } else {
+            Bytes::from(unstuff(&self.bytes))
+        }
+    }
 }
+
+/// The end-of-data line that follows the content (RFC 5321 §4.1.1.4).
+const TERMINATOR: &[u8] = b".\r\n";
 
 /// A message that cannot be sent as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,7 +101,7 @@ impl WireReady {
             out.extend_from_slice(b"\r\n");
         }
         let message_size = out.len() as u64;
-        out.extend_from_slice(b".\r\n");
+        out.extend_from_slice(TERMINATOR);
         DataPayload {
             bytes: Bytes::from(out),
             eight_bit: self.eight_bit,
@@ -180,7 +194,7 @@ fn prepare_slow(message: &[u8]) -> Result<DataPayload, DataError> {
         line_no += 1;
     }
     let message_size = out.len() as u64 - stuffed;
-    out.extend_from_slice(b".\r\n");
+    out.extend_from_slice(TERMINATOR);
     let eight_bit = message.iter().any(|&b| b >= 0x80);
     Ok(DataPayload {
         bytes: Bytes::from(out),
@@ -192,7 +206,7 @@ fn prepare_slow(message: &[u8]) -> Result<DataPayload, DataError> {
 /// Reverses [`prepare`]: strips the terminator and one leading dot per line. Used by tests and
 /// by receivers built on this crate.
 pub fn unstuff(wire: &[u8]) -> Vec<u8> {
-    let body = wire.strip_suffix(b".\r\n").unwrap_or(wire);
+    let body = wire.strip_suffix(TERMINATOR).unwrap_or(wire);
     let mut out = Vec::with_capacity(body.len());
     for line in body.split_inclusive(|&b| b == b'\n') {
         out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
@@ -297,6 +311,23 @@ mod tests {
         ) {
             same_as_slow(&parts.concat());
         }
+    }
+
+    #[test]
+    fn bdat_content_is_the_unstuffed_message() {
+        let plain = prepare_owned(b"Subject: a\r\n\r\nbody\r\n".to_vec()).expect("valid");
+        let content = plain.content();
+        assert_eq!(&content[..], b"Subject: a\r\n\r\nbody\r\n");
+        assert_eq!(content.len() as u64, plain.message_size());
+        assert_eq!(
+            content.as_ptr(),
+            plain.wire_bytes().as_ptr(),
+            "no copy without stuffing"
+        );
+        let dotted = prepare(b"a\n.b\n..\nend").expect("valid");
+        assert_eq!(&dotted.content()[..], b"a\r\n.b\r\n..\r\nend\r\n");
+        assert_eq!(dotted.content().len() as u64, dotted.message_size());
+        assert_eq!(&prepare(b"").expect("valid").content()[..], b"");
     }
 
     #[test]

@@ -106,6 +106,15 @@ impl SmtpSession {
         self.tls_active
     }
 
+    /// Whether the TLS session was resumed from an earlier connection (RFC 8446 §2.2) rather
+    /// than negotiated in a full handshake; false in clear.
+    pub fn is_tls_resumed(&self) -> bool {
+        match &self.stream {
+            SmtpStream::Tls(tls) => tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            _ => false,
+        }
+    }
+
     /// The server's greeting.
     pub fn banner(&self) -> &Reply {
         &self.banner
@@ -222,6 +231,24 @@ impl SmtpSession {
         with_timeout(phase, limit, write_flushed(&mut self.stream, bytes)).await
     }
 
+    /// Writes message content and the commands in `wbuf` as one pipelined group (RFC 2920
+    /// §3.1 lets content lead a group; RFC 3030 puts it after `BDAT`), in a vectored write:
+    /// no copy of the content, and the server sees the group together.
+    pub(super) async fn write_with_content(
+        &mut self,
+        content: &[u8],
+        order: ContentOrder,
+        phase: Phase,
+    ) -> Result<(), SessionError> {
+        let limit = self.timeouts.for_phase(phase);
+        let wbuf = self.wbuf.as_slice();
+        let (first, second) = match order {
+            ContentOrder::BeforeCommands => (content, wbuf),
+            ContentOrder::AfterCommands => (wbuf, content),
+        };
+        with_timeout(phase, limit, write_flushed_pair(&mut self.stream, first, second)).await
+    }
+
     /// Reads one reply, keeping any bytes after it for the next call (pipelining).
     pub(super) async fn read_reply(&mut self, phase: Phase) -> Result<Reply, SessionError> {
         let limit = self.timeouts.for_phase(phase);
@@ -296,6 +323,37 @@ async fn open_tcp(
         error,
     })?;
     Ok(stream)
+}
+
+/// Where the content goes in a group written by [`SmtpSession::write_with_content`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ContentOrder {
+    /// The end of the previous message's DATA content, then the next commands.
+    BeforeCommands,
+    /// `BDAT n LAST` (and the envelope before it), then its chunk.
+    AfterCommands,
+}
+
+/// [`write_flushed`] of `first` then `second`, with vectored writes while both have bytes
+/// left (tokio has no `write_all_vectored`).
+async fn write_flushed_pair(stream: &mut SmtpStream, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
+    while !first.is_empty() || !second.is_empty() {
+        let written = if first.is_empty() {
+            stream.write(second).await?
+        } else if second.is_empty() {
+            stream.write(first).await?
+        } else {
+            let parts = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+            stream.write_vectored(&parts).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = written.min(first.len());
+        first = &first[from_first..];
+        second = &second[written - from_first..];
+    }
+    stream.flush().await
 }
 
 /// Writes `bytes` and flushes: over TLS, `write_all` is done once rustls holds the plaintext,

@@ -76,15 +76,6 @@ fn sink_config(faults: &[&str], tls_faults: &[&str]) -> SinkConfig {
     }
 }
 
-fn canned(domain: &str, stage: Stage, text: &str) -> CannedReply {
-    CannedReply {
-        domain: domain.into(),
-        stage,
-        text: text.into(),
-        percent: 100.0,
-    }
-}
-
 /// What a run left in its accounting log.
 struct Ledger {
     /// The final line of each recipient.
@@ -209,7 +200,7 @@ async fn transient_faults(faults: &[&str], text: &str) -> (Summary, Ledger, Sink
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_421_defers_until_expired_and_sends_nothing() {
     let sink = Sink::start(SinkConfig {
-        canned: vec![canned(
+        canned: vec![CannedReply::always(
             "*",
             Stage::Connect,
             "421 4.3.2 Service not available, closing channel",
@@ -245,7 +236,11 @@ async fn greeting_421_defers_until_expired_and_sends_nothing() {
 async fn rcpt_451_is_retried_until_delivered_or_expired() {
     let sink = Sink::start(SinkConfig {
         tempfail_pct: 30.0,
-        canned: vec![canned("never.test", Stage::Rcpt, "451 4.3.0 Try again later")],
+        canned: vec![CannedReply::always(
+            "never.test",
+            Stage::Rcpt,
+            "451 4.3.0 Try again later",
+        )],
         ..SinkConfig::default()
     })
     .await
@@ -281,7 +276,7 @@ async fn rcpt_451_is_retried_until_delivered_or_expired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcpt_550_bounces_at_once() {
     let sink = Sink::start(SinkConfig {
-        canned: vec![canned("gone.test", Stage::Rcpt, "550 5.1.1 User unknown")],
+        canned: vec![CannedReply::always("gone.test", Stage::Rcpt, "550 5.1.1 User unknown")],
         ..SinkConfig::default()
     })
     .await
@@ -312,8 +307,8 @@ async fn rcpt_550_bounces_at_once() {
 async fn final_552_and_554_after_data_bounce() {
     let sink = Sink::start(SinkConfig {
         canned: vec![
-            canned("big.test", Stage::Data, "552 5.3.4 Message too big for this mailbox"),
-            canned("spam.test", Stage::Data, "554 5.6.0 Message content rejected"),
+            CannedReply::always("big.test", Stage::Data, "552 5.3.4 Message too big for this mailbox"),
+            CannedReply::always("spam.test", Stage::Data, "554 5.6.0 Message content rejected"),
         ],
         ..SinkConfig::default()
     })

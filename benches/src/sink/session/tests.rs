@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use super::*;
 use crate::sink::canned::{CannedReply, Stage};
 use crate::sink::config::SinkConfig;
+use crate::sink::fault_plan::Fault;
 
 struct Harness {
     shared: Shared,
@@ -206,5 +207,118 @@ fn canned_mail_reply_and_connect_banner() {
         text,
         "250 sink.volley.test\r\n550 5.7.1 sender s@Sender.test at Sender.test refused\r\n\
          503 5.5.1 Error: need MAIL command\r\n"
+    );
+}
+
+fn chunking() -> Harness {
+    let mut h = Harness::new(SinkConfig {
+        chunking: true,
+        ..SinkConfig::default()
+    });
+    let (ehlo, _) = h.feed(b"EHLO c\r\n");
+    assert!(
+        ehlo.contains("250-CHUNKING\r\n") || ehlo.ends_with("250 CHUNKING\r\n"),
+        "{ehlo}"
+    );
+    h
+}
+
+#[test]
+fn bdat_last_pipelined_with_the_envelope_is_one_batch() {
+    let mut h = chunking();
+    // The chunk holds what would end DATA content and what looks like commands: BDAT reads
+    // octets, not lines, and nothing in them is interpreted.
+    let body = b"Subject: x\r\n\r\n.\r\nQUIT\r\n";
+    let mut group = format!(
+        "MAIL FROM:<s@c.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nBDAT {} LAST\r\n",
+        body.len()
+    )
+    .into_bytes();
+    group.extend_from_slice(body);
+    group.extend_from_slice(b"NOOP\r\n");
+    let (text, flow) = h.feed(&group);
+    assert_eq!(flow, Flow::Continue);
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[3].starts_with("250 2.0.0 Ok: queued as "), "{text}");
+    assert_eq!(lines[4], "250 2.0.0 Ok");
+    let stats = h.shared.counters.snapshot();
+    assert_eq!((stats.messages, stats.recipients), (1, 2));
+}
+
+#[test]
+fn bdat_chunks_split_across_reads_are_read_exactly() {
+    let mut h = chunking();
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 10\r\n0123"),
+        [250, 250]
+    );
+    assert_eq!(h.codes(b"45678"), Vec::<u16>::new());
+    assert_eq!(h.codes(b"9BDAT 3 LAST\r\nab"), [250], "first chunk complete");
+    assert_eq!(h.codes(b"cRSET\r\n"), [250, 250], "last chunk, then RSET");
+    assert_eq!(h.shared.counters.snapshot().messages, 1);
+    // A zero-length last chunk ends a transaction at once (RFC 3030 §2).
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"),
+        [250, 250, 250]
+    );
+    assert_eq!(h.shared.counters.snapshot().messages, 2);
+    assert_eq!(h.shared.counters.snapshot().bdat_chunks, 3);
+}
+
+#[test]
+fn failed_bdat_is_read_and_answered_with_an_error() {
+    let mut h = Harness::new(SinkConfig {
+        chunking: true,
+        permfail_pct: 100.0,
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\n");
+    // RFC 3030 §2: the chunk's octets are read and discarded even when the transaction failed.
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 6 LAST\r\nRSET\r\nNOOP\r\n"),
+        [250, 550, 554, 250]
+    );
+    // Without MAIL the chunk is still consumed.
+    assert_eq!(h.codes(b"BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"), [503, 250]);
+    assert_eq!(h.shared.counters.snapshot().messages, 0);
+}
+
+#[test]
+fn bdat_over_the_size_limit_and_without_chunking() {
+    let mut h = Harness::new(SinkConfig {
+        chunking: true,
+        max_message_size: 10,
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\n");
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 6\r\n012345BDAT 5 LAST\r\n01234"),
+        [250, 250, 250, 552]
+    );
+    let mut plain = Harness::new(SinkConfig::default());
+    let (ehlo, _) = plain.feed(b"EHLO c\r\n");
+    assert!(!ehlo.contains("CHUNKING"), "{ehlo}");
+    assert_eq!(
+        plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"),
+        [250, 250, 502]
+    );
+}
+
+#[test]
+fn bdat_last_reply_takes_data_end_faults() {
+    let mut h = Harness::new(SinkConfig {
+        chunking: true,
+        faults: vec![Fault::new(FaultStage::DataEnd, FaultKind::Close, 100.0, None)],
+        ..SinkConfig::default()
+    });
+    h.feed(b"EHLO c\r\n");
+    let (text, flow) = h.feed(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 2 LAST\r\nab");
+    assert_eq!(flow, Flow::Drop);
+    assert_eq!(text, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    assert_eq!(
+        h.shared.counters.snapshot().messages,
+        1,
+        "accepted, reply lost (RFC 1047)"
     );
 }
