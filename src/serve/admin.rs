@@ -16,11 +16,13 @@ use volley_warmup::{day_of, UtcDay, WarmupState};
 use super::http::{object, only, opt_str, ApiError};
 use super::App;
 
-/// `GET /ips`: every source IP, its pool and weight, where it is in its warm-up, and per
-/// provider group today's caps and what it sent today and this hour.
+/// `GET /ips`: every source IP, its pool and weight, where it is in its warm-up, per
+/// provider group today's caps and what it sent today and this hour, and per MX host the
+/// connection limit it has grown to or learned from the receiver (`connections`).
 pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
     let providers = &app.providers;
+    let limits = app.service.live().connection_limits();
     let ips: Vec<Value> = app
         .config
         .source_ips
@@ -49,6 +51,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                     })
                 })
                 .collect();
+            let connections: Vec<_> = limits.iter().filter(|r| r.source_ip == ip.address).collect();
             json!({
                 "address": ip.address.to_string(),
                 "ehlo_name": ip.ehlo_name,
@@ -56,6 +59,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 "weight": ip.weight,
                 "warmup": warmup,
                 "usage": usage,
+                "connections": connections,
             })
         })
         .collect();
