@@ -438,7 +438,8 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                 }
                 Opened::Failed(status) => {
                     let n = delivery.envelope.recipients.len();
-                    report(&inner, delivery, vec![status; n], false, started.elapsed());
+                    report(&inner, delivery, vec![status.clone(); n], false, started.elapsed());
+                    fail_queued(&inner, &host, &status);
                     continue;
                 }
             },
@@ -465,6 +466,19 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
     if let Some((s, _permit)) = session {
         closed(&inner, &host);
         s.quit().await;
+    }
+}
+
+/// After a connection failure with no other connection of the route open or opening, the
+/// deliveries queued behind it would fail the same way, one connection attempt (and perhaps one
+/// timeout) each: they get the same status at once, for the caller's MX fallback and retries.
+fn fail_queued<T>(inner: &Inner<T>, host: &Host<T>, status: &RecipientStatus) {
+    if host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed) > 0 {
+        return;
+    }
+    while let Some(d) = host.take_returned().or_else(|| host.rx.try_recv().ok()) {
+        let n = d.envelope.recipients.len();
+        report(inner, d, vec![status.clone(); n], false, Duration::ZERO);
     }
 }
 
