@@ -408,7 +408,7 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
 /// What opening a connection for a delivery came to.
 enum Opened {
     /// A session, holding its pool-wide permit.
-    Session(SmtpSession, tokio::sync::OwnedSemaphorePermit),
+    Session(Box<SmtpSession>, tokio::sync::OwnedSemaphorePermit),
     /// The receiver refused one more connection while others to it are open: its cap.
     Refused,
     /// No connection: the status every recipient of the delivery gets.
@@ -426,7 +426,7 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
             None => match open_connection(&inner, &host).await {
                 Opened::Session(s, permit) => {
                     sent_on_connection = 0;
-                    (s, permit)
+                    (*s, permit)
                 }
                 Opened::Refused => {
                     // Not this host's failure: the delivery waits for the open connections.
@@ -518,7 +518,7 @@ async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
         let result = connect(inner, host).await;
         host.opening.fetch_sub(1, Ordering::Relaxed);
         let e = match result {
-            Ok(s) => return Opened::Session(s, permit),
+            Ok(s) => return Opened::Session(Box::new(s), permit),
             Err(e) => e,
         };
         drop(permit);
