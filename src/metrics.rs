@@ -31,6 +31,7 @@ fn outcome_name(o: volley_scheduler::outcome::Outcome) -> String {
 }
 
 /// A warm-up budget gauge's value.
+type RouteValue = fn(&volley_engine::pool::RouteConcurrency) -> u64;
 type BudgetValue = fn(&volley_scheduler::live::WarmupUse) -> u64;
 
 /// A per-campaign gauge's value.
@@ -110,6 +111,39 @@ pub fn render(live: &Live) -> String {
         "SMTP connections the delivery pool has open.",
     );
     let _ = writeln!(out, "volley_open_connections {}", live.open_connections());
+    let limits = live.connection_limits();
+    let per_route: [(&str, &str, &str, RouteValue); 3] = [
+        (
+            "volley_connection_limit",
+            "gauge",
+            "Connections a (source IP, MX host) route may open: grown while deliveries succeed, lowered to the receiver's cap when it refuses one more.",
+            |r| r.limit as u64,
+        ),
+        (
+            "volley_connections_open",
+            "gauge",
+            "Connections open per (source IP, MX host) route.",
+            |r| r.open as u64,
+        ),
+        (
+            "volley_connection_refusals_total",
+            "counter",
+            "New connections a receiver refused at its connection cap, per (source IP, MX host).",
+            |r| r.refusals,
+        ),
+    ];
+    for (name, kind, help, value) in per_route {
+        family(&mut out, name, kind, help);
+        for r in &limits {
+            let _ = writeln!(
+                out,
+                "{name}{{source_ip=\"{}\",mx=\"{}\"}} {}",
+                r.source_ip,
+                escape(&r.mx),
+                value(r)
+            );
+        }
+    }
     let warmup = live.warmup();
     let budget: [(&str, &str, BudgetValue); 2] = [
         (

@@ -23,6 +23,22 @@ pub fn print(s: &Summary, top: usize) {
     for (ip, t) in &s.by_source_ip {
         println!("    {ip:<16} {}", tally(t));
     }
+    if !s.connection_limits.is_empty() {
+        println!(
+            "  connection limits learned from receivers ({} refusals, none deferred):",
+            s.connections_refused
+        );
+        for r in s.connection_limits.iter().take(top) {
+            println!(
+                "    {:<16} -> {:<32} limit {:>3} of {:>3}  refused {}",
+                r.source_ip.to_string(),
+                format!("{} ({})", r.mx, r.mx_addr),
+                r.limit,
+                r.cap,
+                r.refusals
+            );
+        }
+    }
     print_busiest("MX site", "sites", &s.by_site, top, 40);
     print_busiest("domain", "domains", &s.by_domain, top, 24);
     println!("  accounting log: {}", s.accounting_log.display());

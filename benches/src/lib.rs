@@ -46,6 +46,7 @@
 
 pub mod dns;
 pub mod postfix;
+pub mod postfix_smtpd;
 pub mod redis;
 pub mod scenario;
 pub mod sink;

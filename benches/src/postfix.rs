@@ -290,7 +290,7 @@ impl Dumped {
 
 /// Looks for an executable in PATH, then in the sbin directories Debian installs Postfix into
 /// (often missing from a non-root PATH).
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
@@ -299,7 +299,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// A loopback address with a port that was free a moment ago (bound to port 0, then released).
-fn free_loopback_port() -> io::Result<SocketAddr> {
+pub(crate) fn free_loopback_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 

@@ -18,8 +18,16 @@ pub struct SmtpConfig {
     pub verify_certificates: bool,
     /// Extra trust anchors (PEM) for `verify_certificates`.
     pub ca_file: Option<PathBuf>,
-    /// Most connections open at once per (source IP, MX host).
+    /// Most connections open at once per (source IP, MX host): the ceiling of the limit each
+    /// route learns from its receiver.
     pub max_connections_per_host: usize,
+    /// Connections a (source IP, MX host) route may open before any has delivered; the limit
+    /// grows by one per that many successful deliveries while every connection is busy.
+    pub initial_connections_per_host: usize,
+    /// After a receiver refused a connection (its cap), how long the route's limit holds
+    /// before one more connection is tried; then one step per interval.
+    #[serde(with = "humantime_serde")]
+    pub concurrency_probe_interval: Duration,
     /// Most connections open at once over the whole pool (every source IP and MX host). When
     /// the pool is at this cap, connections with nothing queued are closed at once for the
     /// deliveries waiting for one.
@@ -46,6 +54,8 @@ impl Default for SmtpConfig {
             verify_certificates: false,
             ca_file: None,
             max_connections_per_host: 32,
+            initial_connections_per_host: 2,
+            concurrency_probe_interval: Duration::from_secs(60),
             max_connections: 1000,
             max_messages_per_connection: 1000,
             max_recipients_per_transaction: 100,
@@ -114,6 +124,7 @@ impl SmtpConfig {
         let mut problems = Vec::new();
         for (field, value) in [
             ("max_connections_per_host", self.max_connections_per_host),
+            ("initial_connections_per_host", self.initial_connections_per_host),
             ("max_connections", self.max_connections),
             ("max_messages_per_connection", self.max_messages_per_connection),
             ("max_recipients_per_transaction", self.max_recipients_per_transaction),

@@ -128,6 +128,28 @@ impl SessionError {
         }
     }
 
+    /// Whether a new connection was turned away at its start the way a receiver at its
+    /// connection cap does it: a transient (4xx) refusal of the greeting or EHLO ("421 4.7.0
+    /// too many connections"), or the connection closed or reset before the greeting was
+    /// complete, or refused at the TCP level. While other connections to the same host work,
+    /// that is the host's limit, not its failure.
+    pub fn is_connection_refusal(&self) -> bool {
+        let at_greeting = |phase: &Phase| matches!(phase, Phase::Banner | Phase::Ehlo);
+        let reset = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+            )
+        };
+        match self {
+            SessionError::Rejected { phase, reply } => at_greeting(phase) && reply.code / 100 == 4,
+            SessionError::Closed { phase } => at_greeting(phase),
+            SessionError::Io { phase, error } => at_greeting(phase) && reset(error),
+            SessionError::Connect { error, .. } => error.kind() == io::ErrorKind::ConnectionRefused || reset(error),
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -229,5 +251,45 @@ mod tests {
         for e in &recipient_or_remote {
             assert!(!e.is_sender_fault(), "{e}");
         }
+    }
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            enhanced: None,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn connection_refusals_are_transient_turn_aways_at_the_greeting() {
+        let too_many = SessionError::Rejected {
+            phase: Phase::Banner,
+            reply: reply(421, "4.7.0 too many connections"),
+        };
+        assert!(too_many.is_connection_refusal());
+        let ehlo_421 = SessionError::Rejected {
+            phase: Phase::Ehlo,
+            reply: reply(421, "try later"),
+        };
+        assert!(ehlo_421.is_connection_refusal());
+        assert!(SessionError::Closed { phase: Phase::Banner }.is_connection_refusal());
+        let reset = SessionError::Io {
+            phase: Phase::Banner,
+            error: io::Error::from(io::ErrorKind::ConnectionReset),
+        };
+        assert!(reset.is_connection_refusal());
+        // A permanent refusal, or trouble later in the session, is not a cap.
+        let banned = SessionError::Rejected {
+            phase: Phase::Banner,
+            reply: reply(554, "no service"),
+        };
+        assert!(!banned.is_connection_refusal());
+        assert!(!SessionError::Closed { phase: Phase::MailFrom }.is_connection_refusal());
+        let timeout = SessionError::Timeout {
+            phase: Phase::Banner,
+            after: Duration::from_secs(1),
+        };
+        assert!(!timeout.is_connection_refusal(), "a silent host is not a cap");
     }
 }

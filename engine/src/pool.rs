@@ -1,15 +1,20 @@
 //! Connection pools keyed by (source IP, MX host).
 //!
-//! Each key has a bounded queue of deliveries and up to `max_connections_per_host` connection
-//! workers. A worker owns one session at a time, takes deliveries from its key's queue (with
-//! those already queued behind the first, as one pipelined batch at one round trip per
-//! message), reuses the connection for up to `max_messages_per_connection` messages and hangs
-//! up after `idle_timeout` without work. Workers are started on demand, when queued deliveries
-//! outnumber idle workers. Every delivery produces exactly one [`DeliveryReport`] on the
-//! reports channel, with one status per recipient: a connection that breaks defers what it
-//! carried, with the reason.
+//! Each key has a bounded queue of deliveries and connection workers up to a limit learned
+//! from the receiver ([`concurrency`]: starts at `initial_connections_per_host`, grows while
+//! deliveries succeed, drops to what is open when the receiver refuses one more, never above
+//! `max_connections_per_host`). A worker owns one session at a time, takes deliveries from its
+//! key's queue, reuses the connection for up to `max_messages_per_connection` messages and
+//! hangs up after `idle_timeout` without work. Workers are started on demand, when the backlog
+//! per running connection is long enough. Every delivery produces exactly one
+//! [`DeliveryReport`] on the reports channel, with one status per recipient: a connection that
+//! breaks defers what it carried, with the reason. Messages already queued behind the first go
+//! out as one pipelined batch, at one round trip per message. A delivery whose new connection was refused
+//! while other connections to the host work goes back to the queue for those connections: it
+//! is not a failure of the host and produces no report of its own.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,7 +31,12 @@ use crate::smtp::session::{SessionParams, SmtpSession};
 use crate::smtp::transaction::Envelope;
 use crate::tls::TlsPolicy;
 
-/// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear.
+pub mod concurrency;
+
+use concurrency::Concurrency;
+
+/// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear;
+/// and with `tls = "required"`, how long a host that offered no STARTTLS is not connected to.
 const TLS_FALLBACK: Duration = Duration::from_secs(3600);
 
 /// One message to deliver: where, to whom, what; `tag` comes back in the report.
@@ -69,6 +79,30 @@ pub struct PoolStats {
     pub transactions: u64,
     /// Connections currently open.
     pub open_connections: u64,
+    /// New connections refused by a receiver (421 at the banner, reset at the greeting) while
+    /// others to the same host were open: the receiver's cap, learned, not a failure.
+    pub connections_refused: u64,
+}
+
+/// The connection limit learned for one (source IP, MX host) route.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouteConcurrency {
+    /// Source IP.
+    pub source_ip: std::net::IpAddr,
+    /// MX host name.
+    pub mx: String,
+    /// MX address.
+    pub mx_addr: SocketAddr,
+    /// Connections the route may have open now.
+    pub limit: usize,
+    /// The ceiling (`max_connections_per_host`, or a warming IP's lower cap).
+    pub cap: usize,
+    /// Whether `limit` was learned from a refusal (the receiver's cap for this source IP).
+    pub learned: bool,
+    /// Connections open now.
+    pub open: usize,
+    /// New connections the receiver refused.
+    pub refusals: u64,
 }
 
 #[derive(Default)]
@@ -77,6 +111,7 @@ struct Counters {
     failed: AtomicU64,
     transactions: AtomicU64,
     open: AtomicU64,
+    refused: AtomicU64,
 }
 
 struct Workers {
@@ -96,13 +131,31 @@ pub struct RouteLimits {
 
 struct Host<T> {
     key: RouteKey,
-    /// This route's connection cap and messages per connection (`RouteLimits`).
-    max_connections: AtomicUsize,
+    /// This route's learned connection limit under its cap (`RouteLimits`).
+    concurrency: Mutex<Concurrency>,
+    /// Messages per connection (`RouteLimits`).
     max_messages: AtomicUsize,
     tx: async_channel::Sender<Delivery<T>>,
     rx: async_channel::Receiver<Delivery<T>>,
+    /// Deliveries given back after a refused connection, served before the queue.
+    returned: Mutex<VecDeque<Delivery<T>>>,
+    /// Connections of this route open now.
+    open: AtomicUsize,
+    /// Connections of this route being opened now (the receiver counts them already).
+    opening: AtomicUsize,
     workers: Mutex<Workers>,
     tls_fallback_until: Mutex<Option<Instant>>,
+}
+
+impl<T> Host<T> {
+    /// Deliveries waiting for a worker.
+    fn queued(&self) -> usize {
+        self.rx.len() + lock(&self.returned).len()
+    }
+
+    fn take_returned(&self) -> Option<Delivery<T>> {
+        lock(&self.returned).pop_front()
+    }
 }
 
 struct Inner<T> {
@@ -116,6 +169,9 @@ struct Inner<T> {
     tasks: Mutex<JoinSet<()>>,
     reports: mpsc::UnboundedSender<DeliveryReport<T>>,
     counters: Counters,
+    /// `tls = "required"`: MX addresses that offered no STARTTLS, until when they are not
+    /// connected to again (their deliveries are deferred at once).
+    no_starttls: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 /// A set of per-(source IP, MX host) connection pools sharing one configuration.
@@ -147,6 +203,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             tasks: Mutex::new(JoinSet::new()),
             reports,
             counters: Counters::default(),
+            no_starttls: Mutex::new(HashMap::new()),
         };
         DeliveryPool { inner: Arc::new(inner) }
     }
@@ -163,7 +220,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             report(&self.inner, delivery, vec![status], false, Duration::ZERO);
             return;
         }
-        self.start_worker_if_needed(&host);
+        start_worker_if_needed(&self.inner, &host);
     }
 
     /// Queues a delivery without waiting: `Err` gives it back when its (source IP, MX host)
@@ -174,7 +231,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
         let host = self.host(&delivery.route);
         match host.tx.try_send(delivery) {
             Ok(()) => {
-                self.start_worker_if_needed(&host);
+                start_worker_if_needed(&self.inner, &host);
                 Ok(())
             }
             Err(async_channel::TrySendError::Full(d) | async_channel::TrySendError::Closed(d)) => Err(d),
@@ -190,22 +247,6 @@ impl<T: Send + 'static> DeliveryPool<T> {
         }
     }
 
-    fn start_worker_if_needed(&self, host: &Arc<Host<T>>) {
-        let mut workers = lock(&host.workers);
-        // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
-        // rather than one per queued delivery: idle workers cost memory too.
-        let at_cap = self.inner.connections.available_permits() == 0;
-        if host.rx.len() > workers.idle
-            && workers.running < host.max_connections.load(Ordering::Relaxed)
-            && (workers.running == 0 || !at_cap)
-        {
-            workers.running += 1;
-            drop(workers);
-            let (inner, host) = (self.inner.clone(), host.clone());
-            lock(&self.inner.tasks).spawn(run_worker(inner, host));
-        }
-    }
-
     /// Tightens (or relaxes back) one route's limits; values are clamped to the pool's
     /// `max_connections_per_host` and `max_messages_per_connection`, and to at least 1. A
     /// lowered cap stops new connections; those already open stay until they idle out or reach
@@ -217,8 +258,31 @@ impl<T: Send + 'static> DeliveryPool<T> {
         let messages = limits
             .max_messages_per_connection
             .clamp(1, config.max_messages_per_connection.max(1));
-        host.max_connections.store(connections, Ordering::Relaxed);
+        lock(&host.concurrency).set_cap(connections);
         host.max_messages.store(messages, Ordering::Relaxed);
+    }
+
+    /// The connection limit of every route the pool has served, learned or grown.
+    pub fn concurrency(&self) -> Vec<RouteConcurrency> {
+        let hosts: Vec<_> = lock(&self.inner.hosts).values().cloned().collect();
+        let mut out: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let c = lock(&h.concurrency);
+                RouteConcurrency {
+                    source_ip: h.key.source.ip,
+                    mx: h.key.mx.name.to_string(),
+                    mx_addr: h.key.mx.addr,
+                    limit: c.limit(),
+                    cap: c.cap(),
+                    learned: c.learned(),
+                    open: h.open.load(Ordering::Relaxed),
+                    refusals: c.refusals(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (a.source_ip, &a.mx, a.mx_addr).cmp(&(b.source_ip, &b.mx, b.mx_addr)));
+        out
     }
 
     /// The activity counters.
@@ -229,6 +293,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             connect_failures: c.failed.load(Ordering::Relaxed),
             transactions: c.transactions.load(Ordering::Relaxed),
             open_connections: c.open.load(Ordering::Relaxed),
+            connections_refused: c.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -248,12 +313,20 @@ impl<T: Send + 'static> DeliveryPool<T> {
             return h.clone();
         }
         let (tx, rx) = async_channel::bounded(self.inner.config.queue_per_host);
+        let config = &self.inner.config;
         let host = Arc::new(Host {
             key: key.clone(),
-            max_connections: AtomicUsize::new(self.inner.config.max_connections_per_host),
-            max_messages: AtomicUsize::new(self.inner.config.max_messages_per_connection),
+            concurrency: Mutex::new(Concurrency::new(
+                config.initial_connections_per_host,
+                config.max_connections_per_host,
+                config.concurrency_probe_interval,
+            )),
+            max_messages: AtomicUsize::new(config.max_messages_per_connection),
             tx,
             rx,
+            returned: Mutex::new(VecDeque::new()),
+            open: AtomicUsize::new(0),
+            opening: AtomicUsize::new(0),
             workers: Mutex::new(Workers { running: 0, idle: 0 }),
             tls_fallback_until: Mutex::new(None),
         });
@@ -274,8 +347,26 @@ fn report<T>(inner: &Inner<T>, d: Delivery<T>, statuses: Vec<RecipientStatus>, t
     let _ = inner.reports.send(report);
 }
 
-/// How often an idle worker holding a connection checks whether others wait for one.
+/// How often an idle worker holding a connection checks whether others wait for one (and
+/// for deliveries given back after a refused connection).
 const YIELD_CHECK: Duration = Duration::from_millis(250);
+
+/// Starts a connection worker for `host` when its backlog calls for one under its learned
+/// limit ([`Concurrency::wants_another`]).
+fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<Host<T>>) {
+    let queued = host.queued();
+    let mut workers = lock(&host.workers);
+    // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
+    // rather than one per queued delivery: idle workers cost memory too.
+    let at_cap = inner.connections.available_permits() == 0;
+    let wants = lock(&host.concurrency).wants_another(workers.running, workers.idle, queued);
+    if wants && (workers.running == 0 || !at_cap) {
+        workers.running += 1;
+        drop(workers);
+        let (task_inner, host) = (inner.clone(), host.clone());
+        lock(&inner.tasks).spawn(run_worker(task_inner, host));
+    }
+}
 
 /// Takes the next delivery; `None` when the worker should stop: idle for `idle_timeout` with an
 /// empty queue, the pool closed, or (`holding` a connection) other workers wait for a
@@ -284,6 +375,9 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
     let idle_since = Instant::now();
     let idle_timeout = inner.config.idle_timeout;
     loop {
+        if let Some(d) = host.take_returned() {
+            return Some(d);
+        }
         let wait = idle_timeout.saturating_sub(idle_since.elapsed());
         let wait = if holding { wait.min(YIELD_CHECK) } else { wait };
         lock(&host.workers).idle += 1;
@@ -292,14 +386,15 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
         workers.idle -= 1;
         match got {
             Ok(Ok(d)) => return Some(d),
-            Ok(Err(_closed)) => {
+            Ok(Err(_closed)) if host.queued() == 0 => {
                 workers.running -= 1;
                 return None;
             }
+            Ok(Err(_closed)) => continue,
             // Retire only when nothing is queued: checked under the same lock `submit` uses to
             // decide whether to start a worker, so a queued delivery always has one.
             Err(_idle)
-                if host.rx.is_empty()
+                if host.queued() == 0
                     && (idle_since.elapsed() >= idle_timeout
                         || (holding && inner.waiting.load(Ordering::Relaxed) > 0)) =>
             {
@@ -309,6 +404,16 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
             Err(_idle) => continue,
         }
     }
+}
+
+/// What opening a connection for a delivery came to.
+enum Opened {
+    /// A session, holding its pool-wide permit.
+    Session(Box<SmtpSession>, tokio::sync::OwnedSemaphorePermit),
+    /// The receiver refused one more connection while others to it are open: its cap.
+    Refused,
+    /// No connection: the status every recipient of the delivery gets.
+    Failed(RecipientStatus),
 }
 
 async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {
@@ -325,28 +430,32 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         let started = Instant::now();
         let (mut open, permit) = match session.take() {
             Some(s) => s,
-            None => {
-                let Some(permit) = connection_permit(&inner).await else {
-                    let status = RecipientStatus::from_error(&SessionError::Closed {
-                        phase: crate::phase::Phase::Connect,
-                    });
-                    let n = delivery.envelope.recipients.len();
-                    report(&inner, delivery, vec![status; n], false, started.elapsed());
-                    continue;
-                };
-                match connect(&inner, &host).await {
-                    Ok(s) => {
-                        sent_on_connection = 0;
-                        (s, permit)
-                    }
-                    Err(e) => {
-                        let status = RecipientStatus::from_error(&e);
-                        let n = delivery.envelope.recipients.len();
-                        report(&inner, delivery, vec![status; n], false, started.elapsed());
-                        continue;
-                    }
+            None => match open_connection(&inner, &host).await {
+                Opened::Session(s, permit) => {
+                    sent_on_connection = 0;
+                    (*s, permit)
                 }
-            }
+                Opened::Refused => {
+                    // Not this host's failure: the delivery (and what a broken batch left
+                    // unsent) waits for the open connections.
+                    let mut returned = lock(&host.returned);
+                    for d in unsent.drain(..).rev() {
+                        returned.push_front(d);
+                    }
+                    returned.push_front(delivery);
+                    drop(returned);
+                    lock(&host.workers).running -= 1;
+                    // Those connections may have closed meanwhile: then a worker starts again.
+                    start_worker_if_needed(&inner, &host);
+                    return;
+                }
+                Opened::Failed(status) => {
+                    let n = delivery.envelope.recipients.len();
+                    report(&inner, delivery, vec![status.clone(); n], false, started.elapsed());
+                    fail_queued(&inner, &host, &status);
+                    continue;
+                }
+            },
         };
         let room = host
             .max_messages
@@ -356,18 +465,120 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         let (sent, broken) = send_batch(&inner, &mut open, batch, started, &mut unsent).await;
         sent_on_connection += sent;
         if broken {
-            inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+            closed(&inner, &host);
         } else if sent_on_connection >= host.max_messages.load(Ordering::Relaxed) {
-            inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+            closed(&inner, &host);
             open.quit().await;
         } else {
             session = Some((open, permit));
         }
+        if !broken {
+            let running = lock(&host.workers).running;
+            let mut concurrency = lock(&host.concurrency);
+            for _ in 0..sent {
+                concurrency.on_success(running, Instant::now());
+            }
+        }
+        // The backlog (or a grown limit) may call for another connection.
+        start_worker_if_needed(&inner, &host);
     }
     if let Some((s, _permit)) = session {
-        inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+        closed(&inner, &host);
         s.quit().await;
     }
+}
+
+/// After a connection failure with no other connection of the route open or opening, the
+/// deliveries queued behind it would fail the same way, one connection attempt (and perhaps one
+/// timeout) each: they get the same status at once, for the caller's MX fallback and retries.
+fn fail_queued<T>(inner: &Inner<T>, host: &Host<T>, status: &RecipientStatus) {
+    if host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed) > 0 {
+        return;
+    }
+    while let Some(d) = host.take_returned().or_else(|| host.rx.try_recv().ok()) {
+        let n = d.envelope.recipients.len();
+        report(inner, d, vec![status.clone(); n], false, Duration::ZERO);
+    }
+}
+
+/// Counts a connection of `host` as closed.
+fn closed<T>(inner: &Inner<T>, host: &Host<T>) {
+    inner.counters.open.fetch_sub(1, Ordering::Relaxed);
+    host.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How long a route with no connection of its own waits, in total, for a receiver that refused
+/// it while serving this pool's other source IPs (a cap shared by all clients), and the first
+/// pause between tries (doubling).
+const SHARED_CAP_WAIT: Duration = Duration::from_secs(10);
+const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
+
+/// Takes a pool-wide permit and opens a session, telling a refusal (the receiver's cap while
+/// other connections to it work) from a failure of the host.
+async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
+    let mx = host.key.mx.addr;
+    if inner.params.tls.policy() == TlsPolicy::Required {
+        let until = lock(&inner.no_starttls).get(&mx).copied();
+        if until.is_some_and(|until| Instant::now() < until) {
+            return Opened::Failed(RecipientStatus::from_error(&SessionError::TlsNotOffered {
+                mx: host.key.mx.name.to_string(),
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut pause = SHARED_CAP_PAUSE;
+    loop {
+        let Some(permit) = connection_permit(inner).await else {
+            return Opened::Failed(RecipientStatus::from_error(&SessionError::Closed {
+                phase: crate::phase::Phase::Connect,
+            }));
+        };
+        host.opening.fetch_add(1, Ordering::Relaxed);
+        let result = connect(inner, host).await;
+        host.opening.fetch_sub(1, Ordering::Relaxed);
+        let e = match result {
+            Ok(s) => return Opened::Session(Box::new(s), permit),
+            Err(e) => e,
+        };
+        drop(permit);
+        if e.is_connection_refusal() {
+            // What the receiver counts for this client: the open connections and the others
+            // being opened alongside this one.
+            let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
+            if open > 0 {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                lock(&host.concurrency).on_refusal(open, Instant::now());
+                tracing::info!(
+                    mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
+                    "receiver refused another connection; connection limit lowered to what is open"
+                );
+                return Opened::Refused;
+            }
+            // Nothing open from this source IP, but the host serves our other source IPs: a
+            // cap shared by every client. Wait for a slot rather than calling the host down.
+            if open_to(inner, mx) > 0 && started.elapsed() + pause <= SHARED_CAP_WAIT {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                lock(&host.concurrency).on_refusal(0, Instant::now());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SHARED_CAP_WAIT / 4);
+                continue;
+            }
+        }
+        if matches!(e, SessionError::TlsNotOffered { .. }) {
+            lock(&inner.no_starttls).insert(mx, Instant::now() + TLS_FALLBACK);
+        }
+        inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+        return Opened::Failed(RecipientStatus::from_error(&e));
+    }
+}
+
+/// Connections open from any source IP to the MX address `mx`.
+fn open_to<T>(inner: &Inner<T>, mx: SocketAddr) -> usize {
+    lock(&inner.hosts)
+        .values()
+        .filter(|h| h.key.mx.addr == mx)
+        .map(|h| h.open.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Waits for room under `max_connections`; `None` when the pool is shutting down.
@@ -465,11 +676,9 @@ async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, Ses
         Ok(_) => {
             inner.counters.opened.fetch_add(1, Ordering::Relaxed);
             inner.counters.open.fetch_add(1, Ordering::Relaxed);
+            host.open.fetch_add(1, Ordering::Relaxed);
         }
-        Err(e) => {
-            inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(mx = %key.mx.name, source = %key.source.ip, error = %e, "connection failed");
-        }
+        Err(e) => tracing::debug!(mx = %key.mx.name, source = %key.source.ip, error = %e, "connection failed"),
     }
     result
 }

@@ -49,8 +49,18 @@ pub fn fast_config() -> SmtpConfig {
 
 /// Submits one single-recipient delivery per address and collects every report.
 pub async fn deliver_all(config: SmtpConfig, routes: &[RouteKey], recipients: &[String]) -> Vec<DeliveryReport<usize>> {
+    deliver_all_learning(config, routes, recipients).await.0
+}
+
+/// [`deliver_all`], plus the connection limits the pool learned on the way.
+pub async fn deliver_all_learning(
+    config: SmtpConfig,
+    routes: &[RouteKey],
+    recipients: &[String],
+) -> (Vec<DeliveryReport<usize>>, Vec<volley_engine::pool::RouteConcurrency>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let pool = DeliveryPool::new(config.clone(), params(&config), tx);
+    let learned = pool.clone();
     let submitter = {
         let pool = pool.clone();
         let routes = routes.to_vec();
@@ -80,5 +90,5 @@ pub async fn deliver_all(config: SmtpConfig, routes: &[RouteKey], recipients: &[
         }
     }
     submitter.await.expect("submitter");
-    reports
+    (reports, learned.concurrency())
 }

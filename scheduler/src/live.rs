@@ -301,6 +301,7 @@ pub struct Live {
     campaigns: Mutex<Vec<Arc<CampaignLive>>>,
     open_connections: AtomicU64,
     warmup: Mutex<Vec<WarmupUse>>,
+    connection_limits: Mutex<Vec<volley_engine::pool::RouteConcurrency>>,
 }
 
 impl Live {
@@ -318,6 +319,16 @@ impl Live {
 
     pub(crate) fn set_open_connections(&self, n: u64) {
         self.open_connections.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_connection_limits(&self, limits: Vec<volley_engine::pool::RouteConcurrency>) {
+        *lock(&self.connection_limits) = limits;
+    }
+
+    /// The connection limit of every (source IP, MX host) route the pool has served: what it
+    /// grew to, or learned from a receiver's refusals.
+    pub fn connection_limits(&self) -> Vec<volley_engine::pool::RouteConcurrency> {
+        lock(&self.connection_limits).clone()
     }
 
     pub(crate) fn set_warmup(&self, usage: Vec<WarmupUse>) {

@@ -401,6 +401,7 @@ impl CampaignRun {
         mut self,
         outcome: Result<(bool, u64), SendError>,
         pool_stats: &volley_engine::PoolStats,
+        learned_limits: Vec<volley_engine::pool::RouteConcurrency>,
     ) -> Result<Summary, SendError> {
         let (complete, waiting) = outcome?;
         let mut summary = self
@@ -425,6 +426,8 @@ impl CampaignRun {
         summary.recipients = summary.delivered + summary.deferred + summary.bounced + summary.suppressed;
         summary.connections_opened = pool_stats.connections_opened;
         summary.connect_failures = pool_stats.connect_failures;
+        summary.connections_refused = pool_stats.connections_refused;
+        summary.connection_limits = learned_limits;
         summary.elapsed_s = self.started.elapsed().as_secs_f64();
         // Totals cover the campaign; the rate covers this run only.
         summary.this_run = self.live.snapshot().this_run();

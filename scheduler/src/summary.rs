@@ -97,6 +97,11 @@ pub struct Summary {
     pub connections_opened: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
+    /// New connections receivers refused at their connection cap while others to them were
+    /// open (learned, not failures: nothing was deferred for them).
+    pub connections_refused: u64,
+    /// The connection limits learned from receivers' refusals, per (source IP, MX host).
+    pub connection_limits: Vec<volley_engine::pool::RouteConcurrency>,
     /// Tallies per source IP.
     pub by_source_ip: BTreeMap<String, Tally>,
     /// Tallies per recipient domain.

@@ -17,11 +17,13 @@ use super::http::{object, only, opt_str, ApiError};
 use super::App;
 
 /// `GET /ips`: every source IP, whether it is usable (an IP this host could not bind at start
-/// is not, with the reason), its pool and weight, where it is in its warm-up, and per
-/// provider group today's caps and what it sent today and this hour.
+/// is not, with the reason), its pool and weight, where it is in its warm-up, per provider
+/// group today's caps and what it sent today and this hour, and per MX host the connection
+/// limit it has grown to or learned from the receiver (`connections`).
 pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
     let providers = &app.providers;
+    let limits = app.service.live().connection_limits();
     let ips: Vec<Value> = app
         .config
         .source_ips
@@ -51,6 +53,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 })
                 .collect();
             let unusable = app.service.unusable_ips().get(&ip.address);
+            let connections: Vec<_> = limits.iter().filter(|r| r.source_ip == ip.address).collect();
             json!({
                 "address": ip.address.to_string(),
                 "usable": unusable.is_none(),
@@ -60,6 +63,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 "weight": ip.weight,
                 "warmup": warmup,
                 "usage": usage,
+                "connections": connections,
             })
         })
         .collect();

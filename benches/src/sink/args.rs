@@ -56,6 +56,10 @@ pub struct SinkArgs {
     /// Connections served at once; more get 421 4.7.0 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Connections served at once per client address (like Postfix's
+    /// smtpd_client_connection_count_limit); more from that address get 421 4.7.0.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<usize>,
     /// TOML file of canned replies: reply tables with domain, stage, text, percent.
     #[arg(long, value_name = "FILE")]
     pub canned: Option<PathBuf>,
@@ -125,6 +129,7 @@ impl SinkArgs {
             latency: self.latency.unwrap_or(Duration::ZERO),
             drop_pct: self.drop_pct,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             canned,
             count_addresses: true,
             faults,

@@ -52,6 +52,10 @@ pub struct SinkConfig {
     /// Concurrent connections served; beyond it a new connection gets `421 4.7.0` and is
     /// closed. `None` means unlimited.
     pub max_connections: Option<usize>,
+    /// Concurrent connections served per client address (like Postfix's
+    /// `smtpd_client_connection_count_limit`); beyond it a new connection from that address
+    /// gets `421 4.7.0` and is closed. `None` means unlimited.
+    pub max_connections_per_client: Option<usize>,
     /// Canned replies, tried in order; the first matching one whose percentage draw succeeds
     /// replaces the normal reply.
     pub canned: Vec<CannedReply>,
@@ -81,6 +85,7 @@ impl Default for SinkConfig {
             latency: Duration::ZERO,
             drop_pct: 0.0,
             max_connections: None,
+            max_connections_per_client: None,
             canned: Vec::new(),
             count_addresses: true,
             faults: Vec::new(),
@@ -139,12 +144,17 @@ impl SinkConfig {
                 });
             }
         }
-        if self.max_connections == Some(0) {
-            return Err(SinkError::InvalidConfig {
-                field: "max_connections",
-                value: "0".to_owned(),
-                reason: "must be at least 1 (or unset for no limit)",
-            });
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_client", self.max_connections_per_client),
+        ] {
+            if value == Some(0) {
+                return Err(SinkError::InvalidConfig {
+                    field,
+                    value: "0".to_owned(),
+                    reason: "must be at least 1 (or unset for no limit)",
+                });
+            }
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 mod args;
 mod canned;
+mod client_limit;
 mod command;
 mod config;
 mod data;
@@ -43,6 +44,7 @@ pub use fault_plan::{Fault, FaultKind, FaultStage, TlsFault, TlsFaultKind};
 pub use stats::SinkStats;
 
 use canned::CannedSet;
+use client_limit::ClientLimit;
 use reply::Greetings;
 use stats::{AddressCounts, Counters};
 use tls::TlsIdentity;
@@ -106,12 +108,14 @@ impl Sink {
             source,
         })?;
         let limit = config.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+        let per_client = config.max_connections_per_client.map(ClientLimit::new);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let accept = tokio::spawn(server::accept_loop(
             listener,
             Arc::clone(&shared),
             limit,
+            per_client,
             shutdown_rx,
             done_tx,
         ));

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 
+use super::client_limit::{ClientLimit, ClientSlot};
 use super::fault_plan::TlsFaultKind;
 use super::reply;
 use super::session::{Flow, Session};
@@ -61,6 +62,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Option<Arc<Semaphore>>,
+    per_client: Option<Arc<ClientLimit>>,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -93,8 +95,23 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
+        let slot = match &per_client {
+            None => None,
+            Some(limit) => match limit.try_take(peer.ip()) {
+                Some((slot, open)) => {
+                    let peak = &shared.counters.peak_connections_per_client;
+                    peak.fetch_max(open as u64, std::sync::atomic::Ordering::Relaxed);
+                    Some(slot)
+                }
+                None => {
+                    bump(&shared.counters.connections_refused);
+                    tokio::spawn(refuse(stream, done.clone()));
+                    continue;
+                }
+            },
+        };
         let connection = Connection::new(Arc::clone(&shared), peer, shutdown.clone());
-        tokio::spawn(connection.serve(stream, permit, done.clone()));
+        tokio::spawn(connection.serve(stream, (permit, slot), done.clone()));
     }
     tracing::debug!("sink: accept loop stopped");
 }
@@ -136,7 +153,12 @@ impl Connection {
     }
 
     /// Serves the connection to its end. `_permit` and `_done` are held for the duration.
-    async fn serve(mut self, stream: TcpStream, _permit: Option<OwnedSemaphorePermit>, _done: mpsc::Sender<()>) {
+    async fn serve(
+        mut self,
+        stream: TcpStream,
+        _permits: (Option<OwnedSemaphorePermit>, Option<ClientSlot>),
+        _done: mpsc::Sender<()>,
+    ) {
         bump(&self.shared.counters.connections);
         let shared = Arc::clone(&self.shared);
         let flow = self.session.greeting(&shared, &mut self.write_buf);

@@ -31,8 +31,12 @@ pub struct SinkStats {
     pub drops: u64,
     /// Of `drops`, those after the final dot (the message is not counted as accepted).
     pub drops_after_data: u64,
-    /// Connections answered 421 because `max_connections` were already open.
+    /// Connections answered 421 because `max_connections` (or `max_connections_per_client`
+    /// from that client) were already open.
     pub connections_refused: u64,
+    /// The most connections one client address had open at once (with
+    /// `max_connections_per_client`; 0 otherwise).
+    pub peak_connections_per_client: u64,
     /// Reply batches written: one per write, however many replies it carries.
     pub reply_flushes: u64,
     /// Command lines processed (message content is not counted).
@@ -61,6 +65,7 @@ impl SinkStats {
         self.drops += other.drops;
         self.drops_after_data += other.drops_after_data;
         self.connections_refused += other.connections_refused;
+        self.peak_connections_per_client = self.peak_connections_per_client.max(other.peak_connections_per_client);
         self.reply_flushes += other.reply_flushes;
         self.commands += other.commands;
         self.mail_commands += other.mail_commands;
@@ -85,6 +90,7 @@ pub(crate) struct Counters {
     pub(crate) drops: AtomicU64,
     pub(crate) drops_after_data: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    pub(crate) peak_connections_per_client: AtomicU64,
     pub(crate) reply_flushes: AtomicU64,
     pub(crate) commands: AtomicU64,
     pub(crate) mail_commands: AtomicU64,
@@ -113,6 +119,7 @@ impl Counters {
             drops: get(&self.drops),
             drops_after_data: get(&self.drops_after_data),
             connections_refused: get(&self.connections_refused),
+            peak_connections_per_client: get(&self.peak_connections_per_client),
             reply_flushes: get(&self.reply_flushes),
             commands: get(&self.commands),
             mail_commands: get(&self.mail_commands),

@@ -87,9 +87,11 @@ impl SmtpSession {
             TlsPolicy::Disabled => {}
             TlsPolicy::Opportunistic if !offered || skip_starttls => {}
             TlsPolicy::Required if !offered => {
+                // Leave politely: the host is fine, it just cannot carry this policy.
+                session.quit().await;
                 return Err(SessionError::TlsNotOffered {
                     mx: mx.name.to_string(),
-                })
+                });
             }
             TlsPolicy::Opportunistic | TlsPolicy::Required => session.starttls(source, &params.tls).await?,
         }

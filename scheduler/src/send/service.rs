@@ -177,9 +177,12 @@ impl SendService {
         let gauge = {
             let (pool, live, shaper) = (pool.clone(), live.clone(), shaper.clone());
             tokio::spawn(async move {
-                loop {
+                for tick in 0u64.. {
                     live.set_open_connections(pool.stats().open_connections);
                     live.set_warmup(shaper.warming_usage());
+                    if tick % 4 == 0 {
+                        live.set_connection_limits(pool.concurrency());
+                    }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             })
@@ -290,8 +293,9 @@ impl SendService {
             run.stop_flag.store(true, Ordering::Relaxed);
             gate.retire(index);
             let stats = pool.stats();
+            let learned: Vec<_> = pool.concurrency().into_iter().filter(|r| r.learned).collect();
             // Joins the reading threads: off the runtime's worker threads.
-            let summary = tokio::task::spawn_blocking(move || run.finish(outcome, &stats))
+            let summary = tokio::task::spawn_blocking(move || run.finish(outcome, &stats, learned))
                 .await
                 .unwrap_or_else(|e| Err(SendError::Config(format!("campaign {id} failed: {e}"))));
             lock(&running).remove(&id);

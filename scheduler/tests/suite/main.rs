@@ -14,6 +14,7 @@ mod send_dkim;
 mod send_fairness;
 mod send_mx;
 mod send_priority;
+mod send_receivers;
 mod send_run;
 mod send_warmup;
 mod service;
