@@ -144,7 +144,7 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
     let entry = Arc::new(Entry::new(launched.live.clone(), launched.stopper()));
     let waiter = {
         let entry = entry.clone();
-        let caps = crate::report::warmup_caps(&app.config, &app.base);
+        let caps = crate::report::warmup_caps(&app.config, &app.config_path);
         tokio::spawn(async move {
             let end = launched.wait().await.map_err(|e| e.to_string());
             if let Ok(summary) = &end {

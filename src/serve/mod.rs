@@ -44,6 +44,8 @@ pub struct App {
     service: SendService,
     /// The configuration; `api.campaigns_dir` is where campaigns are launched from.
     config: SendConfig,
+    /// Where the configuration was read from (warm-up curves resolve against it).
+    config_path: PathBuf,
     token: String,
     /// The provider groups of the warm-up settings (for per-IP usage).
     providers: Vec<String>,
@@ -96,6 +98,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     let app = Arc::new(App {
         service,
         config,
+        config_path: args.config.clone(),
         token,
         providers,
         campaigns: Mutex::default(),

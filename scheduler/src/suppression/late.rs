@@ -51,7 +51,7 @@ impl LateSuppressions {
                 Update::Remove { .. } => {
                     entries.remove(&key);
                 }
-                Update::SoftBounce { .. } => {}
+                Update::SoftBounce { .. } | Update::ForgetSoft { .. } => {}
             }
         }
         self.len.store(entries.len(), Ordering::Release);
