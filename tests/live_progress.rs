@@ -73,7 +73,10 @@ fn metrics_and_status_lines_follow_a_running_send() {
             scrapes += 1;
             assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
             let d = sample(&body, delivered).unwrap_or(0.0);
-            if d > 0.0 && d < n as f64 {
+            // The connection gauge is sampled every 250 ms: a scrape right after the first
+            // delivery may still show the value from before the first connection opened.
+            let open = sample(&body, "volley_open_connections").unwrap_or(0.0);
+            if d > 0.0 && d < n as f64 && open >= 1.0 {
                 mid_run = Some(body);
                 break;
             }
