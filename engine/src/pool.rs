@@ -644,12 +644,17 @@ async fn send_batch<T>(
         .fetch_add(result.transactions as u64, Ordering::Relaxed);
     let tls = session.is_tls();
     let mut sent = 0;
+    // A message's attempt starts when the one before it in the batch was answered (its
+    // envelope was on the wire with that one's content) and ends at its own last reply: a
+    // message late in a long batch did not wait for the server since the batch began.
+    let mut turn = started;
     for ((delivery, statuses), finished) in batch.into_iter().zip(result.statuses).zip(result.finished) {
         match statuses {
             Some(statuses) => {
                 sent += 1;
-                // Its own last reply, not the batch's: a message early in a batch was done early.
-                let latency = finished.map_or_else(|| started.elapsed(), |at| at.duration_since(started));
+                let end = finished.unwrap_or_else(Instant::now);
+                let latency = end.saturating_duration_since(turn);
+                turn = end.max(turn);
                 report(inner, delivery, statuses, tls, latency);
             }
             None => unsent.push_back(delivery),

@@ -32,10 +32,15 @@ async fn hundred_messages_on_one_connection(chunking: bool) {
     assert!(reports
         .iter()
         .all(|r| r.statuses.len() == 1 && r.statuses[0].disposition == Disposition::Delivered));
-    // Each message's latency ends at its own final reply, not at the end of its batch.
-    let fastest = reports.iter().map(|r| r.latency).min().expect("reports");
-    let slowest = reports.iter().map(|r| r.latency).max().expect("reports");
-    assert!(fastest * 4 < slowest, "latencies from {fastest:?} to {slowest:?}");
+    // Each message's latency runs from its turn in the batch (the previous message's reply)
+    // to its own final reply: about one round trip, not the age of its batch.
+    let mut latencies: Vec<_> = reports.iter().map(|r| r.latency).collect();
+    latencies.sort_unstable();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(150),
+        "median latency {median:?}: {latencies:?}"
+    );
     let stats = sink.stats();
     assert_eq!((stats.connections, stats.messages), (1, 100), "{stats:?}");
     assert_eq!(stats.bdat_chunks, if chunking { 100 } else { 0 }, "{stats:?}");

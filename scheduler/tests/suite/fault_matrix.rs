@@ -344,8 +344,15 @@ async fn drop_after_the_dot_is_retried_and_the_possible_duplicate_counted() {
         summary.maybe_duplicates, 3,
         "each lost final reply is a possible duplicate"
     );
-    assert_eq!(ledger.deferrals.len(), 3);
-    assert!(ledger.deferrals.iter().all(|d| d["maybe_duplicate"] == true));
+    // Each lost reply defers its message as a possible duplicate; with RFC 2920 pipelining the
+    // next message's envelope may have gone out with it and is deferred too (never delivered).
+    let possible: Vec<_> = ledger
+        .deferrals
+        .iter()
+        .filter(|d| d["maybe_duplicate"] == true)
+        .collect();
+    assert_eq!(possible.len(), 3, "{:?}", ledger.deferrals);
+    assert!(ledger.deferrals.len() <= 6, "{:?}", ledger.deferrals);
     let duplicated: u64 = ledger
         .finals
         .keys()

@@ -139,7 +139,7 @@ async fn a_real_postfix_with_a_client_connection_limit_is_learned_not_deferred()
         eprintln!("skipped: a private Postfix instance needs root (CI runs as root)");
         return;
     }
-    const LIMIT: usize = 10;
+    const LIMIT: usize = 3;
     let dir = tempfile::tempdir().expect("tempdir");
     // The ideal: the same instance without its limit, Volley held at LIMIT connections per IP.
     let open = volley_bench::postfix_smtpd::PostfixSmtpd::start(&dir.path().join("open"), &[]).expect("postfix");
@@ -155,7 +155,7 @@ async fn a_real_postfix_with_a_client_connection_limit_is_learned_not_deferred()
 
     let capped = volley_bench::postfix_smtpd::PostfixSmtpd::start(
         &dir.path().join("capped"),
-        &[("smtpd_client_connection_count_limit", "10")],
+        &[("smtpd_client_connection_count_limit", "3")],
     )
     .expect("postfix");
     std::fs::create_dir_all(dir.path().join("adaptive")).expect("dir");
