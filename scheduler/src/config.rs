@@ -82,6 +82,10 @@ pub struct SendConfig {
     /// file's own folder (relative to the config file). Default: none.
     #[serde(default)]
     pub template_dirs: Vec<PathBuf>,
+    /// Reputation guards: complaint and hard-bounce rates per campaign and per (source IP,
+    /// provider group), and the holds placed when they run too high.
+    #[serde(default)]
+    pub reputation: crate::reputation::ReputationConfig,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -330,6 +334,7 @@ impl SendConfig {
             warmup: volley_warmup::WarmupConfig::default(),
             api: Default::default(),
             template_dirs: Vec::new(),
+            reputation: Default::default(),
         }
     }
 

@@ -43,6 +43,7 @@ pub mod lineset;
 pub mod live;
 pub mod outcome;
 pub mod plan_input;
+pub mod reputation;
 pub mod rotation;
 pub mod routing;
 pub mod send;

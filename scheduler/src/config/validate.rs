@@ -98,6 +98,9 @@ impl SendConfig {
         if let Err(e) = crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref()) {
             out.push(Problem::new("warmup.redis", "", e.to_string()));
         }
+        for (field, value, reason) in self.reputation.problems() {
+            out.push(Problem::new(field, value, reason));
+        }
         if let Err((field, reason)) = self.api.tls_files() {
             out.push(Problem::new(field, "", reason));
         }
