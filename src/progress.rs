@@ -38,6 +38,10 @@ pub struct Status<'a> {
     pub ts: String,
     /// Whether the campaign is paused (`volley serve`): nothing new is sent.
     pub paused: bool,
+    /// Why a reputation guard holds the campaign (nothing new is sent until an operator lifts
+    /// the hold: `volley reputation resume`); absent when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<&'a str>,
     /// Seconds since this run started (frozen at its end).
     pub elapsed_s: f64,
     /// Share of the recipient file read, 0 to 1.
@@ -73,7 +77,7 @@ pub enum Run {
 /// The status of `c` now: `live` has the pool's connections and the warm-up use, `elapsed` is
 /// the run's time so far, `rate` its recent final outcomes per second ([`RateMeter`]).
 pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate: f64, run: Run) -> Status<'a> {
-    let sending = run == Run::Going && !c.paused;
+    let sending = run == Run::Going && !c.paused && c.hold.is_none();
     let rate = if sending { rate } else { 0.0 };
     let read = c.read_share();
     let eta_s = if !sending {
@@ -95,6 +99,7 @@ pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate:
         campaign: &c.id,
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         paused: c.paused,
+        hold: c.hold.as_deref(),
         elapsed_s: elapsed.as_secs_f64(),
         read,
         totals: c.totals(),

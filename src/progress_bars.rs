@@ -83,7 +83,9 @@ fn line_style() -> ProgressStyle {
 pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
     let width = width.max(20);
     let mut lines = vec![head(s, width)];
-    let eta = if s.paused {
+    let eta = if s.hold.is_some() {
+        "HELD".to_string()
+    } else if s.paused {
         "PAUSED".to_string()
     } else {
         let eta = s.eta_s.map_or_else(
@@ -100,6 +102,13 @@ pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
         eta,
     ];
     lines.extend(pack(&main, width, usize::MAX));
+    if let Some(hold) = s.hold {
+        let held = [
+            format!("held by the reputation guard: {hold}"),
+            format!("lift: volley reputation resume --campaign {}", s.campaign),
+        ];
+        lines.extend(pack(&held, width, usize::MAX));
+    }
     let mut more = vec![
         format!("expired {}", thousands(s.totals.expired)),
         format!("suppressed {}", thousands(s.totals.suppressed)),
