@@ -272,6 +272,47 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
     stream.shutdown().await
 }
 
+/// The reputation guards' rates and holds, per campaign and per (source IP, provider group):
+/// `scope` says which, the other labels are empty where they do not apply.
+fn reputation(out: &mut String, live: &Live) {
+    use volley_scheduler::reputation::{RateView, Scope};
+    type RateValue = fn(&RateView) -> f64;
+    let rates = live.reputation();
+    let families: [(&str, &str, RateValue); 3] = [
+        (
+            "volley_reputation_hard_bounce_rate_percent",
+            "Hard bounces per message with a final answer in the reputation window, in percent.",
+            |r| r.hard_bounce_rate_percent,
+        ),
+        (
+            "volley_reputation_complaint_rate_percent",
+            "Spam complaints per delivered message in the reputation window, in percent.",
+            |r| r.complaint_rate_percent,
+        ),
+        (
+            "volley_reputation_held",
+            "1 while a reputation guard holds the scope (a campaign paused, a source IP off a provider group).",
+            |r| f64::from(u8::from(r.held)),
+        ),
+    ];
+    for (name, help, value) in families {
+        family(out, name, "gauge", help);
+        for r in &rates {
+            let (scope, campaign, ip, provider) = match &r.scope {
+                Scope::Campaign { campaign } => ("campaign", escape(campaign), String::new(), String::new()),
+                Scope::Route { source_ip, provider } => {
+                    ("route", String::new(), source_ip.to_string(), escape(provider))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{scope=\"{scope}\",campaign=\"{campaign}\",source_ip=\"{ip}\",provider=\"{provider}\"}} {}",
+                value(r)
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,45 +346,6 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or_default();
             assert!(value.parse::<f64>().is_ok(), "a number ends every sample: {line}");
-        }
-    }
-}
-
-/// The reputation guards' rates and holds, per campaign and per (source IP, provider group):
-/// `scope` says which, the other labels are empty where they do not apply.
-fn reputation(out: &mut String, live: &Live) {
-    use volley_scheduler::reputation::{RateView, Scope};
-    type RateValue = fn(&RateView) -> f64;
-    let rates = live.reputation();
-    let families: [(&str, &str, RateValue); 3] = [
-        (
-            "volley_reputation_hard_bounce_rate_percent",
-            "Hard bounces per message with a final answer in the reputation window, in percent.",
-            |r| r.hard_bounce_rate_percent,
-        ),
-        (
-            "volley_reputation_complaint_rate_percent",
-            "Spam complaints per delivered message in the reputation window, in percent.",
-            |r| r.complaint_rate_percent,
-        ),
-        (
-            "volley_reputation_held",
-            "1 while a reputation guard holds the scope (a campaign paused, a source IP off a provider group).",
-            |r| f64::from(u8::from(r.held)),
-        ),
-    ];
-    for (name, help, value) in families {
-        family(out, name, "gauge", help);
-        for r in &rates {
-            let (scope, campaign, ip, provider) = match &r.scope {
-                Scope::Campaign { campaign } => ("campaign", escape(campaign), String::new(), String::new()),
-                Scope::Route { source_ip, provider } => ("route", String::new(), source_ip.to_string(), escape(provider)),
-            };
-            let _ = writeln!(
-                out,
-                "{name}{{scope=\"{scope}\",campaign=\"{campaign}\",source_ip=\"{ip}\",provider=\"{provider}\"}} {}",
-                value(r)
-            );
         }
     }
 }

@@ -342,6 +342,32 @@ mod tests {
         }
     }
 
+    /// A campaign held by a reputation guard says so, with the reason and how to lift it, and
+    /// has no ETA.
+    #[test]
+    fn a_held_campaign_shows_held_the_reason_and_the_command_that_lifts_it() {
+        let live = Live::default();
+        busy(&live);
+        live.snapshot();
+        let c = live.campaign("news");
+        c.set_hold(Some(
+            "hard-bounce rate 7.10 % over 1000 messages in 1day exceeds 5 %".into(),
+        ));
+        let snap = &live.snapshot()[1];
+        let s = status(snap, &live, Duration::from_secs(60), 172.4, Run::Going);
+        assert_eq!((s.msgs_per_s, s.eta_s), (0.0, None));
+        let all = layout(&s, 120).join("\n");
+        assert!(all.contains("HELD"), "{all}");
+        assert!(!all.contains("ETA"), "{all}");
+        assert!(
+            all.contains(
+                "held by the reputation guard: hard-bounce rate 7.10 % over 1000 messages in 1day exceeds 5 %"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("lift: volley reputation resume --campaign news"), "{all}");
+    }
+
     #[test]
     fn long_groups_end_in_a_count_of_what_is_left_out() {
         let items: Vec<String> = (0..40).map(|i| format!("127.0.1.{i} 1,000")).collect();

@@ -91,33 +91,61 @@ async fn sink() -> volley_bench::SinkHandle {
     .expect("sink")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_campaign_bouncing_past_the_threshold_is_held_before_it_ends_and_resumes_when_lifted() {
+/// A run of campaign `id` with `reputation` against a receiver bouncing 20 %, up to the moment
+/// `holds` are placed and the run has settled: the run, its accounting log, and its final
+/// outcomes at the hold.
+struct Held {
+    _sink: volley_bench::SinkHandle,
+    dir: tempfile::TempDir,
+    run: tokio::task::JoinHandle<Result<volley_scheduler::summary::Summary, volley_scheduler::send::SendError>>,
+    log: PathBuf,
+    finals: usize,
+}
+
+async fn run_until_held(id: &str, reputation: ReputationConfig, holds: &'static [&'static str]) -> Held {
     let sink = sink().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let campaign = setup(dir.path(), "bouncy");
-    let reputation = ReputationConfig {
-        min_sample: 100,
-        routes: false,
-        ..ReputationConfig::default()
-    };
+    let campaign = setup(dir.path(), id);
     let config = config(dir.path(), sink.local_addr(), 3, reputation);
-    let run = tokio::spawn({
-        let config = config.clone();
-        async move { volley_scheduler::send::run(&campaign, &config).await }
-    });
+    let run = tokio::spawn(async move { volley_scheduler::send::run(&campaign, &config).await });
     let holds_dir: PathBuf = dir.path().join("state/holds");
-    let log = dir.path().join("state/bouncy/accounting.jsonl");
-    let held_at = tokio::task::spawn_blocking({
-        let (holds_dir, log) = (holds_dir.clone(), log.clone());
+    let log = dir.path().join(format!("state/{id}/accounting.jsonl"));
+    let finals = tokio::task::spawn_blocking({
+        let log = log.clone();
         move || {
-            wait_for_holds(&holds_dir, &["campaign-bouncy.json"]);
+            wait_for_holds(&holds_dir, holds);
             settled_finals(&log)
         }
     })
     .await
     .expect("join");
-    assert!(held_at < MESSAGES, "held before the end ({held_at} of {MESSAGES} final)");
+    Held {
+        _sink: sink,
+        dir,
+        run,
+        log,
+        finals,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_bouncing_past_the_threshold_is_held_before_it_ends_and_resumes_when_lifted() {
+    let reputation = ReputationConfig {
+        min_sample: 100,
+        routes: false,
+        ..ReputationConfig::default()
+    };
+    let Held {
+        dir,
+        run,
+        log,
+        finals: held_at,
+        _sink: _kept_alive,
+    } = run_until_held("bouncy", reputation, &["campaign-bouncy.json"]).await;
+    assert!(
+        held_at < MESSAGES,
+        "held before the end ({held_at} of {MESSAGES} final)"
+    );
     let holds = HoldDir::new(&dir.path().join("state")).list().0;
     assert_eq!(holds.len(), 1, "{holds:?}");
     let hold = &holds[0];
@@ -165,33 +193,23 @@ async fn lift_until_done(dir: &Path, scope: Scope, id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_bouncing_past_the_threshold_are_held_and_a_lifted_route_carries_the_rest() {
-    let sink = sink().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let campaign = setup(dir.path(), "routes");
     let reputation = ReputationConfig {
         min_sample: 60,
         campaigns: false,
         ..ReputationConfig::default()
     };
-    let config = config(dir.path(), sink.local_addr(), 3, reputation);
-    let run = tokio::spawn({
-        let config = config.clone();
-        async move { volley_scheduler::send::run(&campaign, &config).await }
-    });
-    let holds_dir: PathBuf = dir.path().join("state/holds");
-    let log = dir.path().join("state/routes/accounting.jsonl");
-    let held_at = tokio::task::spawn_blocking({
-        let (holds_dir, log) = (holds_dir.clone(), log.clone());
-        move || {
-            wait_for_holds(
-                &holds_dir,
-                &["route-127.0.0.2-other.json", "route-127.0.0.3-other.json"],
-            );
-            settled_finals(&log)
-        }
-    })
-    .await
-    .expect("join");
+    let Held {
+        dir,
+        run,
+        log,
+        finals: held_at,
+        _sink: _kept_alive,
+    } = run_until_held(
+        "routes",
+        reputation,
+        &["route-127.0.0.2-other.json", "route-127.0.0.3-other.json"],
+    )
+    .await;
     assert!(held_at < MESSAGES, "both routes held before the end ({held_at} final)");
     assert!(!run.is_finished(), "no route left: the campaign waits");
 
