@@ -86,6 +86,9 @@ pub struct SendConfig {
     /// provider group), and the holds placed when they run too high.
     #[serde(default)]
     pub reputation: crate::reputation::ReputationConfig,
+    /// DNS blocklist monitoring of the source IPs; without the table nothing is looked up.
+    #[serde(default)]
+    pub blocklists: Option<crate::blocklists::BlocklistConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -335,6 +338,7 @@ impl SendConfig {
             api: Default::default(),
             template_dirs: Vec::new(),
             reputation: Default::default(),
+            blocklists: None,
         }
     }
 

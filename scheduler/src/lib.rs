@@ -37,6 +37,7 @@ pub mod template;
 
 pub mod accounting;
 pub mod api_config;
+pub mod blocklists;
 pub mod bounces;
 pub mod config;
 pub mod lineset;
