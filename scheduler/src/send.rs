@@ -39,6 +39,7 @@ mod produce;
 mod record;
 mod render;
 mod retry;
+mod return_path;
 mod service;
 mod sites;
 pub mod source_ips;
@@ -360,7 +361,7 @@ fn prepare(
         live: live.clone(),
     };
     let recorder_live = live;
-    let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
+    let mail_from = return_path::ReturnPath::new(campaign, config)?;
     let mut dispatcher = dispatch::Dispatcher::new(
         limits,
         shared.pool,
