@@ -41,7 +41,9 @@ pub fn is_arf(message: &Message<'_>) -> bool {
 /// Parses the ARF report in `raw`. `Err` says what is malformed.
 pub fn parse(raw: &[u8]) -> Result<ArfReport, String> {
     let feedback = Feedback::parse_rfc5322(raw).map_err(|e| match e {
-        mail_auth::report::Error::NoReportsFound => "no parseable message/feedback-report part (Feedback-Type missing?)".to_owned(),
+        mail_auth::report::Error::NoReportsFound => {
+            "no parseable message/feedback-report part (Feedback-Type missing?)".to_owned()
+        }
         other => format!("{other:?}"),
     })?;
     let reported = feedback

@@ -74,9 +74,9 @@ fn status_part<'a>(message: &'a Message<'_>) -> Option<&'a [u8]> {
     message.parts.iter().find_map(|part| {
         let ct = part.content_type()?;
         let status = ct.ctype().eq_ignore_ascii_case("message")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("delivery-status") || s.eq_ignore_ascii_case("global-delivery-status"));
+            && ct.subtype().is_some_and(|s| {
+                s.eq_ignore_ascii_case("delivery-status") || s.eq_ignore_ascii_case("global-delivery-status")
+            });
         if !status {
             return None;
         }
@@ -119,7 +119,10 @@ fn recipient(block: &FieldBlock) -> Result<DsnRecipient, String> {
     let action = required("action")?.to_ascii_lowercase();
     // RFC 3464 §2.3.3: an action may carry a comment in parentheses.
     let action = action.split([' ', '(']).next().unwrap_or_default().to_owned();
-    if !matches!(action.as_str(), "failed" | "delayed" | "delivered" | "relayed" | "expanded") {
+    if !matches!(
+        action.as_str(),
+        "failed" | "delayed" | "delivered" | "relayed" | "expanded"
+    ) {
         return Err(format!("unknown Action {action:?}"));
     }
     let status = required("status")?;

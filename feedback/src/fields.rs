@@ -86,7 +86,9 @@ pub fn parse_blocks(text: &str) -> Result<Vec<FieldBlock>, FieldError> {
                 reason: "too many fields",
             });
         }
-        current.fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        current
+            .fields
+            .push((name.to_ascii_lowercase(), value.trim().to_owned()));
     }
     if !current.is_empty() {
         blocks.push(current);

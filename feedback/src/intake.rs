@@ -81,8 +81,11 @@ impl Intake {
                 max: self.max_bytes,
             });
         }
-        let rcpts: Vec<(&'static str, Option<&str>)> =
-            envelope.rcpt_to.iter().map(|r| ("envelope recipient", Some(r.as_str()))).collect();
+        let rcpts: Vec<(&'static str, Option<&str>)> = envelope
+            .rcpt_to
+            .iter()
+            .map(|r| ("envelope recipient", Some(r.as_str())))
+            .collect();
         let envelope_token = self.token(&rcpts)?;
         if let Some(token) = envelope_token.as_ref().filter(|t| t.kind == TokenKind::Unsubscribe) {
             let origin = Origin {
@@ -182,7 +185,11 @@ impl Intake {
     fn dsn_event(&self, report: &dsn::DsnReport, r: &dsn::DsnRecipient, token: Option<Token>) -> Event {
         let origin = Origin {
             token,
-            recipient: Some(r.original_recipient.clone().unwrap_or_else(|| r.final_recipient.clone())),
+            recipient: Some(
+                r.original_recipient
+                    .clone()
+                    .unwrap_or_else(|| r.final_recipient.clone()),
+            ),
             message_id: report.returned.message_id.clone(),
         };
         let status = ReportedStatus {

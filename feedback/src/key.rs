@@ -187,7 +187,9 @@ mod tests {
         assert!(!e.contains("tooshort"), "{e}");
         let e = Keyring::parse(&format!("\n16 {SECRET}"), "k").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("0 to 15"), "{e}");
-        let e = Keyring::parse(&format!("1 {SECRET}\n1 {SECRET}"), "k").unwrap_err().to_string();
+        let e = Keyring::parse(&format!("1 {SECRET}\n1 {SECRET}"), "k")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
         assert!(matches!(Keyring::parse("# none\n", "k"), Err(KeyError::Empty { .. })));
         assert!(matches!(Keyring::parse(SECRET, "k"), Err(KeyError::Line { .. })));

@@ -102,7 +102,10 @@ fn explanation(body: &str) -> String {
     let mut out = String::new();
     for line in body.lines() {
         let lower = line.trim().to_lowercase();
-        if RETURNED_MARKERS.iter().any(|m| lower.starts_with(m) || lower.contains(m)) {
+        if RETURNED_MARKERS
+            .iter()
+            .any(|m| lower.starts_with(m) || lower.contains(m))
+        {
             break;
         }
         if out.len() + line.len() + 1 > MAX_EXPLANATION {
@@ -139,7 +142,9 @@ fn find_reply(text: &str) -> (Option<u16>, Option<String>, Option<String>) {
                 Some((d, a)) if d.len() == 3 => (d, Some(a)),
                 _ => (*w, None),
             };
-            if digits.len() == 3 && matches!(digits.as_bytes()[0], b'4' | b'5') && digits.bytes().all(|b| b.is_ascii_digit())
+            if digits.len() == 3
+                && matches!(digits.as_bytes()[0], b'4' | b'5')
+                && digits.bytes().all(|b| b.is_ascii_digit())
             {
                 let code = digits.parse().ok();
                 let next = match after {
@@ -174,7 +179,9 @@ fn find_address(text: &str, ours: &[String]) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | ',' | ';' | '"' | '\''))
         .map(|w| w.trim_end_matches([':', '.']).trim_start_matches("rfc822:"))
         .filter(|w| {
-            let Some((local, domain)) = w.split_once('@') else { return false };
+            let Some((local, domain)) = w.split_once('@') else {
+                return false;
+            };
             !local.is_empty() && domain.contains('.') && !domain.contains('@') && !domain.starts_with('.')
         })
         .map(str::to_lowercase)

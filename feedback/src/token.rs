@@ -201,9 +201,9 @@ impl Token {
         if text.len() > MAX_TOKEN_CHARS {
             return Err(TokenError::TooLong { len: text.len() });
         }
-        let bytes = BASE32_DNSSEC.decode(text.as_bytes()).map_err(|_| TokenError::Corrupted {
-            reason: "not base32",
-        })?;
+        let bytes = BASE32_DNSSEC
+            .decode(text.as_bytes())
+            .map_err(|_| TokenError::Corrupted { reason: "not base32" })?;
         // Header, tag, one varint byte, an IPv4 address, the MAC.
         if bytes.len() < 1 + CAMPAIGN_TAG_LEN + 1 + 4 + MAC_LEN {
             return Err(TokenError::Corrupted { reason: "too short" });
@@ -359,7 +359,10 @@ mod tests {
         let other = Keyring::single(3, b"another secret of more than thirty-two bytes");
         assert_eq!(Token::decode(&text, &other), Err(TokenError::Forged));
         assert_eq!(
-            Token::decode(&text, &Keyring::single(4, b"a test secret of more than thirty-two bytes")),
+            Token::decode(
+                &text,
+                &Keyring::single(4, b"a test secret of more than thirty-two bytes")
+            ),
             Err(TokenError::UnknownKey { key_id: 3 })
         );
         // One character changed anywhere: refused (the MAC covers every bit).
@@ -369,8 +372,14 @@ mod tests {
             let altered = String::from_utf8(bytes).unwrap();
             assert!(Token::decode(&altered, &keys()).is_err(), "position {i}: {altered}");
         }
-        assert!(matches!(Token::decode("not-base32!", &keys()), Err(TokenError::Corrupted { .. })));
-        assert!(matches!(Token::decode("00", &keys()), Err(TokenError::Corrupted { .. })));
+        assert!(matches!(
+            Token::decode("not-base32!", &keys()),
+            Err(TokenError::Corrupted { .. })
+        ));
+        assert!(matches!(
+            Token::decode("00", &keys()),
+            Err(TokenError::Corrupted { .. })
+        ));
         assert_eq!(
             Token::decode(&"0".repeat(97), &keys()),
             Err(TokenError::TooLong { len: 97 })

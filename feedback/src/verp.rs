@@ -93,9 +93,16 @@ mod tests {
             token_in_address(&address.replace("bounce.sender.test", "other.test"), &keys(), &domains),
             AddressToken::NotOurs
         );
-        assert_eq!(token_in_address("postmaster@bounce.sender.test", &keys(), &domains), AddressToken::NotOurs);
+        assert_eq!(
+            token_in_address("postmaster@bounce.sender.test", &keys(), &domains),
+            AddressToken::NotOurs
+        );
         assert!(matches!(
-            token_in_address("bounces+0000000000000000000000000000000000000@bounce.sender.test", &keys(), &domains),
+            token_in_address(
+                "bounces+0000000000000000000000000000000000000@bounce.sender.test",
+                &keys(),
+                &domains
+            ),
             AddressToken::Refused(_)
         ));
     }

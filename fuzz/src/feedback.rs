@@ -116,7 +116,8 @@ pub fn token(data: &[u8]) {
     };
     let mut token = Token::bounce(&text, line, ip);
     if byte(25) & 1 == 1 {
-        let issued = UNIX_EPOCH + Duration::from_secs(u64::from(u32::from_le_bytes([byte(26), byte(27), byte(28), byte(29)])) * 3600);
+        let issued = UNIX_EPOCH
+            + Duration::from_secs(u64::from(u32::from_le_bytes([byte(26), byte(27), byte(28), byte(29)])) * 3600);
         token = Token::unsubscribe(&text, line, ip, issued);
         assert_eq!(token.kind, TokenKind::Unsubscribe);
     }
@@ -126,9 +127,13 @@ pub fn token(data: &[u8]) {
     let at = usize::from(byte(30)) % encoded.len();
     let alphabet = b"0123456789abcdefghijklmnopqrstuv";
     let original = encoded.as_bytes()[at];
-    let replacement = alphabet[(alphabet.iter().position(|&c| c == original).unwrap_or(0) + 1 + usize::from(byte(31)) % 31) % 32];
+    let replacement =
+        alphabet[(alphabet.iter().position(|&c| c == original).unwrap_or(0) + 1 + usize::from(byte(31)) % 31) % 32];
     let mut altered = encoded.clone().into_bytes();
     altered[at] = replacement;
     let altered = String::from_utf8(altered).expect("ASCII");
-    assert!(Token::decode(&altered, &keys).is_err(), "{encoded} altered at {at} still decodes");
+    assert!(
+        Token::decode(&altered, &keys).is_err(),
+        "{encoded} altered at {at} still decodes"
+    );
 }

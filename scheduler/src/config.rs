@@ -452,7 +452,9 @@ impl SendConfig {
 
     /// Reads the feedback token keys (`[feedback] key_file`/`key_env`), when `[feedback]` is set.
     pub fn check_feedback(&self, path: &Path) -> Result<Option<volley_feedback::Keyring>, ConfigError> {
-        let Some(feedback) = &self.feedback else { return Ok(None) };
+        let Some(feedback) = &self.feedback else {
+            return Ok(None);
+        };
         feedback
             .keyring()
             .map(Some)

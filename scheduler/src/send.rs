@@ -139,6 +139,10 @@ pub async fn run_observed(
             c.id()
         )));
     }
+    // A campaign whose return paths cannot be signed refuses before any store is opened.
+    for campaign in campaigns {
+        return_path::ReturnPath::new(campaign, config)?;
+    }
     let service = SendService::start(config, live, campaigns.len() > 1)?;
     let mut launched = Vec::with_capacity(campaigns.len());
     for campaign in campaigns {

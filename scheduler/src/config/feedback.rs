@@ -67,7 +67,11 @@ impl FeedbackConfig {
     /// The values that cannot work (the key itself is read by [`FeedbackConfig::keyring`]).
     pub(super) fn problems(&self, out: &mut Vec<Problem>) {
         if let Err(reason) = check_domain(&self.bounce_domain) {
-            out.push(Problem::new("feedback.bounce_domain", self.bounce_domain.clone(), reason));
+            out.push(Problem::new(
+                "feedback.bounce_domain",
+                self.bounce_domain.clone(),
+                reason,
+            ));
         }
         match (&self.key_file, &self.key_env) {
             (None, None) => out.push(Problem::new(
@@ -80,13 +84,19 @@ impl FeedbackConfig {
                 file.display().to_string(),
                 "set only one of key_file and key_env",
             )),
-            (None, Some(name)) if name.is_empty() => {
-                out.push(Problem::new("feedback.key_env", "", "must name an environment variable"))
-            }
+            (None, Some(name)) if name.is_empty() => out.push(Problem::new(
+                "feedback.key_env",
+                "",
+                "must name an environment variable",
+            )),
             _ => {}
         }
         if self.unsubscribe_max_age.is_zero() {
-            out.push(Problem::new("feedback.unsubscribe_max_age", "0s", "must be longer than zero"));
+            out.push(Problem::new(
+                "feedback.unsubscribe_max_age",
+                "0s",
+                "must be longer than zero",
+            ));
         }
         if self.max_message_size < MIN_MESSAGE_SIZE {
             out.push(Problem::new(
@@ -100,9 +110,12 @@ impl FeedbackConfig {
     /// Reads the keys. The error names the field and the file or variable (never a secret).
     pub fn keyring(&self) -> Result<Keyring, (&'static str, String, String)> {
         match (&self.key_file, &self.key_env) {
-            (Some(file), _) => Keyring::load_file(file)
-                .map_err(|e| ("feedback.key_file", file.display().to_string(), e.to_string())),
-            (None, Some(name)) => Keyring::load_env(name).map_err(|e| ("feedback.key_env", name.clone(), e.to_string())),
+            (Some(file), _) => {
+                Keyring::load_file(file).map_err(|e| ("feedback.key_file", file.display().to_string(), e.to_string()))
+            }
+            (None, Some(name)) => {
+                Keyring::load_env(name).map_err(|e| ("feedback.key_env", name.clone(), e.to_string()))
+            }
             (None, None) => Err(("feedback.key_file", String::new(), "set key_file or key_env".into())),
         }
     }
