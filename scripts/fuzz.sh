@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff"
+ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff dsn_intake arf_intake token"
 TARGETS=${*:-$ALL_TARGETS}
 RUNS=${FUZZ_RUNS:-1000000}
 ENGINE=${FUZZ_ENGINE:-auto}
@@ -57,6 +57,15 @@ seed() {
       printf 'Hi {{name}\n{{ }}\0\0a\r\nBcc: x@example.test\0' >"$dir/seed-2" ;;
     curve) cp config/warmup/standard.toml config/warmup/conservative.toml config/warmup/aggressive.toml "$dir/" ;;
     backoff) cp config/warmup/backoff.toml "$dir/seed-backoff.toml" ;;
+    dsn_intake)
+      cp feedback/tests/fixtures/postfix/*.eml feedback/tests/fixtures/rfc/rfc3464-*.eml "$dir/"
+      cp feedback/tests/fixtures/plain/*.eml "$dir/" ;;
+    arf_intake) cp feedback/tests/fixtures/rfc/rfc5965-abuse.eml "$dir/" ;;
+    token)
+      # Tokens of the Postfix fixtures (the harness uses their key), and field bytes.
+      grep -ho 'bounces+[0-9a-v]*' feedback/tests/fixtures/postfix/*.eml | sort -u | cut -d+ -f2 |
+        while read -r t; do printf '%s' "$t" >"$dir/seed-$t"; done
+      printf '\x07\0\0\0\0\0\0\0\0\x7f\0\0\x02' >"$dir/seed-fields" ;;
   esac
 }
 

@@ -142,6 +142,27 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             .map(|()| "bounce classification rules load".into())
             .map_err(|e| e.to_string()),
     ));
+    if let Some(feedback) = &config.feedback {
+        let result = config
+            .check_feedback(config_path)
+            .map(|keys| {
+                let ids = keys.map(|k| k.signing_id()).unwrap_or_default();
+                format!(
+                    "token keys load (signing key id {ids}); return paths bounces+<token>@{}{}",
+                    feedback.bounce_domain,
+                    if feedback.verp { "" } else { " (verp off by default)" }
+                )
+            })
+            .map_err(|e| e.to_string());
+        out.push(verdict(
+            if feedback.key_env.is_some() {
+                "feedback.key_env"
+            } else {
+                "feedback.key_file"
+            },
+            result,
+        ));
+    }
     if let Some(ca_file) = &config.smtp.ca_file {
         let result = config
             .check_tls(config_path)

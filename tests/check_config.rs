@@ -198,3 +198,66 @@ fn a_device_is_refused_as_config_without_being_read() {
         "{out}"
     );
 }
+
+#[test]
+fn the_feedback_block_is_checked_with_line_field_and_value_and_its_key_file_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        r#"state_dir = "state"
+[[source_ips]]
+address = "127.0.0.2"
+ehlo_name = "mta2.volley.test"
+
+[feedback]
+bounce_domain = "bounce_volley.test"
+key_file = "missing.key"
+"#,
+    );
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = |what: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("ERROR  {what}:")))
+            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("feedback.bounce_domain")
+            .contains("volley.toml, line 7: field `feedback.bounce_domain` = \"bounce_volley.test\""),
+        "{out}"
+    );
+    assert!(line("feedback.key_file").contains("missing.key"), "{out}");
+
+    write(
+        dir.path(),
+        "feedback.key",
+        "3 a-check-config-secret-of-32-characters-or-more\n",
+    );
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+         [feedback]\nbounce_domain = \"bounce.volley.test\"\nkey_file = \"feedback.key\"\n",
+    );
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("volley check-config");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("ok     feedback.key_file"), "{out}");
+    assert!(
+        out.contains("signing key id 3") && !out.contains("a-check-config-secret"),
+        "{out}"
+    );
+}

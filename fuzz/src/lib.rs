@@ -12,6 +12,8 @@
 //! - [`template`]: template parser and renderer (plain, HTML, URL escaping) and the message
 //!   builder's header-injection guard.
 //! - [`curve`], [`backoff`]: warm-up curves and backoff rules.
+//! - [`dsn_intake`], [`arf_intake`], [`token`]: the feedback intake (DSN and ARF reports
+//!   through the whole intake) and the token decoder (module `feedback`).
 //!
 //! Every harness panics (a "crash") when an invariant breaks, not only when the library does.
 
@@ -31,6 +33,9 @@ use volley_scheduler::template::{Template, TemplateError};
 use volley_warmup::backoff::BackoffState;
 use volley_warmup::{BackoffRules, Curve};
 
+mod feedback;
+pub use feedback::{arf_intake, dsn_intake, token};
+
 /// Every target, by name, for the fallback runner and the script.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("reply", reply),
@@ -42,6 +47,9 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("template", template),
     ("curve", curve),
     ("backoff", backoff),
+    ("dsn_intake", dsn_intake),
+    ("arf_intake", arf_intake),
+    ("token", token),
 ];
 
 /// SMTP reply parser: never panics; a complete reply has a code in 200..=599, consumed bytes

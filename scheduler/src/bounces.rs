@@ -235,6 +235,22 @@ impl BounceRules {
     }
 }
 
+/// The same rules classify asynchronous bounces (DSNs, plain-text bounces) in the feedback
+/// intake: one classifier for replies and reports.
+impl volley_feedback::BounceClassifier for BounceRules {
+    fn classify(&self, status: &RecipientStatus) -> volley_feedback::BounceClass {
+        let c = BounceRules::classify(self, status);
+        volley_feedback::BounceClass {
+            category: c.category.to_owned(),
+            action: match c.action {
+                Action::Suppress => volley_feedback::SuppressAction::Suppress,
+                Action::Soft => volley_feedback::SuppressAction::Soft,
+                Action::None => volley_feedback::SuppressAction::None,
+            },
+        }
+    }
+}
+
 impl Rule {
     fn matches(&self, status: &RecipientStatus, lower: &mut Option<String>) -> bool {
         if let Some(local) = self.local {

@@ -139,6 +139,7 @@ pub struct Campaign {
     pool: String,
     priority: u8,
     suppression_list: Option<String>,
+    verp: Option<bool>,
 }
 
 /// The priority of a campaign that names none.
@@ -237,6 +238,10 @@ impl Campaign {
     /// The campaign identifier.
     pub fn id(&self) -> &str {
         &self.id
+    }
+    /// Whether this campaign asks for VERP return paths (`None`: as volley.toml says).
+    pub fn verp(&self) -> Option<bool> {
+        self.verp
     }
     /// 0 (bulk) to 9 (most urgent): where campaigns sent together meet at a site, the higher
     /// sends first.

@@ -13,8 +13,10 @@ use std::time::Duration;
 use volley_engine::SmtpConfig;
 
 mod collect;
+mod feedback;
 mod validate;
 
+pub use feedback::FeedbackConfig;
 pub use validate::Problem;
 
 /// The operator's configuration.
@@ -89,6 +91,10 @@ pub struct SendConfig {
     /// DNS blocklist monitoring of the source IPs; without the table nothing is looked up.
     #[serde(default)]
     pub blocklists: Option<crate::blocklists::BlocklistConfig>,
+    /// Feedback: VERP return paths and the key that signs their tokens (`[feedback]`; none:
+    /// messages go out with the campaign's `envelope_from`).
+    #[serde(default)]
+    pub feedback: Option<FeedbackConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -339,6 +345,7 @@ impl SendConfig {
             template_dirs: Vec::new(),
             reputation: Default::default(),
             blocklists: None,
+            feedback: None,
         }
     }
 
@@ -353,6 +360,7 @@ impl SendConfig {
         config.check_dkim(path, &config.dkim)?;
         config.check_bounces(path)?;
         config.check_tls(path)?;
+        config.check_feedback(path)?;
         Ok(config)
     }
 
@@ -421,6 +429,9 @@ impl SendConfig {
         for dir in config.template_dirs.iter_mut().filter(|d| d.is_relative()) {
             *dir = base.join(&*dir);
         }
+        if let Some(feedback) = &mut config.feedback {
+            feedback.resolve(base);
+        }
     }
 
     /// Reads `keys` (entries of this config's `[[dkim]]`) and signs and verifies a test
@@ -446,6 +457,22 @@ impl SendConfig {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// Reads the feedback token keys (`[feedback] key_file`/`key_env`), when `[feedback]` is set.
+    pub fn check_feedback(&self, path: &Path) -> Result<Option<volley_feedback::Keyring>, ConfigError> {
+        let Some(feedback) = &self.feedback else {
+            return Ok(None);
+        };
+        feedback
+            .keyring()
+            .map(Some)
+            .map_err(|(field, value, reason)| ConfigError::Invalid {
+                path: path.into(),
+                field: field.into(),
+                value,
+                reason,
+            })
     }
 
     /// Reads and checks the bounce rules file (or the embedded rules).

@@ -39,6 +39,7 @@ mod produce;
 mod record;
 mod render;
 mod retry;
+mod return_path;
 mod service;
 mod sites;
 pub mod source_ips;
@@ -137,6 +138,10 @@ pub async fn run_observed(
             "campaign id `{}` is given twice; each campaign needs its own id (its state directory)",
             c.id()
         )));
+    }
+    // A campaign whose return paths cannot be signed refuses before any store is opened.
+    for campaign in campaigns {
+        return_path::ReturnPath::new(campaign, config)?;
     }
     let service = SendService::start(config, live, campaigns.len() > 1)?;
     let mut launched = Vec::with_capacity(campaigns.len());
@@ -363,7 +368,7 @@ fn prepare(
         guards: shared.guards,
     };
     let recorder_live = live;
-    let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
+    let mail_from = return_path::ReturnPath::new(campaign, config)?;
     let mut dispatcher = dispatch::Dispatcher::new(
         limits,
         shared.pool,

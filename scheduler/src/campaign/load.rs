@@ -50,6 +50,9 @@ struct CampaignFile {
     /// 0 (bulk) to 9 (most urgent), default 5: where campaigns sent together meet at a site,
     /// the higher priority sends first.
     priority: Option<Spanned<i64>>,
+    /// VERP return paths (`bounces+<token>@<bounce domain>` as MAIL FROM): overrides volley.toml
+    /// `[feedback] verp`. `true` needs a `[feedback]` table.
+    verp: Option<bool>,
 }
 
 /// `[list_unsubscribe]` as written.
@@ -233,6 +236,7 @@ impl Loader<'_> {
             recipients: self.resolve(recipients),
             email_column,
             headers,
+            verp: f.verp,
         })
     }
 

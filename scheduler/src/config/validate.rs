@@ -105,6 +105,9 @@ impl SendConfig {
         if let Err((field, reason)) = self.api.tls_files() {
             out.push(Problem::new(field, "", reason));
         }
+        if let Some(feedback) = &self.feedback {
+            feedback.problems(&mut out);
+        }
         out
     }
 

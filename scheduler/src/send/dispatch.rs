@@ -72,7 +72,8 @@ pub(crate) struct Dispatcher {
     pub pool: DeliveryPool<Tag>,
     pub router: Arc<Router>,
     pub rotation: IpRotation,
-    pub mail_from: Arc<str>,
+    /// The envelope sender of each message (fixed, or VERP per message).
+    pub mail_from: super::return_path::ReturnPath,
     pub recorder: Recorder,
     pub journal: DispatchJournal,
     /// Warm-up budgets and backoff, shared with the other campaigns of the run.
@@ -127,7 +128,7 @@ impl Dispatcher {
         pool: DeliveryPool<Tag>,
         router: Router,
         rotation: IpRotation,
-        mail_from: Arc<str>,
+        mail_from: super::return_path::ReturnPath,
         recorder: Recorder,
         journal: DispatchJournal,
         shaper: Arc<Shaper>,

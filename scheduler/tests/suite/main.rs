@@ -18,6 +18,7 @@ mod send_mx;
 mod send_priority;
 mod send_receivers;
 mod send_run;
+mod send_verp;
 mod send_warmup;
 mod service;
 mod suppression_outage;

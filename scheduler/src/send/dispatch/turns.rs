@@ -138,7 +138,7 @@ impl Dispatcher {
                 }
                 self.journal.record(job.line, job.attempt)?;
                 let envelope = Envelope {
-                    mail_from: self.mail_from.to_string(),
+                    mail_from: self.mail_from.mail_from(job.line, route.source.ip),
                     recipients: vec![job.recipient.as_str().to_string()],
                 };
                 let payload = job.payload.clone();
