@@ -213,7 +213,8 @@ where
             }
             Event::StartTls => Decision::Accept,
             Event::Auth(credentials) => handler.auth(&credentials).await,
-            Event::Rset
+            Event::Bdat { .. }
+            | Event::Rset
             | Event::Noop
             | Event::Help
             | Event::Vrfy { .. }

@@ -5,7 +5,9 @@
 //!
 //! Pipelining (RFC 2920 §3.2): replies of a group are gathered in the output and flushed
 //! when the input runs dry; commands after DATA (or BDAT) are not looked at before the
-//! content has ended. Every command line yields exactly one event, and at most one reply.
+//! content has ended. Every command line yields one event and one reply (BDAT yields
+//! [`Event::Bdat`] for its line and its answering event after its octets); message content
+//! yields [`Event::Content`] events, which are not answered.
 
 use std::sync::Arc;
 
@@ -55,6 +57,15 @@ pub enum Event<'a> {
     /// Message content, dot-unstuffed (DATA) or as sent (BDAT chunks), in order. Not a
     /// command: needs no answer.
     Content(&'a [u8]),
+    /// Not answered yet: a BDAT command (RFC 3030 §2). Its `size` octets follow as
+    /// [`Event::Content`] (when the transaction can take them), then its answer comes as
+    /// [`Event::BdatChunk`], [`Event::MessageEnd`] (`last`) or [`Event::Rejected`].
+    Bdat {
+        /// Octets of the chunk.
+        size: u64,
+        /// `LAST` was given.
+        last: bool,
+    },
     /// Decision: a BDAT chunk that is not the last has been read (its octets came as
     /// [`Event::Content`]).
     BdatChunk {
@@ -467,14 +478,13 @@ impl Session {
                         self.input.advance(len);
                         return core.line_too_long();
                     }
-                    // BDAT yields its event once the chunk's octets are read, so its line is
-                    // consumed here and the loop goes on (no borrow of the input escapes).
+                    // BDAT's line is consumed at once: its octets follow it directly.
                     if let Some(bdat) = command::parse_if_bdat(strip_cr(&self.input[..newline])) {
                         self.input.advance(len);
-                        match bdat.map_err(SessionError::from).and_then(|(size, last)| core.bdat(size, last)) {
-                            Ok(()) => continue,
-                            Err(error) => return core.reject(error),
-                        }
+                        return match bdat.map_err(SessionError::from).and_then(|(size, last)| core.bdat(size, last)) {
+                            Ok((size, last)) => Event::Bdat { size, last },
+                            Err(error) => core.reject(error),
+                        };
                     }
                     self.consume = len;
                     let line = strip_cr(&self.input[..newline]);
@@ -616,7 +626,7 @@ impl Core {
 
     /// RFC 3030 §2: the chunk's octets are read whatever the answer will be; the reply comes
     /// after them ([`Core::chunk_end`]).
-    fn bdat(&mut self, size: u64, last: bool) -> Result<(), SessionError> {
+    fn bdat(&mut self, size: u64, last: bool) -> Result<(u64, bool), SessionError> {
         if !self.config.chunking {
             return Err(SessionError::NotOffered { verb: Verb::Bdat });
         }
@@ -634,7 +644,7 @@ impl Core {
             last,
             deliver,
         };
-        Ok(())
+        Ok((size, last))
     }
 
     fn chunk_end<'a>(&mut self, size: u64, last: bool) -> Event<'a> {

@@ -82,6 +82,7 @@ impl Harness {
                 Event::MessageEnd { size, chunked } => Seen::End(size, chunked),
                 Event::StartTls => Seen::StartTls,
                 Event::Auth(c) => Seen::Auth(c.username, c.password),
+                Event::Bdat { .. } => Seen::Other("BDAT"),
                 Event::Rset => Seen::Other("RSET"),
                 Event::Noop => Seen::Other("NOOP"),
                 Event::Help => Seen::Other("HELP"),
@@ -505,8 +506,9 @@ fn bdat_last_pipelined_with_the_envelope_is_one_batch() {
     group.extend_from_slice(b"NOOP\r\n");
     let (text, seen) = h.feed(&group);
     assert_eq!(codes(&text), [250, 250, 250, 250]);
-    assert_eq!(seen[2], Seen::Content(body.to_vec()));
-    assert_eq!(seen[3], Seen::End(body.len() as u64, true));
+    assert_eq!(seen[2], Seen::Other("BDAT"));
+    assert_eq!(seen[3], Seen::Content(body.to_vec()));
+    assert_eq!(seen[4], Seen::End(body.len() as u64, true));
 }
 
 #[test]
@@ -516,7 +518,15 @@ fn bdat_chunks_split_across_reads_are_read_exactly() {
     assert_eq!(h.codes(b"45678"), Vec::<u16>::new());
     let (text, seen) = h.feed(b"9BDAT 3 LAST\r\nab");
     assert_eq!(codes(&text), [250], "first chunk complete");
-    assert_eq!(seen, [Seen::Content(b"9".to_vec()), Seen::Chunk(10), Seen::Content(b"ab".to_vec())]);
+    assert_eq!(
+        seen,
+        [
+            Seen::Content(b"9".to_vec()),
+            Seen::Chunk(10),
+            Seen::Other("BDAT"),
+            Seen::Content(b"ab".to_vec())
+        ]
+    );
     let (text, seen) = h.feed(b"cRSET\r\n");
     assert_eq!(codes(&text), [250, 250], "last chunk, then RSET");
     assert_eq!(seen[1], Seen::End(13, true), "the size counts every chunk");
