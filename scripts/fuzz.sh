@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff"
+ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff smtp_session"
 TARGETS=${*:-$ALL_TARGETS}
 RUNS=${FUZZ_RUNS:-1000000}
 ENGINE=${FUZZ_ENGINE:-auto}
@@ -57,6 +57,11 @@ seed() {
       printf 'Hi {{name}\n{{ }}\0\0a\r\nBcc: x@example.test\0' >"$dir/seed-2" ;;
     curve) cp config/warmup/standard.toml config/warmup/conservative.toml config/warmup/aggressive.toml "$dir/" ;;
     backoff) cp config/warmup/backoff.toml "$dir/seed-backoff.toml" ;;
+    smtp_session)
+      # Byte 0: config/policy flags, byte 1: read size, then the client's bytes.
+      printf '\x07\x40EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=20\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: s\r\n\r\n..hi\r\n.\r\nQUIT\r\n' >"$dir/seed-data"
+      printf '\x01\x05EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@y>\r\nBDAT 5\r\nabcdeBDAT 3 LAST\r\nxyzRSET\r\n' >"$dir/seed-bdat"
+      printf '\x46\x03EHLO c\r\nSTARTTLS\r\nEHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH LOGIN\r\nYm9i\r\n*\r\n' >"$dir/seed-auth" ;;
   esac
 }
 

@@ -12,6 +12,9 @@
 //! - [`template`]: template parser and renderer (plain, HTML, URL escaping) and the message
 //!   builder's header-injection guard.
 //! - [`curve`], [`backoff`]: warm-up curves and backoff rules.
+//! - [`smtp_session`]: the server-side SMTP session of `volley-smtp-server`, fed client bytes
+//!   in arbitrary pieces: exactly one well-formed reply per answered command, content sizes
+//!   that add up.
 //!
 //! Every harness panics (a "crash") when an invariant breaks, not only when the library does.
 
@@ -31,6 +34,9 @@ use volley_scheduler::template::{Template, TemplateError};
 use volley_warmup::backoff::BackoffState;
 use volley_warmup::{BackoffRules, Curve};
 
+mod smtp_session;
+pub use smtp_session::smtp_session;
+
 /// Every target, by name, for the fallback runner and the script.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("reply", reply),
@@ -42,6 +48,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("template", template),
     ("curve", curve),
     ("backoff", backoff),
+    ("smtp_session", smtp_session),
 ];
 
 /// SMTP reply parser: never panics; a complete reply has a code in 200..=599, consumed bytes
