@@ -82,7 +82,8 @@ fn decode(line: &str) -> Result<String, SaslError> {
 /// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`, authcid and passwd not empty.
 fn plain(response: &str) -> Result<Credentials, SaslError> {
     let mut parts = response.split('\0');
-    let (Some(authzid), Some(username), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(authzid), Some(username), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(SaslError::Malformed);
     };
@@ -139,13 +140,19 @@ mod tests {
         let Ok(Step::Done(c)) = begin(AuthMechanism::Plain, Some(&b64("\0alice\0secret"))) else {
             panic!("complete credentials expected");
         };
-        assert_eq!((c.authzid.as_str(), c.username.as_str(), c.password.as_str()), ("", "alice", "secret"));
+        assert_eq!(
+            (c.authzid.as_str(), c.username.as_str(), c.password.as_str()),
+            ("", "alice", "secret")
+        );
         assert!(!format!("{c:?}").contains("secret"), "Debug hides the password");
     }
 
     #[test]
     fn plain_after_empty_challenge() {
-        assert_eq!(begin(AuthMechanism::Plain, None), Ok(Step::Challenge(Exchange::Plain, "")));
+        assert_eq!(
+            begin(AuthMechanism::Plain, None),
+            Ok(Step::Challenge(Exchange::Plain, ""))
+        );
         let Ok(Step::Done(c)) = continue_with(Exchange::Plain, &b64("admin\0bob\0pw")) else {
             panic!("complete credentials expected");
         };
@@ -163,7 +170,10 @@ mod tests {
         let Ok(Step::Done(c)) = continue_with(next, &b64("pw")) else {
             panic!("credentials expected");
         };
-        assert_eq!((c.mechanism, c.username.as_str(), c.password.as_str()), (AuthMechanism::Login, "carol", "pw"));
+        assert_eq!(
+            (c.mechanism, c.username.as_str(), c.password.as_str()),
+            (AuthMechanism::Login, "carol", "pw")
+        );
         // An initial response is the user name.
         assert!(matches!(
             begin(AuthMechanism::Login, Some(&b64("dave"))),
@@ -175,9 +185,19 @@ mod tests {
     fn cancel_and_malformed_responses() {
         assert_eq!(continue_with(Exchange::Plain, "*"), Err(SaslError::Cancelled));
         assert_eq!(continue_with(Exchange::Plain, "not base64!"), Err(SaslError::Malformed));
-        assert_eq!(continue_with(Exchange::Plain, &b64("no-nul-here")), Err(SaslError::Malformed));
-        assert_eq!(continue_with(Exchange::Plain, &b64("\0\0pw")), Err(SaslError::Malformed), "empty user");
-        assert_eq!(continue_with(Exchange::Plain, &b64("a\0b\0c\0d")), Err(SaslError::Malformed));
+        assert_eq!(
+            continue_with(Exchange::Plain, &b64("no-nul-here")),
+            Err(SaslError::Malformed)
+        );
+        assert_eq!(
+            continue_with(Exchange::Plain, &b64("\0\0pw")),
+            Err(SaslError::Malformed),
+            "empty user"
+        );
+        assert_eq!(
+            continue_with(Exchange::Plain, &b64("a\0b\0c\0d")),
+            Err(SaslError::Malformed)
+        );
         assert_eq!(begin(AuthMechanism::Plain, Some("=")), Err(SaslError::Malformed));
         assert_eq!(continue_with(Exchange::LoginUser, "="), Err(SaslError::Malformed));
         assert_eq!(

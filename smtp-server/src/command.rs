@@ -283,8 +283,12 @@ impl CommandError {
     pub fn reply(&self) -> Reply {
         let syntax = |text: &'static str| Reply::new(501, EnhancedCode::new(5, 5, 4), text);
         match self {
-            CommandError::Unrecognized => Reply::new(500, EnhancedCode::new(5, 5, 2), "Syntax error, command unrecognized"),
-            CommandError::LineTooLong => Reply::new(500, EnhancedCode::new(5, 5, 2), "Syntax error, command line too long"),
+            CommandError::Unrecognized => {
+                Reply::new(500, EnhancedCode::new(5, 5, 2), "Syntax error, command unrecognized")
+            }
+            CommandError::LineTooLong => {
+                Reply::new(500, EnhancedCode::new(5, 5, 2), "Syntax error, command line too long")
+            }
             CommandError::NoParameters { .. } => syntax("Syntax error, no parameters allowed"),
             CommandError::Syntax { verb } => syntax(match verb {
                 Verb::Ehlo => "Syntax: EHLO hostname",
@@ -298,11 +302,9 @@ impl CommandError {
             }),
             CommandError::BadSender => Reply::new(501, EnhancedCode::new(5, 1, 7), "Bad sender address syntax"),
             CommandError::BadRecipient => Reply::new(501, EnhancedCode::new(5, 1, 3), "Bad recipient address syntax"),
-            CommandError::BadParameter { name, .. } => Reply::owned(
-                501,
-                Some(EnhancedCode::new(5, 5, 4)),
-                format!("Bad {name} parameter"),
-            ),
+            CommandError::BadParameter { name, .. } => {
+                Reply::owned(501, Some(EnhancedCode::new(5, 5, 4)), format!("Bad {name} parameter"))
+            }
             CommandError::UnknownParameter { verb } => Reply::owned(
                 555,
                 Some(EnhancedCode::new(5, 5, 4)),
@@ -340,7 +342,9 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
         Verb::StartTls => no_args(Command::StartTls),
         Verb::Help => Ok(Command::Help),
         Verb::Vrfy => {
-            let argument = text(args).filter(|a| !a.is_empty()).ok_or(CommandError::Syntax { verb })?;
+            let argument = text(args)
+                .filter(|a| !a.is_empty())
+                .ok_or(CommandError::Syntax { verb })?;
             Ok(Command::Vrfy { argument })
         }
         Verb::Auth => parse_auth(args),
@@ -397,10 +401,13 @@ fn strip_keyword<'a>(args: &'a [u8], keyword: &str) -> Option<&'a [u8]> {
 
 /// Splits `KEYWORD[=value]` parameters (RFC 5321 §4.1.2 `esmtp-param`).
 fn params(bytes: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-    bytes.split(|&b| b == b' ').filter(|p| !p.is_empty()).map(|p| match memchr::memchr(b'=', p) {
-        Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
-        None => (p, None),
-    })
+    bytes
+        .split(|&b| b == b' ')
+        .filter(|p| !p.is_empty())
+        .map(|p| match memchr::memchr(b'=', p) {
+            Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
+            None => (p, None),
+        })
 }
 
 /// RFC 3461 §4: xtext (printable ASCII but `+` and `=`, and `+XX` hex escapes), kept as sent.

@@ -105,17 +105,34 @@ impl SessionConfig {
     /// Checks every field; the error names the field and value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, value: String, reason| Err(ConfigError { field, value, reason });
-        if self.hostname.is_empty() || self.hostname.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return bad("hostname", format!("{:?}", self.hostname), "must be a name without spaces or control characters");
+        if self.hostname.is_empty()
+            || self
+                .hostname
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return bad(
+                "hostname",
+                format!("{:?}", self.hostname),
+                "must be a name without spaces or control characters",
+            );
         }
         if self.max_message_size == 0 {
             return bad("max_message_size", "0".into(), "must be at least 1");
         }
         if self.max_recipients < 1 {
-            return bad("max_recipients", "0".into(), "must be at least 1 (RFC 5321 asks for 100)");
+            return bad(
+                "max_recipients",
+                "0".into(),
+                "must be at least 1 (RFC 5321 asks for 100)",
+            );
         }
         if self.max_command_line < MAX_COMMAND_LINE {
-            return bad("max_command_line", self.max_command_line.to_string(), "must be at least 512 (RFC 5321 §4.5.3.1.4)");
+            return bad(
+                "max_command_line",
+                self.max_command_line.to_string(),
+                "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            );
         }
         if self.require_auth && self.auth.is_empty() {
             return bad("require_auth", "true".into(), "needs at least one AUTH mechanism");
@@ -123,7 +140,11 @@ impl SessionConfig {
         if self.require_tls && !self.starttls {
             // An implicit-TLS listener starts its sessions with `tls` set, so this only
             // forbids a plaintext listener that could never accept mail.
-            return bad("require_tls", "true".into(), "needs starttls (or start sessions under TLS)");
+            return bad(
+                "require_tls",
+                "true".into(),
+                "needs starttls (or start sessions under TLS)",
+            );
         }
         Ok(())
     }

@@ -144,6 +144,9 @@ mod tests {
 
     #[test]
     fn lone_cr_and_dot_cr_are_content() {
-        assert_eq!(read(b"a\rb\r\n.\rx\r\n.\r\n", 1), Some((b"a\rb\r\n\rx\r\n".to_vec(), 13)));
+        assert_eq!(
+            read(b"a\rb\r\n.\rx\r\n.\r\n", 1),
+            Some((b"a\rb\r\n\rx\r\n".to_vec(), 13))
+        );
     }
 }

@@ -171,7 +171,11 @@ where
         let decision = match session.next_event() {
             Event::NeedInput => {
                 flush(&mut stream, session, timeouts).await?;
-                let wait = if session.in_content() { timeouts.content } else { timeouts.command };
+                let wait = if session.in_content() {
+                    timeouts.content
+                } else {
+                    timeouts.command
+                };
                 let input = session.input_mut();
                 if input.capacity() - input.len() < 4096 {
                     input.reserve(16 * 1024);
@@ -231,7 +235,11 @@ where
 }
 
 /// Writes the gathered replies in one write.
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, session: &mut Session, timeouts: &Timeouts) -> Result<(), DriverError> {
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+    timeouts: &Timeouts,
+) -> Result<(), DriverError> {
     if session.output().is_empty() {
         return Ok(());
     }

@@ -122,9 +122,13 @@ impl SessionError {
             SessionError::GreetFirst { .. } => seq("Error: send HELO/EHLO first"),
             SessionError::NestedMail => seq("Error: nested MAIL command"),
             SessionError::NeedMail { .. } => seq("Error: need MAIL command"),
-            SessionError::NoRecipients { .. } => Reply::new(554, EnhancedCode::new(5, 5, 1), "Error: no valid recipients"),
+            SessionError::NoRecipients { .. } => {
+                Reply::new(554, EnhancedCode::new(5, 5, 1), "Error: no valid recipients")
+            }
             SessionError::DataAfterBdat => seq("Error: this transaction needs BDAT"),
-            SessionError::NotOffered { .. } => Reply::new(502, EnhancedCode::new(5, 5, 1), "Error: command not implemented"),
+            SessionError::NotOffered { .. } => {
+                Reply::new(502, EnhancedCode::new(5, 5, 1), "Error: command not implemented")
+            }
             SessionError::TlsActive => seq("Error: TLS already active"),
             SessionError::TransactionInProgress { .. } => seq("Error: MAIL transaction in progress"),
             SessionError::AlreadyAuthenticated => seq("Error: already authenticated"),
@@ -136,7 +140,9 @@ impl SessionError {
                 EnhancedCode::new(5, 7, 11),
                 "Encryption required for requested authentication mechanism",
             ),
-            SessionError::TlsRequired => Reply::new(530, EnhancedCode::new(5, 7, 0), "Must issue a STARTTLS command first"),
+            SessionError::TlsRequired => {
+                Reply::new(530, EnhancedCode::new(5, 7, 0), "Must issue a STARTTLS command first")
+            }
             SessionError::AuthRequired => Reply::new(530, EnhancedCode::new(5, 7, 0), "Authentication required"),
             SessionError::Sasl(SaslError::Cancelled) => {
                 Reply::new(501, EnhancedCode::new(5, 0, 0), "Authentication cancelled")
@@ -144,7 +150,9 @@ impl SessionError {
             SessionError::Sasl(SaslError::Malformed) => {
                 Reply::new(501, EnhancedCode::new(5, 5, 2), "Malformed authentication response")
             }
-            SessionError::TooManyRecipients => Reply::new(452, EnhancedCode::new(4, 5, 3), "Error: too many recipients"),
+            SessionError::TooManyRecipients => {
+                Reply::new(452, EnhancedCode::new(4, 5, 3), "Error: too many recipients")
+            }
             SessionError::MessageTooBig { .. } => Reply::new(
                 552,
                 EnhancedCode::new(5, 3, 4),

@@ -124,7 +124,11 @@ pub(crate) const fn is_success(code: u16) -> bool {
 
 fn push_code(out: &mut Vec<u8>, code: u16) {
     let code = code.clamp(200, 599);
-    out.extend_from_slice(&[b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]);
 }
 
 fn push_enhanced(out: &mut Vec<u8>, e: EnhancedCode) {

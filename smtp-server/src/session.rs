@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 
 use crate::auth::{self, Credentials, Exchange, Step};
 use crate::command::{self, Command, CommandError, MailParams, Path, RcptParams, Verb, MAX_AUTH_LINE};
-use crate::config::{AuthMechanism, SessionConfig};
+use crate::config::SessionConfig;
 use crate::data::{DotReader, DotStep};
 use crate::error::{NoPendingDecision, SessionError};
 use crate::reply::{self, is_success, Reply};
@@ -389,7 +389,8 @@ impl Session {
 
     /// The next thing the driver must do. See [`Event`].
     pub fn next_event(&mut self) -> Event<'_> {
-        self.input.advance(std::mem::take(&mut self.consume).min(self.input.len()));
+        self.input
+            .advance(std::mem::take(&mut self.consume).min(self.input.len()));
         loop {
             let core = &mut self.core;
             match core.phase {
@@ -481,7 +482,10 @@ impl Session {
                     // BDAT's line is consumed at once: its octets follow it directly.
                     if let Some(bdat) = command::parse_if_bdat(strip_cr(&self.input[..newline])) {
                         self.input.advance(len);
-                        return match bdat.map_err(SessionError::from).and_then(|(size, last)| core.bdat(size, last)) {
+                        return match bdat
+                            .map_err(SessionError::from)
+                            .and_then(|(size, last)| core.bdat(size, last))
+                        {
                             Ok((size, last)) => Event::Bdat { size, last },
                             Err(error) => core.reject(error),
                         };
@@ -745,9 +749,6 @@ impl Core {
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
-
-/// The mechanisms a session may be configured with, for drivers that list them.
-pub const MECHANISMS: [AuthMechanism; 2] = [AuthMechanism::Plain, AuthMechanism::Login];
 
 #[cfg(test)]
 mod tests;

@@ -37,7 +37,11 @@ impl Handler for Inbound {
 
     fn message(&mut self, content: &[u8], _chunked: bool) -> impl std::future::Future<Output = Decision> + Send {
         let content = content.to_vec();
-        let (received, release, stored) = (self.received.clone(), Arc::clone(&self.release), Arc::clone(&self.stored));
+        let (received, release, stored) = (
+            self.received.clone(),
+            Arc::clone(&self.release),
+            Arc::clone(&self.stored),
+        );
         async move {
             let _ = received.send(content.clone());
             release.notified().await;
@@ -101,7 +105,9 @@ async fn replies(stream: &mut TcpStream, n: usize) -> String {
 }
 
 fn count(text: &str) -> usize {
-    text.split("\r\n").filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ').count()
+    text.split("\r\n")
+        .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+        .count()
 }
 
 fn codes(text: &str) -> Vec<&str> {
@@ -122,7 +128,10 @@ async fn the_final_reply_waits_for_the_durable_write_and_foreign_domains_get_550
         .expect("write");
     let text = replies(&mut client, 5).await;
     assert_eq!(codes(&text), ["250", "250", "550", "250", "354"], "{text}");
-    client.write_all(b"Reporting-MTA: x\r\n..stuffed\r\n.\r\n").await.expect("write");
+    client
+        .write_all(b"Reporting-MTA: x\r\n..stuffed\r\n.\r\n")
+        .await
+        .expect("write");
     let content = server.received.recv().await.expect("handler called");
     assert_eq!(content, b"Reporting-MTA: x\r\n.stuffed\r\n");
     // The handler has the message but has not finished its write: no final reply yet.

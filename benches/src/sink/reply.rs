@@ -11,9 +11,17 @@ use super::config::SinkConfig;
 /// `refuse_ehlo`: clients must fall back to HELO.
 pub(crate) const EHLO_REFUSED: Reply = Reply::new(502, EnhancedCode::new(5, 5, 1), "EHLO not supported, use HELO");
 /// The `tempfail_pct` answer to RCPT.
-pub(crate) const TEMPFAIL: Reply = Reply::new(451, EnhancedCode::new(4, 3, 0), "Temporary failure, please try again later");
+pub(crate) const TEMPFAIL: Reply = Reply::new(
+    451,
+    EnhancedCode::new(4, 3, 0),
+    "Temporary failure, please try again later",
+);
 /// The `permfail_pct` answer to RCPT.
-pub(crate) const PERMFAIL: Reply = Reply::new(550, EnhancedCode::new(5, 1, 1), "Recipient address rejected: User unknown");
+pub(crate) const PERMFAIL: Reply = Reply::new(
+    550,
+    EnhancedCode::new(5, 1, 1),
+    "Recipient address rejected: User unknown",
+);
 pub(crate) const TOO_MANY_CONNECTIONS: &[u8] =
     b"421 4.7.0 Too many concurrent SMTP connections from this IP address; please try again later.\r\n";
 pub(crate) const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down, closing channel\r\n";
@@ -62,7 +70,9 @@ pub(crate) fn push_canned(out: &mut Vec<u8>, text: &str, vars: &Placeholders<'_>
 
 /// `220 <hostname> ESMTP volley-sink`.
 pub(crate) fn banner(config: &SinkConfig) -> Box<[u8]> {
-    format!("220 {} ESMTP volley-sink\r\n", config.hostname).into_bytes().into()
+    format!("220 {} ESMTP volley-sink\r\n", config.hostname)
+        .into_bytes()
+        .into()
 }
 
 #[cfg(test)]

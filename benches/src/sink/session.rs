@@ -221,7 +221,9 @@ impl Session {
                     continue;
                 }
                 Event::BdatChunk { .. } => (Some(FaultStage::Data), self.chunk(shared)),
-                Event::MessageEnd { size, chunked } => (Some(FaultStage::DataEnd), self.finish_message(size, chunked, shared)),
+                Event::MessageEnd { size, chunked } => {
+                    (Some(FaultStage::DataEnd), self.finish_message(size, chunked, shared))
+                }
                 Event::StartTls => {
                     bump(&counters.commands);
                     (None, self.answer_accept())
@@ -266,7 +268,12 @@ impl Session {
                 | SessionError::NoRecipients { verb: Verb::Bdat }
                 | SessionError::MessageTooBig { verb: Verb::Bdat }
         );
-        let content_end = matches!(error, SessionError::MessageTooBig { verb: Verb::Data | Verb::Bdat });
+        let content_end = matches!(
+            error,
+            SessionError::MessageTooBig {
+                verb: Verb::Data | Verb::Bdat
+            }
+        );
         // The end of DATA content is not a command line; the end of a chunk was counted
         // with its BDAT line.
         if !chunk_end && !content_end {

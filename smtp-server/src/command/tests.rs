@@ -70,15 +70,27 @@ fn rcpt_paths_and_dsn_parameters() {
     );
     assert!(matches!(
         parse(b"RCPT TO:<\"odd>name\"@x.test>"),
-        Ok(Command::Rcpt { recipient: Path::Mailbox { local: "\"odd>name\"", .. }, .. })
+        Ok(Command::Rcpt {
+            recipient: Path::Mailbox {
+                local: "\"odd>name\"",
+                ..
+            },
+            ..
+        })
     ));
     assert!(matches!(
         parse(b"RCPT TO:<Postmaster>"),
-        Ok(Command::Rcpt { recipient: Path::Mailbox { domain: "", .. }, .. })
+        Ok(Command::Rcpt {
+            recipient: Path::Mailbox { domain: "", .. },
+            ..
+        })
     ));
     assert!(matches!(
         parse("RCPT TO:<j\u{f6}rg@b\u{fc}cher.test>".as_bytes()),
-        Ok(Command::Rcpt { recipient: Path::Mailbox { local: "j\u{f6}rg", .. }, .. })
+        Ok(Command::Rcpt {
+            recipient: Path::Mailbox { local: "j\u{f6}rg", .. },
+            ..
+        })
     ));
     let bad = |name| Err(CommandError::BadParameter { verb: Verb::Rcpt, name });
     assert_eq!(parse(b"RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS"), bad("NOTIFY"));
@@ -98,13 +110,22 @@ fn bdat_size_and_last() {
     assert_eq!(parse(b"bdat 10 last"), Ok(Command::Bdat { size: 10, last: true }));
     assert_eq!(parse(b"BDAT 0"), Ok(Command::Bdat { size: 0, last: false }));
     let syntax = Err(CommandError::Syntax { verb: Verb::Bdat });
-    for bad in ["BDAT", "BDAT -1 LAST", "BDAT 10 FIRST", "BDAT 10 LAST x", "BDAT 99999999999999999999999"] {
+    for bad in [
+        "BDAT",
+        "BDAT -1 LAST",
+        "BDAT 10 FIRST",
+        "BDAT 10 LAST x",
+        "BDAT 99999999999999999999999",
+    ] {
         assert_eq!(parse(bad.as_bytes()), syntax, "{bad}");
     }
     assert_eq!(parse_if_bdat(b"BDAT 3"), Some(Ok((3, false))));
     assert_eq!(parse_if_bdat(b"BDATX 3"), None);
     assert_eq!(parse_if_bdat(b"NOOP"), None);
-    assert_eq!(parse_if_bdat(b"bdat"), Some(Err(CommandError::Syntax { verb: Verb::Bdat })));
+    assert_eq!(
+        parse_if_bdat(b"bdat"),
+        Some(Err(CommandError::Syntax { verb: Verb::Bdat }))
+    );
 }
 
 #[test]
@@ -116,7 +137,13 @@ fn auth_mechanism_and_initial_response() {
             initial: Some("AGEAYg==")
         })
     );
-    assert_eq!(parse(b"auth login"), Ok(Command::Auth { mechanism: "login", initial: None }));
+    assert_eq!(
+        parse(b"auth login"),
+        Ok(Command::Auth {
+            mechanism: "login",
+            initial: None
+        })
+    );
     assert_eq!(parse(b"AUTH"), Err(CommandError::Syntax { verb: Verb::Auth }));
     assert_eq!(parse(b"AUTH PLAIN a b"), Err(CommandError::Syntax { verb: Verb::Auth }));
 }
@@ -141,7 +168,13 @@ fn errors_map_to_their_reply_codes() {
     assert_eq!(code(CommandError::Syntax { verb: Verb::Mail }), 501);
     assert_eq!(code(CommandError::BadSender), 501);
     assert_eq!(code(CommandError::BadRecipient), 501);
-    assert_eq!(code(CommandError::BadParameter { verb: Verb::Mail, name: "SIZE" }), 501);
+    assert_eq!(
+        code(CommandError::BadParameter {
+            verb: Verb::Mail,
+            name: "SIZE"
+        }),
+        501
+    );
     assert_eq!(code(CommandError::UnknownParameter { verb: Verb::Rcpt }), 555);
     assert_eq!(CommandError::BadRecipient.verb(), Some(Verb::Rcpt));
     assert_eq!(CommandError::Unrecognized.verb(), None);

@@ -7,6 +7,7 @@ use base64::Engine;
 
 use super::*;
 use crate::auth::SaslError;
+use crate::config::AuthMechanism;
 use crate::command::MAX_COMMAND_LINE;
 use crate::reply::EnhancedCode;
 
@@ -194,7 +195,10 @@ fn sequencing_errors_are_503_and_554() {
     let mut h = Harness::new(SessionConfig::default());
     let (_, seen) = h.feed(b"MAIL FROM:<s@c.test>\r\n");
     assert_eq!(seen, [Seen::Rejected(SessionError::GreetFirst { verb: Verb::Mail })]);
-    assert_eq!(h.codes(b"EHLO c.test\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"), [250, 503, 503]);
+    assert_eq!(
+        h.codes(b"EHLO c.test\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 503, 503]
+    );
     assert_eq!(h.codes(b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nDATA\r\n"), [250, 503, 554]);
     assert_eq!(h.codes(b"RSET\r\nRCPT TO:<a@x.test>\r\nBOGUS\r\n"), [250, 503, 500]);
     assert_eq!(h.codes(b"VRFY x\r\nHELP\r\n"), [252, 214]);
@@ -248,7 +252,10 @@ fn ehlo_lists_the_configured_extensions() {
         ..SessionConfig::default()
     });
     let (text, _) = bare.feed(b"EHLO c\r\nNOOP\r\n");
-    assert_eq!(text, "250-localhost\r\n250 SIZE 52428800\r\n250 Ok\r\n", "no enhanced codes either");
+    assert_eq!(
+        text, "250-localhost\r\n250 SIZE 52428800\r\n250 Ok\r\n",
+        "no enhanced codes either"
+    );
 }
 
 #[test]
@@ -300,7 +307,10 @@ fn size_limit_at_mail_and_after_the_content() {
     });
     let (_, seen) = h.feed(b"MAIL FROM:<> SIZE=11\r\n");
     assert_eq!(seen, [Seen::Rejected(SessionError::MessageTooBig { verb: Verb::Mail })]);
-    assert_eq!(h.codes(b"MAIL FROM:<> SIZE=10\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"), [250, 250, 354]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<> SIZE=10\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 250, 354]
+    );
     let (text, seen) = h.feed(b"0123456789ABC\r\n.\r\n");
     assert_eq!(codes(&text), [552]);
     assert_eq!(
@@ -308,7 +318,10 @@ fn size_limit_at_mail_and_after_the_content() {
         Some(&Seen::Rejected(SessionError::MessageTooBig { verb: Verb::Data }))
     );
     // The transaction is over; a new one fits.
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"), [250, 250, 354]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
+        [250, 250, 354]
+    );
     assert_eq!(h.codes(b"0123456\r\n.\r\n"), [250]);
 }
 
@@ -352,7 +365,10 @@ fn a_missing_decision_is_answered_451() {
     assert_eq!(session.next_event(), Event::Rejected(SessionError::DecisionMissing));
     assert_eq!(session.next_event(), Event::Noop);
     assert_eq!(session.accept(), Err(NoPendingDecision));
-    assert_eq!(session.output(), b"451 4.3.0 Local error in processing, please try again later\r\n250 2.0.0 Ok\r\n");
+    assert_eq!(
+        session.output(),
+        b"451 4.3.0 Local error in processing, please try again later\r\n250 2.0.0 Ok\r\n"
+    );
 }
 
 #[test]
@@ -393,7 +409,11 @@ fn starttls_refusals() {
         ..SessionConfig::default()
     })
     .deciding(|_| Some(Reply::new(454, EnhancedCode::new(4, 7, 0), "TLS not available")));
-    assert_eq!(refused.codes(b"STARTTLS\r\nNOOP\r\n"), [454, 250], "a refused STARTTLS goes on in plaintext");
+    assert_eq!(
+        refused.codes(b"STARTTLS\r\nNOOP\r\n"),
+        [454, 250],
+        "a refused STARTTLS goes on in plaintext"
+    );
 }
 
 #[test]
@@ -403,7 +423,10 @@ fn require_tls_blocks_mail_until_the_handshake() {
         require_tls: true,
         ..SessionConfig::default()
     });
-    assert_eq!(h.feed(b"MAIL FROM:<>\r\n").1, [Seen::Rejected(SessionError::TlsRequired)]);
+    assert_eq!(
+        h.feed(b"MAIL FROM:<>\r\n").1,
+        [Seen::Rejected(SessionError::TlsRequired)]
+    );
     h.feed(b"STARTTLS\r\n");
     h.session.tls_established();
     assert_eq!(h.codes(b"EHLO c\r\nMAIL FROM:<>\r\n"), [250, 250]);
@@ -418,12 +441,18 @@ fn auth_needs_tls_then_plain_with_initial_response() {
     });
     let (ehlo, _) = h.feed(b"EHLO c\r\n");
     assert!(!ehlo.contains("AUTH"), "not offered before TLS: {ehlo}");
-    assert_eq!(h.feed(b"AUTH PLAIN\r\n").1, [Seen::Rejected(SessionError::EncryptionRequired)]);
+    assert_eq!(
+        h.feed(b"AUTH PLAIN\r\n").1,
+        [Seen::Rejected(SessionError::EncryptionRequired)]
+    );
     h.feed(b"STARTTLS\r\n");
     h.session.tls_established();
     let (ehlo, _) = h.feed(b"EHLO c\r\n");
     assert!(ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n"), "{ehlo}");
-    assert_eq!(h.feed(b"MAIL FROM:<>\r\n").1, [Seen::Rejected(SessionError::AuthRequired)]);
+    assert_eq!(
+        h.feed(b"MAIL FROM:<>\r\n").1,
+        [Seen::Rejected(SessionError::AuthRequired)]
+    );
     let wrong = format!("AUTH PLAIN {}\r\n", b64("\0alice\0wrong"));
     assert_eq!(h.codes(wrong.as_bytes()), [535]);
     assert!(!h.session.is_authenticated());
@@ -432,7 +461,10 @@ fn auth_needs_tls_then_plain_with_initial_response() {
     assert_eq!(text, "235 2.7.0 Authentication successful\r\n");
     assert_eq!(seen, [Seen::Auth("alice".into(), "secret".into())]);
     assert!(h.session.is_authenticated());
-    assert_eq!(h.feed(right.as_bytes()).1, [Seen::Rejected(SessionError::AlreadyAuthenticated)]);
+    assert_eq!(
+        h.feed(right.as_bytes()).1,
+        [Seen::Rejected(SessionError::AlreadyAuthenticated)]
+    );
     assert_eq!(h.codes(b"MAIL FROM:<a@c.test>\r\n"), [250]);
 }
 
@@ -454,11 +486,20 @@ fn auth_login_exchange_cancel_and_errors() {
     config.auth_requires_tls = false;
     let mut h = Harness::greeted(config);
     assert_eq!(h.feed(b"AUTH PLAIN\r\n").0, "334 \r\n");
-    assert_eq!(h.feed(b"*\r\n").1, [Seen::Rejected(SessionError::Sasl(SaslError::Cancelled))]);
+    assert_eq!(
+        h.feed(b"*\r\n").1,
+        [Seen::Rejected(SessionError::Sasl(SaslError::Cancelled))]
+    );
     assert_eq!(h.codes(b"NOOP\r\n"), [250], "back to commands");
     h.feed(b"AUTH PLAIN\r\n");
-    assert_eq!(h.feed(b"!!!\r\n").1, [Seen::Rejected(SessionError::Sasl(SaslError::Malformed))]);
-    assert_eq!(h.feed(b"AUTH CRAM-MD5\r\n").1, [Seen::Rejected(SessionError::UnknownMechanism)]);
+    assert_eq!(
+        h.feed(b"!!!\r\n").1,
+        [Seen::Rejected(SessionError::Sasl(SaslError::Malformed))]
+    );
+    assert_eq!(
+        h.feed(b"AUTH CRAM-MD5\r\n").1,
+        [Seen::Rejected(SessionError::UnknownMechanism)]
+    );
     assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), [530]);
     let mut none = Harness::greeted(SessionConfig::default());
     assert_eq!(
@@ -487,7 +528,9 @@ fn auth_is_refused_inside_a_transaction_and_before_the_greeting() {
     );
     assert_eq!(
         h.feed(b"EHLO c\r\nMAIL FROM:<>\r\nAUTH PLAIN\r\n").1.last(),
-        Some(&Seen::Rejected(SessionError::TransactionInProgress { verb: Verb::Auth }))
+        Some(&Seen::Rejected(SessionError::TransactionInProgress {
+            verb: Verb::Auth
+        }))
     );
 }
 
@@ -514,7 +557,10 @@ fn bdat_last_pipelined_with_the_envelope_is_one_batch() {
 #[test]
 fn bdat_chunks_split_across_reads_are_read_exactly() {
     let mut h = Harness::greeted(chunking());
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 10\r\n0123"), [250, 250]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 10\r\n0123"),
+        [250, 250]
+    );
     assert_eq!(h.codes(b"45678"), Vec::<u16>::new());
     let (text, seen) = h.feed(b"9BDAT 3 LAST\r\nab");
     assert_eq!(codes(&text), [250], "first chunk complete");
@@ -544,7 +590,10 @@ fn failed_bdat_is_read_and_answered_with_an_error() {
     // RFC 3030 §2: the chunk's octets are read and discarded even when the transaction failed.
     let (text, seen) = h.feed(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 6 LAST\r\nRSET\r\nNOOP\r\n");
     assert_eq!(codes(&text), [250, 550, 554, 250]);
-    assert!(!seen.iter().any(|s| matches!(s, Seen::Content(_))), "no content delivered: {seen:?}");
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Content(_))),
+        "no content delivered: {seen:?}"
+    );
     // Without MAIL the chunk is still consumed.
     assert_eq!(h.codes(b"BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"), [503, 250]);
 }
@@ -561,12 +610,20 @@ fn bdat_over_the_size_limit_without_chunking_and_mixed_with_data() {
         [250, 250, 250, 552]
     );
     assert_eq!(
-        h.feed(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 1\r\nxDATA\r\n").1.last(),
+        h.feed(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 1\r\nxDATA\r\n")
+            .1
+            .last(),
         Some(&Seen::Rejected(SessionError::DataAfterBdat))
     );
-    assert_eq!(h.codes(b"RSET\r\nMAIL FROM:<> BODY=BINARYMIME\r\nRCPT TO:<a@x>\r\nDATA\r\n"), [250, 250, 250, 503]);
+    assert_eq!(
+        h.codes(b"RSET\r\nMAIL FROM:<> BODY=BINARYMIME\r\nRCPT TO:<a@x>\r\nDATA\r\n"),
+        [250, 250, 250, 503]
+    );
     let mut plain = Harness::greeted(SessionConfig::default());
-    assert_eq!(plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"), [250, 250, 502]);
+    assert_eq!(
+        plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"),
+        [250, 250, 502]
+    );
 }
 
 #[test]
@@ -575,7 +632,10 @@ fn a_refused_chunk_ends_the_transaction() {
         Seen::Chunk(_) => Some(Reply::new(452, EnhancedCode::new(4, 3, 1), "no space")),
         _ => None,
     });
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x>\r\nBDAT 1\r\nxBDAT 1 LAST\r\ny"), [250, 250, 452, 503]);
+    assert_eq!(
+        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x>\r\nBDAT 1\r\nxBDAT 1 LAST\r\ny"),
+        [250, 250, 452, 503]
+    );
 }
 
 #[test]

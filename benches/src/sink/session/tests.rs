@@ -3,10 +3,10 @@
 use std::net::IpAddr;
 
 use super::*;
-use volley_smtp_server::command::MAX_COMMAND_LINE;
 use crate::sink::canned::{CannedReply, Stage};
 use crate::sink::config::SinkConfig;
 use crate::sink::fault_plan::Fault;
+use volley_smtp_server::command::MAX_COMMAND_LINE;
 
 struct Harness {
     shared: Shared,
