@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff dsn_intake arf_intake token"
+ALL_TARGETS="reply ehlo csv_recipients jsonl_recipients campaign config template curve backoff dsn_intake arf_intake token smtp_session"
 TARGETS=${*:-$ALL_TARGETS}
 RUNS=${FUZZ_RUNS:-1000000}
 ENGINE=${FUZZ_ENGINE:-auto}
@@ -66,6 +66,11 @@ seed() {
       grep -ho 'bounces+[0-9a-v]*' feedback/tests/fixtures/postfix/*.eml | sort -u | cut -d+ -f2 |
         while read -r t; do printf '%s' "$t" >"$dir/seed-$t"; done
       printf '\x07\0\0\0\0\0\0\0\0\x7f\0\0\x02' >"$dir/seed-fields" ;;
+    smtp_session)
+      # Byte 0: config/policy flags, byte 1: read size, then the client's bytes.
+      printf '\x07\x40EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=20\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: s\r\n\r\n..hi\r\n.\r\nQUIT\r\n' >"$dir/seed-data"
+      printf '\x01\x05EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@y>\r\nBDAT 5\r\nabcdeBDAT 3 LAST\r\nxyzRSET\r\n' >"$dir/seed-bdat"
+      printf '\x46\x03EHLO c\r\nSTARTTLS\r\nEHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH LOGIN\r\nYm9i\r\n*\r\n' >"$dir/seed-auth" ;;
   esac
 }
 

@@ -14,6 +14,9 @@
 //! - [`curve`], [`backoff`]: warm-up curves and backoff rules.
 //! - [`dsn_intake`], [`arf_intake`], [`token`]: the feedback intake (DSN and ARF reports
 //!   through the whole intake) and the token decoder (module `feedback`).
+//! - [`smtp_session`]: the server-side SMTP session of `volley-smtp-server`, fed client bytes
+//!   in arbitrary pieces: exactly one well-formed reply per answered command, content sizes
+//!   that add up.
 //!
 //! Every harness panics (a "crash") when an invariant breaks, not only when the library does.
 
@@ -34,7 +37,9 @@ use volley_warmup::backoff::BackoffState;
 use volley_warmup::{BackoffRules, Curve};
 
 mod feedback;
+mod smtp_session;
 pub use feedback::{arf_intake, dsn_intake, token};
+pub use smtp_session::smtp_session;
 
 /// Every target, by name, for the fallback runner and the script.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
@@ -50,6 +55,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("dsn_intake", dsn_intake),
     ("arf_intake", arf_intake),
     ("token", token),
+    ("smtp_session", smtp_session),
 ];
 
 /// SMTP reply parser: never panics; a complete reply has a code in 200..=599, consumed bytes

@@ -1,5 +1,8 @@
-//! The smart sink: an SMTP server (RFC 5321, RFC 2920 PIPELINING, RFC 3207 STARTTLS) that
-//! accepts and counts mail without storing it, and injects faults on request.
+//! The smart sink: an SMTP server (RFC 5321, RFC 2920 PIPELINING, RFC 3207 STARTTLS, RFC
+//! 3030 CHUNKING) that accepts and counts mail without storing it, and injects faults on
+//! request. The protocol is `volley-smtp-server`'s sans-IO session; the sink is the
+//! fault-injecting layer on it: fault plans, canned replies, latency, counters, connection
+//! caps and its self-signed certificate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), volley_bench::SinkError> {
@@ -15,9 +18,7 @@
 mod args;
 mod canned;
 mod client_limit;
-mod command;
 mod config;
-mod data;
 mod error;
 mod fault_plan;
 mod faults;
@@ -45,7 +46,6 @@ pub use stats::SinkStats;
 
 use canned::CannedSet;
 use client_limit::ClientLimit;
-use reply::Greetings;
 use stats::{AddressCounts, Counters};
 use tls::TlsIdentity;
 
@@ -53,7 +53,10 @@ use tls::TlsIdentity;
 pub(crate) struct Shared {
     pub(crate) config: SinkConfig,
     pub(crate) canned: CannedSet,
-    pub(crate) greetings: Greetings,
+    /// The banner (`220 <hostname> ESMTP volley-sink`).
+    pub(crate) banner: Box<[u8]>,
+    /// What every connection's protocol session advertises and enforces.
+    pub(crate) smtp: Arc<volley_smtp_server::SessionConfig>,
     pub(crate) counters: Counters,
     pub(crate) addresses: AddressCounts,
     /// RCPT TO commands per recipient address, whatever the answer.
@@ -74,7 +77,8 @@ impl Shared {
         let tls = TlsIdentity::generate(&config.hostname, config.listen.ip())?;
         let tls_wrong_name = TlsIdentity::for_names(vec![tls::WRONG_NAME.to_owned()])?;
         Ok(Shared {
-            greetings: Greetings::new(&config),
+            banner: reply::banner(&config),
+            smtp: Arc::new(session::smtp_config(&config)),
             config,
             canned,
             counters: Counters::default(),

@@ -1,12 +1,13 @@
 //! Sockets: the accept loop, the connection limit, and the per-connection read → process →
-//! (latency) → write loop around the sans-IO [`Session`].
+//! (latency) → write loop around the sans-IO [`Session`]. Unlike the generic driver of
+//! `volley-smtp-server`, this loop injects faults into the I/O itself: delays, drops, a
+//! stop in reading, spoiled TLS handshakes.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -130,24 +131,20 @@ enum End<S> {
     StartTls(S),
 }
 
-/// One client connection: the session plus its reusable buffers.
+/// One client connection: the session (which holds the read and write buffers).
 struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
     session: Session,
-    read_buf: BytesMut,
-    write_buf: Vec<u8>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Connection {
     fn new(shared: Arc<Shared>, peer: SocketAddr, shutdown: watch::Receiver<bool>) -> Self {
         Connection {
+            session: Session::new(peer.ip(), Arc::clone(&shared.smtp)),
             shared,
             peer,
-            session: Session::new(peer.ip()),
-            read_buf: BytesMut::with_capacity(READ_BUFFER),
-            write_buf: Vec::with_capacity(1024),
             shutdown,
         }
     }
@@ -161,7 +158,7 @@ impl Connection {
     ) {
         bump(&self.shared.counters.connections);
         let shared = Arc::clone(&self.shared);
-        let flow = self.session.greeting(&shared, &mut self.write_buf);
+        let flow = self.session.greeting(&shared);
         let stream = match self.run(stream, flow).await {
             Ok(End::StartTls(stream)) => stream,
             Ok(End::Closed) => return,
@@ -246,11 +243,11 @@ impl Connection {
                     _ = self.shutdown.changed() => return Ok(End::Closed),
                 }
             }
-            if !self.write_buf.is_empty() {
+            if !self.session.smtp.output().is_empty() {
                 // Counted before the write, so a client that has read the replies sees it.
                 bump(&shared.counters.reply_flushes);
                 let latency = shared.config.latency;
-                let replies = &self.write_buf;
+                let replies = self.session.smtp.output();
                 let write = async {
                     if !latency.is_zero() {
                         sleep(latency).await;
@@ -265,7 +262,7 @@ impl Connection {
                     _ = self.shutdown.changed() => return Ok(End::Closed),
                     () = &mut idle => return Ok(End::Closed),
                 }
-                self.write_buf.clear();
+                self.session.smtp.clear_output();
             }
             match flow {
                 Flow::Continue => {}
@@ -276,7 +273,7 @@ impl Connection {
                 Flow::Drop => return Ok(End::Closed),
                 Flow::Delay(_) => {
                     // Go on with the commands already read before reading more.
-                    flow = self.session.process(&mut self.read_buf, &shared, &mut self.write_buf);
+                    flow = self.session.process(&shared);
                     continue;
                 }
                 Flow::StopReading => {
@@ -287,18 +284,16 @@ impl Connection {
                     }
                     return Ok(End::Closed);
                 }
-                Flow::StartTls => {
-                    // RFC 3207 §5: plaintext pipelined after STARTTLS must not be executed.
-                    self.read_buf.clear();
-                    return Ok(End::StartTls(stream));
-                }
+                // RFC 3207 §5: the session discarded plaintext pipelined after STARTTLS.
+                Flow::StartTls => return Ok(End::StartTls(stream)),
             }
-            if self.read_buf.capacity() - self.read_buf.len() < MIN_READ {
-                self.read_buf.reserve(READ_BUFFER);
+            let read_buf = self.session.smtp.input_mut();
+            if read_buf.capacity() - read_buf.len() < MIN_READ {
+                read_buf.reserve(READ_BUFFER);
             }
             idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
             let read = tokio::select! {
-                read = stream.read_buf(&mut self.read_buf) => read?,
+                read = stream.read_buf(read_buf) => read?,
                 _ = self.shutdown.changed() => {
                     let _ = stream.write_all(reply::SHUTTING_DOWN).await;
                     let _ = stream.shutdown().await;
@@ -313,7 +308,7 @@ impl Connection {
             if read == 0 {
                 return Ok(End::Closed);
             }
-            flow = self.session.process(&mut self.read_buf, &shared, &mut self.write_buf);
+            flow = self.session.process(&shared);
         }
     }
 }

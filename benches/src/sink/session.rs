@@ -1,22 +1,20 @@
-//! The sans-IO SMTP server session: consumes the bytes a client sent, appends the replies to
-//! a buffer and says what the connection must do next. Transaction commands (MAIL, RCPT,
-//! DATA and the end of content) live in [`super::transaction`].
+//! The sink's layer over the sans-IO SMTP session of `volley-smtp-server`: the crate parses
+//! commands, reads DATA and BDAT content and enforces the protocol's sequencing; this layer
+//! answers its decisions the sink's way (canned replies, tempfail/permfail draws, drops,
+//! counters) and spoils replies with the configured faults. The decisions on the mail
+//! transaction live in [`super::transaction`].
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use volley_smtp_server::{Event, Reply, SessionConfig, SessionError, Verb};
 
-use super::canned::Stage;
-use super::command::{self, Command};
-use super::data::DataScanner;
+use super::canned::{CompiledReply, Stage};
 use super::fault_plan::{self, FaultKind, FaultStage};
 use super::faults::DropPoint;
 use super::reply::{self, Placeholders};
 use super::stats::bump;
 use super::Shared;
-
-/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
-pub(crate) const MAX_COMMAND_LINE: usize = 512;
 
 /// What the connection does once the replies gathered so far are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +26,7 @@ pub(crate) enum Flow {
     /// Close the connection at once: an injected drop. The command that triggered it gets
     /// no reply; replies to earlier commands of the batch are still written.
     Drop,
-    /// Start the TLS handshake (RFC 3207); unread plaintext must be discarded.
+    /// Start the TLS handshake (RFC 3207); unread plaintext was discarded.
     StartTls,
     /// An injected delay: wait this long before writing the replies gathered so far, then
     /// go on processing what was already read.
@@ -37,29 +35,18 @@ pub(crate) enum Flow {
     StopReading,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Command,
-    Data,
-    /// Inside a BDAT chunk (RFC 3030): `remaining` octets of it still to read.
-    Chunk {
-        remaining: u64,
-        last: bool,
-    },
-}
-
-/// Envelope of the transaction in progress. Buffers are kept across transactions so that a
-/// steady-state transaction allocates nothing.
+/// The sink's view of the transaction in progress. Buffers are kept across transactions so
+/// that a steady-state transaction allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Envelope {
-    /// MAIL was accepted and the transaction is not finished.
-    pub(crate) active: bool,
     /// Where this transaction will be dropped, decided at MAIL.
     pub(crate) drop_at: Option<DropPoint>,
     /// RCPT commands seen in this transaction, accepted or not.
     pub(crate) rcpt_commands: usize,
-    /// Octets of the BDAT chunks of this transaction so far (RFC 3030).
-    pub(crate) chunk_octets: u64,
+    /// The BDAT chunk being read is the last one.
+    pub(crate) last_chunk: bool,
+    /// The address of the command being decided, as sent (for canned-reply placeholders).
+    pub(crate) current: String,
     /// Accepted recipients, concatenated; `ends[i]` is where the i-th one ends.
     addresses: String,
     ends: Vec<usize>,
@@ -67,17 +54,14 @@ pub(crate) struct Envelope {
 
 impl Envelope {
     pub(crate) fn reset(&mut self) {
-        self.active = false;
         self.drop_at = None;
         self.rcpt_commands = 0;
-        self.chunk_octets = 0;
         self.addresses.clear();
         self.ends.clear();
     }
 
     /// Records an accepted recipient as `local@domain` with the domain lowercased.
     pub(crate) fn push_recipient(&mut self, local: &str, domain: &str) {
-        let start = self.addresses.len();
         self.addresses.push_str(local);
         if !domain.is_empty() {
             self.addresses.push('@');
@@ -85,7 +69,6 @@ impl Envelope {
             self.addresses.push_str(domain);
             self.addresses[domain_start..].make_ascii_lowercase();
         }
-        debug_assert!(self.addresses.len() > start);
         self.ends.push(self.addresses.len());
     }
 
@@ -103,278 +86,248 @@ impl Envelope {
     }
 }
 
-/// Domain part of a normalised address, empty when it has none.
+/// Domain part of an address, empty when it has none.
 pub(crate) fn domain_of(address: &str) -> &str {
     address.rfind('@').map_or("", |at| &address[at + 1..])
 }
 
-/// One client's SMTP state.
+/// The session settings the sink's configuration implies.
+pub(crate) fn smtp_config(config: &super::SinkConfig) -> SessionConfig {
+    SessionConfig {
+        hostname: config.hostname.clone(),
+        pipelining: config.pipelining,
+        max_message_size: config.max_message_size as u64,
+        chunking: config.chunking,
+        starttls: config.starttls,
+        max_recipients: MAX_RECIPIENTS,
+        ..SessionConfig::default()
+    }
+}
+
+/// Recipients accepted per transaction; RFC 5321 §4.5.3.1.8 requires at least 100.
+pub(crate) const MAX_RECIPIENTS: usize = 1000;
+
+/// One client's SMTP state: the protocol session and the sink's envelope.
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) peer: IpAddr,
-    tls: bool,
-    /// EHLO or HELO was accepted since the start (or since STARTTLS).
-    pub(crate) greeted: bool,
-    mode: Mode,
-    /// Skipping the rest of an over-long command line.
-    discarding: bool,
+    pub(crate) smtp: volley_smtp_server::Session,
     pub(crate) envelope: Envelope,
-    pub(crate) data: DataScanner,
 }
 
 impl Session {
     /// A session for a new connection from `peer`.
-    pub(crate) fn new(peer: IpAddr) -> Self {
+    pub(crate) fn new(peer: IpAddr, config: Arc<SessionConfig>) -> Self {
         Session {
             peer,
-            tls: false,
-            greeted: false,
-            mode: Mode::Command,
-            discarding: false,
+            smtp: volley_smtp_server::Session::new(config, false),
             envelope: Envelope::default(),
-            data: DataScanner::default(),
         }
     }
 
     /// Placeholder values for a canned reply about `rcpt`.
-    pub(crate) fn placeholders<'a>(&self, rcpt: &'a str) -> Placeholders<'a> {
+    pub(crate) fn placeholders<'a>(peer: IpAddr, rcpt: &'a str) -> Placeholders<'a> {
         Placeholders {
-            ip: self.peer,
+            ip: peer,
             rcpt,
             domain: domain_of(rcpt),
         }
     }
 
     /// The banner, or a connect-stage canned reply (which closes unless it is 2xx).
-    pub(crate) fn greeting(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+    pub(crate) fn greeting(&mut self, shared: &Shared) -> Flow {
+        let out = self.smtp.output_mut();
         let start = out.len();
-        let flow = self.banner(shared, out);
-        inject(FaultStage::Greeting, start, flow, shared, out)
-    }
-
-    fn banner(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+        let mut flow = Flow::Continue;
         if let Some(canned) = shared.canned.pick(Stage::Connect, "") {
             bump(&shared.counters.canned_replies);
-            reply::push_canned(out, &canned.text, &self.placeholders(""));
+            reply::push_canned(out, &canned.text, &Self::placeholders(self.peer, ""));
             if canned.closes(Stage::Connect) {
-                return Flow::Close;
+                flow = Flow::Close;
             }
         } else {
-            out.extend_from_slice(&shared.greetings.banner);
+            out.extend_from_slice(&shared.banner);
         }
-        Flow::Continue
+        inject(FaultStage::Greeting, start, flow, shared, self.smtp.output_mut())
     }
 
-    /// Switches to reading message content, after a 354.
-    pub(crate) fn begin_data(&mut self) {
-        self.mode = Mode::Data;
-        self.data.start();
-    }
-
-    /// Switches to reading the `size` octets of a BDAT chunk (RFC 3030 §2).
-    pub(crate) fn begin_chunk(&mut self, size: u64, last: bool) {
-        self.mode = Mode::Chunk { remaining: size, last };
-    }
-
-    /// RFC 3207 §4.2: after the handshake the session starts over, without any knowledge
-    /// obtained from the client before it.
+    /// RFC 3207 §4.2: after the handshake the session starts over.
     pub(crate) fn restart_after_tls(&mut self) {
-        self.tls = true;
-        self.greeted = false;
-        self.mode = Mode::Command;
-        self.discarding = false;
+        self.smtp.tls_established();
         self.envelope.reset();
     }
 
-    /// Processes every complete command (and message content) in `buf`, consuming it, and
-    /// appends the replies to `out`. Stops early at anything but [`Flow::Continue`].
-    pub(crate) fn process(&mut self, buf: &mut BytesMut, shared: &Shared, out: &mut Vec<u8>) -> Flow {
+    /// Answers the pending decision with a canned reply; its flow.
+    pub(crate) fn answer_canned(&mut self, canned: &CompiledReply, stage: Stage, shared: &Shared) -> Flow {
+        bump(&shared.counters.canned_replies);
+        let (peer, current) = (self.peer, &self.envelope.current);
+        let _ = self.smtp.reply_with(canned.code, |out| {
+            reply::push_canned(out, &canned.text, &Self::placeholders(peer, current));
+        });
+        if canned.closes(stage) {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// Answers the pending decision with `reply`.
+    pub(crate) fn answer(&mut self, reply: &Reply) -> Flow {
+        let _ = self.smtp.reply(reply);
+        Flow::Continue
+    }
+
+    /// Processes every complete command (and message content) read so far, gathering the
+    /// replies in the session's output. Stops early at anything but [`Flow::Continue`].
+    pub(crate) fn process(&mut self, shared: &Shared) -> Flow {
         loop {
-            if self.mode == Mode::Data {
-                let Some(end) = self.data.scan(buf) else {
-                    buf.clear();
-                    return Flow::Continue;
-                };
-                buf.advance(end);
-                self.mode = Mode::Command;
-                let start = out.len();
-                let flow = self.finish_message(self.data.message_size() as u64, shared, out);
-                let flow = inject(FaultStage::DataEnd, start, flow, shared, out);
-                if flow != Flow::Continue {
-                    return flow;
+            let start = self.smtp.output().len();
+            let counters = &shared.counters;
+            let (stage, flow) = match self.smtp.next_event() {
+                Event::NeedInput => return Flow::Continue,
+                Event::Closed => return Flow::Close,
+                Event::TlsHandshake => return Flow::StartTls,
+                Event::Content(_) => continue,
+                Event::Ehlo { extended, .. } => {
+                    bump(&counters.commands);
+                    (Some(FaultStage::Ehlo), self.ehlo(extended, shared))
                 }
-                continue;
-            }
-            if let Mode::Chunk { remaining, last } = self.mode {
-                // Exactly the chunk's octets, however the reads split them; content is not
-                // looked at (no dot-stuffing with BDAT).
-                let take = remaining.min(buf.len() as u64);
-                buf.advance(take as usize);
-                self.add_chunk_octets(take);
-                if take < remaining {
-                    self.mode = Mode::Chunk {
-                        remaining: remaining - take,
-                        last,
+                Event::Mail { sender, .. } => {
+                    bump(&counters.commands);
+                    self.envelope.current.clear();
+                    self.envelope.current.push_str(sender.address());
+                    (Some(FaultStage::Mail), self.mail(shared))
+                }
+                Event::Rcpt { recipient, .. } => {
+                    bump(&counters.commands);
+                    let envelope = &mut self.envelope;
+                    envelope.current.clear();
+                    envelope.current.push_str(recipient.address());
+                    // The domain starts after the last '@' of the address as sent.
+                    let domain_len = match recipient {
+                        volley_smtp_server::Path::Mailbox { domain, .. } => domain.len(),
+                        volley_smtp_server::Path::Null => 0,
                     };
-                    return Flow::Continue;
+                    (Some(FaultStage::Rcpt), self.rcpt(domain_len, shared))
                 }
-                self.mode = Mode::Command;
-                let start = out.len();
-                let flow = self.finish_chunk(last, shared, out);
-                // The reply to the last chunk is the transaction's final reply.
-                let stage = if last { FaultStage::DataEnd } else { FaultStage::Data };
-                let flow = inject(stage, start, flow, shared, out);
-                if flow != Flow::Continue {
-                    return flow;
+                Event::Data => {
+                    bump(&counters.commands);
+                    (Some(FaultStage::Data), self.data(shared))
                 }
-                continue;
-            }
-            let Some(newline) = memchr::memchr(b'\n', buf) else {
-                if buf.len() >= MAX_COMMAND_LINE {
-                    // The line is already too long: answer now, skip the rest as it comes.
-                    if !self.discarding {
-                        bump(&shared.counters.commands);
-                        reply::push(out, reply::LINE_TOO_LONG);
-                    }
-                    self.discarding = true;
-                    buf.clear();
+                Event::Bdat { last, .. } => {
+                    bump(&counters.commands);
+                    bump(&counters.bdat_chunks);
+                    self.envelope.last_chunk = last;
+                    continue;
                 }
-                return Flow::Continue;
+                Event::BdatChunk { .. } => (Some(FaultStage::Data), self.chunk(shared)),
+                Event::MessageEnd { size, chunked } => {
+                    (Some(FaultStage::DataEnd), self.finish_message(size, chunked, shared))
+                }
+                Event::StartTls => {
+                    bump(&counters.commands);
+                    (None, self.answer_accept())
+                }
+                Event::Auth(_) => {
+                    // The sink offers no AUTH, so the session never gets here.
+                    (None, self.answer(&volley_smtp_server::reply::AUTH_FAILED))
+                }
+                Event::Rset => {
+                    bump(&counters.commands);
+                    self.envelope.reset();
+                    (None, Flow::Continue)
+                }
+                Event::Noop | Event::Help | Event::Vrfy { .. } | Event::Quit | Event::AuthChallenge => {
+                    bump(&counters.commands);
+                    (None, Flow::Continue)
+                }
+                Event::Rejected(error) => self.rejected(&error, start, shared),
             };
-            let line_len = newline + 1;
-            if self.discarding {
-                self.discarding = false;
-                buf.advance(line_len);
-                continue;
-            }
-            if line_len > MAX_COMMAND_LINE {
-                bump(&shared.counters.commands);
-                reply::push(out, reply::LINE_TOO_LONG);
-                buf.advance(line_len);
-                continue;
-            }
-            let line = &buf[..newline];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let flow = self.command(line, shared, out);
-            buf.advance(line_len);
+            let flow = match stage {
+                Some(stage) => inject(stage, start, flow, shared, self.smtp.output_mut()),
+                None => flow,
+            };
             if flow != Flow::Continue {
                 return flow;
             }
         }
     }
 
-    fn command(&mut self, line: &[u8], shared: &Shared, out: &mut Vec<u8>) -> Flow {
-        bump(&shared.counters.commands);
-        let command = match command::parse(line) {
-            Ok(command) => command,
-            Err(rejection) => {
-                reply::push(out, rejection.0);
-                return Flow::Continue;
-            }
-        };
-        let stage = match command {
-            Command::Ehlo | Command::Helo => Some(FaultStage::Ehlo),
-            Command::Mail { .. } => Some(FaultStage::Mail),
-            Command::Rcpt { .. } => Some(FaultStage::Rcpt),
-            Command::Data => Some(FaultStage::Data),
-            _ => None,
-        };
-        let start = out.len();
-        let flow = self.execute(command, shared, out);
-        match stage {
-            Some(stage) => inject(stage, start, flow, shared, out),
-            None => flow,
-        }
-    }
-
-    fn execute(&mut self, command: Command<'_>, shared: &Shared, out: &mut Vec<u8>) -> Flow {
-        match command {
-            Command::Ehlo => self.ehlo(true, shared, out),
-            Command::Helo => self.ehlo(false, shared, out),
-            Command::Mail { sender, size } => self.mail(&sender, size, shared, out),
-            Command::Rcpt { recipient } => self.rcpt(&recipient, shared, out),
-            Command::Data => self.data(shared, out),
-            Command::Bdat { .. } if !shared.config.chunking => {
-                reply::push(out, reply::NOT_IMPLEMENTED);
-                Flow::Continue
-            }
-            Command::Bdat { size, last } => {
-                // Answered once the chunk's octets are in (`finish_chunk`).
-                self.begin_chunk(size, last);
-                Flow::Continue
-            }
-            Command::Rset => {
-                self.envelope.reset();
-                reply::push(out, reply::OK);
-                Flow::Continue
-            }
-            Command::Noop => {
-                reply::push(out, reply::OK);
-                Flow::Continue
-            }
-            Command::Vrfy => {
-                reply::push(out, reply::VRFY);
-                Flow::Continue
-            }
-            Command::Help => {
-                reply::push(out, reply::HELP);
-                Flow::Continue
-            }
-            Command::Quit => {
-                reply::push(out, reply::BYE);
-                Flow::Close
-            }
-            Command::StartTls => self.starttls(shared, out),
-        }
-    }
-
-    /// EHLO (`extended`) or HELO. RFC 5321 §4.1.4: either resets any transaction.
-    fn ehlo(&mut self, extended: bool, shared: &Shared, out: &mut Vec<u8>) -> Flow {
-        self.envelope.reset();
-        if extended && shared.config.refuse_ehlo {
-            reply::push(out, reply::EHLO_REFUSED);
-            return Flow::Continue;
-        }
-        if let Some(canned) = shared.canned.pick(Stage::Ehlo, "") {
-            bump(&shared.counters.canned_replies);
-            reply::push_canned(out, &canned.text, &self.placeholders(""));
-            self.greeted = canned.is_positive();
-            return if canned.closes(Stage::Ehlo) {
-                Flow::Close
-            } else {
-                Flow::Continue
-            };
-        }
-        self.greeted = true;
-        let greetings = &shared.greetings;
-        out.extend_from_slice(match (extended, self.tls) {
-            (false, _) => &greetings.helo,
-            (true, false) => &greetings.ehlo_plain,
-            (true, true) => &greetings.ehlo_tls,
-        });
+    fn answer_accept(&mut self) -> Flow {
+        let _ = self.smtp.accept();
         Flow::Continue
     }
 
-    fn starttls(&mut self, shared: &Shared, out: &mut Vec<u8>) -> Flow {
-        let refusal = if !shared.config.starttls {
-            Some(reply::TLS_UNAVAILABLE)
-        } else if self.tls {
-            Some(reply::TLS_ACTIVE)
-        } else if self.envelope.active {
-            Some(reply::TLS_IN_TRANSACTION)
-        } else {
-            None
-        };
-        match refusal {
-            Some(text) => {
-                reply::push(out, text);
-                Flow::Continue
+    /// A command the protocol session refused: counts it and names the stage whose faults
+    /// apply to its reply (as if the sink had answered it).
+    fn rejected(&mut self, error: &SessionError, start: usize, shared: &Shared) -> (Option<FaultStage>, Flow) {
+        let counters = &shared.counters;
+        let chunk_end = matches!(
+            error,
+            SessionError::NeedMail { verb: Verb::Bdat }
+                | SessionError::NoRecipients { verb: Verb::Bdat }
+                | SessionError::MessageTooBig { verb: Verb::Bdat }
+        );
+        let content_end = matches!(
+            error,
+            SessionError::MessageTooBig {
+                verb: Verb::Data | Verb::Bdat
             }
-            None => {
-                reply::push(out, reply::READY_FOR_TLS);
-                Flow::StartTls
-            }
+        );
+        // The end of DATA content is not a command line; the end of a chunk was counted
+        // with its BDAT line.
+        if !chunk_end && !content_end {
+            bump(&counters.commands);
         }
+        if !error.is_syntax() && error.verb() == Some(Verb::Mail) {
+            bump(&counters.mail_commands);
+        }
+        if content_end || (chunk_end && self.envelope.last_chunk) {
+            self.envelope.reset();
+        }
+        if content_end && self.envelope.drop_at == Some(DropPoint::AfterDot) {
+            // The RFC 1047 window: the connection dies before the final reply.
+            self.smtp.output_mut().truncate(start);
+            return (None, self.drop_connection(shared, true));
+        }
+        let stage = match error.verb() {
+            _ if error.is_syntax() => None,
+            _ if chunk_end => Some(if self.envelope.last_chunk {
+                FaultStage::DataEnd
+            } else {
+                FaultStage::Data
+            }),
+            Some(Verb::Data) if content_end => Some(FaultStage::DataEnd),
+            Some(Verb::Ehlo | Verb::Helo) => Some(FaultStage::Ehlo),
+            Some(Verb::Mail) => Some(FaultStage::Mail),
+            Some(Verb::Rcpt) => Some(FaultStage::Rcpt),
+            Some(Verb::Data) => Some(FaultStage::Data),
+            _ => None,
+        };
+        (stage, Flow::Continue)
+    }
+
+    /// EHLO (`extended`) or HELO; the protocol session reset the transaction.
+    fn ehlo(&mut self, extended: bool, shared: &Shared) -> Flow {
+        self.envelope.reset();
+        if extended && shared.config.refuse_ehlo {
+            return self.answer(&reply::EHLO_REFUSED);
+        }
+        if let Some(canned) = shared.canned.pick(Stage::Ehlo, "") {
+            self.envelope.current.clear();
+            return self.answer_canned(canned, Stage::Ehlo, shared);
+        }
+        self.answer_accept()
+    }
+
+    pub(crate) fn drop_connection(&mut self, shared: &Shared, after_data: bool) -> Flow {
+        bump(&shared.counters.drops);
+        if after_data {
+            bump(&shared.counters.drops_after_data);
+        }
+        tracing::debug!(peer = %self.peer, after_data, "sink: injected connection drop");
+        self.envelope.reset();
+        Flow::Drop
     }
 }
 

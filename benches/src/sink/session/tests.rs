@@ -2,34 +2,32 @@
 
 use std::net::IpAddr;
 
-use bytes::BytesMut;
-
 use super::*;
 use crate::sink::canned::{CannedReply, Stage};
 use crate::sink::config::SinkConfig;
 use crate::sink::fault_plan::Fault;
+use volley_smtp_server::command::MAX_COMMAND_LINE;
 
 struct Harness {
     shared: Shared,
     session: Session,
-    buf: BytesMut,
 }
 
 impl Harness {
     fn new(config: SinkConfig) -> Self {
         let shared = Shared::new(config).expect("valid config");
         Harness {
+            session: Session::new(IpAddr::from([127, 0, 0, 7]), Arc::clone(&shared.smtp)),
             shared,
-            session: Session::new(IpAddr::from([127, 0, 0, 7])),
-            buf: BytesMut::new(),
         }
     }
 
     /// Feeds `input` as one read; returns the replies of that batch and the flow.
     fn feed(&mut self, input: &[u8]) -> (String, Flow) {
-        self.buf.extend_from_slice(input);
-        let mut out = Vec::new();
-        let flow = self.session.process(&mut self.buf, &self.shared, &mut out);
+        self.session.smtp.input_mut().extend_from_slice(input);
+        let flow = self.session.process(&self.shared);
+        let out = self.session.smtp.output().to_vec();
+        self.session.smtp.clear_output();
         (String::from_utf8(out).expect("replies are UTF-8"), flow)
     }
 
@@ -110,7 +108,6 @@ fn starttls_stops_processing_and_restart_forgets_the_greeting() {
         (text.as_str(), flow),
         ("220 2.0.0 Ready to start TLS\r\n", Flow::StartTls)
     );
-    h.buf.clear();
     h.session.restart_after_tls();
     assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), [503]);
     let (ehlo, _) = h.feed(b"EHLO c\r\n");
@@ -199,9 +196,9 @@ fn canned_mail_reply_and_connect_banner() {
         ],
         ..SinkConfig::default()
     });
-    let mut out = Vec::new();
-    assert_eq!(h.session.greeting(&h.shared, &mut out), Flow::Close);
-    assert_eq!(out, b"554 5.7.1 no service for 127.0.0.7\r\n");
+    assert_eq!(h.session.greeting(&h.shared), Flow::Close);
+    assert_eq!(h.session.smtp.output(), b"554 5.7.1 no service for 127.0.0.7\r\n");
+    h.session.smtp.clear_output();
     let (text, _) = h.feed(b"HELO c\r\nMAIL FROM:<s@Sender.test>\r\nRCPT TO:<a@x.test>\r\n");
     assert_eq!(
         text,
