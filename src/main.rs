@@ -30,6 +30,7 @@ mod check_config;
 mod demo;
 mod dkim;
 mod html_report;
+mod inbound_cmd;
 mod metrics;
 mod numbers;
 mod plan_cmd;
@@ -99,6 +100,10 @@ enum Command {
     /// Turn an accounting log into an HTML report with charts (readable offline).
     #[command(after_help = "Example:\n  volley report state/news/accounting.jsonl --out news.html")]
     Report(html_report::ReportArgs),
+    /// The inbound SMTP listener for bounces (DSN), complaints (ARF) and mailed unsubscribes:
+    /// every report suppresses and is logged per campaign ([inbound] and [feedback]).
+    #[command(after_help = "Example:\n  volley inbound --config volley.toml --listen 0.0.0.0:25")]
+    Inbound(inbound_cmd::InboundArgs),
     /// Reputation holds: a campaign or a (source IP, provider group) the complaint or
     /// hard-bounce guard stopped; show them, lift one.
     #[command(
@@ -151,6 +156,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Inbound(args) => inbound_cmd::run(args).await,
             Command::Sink(args) => run_sink(args).await,
             // Blocking store calls: off the runtime's worker threads.
             Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {

@@ -95,6 +95,10 @@ pub struct SendConfig {
     /// messages go out with the campaign's `envelope_from`).
     #[serde(default)]
     pub feedback: Option<FeedbackConfig>,
+    /// The inbound listener for bounces, complaints and unsubscribes (`volley inbound`, and
+    /// inside `volley serve`).
+    #[serde(default)]
+    pub inbound: Option<crate::inbound::InboundConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -346,6 +350,7 @@ impl SendConfig {
             reputation: Default::default(),
             blocklists: None,
             feedback: None,
+            inbound: None,
         }
     }
 

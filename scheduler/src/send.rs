@@ -278,6 +278,16 @@ fn prepare(
 
     // What earlier runs did.
     state::pin_recipients(&dir, campaign.recipients())?;
+    // The inbound listener suppresses a mailed unsubscribe in the campaign's list.
+    let list_file = dir.join(crate::inbound::LIST_FILE);
+    std::fs::write(
+        &list_file,
+        campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL),
+    )
+    .map_err(|source| SendError::Io {
+        path: list_file.clone(),
+        source,
+    })?;
     let resume = state::resume(&dir)?;
     let journal = state::DispatchJournal::open(&dir)?;
     let log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;

@@ -97,6 +97,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     for (ip, why) in service.unusable_ips() {
         eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
     }
+    // Bounces, complaints and unsubscribes for the campaigns of this service.
+    let _inbound = match &config.inbound {
+        Some(_) => {
+            let inbound = volley_scheduler::inbound::InboundService::start(
+                &config,
+                service.store().clone(),
+                Some(service.guards().clone()),
+            )
+            .await
+            .context("refusing to start the inbound listener")?;
+            eprintln!("volley serve: inbound SMTP on {}", inbound.local_addr());
+            Some(inbound)
+        }
+        None => None,
+    };
     let app = Arc::new(App {
         service,
         config,

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -22,28 +21,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server side of TLS from a PEM certificate chain and its private key (HTTP/1.1 by ALPN).
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
-    let pem = |path: &Path| {
-        volley_files::read_config_bytes(path, volley_files::PEM_MAX)
-            .with_context(|| format!("reading {}", path.display()))
-    };
-    let chain = rustls_pemfile::certs(&mut pem(cert)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("[api] tls_cert {}: not PEM", cert.display()))?;
-    anyhow::ensure!(
-        !chain.is_empty(),
-        "[api] tls_cert {}: no PEM certificate found",
-        cert.display()
-    );
-    let private = rustls_pemfile::private_key(&mut pem(key)?.as_slice())
-        .with_context(|| format!("[api] tls_key {}: not PEM", key.display()))?
-        .with_context(|| format!("[api] tls_key {}: no PEM private key found", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .with_context(|| format!("[api] tls_cert {} and tls_key {}", cert.display(), key.display()))?;
+    let mut config = volley_scheduler::server_tls::server_config("api", cert, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -99,7 +99,15 @@ impl SendConfig {
             out.push(Problem::new("warmup.redis", "", e.to_string()));
         }
         let blocklists = self.blocklists.as_ref().map(|b| b.problems()).unwrap_or_default();
-        for (field, value, reason) in self.reputation.problems().into_iter().chain(blocklists) {
+        let inbound = self.inbound.as_ref().map(|i| i.problems()).unwrap_or_default();
+        if self.inbound.is_some() && self.feedback.is_none() {
+            out.push(Problem::new(
+                "inbound",
+                "",
+                "needs [feedback] (the bounce domain and the token keys)",
+            ));
+        }
+        for (field, value, reason) in self.reputation.problems().into_iter().chain(blocklists).chain(inbound) {
             out.push(Problem::new(field, value, reason));
         }
         if let Err((field, reason)) = self.api.tls_files() {

@@ -5,6 +5,7 @@ mod blocklist_monitor;
 mod bounce_rules;
 mod common;
 mod fault_matrix;
+mod inbound_listener;
 mod input_campaign;
 mod input_fetch;
 mod input_message;

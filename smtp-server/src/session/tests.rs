@@ -7,8 +7,8 @@ use base64::Engine;
 
 use super::*;
 use crate::auth::SaslError;
-use crate::config::AuthMechanism;
 use crate::command::MAX_COMMAND_LINE;
+use crate::config::AuthMechanism;
 use crate::reply::EnhancedCode;
 
 /// What a test saw of one event.

@@ -1,0 +1,407 @@
+//! What an inbound report's events do: suppression updates (a failed delivery by the bounce
+//! rules, a complaint, an unsubscribe), the reputation guards (complaints, hard bounces), and
+//! a line per event in the campaign's `feedback.jsonl` — the accounting lines of what happened
+//! after the SMTP conversation (`bounced` with `async: true`, `complained`, `unsubscribed`,
+//! `delayed`, `notice`, `reported`), with the campaign, recipient, source IP and provider group
+//! of the original message.
+//!
+//! Each event has a stable id; the ids already in the feedback logs are read at start, and an
+//! event seen before is not acted on again (the same complaint twice counts once). The order
+//! makes a crash harmless: the suppression update (idempotent) is written first, then the
+//! feedback line (synced) — which is the record that the event was handled — and only then is
+//! the spool file deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use volley_feedback::event::{Event, EventKind, SuppressAction};
+use volley_feedback::CampaignTag;
+
+use super::InboundError;
+use crate::accounting::now_rfc3339;
+use crate::reputation::{Guards, Signal};
+use crate::suppression::{unix_now, Entry, SuppressionStore, Update, GLOBAL};
+
+/// The feedback log of a campaign, beside its accounting log.
+pub const FEEDBACK_LOG: &str = "feedback.jsonl";
+/// The file that names a campaign's suppression list (written when the campaign starts).
+pub const LIST_FILE: &str = "suppression-list";
+/// Where events for messages of no known campaign are logged (`<state_dir>/inbound/`).
+const UNKNOWN_CAMPAIGN: &str = "inbound";
+
+/// One line of a feedback log.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FeedbackRecord {
+    pub ts: String,
+    pub event_id: String,
+    pub campaign: Option<String>,
+    pub recipient: Option<String>,
+    pub domain: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub provider: Option<String>,
+    /// `bounced`, `complained`, `unsubscribed`, `delayed`, `notice`, `reported`.
+    pub outcome: String,
+    /// Always true: after the SMTP conversation.
+    #[serde(rename = "async")]
+    pub asynchronous: bool,
+    pub code: Option<u16>,
+    pub enhanced: Option<String>,
+    pub category: Option<String>,
+    pub text: String,
+    /// The recipient's line in the campaign's recipient file.
+    pub line: Option<u64>,
+    pub message_id: Option<String>,
+    /// What was written to the suppression list: `suppress`, `soft` or none.
+    pub suppression: Option<String>,
+    /// The list it was written to.
+    pub list: Option<String>,
+}
+
+/// What the original message was, as far as the campaign's logs tell.
+#[derive(Clone, Debug, Default)]
+struct Original {
+    campaign: Option<String>,
+    recipient: Option<String>,
+    source_ip: Option<IpAddr>,
+    provider: Option<String>,
+    line: Option<u64>,
+}
+
+/// Applies events; shared by the listener's processing task.
+pub struct Applier {
+    state_dir: PathBuf,
+    store: Arc<dyn SuppressionStore>,
+    guards: Option<Arc<Guards>>,
+    providers: volley_warmup::Providers,
+    campaigns: Mutex<HashMap<CampaignTag, String>>,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What [`Applier::apply`] did with one message's events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events acted on and logged.
+    pub new: usize,
+    /// Events seen before (not acted on again).
+    pub duplicates: usize,
+    /// Suppression updates written.
+    pub suppressed: usize,
+}
+
+impl Applier {
+    /// An applier over `state_dir`'s campaigns, writing to `store`; `guards` when the
+    /// campaigns run in this process (their complaint rates).
+    pub fn open(
+        state_dir: &Path,
+        store: Arc<dyn SuppressionStore>,
+        guards: Option<Arc<Guards>>,
+        providers: volley_warmup::Providers,
+    ) -> Applier {
+        let applier = Applier {
+            state_dir: state_dir.to_path_buf(),
+            store,
+            guards,
+            providers,
+            campaigns: Mutex::default(),
+            seen: Mutex::default(),
+        };
+        let mut seen = HashSet::new();
+        for dir in applier.campaign_dirs() {
+            read_ids(&dir.join(FEEDBACK_LOG), &mut seen);
+        }
+        read_ids(&state_dir.join(UNKNOWN_CAMPAIGN).join(FEEDBACK_LOG), &mut seen);
+        *lock(&applier.seen) = seen;
+        applier
+    }
+
+    fn campaign_dirs(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.state_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("accounting.jsonl").is_file())
+            .collect()
+    }
+
+    /// The campaign whose tag is `tag` (campaign folders are listed again on a miss).
+    fn campaign_of(&self, tag: CampaignTag) -> Option<String> {
+        if let Some(id) = lock(&self.campaigns).get(&tag) {
+            return Some(id.clone());
+        }
+        let mut map = lock(&self.campaigns);
+        for dir in self.campaign_dirs() {
+            if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+                map.insert(CampaignTag::of(id), id.to_string());
+            }
+        }
+        map.get(&tag).cloned()
+    }
+
+    /// Acts on `events` (the ones not seen before) and logs them.
+    pub fn apply(&self, events: &[Event]) -> Result<Applied, InboundError> {
+        let mut applied = Applied::default();
+        for event in events {
+            if lock(&self.seen).contains(&event.id.0) {
+                tracing::info!("inbound: event {} was handled before; not counted again", event.id.0);
+                applied.duplicates += 1;
+                continue;
+            }
+            let original = self.original(event);
+            let (update, record) = self.effect(event, &original);
+            if let Some(update) = update {
+                self.store
+                    .apply(std::slice::from_ref(&update))
+                    .map_err(|e| InboundError::Store(e.to_string()))?;
+                applied.suppressed += 1;
+            }
+            if let (Some(guards), Some(campaign)) = (&self.guards, &original.campaign) {
+                let signal = match &event.kind {
+                    EventKind::Complaint { .. } => Some(Signal::Complaint),
+                    EventKind::Bounce { .. } => Some(Signal::HardBounce),
+                    _ => None,
+                };
+                if let Some(signal) = signal {
+                    let route = original.source_ip.map(|ip| {
+                        (
+                            ip,
+                            original.provider.as_deref().unwrap_or(volley_warmup::provider::OTHER),
+                        )
+                    });
+                    guards.record(campaign, route, signal, std::time::SystemTime::now());
+                }
+            }
+            let folder = original.campaign.as_deref().unwrap_or(UNKNOWN_CAMPAIGN);
+            append(&self.state_dir.join(folder).join(FEEDBACK_LOG), &record)?;
+            lock(&self.seen).insert(event.id.0.clone());
+            applied.new += 1;
+        }
+        Ok(applied)
+    }
+
+    /// The campaign, recipient, source IP and provider group the event is about.
+    fn original(&self, event: &Event) -> Original {
+        let mut o = Original {
+            recipient: event.origin.recipient.clone(),
+            ..Original::default()
+        };
+        if let Some(token) = &event.origin.token {
+            o.campaign = self.campaign_of(token.campaign);
+            o.source_ip = Some(token.source_ip);
+            o.line = Some(token.line);
+            if o.campaign.is_none() {
+                tracing::warn!(
+                    "inbound: token of an unknown campaign (tag {}) in {}",
+                    token.campaign,
+                    self.state_dir.display()
+                );
+            }
+        }
+        if let (Some(campaign), Some(line)) = (&o.campaign, o.line) {
+            let log = self.state_dir.join(campaign).join("accounting.jsonl");
+            if let Some((recipient, provider)) = sent_line(&log, line) {
+                // The recipient we sent to, whatever the report calls it.
+                o.recipient = Some(recipient);
+                o.provider = provider;
+            }
+        }
+        if o.provider.is_none() {
+            if let Some(domain) = o.recipient.as_deref().and_then(|r| r.rsplit_once('@')).map(|(_, d)| d) {
+                o.provider = Some(self.providers.group_and_source(&[], domain).0.to_string());
+            }
+        }
+        o
+    }
+
+    /// The suppression update and the log line of one event.
+    fn effect(&self, event: &Event, o: &Original) -> (Option<Update>, FeedbackRecord) {
+        let campaign = o.campaign.as_deref().unwrap_or("unknown");
+        let mut record = FeedbackRecord {
+            ts: now_rfc3339(),
+            event_id: event.id.0.clone(),
+            campaign: o.campaign.clone(),
+            recipient: o.recipient.clone(),
+            domain: o
+                .recipient
+                .as_deref()
+                .and_then(|r| r.rsplit_once('@'))
+                .map(|(_, d)| d.to_string()),
+            source_ip: o.source_ip,
+            provider: o.provider.clone(),
+            outcome: String::new(),
+            asynchronous: true,
+            code: None,
+            enhanced: None,
+            category: None,
+            text: String::new(),
+            line: o.line,
+            message_id: event.origin.message_id.clone(),
+            suppression: None,
+            list: None,
+        };
+        let now = unix_now();
+        let (outcome, update) = match &event.kind {
+            EventKind::Bounce { status, class, .. } => {
+                record.code = status.code;
+                record.enhanced.clone_from(&status.status);
+                record.category = Some(class.category.clone());
+                record.text.clone_from(&status.diagnostic);
+                let update = o.recipient.as_ref().and_then(|address| match class.action {
+                    SuppressAction::Suppress => Some(Update::suppress(
+                        GLOBAL,
+                        address.clone(),
+                        Entry::new(status.diagnostic.clone(), format!("dsn:{campaign}"), now)
+                            .with_codes(status.code, status.status.clone())
+                            .with_category(class.category.clone()),
+                    )),
+                    SuppressAction::Soft => Some(Update::SoftBounce {
+                        scope: GLOBAL.to_string(),
+                        address: address.clone(),
+                        code: status.code,
+                        enhanced: status.status.clone(),
+                        reason: status.diagnostic.clone(),
+                        at: now,
+                    }),
+                    SuppressAction::None => None,
+                });
+                ("bounced", update)
+            }
+            EventKind::Complaint {
+                feedback_type,
+                user_agent,
+            } => {
+                record.category = Some("complaint".into());
+                record.text = format!(
+                    "{feedback_type} report{}",
+                    user_agent.as_deref().map(|u| format!(" from {u}")).unwrap_or_default()
+                );
+                let update = o.recipient.as_ref().map(|address| {
+                    Update::suppress(
+                        GLOBAL,
+                        address.clone(),
+                        Entry::new(format!("complaint ({feedback_type})"), format!("arf:{campaign}"), now)
+                            .with_category("complaint"),
+                    )
+                });
+                ("complained", update)
+            }
+            EventKind::Unsubscribe => {
+                let list = o
+                    .campaign
+                    .as_deref()
+                    .and_then(|c| std::fs::read_to_string(self.state_dir.join(c).join(LIST_FILE)).ok())
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| GLOBAL.to_string());
+                record.text = "unsubscribe by mail".into();
+                let update = o.recipient.as_ref().map(|address| {
+                    Update::suppress(
+                        list.clone(),
+                        address.clone(),
+                        Entry::new("unsubscribe", format!("unsubscribe:{campaign}"), now).with_category("unsubscribe"),
+                    )
+                });
+                record.list = Some(list);
+                ("unsubscribed", update)
+            }
+            EventKind::Delayed { status } => {
+                record.enhanced.clone_from(&status.status);
+                record.text.clone_from(&status.diagnostic);
+                ("delayed", None)
+            }
+            EventKind::Notice { action, status } => {
+                record.enhanced.clone_from(&status.status);
+                record.text = format!("{action}: {}", status.diagnostic);
+                ("notice", None)
+            }
+            EventKind::Report { feedback_type } => {
+                record.text = format!("{feedback_type} report");
+                ("reported", None)
+            }
+        };
+        record.outcome = outcome.to_string();
+        if let Some(u) = &update {
+            record.suppression = Some(match u {
+                Update::SoftBounce { .. } => "soft".into(),
+                _ => "suppress".into(),
+            });
+            if record.list.is_none() {
+                record.list = Some(GLOBAL.to_string());
+            }
+        }
+        if o.recipient.is_none() && matches!(event.kind, EventKind::Bounce { .. } | EventKind::Complaint { .. }) {
+            tracing::warn!(
+                "inbound: event {} names no recipient we sent to; logged, nothing suppressed",
+                event.id.0
+            );
+        }
+        (update, record)
+    }
+}
+
+/// The recipient and provider group of the line `line` of a campaign's accounting log.
+fn sent_line(log: &Path, line: u64) -> Option<(String, Option<String>)> {
+    let file = std::fs::File::open(log).ok()?;
+    let needle = format!("\"line\":{line}");
+    for text in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        if !text.contains(&needle) {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if v["line"].as_u64() == Some(line) {
+            let recipient = v["recipient"].as_str()?.to_ascii_lowercase();
+            return Some((recipient, v["provider"].as_str().map(str::to_string)));
+        }
+    }
+    None
+}
+
+fn read_ids(path: &Path, into: &mut HashSet<String>) {
+    let Ok(file) = std::fs::File::open(path) else { return };
+    for text in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        if let Ok(r) = serde_json::from_str::<FeedbackRecord>(&text) {
+            into.insert(r.event_id);
+        }
+    }
+}
+
+/// Appends one line and syncs it.
+fn append(path: &Path, record: &FeedbackRecord) -> Result<(), InboundError> {
+    let io = |action: &'static str| {
+        move |source| InboundError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the feedback log's folder"))?;
+    }
+    let mut line = serde_json::to_vec(record).map_err(|e| io("encode a feedback line")(std::io::Error::other(e)))?;
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io("open the feedback log"))?;
+    file.write_all(&line).map_err(io("write the feedback log"))?;
+    file.sync_data().map_err(io("sync the feedback log"))
+}
