@@ -5,6 +5,24 @@ mod common;
 
 use common::{free_port, text, volley, write};
 
+/// Runs `volley check-config --config <config>`: its exit code and output.
+fn check_config(config: &std::path::Path) -> (Option<i32>, String) {
+    let o = volley()
+        .arg("check-config")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("volley check-config");
+    (o.status.code(), text(&o))
+}
+
+/// The `ERROR  <what>:` line of check-config's output.
+fn error_line<'a>(out: &'a str, what: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("ERROR  {what}:")))
+        .unwrap_or_else(|| panic!("no error for {what}:\n{out}"))
+}
+
 #[test]
 fn the_shipped_example_passes_every_check() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -149,14 +167,8 @@ data_end = "0s"
 max_age = "0s"
 "#,
     );
-    let o = volley()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley check-config");
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (code, out) = check_config(&config);
+    assert_eq!(code, Some(1), "{out}");
     for (what, line, says) in [
         ("smtp.idle_timeout", 16, "5x"),
         ("smtp.max_connectoins", 17, "unknown field"),
@@ -167,10 +179,7 @@ max_age = "0s"
         // and the error lists the curves Volley ships.
         ("warmup", 0, "conservative, standard, aggressive"),
     ] {
-        let found = out
-            .lines()
-            .find(|l| l.starts_with(&format!("ERROR  {what}:")))
-            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"));
+        let found = error_line(&out, what);
         assert!(found.contains(says), "{what} says {says:?}: {found}");
         if line > 0 {
             assert!(
@@ -215,26 +224,14 @@ bounce_domain = "bounce_volley.test"
 key_file = "missing.key"
 "#,
     );
-    let o = volley()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley check-config");
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = |what: &str| {
-        out.lines()
-            .find(|l| l.starts_with(&format!("ERROR  {what}:")))
-            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"))
-            .to_string()
-    };
+    let (code, out) = check_config(&config);
+    assert_eq!(code, Some(1), "{out}");
     assert!(
-        line("feedback.bounce_domain")
+        error_line(&out, "feedback.bounce_domain")
             .contains("volley.toml, line 7: field `feedback.bounce_domain` = \"bounce_volley.test\""),
         "{out}"
     );
-    assert!(line("feedback.key_file").contains("missing.key"), "{out}");
+    assert!(error_line(&out, "feedback.key_file").contains("missing.key"), "{out}");
 
     write(
         dir.path(),
@@ -247,14 +244,8 @@ key_file = "missing.key"
         "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
          [feedback]\nbounce_domain = \"bounce.volley.test\"\nkey_file = \"feedback.key\"\n",
     );
-    let o = volley()
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("volley check-config");
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    let (code, out) = check_config(&config);
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ok     feedback.key_file"), "{out}");
     assert!(
         out.contains("signing key id 3") && !out.contains("a-check-config-secret"),

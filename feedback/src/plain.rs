@@ -102,10 +102,7 @@ fn explanation(body: &str) -> String {
     let mut out = String::new();
     for line in body.lines() {
         let lower = line.trim().to_lowercase();
-        if RETURNED_MARKERS
-            .iter()
-            .any(|m| lower.starts_with(m) || lower.contains(m))
-        {
+        if RETURNED_MARKERS.iter().any(|m| lower.contains(m)) {
             break;
         }
         if out.len() + line.len() + 1 > MAX_EXPLANATION {
@@ -203,6 +200,15 @@ mod tests {
         let (code, status, _) = find_reply("550-5.7.1 blocked\n");
         assert_eq!((code, status.as_deref()), (Some(550), Some("5.7.1")));
         assert_eq!(find_reply("no numbers 2026 here 200\n"), (None, None, None));
+    }
+
+    #[test]
+    fn explanation_stops_at_the_copy_of_the_returned_message() {
+        // Sendmail's marker (indented) and Exim's: what follows is our own message.
+        let body = "550 5.1.1 User unknown\n   ----- Original message follows -----\nSubject: spam offers\n";
+        assert_eq!(explanation(body), "550 5.1.1 User unknown\n");
+        let exim = "failed:\n\n------ This is a copy of the message, including all the headers. ------\nspam\n";
+        assert_eq!(explanation(exim), "failed:\n\n");
     }
 
     #[test]
