@@ -56,7 +56,10 @@ fn tls_pair() -> (TlsAcceptor, TlsConnector) {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    (TlsAcceptor::from(Arc::new(server)), TlsConnector::from(Arc::new(client)))
+    (
+        TlsAcceptor::from(Arc::new(server)),
+        TlsConnector::from(Arc::new(client)),
+    )
 }
 
 /// Sends `line` (unless empty) and reads one complete reply.
@@ -95,7 +98,15 @@ async fn starttls_then_auth_then_a_message() {
         let mut session = Session::new(config, false);
         let mut handler = Submission { messages: tx };
         let greeting = Reply::plain(220, "submit.test ESMTP");
-        serve(stream, &mut session, &mut handler, &greeting, Some(&acceptor), &Timeouts::default()).await
+        serve(
+            stream,
+            &mut session,
+            &mut handler,
+            &greeting,
+            Some(&acceptor),
+            &Timeouts::default(),
+        )
+        .await
     });
 
     let mut plain = TcpStream::connect(addr).await.expect("connect");
@@ -107,15 +118,25 @@ async fn starttls_then_auth_then_a_message() {
     let name = ServerName::try_from("localhost").expect("name");
     let mut tls = connector.connect(name, plain).await.expect("handshake");
 
-    assert!(command(&mut tls, "MAIL FROM:<a@c.test>").await.starts_with("503 "), "greeting forgotten");
+    assert!(
+        command(&mut tls, "MAIL FROM:<a@c.test>").await.starts_with("503 "),
+        "greeting forgotten"
+    );
     let ehlo = command(&mut tls, "EHLO c.test").await;
     assert!(ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n"), "{ehlo}");
-    assert!(command(&mut tls, "MAIL FROM:<a@c.test>").await.starts_with("530 5.7.0 "));
+    assert!(command(&mut tls, "MAIL FROM:<a@c.test>")
+        .await
+        .starts_with("530 5.7.0 "));
     let wrong = format!("AUTH PLAIN {}", STANDARD.encode("\0alice\0nope"));
     assert!(command(&mut tls, &wrong).await.starts_with("535 5.7.8 "));
     assert_eq!(command(&mut tls, "AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(command(&mut tls, &STANDARD.encode("alice")).await, "334 UGFzc3dvcmQ6\r\n");
-    assert!(command(&mut tls, &STANDARD.encode("secret")).await.starts_with("235 2.7.0 "));
+    assert_eq!(
+        command(&mut tls, &STANDARD.encode("alice")).await,
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert!(command(&mut tls, &STANDARD.encode("secret"))
+        .await
+        .starts_with("235 2.7.0 "));
     assert!(command(&mut tls, "MAIL FROM:<a@c.test>").await.starts_with("250 "));
     assert!(command(&mut tls, "RCPT TO:<b@d.test>").await.starts_with("250 "));
     assert!(command(&mut tls, "DATA").await.starts_with("354 "));
