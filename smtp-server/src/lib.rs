@@ -14,7 +14,7 @@
 //!   answers with [`Session::accept`] / [`Session::reply`]. Sequencing (503), PIPELINING
 //!   (RFC 2920: replies batched until the input runs dry), SIZE (RFC 1870), the recipient
 //!   limit, CHUNKING (RFC 3030), STARTTLS resets (RFC 3207), AUTH PLAIN/LOGIN (RFC 4954).
-//! - [`data`] (private) — the DATA end marker and dot-unstuffing, streaming, no copy.
+//! - `data` (private) — the DATA end marker and dot-unstuffing, streaming, no copy.
 //! - [`auth`] — SASL decoding: [`auth::Credentials`], the check is the driver's.
 //! - [`reply`] — [`Reply`] with RFC 3463 enhanced codes, multi-line rendering, the standard
 //!   replies.

@@ -282,7 +282,7 @@ impl Session {
         if !error.is_syntax() && error.verb() == Some(Verb::Mail) {
             bump(&counters.mail_commands);
         }
-        if content_end || (chunk_end && self.envelope.last_chunk) {
+        if content_end || chunk_end {
             self.envelope.reset();
         }
         if content_end && self.envelope.drop_at == Some(DropPoint::AfterDot) {

@@ -655,3 +655,17 @@ fn greeting_other_than_2xx_closes() {
     session.input_mut().extend_from_slice(b"EHLO c\r\n");
     assert_eq!(session.next_event(), Event::Closed);
 }
+
+/// Found by the `smtp_session` fuzz target: a chunk refused for want of a recipient left the
+/// transaction open, so a later RCPT and `BDAT LAST` completed a message whose size counted
+/// the refused chunk's octets that no `Content` event had carried.
+#[test]
+fn a_chunk_refused_for_want_of_recipients_ends_the_transaction() {
+    let mut h = Harness::greeted(chunking()).deciding(|seen| match seen {
+        Seen::Rcpt(address) if address == "no@x" => Some(Reply::new(550, EnhancedCode::new(5, 1, 1), "unknown")),
+        _ => None,
+    });
+    let (text, seen) = h.feed(b"MAIL FROM:<>\r\nRCPT TO:<no@x>\r\nBDAT 2\r\nabRCPT TO:<yes@x>\r\nBDAT 1 LAST\r\nc");
+    assert_eq!(codes(&text), [250, 550, 554, 503, 503], "{text}");
+    assert!(!seen.iter().any(|s| matches!(s, Seen::End(..))), "{seen:?}");
+}

@@ -1,4 +1,6 @@
-//! Sans-IO tests of the session: bytes in, replies out, no sockets.
+//! Sans-IO tests of the sink's layer: bytes in, replies and counters out, no sockets. The
+//! protocol itself (sequencing, line limits, STARTTLS resets, BDAT reading) is tested in
+//! `volley-smtp-server`.
 
 use std::net::IpAddr;
 
@@ -6,7 +8,6 @@ use super::*;
 use crate::sink::canned::{CannedReply, Stage};
 use crate::sink::config::SinkConfig;
 use crate::sink::fault_plan::Fault;
-use volley_smtp_server::command::MAX_COMMAND_LINE;
 
 struct Harness {
     shared: Shared,
@@ -54,65 +55,6 @@ fn pipelined_transaction_yields_one_reply_per_command() {
     let stats = h.shared.counters.snapshot();
     assert_eq!((stats.messages, stats.recipients, stats.commands), (1, 2, 6));
     assert_eq!(h.shared.addresses.get("a@x.test"), 1);
-}
-
-#[test]
-fn commands_split_across_reads_wait_for_the_line_end() {
-    let mut h = Harness::new(SinkConfig::default());
-    assert_eq!(h.codes(b"HE"), Vec::<u16>::new());
-    assert_eq!(h.codes(b"LO c.test\r"), Vec::<u16>::new());
-    assert_eq!(h.codes(b"\nNOOP\n"), [250, 250], "bare LF is tolerated for commands");
-}
-
-#[test]
-fn sequencing_errors() {
-    let mut h = Harness::new(SinkConfig::default());
-    assert_eq!(h.codes(b"MAIL FROM:<s@c.test>\r\n"), [503]);
-    assert_eq!(
-        h.codes(b"EHLO c.test\r\nRCPT TO:<a@x.test>\r\nDATA\r\n"),
-        [250, 503, 503]
-    );
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\nMAIL FROM:<>\r\nDATA\r\n"), [250, 503, 554]);
-    assert_eq!(h.codes(b"RSET\r\nRCPT TO:<a@x.test>\r\nBOGUS\r\n"), [250, 503, 500]);
-    assert_eq!(h.codes(b"MAIL FROM:<s@c.test>\r\nSTARTTLS\r\n"), [250, 503]);
-}
-
-#[test]
-fn ehlo_resets_the_transaction() {
-    let mut h = Harness::new(SinkConfig::default());
-    let codes = h.codes(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nEHLO c\r\nDATA\r\n");
-    assert_eq!(codes, [250, 250, 250, 250, 503]);
-}
-
-#[test]
-fn long_line_is_refused_and_skipped() {
-    let mut h = Harness::new(SinkConfig::default());
-    let long = format!("NOOP {}\r\n", "x".repeat(MAX_COMMAND_LINE));
-    assert_eq!(h.codes(long.as_bytes()), [500]);
-    // Arriving in pieces: answered once, the rest of the line is skipped.
-    assert_eq!(h.codes("y".repeat(MAX_COMMAND_LINE + 10).as_bytes()), [500]);
-    assert_eq!(h.codes("y".repeat(2000).as_bytes()), Vec::<u16>::new());
-    assert_eq!(h.codes(b"yyy\r\nNOOP\r\n"), [250]);
-    // Exactly 512 octets including CRLF is allowed.
-    let max = format!("NOOP {}\r\n", "z".repeat(MAX_COMMAND_LINE - 7));
-    assert_eq!(max.len(), MAX_COMMAND_LINE);
-    assert_eq!(h.codes(max.as_bytes()), [250]);
-}
-
-#[test]
-fn starttls_stops_processing_and_restart_forgets_the_greeting() {
-    let mut h = Harness::new(SinkConfig::default());
-    h.feed(b"EHLO c\r\n");
-    let (text, flow) = h.feed(b"STARTTLS\r\nMAIL FROM:<>\r\n");
-    assert_eq!(
-        (text.as_str(), flow),
-        ("220 2.0.0 Ready to start TLS\r\n", Flow::StartTls)
-    );
-    h.session.restart_after_tls();
-    assert_eq!(h.codes(b"MAIL FROM:<>\r\n"), [503]);
-    let (ehlo, _) = h.feed(b"EHLO c\r\n");
-    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    assert_eq!(h.codes(b"STARTTLS\r\n"), [503]);
 }
 
 #[test]
@@ -279,27 +221,6 @@ fn failed_bdat_is_read_and_answered_with_an_error() {
     // Without MAIL the chunk is still consumed.
     assert_eq!(h.codes(b"BDAT 6 LAST\r\nNOOP\r\nNOOP\r\n"), [503, 250]);
     assert_eq!(h.shared.counters.snapshot().messages, 0);
-}
-
-#[test]
-fn bdat_over_the_size_limit_and_without_chunking() {
-    let mut h = Harness::new(SinkConfig {
-        chunking: true,
-        max_message_size: 10,
-        ..SinkConfig::default()
-    });
-    h.feed(b"EHLO c\r\n");
-    assert_eq!(
-        h.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 6\r\n012345BDAT 5 LAST\r\n01234"),
-        [250, 250, 250, 552]
-    );
-    let mut plain = Harness::new(SinkConfig::default());
-    let (ehlo, _) = plain.feed(b"EHLO c\r\n");
-    assert!(!ehlo.contains("CHUNKING"), "{ehlo}");
-    assert_eq!(
-        plain.codes(b"MAIL FROM:<>\r\nRCPT TO:<a@x.test>\r\nBDAT 0 LAST\r\n"),
-        [250, 250, 502]
-    );
 }
 
 #[test]
