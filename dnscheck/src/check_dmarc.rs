@@ -167,10 +167,11 @@ pub(crate) fn alignment(domain: &SendingDomain, keys: &[DkimKeyConfig], applied:
             format!("DKIM {} aligns with From {from}; {}", selectors.join(", "), spf_parts.join("; ")),
         );
     }
-    let others: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            let d = normalize(&k.domain);
+    let mut key_domains: Vec<String> = keys.iter().map(|k| normalize(&k.domain)).collect();
+    key_domains.dedup();
+    let others: Vec<String> = key_domains
+        .into_iter()
+        .map(|d| {
             let note = if aligned(&d, from, adkim) {
                 "would align but Volley signs only with keys of the From domain itself"
             } else {

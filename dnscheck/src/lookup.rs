@@ -1,21 +1,39 @@
 //! [`Dns`]: the queries the checks make (TXT, A+AAAA, MX, PTR), each classified as records,
 //! NODATA, NXDOMAIN or failure ([`DnsAnswer`]), with names lowercased and without the trailing
 //! dot. Asks the configured nameservers (`[dns]`) through the engine's resolver builder.
+//!
+//! PTR queries bypass hickory's resolver: it answers every name under `127.in-addr.arpa` with
+//! `localhost` itself (RFC 6761 §6.3) without asking anyone, so they go to the same nameservers
+//! through hickory's name-server pool. Production source IPs are never loopback, but the tests'
+//! are (127.0.0.2, ...), and their reverse zone is served by the test's DNS server.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use hickory_resolver::{Name, TokioResolver};
+use futures_util::StreamExt;
+use hickory_resolver::config::NameServerConfigGroup;
+use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions};
+use hickory_resolver::{Name, ResolveError, TokioResolver};
 use volley_engine::mx::{classify, DnsAnswer};
 
 /// The resolver the checks ask.
 pub(crate) struct Dns {
     resolver: TokioResolver,
+    /// The same nameservers without the resolver's local answers, for PTR queries.
+    servers: NameServerPool<TokioConnectionProvider>,
 }
 
 impl Dns {
     pub(crate) fn new(resolver: TokioResolver) -> Dns {
-        Dns { resolver }
+        let servers = NameServerPool::from_config(
+            NameServerConfigGroup::from(resolver.config().name_servers().to_vec()),
+            resolver.options().clone(),
+            TokioConnectionProvider::default(),
+        );
+        Dns { resolver, servers }
     }
 
     /// TXT records at `name`, each one's character-strings joined (RFC 7208 §3.3, RFC 6376
@@ -82,8 +100,28 @@ impl Dns {
 
     /// PTR names of `ip` (its `in-addr.arpa` / `ip6.arpa` name).
     pub(crate) async fn ptr(&self, ip: IpAddr) -> DnsAnswer<Vec<String>> {
-        let answer = classify(self.resolver.reverse_lookup(ip).await, |l| l.valid_until());
-        map(answer, |lookup| lookup.iter().map(|ptr| name_text(&ptr.0)).collect())
+        let query = Query::query(Name::from(ip), RecordType::PTR);
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = true;
+        let response = match self.servers.lookup(query, options).next().await {
+            Some(Ok(response)) => response,
+            Some(Err(e)) => return map(classify(Err::<(), _>(ResolveError::from(e)), |_| Instant::now()), |()| Vec::new()),
+            None => return DnsAnswer::Failed("no response".into()),
+        };
+        let names: Vec<String> = response
+            .answers()
+            .iter()
+            .filter_map(|record| match record.data() {
+                RData::PTR(ptr) => Some(name_text(&ptr.0)),
+                _ => None,
+            })
+            .collect();
+        match response.response_code() {
+            ResponseCode::NoError if names.is_empty() => DnsAnswer::NoData,
+            ResponseCode::NoError => DnsAnswer::Records(names, Instant::now()),
+            ResponseCode::NXDomain => DnsAnswer::NxDomain,
+            other => DnsAnswer::Failed(other.to_string()),
+        }
     }
 }
 

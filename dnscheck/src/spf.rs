@@ -45,7 +45,8 @@ pub enum SpfVerdict {
     NotEvaluated(String),
 }
 
-/// A verdict and the term that decided it, e.g. `-all in example.test`.
+/// A verdict and the term that decided it, e.g. `-all in example.test`, or through includes
+/// `include:_spf.example.test in example.test > ip4:192.0.2.0/24 in _spf.example.test`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpfEvaluation {
     /// The verdict.
@@ -105,6 +106,7 @@ pub(crate) async fn check_host(dns: &Dns, ip: IpAddr, domain: &str) -> SpfEvalua
         ip,
         lookups: 0,
         voids: 0,
+        included: None,
     };
     evaluation.check(domain.to_owned()).await
 }
@@ -114,6 +116,8 @@ struct Evaluation<'a> {
     ip: IpAddr,
     lookups: usize,
     voids: usize,
+    /// The term that matched inside the last `include` that passed.
+    included: Option<String>,
 }
 
 type Boxed<'b> = Pin<Box<dyn Future<Output = SpfEvaluation> + Send + 'b>>;
@@ -141,9 +145,13 @@ impl Evaluation<'_> {
                             Qualifier::SoftFail => ("~", SpfVerdict::SoftFail),
                             Qualifier::Neutral => ("?", SpfVerdict::Neutral),
                         };
+                        let mut matched = format!("{prefix}{} in {domain}", describe(&directive.mechanism));
+                        if let (Mechanism::Include { .. }, Some(inner)) = (&directive.mechanism, self.included.take()) {
+                            matched = format!("{matched} > {inner}");
+                        }
                         return SpfEvaluation {
                             verdict: result,
-                            matched: Some(format!("{prefix}{} in {domain}", describe(&directive.mechanism))),
+                            matched: Some(matched),
                         };
                     }
                     Err(ended) => return ended,
@@ -222,7 +230,10 @@ impl Evaluation<'_> {
                 self.count_lookup(&format!("include:{target}"))?;
                 let inner = self.check(target.clone()).await;
                 match inner.verdict {
-                    SpfVerdict::Pass => Ok(true),
+                    SpfVerdict::Pass => {
+                        self.included = inner.matched;
+                        Ok(true)
+                    }
                     SpfVerdict::Fail | SpfVerdict::SoftFail | SpfVerdict::Neutral => Ok(false),
                     // RFC 7208 §5.2: an included domain without a record is a permerror.
                     SpfVerdict::None => Err(verdict(SpfVerdict::PermError(format!(

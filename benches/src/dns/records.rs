@@ -35,7 +35,7 @@ pub enum ZoneRecord {
     A(Ipv4Addr),
     /// An IPv6 address (loopback only).
     Aaaa(Ipv6Addr),
-    /// A mail exchanger: preference and host name.
+    /// A mail exchanger: preference and host name (`.` for a null MX).
     Mx(u16, String),
     /// A pointer (reverse DNS): the host name.
     Ptr(String),
@@ -101,6 +101,8 @@ fn rdata(name: &str, record: &ZoneRecord) -> Result<RData, DnsError> {
         ZoneRecord::Aaaa(ip) if ip.is_loopback() => RData::AAAA(AAAA(*ip)),
         ZoneRecord::A(ip) => return Err(not_loopback(name, IpAddr::V4(*ip))),
         ZoneRecord::Aaaa(ip) => return Err(not_loopback(name, IpAddr::V6(*ip))),
+        // `.` is the null MX (RFC 7505).
+        ZoneRecord::Mx(preference, host) if host == "." => RData::MX(MX::new(*preference, Name::root())),
         ZoneRecord::Mx(preference, host) => RData::MX(MX::new(*preference, origin_fqdn(host)?)),
         ZoneRecord::Ptr(host) => RData::PTR(PTR(origin_fqdn(host)?)),
     })
