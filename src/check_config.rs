@@ -20,6 +20,9 @@ pub struct CheckArgs {
     pub config: PathBuf,
     /// Campaigns to check against it (file, recipients header, templates, pool).
     pub campaigns: Vec<PathBuf>,
+    /// Also check the sender's DNS, as `volley check-dns` does (SPF, DKIM, DMARC, PTR).
+    #[arg(long)]
+    pub dns: bool,
 }
 
 /// One check's verdict: what was checked (a field path), and `Ok(detail)` or `Err(problem)`.
@@ -47,6 +50,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
                 println!("ERROR  {}: {problem}", v.what);
             }
         }
+    }
+    if args.dns {
+        problems += crate::check_dns::section(&args.config, &args.campaigns);
     }
     if problems == 0 {
         println!(
