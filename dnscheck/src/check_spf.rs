@@ -16,9 +16,9 @@ pub(crate) async fn check(dns: &Dns, domain: &str, ips: &[IpAddr]) -> Check {
             return new(Status::Fail, format!("no SPF record (TXT \"v=spf1 ...\") at {domain}"))
                 .advice(txt_line(domain, &suggested(None, ips)));
         }
-        Published::Broken(reason) => {
+        Published::Broken(records, reason) => {
             return new(Status::Fail, format!("permerror: {reason}"))
-                .record(reason.clone())
+                .record(records.join(" | "))
                 .advice(format!(
                     "one record only: {}",
                     txt_line(domain, &suggested(None, ips))

@@ -73,8 +73,8 @@ pub(crate) enum Published {
     One(String, Spf),
     /// No `v=spf1` record (NXDOMAIN, NODATA, or only other TXT records).
     None,
-    /// Several records, or one that does not parse: permerror.
-    Broken(String),
+    /// Several records, or one that does not parse (permerror): the records, and why.
+    Broken(Vec<String>, String),
     /// The query failed.
     Failed(String),
 }
@@ -89,13 +89,16 @@ pub(crate) async fn published(dns: &Dns, domain: &str) -> Published {
         [] => Published::None,
         [one] => match Spf::parse(one.as_bytes()) {
             Ok(spf) => Published::One(one.to_owned(), spf),
-            Err(e) => Published::Broken(format!("{one:?} does not parse: {e}")),
+            Err(e) => Published::Broken(vec![one.to_owned()], format!("{one:?} does not parse: {e}")),
         },
-        ref several => Published::Broken(format!(
+        ref several => Published::Broken(
+            several.iter().map(|r| r.to_string()).collect(),
+            format!(
             "{} SPF records ({}): more than one is a permerror (RFC 7208 §4.5)",
             several.len(),
-            several.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
-        )),
+                several.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
     }
 }
 
@@ -132,7 +135,7 @@ impl Evaluation<'_> {
             let spf = match published(self.dns, &domain).await {
                 Published::One(_, spf) => spf,
                 Published::None => return verdict(SpfVerdict::None),
-                Published::Broken(reason) => return verdict(SpfVerdict::PermError(format!("{domain}: {reason}"))),
+                Published::Broken(_, reason) => return verdict(SpfVerdict::PermError(format!("{domain}: {reason}"))),
                 Published::Failed(reason) => return verdict(SpfVerdict::TempError(reason)),
             };
             for directive in spf.directives.iter() {

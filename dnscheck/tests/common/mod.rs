@@ -46,7 +46,7 @@ pub const SOURCE_IPS: [u8; 5] = [2, 3, 4, 5, 6];
 /// good.test — everything right (SPF through two includes, an Ed25519 and an RSA key, p=reject);
 /// partial.test — SPF leaves out 127.0.0.4, DKIM record of another key, DMARC p=none;
 /// deep.test — SPF needing 11 lookups, no DKIM record, no DMARC record;
-/// twice.test — two SPF records; shop.test — a campaign From domain without a key of its own,
+/// revoked.test — no SPF record, a revoked DKIM key (empty p=); twice.test — two SPF records; shop.test — a campaign From domain without a key of its own,
 /// strict alignment and a foreign envelope domain. Reverse DNS: .2 and .6 right, .3 without a
 /// PTR, .4 confirmed but not its EHLO name, .5 naming a host that resolves elsewhere.
 pub fn world() -> World {
@@ -78,6 +78,9 @@ pub fn world() -> World {
     }
     let (deep, _) = key(dir.path(), KeyAlgorithm::Ed25519, "deep.test", "s1");
 
+    let (revoked, _) = key(dir.path(), KeyAlgorithm::Ed25519, "revoked.test", "s1");
+    txt(r, "s1._domainkey.revoked.test", "v=DKIM1; k=ed25519; p=");
+
     txt(r, "twice.test", "v=spf1 ip4:127.0.0.0/24 -all");
     txt(r, "twice.test", "v=spf1 include:_spf.good.test -all");
     txt(r, "_dmarc.twice.test", "v=DMARC1; p=quarantine");
@@ -98,7 +101,7 @@ pub fn world() -> World {
     r.push(("bounce.good.test".into(), ZoneRecord::Mx(10, "mx.good.test".into())));
     r.push(("mx.good.test".into(), ZoneRecord::A(ip(25))));
 
-    plan.dkim = vec![good_ed, good_rsa, partial, deep];
+    plan.dkim = vec![good_ed, good_rsa, partial, deep, revoked];
     for key in &plan.dkim.clone() {
         plan.add_domain(&key.domain, None);
     }
@@ -170,6 +173,12 @@ pub fn assert_world(checks: &[Check]) {
     assert!(partial.advice.as_deref().unwrap().contains("v=spf1 ip4:127.0.0.4 ip4:127.0.0.2"), "{partial}");
     expect(checks, Spf, "deep.test", Fail, &["include:i1.deep.test", "more than 10 DNS lookups"]);
     expect(checks, Spf, "twice.test", Fail, &["2 SPF records", "\"v=spf1 ip4:127.0.0.0/24 -all\"", "permerror"]);
+    expect(checks, Spf, "revoked.test", Fail, &["no SPF record (TXT \"v=spf1 ...\") at revoked.test"]);
+    let twice = find(checks, Spf, "twice.test");
+    // Both records, in the server's order (a record set has none).
+    let mut found: Vec<&str> = twice.record.as_deref().unwrap().split(" | ").collect();
+    found.sort_unstable();
+    assert_eq!(found, ["v=spf1 include:_spf.good.test -all", "v=spf1 ip4:127.0.0.0/24 -all"]);
     expect(checks, Spf, "bounces.other.test", Pass, &["\"v=spf1 ip4:127.0.0.0/24 -all\""]);
 
     expect(checks, Dkim, "e1._domainkey.good.test", Pass, &["v=DKIM1; k=ed25519; p=", "matches the private key"]);
@@ -179,6 +188,7 @@ pub fn assert_world(checks: &[Check]) {
     let published = mismatch.record.as_deref().unwrap();
     assert!(mismatch.message.contains(published) && mismatch.message.contains("not the public half"), "{mismatch}");
     assert_ne!(mismatch.advice.as_deref().unwrap(), published);
+    expect(checks, Dkim, "s1._domainkey.revoked.test", Fail, &["\"v=DKIM1; k=ed25519; p=\"", "revoked (empty p=)"]);
     expect(checks, Dkim, "s1._domainkey.deep.test", Fail, &["no TXT record at s1._domainkey.deep.test"]);
 
     expect(checks, Dmarc, "good.test", Pass, &["\"v=DMARC1; p=reject; rua=mailto:dmarc@good.test\"", "p=reject"]);
