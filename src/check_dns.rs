@@ -34,7 +34,13 @@ pub struct CheckDnsArgs {
 
 /// Runs the checks and prints them; `Ok(false)` when any check fails.
 pub async fn run(args: CheckDnsArgs) -> anyhow::Result<bool> {
-    let checks = checks(&args.config, &args.campaigns, args.bounce_domain.as_deref(), args.timeout).await?;
+    let checks = checks(
+        &args.config,
+        &args.campaigns,
+        args.bounce_domain.as_deref(),
+        args.timeout,
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
@@ -103,7 +109,10 @@ fn plan(config: &SendConfig, campaigns: &[PathBuf], bounce_domain: Option<&str>)
     for path in campaigns {
         let campaign = Campaign::load_with(path, &config.template_dirs)
             .with_context(|| format!("reading campaign {}", path.display()))?;
-        plan.add_domain(campaign.from().address.domain(), Some(campaign.envelope_from().domain()));
+        plan.add_domain(
+            campaign.from().address.domain(),
+            Some(campaign.envelope_from().domain()),
+        );
     }
     Ok(plan)
 }

@@ -16,7 +16,11 @@ use volley_engine::dkim::{generate, KeyAlgorithm};
 async fn serve(dir: &Path, broken: bool) -> BenchDnsHandle {
     let key = generate(KeyAlgorithm::Ed25519, "sender.test", "s1").unwrap();
     write(dir, "s1.pem", &key.private_pem);
-    let spf = if broken { "v=spf1 ip4:127.0.0.9 -all" } else { "v=spf1 ip4:127.0.0.2 -all" };
+    let spf = if broken {
+        "v=spf1 ip4:127.0.0.9 -all"
+    } else {
+        "v=spf1 ip4:127.0.0.2 -all"
+    };
     let mut forward = RecordZone::new("test");
     forward
         .add("sender.test", ZoneRecord::Txt(spf.into()))
@@ -110,7 +114,10 @@ async fn a_failing_check_exits_1_and_json_carries_record_and_advice() {
     assert_eq!(spf["status"], "fail");
     assert_eq!(spf["subject"], "sender.test");
     assert_eq!(spf["record"], "v=spf1 ip4:127.0.0.9 -all");
-    assert!(spf["message"].as_str().unwrap().contains("127.0.0.2 fail via -all in sender.test"));
+    assert!(spf["message"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.2 fail via -all in sender.test"));
     assert_eq!(
         spf["advice"],
         "sender.test. TXT \"v=spf1 ip4:127.0.0.2 ip4:127.0.0.9 -all\""

@@ -15,7 +15,13 @@ pub(crate) async fn check(dns: &Dns, config: &DkimKeyConfig) -> Check {
     let subject = format!("{}._domainkey.{}", config.selector, config.domain.to_ascii_lowercase());
     let loaded = DkimSigners::load(std::slice::from_ref(config))
         .map_err(|e| e.to_string())
-        .and_then(|(signers, _)| signers.public_keys().next().cloned().ok_or_else(|| "no key loaded".to_owned()));
+        .and_then(|(signers, _)| {
+            signers
+                .public_keys()
+                .next()
+                .cloned()
+                .ok_or_else(|| "no key loaded".to_owned())
+        });
     let key = match loaded {
         Ok(key) => key,
         Err(e) => {
@@ -75,7 +81,11 @@ pub(crate) async fn check(dns: &Dns, config: &DkimKeyConfig) -> Check {
 /// Compares the published `record` with `key` (whose private half is in `path`).
 fn verdict(record: &str, key: &DkimPublicKey, path: &str) -> (Status, String) {
     let shown = quoted(record);
-    let first_tag = record.split(';').next().and_then(|t| t.split_once('=')).map(|(n, _)| n.trim());
+    let first_tag = record
+        .split(';')
+        .next()
+        .and_then(|t| t.split_once('='))
+        .map(|(n, _)| n.trim());
     if let Some(version) = tag(record, "v") {
         if first_tag != Some("v") || version != "DKIM1" {
             return (
@@ -99,10 +109,7 @@ fn verdict(record: &str, key: &DkimPublicKey, path: &str) -> (Status, String) {
         );
     }
     match base64::engine::general_purpose::STANDARD.decode(&p) {
-        Ok(bytes) if bytes == key.public_key => (
-            Status::Pass,
-            format!("{shown} matches the private key in {path}"),
-        ),
+        Ok(bytes) if bytes == key.public_key => (Status::Pass, format!("{shown} matches the private key in {path}")),
         Ok(_) => (
             Status::Fail,
             format!("{shown}: p= is not the public half of the private key in {path}"),
@@ -150,6 +157,9 @@ mod tests {
         let other = "v=DKIM1; k=ed25519; p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         let (status, message) = verdict(other, &key, "k.pem");
         assert_eq!(status, Status::Fail);
-        assert!(message.contains("not the public half") && message.contains(other), "{message}");
+        assert!(
+            message.contains("not the public half") && message.contains(other),
+            "{message}"
+        );
     }
 }

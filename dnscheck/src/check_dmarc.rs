@@ -47,14 +47,20 @@ pub(crate) async fn check(dns: &Dns, domain: &str) -> (Check, Option<Applied>) {
             .iter()
             .filter(|t| t.to_ascii_lowercase().starts_with("v=dmarc1"))
             .collect();
-        let misplaced: Vec<&String> = txt.iter().filter(|t| t.contains("v=DMARC1") && !records.contains(t)).collect();
+        let misplaced: Vec<&String> = txt
+            .iter()
+            .filter(|t| t.contains("v=DMARC1") && !records.contains(t))
+            .collect();
         let record = match (&records[..], &misplaced[..]) {
             ([one], _) => (*one).clone(),
             ([], []) => continue,
             ([], [bad, ..]) => {
                 let check = new(
                     Status::Fail,
-                    format!("{} at {name}: v=DMARC1 must be the first tag (RFC 7489 §6.4)", quoted(bad)),
+                    format!(
+                        "{} at {name}: v=DMARC1 must be the first tag (RFC 7489 §6.4)",
+                        quoted(bad)
+                    ),
                 )
                 .record(bad.as_str())
                 .advice(advice);
@@ -112,7 +118,11 @@ pub(crate) async fn check(dns: &Dns, domain: &str) -> (Check, Option<Applied>) {
         };
         return (check, Some(applied));
     }
-    let tried = candidates.iter().map(|c| format!("_dmarc.{c}")).collect::<Vec<_>>().join(" or ");
+    let tried = candidates
+        .iter()
+        .map(|c| format!("_dmarc.{c}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     let check = Check::new(
         CheckKind::Dmarc,
         domain,
@@ -131,7 +141,10 @@ fn raise_policy(record: &str) -> String {
         .filter(|t| !t.is_empty() && !t.starts_with("p="))
         .map(str::to_owned)
         .collect();
-    let mut out = vec![tags.first().cloned().unwrap_or_else(|| "v=DMARC1".into()), "p=quarantine".into()];
+    let mut out = vec![
+        tags.first().cloned().unwrap_or_else(|| "v=DMARC1".into()),
+        "p=quarantine".into(),
+    ];
     out.extend(tags.into_iter().skip(1));
     out.join("; ")
 }
@@ -153,7 +166,11 @@ pub(crate) fn alignment(domain: &SendingDomain, keys: &[DkimKeyConfig], applied:
     let spf_parts: Vec<String> = envelopes
         .iter()
         .map(|e| {
-            let word = if aligned(e, from, aspf) { "aligns" } else { "does not align" };
+            let word = if aligned(e, from, aspf) {
+                "aligns"
+            } else {
+                "does not align"
+            };
             format!("envelope domain {e} {word} for SPF (aspf={})", mode(aspf))
         })
         .collect();
@@ -164,7 +181,11 @@ pub(crate) fn alignment(domain: &SendingDomain, keys: &[DkimKeyConfig], applied:
         let status = if spf_aligned { Status::Pass } else { Status::Warn };
         return new(
             status,
-            format!("DKIM {} aligns with From {from}; {}", selectors.join(", "), spf_parts.join("; ")),
+            format!(
+                "DKIM {} aligns with From {from}; {}",
+                selectors.join(", "),
+                spf_parts.join("; ")
+            ),
         );
     }
     let mut key_domains: Vec<String> = keys.iter().map(|k| normalize(&k.domain)).collect();
@@ -205,9 +226,7 @@ pub(crate) fn alignment(domain: &SendingDomain, keys: &[DkimKeyConfig], applied:
 /// other.
 pub fn aligned(a: &str, b: &str, mode: Alignment) -> bool {
     let (a, b) = (normalize(a), normalize(b));
-    a == b
-        || (mode == Alignment::Relaxed
-            && (a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))))
+    a == b || (mode == Alignment::Relaxed && (a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))))
 }
 
 fn mode(alignment: Alignment) -> &'static str {

@@ -20,7 +20,9 @@ pub(crate) async fn check(dns: &Dns, source: &SourceIpName) -> Check {
         DnsAnswer::NoData | DnsAnswer::NxDomain => {
             return new(Status::Fail, format!("no PTR record at {reverse}")).advice(publish);
         }
-        DnsAnswer::Failed(reason) => return Check::unchecked(CheckKind::Ptr, ip.to_string(), &format!("PTR {reverse}"), &reason),
+        DnsAnswer::Failed(reason) => {
+            return Check::unchecked(CheckKind::Ptr, ip.to_string(), &format!("PTR {reverse}"), &reason)
+        }
     };
     let record = names.join(" | ");
     let mut confirmed = Vec::new();
@@ -46,22 +48,16 @@ pub(crate) async fn check(dns: &Dns, source: &SourceIpName) -> Check {
         .record(record);
     }
     if let Some(name) = confirmed.first() {
-        return new(
-            Status::Warn,
-            format!("{ptr} -> {ip} (FCrDNS), but ehlo_name is {ehlo}"),
-        )
-        .record(record)
-        .advice(format!("ehlo_name = \"{name}\", or {publish}"));
+        return new(Status::Warn, format!("{ptr} -> {ip} (FCrDNS), but ehlo_name is {ehlo}"))
+            .record(record)
+            .advice(format!("ehlo_name = \"{name}\", or {publish}"));
     }
     if !failures.is_empty() {
         return Check::unchecked(CheckKind::Ptr, ip.to_string(), &ptr, &failures.join("; "));
     }
-    new(
-        Status::Fail,
-        format!("{ptr}, but {}: FCrDNS fails", seen.join("; ")),
-    )
-    .record(record)
-    .advice(publish)
+    new(Status::Fail, format!("{ptr}, but {}: FCrDNS fails", seen.join("; ")))
+        .record(record)
+        .advice(publish)
 }
 
 /// The bounce domain has an MX (not a null MX), so DSNs reach the inbound listener.
@@ -86,7 +82,9 @@ pub(crate) async fn bounce_mx(dns: &Dns, domain: &str) -> Check {
                 new(Status::Pass, format!("{record}: bounces have somewhere to go")).record(record)
             }
         }
-        DnsAnswer::NoData | DnsAnswer::NxDomain => new(Status::Fail, format!("no MX record at {domain}")).advice(advice),
+        DnsAnswer::NoData | DnsAnswer::NxDomain => {
+            new(Status::Fail, format!("no MX record at {domain}")).advice(advice)
+        }
         DnsAnswer::Failed(reason) => Check::unchecked(CheckKind::BounceMx, domain, &format!("MX {domain}"), &reason),
     }
 }

@@ -19,10 +19,7 @@ pub(crate) async fn check(dns: &Dns, domain: &str, ips: &[IpAddr]) -> Check {
         Published::Broken(records, reason) => {
             return new(Status::Fail, format!("permerror: {reason}"))
                 .record(records.join(" | "))
-                .advice(format!(
-                    "one record only: {}",
-                    txt_line(domain, &suggested(None, ips))
-                ));
+                .advice(format!("one record only: {}", txt_line(domain, &suggested(None, ips))));
         }
         Published::Failed(reason) => return Check::unchecked(CheckKind::Spf, domain, "SPF", &reason),
     };

@@ -60,10 +60,7 @@ impl Dns {
         let Some(fqdn) = fqdn(name) else {
             return invalid(name);
         };
-        let (v4, v6) = futures_util::join!(
-            self.resolver.ipv4_lookup(fqdn.clone()),
-            self.resolver.ipv6_lookup(fqdn)
-        );
+        let (v4, v6) = futures_util::join!(self.resolver.ipv4_lookup(fqdn.clone()), self.resolver.ipv6_lookup(fqdn));
         let v4 = classify(v4, |l| l.valid_until());
         let v6 = classify(v6, |l| l.valid_until());
         let mut addrs = Vec::new();
@@ -105,7 +102,12 @@ impl Dns {
         options.recursion_desired = true;
         let response = match self.servers.lookup(query, options).next().await {
             Some(Ok(response)) => response,
-            Some(Err(e)) => return map(classify(Err::<(), _>(ResolveError::from(e)), |_| Instant::now()), |()| Vec::new()),
+            Some(Err(e)) => {
+                return map(
+                    classify(Err::<(), _>(ResolveError::from(e)), |_| Instant::now()),
+                    |()| Vec::new(),
+                )
+            }
             None => return DnsAnswer::Failed("no response".into()),
         };
         let names: Vec<String> = response

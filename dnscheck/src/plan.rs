@@ -65,9 +65,10 @@ impl CheckPlan {
     /// already listed.
     pub fn spf_domains(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        let all = self.domains.iter().flat_map(|d| {
-            std::iter::once(d.from_domain.as_str()).chain(d.envelope_domains.iter().map(String::as_str))
-        });
+        let all = self
+            .domains
+            .iter()
+            .flat_map(|d| std::iter::once(d.from_domain.as_str()).chain(d.envelope_domains.iter().map(String::as_str)));
         for domain in all {
             if !out.contains(&domain) {
                 out.push(domain);
@@ -94,6 +95,9 @@ mod tests {
         plan.add_domain("other.test", Some("bounces.example.test"));
         assert_eq!(plan.domains.len(), 2);
         assert_eq!(plan.domains[0].envelope_domains, ["bounces.example.test"]);
-        assert_eq!(plan.spf_domains(), ["example.test", "bounces.example.test", "other.test"]);
+        assert_eq!(
+            plan.spf_domains(),
+            ["example.test", "bounces.example.test", "other.test"]
+        );
     }
 }

@@ -78,7 +78,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub(crate) fn new(check: CheckKind, subject: impl Into<String>, status: Status, message: impl Into<String>) -> Check {
+    pub(crate) fn new(
+        check: CheckKind,
+        subject: impl Into<String>,
+        status: Status,
+        message: impl Into<String>,
+    ) -> Check {
         Check {
             check,
             subject: subject.into(),
@@ -101,7 +106,12 @@ impl Check {
 
     /// A DNS failure (timeout, SERVFAIL): `warn`, "could not check", never a pass.
     pub(crate) fn unchecked(check: CheckKind, subject: impl Into<String>, name: &str, reason: &str) -> Check {
-        Check::new(check, subject, Status::Warn, format!("could not check: {name}: {reason}"))
+        Check::new(
+            check,
+            subject,
+            Status::Warn,
+            format!("could not check: {name}: {reason}"),
+        )
     }
 }
 

@@ -94,8 +94,8 @@ pub(crate) async fn published(dns: &Dns, domain: &str) -> Published {
         ref several => Published::Broken(
             several.iter().map(|r| r.to_string()).collect(),
             format!(
-            "{} SPF records ({}): more than one is a permerror (RFC 7208 §4.5)",
-            several.len(),
+                "{} SPF records ({}): more than one is a permerror (RFC 7208 §4.5)",
+                several.len(),
                 several.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")
             ),
         ),
@@ -184,8 +184,12 @@ impl Evaluation<'_> {
     async fn matches(&mut self, mechanism: &Mechanism, domain: &str) -> Result<bool, SpfEvaluation> {
         match mechanism {
             Mechanism::All => Ok(true),
-            Mechanism::Ip4 { addr, mask } => Ok(matches!(self.ip, IpAddr::V4(ip) if u32::from(ip) & mask == u32::from(*addr) & mask)),
-            Mechanism::Ip6 { addr, mask } => Ok(matches!(self.ip, IpAddr::V6(ip) if u128::from(ip) & mask == u128::from(*addr) & mask)),
+            Mechanism::Ip4 { addr, mask } => {
+                Ok(matches!(self.ip, IpAddr::V4(ip) if u32::from(ip) & mask == u32::from(*addr) & mask))
+            }
+            Mechanism::Ip6 { addr, mask } => {
+                Ok(matches!(self.ip, IpAddr::V6(ip) if u128::from(ip) & mask == u128::from(*addr) & mask))
+            }
             Mechanism::A {
                 macro_string,
                 ip4_mask,
@@ -211,7 +215,9 @@ impl Evaluation<'_> {
                         self.count_void(&format!("mx:{target}"))?;
                         return Ok(false);
                     }
-                    DnsAnswer::Failed(reason) => return Err(verdict(SpfVerdict::TempError(format!("MX {target}: {reason}")))),
+                    DnsAnswer::Failed(reason) => {
+                        return Err(verdict(SpfVerdict::TempError(format!("MX {target}: {reason}"))))
+                    }
                 };
                 if hosts.len() > MX_HOST_LIMIT {
                     return Err(verdict(SpfVerdict::PermError(format!(
@@ -248,7 +254,10 @@ impl Evaluation<'_> {
             Mechanism::Exists { macro_string } => {
                 let target = target(macro_string, domain)?;
                 self.count_lookup(&format!("exists:{target}"))?;
-                Ok(self.addrs_of(&target).await?.is_some_and(|addrs| addrs.iter().any(IpAddr::is_ipv4)))
+                Ok(self
+                    .addrs_of(&target)
+                    .await?
+                    .is_some_and(|addrs| addrs.iter().any(IpAddr::is_ipv4)))
             }
             Mechanism::Ptr { .. } => Err(verdict(SpfVerdict::NotEvaluated(format!(
                 "ptr in {domain} not evaluated (RFC 7208 §5.5: do not publish ptr)"
@@ -354,7 +363,14 @@ mod tests {
         let described: Vec<String> = spf.directives.iter().map(|d| describe(&d.mechanism)).collect();
         assert_eq!(
             described,
-            ["ip4:127.0.0.0/24", "ip6:::1/128", "a", "mx:mx.test", "include:_spf.test", "all"]
+            [
+                "ip4:127.0.0.0/24",
+                "ip6:::1/128",
+                "a",
+                "mx:mx.test",
+                "include:_spf.test",
+                "all"
+            ]
         );
     }
 }

@@ -26,7 +26,9 @@ async fn missing_and_null_bounce_mx_fail() {
     let mut zone = RecordZone::new("test");
     zone.add("null.test", ZoneRecord::Mx(0, ".".into()));
     zone.add("other.test", ZoneRecord::Txt("v=spf1 -all".into()));
-    let dns = BenchDns::start_zones("127.0.0.1:0".parse().unwrap(), &[zone]).await.unwrap();
+    let dns = BenchDns::start_zones("127.0.0.1:0".parse().unwrap(), &[zone])
+        .await
+        .unwrap();
     for (domain, part) in [("nomx.test", "no MX record at nomx.test"), ("null.test", "null MX")] {
         let plan = CheckPlan {
             bounce_domain: Some(domain.into()),
@@ -34,7 +36,11 @@ async fn missing_and_null_bounce_mx_fail() {
         };
         let checks = run(&plan, &common::dns_config(dns.local_addr())).await.unwrap();
         common::expect(&checks, CheckKind::BounceMx, domain, Status::Fail, &[part]);
-        assert!(checks[0].advice.as_deref().unwrap().starts_with(&format!("{domain}. MX 10")));
+        assert!(checks[0]
+            .advice
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("{domain}. MX 10")));
     }
     dns.shutdown().await;
 }
@@ -57,7 +63,10 @@ async fn a_silent_server_gives_warnings_not_passes() {
     let checks = run(&plan, &config).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let kinds: Vec<CheckKind> = checks.iter().map(|c| c.check).collect();
-    assert_eq!(kinds, [CheckKind::Spf, CheckKind::Dmarc, CheckKind::Alignment, CheckKind::Ptr]);
+    assert_eq!(
+        kinds,
+        [CheckKind::Spf, CheckKind::Dmarc, CheckKind::Alignment, CheckKind::Ptr]
+    );
     for check in checks.iter().filter(|c| c.check != CheckKind::Alignment) {
         assert_eq!(check.status, Status::Warn, "{check}");
         assert!(check.message.starts_with("could not check"), "{check}");

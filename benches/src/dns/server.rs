@@ -34,7 +34,12 @@ impl BenchDns {
     /// sockets are bound and the zone is loaded; the server runs on the current tokio runtime
     /// until [`BenchDnsHandle::shutdown`] or the handle is dropped.
     pub async fn start(listen: SocketAddr, zone: &BenchZone) -> Result<BenchDnsHandle, DnsError> {
-        serve(listen, vec![(zone.origin_name()?, zone.authority()?)], zone.domains, zone.sites)
+        serve(
+            listen,
+            vec![(zone.origin_name()?, zone.authority()?)],
+            zone.domains,
+            zone.sites,
+        )
     }
 
     /// Serves the TXT records of `zone` on `listen` (loopback only), like [`BenchDns::start`].

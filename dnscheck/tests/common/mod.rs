@@ -65,7 +65,11 @@ pub fn world() -> World {
     txt(r, "r1._domainkey.good.test", &good_rsa_record);
     txt(r, "_dmarc.good.test", "v=DMARC1; p=reject; rua=mailto:dmarc@good.test");
 
-    txt(r, "partial.test", "v=spf1 ip4:127.0.0.2 ip4:127.0.0.3 ip4:127.0.0.5 ip4:127.0.0.6 -all");
+    txt(
+        r,
+        "partial.test",
+        "v=spf1 ip4:127.0.0.2 ip4:127.0.0.3 ip4:127.0.0.5 ip4:127.0.0.6 -all",
+    );
     let (partial, _) = key(dir.path(), KeyAlgorithm::Ed25519, "partial.test", "s1");
     let (_, stranger_record) = key(dir.path(), KeyAlgorithm::Ed25519, "partial.test", "old");
     txt(r, "s1._domainkey.partial.test", &stranger_record);
@@ -107,7 +111,13 @@ pub fn world() -> World {
     }
     plan.add_domain("twice.test", None);
     plan.add_domain("shop.test", Some("bounces.other.test"));
-    let ehlo = ["mail.good.test", "mail3.good.test", "mail4.good.test", "mail5.good.test", "mail6.good.test"];
+    let ehlo = [
+        "mail.good.test",
+        "mail3.good.test",
+        "mail4.good.test",
+        "mail5.good.test",
+        "mail6.good.test",
+    ];
     plan.source_ips = SOURCE_IPS
         .iter()
         .zip(ehlo)
@@ -129,7 +139,11 @@ pub fn zones(records: &[(String, ZoneRecord)]) -> Vec<RecordZone> {
     let mut forward = RecordZone::new("test");
     let mut reverse = RecordZone::new("127.in-addr.arpa");
     for (name, record) in records {
-        let zone = if name.ends_with(".in-addr.arpa") { &mut reverse } else { &mut forward };
+        let zone = if name.ends_with(".in-addr.arpa") {
+            &mut reverse
+        } else {
+            &mut forward
+        };
         zone.add(name.clone(), record.clone());
     }
     vec![forward, reverse]
@@ -146,7 +160,10 @@ pub fn dns_config(server: SocketAddr) -> DnsConfig {
 
 /// The one check of `kind` about `subject`.
 pub fn find<'a>(checks: &'a [Check], kind: CheckKind, subject: &str) -> &'a Check {
-    let found: Vec<&Check> = checks.iter().filter(|c| c.check == kind && c.subject == subject).collect();
+    let found: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.check == kind && c.subject == subject)
+        .collect();
     assert_eq!(found.len(), 1, "one {kind:?} check of {subject} in {checks:#?}");
     found[0]
 }
@@ -168,40 +185,179 @@ pub fn assert_world(checks: &[Check]) {
     eprintln!("{line}");
 
     expect(checks, Spf, "good.test", Pass, &["\"v=spf1 include:_spf.good.test -all\"", "127.0.0.4 pass via include:_spf.good.test in good.test > include:_net.good.test in _spf.good.test > ip4:127.0.0.0/29 in _net.good.test"]);
-    expect(checks, Spf, "partial.test", Fail, &["\"v=spf1 ip4:127.0.0.2 ip4:127.0.0.3 ip4:127.0.0.5 ip4:127.0.0.6 -all\"", "127.0.0.4 fail via -all in partial.test", "127.0.0.2 pass"]);
+    expect(
+        checks,
+        Spf,
+        "partial.test",
+        Fail,
+        &[
+            "\"v=spf1 ip4:127.0.0.2 ip4:127.0.0.3 ip4:127.0.0.5 ip4:127.0.0.6 -all\"",
+            "127.0.0.4 fail via -all in partial.test",
+            "127.0.0.2 pass",
+        ],
+    );
     let partial = find(checks, Spf, "partial.test");
-    assert!(partial.advice.as_deref().unwrap().contains("v=spf1 ip4:127.0.0.4 ip4:127.0.0.2"), "{partial}");
-    expect(checks, Spf, "deep.test", Fail, &["include:i1.deep.test", "more than 10 DNS lookups"]);
-    expect(checks, Spf, "twice.test", Fail, &["2 SPF records", "\"v=spf1 ip4:127.0.0.0/24 -all\"", "permerror"]);
-    expect(checks, Spf, "revoked.test", Fail, &["no SPF record (TXT \"v=spf1 ...\") at revoked.test"]);
+    assert!(
+        partial
+            .advice
+            .as_deref()
+            .unwrap()
+            .contains("v=spf1 ip4:127.0.0.4 ip4:127.0.0.2"),
+        "{partial}"
+    );
+    expect(
+        checks,
+        Spf,
+        "deep.test",
+        Fail,
+        &["include:i1.deep.test", "more than 10 DNS lookups"],
+    );
+    expect(
+        checks,
+        Spf,
+        "twice.test",
+        Fail,
+        &["2 SPF records", "\"v=spf1 ip4:127.0.0.0/24 -all\"", "permerror"],
+    );
+    expect(
+        checks,
+        Spf,
+        "revoked.test",
+        Fail,
+        &["no SPF record (TXT \"v=spf1 ...\") at revoked.test"],
+    );
     let twice = find(checks, Spf, "twice.test");
     // Both records, in the server's order (a record set has none).
     let mut found: Vec<&str> = twice.record.as_deref().unwrap().split(" | ").collect();
     found.sort_unstable();
-    assert_eq!(found, ["v=spf1 include:_spf.good.test -all", "v=spf1 ip4:127.0.0.0/24 -all"]);
-    expect(checks, Spf, "bounces.other.test", Pass, &["\"v=spf1 ip4:127.0.0.0/24 -all\""]);
+    assert_eq!(
+        found,
+        ["v=spf1 include:_spf.good.test -all", "v=spf1 ip4:127.0.0.0/24 -all"]
+    );
+    expect(
+        checks,
+        Spf,
+        "bounces.other.test",
+        Pass,
+        &["\"v=spf1 ip4:127.0.0.0/24 -all\""],
+    );
 
-    expect(checks, Dkim, "e1._domainkey.good.test", Pass, &["v=DKIM1; k=ed25519; p=", "matches the private key"]);
-    expect(checks, Dkim, "r1._domainkey.good.test", Pass, &["v=DKIM1; k=rsa; p=MII", "matches the private key"]);
+    expect(
+        checks,
+        Dkim,
+        "e1._domainkey.good.test",
+        Pass,
+        &["v=DKIM1; k=ed25519; p=", "matches the private key"],
+    );
+    expect(
+        checks,
+        Dkim,
+        "r1._domainkey.good.test",
+        Pass,
+        &["v=DKIM1; k=rsa; p=MII", "matches the private key"],
+    );
     let mismatch = find(checks, Dkim, "s1._domainkey.partial.test");
     assert_eq!(mismatch.status, Fail, "{mismatch}");
     let published = mismatch.record.as_deref().unwrap();
-    assert!(mismatch.message.contains(published) && mismatch.message.contains("not the public half"), "{mismatch}");
+    assert!(
+        mismatch.message.contains(published) && mismatch.message.contains("not the public half"),
+        "{mismatch}"
+    );
     assert_ne!(mismatch.advice.as_deref().unwrap(), published);
-    expect(checks, Dkim, "s1._domainkey.revoked.test", Fail, &["\"v=DKIM1; k=ed25519; p=\"", "revoked (empty p=)"]);
-    expect(checks, Dkim, "s1._domainkey.deep.test", Fail, &["no TXT record at s1._domainkey.deep.test"]);
+    expect(
+        checks,
+        Dkim,
+        "s1._domainkey.revoked.test",
+        Fail,
+        &["\"v=DKIM1; k=ed25519; p=\"", "revoked (empty p=)"],
+    );
+    expect(
+        checks,
+        Dkim,
+        "s1._domainkey.deep.test",
+        Fail,
+        &["no TXT record at s1._domainkey.deep.test"],
+    );
 
-    expect(checks, Dmarc, "good.test", Pass, &["\"v=DMARC1; p=reject; rua=mailto:dmarc@good.test\"", "p=reject"]);
-    expect(checks, Dmarc, "partial.test", Warn, &["\"v=DMARC1; p=none\"", "monitoring only"]);
-    expect(checks, Dmarc, "deep.test", Fail, &["no DMARC record at _dmarc.deep.test"]);
-    expect(checks, Dmarc, "shop.test", Pass, &["\"v=DMARC1; p=reject; adkim=s; aspf=s\""]);
-    expect(checks, Alignment, "good.test", Pass, &["DKIM d=good.test s=e1, d=good.test s=r1 aligns"]);
-    expect(checks, Alignment, "shop.test", Fail, &["no [[dkim]] key has domain = shop.test", "d=good.test does not align (adkim=s)", "envelope domain bounces.other.test does not align for SPF (aspf=s)"]);
+    expect(
+        checks,
+        Dmarc,
+        "good.test",
+        Pass,
+        &["\"v=DMARC1; p=reject; rua=mailto:dmarc@good.test\"", "p=reject"],
+    );
+    expect(
+        checks,
+        Dmarc,
+        "partial.test",
+        Warn,
+        &["\"v=DMARC1; p=none\"", "monitoring only"],
+    );
+    expect(
+        checks,
+        Dmarc,
+        "deep.test",
+        Fail,
+        &["no DMARC record at _dmarc.deep.test"],
+    );
+    expect(
+        checks,
+        Dmarc,
+        "shop.test",
+        Pass,
+        &["\"v=DMARC1; p=reject; adkim=s; aspf=s\""],
+    );
+    expect(
+        checks,
+        Alignment,
+        "good.test",
+        Pass,
+        &["DKIM d=good.test s=e1, d=good.test s=r1 aligns"],
+    );
+    expect(
+        checks,
+        Alignment,
+        "shop.test",
+        Fail,
+        &[
+            "no [[dkim]] key has domain = shop.test",
+            "d=good.test does not align (adkim=s)",
+            "envelope domain bounces.other.test does not align for SPF (aspf=s)",
+        ],
+    );
 
-    expect(checks, Ptr, "127.0.0.2", Pass, &["PTR mail.good.test -> 127.0.0.2", "matches ehlo_name mail.good.test"]);
-    expect(checks, Ptr, "127.0.0.3", Fail, &["no PTR record at 3.0.0.127.in-addr.arpa"]);
-    expect(checks, Ptr, "127.0.0.4", Warn, &["PTR other.good.test -> 127.0.0.4", "ehlo_name is mail4.good.test"]);
-    expect(checks, Ptr, "127.0.0.5", Fail, &["PTR mail5.good.test", "mail5.good.test resolves to 127.0.0.9", "FCrDNS fails"]);
+    expect(
+        checks,
+        Ptr,
+        "127.0.0.2",
+        Pass,
+        &["PTR mail.good.test -> 127.0.0.2", "matches ehlo_name mail.good.test"],
+    );
+    expect(
+        checks,
+        Ptr,
+        "127.0.0.3",
+        Fail,
+        &["no PTR record at 3.0.0.127.in-addr.arpa"],
+    );
+    expect(
+        checks,
+        Ptr,
+        "127.0.0.4",
+        Warn,
+        &["PTR other.good.test -> 127.0.0.4", "ehlo_name is mail4.good.test"],
+    );
+    expect(
+        checks,
+        Ptr,
+        "127.0.0.5",
+        Fail,
+        &[
+            "PTR mail5.good.test",
+            "mail5.good.test resolves to 127.0.0.9",
+            "FCrDNS fails",
+        ],
+    );
     expect(checks, Ptr, "127.0.0.6", Pass, &["PTR mail6.good.test"]);
 
     expect(checks, BounceMx, "bounce.good.test", Pass, &["MX 10 mx.good.test"]);

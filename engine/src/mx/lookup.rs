@@ -12,8 +12,8 @@ use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use tokio::sync::Semaphore;
 
-use super::cache::Outcome;
 use super::answer::{classify, DnsAnswer as Answer};
+use super::cache::Outcome;
 use super::{DnsConfig, MxAnswer, MxError, MxRecord, MxSite};
 
 /// MX hosts whose addresses are looked up, in preference order; more is a misconfiguration or an
