@@ -287,25 +287,23 @@ impl Evaluation<'_> {
 
     fn count_lookup(&mut self, term: &str) -> Result<(), SpfEvaluation> {
         self.lookups += 1;
-        if self.lookups > LOOKUP_LIMIT {
-            return Err(verdict(SpfVerdict::PermError(format!(
-                "{term} is DNS lookup {}: more than {LOOKUP_LIMIT} DNS lookups (RFC 7208 §4.6.4)",
-                self.lookups
-            ))));
-        }
-        Ok(())
+        over_limit(term, self.lookups, LOOKUP_LIMIT, "DNS lookup")
     }
 
     fn count_void(&mut self, term: &str) -> Result<(), SpfEvaluation> {
         self.voids += 1;
-        if self.voids > VOID_LOOKUP_LIMIT {
-            return Err(verdict(SpfVerdict::PermError(format!(
-                "{term} is void lookup {}: more than {VOID_LOOKUP_LIMIT} (RFC 7208 §4.6.4)",
-                self.voids
-            ))));
-        }
-        Ok(())
+        over_limit(term, self.voids, VOID_LOOKUP_LIMIT, "void lookup")
     }
+}
+
+/// A permerror when `count` (the count of `what`s after `term`) is over `limit`.
+fn over_limit(term: &str, count: usize, limit: usize, what: &str) -> Result<(), SpfEvaluation> {
+    if count > limit {
+        return Err(verdict(SpfVerdict::PermError(format!(
+            "{term} is {what} {count}: more than {limit} {what}s (RFC 7208 §4.6.4)"
+        ))));
+    }
+    Ok(())
 }
 
 /// The domain a mechanism names: the current domain when it names none, the literal when it

@@ -210,7 +210,7 @@ pub fn assert_world(checks: &[Check]) {
         Spf,
         "deep.test",
         Fail,
-        &["include:i1.deep.test", "more than 10 DNS lookups"],
+        &["include:i1.deep.test", "more than 10 DNS lookups (RFC 7208 §4.6.4)"],
     );
     expect(
         checks,
