@@ -78,7 +78,10 @@ async fn checks(
     bounce_domain: Option<&str>,
     timeout: Option<Duration>,
 ) -> anyhow::Result<Vec<Check>> {
-    let config = SendConfig::load(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    // The file's own values only: each key is read by its own DKIM check, so one unusable key
+    // is one failed check rather than an error that stops the others.
+    let config =
+        SendConfig::load_unchecked(config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let plan = plan(&config, campaigns, bounce_domain)?;
     let mut dns = config.dns.clone().unwrap_or_default();
     if let Some(timeout) = timeout {

@@ -146,3 +146,37 @@ fn an_unreadable_configuration_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("missing.toml"), "{}", text(&o));
 }
+
+/// A key that cannot be read is one failed check among the others, not an error that stops
+/// them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_key_is_a_failed_dkim_check_and_the_rest_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = serve(dir.path(), false).await;
+    let path = config(dir.path(), &dns);
+    let mut text_of = std::fs::read_to_string(&path).unwrap();
+    text_of = text_of.replace(
+        "[dns]",
+        "[[dkim]]\ndomain = \"sender.test\"\nselector = \"s2\"\nkey = \"missing.pem\"\n\n[dns]",
+    );
+    std::fs::write(&path, text_of).unwrap();
+    let mut argv = vec!["check-dns".to_owned()];
+    argv.extend(args(dir.path(), &[]));
+    let o = run(argv).await;
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("FAIL dkim s2._domainkey.sender.test: the private key cannot be used:")
+                && l.contains("missing.pem")
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("PASS dkim s1._domainkey.sender.test:")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("PASS ptr 127.0.0.2:")), "{out}");
+    dns.shutdown().await;
+}

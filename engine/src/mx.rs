@@ -22,6 +22,10 @@
 //! - A null MX (RFC 7505 §3, the single record `0 .`) is [`MxAnswer::NullMx`]. A `.` mixed with
 //!   real MX records is dropped and the real ones are used (RFC 7505 §3 forbids the mix).
 //! - Names are always queried fully qualified, so resolv.conf `search` lists never apply.
+//!
+//! [`build_resolver`] (the hickory resolver for a `[dns]` table) and [`DnsAnswer`] (a query's
+//! outcome, negative answers told apart from failures; `mx/answer.rs`) are public for the
+//! sender's DNS checks (`volley check-dns`), which ask the same nameservers.
 
 mod answer;
 mod cache;
