@@ -42,8 +42,9 @@ pub(crate) async fn check(dns: &Dns, domain: &str, ips: &[IpAddr]) -> Check {
             SpfVerdict::SoftFail => (Status::Warn, "softfail".to_owned()),
             SpfVerdict::Fail => (Status::Fail, "fail".to_owned()),
             SpfVerdict::None => (Status::Fail, "none".to_owned()),
-            SpfVerdict::PermError(reason) => {
-                limit_exceeded |= reason.contains("RFC 7208 §4.6.4");
+            SpfVerdict::PermError(reason) => (Status::Fail, format!("permerror: {reason}")),
+            SpfVerdict::LimitExceeded(reason) => {
+                limit_exceeded = true;
                 (Status::Fail, format!("permerror: {reason}"))
             }
             SpfVerdict::TempError(reason) => (Status::Warn, format!("temperror, could not check: {reason}")),

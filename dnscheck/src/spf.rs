@@ -39,6 +39,9 @@ pub enum SpfVerdict {
     None,
     /// The records are broken: the reason.
     PermError(String),
+    /// A permerror of its own kind: more DNS lookups (or void lookups) than RFC 7208 §4.6.4
+    /// allows; the term that went over.
+    LimitExceeded(String),
     /// A DNS failure: the reason.
     TempError(String),
     /// A macro or `ptr` was reached, which this evaluator does not expand: the reason.
@@ -248,7 +251,10 @@ impl Evaluation<'_> {
                     SpfVerdict::None => Err(verdict(SpfVerdict::PermError(format!(
                         "include:{target} in {domain}: {target} has no SPF record"
                     )))),
-                    SpfVerdict::PermError(_) | SpfVerdict::TempError(_) | SpfVerdict::NotEvaluated(_) => Err(inner),
+                    SpfVerdict::PermError(_)
+                    | SpfVerdict::LimitExceeded(_)
+                    | SpfVerdict::TempError(_)
+                    | SpfVerdict::NotEvaluated(_) => Err(inner),
                 }
             }
             Mechanism::Exists { macro_string } => {
@@ -299,7 +305,7 @@ impl Evaluation<'_> {
 /// A permerror when `count` (the count of `what`s after `term`) is over `limit`.
 fn over_limit(term: &str, count: usize, limit: usize, what: &str) -> Result<(), SpfEvaluation> {
     if count > limit {
-        return Err(verdict(SpfVerdict::PermError(format!(
+        return Err(verdict(SpfVerdict::LimitExceeded(format!(
             "{term} is {what} {count}: more than {limit} {what}s (RFC 7208 §4.6.4)"
         ))));
     }

@@ -46,6 +46,8 @@ pub const SOURCE_IPS: [u8; 5] = [2, 3, 4, 5, 6];
 /// good.test — everything right (SPF through two includes, an Ed25519 and an RSA key, p=reject);
 /// partial.test — SPF leaves out 127.0.0.4, DKIM record of another key, DMARC p=none;
 /// deep.test — SPF needing 11 lookups, no DKIM record, no DMARC record;
+/// mxauth.test — SPF by `mx` (127.0.0.2) and `a:` (127.0.0.3) only;
+/// void.test — SPF naming three hosts that do not exist (void lookups);
 /// revoked.test — no SPF record, a revoked DKIM key (empty p=); twice.test — two SPF records; shop.test — a campaign From domain without a key of its own,
 /// strict alignment and a foreign envelope domain. Reverse DNS: .2 and .6 right, .3 without a
 /// PTR, .4 confirmed but not its EHLO name, .5 naming a host that resolves elsewhere.
@@ -85,6 +87,12 @@ pub fn world() -> World {
     let (revoked, _) = key(dir.path(), KeyAlgorithm::Ed25519, "revoked.test", "s1");
     txt(r, "s1._domainkey.revoked.test", "v=DKIM1; k=ed25519; p=");
 
+    txt(
+        r,
+        "void.test",
+        "v=spf1 a:n1.void.test a:n2.void.test a:n3.void.test ip4:127.0.0.0/24 -all",
+    );
+
     txt(r, "twice.test", "v=spf1 ip4:127.0.0.0/24 -all");
     txt(r, "twice.test", "v=spf1 include:_spf.good.test -all");
     txt(r, "_dmarc.twice.test", "v=DMARC1; p=quarantine");
@@ -110,6 +118,8 @@ pub fn world() -> World {
         plan.add_domain(&key.domain, None);
     }
     plan.add_domain("twice.test", None);
+    plan.add_domain("void.test", None);
+    plan.add_domain("mxauth.test", None);
     plan.add_domain("shop.test", Some("bounces.other.test"));
     let ehlo = [
         "mail.good.test",
