@@ -187,12 +187,9 @@ impl Evaluation<'_> {
     async fn matches(&mut self, mechanism: &Mechanism, domain: &str) -> Result<bool, SpfEvaluation> {
         match mechanism {
             Mechanism::All => Ok(true),
-            Mechanism::Ip4 { addr, mask } => {
-                Ok(matches!(self.ip, IpAddr::V4(ip) if u32::from(ip) & mask == u32::from(*addr) & mask))
-            }
-            Mechanism::Ip6 { addr, mask } => {
-                Ok(matches!(self.ip, IpAddr::V6(ip) if u128::from(ip) & mask == u128::from(*addr) & mask))
-            }
+            // The other family's mask is never used: an address only matches its own family.
+            Mechanism::Ip4 { addr, mask } => Ok(self.in_range(IpAddr::V4(*addr), *mask, 0)),
+            Mechanism::Ip6 { addr, mask } => Ok(self.in_range(IpAddr::V6(*addr), 0, *mask)),
             Mechanism::A {
                 macro_string,
                 ip4_mask,
