@@ -47,6 +47,7 @@ pub const SOURCE_IPS: [u8; 5] = [2, 3, 4, 5, 6];
 /// partial.test — SPF leaves out 127.0.0.4, DKIM record of another key, DMARC p=none;
 /// deep.test — SPF needing 11 lookups, no DKIM record, no DMARC record;
 /// mxauth.test — SPF by `mx` (127.0.0.2) and `a:` (127.0.0.3) only;
+/// order.test — a DMARC record with `v=DMARC1` not first;
 /// void.test — SPF naming three hosts that do not exist (void lookups);
 /// revoked.test — no SPF record, a revoked DKIM key (empty p=); twice.test — two SPF records; shop.test — a campaign From domain without a key of its own,
 /// strict alignment and a foreign envelope domain. Reverse DNS: .2 and .6 right, .3 without a
@@ -93,6 +94,8 @@ pub fn world() -> World {
         "v=spf1 a:n1.void.test a:n2.void.test a:n3.void.test ip4:127.0.0.0/24 -all",
     );
 
+    txt(r, "_dmarc.order.test", "p=reject; v=DMARC1");
+
     txt(r, "twice.test", "v=spf1 ip4:127.0.0.0/24 -all");
     txt(r, "twice.test", "v=spf1 include:_spf.good.test -all");
     txt(r, "_dmarc.twice.test", "v=DMARC1; p=quarantine");
@@ -120,6 +123,7 @@ pub fn world() -> World {
     plan.add_domain("twice.test", None);
     plan.add_domain("void.test", None);
     plan.add_domain("mxauth.test", None);
+    plan.add_domain("order.test", None);
     plan.add_domain("shop.test", Some("bounces.other.test"));
     let ehlo = [
         "mail.good.test",
@@ -309,6 +313,13 @@ pub fn assert_world(checks: &[Check]) {
         "deep.test",
         Fail,
         &["no DMARC record at _dmarc.deep.test"],
+    );
+    expect(
+        checks,
+        Dmarc,
+        "order.test",
+        Fail,
+        &["\"p=reject; v=DMARC1\" at _dmarc.order.test: v=DMARC1 must be the first tag"],
     );
     expect(
         checks,
