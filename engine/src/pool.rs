@@ -1,11 +1,14 @@
-//! Connection pools keyed by (source IP, MX host).
+//! Connection pools keyed by (source IP, MX host, destination policy).
 //!
 //! Each key has a bounded queue of deliveries and connection workers up to a limit learned
 //! from the receiver ([`concurrency`]: starts at `initial_connections_per_host`, grows while
 //! deliveries succeed, drops to what is open when the receiver refuses one more, never above
 //! `max_connections_per_host`). A worker owns one session at a time, takes deliveries from its
 //! key's queue, reuses the connection for up to `max_messages_per_connection` messages and
-//! hangs up after `idle_timeout` without work. Workers are started on demand, when the backlog
+//! hangs up after `idle_timeout` without work. A key with a [`policy::RoutePolicy`] uses the
+//! destination's values for each of these (and its TLS policy and recipients per
+//! transaction) instead of the pool's, and counts its connections against the destination's
+//! total cap when it has one. Workers are started on demand, when the backlog
 //! per running connection is long enough. Every delivery produces exactly one
 //! [`DeliveryReport`] on the reports channel, with one status per recipient: a connection that
 //! breaks defers what it carried, with the reason. Messages already queued behind the first go
@@ -32,8 +35,10 @@ use crate::smtp::transaction::Envelope;
 use crate::tls::TlsPolicy;
 
 pub mod concurrency;
+pub mod policy;
 
 use concurrency::Concurrency;
+use policy::{RoutePolicy, SharedCap};
 
 /// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear;
 /// and with `tls = "required"`, how long a host that offered no STARTTLS is not connected to.
@@ -103,6 +108,8 @@ pub struct RouteConcurrency {
     pub open: usize,
     /// New connections the receiver refused.
     pub refusals: u64,
+    /// The destination policy the route follows (`None`: the pool's `[smtp]` settings).
+    pub destination: Option<String>,
 }
 
 #[derive(Default)]
@@ -119,18 +126,25 @@ struct Workers {
     idle: usize,
 }
 
-/// Limits of one (source IP, MX host) route tighter than the pool's configuration: a warming
-/// IP opens fewer connections to a provider and sends fewer messages on each.
+/// Limits of one (source IP, MX host) route tighter than its policy: a warming IP opens fewer
+/// connections to a provider and sends fewer messages on each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteLimits {
-    /// Connections open at once on the route (at most `max_connections_per_host`).
+    /// Connections open at once on the route (at most the policy's `max_connections_per_ip`).
     pub max_connections: usize,
-    /// Messages per connection before it is replaced (at most `max_messages_per_connection`).
+    /// Messages per connection before it is replaced (at most the policy's
+    /// `max_messages_per_connection`).
     pub max_messages_per_connection: usize,
 }
 
 struct Host<T> {
     key: RouteKey,
+    /// The route's settings: its destination policy, or the pool's `[smtp]` ones.
+    policy: RoutePolicy,
+    /// Session parameters under the policy's TLS setting.
+    params: SessionParams,
+    /// The destination's cap over all its routes (`TotalCap`), if it has one.
+    shared: Option<Arc<SharedCap>>,
     /// This route's learned connection limit under its cap (`RouteLimits`).
     concurrency: Mutex<Concurrency>,
     /// Messages per connection (`RouteLimits`).
@@ -172,6 +186,8 @@ struct Inner<T> {
     /// `tls = "required"`: MX addresses that offered no STARTTLS, until when they are not
     /// connected to again (their deliveries are deferred at once).
     no_starttls: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Destinations' caps over all their routes, by the name of the block that set them.
+    shared_caps: Mutex<HashMap<Arc<str>, Arc<SharedCap>>>,
 }
 
 /// A set of per-(source IP, MX host) connection pools sharing one configuration.
@@ -204,6 +220,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             reports,
             counters: Counters::default(),
             no_starttls: Mutex::new(HashMap::new()),
+            shared_caps: Mutex::new(HashMap::new()),
         };
         DeliveryPool { inner: Arc::new(inner) }
     }
@@ -247,17 +264,17 @@ impl<T: Send + 'static> DeliveryPool<T> {
         }
     }
 
-    /// Tightens (or relaxes back) one route's limits; values are clamped to the pool's
-    /// `max_connections_per_host` and `max_messages_per_connection`, and to at least 1. A
-    /// lowered cap stops new connections; those already open stay until they idle out or reach
-    /// their message count.
+    /// Tightens (or relaxes back) one route's limits; values are clamped to the route's policy
+    /// (`max_connections_per_ip` and `max_messages_per_connection`: the destination's, else the
+    /// pool's), and to at least 1. A lowered cap stops new connections; those already open
+    /// stay until they idle out or reach their message count.
     pub fn set_route_limits(&self, route: &RouteKey, limits: RouteLimits) {
         let host = self.host(route);
-        let config = &self.inner.config;
-        let connections = limits.max_connections.clamp(1, config.max_connections_per_host.max(1));
+        let policy = &host.policy;
+        let connections = limits.max_connections.clamp(1, policy.max_connections_per_ip.max(1));
         let messages = limits
             .max_messages_per_connection
-            .clamp(1, config.max_messages_per_connection.max(1));
+            .clamp(1, policy.max_messages_per_connection.max(1));
         lock(&host.concurrency).set_cap(connections);
         host.max_messages.store(messages, Ordering::Relaxed);
     }
@@ -278,6 +295,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
                     learned: c.learned(),
                     open: h.open.load(Ordering::Relaxed),
                     refusals: c.refusals(),
+                    destination: h.key.policy.as_ref().map(|p| p.name.to_string()),
                 }
             })
             .collect();
@@ -314,14 +332,31 @@ impl<T: Send + 'static> DeliveryPool<T> {
         }
         let (tx, rx) = async_channel::bounded(self.inner.config.queue_per_host);
         let config = &self.inner.config;
+        let policy = match &key.policy {
+            Some(p) => RoutePolicy::clone(p),
+            None => RoutePolicy::from_config("smtp", config),
+        };
+        let mut params = self.inner.params.clone();
+        if params.tls.policy() != policy.tls {
+            params.tls = params.tls.with_policy(policy.tls);
+        }
+        let shared = policy.total.as_ref().map(|cap| {
+            lock(&self.inner.shared_caps)
+                .entry(cap.owner.clone())
+                .or_insert_with(|| Arc::new(SharedCap::new(cap.max)))
+                .clone()
+        });
         let host = Arc::new(Host {
             key: key.clone(),
             concurrency: Mutex::new(Concurrency::new(
-                config.initial_connections_per_host,
-                config.max_connections_per_host,
+                policy.initial_connections,
+                policy.max_connections_per_ip,
                 config.concurrency_probe_interval,
             )),
-            max_messages: AtomicUsize::new(config.max_messages_per_connection),
+            max_messages: AtomicUsize::new(policy.max_messages_per_connection),
+            policy,
+            params,
+            shared,
             tx,
             rx,
             returned: Mutex::new(VecDeque::new()),
@@ -358,7 +393,7 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
     let mut workers = lock(&host.workers);
     // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
     // rather than one per queued delivery: idle workers cost memory too.
-    let at_cap = inner.connections.available_permits() == 0;
+    let at_cap = inner.connections.available_permits() == 0 || host.shared.as_ref().is_some_and(|s| s.is_full());
     let wants = lock(&host.concurrency).wants_another(workers.running, workers.idle, queued);
     if wants && (workers.running == 0 || !at_cap) {
         workers.running += 1;
@@ -373,7 +408,7 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
 /// connection under `max_connections` while this one has nothing to send.
 async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Option<Delivery<T>> {
     let idle_since = Instant::now();
-    let idle_timeout = inner.config.idle_timeout;
+    let idle_timeout = host.policy.idle_timeout;
     loop {
         if let Some(d) = host.take_returned() {
             return Some(d);
@@ -396,7 +431,7 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
             Err(_idle)
                 if host.queued() == 0
                     && (idle_since.elapsed() >= idle_timeout
-                        || (holding && inner.waiting.load(Ordering::Relaxed) > 0)) =>
+                        || (holding && others_wait(inner, host))) =>
             {
                 workers.running -= 1;
                 return None;
@@ -406,10 +441,22 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
     }
 }
 
+/// Whether workers wait for a connection under a cap this route's connections count against
+/// (the pool's `max_connections`, the destination's total).
+fn others_wait<T>(inner: &Inner<T>, host: &Host<T>) -> bool {
+    inner.waiting.load(Ordering::Relaxed) > 0 || host.shared.as_ref().is_some_and(|s| s.has_waiters())
+}
+
+/// The places an open connection holds under the caps it counts against; released by drop.
+struct Permits {
+    _pool: tokio::sync::OwnedSemaphorePermit,
+    _destination: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// What opening a connection for a delivery came to.
 enum Opened {
-    /// A session, holding its pool-wide permit.
-    Session(Box<SmtpSession>, tokio::sync::OwnedSemaphorePermit),
+    /// A session, holding its places under the caps.
+    Session(Box<SmtpSession>, Permits),
     /// The receiver refused one more connection while others to it are open: its cap.
     Refused,
     /// No connection: the status every recipient of the delivery gets.
@@ -417,8 +464,9 @@ enum Opened {
 }
 
 async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {
-    // The session and the pool-wide permit it holds (`max_connections`) live and die together.
-    let mut session: Option<(SmtpSession, tokio::sync::OwnedSemaphorePermit)> = None;
+    // The session and the permits it holds (`max_connections`, the destination's total) live
+    // and die together.
+    let mut session: Option<(SmtpSession, Permits)> = None;
     let mut sent_on_connection = 0usize;
     // Deliveries of a batch that never reached the server before its connection broke: they
     // go first, on the next connection.
@@ -462,7 +510,7 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
             .load(Ordering::Relaxed)
             .saturating_sub(sent_on_connection);
         let batch = batch_after(&host, delivery, room, &mut unsent);
-        let (sent, broken) = send_batch(&inner, &mut open, batch, started, &mut unsent).await;
+        let (sent, broken) = send_batch(&inner, &host, &mut open, batch, started, &mut unsent).await;
         sent_on_connection += sent;
         if broken {
             closed(&inner, &host);
@@ -517,7 +565,7 @@ const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
 /// other connections to it work) from a failure of the host.
 async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
     let mx = host.key.mx.addr;
-    if inner.params.tls.policy() == TlsPolicy::Required {
+    if host.params.tls.policy() == TlsPolicy::Required {
         let until = lock(&inner.no_starttls).get(&mx).copied();
         if until.is_some_and(|until| Instant::now() < until) {
             return Opened::Failed(RecipientStatus::from_error(&SessionError::TlsNotOffered {
@@ -528,10 +576,25 @@ async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
     let started = Instant::now();
     let mut pause = SHARED_CAP_PAUSE;
     loop {
-        let Some(permit) = connection_permit(inner).await else {
-            return Opened::Failed(RecipientStatus::from_error(&SessionError::Closed {
+        let closing = || {
+            Opened::Failed(RecipientStatus::from_error(&SessionError::Closed {
                 phase: crate::phase::Phase::Connect,
-            }));
+            }))
+        };
+        // The destination's cap first: a worker waiting for it holds no pool-wide place.
+        let destination = match &host.shared {
+            Some(shared) => match shared.acquire().await {
+                Some(p) => Some(p),
+                None => return closing(),
+            },
+            None => None,
+        };
+        let Some(pool_permit) = connection_permit(inner).await else {
+            return closing();
+        };
+        let permit = Permits {
+            _pool: pool_permit,
+            _destination: destination,
         };
         host.opening.fetch_add(1, Ordering::Relaxed);
         let result = connect(inner, host).await;
@@ -628,6 +691,7 @@ fn batch_after<T>(
 /// sent and whether the connection broke.
 async fn send_batch<T>(
     inner: &Inner<T>,
+    host: &Host<T>,
     session: &mut SmtpSession,
     batch: Vec<Delivery<T>>,
     started: Instant,
@@ -635,7 +699,7 @@ async fn send_batch<T>(
 ) -> (usize, bool) {
     let messages: Vec<_> = batch.iter().map(|d| (&d.envelope, &d.payload)).collect();
     let result = session
-        .send_batch(&messages, inner.config.max_recipients_per_transaction)
+        .send_batch(&messages, host.policy.max_recipients_per_transaction)
         .await;
     drop(messages);
     inner
@@ -668,13 +732,13 @@ async fn send_batch<T>(
 async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, SessionError> {
     let clear = lock(&host.tls_fallback_until).is_some_and(|until| Instant::now() < until);
     let key = &host.key;
-    let mut result = SmtpSession::connect(&key.source, &key.mx, &inner.params, clear).await;
+    let mut result = SmtpSession::connect(&key.source, &key.mx, &host.params, clear).await;
     if let Err(e) = &result {
         // A handshake that stalls past the STARTTLS timeout is as failed as one that errs.
-        if e.is_starttls_failure() && inner.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
+        if e.is_starttls_failure() && host.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
             tracing::warn!(mx = %key.mx.name, "TLS handshake failed; falling back to clear text for this host");
             *lock(&host.tls_fallback_until) = Some(Instant::now() + TLS_FALLBACK);
-            result = SmtpSession::connect(&key.source, &key.mx, &inner.params, true).await;
+            result = SmtpSession::connect(&key.source, &key.mx, &host.params, true).await;
         }
     }
     match &result {
