@@ -430,8 +430,7 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
             // decide whether to start a worker, so a queued delivery always has one.
             Err(_idle)
                 if host.queued() == 0
-                    && (idle_since.elapsed() >= idle_timeout
-                        || (holding && others_wait(inner, host))) =>
+                    && (idle_since.elapsed() >= idle_timeout || (holding && others_wait(inner, host))) =>
             {
                 workers.running -= 1;
                 return None;

@@ -65,13 +65,20 @@ async fn a_policy_sets_connections_per_ip_messages_per_connection_and_tls() {
     let strict_stats = strict_sink.stats();
     assert_eq!(strict_stats.messages, 200);
     assert_eq!(strict_stats.peak_connections_per_client, 1, "{strict_stats:?}");
-    assert_eq!(strict_stats.connections, 200 / 5, "5 messages per connection: {strict_stats:?}");
+    assert_eq!(
+        strict_stats.connections,
+        200 / 5,
+        "5 messages per connection: {strict_stats:?}"
+    );
     assert_eq!(strict_stats.tls_handshakes, 0, "tls = disabled: {strict_stats:?}");
 
     let open_stats = open_sink.stats();
     assert_eq!(open_stats.messages, 200);
     assert!(open_stats.connections <= 8, "connections reused: {open_stats:?}");
-    assert!(open_stats.tls_handshakes >= 1, "the pool's opportunistic TLS: {open_stats:?}");
+    assert!(
+        open_stats.tls_handshakes >= 1,
+        "the pool's opportunistic TLS: {open_stats:?}"
+    );
     strict_sink.shutdown().await;
     open_sink.shutdown().await;
 }
@@ -110,7 +117,10 @@ async fn a_total_cap_holds_over_every_source_ip_of_the_destination() {
         sink.shutdown().await;
         refused
     }
-    assert!(refused(None).await >= 1, "without the cap the receiver's limit is reached");
+    assert!(
+        refused(None).await >= 1,
+        "without the cap the receiver's limit is reached"
+    );
     assert_eq!(refused(Some(2)).await, 0, "the destination's cap keeps below it");
 }
 

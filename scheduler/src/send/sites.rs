@@ -31,6 +31,10 @@ pub(crate) struct Site {
     pub blocked: bool,
     /// The site's provider group (warm-up budgets), set when its first job is queued.
     pub provider: Option<Arc<str>>,
+    /// The site's destination policy (`None`: the pool's settings), set with `provider`.
+    pub policy: Option<Arc<volley_engine::RoutePolicy>>,
+    /// Its rate per source IP and the block that set it.
+    pub rate: Option<(Arc<str>, volley_warmup::Rate)>,
     /// No source IP has warm-up budget for this site's provider until then.
     pub held_until: Option<Instant>,
     /// The site's recent send rate (the base a throttling reply scales down).
@@ -64,6 +68,8 @@ impl Sites {
             in_flight: 0,
             blocked: false,
             provider: None,
+            policy: None,
+            rate: None,
             held_until: None,
             meter: Default::default(),
             in_ring: false,

@@ -26,7 +26,8 @@ use crate::send::SendError;
 enum NoRoom {
     /// The route's queue in the engine is full (room comes back with a report).
     Full,
-    /// No warm-up budget for the site's provider until then.
+    /// No warm-up budget for the site's provider, or no rate left for its destination, until
+    /// then.
     Hold(Instant),
 }
 
@@ -73,16 +74,25 @@ impl Dispatcher {
                     .clone()
                     .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
                 let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
+                let (policy, rate) = (&site.policy, &site.rate);
                 // The IP whose turn it is, else any other with room in the engine and warm-up
                 // budget for the site's provider (overflow).
                 let picked = self.rotation.next_ip_with(|ip| {
                     let route = RouteKey {
                         source: ip.clone(),
                         mx: mx.clone(),
+                        policy: policy.clone(),
                     };
                     let queued_here = batch.iter().filter(|d| d.route == route).count();
                     if pool.room(&route) <= queued_here {
                         return Err(NoRoom::Full);
+                    }
+                    // The destination's rate for this IP before the warm-up budget: a rate
+                    // token left unused costs less than a day's budget taken.
+                    if let Some((owner, rate)) = rate {
+                        shaper
+                            .take_destination_rate(ip.ip, owner, *rate)
+                            .map_err(NoRoom::Hold)?;
                     }
                     shaper
                         .take(ip.ip, &provider, &key)
@@ -104,7 +114,11 @@ impl Dispatcher {
                         break;
                     }
                 };
-                let route = RouteKey { source, mx: mx.clone() };
+                let route = RouteKey {
+                    source,
+                    mx: mx.clone(),
+                    policy: site.policy.clone(),
+                };
                 site.meter.tick(now);
                 if self.shaper.is_warming(route.source.ip) {
                     // Fewer and shorter connections for a warming IP, from today's caps.
