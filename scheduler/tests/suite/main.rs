@@ -10,6 +10,7 @@ mod input_message;
 mod input_recipients;
 mod input_streaming;
 mod input_unsubscribe;
+mod send_destinations;
 mod send_dkim;
 mod send_fairness;
 mod send_mx;
