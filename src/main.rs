@@ -18,6 +18,8 @@
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
 //! - `check_config.rs` — `volley check-config`: every pre-send check, each problem named.
+//! - `check_destination.rs` — `volley check-config --destination`: which `[[destination]]`
+//!   blocks apply to a domain or MX host, and every effective setting with its source.
 //! - `numbers.rs` — thousands separators, axis labels and percentages for reports and charts.
 //! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
 //!   written at the end of `volley send` and `volley demo`).
@@ -27,6 +29,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_config;
+mod check_destination;
 mod demo;
 mod dkim;
 mod html_report;
@@ -93,7 +96,10 @@ enum Command {
     )]
     Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
-    #[command(after_help = "Example:\n  volley check-config --config volley.toml campaigns/news.toml")]
+    #[command(
+        after_help = "Examples:\n  volley check-config --config volley.toml campaigns/news.toml\n  \
+                            volley check-config --config volley.toml --destination gmail.com"
+    )]
     CheckConfig(check_config::CheckArgs),
     /// Turn an accounting log into an HTML report with charts (readable offline).
     #[command(after_help = "Example:\n  volley report state/news/accounting.jsonl --out news.html")]
