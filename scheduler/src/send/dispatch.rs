@@ -404,7 +404,7 @@ impl Dispatcher {
             site.rate = resolved.rate;
             site.provider = Some(provider);
         }
-        if site.held_until.is_some() {
+        if site.held_until.is_some() && site.held_for_budget {
             job.held_since = Some(Instant::now());
         }
         if site.ready.len() >= per_site {

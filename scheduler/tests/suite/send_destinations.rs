@@ -116,6 +116,8 @@ async fn destination_blocks_cap_connections_messages_and_rate_of_their_domains_o
         free_took + Duration::from_millis(700) < slow_took,
         "free.test ({free_took:?}) is not held by slow.test's rate ({slow_took:?})"
     );
+    // Waiting for a destination's rate is not waiting for warm-up budget.
+    assert_eq!(summary.warmup_waited, 0, "{summary:?}");
     for sink in sinks.into_values() {
         sink.shutdown().await;
     }

@@ -26,9 +26,9 @@ use crate::send::SendError;
 enum NoRoom {
     /// The route's queue in the engine is full (room comes back with a report).
     Full,
-    /// No warm-up budget for the site's provider, or no rate left for its destination, until
-    /// then.
-    Hold(Instant),
+    /// No warm-up budget for the site's provider (`true`), or no rate left for its destination
+    /// (`false`), until then.
+    Hold(Instant, bool),
 }
 
 impl Dispatcher {
@@ -92,11 +92,11 @@ impl Dispatcher {
                     if let Some((owner, rate)) = rate {
                         shaper
                             .take_destination_rate(ip.ip, owner, *rate)
-                            .map_err(NoRoom::Hold)?;
+                            .map_err(|until| NoRoom::Hold(until, false))?;
                     }
                     shaper
                         .take(ip.ip, &provider, &key)
-                        .map_err(|hold| NoRoom::Hold(hold.until))
+                        .map_err(|hold| NoRoom::Hold(hold.until, true))
                 });
                 let source = match picked {
                     Ok(ip) => ip.clone(),
@@ -108,7 +108,9 @@ impl Dispatcher {
                     Err(Refused::Other { rate, earliest }) => {
                         site.ready.push_front(job);
                         match earliest {
-                            NoRoom::Hold(until) => hold = Some(rate.map_or(until, |w| until.min(now + w))),
+                            NoRoom::Hold(until, budget) => {
+                                hold = Some((rate.map_or(until, |w| until.min(now + w)), budget))
+                            }
                             NoRoom::Full => site.blocked = true,
                         }
                         break;
@@ -170,8 +172,8 @@ impl Dispatcher {
                     self.recheck.get_or_insert(now + RECHECK);
                 }
             }
-            if let Some(until) = hold {
-                self.sites.hold(&key, until, now);
+            if let Some((until, budget)) = hold {
+                self.sites.hold(&key, until, now, budget);
             }
             self.sites.wake(&key, per_site);
             for (job, (scope, entry)) in suppressed_here {
@@ -259,7 +261,7 @@ mod tests {
         // waiting for its paced slot held the whole site until that slot (a 12 s run took
         // 256 s), instead of waiting for the warm IP's next report.
         let soon = std::time::Instant::now();
-        assert!(NoRoom::Full < NoRoom::Hold(soon));
-        assert_eq!(NoRoom::Hold(soon).min(NoRoom::Full), NoRoom::Full);
+        assert!(NoRoom::Full < NoRoom::Hold(soon, true));
+        assert_eq!(NoRoom::Hold(soon, true).min(NoRoom::Full), NoRoom::Full);
     }
 }
