@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use volley_bench::{Sink, SinkConfig};
 use volley_engine::tls::TlsPolicy;
-use volley_engine::{Disposition, RouteKey, RoutePolicy, SmtpConfig, TotalCap};
+use volley_engine::{Disposition, RouteKey, RoutePolicy, TotalCap};
 
 fn addresses(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("user{i}@d{}.test", i % 20)).collect()
