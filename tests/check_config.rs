@@ -199,17 +199,28 @@ fn a_device_is_refused_as_config_without_being_read() {
     );
 }
 
-#[test]
-fn destination_shows_the_blocks_that_apply_and_where_each_value_comes_from() {
+/// `volley check-config --destination` for each of `names`, with a config of one source IP
+/// and `body`: the exit status and the output.
+fn check_destinations(body: &str, names: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write(
         dir.path(),
         "volley.toml",
-        r#"[[source_ips]]
-address = "127.0.0.2"
-ehlo_name = "mta2.volley.test"
+        &format!("[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n{body}"),
+    );
+    let mut cmd = volley();
+    cmd.args(["check-config", "--config"]).arg(&config);
+    for name in names {
+        cmd.args(["--destination", name]);
+    }
+    let o = cmd.output().expect("volley check-config");
+    (o.status.code(), text(&o))
+}
 
-[smtp]
+#[test]
+fn destination_shows_the_blocks_that_apply_and_where_each_value_comes_from() {
+    let (status, out) = check_destinations(
+        r#"[smtp]
 idle_timeout = "7s"
 
 [[destination]]
@@ -223,20 +234,9 @@ domains = ["acme.example"]
 max_connections_per_ip = 1
 rate = "600/m"
 "#,
+        &["mail.acme.example", "alt1.gmail-smtp-in.l.google.com"],
     );
-    let o = volley()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .args([
-            "--destination",
-            "mail.acme.example",
-            "--destination",
-            "alt1.gmail-smtp-in.l.google.com",
-        ])
-        .output()
-        .expect("volley check-config");
-    let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    assert_eq!(status, Some(0), "{out}");
     let field = |section: &str, name: &str| -> String {
         out.split("destination ")
             .find(|s| s.starts_with(section))
@@ -271,15 +271,8 @@ rate = "600/m"
 
 #[test]
 fn bad_destination_blocks_are_named_by_file_line_field_and_value() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write(
-        dir.path(),
-        "volley.toml",
-        r#"[[source_ips]]
-address = "127.0.0.2"
-ehlo_name = "mta2.volley.test"
-
-[[destination]]
+    let (status, out) = check_destinations(
+        r#"[[destination]]
 name = "a"
 domains = ["a.example"]
 rate = "20/fortnight"
@@ -292,21 +285,15 @@ provider = "hotmail"
 name = "lonely"
 max_messages_per_connection = 0
 "#,
+        &["a.example"],
     );
-    let o = volley()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .args(["--destination", "a.example"])
-        .output()
-        .expect("volley check-config");
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(status, Some(1), "{out}");
     for (what, line, value, says) in [
-        ("destination[0].rate", 8, "20/fortnight", "unknown unit"),
-        ("destination[1].name", 11, "a", "also destination[0]"),
-        ("destination[1].provider", 12, "hotmail", "no such provider group"),
-        ("destination[2]", 14, "lonely", "needs a matcher"),
-        ("destination[2].max_messages_per_connection", 16, "0", "at least 1"),
+        ("destination[0].rate", 7, "20/fortnight", "unknown unit"),
+        ("destination[1].name", 10, "a", "also destination[0]"),
+        ("destination[1].provider", 11, "hotmail", "no such provider group"),
+        ("destination[2]", 13, "lonely", "needs a matcher"),
+        ("destination[2].max_messages_per_connection", 15, "0", "at least 1"),
     ] {
         let found = out
             .lines()

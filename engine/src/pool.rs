@@ -43,7 +43,7 @@ pub mod policy;
 
 use concurrency::Concurrency;
 use connect::{open_connection, Opened, Permits};
-use policy::{RoutePolicy, SharedCap};
+use policy::{ConnectionCap, RoutePolicy};
 
 /// One message to deliver: where, to whom, what; `tag` comes back in the report.
 #[derive(Debug)]
@@ -145,7 +145,7 @@ struct Host<T> {
     /// Session parameters under the policy's TLS setting.
     params: SessionParams,
     /// The destination's cap over all its routes (`TotalCap`), if it has one.
-    shared: Option<Arc<SharedCap>>,
+    shared: Option<Arc<ConnectionCap>>,
     /// This route's learned connection limit under its cap (`RouteLimits`).
     concurrency: Mutex<Concurrency>,
     /// Messages per connection (`RouteLimits`).
@@ -174,10 +174,9 @@ impl<T> Host<T> {
 }
 
 struct Inner<T> {
-    /// One permit per open connection (`max_connections`).
-    connections: Arc<tokio::sync::Semaphore>,
-    /// Workers waiting for a connection permit; while any wait, idle connections close.
-    waiting: AtomicU64,
+    /// One place per open connection (`max_connections`); while workers wait for one, idle
+    /// connections close.
+    connections: ConnectionCap,
     config: SmtpConfig,
     params: SessionParams,
     hosts: Mutex<HashMap<RouteKey, Arc<Host<T>>>>,
@@ -188,7 +187,7 @@ struct Inner<T> {
     /// connected to again (their deliveries are deferred at once).
     no_starttls: Mutex<HashMap<SocketAddr, Instant>>,
     /// Destinations' caps over all their routes, by the name of the block that set them.
-    shared_caps: Mutex<HashMap<Arc<str>, Arc<SharedCap>>>,
+    shared_caps: Mutex<HashMap<Arc<str>, Arc<ConnectionCap>>>,
 }
 
 /// A set of per-(source IP, MX host) connection pools sharing one configuration.
@@ -212,8 +211,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
     /// A pool that reports every delivery's outcome on `reports`.
     pub fn new(config: SmtpConfig, params: SessionParams, reports: mpsc::UnboundedSender<DeliveryReport<T>>) -> Self {
         let inner = Inner {
-            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-            waiting: AtomicU64::new(0),
+            connections: ConnectionCap::new(config.max_connections),
             config,
             params,
             hosts: Mutex::new(HashMap::new()),
@@ -344,7 +342,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
         let shared = policy.total.as_ref().map(|cap| {
             lock(&self.inner.shared_caps)
                 .entry(cap.owner.clone())
-                .or_insert_with(|| Arc::new(SharedCap::new(cap.max)))
+                .or_insert_with(|| Arc::new(ConnectionCap::new(cap.max)))
                 .clone()
         });
         let host = Arc::new(Host {
@@ -394,7 +392,7 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
     let mut workers = lock(&host.workers);
     // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
     // rather than one per queued delivery: idle workers cost memory too.
-    let at_cap = inner.connections.available_permits() == 0 || host.shared.as_ref().is_some_and(|s| s.is_full());
+    let at_cap = inner.connections.is_full() || host.shared.as_ref().is_some_and(|s| s.is_full());
     let wants = lock(&host.concurrency).wants_another(workers.running, workers.idle, queued);
     if wants && (workers.running == 0 || !at_cap) {
         workers.running += 1;
@@ -444,7 +442,7 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
 /// Whether workers wait for a connection under a cap this route's connections count against
 /// (the pool's `max_connections`, the destination's total).
 fn others_wait<T>(inner: &Inner<T>, host: &Host<T>) -> bool {
-    inner.waiting.load(Ordering::Relaxed) > 0 || host.shared.as_ref().is_some_and(|s| s.has_waiters())
+    inner.connections.has_waiters() || host.shared.as_ref().is_some_and(|s| s.has_waiters())
 }
 
 async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {

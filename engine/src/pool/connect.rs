@@ -66,7 +66,7 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
             },
             None => None,
         };
-        let Some(pool_permit) = connection_permit(inner).await else {
+        let Some(pool_permit) = inner.connections.acquire().await else {
             return closing();
         };
         let permit = Permits {
@@ -119,17 +119,6 @@ fn open_to<T>(inner: &Inner<T>, mx: SocketAddr) -> usize {
         .filter(|h| h.key.mx.addr == mx)
         .map(|h| h.open.load(Ordering::Relaxed))
         .sum()
-}
-
-/// Waits for room under `max_connections`; `None` when the pool is shutting down.
-async fn connection_permit<T>(inner: &Inner<T>) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(p) = inner.connections.clone().try_acquire_owned() {
-        return Some(p);
-    }
-    inner.waiting.fetch_add(1, Ordering::Relaxed);
-    let permit = inner.connections.clone().acquire_owned().await.ok();
-    inner.waiting.fetch_sub(1, Ordering::Relaxed);
-    permit
 }
 
 /// Opens a session; with opportunistic TLS, a failed handshake is retried at once in clear and

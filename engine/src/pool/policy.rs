@@ -61,17 +61,18 @@ impl RoutePolicy {
     }
 }
 
-/// The permits of one [`TotalCap`], shared by the routes that count against it.
-pub(crate) struct SharedCap {
+/// Places under a cap on open connections: the pool's `max_connections`, or one
+/// [`TotalCap`] shared by the routes that count against it.
+pub(crate) struct ConnectionCap {
     permits: Arc<Semaphore>,
     /// Workers waiting for a permit: while any wait, idle connections of the cap's routes
     /// close for them.
     waiting: AtomicU64,
 }
 
-impl SharedCap {
-    pub fn new(max: usize) -> SharedCap {
-        SharedCap {
+impl ConnectionCap {
+    pub fn new(max: usize) -> ConnectionCap {
+        ConnectionCap {
             permits: Arc::new(Semaphore::new(max.max(1))),
             waiting: AtomicU64::new(0),
         }
@@ -131,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_shared_cap_counts_its_waiters() {
-        let cap = Arc::new(SharedCap::new(1));
+        let cap = Arc::new(ConnectionCap::new(1));
         let first = cap.acquire().await;
         assert!(first.is_some() && cap.is_full() && !cap.has_waiters());
         let waiter = tokio::spawn({
