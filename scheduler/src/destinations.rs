@@ -165,10 +165,20 @@ pub enum Origin {
 #[derive(Clone, Debug)]
 struct Effective {
     block: DestinationBlock,
+    /// `block.name`, shared with the sites and routes that use it.
+    name: Arc<str>,
     origin: Origin,
 }
 
 impl Effective {
+    fn new(block: DestinationBlock, origin: Origin) -> Effective {
+        Effective {
+            name: Arc::from(block.name.as_str()),
+            block,
+            origin,
+        }
+    }
+
     fn describe(&self) -> String {
         let name = &self.block.name;
         match self.origin {
@@ -222,22 +232,13 @@ impl DestinationPolicies {
             .iter()
             .enumerate()
             .map(|(i, b)| match shipped.iter().find(|s| s.name == b.name) {
-                Some(s) => Effective {
-                    block: s.overlaid(b),
-                    origin: Origin::Override(i),
-                },
-                None => Effective {
-                    block: b.clone(),
-                    origin: Origin::Config(i),
-                },
+                Some(s) => Effective::new(s.overlaid(b), Origin::Override(i)),
+                None => Effective::new(b.clone(), Origin::Config(i)),
             })
             .collect();
         for s in shipped {
             if !blocks.iter().any(|b| b.name == s.name) {
-                effective.push(Effective {
-                    block: s,
-                    origin: Origin::Builtin,
-                });
+                effective.push(Effective::new(s, Origin::Builtin));
             }
         }
         DestinationPolicies {
@@ -255,8 +256,7 @@ impl DestinationPolicies {
 
     /// The name of the first `domains` block matching `domain`.
     pub fn domain_block(&self, domain: &str) -> Option<Arc<str>> {
-        self.first(Level::Domain, domain, &[], "")
-            .map(|e| Arc::from(e.block.name.as_str()))
+        self.first(Level::Domain, domain, &[], "").map(|e| e.name.clone())
     }
 
     /// The settings of mail to `domain` over MX hosts `hosts` (names) of provider group
@@ -318,7 +318,7 @@ impl DestinationPolicies {
                 (
                     e.describe(),
                     TotalCap {
-                        owner: Arc::from(e.block.name.as_str()),
+                        owner: e.name.clone(),
                         max,
                     },
                 )
@@ -336,11 +336,7 @@ impl DestinationPolicies {
                 source: format!("only the pool-wide [smtp] max_connections = {}", smtp.max_connections),
             },
         });
-        let rate = owned(|b| b.rate.is_some()).and_then(|e| {
-            e.block
-                .rate
-                .map(|r| (e.describe(), Arc::from(e.block.name.as_str()), r))
-        });
+        let rate = owned(|b| b.rate.is_some()).and_then(|e| e.block.rate.map(|r| (e.describe(), e.name.clone(), r)));
         fields.push(FieldSource {
             field: "rate",
             value: rate.as_ref().map_or_else(|| "none".into(), |(_, _, r)| r.to_string()),
@@ -350,7 +346,7 @@ impl DestinationPolicies {
         });
         let policy = chain.first().map(|first| {
             Arc::new(RoutePolicy {
-                name: Arc::from(first.block.name.as_str()),
+                name: first.name.clone(),
                 max_connections_per_ip: per_ip,
                 initial_connections: initial,
                 total: total.map(|(_, cap)| cap),
@@ -365,7 +361,7 @@ impl DestinationPolicies {
             domain_block: chain
                 .first()
                 .filter(|e| e.block.level() == Some(Level::Domain))
-                .map(|e| Arc::from(e.block.name.as_str())),
+                .map(|e| e.name.clone()),
             policy,
             rate: rate.map(|(_, owner, r)| (owner, r)),
             fields,

@@ -79,9 +79,9 @@ pub(crate) struct Dispatcher {
     pub shaper: Arc<Shaper>,
     /// Limits set on warming IPs' routes (reset when today's caps change them).
     route_limits: HashMap<RouteKey, volley_engine::RouteLimits>,
-    /// Sites split per provider group (routing overrides) or destination block: (site,
-    /// `#provider` or `@block`) -> destination.
-    split_sites: HashMap<(Arc<str>, Arc<str>), Destination>,
+    /// Sites split per provider group (routing overrides, `#`) or destination block (`@`):
+    /// (site, `#` or `@`, provider or block) -> destination.
+    split_sites: HashMap<(Arc<str>, char, Arc<str>), Destination>,
     /// Earlier runs' deferrals, until the producer says where their rows are.
     pub pending: HashMap<u64, Pending>,
     sites: Sites,
@@ -441,19 +441,19 @@ impl Dispatcher {
         let (provider, by_domain) = self.shaper.provider(&hosts, domain);
         let mut dest = dest.clone();
         if by_domain {
-            dest = self.split(&dest, format!("#{provider}"));
+            dest = self.split(&dest, '#', &provider);
         }
         if let Some(block) = self.shaper.destinations().domain_block(domain) {
-            dest = self.split(&dest, format!("@{block}"));
+            dest = self.split(&dest, '@', &block);
         }
         (dest, provider)
     }
 
-    /// The site `dest.site` + `suffix`, with `dest`'s hosts.
-    fn split(&mut self, dest: &Destination, suffix: String) -> Destination {
-        let key = (dest.site.clone(), Arc::from(suffix.as_str()));
+    /// The site `dest.site` + `kind` + `tag`, with `dest`'s hosts.
+    fn split(&mut self, dest: &Destination, kind: char, tag: &Arc<str>) -> Destination {
+        let key = (dest.site.clone(), kind, tag.clone());
         let split = self.split_sites.entry(key).or_insert_with(|| Destination {
-            site: Arc::from(format!("{}{suffix}", dest.site)),
+            site: Arc::from(format!("{}{kind}{tag}", dest.site)),
             hosts: dest.hosts.clone(),
         });
         if split.hosts != dest.hosts {
