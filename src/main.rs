@@ -39,6 +39,7 @@ mod plan_cmd;
 mod progress;
 mod progress_bars;
 mod report;
+mod reputation_cmd;
 mod send;
 mod serve;
 mod suppress;
@@ -104,6 +105,13 @@ enum Command {
     /// Turn an accounting log into an HTML report with charts (readable offline).
     #[command(after_help = "Example:\n  volley report state/news/accounting.jsonl --out news.html")]
     Report(html_report::ReportArgs),
+    /// Reputation holds: a campaign or a (source IP, provider group) the complaint or
+    /// hard-bounce guard stopped; show them, lift one.
+    #[command(
+        after_help = "Examples:\n  volley reputation show\n  volley reputation resume --campaign news\n  \
+                            volley reputation resume --ip 192.0.2.10 --provider gmail"
+    )]
+    Reputation(reputation_cmd::ReputationArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     #[command(after_help = "Examples:\n  volley sink --listen 127.0.0.1:2525\n  \
                             volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
@@ -161,6 +169,11 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::anyhow!("volley warmup stopped: {e}")),
             },
             Command::Plan(args) => plan_cmd::run(args).await,
+            // Small file reads and writes: off the runtime's worker threads.
+            Command::Reputation(args) => match tokio::task::spawn_blocking(move || reputation_cmd::run(args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley reputation stopped: {e}")),
+            },
             // File reads, test binds and Redis round trips: off the runtime's worker threads.
             Command::CheckConfig(args) => match tokio::task::spawn_blocking(move || check_config::run(&args)).await {
                 Ok(result) => result,

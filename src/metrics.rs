@@ -144,6 +144,7 @@ pub fn render(live: &Live) -> String {
             );
         }
     }
+    reputation(&mut out, live);
     let warmup = live.warmup();
     let budget: [(&str, &str, BudgetValue); 2] = [
         (
@@ -269,6 +270,65 @@ async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body:
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The reputation guards' rates and holds, per campaign and per (source IP, provider group):
+/// `scope` says which, the other labels are empty where they do not apply.
+fn reputation(out: &mut String, live: &Live) {
+    use volley_scheduler::reputation::{RateView, Scope};
+    type RateValue = fn(&RateView) -> f64;
+    let rates = live.reputation();
+    let families: [(&str, &str, RateValue); 3] = [
+        (
+            "volley_reputation_hard_bounce_rate_percent",
+            "Hard bounces per message with a final answer in the reputation window, in percent.",
+            |r| r.hard_bounce_rate_percent,
+        ),
+        (
+            "volley_reputation_complaint_rate_percent",
+            "Spam complaints per delivered message in the reputation window, in percent.",
+            |r| r.complaint_rate_percent,
+        ),
+        (
+            "volley_reputation_held",
+            "1 while a reputation guard holds the scope (a campaign paused, a source IP off a provider group).",
+            |r| f64::from(u8::from(r.held)),
+        ),
+    ];
+    family(
+        out,
+        "volley_source_ip_listed",
+        "gauge",
+        "1 while a DNS blocklist zone lists the source IP ([blocklists]), per zone checked.",
+    );
+    for v in live.listings() {
+        for zone in &v.checked {
+            let listed = v.listed.iter().any(|l| &l.zone == zone);
+            let _ = writeln!(
+                out,
+                "volley_source_ip_listed{{source_ip=\"{}\",zone=\"{}\"}} {}",
+                v.source_ip,
+                escape(zone),
+                u8::from(listed)
+            );
+        }
+    }
+    for (name, help, value) in families {
+        family(out, name, "gauge", help);
+        for r in &rates {
+            let (scope, campaign, ip, provider) = match &r.scope {
+                Scope::Campaign { campaign } => ("campaign", escape(campaign), String::new(), String::new()),
+                Scope::Route { source_ip, provider } => {
+                    ("route", String::new(), source_ip.to_string(), escape(provider))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{scope=\"{scope}\",campaign=\"{campaign}\",source_ip=\"{ip}\",provider=\"{provider}\"}} {}",
+                value(r)
+            );
+        }
+    }
 }
 
 #[cfg(test)]

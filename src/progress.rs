@@ -38,6 +38,10 @@ pub struct Status<'a> {
     pub ts: String,
     /// Whether the campaign is paused (`volley serve`): nothing new is sent.
     pub paused: bool,
+    /// Why a reputation guard holds the campaign (nothing new is sent until an operator lifts
+    /// the hold: `volley reputation resume`); absent when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<&'a str>,
     /// Seconds since this run started (frozen at its end).
     pub elapsed_s: f64,
     /// Share of the recipient file read, 0 to 1.
@@ -59,6 +63,9 @@ pub struct Status<'a> {
     pub by_ip: BTreeMap<String, u64>,
     /// Each warming IP's use of today's budget per provider group (all campaigns).
     pub warmup: Vec<WarmupUse>,
+    /// Source IPs a DNS blocklist lists: `127.0.0.2 on zen.spamhaus.org (paused)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocklisted: Vec<String>,
 }
 
 /// Whether a campaign still sends, for [`status`].
@@ -73,7 +80,7 @@ pub enum Run {
 /// The status of `c` now: `live` has the pool's connections and the warm-up use, `elapsed` is
 /// the run's time so far, `rate` its recent final outcomes per second ([`RateMeter`]).
 pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate: f64, run: Run) -> Status<'a> {
-    let sending = run == Run::Going && !c.paused;
+    let sending = run == Run::Going && !c.paused && c.hold.is_none();
     let rate = if sending { rate } else { 0.0 };
     let read = c.read_share();
     let eta_s = if !sending {
@@ -95,6 +102,7 @@ pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate:
         campaign: &c.id,
         ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         paused: c.paused,
+        hold: c.hold.as_deref(),
         elapsed_s: elapsed.as_secs_f64(),
         read,
         totals: c.totals(),
@@ -106,6 +114,22 @@ pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate:
         eta_s,
         by_ip,
         warmup: live.warmup(),
+        blocklisted: live
+            .listings()
+            .iter()
+            .filter(|v| !v.listed.is_empty())
+            .map(|v| {
+                let zones: Vec<&str> = v.listed.iter().map(|l| l.zone.as_str()).collect();
+                let state = if v.held {
+                    "paused"
+                } else if v.overridden {
+                    "overridden"
+                } else {
+                    "warn only"
+                };
+                format!("{} on {} ({state})", v.source_ip, zones.join(", "))
+            })
+            .collect(),
     }
 }
 

@@ -83,7 +83,9 @@ fn line_style() -> ProgressStyle {
 pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
     let width = width.max(20);
     let mut lines = vec![head(s, width)];
-    let eta = if s.paused {
+    let eta = if s.hold.is_some() {
+        "HELD".to_string()
+    } else if s.paused {
         "PAUSED".to_string()
     } else {
         let eta = s.eta_s.map_or_else(
@@ -100,6 +102,13 @@ pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
         eta,
     ];
     lines.extend(pack(&main, width, usize::MAX));
+    if let Some(hold) = s.hold {
+        let held = [
+            format!("held by the reputation guard: {hold}"),
+            format!("lift: volley reputation resume --campaign {}", s.campaign),
+        ];
+        lines.extend(pack(&held, width, usize::MAX));
+    }
     let mut more = vec![
         format!("expired {}", thousands(s.totals.expired)),
         format!("suppressed {}", thousands(s.totals.suppressed)),
@@ -119,6 +128,7 @@ pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
         .map(|(ip, n)| format!("{ip} {}", thousands(*n)))
         .collect();
     lines.extend(group("per IP:", by_ip, width));
+    lines.extend(group("blocklisted:", s.blocklisted.clone(), width));
     let warmup: Vec<String> = s
         .warmup
         .iter()
@@ -331,6 +341,32 @@ mod tests {
                 assert!(lines[1].contains("msg/s") && lines[1].contains("ETA"), "{all}");
             }
         }
+    }
+
+    /// A campaign held by a reputation guard says so, with the reason and how to lift it, and
+    /// has no ETA.
+    #[test]
+    fn a_held_campaign_shows_held_the_reason_and_the_command_that_lifts_it() {
+        let live = Live::default();
+        busy(&live);
+        live.snapshot();
+        let c = live.campaign("news");
+        c.set_hold(Some(
+            "hard-bounce rate 7.10 % over 1000 messages in 1day exceeds 5 %".into(),
+        ));
+        let snap = &live.snapshot()[1];
+        let s = status(snap, &live, Duration::from_secs(60), 172.4, Run::Going);
+        assert_eq!((s.msgs_per_s, s.eta_s), (0.0, None));
+        let all = layout(&s, 120).join("\n");
+        assert!(all.contains("HELD"), "{all}");
+        assert!(!all.contains("ETA"), "{all}");
+        assert!(
+            all.contains(
+                "held by the reputation guard: hard-bounce rate 7.10 % over 1000 messages in 1day exceeds 5 %"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("lift: volley reputation resume --campaign news"), "{all}");
     }
 
     #[test]

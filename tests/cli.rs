@@ -470,3 +470,81 @@ fn suppress_check_and_export_show_rfc3339_times_and_the_list() {
     let o = suppress(dir.path(), &["import", exported.to_str().expect("path")]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// `volley reputation show` lists the holds of the state directory; `resume` lifts one (exit
+/// 0) and says so, and a second `resume` finds nothing to lift (exit 1, naming what is held).
+#[test]
+fn reputation_show_and_resume_list_and_lift_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "v.toml",
+        "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.test\"\n",
+    );
+    let holds = dir.path().join("state/holds");
+    std::fs::create_dir_all(&holds).expect("mkdir");
+    let hold = |scope: &str| {
+        format!(
+            "{{{scope},\"metric\":\"complaint_rate\",\"rate_percent\":0.52,\"threshold_percent\":0.3,\
+             \"sample\":2300,\"window\":\"1day\",\"since\":\"2026-12-04T05:00:00Z\"}}"
+        )
+    };
+    write(
+        &holds,
+        "campaign-news.json",
+        &hold("\"scope\":\"campaign\",\"campaign\":\"news\""),
+    );
+    write(
+        &holds,
+        "route-127.0.0.2-gmail.json",
+        &hold("\"scope\":\"route\",\"source_ip\":\"127.0.0.2\",\"provider\":\"gmail\""),
+    );
+    let config = config.to_str().expect("utf-8");
+    let out = volley()
+        .args(["reputation", "show", "--config", config])
+        .output()
+        .expect("run");
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("campaign news: held since 2026-12-04T05:00:00Z: complaint rate 0.52 % over 2300 messages in 1day exceeds 0.3 %"),
+        "{shown}"
+    );
+    assert!(shown.contains("source IP 127.0.0.2 to gmail"), "{shown}");
+    let out = volley()
+        .args(["reputation", "resume", "--campaign", "news", "--config", config])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("lifted the hold on campaign news"));
+    assert!(!holds.join("campaign-news.json").exists());
+    let out = volley()
+        .args(["reputation", "resume", "--campaign", "news", "--config", config])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no hold on campaign news (held: source IP 127.0.0.2 to gmail)"),
+        "{}",
+        text(&out)
+    );
+    let out = volley()
+        .args([
+            "reputation",
+            "resume",
+            "--ip",
+            "127.0.0.2",
+            "--provider",
+            "gmail",
+            "--config",
+            config,
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = volley()
+        .args(["reputation", "show", "--json", "--config", config])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

@@ -465,3 +465,158 @@ fn with_a_certificate_the_api_speaks_https_only() {
     let _ = plain.read_to_end(&mut bytes);
     assert!(!bytes.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&bytes));
 }
+
+/// A campaign whose receiver bounces 30 % is held by the reputation guard: `state` "held" with
+/// the reason, `GET /reputation` and the metrics show the hold, `POST /reputation/resume`
+/// refuses bad bodies and unknown holds, and resuming the campaign lifts the hold (it sends
+/// again).
+#[test]
+fn a_campaign_held_by_the_reputation_guard_is_shown_and_resumes_on_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sink, sink_addr) = start_sink(&["--permfail", "30", "--latency", "5ms"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\nmax_in_flight = 8\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [routes]\n\"*\" = \"{sink_addr}\"\n\
+             [reputation]\nmin_sample = 50\nroutes = false\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    );
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    recipients(&campaigns, "g", 3000);
+    write(&campaigns, "g.toml", &campaign_toml("g"));
+    let _server = start_serve(&config, &listen);
+    let api = Api { addr: listen };
+    let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "g.toml"}"#));
+    assert_eq!(status, 201, "{view}");
+    let held = api.wait_for("g", "the hold", |v| v["state"] == "held");
+    let reason = held["progress"]["hold"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("hard-bounce rate "), "{held}");
+    assert!(reason.ends_with("exceeds 5 %"), "{held}");
+
+    let (status, rep) = api.ok("GET", "/reputation", None);
+    assert_eq!(status, 200, "{rep}");
+    assert_eq!(rep["min_sample"], 50, "{rep}");
+    assert_eq!(rep["holds"][0]["scope"], "campaign", "{rep}");
+    assert_eq!(rep["holds"][0]["campaign"], "g", "{rep}");
+    assert_eq!(rep["holds"][0]["metric"], "hard_bounce_rate", "{rep}");
+    // The metrics' copy of the guards' state is refreshed about once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = api.ok("GET", "/metrics", None);
+        let metrics = metrics.as_str().unwrap_or_default().to_string();
+        if metrics.contains("volley_reputation_held{scope=\"campaign\",campaign=\"g\",source_ip=\"\",provider=\"\"} 1")
+        {
+            assert!(metrics.contains("volley_reputation_hard_bounce_rate_percent{scope=\"campaign\",campaign=\"g\""));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no held gauge: {metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"campaign": "nope"}"#));
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = api.ok(
+        "POST",
+        "/reputation/resume",
+        Some(r#"{"source_ip": "mta", "provider": "gmail"}"#),
+    );
+    assert_eq!((status, answer["field"].as_str()), (400, Some("source_ip")), "{answer}");
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some("{}"));
+    assert_eq!(status, 400, "{answer}");
+
+    let at_hold = delivered(&api.campaign("g"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(delivered(&api.campaign("g")), at_hold, "nothing is sent while held");
+    let (status, view) = api.ok("POST", "/campaigns/g/resume", None);
+    assert_eq!(status, 200, "{view}");
+    api.wait_for("g", "deliveries after the resume", |v| delivered(v) > at_hold);
+    let (status, view) = api.ok("POST", "/campaigns/g/cancel", None);
+    assert_eq!(status, 200, "{view}");
+}
+
+/// A DNS blocklist on loopback lists one source IP: `GET /ips` and `GET /reputation` show the
+/// listing and the hold, the metric `volley_source_ip_listed` is 1 for it and 0 for the other,
+/// `POST /reputation/resume {"source_ip"}` overrides it (404 for an IP that is not listed), and
+/// `volley reputation show` lists the override.
+#[test]
+fn a_blocklisted_source_ip_is_shown_and_can_be_overridden() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dns = rt
+        .block_on(volley_bench::dns::DynamicDns::start(
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .expect("dns");
+    dns.set_a("2.0.0.127.bl.test", &["127.0.0.2".parse().expect("ip")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n\
+             [routes]\n\"*\" = \"127.0.0.1:9\"\n\
+             [dns]\nnameservers = [\"{}\"]\n\
+             [blocklists]\ninterval = \"1s\"\n[[blocklists.zones]]\nzone = \"bl.test\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n",
+            dns.local_addr()
+        ),
+    );
+    let _server = start_serve(&config, &listen);
+    let api = Api { addr: listen };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ips = loop {
+        let (status, ips) = api.ok("GET", "/ips", None);
+        assert_eq!(status, 200, "{ips}");
+        if ips[0]["blocklists"]["held"] == true {
+            break ips;
+        }
+        assert!(Instant::now() < deadline, "no listing shown: {ips}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ips[0]["blocklists"]["listed"][0]["zone"], "bl.test", "{ips}");
+    assert_eq!(ips[0]["blocklists"]["listed"][0]["codes"][0], "127.0.0.2", "{ips}");
+    assert_eq!(ips[1]["blocklists"]["listed"], json!([]), "{ips}");
+    let (_, rep) = api.ok("GET", "/reputation", None);
+    assert_eq!(rep["blocklists"][0]["source_ip"], "127.0.0.2", "{rep}");
+    // The metrics' copy is refreshed about once a second.
+    loop {
+        let (_, metrics) = api.ok("GET", "/metrics", None);
+        let metrics = metrics.as_str().unwrap_or_default().to_string();
+        if metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.2\",zone=\"bl.test\"} 1") {
+            assert!(
+                metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.3\",zone=\"bl.test\"} 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listing in the metrics: {metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"source_ip": "127.0.0.3"}"#));
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"source_ip": "127.0.0.2"}"#));
+    assert_eq!(status, 200, "{answer}");
+    let (_, ips) = api.ok("GET", "/ips", None);
+    assert_eq!(ips[0]["blocklists"]["held"], false, "{ips}");
+    assert_eq!(ips[0]["blocklists"]["overridden"], true, "{ips}");
+    let out = volley()
+        .args(["reputation", "show", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("source IP 127.0.0.2: sends although blocklisted"),
+        "{shown}"
+    );
+    drop(rt);
+}

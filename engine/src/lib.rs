@@ -36,6 +36,7 @@
 
 pub mod config;
 pub mod dkim;
+pub mod dnsbl;
 pub mod error;
 pub mod mx;
 pub mod outcome;

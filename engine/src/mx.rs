@@ -306,46 +306,54 @@ impl fmt::Debug for MxResolver {
     }
 }
 
+/// A hickory resolver asking `config.nameservers` (or, when empty, the nameservers of
+/// `/etc/resolv.conf`), with `config`'s timeout and attempts. The hosts file and resolv.conf
+/// `search` domains are never used; a loopback nameserver is asked from a loopback source
+/// address. Shared by MX resolution and the other lookups of a run (blocklists).
+pub fn hickory(config: &DnsConfig) -> Result<TokioResolver, DnsSetupError> {
+    config.validate()?;
+    let servers: NameServerConfigGroup = if config.nameservers.is_empty() {
+        let (system, _) = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?;
+        system.name_servers().to_vec().into()
+    } else {
+        let mut group = NameServerConfigGroup::with_capacity(config.nameservers.len() * 2);
+        for &addr in &config.nameservers {
+            // Hickory asks the TCP entry only when the UDP answer is truncated (TC bit) or
+            // no UDP connection exists; timeouts are retried over UDP (`attempts`).
+            group.push(NameServerConfig::new(addr, Protocol::Udp));
+            group.push(NameServerConfig::new(addr, Protocol::Tcp));
+        }
+        group
+    };
+    let mut servers = servers.into_inner();
+    for server in &mut servers {
+        // An NXDOMAIN from the configured server is final (RFC 5321 §5.1: permanent).
+        server.trust_negative_responses = true;
+        server.bind_addr = loopback_source(server.socket_addr);
+    }
+    let mut opts = ResolverOpts::default();
+    opts.timeout = config.timeout;
+    opts.attempts = config.attempts;
+    opts.cache_size = HICKORY_CACHE_SIZE.min(config.cache_size.max(1));
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.positive_max_ttl = Some(config.max_ttl);
+    // Hickory's default (2) sends every query to two servers at once when several are
+    // configured: twice the sockets per permit. One at a time, the next after a failure.
+    opts.num_concurrent_reqs = 1;
+    Ok(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, Vec::new(), servers),
+        TokioConnectionProvider::default(),
+    )
+    .with_options(opts)
+    .build())
+}
+
 impl MxResolver {
     /// Builds a resolver asking `config.nameservers` (or, when empty, the nameservers of
     /// `/etc/resolv.conf`). The hosts file and resolv.conf `search` domains are never used.
     pub fn new(config: &DnsConfig) -> Result<MxResolver, DnsSetupError> {
-        config.validate()?;
-        let servers: NameServerConfigGroup = if config.nameservers.is_empty() {
-            let (system, _) = hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?;
-            system.name_servers().to_vec().into()
-        } else {
-            let mut group = NameServerConfigGroup::with_capacity(config.nameservers.len() * 2);
-            for &addr in &config.nameservers {
-                // Hickory asks the TCP entry only when the UDP answer is truncated (TC bit) or
-                // no UDP connection exists; timeouts are retried over UDP (`attempts`).
-                group.push(NameServerConfig::new(addr, Protocol::Udp));
-                group.push(NameServerConfig::new(addr, Protocol::Tcp));
-            }
-            group
-        };
-        let mut servers = servers.into_inner();
-        for server in &mut servers {
-            // An NXDOMAIN from the configured server is final (RFC 5321 §5.1: permanent).
-            server.trust_negative_responses = true;
-            server.bind_addr = loopback_source(server.socket_addr);
-        }
-        let mut opts = ResolverOpts::default();
-        opts.timeout = config.timeout;
-        opts.attempts = config.attempts;
-        opts.cache_size = HICKORY_CACHE_SIZE.min(config.cache_size.max(1));
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.positive_max_ttl = Some(config.max_ttl);
-        // Hickory's default (2) sends every query to two servers at once when several are
-        // configured: twice the sockets per permit. One at a time, the next after a failure.
-        opts.num_concurrent_reqs = 1;
-        let resolver = TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, Vec::new(), servers),
-            TokioConnectionProvider::default(),
-        )
-        .with_options(opts)
-        .build();
+        let resolver = hickory(config)?;
         Ok(MxResolver {
             inner: Arc::new(Inner {
                 queries: Queries::new(resolver, config.max_concurrent_queries),

@@ -91,6 +91,13 @@ pub struct SendConfig {
     /// file's own folder (relative to the config file). Default: none.
     #[serde(default)]
     pub template_dirs: Vec<PathBuf>,
+    /// Reputation guards: complaint and hard-bounce rates per campaign and per (source IP,
+    /// provider group), and the holds placed when they run too high.
+    #[serde(default)]
+    pub reputation: crate::reputation::ReputationConfig,
+    /// DNS blocklist monitoring of the source IPs; without the table nothing is looked up.
+    #[serde(default)]
+    pub blocklists: Option<crate::blocklists::BlocklistConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -344,6 +351,8 @@ impl SendConfig {
             warmup: volley_warmup::WarmupConfig::default(),
             api: Default::default(),
             template_dirs: Vec::new(),
+            reputation: Default::default(),
+            blocklists: None,
         }
     }
 

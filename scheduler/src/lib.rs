@@ -39,6 +39,7 @@ pub mod template;
 
 pub mod accounting;
 pub mod api_config;
+pub mod blocklists;
 pub mod bounces;
 pub mod config;
 pub mod destinations;
@@ -46,6 +47,7 @@ pub mod lineset;
 pub mod live;
 pub mod outcome;
 pub mod plan_input;
+pub mod reputation;
 pub mod rotation;
 pub mod routing;
 pub mod send;

@@ -83,6 +83,8 @@ pub struct CampaignLive {
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
     paused: AtomicBool,
+    /// Why a reputation guard holds the campaign, while it does.
+    hold: Mutex<Option<String>>,
     /// Outcomes recorded by earlier runs of the campaign (a resumed run's starting point).
     earlier: [AtomicU64; 6],
 }
@@ -92,6 +94,19 @@ impl CampaignLive {
     /// the wire is still recorded.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Sets (or clears) the reputation hold shown for the campaign.
+    pub fn set_hold(&self, reason: Option<String>) {
+        let mut hold = lock(&self.hold);
+        if *hold != reason {
+            *hold = reason;
+        }
+    }
+
+    /// Why a reputation guard holds the campaign, while it does.
+    pub fn hold(&self) -> Option<String> {
+        lock(&self.hold).clone()
     }
 
     /// Whether the campaign is paused.
@@ -169,6 +184,7 @@ impl CampaignLive {
             bytes_read: load(&self.bytes_read),
             bytes_total: load(&self.bytes_total),
             paused: self.is_paused(),
+            hold: lock(&self.hold).clone(),
             earlier: self.earlier.each_ref().map(load),
         }
     }
@@ -192,6 +208,9 @@ pub struct CampaignSnapshot {
     pub bytes_read: u64,
     pub bytes_total: u64,
     pub paused: bool,
+    /// Why a reputation guard holds the campaign (nothing new is sent until an operator lifts
+    /// the hold).
+    pub hold: Option<String>,
 }
 
 impl CampaignSnapshot {
@@ -302,6 +321,8 @@ pub struct Live {
     open_connections: AtomicU64,
     warmup: Mutex<Vec<WarmupUse>>,
     connection_limits: Mutex<Vec<volley_engine::pool::RouteConcurrency>>,
+    reputation: Mutex<Vec<crate::reputation::RateView>>,
+    listings: Mutex<Vec<crate::reputation::ListingView>>,
 }
 
 impl Live {
@@ -329,6 +350,26 @@ impl Live {
     /// grew to, or learned from a receiver's refusals.
     pub fn connection_limits(&self) -> Vec<volley_engine::pool::RouteConcurrency> {
         lock(&self.connection_limits).clone()
+    }
+
+    pub(crate) fn set_reputation(&self, rates: Vec<crate::reputation::RateView>) {
+        *lock(&self.reputation) = rates;
+    }
+
+    /// The reputation guards' rates per campaign and per (source IP, provider group), and
+    /// whether each is held (refreshed about once a second).
+    pub fn reputation(&self) -> Vec<crate::reputation::RateView> {
+        lock(&self.reputation).clone()
+    }
+
+    pub(crate) fn set_listings(&self, listings: Vec<crate::reputation::ListingView>) {
+        *lock(&self.listings) = listings;
+    }
+
+    /// Every source IP's blocklist state, when `[blocklists]` monitors them (refreshed about
+    /// once a second from the monitor's last look-ups).
+    pub fn listings(&self) -> Vec<crate::reputation::ListingView> {
+        lock(&self.listings).clone()
     }
 
     pub(crate) fn set_warmup(&self, usage: Vec<WarmupUse>) {

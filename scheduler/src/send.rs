@@ -192,6 +192,8 @@ struct Shared {
     live: Arc<crate::live::Live>,
     /// Source IPs marked unusable at start (`volley serve`): left out of every pool.
     unusable: Arc<source_ips::Unusable>,
+    /// Reputation guards (complaint and hard-bounce rates), one for all campaigns.
+    guards: Arc<crate::reputation::Guards>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -358,6 +360,7 @@ fn prepare(
         suppression: Some(shared.writer),
         mark,
         live: live.clone(),
+        guards: shared.guards,
     };
     let recorder_live = live;
     let mail_from: Arc<str> = Arc::from(campaign.envelope_from().as_str());
@@ -409,6 +412,18 @@ impl CampaignRun {
             .as_mut()
             .map(|d| std::mem::take(&mut d.recorder.summary))
             .unwrap_or_default();
+        if let Some(d) = &self.dispatcher {
+            summary.reputation_holds = d
+                .recorder
+                .guards
+                .holds()
+                .into_iter()
+                .filter(|h| match &h.scope {
+                    crate::reputation::Scope::Campaign { campaign } => *campaign == summary.campaign,
+                    crate::reputation::Scope::Route { .. } => true,
+                })
+                .collect();
+        }
         // The dispatcher holds the fetcher's request channel: dropping it ends that thread.
         drop(self.dispatcher.take());
         let counts = self

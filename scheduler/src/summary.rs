@@ -102,6 +102,10 @@ pub struct Summary {
     pub connections_refused: u64,
     /// The connection limits learned from receivers' refusals, per (source IP, MX host).
     pub connection_limits: Vec<volley_engine::pool::RouteConcurrency>,
+    /// Reputation holds in place when the run ended: on this campaign (it stopped sending), and
+    /// on every (source IP, provider group) route (those IPs sent nothing to that group).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reputation_holds: Vec<crate::reputation::Hold>,
     /// Tallies per source IP.
     pub by_source_ip: BTreeMap<String, Tally>,
     /// Tallies per recipient domain.

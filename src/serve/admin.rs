@@ -24,6 +24,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
     let providers = &app.providers;
     let limits = app.service.live().connection_limits();
+    let listings = app.service.guards().listings();
     let ips: Vec<Value> = app
         .config
         .source_ips
@@ -54,6 +55,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 .collect();
             let unusable = app.service.unusable_ips().get(&ip.address);
             let connections: Vec<_> = limits.iter().filter(|r| r.source_ip == ip.address).collect();
+            let blocklists = listings.iter().find(|l| l.source_ip == ip.address);
             json!({
                 "address": ip.address.to_string(),
                 "usable": unusable.is_none(),
@@ -64,6 +66,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 "warmup": warmup,
                 "usage": usage,
                 "connections": connections,
+                "blocklists": blocklists,
             })
         })
         .collect();
@@ -182,4 +185,74 @@ pub async fn remove(State(app): State<Arc<App>>, target: Target) -> Result<Json<
     Ok(Json(
         json!({ "address": address.as_str(), "list": list, "removed": true }),
     ))
+}
+
+/// `GET /reputation`: the guards' settings, every hold, and the rates per campaign and per
+/// (source IP, provider group) in the window.
+pub async fn reputation(State(app): State<Arc<App>>) -> Json<Value> {
+    let guards = app.service.guards();
+    let c = guards.config();
+    Json(json!({
+        "enabled": c.enabled,
+        "window": humantime::format_duration(c.window).to_string(),
+        "min_sample": c.min_sample,
+        "max_complaint_rate_percent": c.max_complaint_rate,
+        "max_hard_bounce_rate_percent": c.max_hard_bounce_rate,
+        "holds": guards.holds(),
+        "blocklists": guards.listings(),
+        "rates": guards.rates(SystemTime::now()),
+    }))
+}
+
+/// `POST /reputation/resume` `{"campaign": "…"}` or `{"source_ip": "…", "provider": "…"}`:
+/// lifts the hold (404 when there is none); the scope's rate window starts over.
+pub async fn reputation_resume(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    use volley_scheduler::reputation::Scope;
+    let body = object(&body)?;
+    only(&body, &["campaign", "source_ip", "provider"])?;
+    let scope = match (
+        opt_str(&body, "campaign")?,
+        opt_str(&body, "source_ip")?,
+        opt_str(&body, "provider")?,
+    ) {
+        (Some(campaign), None, None) => Scope::Campaign {
+            campaign: campaign.to_string(),
+        },
+        (None, Some(ip), None) => {
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|e| ApiError::field("source_ip", format!("{ip:?}: {e}")))?;
+            let guards = app.service.guards().clone();
+            let overridden = match tokio::task::spawn_blocking(move || guards.override_listing(ip)).await {
+                Ok(result) => result.map_err(ApiError::internal)?,
+                Err(e) => return Err(ApiError::internal(e)),
+            };
+            if !overridden {
+                return Err(ApiError::not_found(format!("{ip} is not blocklisted")));
+            }
+            return Ok(Json(json!({ "overridden": ip.to_string() })));
+        }
+        (None, Some(ip), Some(provider)) => Scope::Route {
+            source_ip: ip
+                .parse()
+                .map_err(|e| ApiError::field("source_ip", format!("{ip:?}: {e}")))?,
+            provider: provider.to_string(),
+        },
+        _ => {
+            return Err(ApiError::field(
+                "(body)",
+                "give `campaign`, `source_ip` and `provider` (a route's hold), or `source_ip` alone (send although blocklisted)",
+            ))
+        }
+    };
+    let guards = app.service.guards().clone();
+    let s = scope.clone();
+    let lifted = match tokio::task::spawn_blocking(move || guards.lift(&s)).await {
+        Ok(result) => result.map_err(ApiError::internal)?,
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    if !lifted {
+        return Err(ApiError::not_found(format!("no hold on {scope}")));
+    }
+    Ok(Json(json!({ "lifted": scope })))
 }

@@ -46,6 +46,7 @@ impl Entry {
     fn state(&self) -> &'static str {
         match &*lock(&self.end) {
             None if self.live.is_paused() => "paused",
+            None if self.live.hold().is_some() => "held",
             None if self.cancelled.load(Ordering::Relaxed) => "cancelling",
             None => "running",
             Some(Err(_)) => "failed",
@@ -231,6 +232,12 @@ pub async fn resume(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resu
     let e = entry(&app, &id)?;
     running(&e, &id)?;
     e.live.set_paused(false);
+    // Resuming a campaign a reputation guard held is the operator's decision to go on.
+    let scope = volley_scheduler::reputation::Scope::Campaign { campaign: id.clone() };
+    app.service
+        .guards()
+        .lift(&scope)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(e.view(&app)))
 }
 

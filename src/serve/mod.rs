@@ -61,6 +61,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/ips", get(admin::ips))
+        .route("/reputation", get(admin::reputation))
+        .route("/reputation/resume", post(admin::reputation_resume))
         .route("/suppression", post(admin::add))
         .route("/suppression/{address}", get(admin::check).delete(admin::remove))
         .route(

@@ -25,11 +25,13 @@
 //!   authoritative catalog; [`BenchDnsHandle`].
 //! - `dns/error.rs` — [`DnsError`].
 
+mod dynamic;
 mod error;
 mod server;
 mod txt;
 mod zone;
 
+pub use dynamic::DynamicDns;
 pub use error::DnsError;
 pub use server::{BenchDns, BenchDnsHandle};
 pub use txt::{verifier_for, TxtZone};

@@ -151,6 +151,11 @@ pub fn volley_config(scenario: &Scenario, sinks: &[SocketAddr]) -> toml::Table {
         Value::Array(vec![Value::from(scenario.retry_after.clone())]),
     );
     config.insert("retry".into(), Value::Table(retry));
+    // A scenario's bounces are its fault mix, not a list going bad: no reputation holds (a
+    // `volley_config` may turn them back on).
+    let mut reputation = toml::Table::new();
+    reputation.insert("enabled".into(), Value::from(false));
+    config.insert("reputation".into(), Value::Table(reputation));
     if scenario.dkim != DkimMode::Off {
         let mut key = toml::Table::new();
         key.insert("domain".into(), Value::from(SENDER_DOMAIN));

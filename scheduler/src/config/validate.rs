@@ -102,6 +102,10 @@ impl SendConfig {
         if let Err(e) = crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref()) {
             out.push(Problem::new("warmup.redis", "", e.to_string()));
         }
+        let blocklists = self.blocklists.as_ref().map(|b| b.problems()).unwrap_or_default();
+        for (field, value, reason) in self.reputation.problems().into_iter().chain(blocklists) {
+            out.push(Problem::new(field, value, reason));
+        }
         if let Err((field, reason)) = self.api.tls_files() {
             out.push(Problem::new(field, "", reason));
         }

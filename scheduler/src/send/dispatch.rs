@@ -186,7 +186,8 @@ impl Dispatcher {
         let mut stopping = false;
         loop {
             // Paused: nothing new goes out; reports of what is on the wire are still taken.
-            let paused = self.recorder.live.is_paused();
+            // Paused by an operator, or held by a reputation guard until one lifts the hold.
+            let paused = self.recorder.live.is_paused() || self.recorder.held();
             if !stopping && !paused {
                 self.sites.release(Instant::now(), self.limits.per_site);
                 self.dispatch()?;

@@ -12,6 +12,7 @@ use crate::accounting::{now_rfc3339, AccountingLog, AccountingRecord};
 use crate::bounces::{Action, BounceRules, Classification};
 use crate::outcome::Outcome;
 use crate::rejects::RejectsWriter;
+use crate::reputation::Signal;
 use crate::summary::Summary;
 use crate::suppression::mark::LoggedOutcome;
 use crate::suppression::{unix_now, Origin, SuppressionWriter, Update, WrittenMark, GLOBAL};
@@ -42,9 +43,19 @@ pub(crate) struct Recorder {
     pub mark: std::sync::Arc<WrittenMark>,
     /// Live counters (progress, metrics).
     pub live: std::sync::Arc<crate::live::CampaignLive>,
+    /// Reputation guards: every final delivery and hard bounce counts toward the campaign's
+    /// and its route's rates.
+    pub guards: std::sync::Arc<crate::reputation::Guards>,
 }
 
 impl Recorder {
+    /// Whether a reputation guard holds the campaign (shown in its live counters).
+    pub fn held(&self) -> bool {
+        let hold = self.guards.campaign_hold(&self.summary.campaign);
+        self.live.set_hold(hold.as_ref().map(|h| h.reason()));
+        hold.is_some()
+    }
+
     fn io(&self) -> impl FnOnce(std::io::Error) -> SendError + '_ {
         |source| SendError::Io {
             path: self.path.clone(),
@@ -85,6 +96,17 @@ impl Recorder {
             s.deferrals += 1;
         }
         let class = self.rules.classify_final(outcome, status);
+        let signal = match outcome {
+            Outcome::Delivered => Some(Signal::Delivered),
+            // A 5xx the sending side caused (SIZE, TLS required, MAIL FROM) says nothing of the
+            // list or the IP.
+            Outcome::Bounced if !status.sender_fault => Some(Signal::HardBounce),
+            _ => None,
+        };
+        if let Some(signal) = signal {
+            let route = source.map(|ip| (ip, provider.unwrap_or(volley_warmup::provider::OTHER)));
+            self.guards.record(&s.campaign, route, signal, SystemTime::now());
+        }
         // Only a final bounce or expiry acts, and never one the sending side caused (an
         // unbindable IP, our SIZE refusal, TLS required, a refused MAIL FROM).
         let action = match class.action {

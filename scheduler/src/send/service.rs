@@ -93,6 +93,8 @@ pub struct SendService {
     running: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Source IPs that could not be bound at start, with the OS error (serve mode).
     unusable: Arc<super::source_ips::Unusable>,
+    /// Reputation guards and their holds, for every campaign of the process.
+    guards: Arc<crate::reputation::Guards>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -161,6 +163,22 @@ impl SendService {
         let shaper = Arc::new(
             Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
         );
+        let guards = Arc::new(crate::reputation::Guards::open(&config.reputation, &config.state_dir));
+        let monitor = match &config.blocklists {
+            Some(blocklists) => {
+                let dns = config.dns.clone().unwrap_or_default();
+                let resolver =
+                    volley_engine::mx::hickory(&dns).map_err(|e| SendError::Config(format!("blocklists: dns: {e}")))?;
+                let ips = config.source_ips.iter().map(|ip| ip.address).collect();
+                Some(crate::blocklists::spawn_monitor(
+                    blocklists.clone(),
+                    resolver,
+                    ips,
+                    guards.clone(),
+                ))
+            }
+            None => None,
+        };
         let routes: Arc<Mutex<Vec<mpsc::UnboundedSender<Report>>>> = Arc::default();
         // Reports go back to the campaign that sent the delivery.
         let demux = {
@@ -175,13 +193,18 @@ impl SendService {
         };
         // The pool's open connections and the warming IPs' budget use, for the live counters.
         let gauge = {
-            let (pool, live, shaper) = (pool.clone(), live.clone(), shaper.clone());
+            let (pool, live, shaper, guards) = (pool.clone(), live.clone(), shaper.clone(), guards.clone());
             tokio::spawn(async move {
                 for tick in 0u64.. {
                     live.set_open_connections(pool.stats().open_connections);
                     live.set_warmup(shaper.warming_usage());
                     if tick % 4 == 0 {
                         live.set_connection_limits(pool.concurrency());
+                        // Holds placed or lifted by other processes (`volley reputation`).
+                        let g = guards.clone();
+                        let _ = tokio::task::spawn_blocking(move || g.refresh()).await;
+                        live.set_reputation(guards.rates(std::time::SystemTime::now()));
+                        live.set_listings(guards.listings());
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -201,7 +224,8 @@ impl SendService {
             routes,
             running: Arc::default(),
             unusable: Arc::new(unusable),
-            tasks: vec![demux, gauge],
+            guards,
+            tasks: [demux, gauge].into_iter().chain(monitor).collect(),
         })
     }
 
@@ -220,6 +244,11 @@ impl SendService {
     /// its backoff, as the service's budgets count them.
     pub fn warmup_usage(&self, ip: std::net::IpAddr, provider: &str) -> volley_warmup::budget::Usage {
         self.shaper.usage(ip, provider)
+    }
+
+    /// The reputation guards: rates, holds, and lifting a hold.
+    pub fn guards(&self) -> &Arc<crate::reputation::Guards> {
+        &self.guards
     }
 
     /// The live counters of every campaign launched.
@@ -261,6 +290,7 @@ impl SendService {
             shaper: self.shaper.clone(),
             live: self.live.clone(),
             unusable: self.unusable.clone(),
+            guards: self.guards.clone(),
             seat: self.gated.then(|| priority::Seat {
                 gate: self.gate.clone(),
                 campaign: index,

@@ -16,6 +16,10 @@ use crate::send::job::SuppressedRow;
 use crate::send::priority::RECHECK;
 use crate::send::record::At;
 use crate::send::sites::pick_host;
+
+/// How soon a route held by a reputation guard is looked at again (holds are lifted by an
+/// operator, and seen within about a second).
+const GUARD_RECHECK: Duration = Duration::from_secs(1);
 use crate::send::SendError;
 
 /// Why no source IP took a site's next job. The order matters: the rotation names the
@@ -75,9 +79,14 @@ impl Dispatcher {
                     .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
                 let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
                 let (policy, rate) = (&site.policy, &site.rate);
+                let guards = &self.recorder.guards;
                 // The IP whose turn it is, else any other with room in the engine and warm-up
                 // budget for the site's provider (overflow).
                 let picked = self.rotation.next_ip_with(|ip| {
+                    // Held off this provider by a reputation guard: the other IPs carry it.
+                    if guards.route_held(ip.ip, &provider) {
+                        return Err(NoRoom::Hold(now + GUARD_RECHECK, false));
+                    }
                     let route = RouteKey {
                         source: ip.clone(),
                         mx: mx.clone(),
