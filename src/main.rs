@@ -19,6 +19,8 @@
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
 //! - `check_config.rs` — `volley check-config`: every pre-send check, each problem named.
 //! - `check_dns.rs` — `volley check-dns`: SPF, DKIM, DMARC, FCrDNS and bounce MX in live DNS.
+//! - `check_destination.rs` — `volley check-config --destination`: which `[[destination]]`
+//!   blocks apply to a domain or MX host, and every effective setting with its source.
 //! - `numbers.rs` — thousands separators, axis labels and percentages for reports and charts.
 //! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
 //!   written at the end of `volley send` and `volley demo`).
@@ -28,6 +30,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_config;
+mod check_destination;
 mod check_dns;
 mod demo;
 mod dkim;
@@ -96,7 +99,10 @@ enum Command {
     )]
     Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
-    #[command(after_help = "Example:\n  volley check-config --config volley.toml campaigns/news.toml")]
+    #[command(
+        after_help = "Examples:\n  volley check-config --config volley.toml campaigns/news.toml\n  \
+                            volley check-config --config volley.toml --destination gmail.com"
+    )]
     CheckConfig(check_config::CheckArgs),
     /// Check the sender's DNS: SPF for every source IP, DKIM records against the keys, DMARC
     /// policy and alignment, reverse DNS (FCrDNS) of every source IP, the bounce domain's MX.

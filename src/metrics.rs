@@ -295,6 +295,24 @@ fn reputation(out: &mut String, live: &Live) {
             |r| f64::from(u8::from(r.held)),
         ),
     ];
+    family(
+        out,
+        "volley_source_ip_listed",
+        "gauge",
+        "1 while a DNS blocklist zone lists the source IP ([blocklists]), per zone checked.",
+    );
+    for v in live.listings() {
+        for zone in &v.checked {
+            let listed = v.listed.iter().any(|l| &l.zone == zone);
+            let _ = writeln!(
+                out,
+                "volley_source_ip_listed{{source_ip=\"{}\",zone=\"{}\"}} {}",
+                v.source_ip,
+                escape(zone),
+                u8::from(listed)
+            );
+        }
+    }
     for (name, help, value) in families {
         family(out, name, "gauge", help);
         for r in &rates {

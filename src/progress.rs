@@ -63,6 +63,9 @@ pub struct Status<'a> {
     pub by_ip: BTreeMap<String, u64>,
     /// Each warming IP's use of today's budget per provider group (all campaigns).
     pub warmup: Vec<WarmupUse>,
+    /// Source IPs a DNS blocklist lists: `127.0.0.2 on zen.spamhaus.org (paused)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocklisted: Vec<String>,
 }
 
 /// Whether a campaign still sends, for [`status`].
@@ -111,6 +114,22 @@ pub fn status<'a>(c: &'a CampaignSnapshot, live: &Live, elapsed: Duration, rate:
         eta_s,
         by_ip,
         warmup: live.warmup(),
+        blocklisted: live
+            .listings()
+            .iter()
+            .filter(|v| !v.listed.is_empty())
+            .map(|v| {
+                let zones: Vec<&str> = v.listed.iter().map(|l| l.zone.as_str()).collect();
+                let state = if v.held {
+                    "paused"
+                } else if v.overridden {
+                    "overridden"
+                } else {
+                    "warn only"
+                };
+                format!("{} on {} ({state})", v.source_ip, zones.join(", "))
+            })
+            .collect(),
     }
 }
 

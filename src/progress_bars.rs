@@ -128,6 +128,7 @@ pub fn layout(s: &Status<'_>, width: usize) -> Vec<String> {
         .map(|(ip, n)| format!("{ip} {}", thousands(*n)))
         .collect();
     lines.extend(group("per IP:", by_ip, width));
+    lines.extend(group("blocklisted:", s.blocklisted.clone(), width));
     let warmup: Vec<String> = s
         .warmup
         .iter()

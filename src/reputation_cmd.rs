@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use volley_scheduler::reputation::{Hold, HoldDir, Scope};
+use volley_scheduler::reputation::{read_overrides, write_override, Hold, HoldDir, Scope};
 
 /// Arguments of `volley reputation`.
 #[derive(clap::Args)]
@@ -32,16 +32,18 @@ enum Action {
         json: bool,
     },
     /// Lift a hold: the campaign sends again, or the source IP takes mail for the provider
-    /// group again. Its rate window starts over.
+    /// group again (its rate window starts over); with `--ip` alone, let a blocklisted IP send
+    /// although listed, until its listings clear.
     #[command(
-        after_help = "Examples:\n  volley reputation resume --campaign news\n  volley reputation resume --ip 192.0.2.10 --provider gmail"
+        after_help = "Examples:\n  volley reputation resume --campaign news\n  volley reputation resume --ip 192.0.2.10 --provider gmail\n  \
+                      volley reputation resume --ip 192.0.2.10   # send although blocklisted"
     )]
     Resume {
         /// The held campaign.
         #[arg(long, conflicts_with_all = ["ip", "provider"], required_unless_present = "ip")]
         campaign: Option<String>,
-        /// The held source IP (with `--provider`).
-        #[arg(long, requires = "provider")]
+        /// The held source IP: with `--provider`, its route's hold; alone, its blocklist pause.
+        #[arg(long)]
         ip: Option<IpAddr>,
         /// The provider group the IP is held off (`gmail`, `microsoft`, `yahoo`, `other`, or a
         /// group of the warm-up settings).
@@ -57,6 +59,7 @@ pub fn run(args: ReputationArgs) -> anyhow::Result<bool> {
     match args.action {
         Action::Show { json } => {
             let holds = list(&dir);
+            let overrides = read_overrides(&dir);
             if json {
                 println!("{}", serde_json::to_string_pretty(&holds)?);
             } else if holds.is_empty() {
@@ -66,6 +69,22 @@ pub fn run(args: ReputationArgs) -> anyhow::Result<bool> {
                     println!("{}: held since {}: {}", h.scope, h.since, h.reason());
                 }
             }
+            if !json {
+                for ip in overrides {
+                    println!("source IP {ip}: sends although blocklisted (operator override)");
+                }
+            }
+            Ok(true)
+        }
+        Action::Resume {
+            campaign: None,
+            ip: Some(ip),
+            provider: None,
+        } => {
+            write_override(&dir, ip).with_context(|| format!("cannot override the listing of {ip}"))?;
+            println!(
+                "{ip} sends although blocklisted, until its listings clear (a running volley takes this within a second)"
+            );
             Ok(true)
         }
         Action::Resume { campaign, ip, provider } => {

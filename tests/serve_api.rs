@@ -539,3 +539,84 @@ fn a_campaign_held_by_the_reputation_guard_is_shown_and_resumes_on_command() {
     let (status, view) = api.ok("POST", "/campaigns/g/cancel", None);
     assert_eq!(status, 200, "{view}");
 }
+
+/// A DNS blocklist on loopback lists one source IP: `GET /ips` and `GET /reputation` show the
+/// listing and the hold, the metric `volley_source_ip_listed` is 1 for it and 0 for the other,
+/// `POST /reputation/resume {"source_ip"}` overrides it (404 for an IP that is not listed), and
+/// `volley reputation show` lists the override.
+#[test]
+fn a_blocklisted_source_ip_is_shown_and_can_be_overridden() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dns = rt
+        .block_on(volley_bench::dns::DynamicDns::start(
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .expect("dns");
+    dns.set_a("2.0.0.127.bl.test", &["127.0.0.2".parse().expect("ip")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n\
+             [routes]\n\"*\" = \"127.0.0.1:9\"\n\
+             [dns]\nnameservers = [\"{}\"]\n\
+             [blocklists]\ninterval = \"1s\"\n[[blocklists.zones]]\nzone = \"bl.test\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n",
+            dns.local_addr()
+        ),
+    );
+    let _server = start_serve(&config, &listen);
+    let api = Api { addr: listen };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ips = loop {
+        let (status, ips) = api.ok("GET", "/ips", None);
+        assert_eq!(status, 200, "{ips}");
+        if ips[0]["blocklists"]["held"] == true {
+            break ips;
+        }
+        assert!(Instant::now() < deadline, "no listing shown: {ips}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ips[0]["blocklists"]["listed"][0]["zone"], "bl.test", "{ips}");
+    assert_eq!(ips[0]["blocklists"]["listed"][0]["codes"][0], "127.0.0.2", "{ips}");
+    assert_eq!(ips[1]["blocklists"]["listed"], json!([]), "{ips}");
+    let (_, rep) = api.ok("GET", "/reputation", None);
+    assert_eq!(rep["blocklists"][0]["source_ip"], "127.0.0.2", "{rep}");
+    // The metrics' copy is refreshed about once a second.
+    loop {
+        let (_, metrics) = api.ok("GET", "/metrics", None);
+        let metrics = metrics.as_str().unwrap_or_default().to_string();
+        if metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.2\",zone=\"bl.test\"} 1") {
+            assert!(
+                metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.3\",zone=\"bl.test\"} 0"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listing in the metrics: {metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"source_ip": "127.0.0.3"}"#));
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"source_ip": "127.0.0.2"}"#));
+    assert_eq!(status, 200, "{answer}");
+    let (_, ips) = api.ok("GET", "/ips", None);
+    assert_eq!(ips[0]["blocklists"]["held"], false, "{ips}");
+    assert_eq!(ips[0]["blocklists"]["overridden"], true, "{ips}");
+    let out = volley()
+        .args(["reputation", "show", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("source IP 127.0.0.2: sends although blocklisted"),
+        "{shown}"
+    );
+    drop(rt);
+}

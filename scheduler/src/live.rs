@@ -322,6 +322,7 @@ pub struct Live {
     warmup: Mutex<Vec<WarmupUse>>,
     connection_limits: Mutex<Vec<volley_engine::pool::RouteConcurrency>>,
     reputation: Mutex<Vec<crate::reputation::RateView>>,
+    listings: Mutex<Vec<crate::reputation::ListingView>>,
 }
 
 impl Live {
@@ -359,6 +360,16 @@ impl Live {
     /// whether each is held (refreshed about once a second).
     pub fn reputation(&self) -> Vec<crate::reputation::RateView> {
         lock(&self.reputation).clone()
+    }
+
+    pub(crate) fn set_listings(&self, listings: Vec<crate::reputation::ListingView>) {
+        *lock(&self.listings) = listings;
+    }
+
+    /// Every source IP's blocklist state, when `[blocklists]` monitors them (refreshed about
+    /// once a second from the monitor's last look-ups).
+    pub fn listings(&self) -> Vec<crate::reputation::ListingView> {
+        lock(&self.listings).clone()
     }
 
     pub(crate) fn set_warmup(&self, usage: Vec<WarmupUse>) {

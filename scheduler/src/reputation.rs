@@ -17,9 +17,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 mod holds;
+mod listings;
 mod window;
 
 pub use holds::{HoldDir, HOLDS_DIR};
+pub use listings::{read_overrides, write_override, Listing, ListingView, OnListed};
 pub use window::{Counts, Signal, Window};
 
 /// `[reputation]` in `volley.toml`.
@@ -220,6 +222,7 @@ struct Inner {
     campaigns: HashMap<Box<str>, Window>,
     routes: HashMap<IpAddr, HashMap<Box<str>, Window>>,
     holds: HashMap<Scope, Hold>,
+    listings: listings::Listings,
 }
 
 /// The guards of a process: windows per scope and the holds of its state directory.
@@ -349,7 +352,7 @@ impl Guards {
 
     fn update_flags(&self) {
         let inner = self.inner();
-        let (mut campaign, mut route) = (false, false);
+        let (mut campaign, mut route) = (false, inner.listings.any_blocking());
         for scope in inner.holds.keys() {
             match scope {
                 Scope::Campaign { .. } => campaign = true,
@@ -371,15 +374,52 @@ impl Guards {
         self.inner().holds.get(&scope).cloned()
     }
 
-    /// Whether `ip` is held off `provider`.
+    /// Whether `ip` is held off `provider`: by a guard's hold on the route, or (with
+    /// `on_listed = "pause"`) by a blocklist listing of the IP no operator overrode.
     pub fn route_held(&self, ip: IpAddr, provider: &str) -> bool {
         if !self.any_route_hold.load(Ordering::Relaxed) {
             return false;
         }
-        self.inner().holds.keys().any(|s| match s {
-            Scope::Route { source_ip, provider: p } => *source_ip == ip && p == provider,
-            Scope::Campaign { .. } => false,
-        })
+        let inner = self.inner();
+        inner.listings.blocks(ip)
+            || inner.holds.keys().any(|s| match s {
+                Scope::Route { source_ip, provider: p } => *source_ip == ip && p == provider,
+                Scope::Campaign { .. } => false,
+            })
+    }
+
+    /// Sets what the blocklist monitor found for `ip` (zone -> listing, the zones it checked);
+    /// logs listings and delistings. A listing that cleared also ends an operator's override.
+    pub fn set_listings(&self, ip: IpAddr, checked: &[String], listed: Vec<Listing>, on_listed: OnListed) {
+        let mut inner = self.inner();
+        let cleared = inner.listings.set(ip, checked, listed, on_listed);
+        drop(inner);
+        if cleared {
+            if let Err(e) = listings::remove_override(&self.dir, ip) {
+                tracing::warn!("blocklists: {e}");
+            }
+        }
+        self.update_flags();
+    }
+
+    /// An operator's decision to send from a listed `ip` anyway, until its listings clear
+    /// (kept across restarts). Whether the IP is listed (nothing to override otherwise).
+    pub fn override_listing(&self, ip: IpAddr) -> Result<bool, ReputationError> {
+        let mut inner = self.inner();
+        if !inner.listings.is_listed(ip) {
+            return Ok(false);
+        }
+        listings::write_override(&self.dir, ip)?;
+        inner.listings.set_override(ip, true);
+        drop(inner);
+        self.update_flags();
+        tracing::warn!("blocklists: {ip} sends although listed (operator override)");
+        Ok(true)
+    }
+
+    /// Every source IP's listings, the zones checked and whether it is held, sorted by IP.
+    pub fn listings(&self) -> Vec<ListingView> {
+        self.inner().listings.views()
     }
 
     /// Lifts the hold on `scope` (an operator's resume): the file goes, and the scope's window
@@ -419,6 +459,14 @@ impl Guards {
             tracing::warn!("reputation guard: {e}");
         }
         let mut inner = self.inner();
+        inner.listings.load_overrides(&listings::read_overrides(&self.dir));
+        // An override of an IP that turned out not to be listed would cancel its next listing.
+        for ip in inner.listings.stale_overrides() {
+            inner.listings.set_override(ip, false);
+            if let Err(e) = listings::remove_override(&self.dir, ip) {
+                tracing::warn!("blocklists: {e}");
+            }
+        }
         let lifted: Vec<Scope> = inner
             .holds
             .keys()

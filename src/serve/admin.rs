@@ -24,6 +24,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
     let today = UtcDay::of(SystemTime::now());
     let providers = &app.providers;
     let limits = app.service.live().connection_limits();
+    let listings = app.service.guards().listings();
     let ips: Vec<Value> = app
         .config
         .source_ips
@@ -54,6 +55,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 .collect();
             let unusable = app.service.unusable_ips().get(&ip.address);
             let connections: Vec<_> = limits.iter().filter(|r| r.source_ip == ip.address).collect();
+            let blocklists = listings.iter().find(|l| l.source_ip == ip.address);
             json!({
                 "address": ip.address.to_string(),
                 "usable": unusable.is_none(),
@@ -64,6 +66,7 @@ pub async fn ips(State(app): State<Arc<App>>) -> Json<Value> {
                 "warmup": warmup,
                 "usage": usage,
                 "connections": connections,
+                "blocklists": blocklists,
             })
         })
         .collect();
@@ -196,6 +199,7 @@ pub async fn reputation(State(app): State<Arc<App>>) -> Json<Value> {
         "max_complaint_rate_percent": c.max_complaint_rate,
         "max_hard_bounce_rate_percent": c.max_hard_bounce_rate,
         "holds": guards.holds(),
+        "blocklists": guards.listings(),
         "rates": guards.rates(SystemTime::now()),
     }))
 }
@@ -214,6 +218,20 @@ pub async fn reputation_resume(State(app): State<Arc<App>>, body: Bytes) -> Resu
         (Some(campaign), None, None) => Scope::Campaign {
             campaign: campaign.to_string(),
         },
+        (None, Some(ip), None) => {
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|e| ApiError::field("source_ip", format!("{ip:?}: {e}")))?;
+            let guards = app.service.guards().clone();
+            let overridden = match tokio::task::spawn_blocking(move || guards.override_listing(ip)).await {
+                Ok(result) => result.map_err(ApiError::internal)?,
+                Err(e) => return Err(ApiError::internal(e)),
+            };
+            if !overridden {
+                return Err(ApiError::not_found(format!("{ip} is not blocklisted")));
+            }
+            return Ok(Json(json!({ "overridden": ip.to_string() })));
+        }
         (None, Some(ip), Some(provider)) => Scope::Route {
             source_ip: ip
                 .parse()
@@ -223,7 +241,7 @@ pub async fn reputation_resume(State(app): State<Arc<App>>, body: Bytes) -> Resu
         _ => {
             return Err(ApiError::field(
                 "(body)",
-                "give either `campaign`, or `source_ip` and `provider`",
+                "give `campaign`, `source_ip` and `provider` (a route's hold), or `source_ip` alone (send although blocklisted)",
             ))
         }
     };

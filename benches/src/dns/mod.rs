@@ -27,12 +27,14 @@
 //!   authoritative catalog; [`BenchDnsHandle`].
 //! - `dns/error.rs` — [`DnsError`].
 
+mod dynamic;
 mod error;
 mod records;
 mod server;
 mod txt;
 mod zone;
 
+pub use dynamic::DynamicDns;
 pub use error::DnsError;
 pub use records::{RecordZone, ZoneRecord};
 pub use server::{BenchDns, BenchDnsHandle};

@@ -81,6 +81,10 @@ impl SendConfig {
             };
             out.push(Problem::new(e.field(), value, e.to_string()));
         }
+        let providers = volley_warmup::Providers::new(&self.warmup.provider_config());
+        for (field, value, reason) in crate::destinations::problems(&self.destination, providers.names()) {
+            out.push(Problem::new(field, value, reason));
+        }
         if let Some(dns) = &self.dns {
             if let Err(e) = dns.validate() {
                 out.push(Problem::new("dns", "", e.to_string()));
@@ -98,7 +102,8 @@ impl SendConfig {
         if let Err(e) = crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref()) {
             out.push(Problem::new("warmup.redis", "", e.to_string()));
         }
-        for (field, value, reason) in self.reputation.problems() {
+        let blocklists = self.blocklists.as_ref().map(|b| b.problems()).unwrap_or_default();
+        for (field, value, reason) in self.reputation.problems().into_iter().chain(blocklists) {
             out.push(Problem::new(field, value, reason));
         }
         if let Err((field, reason)) = self.api.tls_files() {

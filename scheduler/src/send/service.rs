@@ -164,6 +164,21 @@ impl SendService {
             Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
         );
         let guards = Arc::new(crate::reputation::Guards::open(&config.reputation, &config.state_dir));
+        let monitor = match &config.blocklists {
+            Some(blocklists) => {
+                let dns = config.dns.clone().unwrap_or_default();
+                let resolver = volley_engine::mx::build_resolver(&dns)
+                    .map_err(|e| SendError::Config(format!("blocklists: dns: {e}")))?;
+                let ips = config.source_ips.iter().map(|ip| ip.address).collect();
+                Some(crate::blocklists::spawn_monitor(
+                    blocklists.clone(),
+                    resolver,
+                    ips,
+                    guards.clone(),
+                ))
+            }
+            None => None,
+        };
         let routes: Arc<Mutex<Vec<mpsc::UnboundedSender<Report>>>> = Arc::default();
         // Reports go back to the campaign that sent the delivery.
         let demux = {
@@ -189,6 +204,7 @@ impl SendService {
                         let g = guards.clone();
                         let _ = tokio::task::spawn_blocking(move || g.refresh()).await;
                         live.set_reputation(guards.rates(std::time::SystemTime::now()));
+                        live.set_listings(guards.listings());
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -209,7 +225,7 @@ impl SendService {
             running: Arc::default(),
             unusable: Arc::new(unusable),
             guards,
-            tasks: vec![demux, gauge],
+            tasks: [demux, gauge].into_iter().chain(monitor).collect(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The scheduler's integration tests, one module per area, linked into one test binary
 //! (one link and one copy of the dependencies instead of one per file).
 
+mod blocklist_monitor;
 mod bounce_rules;
 mod common;
 mod fault_matrix;
@@ -11,6 +12,7 @@ mod input_recipients;
 mod input_streaming;
 mod input_unsubscribe;
 mod reputation_guard;
+mod send_destinations;
 mod send_dkim;
 mod send_fairness;
 mod send_mx;
