@@ -20,6 +20,14 @@ pub struct CheckArgs {
     pub config: PathBuf,
     /// Campaigns to check against it (file, recipients header, templates, pool).
     pub campaigns: Vec<PathBuf>,
+    /// Also check the sender's DNS, as `volley check-dns` does (SPF, DKIM, DMARC, PTR).
+    #[arg(long)]
+    pub dns: bool,
+    /// Show which `[[destination]]` blocks apply to this recipient domain or MX host name
+    /// (repeatable), and each effective setting with where it comes from. No DNS lookup: the
+    /// name is matched as a domain and as an MX host. Only the file's own values are checked.
+    #[arg(long, value_name = "DOMAIN|MX_HOST")]
+    pub destination: Vec<String>,
 }
 
 /// One check's verdict: what was checked (a field path), and `Ok(detail)` or `Err(problem)`.
@@ -37,6 +45,9 @@ fn verdict(what: impl Into<String>, result: Result<String, String>) -> Verdict {
 
 /// Runs every check, prints one line each, and returns whether all passed.
 pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
+    if !args.destination.is_empty() {
+        return Ok(crate::check_destination::run(&args.config, &args.destination));
+    }
     let verdicts = check(&args.config, &args.campaigns);
     let mut problems = 0;
     for v in &verdicts {
@@ -47,6 +58,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
                 println!("ERROR  {}: {problem}", v.what);
             }
         }
+    }
+    if args.dns {
+        problems += crate::check_dns::section(&args.config, &args.campaigns);
     }
     if problems == 0 {
         println!(

@@ -18,6 +18,9 @@
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
 //! - `plan_cmd.rs` — `volley plan`: when a campaign's share of each provider group will be sent.
 //! - `check_config.rs` — `volley check-config`: every pre-send check, each problem named.
+//! - `check_dns.rs` — `volley check-dns`: SPF, DKIM, DMARC, FCrDNS and bounce MX in live DNS.
+//! - `check_destination.rs` — `volley check-config --destination`: which `[[destination]]`
+//!   blocks apply to a domain or MX host, and every effective setting with its source.
 //! - `numbers.rs` — thousands separators, axis labels and percentages for reports and charts.
 //! - `html_report/` — `volley report`: an accounting log as an HTML page with SVG charts (also
 //!   written at the end of `volley send` and `volley demo`).
@@ -27,6 +30,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_config;
+mod check_destination;
+mod check_dns;
 mod demo;
 mod dkim;
 mod html_report;
@@ -95,8 +100,18 @@ enum Command {
     )]
     Serve(serve::ServeArgs),
     /// Check a configuration (and campaigns) without sending: keys, IPs, curves, Redis.
-    #[command(after_help = "Example:\n  volley check-config --config volley.toml campaigns/news.toml")]
+    #[command(
+        after_help = "Examples:\n  volley check-config --config volley.toml campaigns/news.toml\n  \
+                            volley check-config --config volley.toml --destination gmail.com"
+    )]
     CheckConfig(check_config::CheckArgs),
+    /// Check the sender's DNS: SPF for every source IP, DKIM records against the keys, DMARC
+    /// policy and alignment, reverse DNS (FCrDNS) of every source IP, the bounce domain's MX.
+    #[command(
+        after_help = "Examples:\n  volley check-dns --config volley.toml campaigns/news.toml\n  \
+                            volley check-dns --config volley.toml --bounce-domain bounces.example.com --json"
+    )]
+    CheckDns(check_dns::CheckDnsArgs),
     /// Turn an accounting log into an HTML report with charts (readable offline).
     #[command(after_help = "Example:\n  volley report state/news/accounting.jsonl --out news.html")]
     Report(html_report::ReportArgs),
@@ -169,6 +184,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(anyhow::anyhow!("volley warmup stopped: {e}")),
             },
             Command::Plan(args) => plan_cmd::run(args).await,
+            Command::CheckDns(args) => check_dns::run(args).await,
             // Small file reads and writes: off the runtime's worker threads.
             Command::Reputation(args) => match tokio::task::spawn_blocking(move || reputation_cmd::run(args)).await {
                 Ok(result) => result,

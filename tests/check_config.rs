@@ -208,6 +208,113 @@ fn a_device_is_refused_as_config_without_being_read() {
     );
 }
 
+/// `volley check-config --destination` for each of `names`, with a config of one source IP
+/// and `body`: the exit status and the output.
+fn check_destinations(body: &str, names: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!("[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n{body}"),
+    );
+    let mut cmd = volley();
+    cmd.args(["check-config", "--config"]).arg(&config);
+    for name in names {
+        cmd.args(["--destination", name]);
+    }
+    let o = cmd.output().expect("volley check-config");
+    (o.status.code(), text(&o))
+}
+
+#[test]
+fn destination_shows_the_blocks_that_apply_and_where_each_value_comes_from() {
+    let (status, out) = check_destinations(
+        r#"[smtp]
+idle_timeout = "7s"
+
+[[destination]]
+name = "google-mx"
+mx_suffix = [".google.com"]
+max_connections_per_ip = 4
+
+[[destination]]
+name = "acme"
+domains = ["acme.example"]
+max_connections_per_ip = 1
+rate = "600/m"
+"#,
+        &["mail.acme.example", "alt1.gmail-smtp-in.l.google.com"],
+    );
+    assert_eq!(status, Some(0), "{out}");
+    let field = |section: &str, name: &str| -> String {
+        out.split("destination ")
+            .find(|s| s.starts_with(section))
+            .and_then(|s| s.lines().find(|l| l.trim_start().starts_with(name)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {name} for {section}:\n{out}"))
+    };
+    assert!(
+        out.contains("destination mail.acme.example: provider group other; blocks: destination[1] \"acme\"\n"),
+        "{out}"
+    );
+    assert_eq!(
+        field("mail.acme", "max_connections_per_ip"),
+        "max_connections_per_ip 1 destination[1] \"acme\""
+    );
+    assert_eq!(field("mail.acme", "rate"), "rate 600/m destination[1] \"acme\"");
+    assert_eq!(
+        field("mail.acme", "idle_timeout"),
+        "idle_timeout 7s [smtp] idle_timeout"
+    );
+    // An MX host name: the mx_suffix block, then the built-in block of its provider group.
+    assert!(
+        out.contains("blocks: destination[0] \"google-mx\" > built-in \"gmail\""),
+        "{out}"
+    );
+    assert_eq!(
+        field("alt1.gmail", "max_connections_per_ip"),
+        "max_connections_per_ip 4 destination[0] \"google-mx\""
+    );
+    assert_eq!(field("alt1.gmail", "tls"), "tls required built-in \"gmail\"");
+}
+
+#[test]
+fn bad_destination_blocks_are_named_by_file_line_field_and_value() {
+    let (status, out) = check_destinations(
+        r#"[[destination]]
+name = "a"
+domains = ["a.example"]
+rate = "20/fortnight"
+
+[[destination]]
+name = "a"
+provider = "hotmail"
+
+[[destination]]
+name = "lonely"
+max_messages_per_connection = 0
+"#,
+        &["a.example"],
+    );
+    assert_eq!(status, Some(1), "{out}");
+    for (what, line, value, says) in [
+        ("destination[0].rate", 7, "20/fortnight", "unknown unit"),
+        ("destination[1].name", 10, "a", "also destination[0]"),
+        ("destination[1].provider", 11, "hotmail", "no such provider group"),
+        ("destination[2]", 13, "lonely", "needs a matcher"),
+        ("destination[2].max_messages_per_connection", 15, "0", "at least 1"),
+    ] {
+        let found = out
+            .lines()
+            .find(|l| l.starts_with(&format!("ERROR  {what}:")))
+            .unwrap_or_else(|| panic!("no error for {what}:\n{out}"));
+        assert!(
+            found.contains(&format!("volley.toml, line {line}: field `{what}` = {value:?}: ")) && found.contains(says),
+            "{what} at line {line} = {value} says {says:?}: {found}"
+        );
+    }
+}
+
 #[test]
 fn the_feedback_block_is_checked_with_line_field_and_value_and_its_key_file_is_read() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,10 @@ use crate::smtp::session::SessionParams;
 use crate::timeouts::Timeouts;
 use crate::tls::{TlsClient, TlsPolicy, TlsSetupError};
 
-/// How the engine talks SMTP and pools connections.
+/// How the engine talks SMTP and pools connections. A route carrying a
+/// [`crate::pool::policy::RoutePolicy`] (a destination's settings) uses that policy's values
+/// instead of `tls`, the per-host connection counts, `max_messages_per_connection`,
+/// `max_recipients_per_transaction` and `idle_timeout`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {

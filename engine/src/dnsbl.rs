@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::ResolveError;
-/// The resolver blocklist lookups go through ([`crate::mx::hickory`] builds one).
+/// The resolver blocklist lookups go through ([`crate::mx::build_resolver`] builds one).
 pub use hickory_resolver::TokioResolver;
 
 /// A blocklist zone to check source IPs against.

@@ -16,8 +16,9 @@
 //!   the lockstep path, per-recipient verdicts. Its private `pipeline` sibling sends a batch
 //!   at one round trip per message under PIPELINING (RFC 2920 §3.1: a message's content goes
 //!   with the next envelope) or CHUNKING (RFC 3030: one `BDAT LAST` group per message).
-//! - [`pool`] — connection pools keyed by (source IP, MX host), workers on demand; a worker
-//!   sends what is already queued for its connection as one batch.
+//! - [`pool`] — connection pools keyed by (source IP, MX host, destination policy), workers on
+//!   demand; a worker sends what is already queued for its connection as one batch.
+//!   [`pool::policy`] holds a destination's connection settings and its cap over all routes.
 //! - [`mx`] — MX resolution (RFC 5321 §5.1, RFC 7505 null MX) with a coalescing TTL cache;
 //!   domains with the same MX hosts share an [`mx::MxSite`].
 //! - [`dkim`] — DKIM signing: keys loaded and self-checked at start, a signing thread pool,
@@ -51,6 +52,7 @@ pub use config::SmtpConfig;
 pub use error::SessionError;
 pub use outcome::{Disposition, RecipientStatus};
 pub use phase::Phase;
+pub use pool::policy::{RoutePolicy, TotalCap};
 pub use pool::{Delivery, DeliveryPool, DeliveryReport, PoolStats, RouteLimits};
 pub use route::{MxHost, RouteKey, SourceIp};
 pub use smtp::dot::DataPayload;

@@ -22,9 +22,16 @@
 //! - A null MX (RFC 7505 §3, the single record `0 .`) is [`MxAnswer::NullMx`]. A `.` mixed with
 //!   real MX records is dropped and the real ones are used (RFC 7505 §3 forbids the mix).
 //! - Names are always queried fully qualified, so resolv.conf `search` lists never apply.
+//!
+//! [`build_resolver`] (the hickory resolver for a `[dns]` table) and [`DnsAnswer`] (a query's
+//! outcome, negative answers told apart from failures; `mx/answer.rs`) are public for the
+//! sender's DNS checks (`volley check-dns`), which ask the same nameservers.
 
+mod answer;
 mod cache;
 mod lookup;
+
+pub use answer::{classify, DnsAnswer};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -306,54 +313,11 @@ impl fmt::Debug for MxResolver {
     }
 }
 
-/// A hickory resolver asking `config.nameservers` (or, when empty, the nameservers of
-/// `/etc/resolv.conf`), with `config`'s timeout and attempts. The hosts file and resolv.conf
-/// `search` domains are never used; a loopback nameserver is asked from a loopback source
-/// address. Shared by MX resolution and the other lookups of a run (blocklists).
-pub fn hickory(config: &DnsConfig) -> Result<TokioResolver, DnsSetupError> {
-    config.validate()?;
-    let servers: NameServerConfigGroup = if config.nameservers.is_empty() {
-        let (system, _) = hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?;
-        system.name_servers().to_vec().into()
-    } else {
-        let mut group = NameServerConfigGroup::with_capacity(config.nameservers.len() * 2);
-        for &addr in &config.nameservers {
-            // Hickory asks the TCP entry only when the UDP answer is truncated (TC bit) or
-            // no UDP connection exists; timeouts are retried over UDP (`attempts`).
-            group.push(NameServerConfig::new(addr, Protocol::Udp));
-            group.push(NameServerConfig::new(addr, Protocol::Tcp));
-        }
-        group
-    };
-    let mut servers = servers.into_inner();
-    for server in &mut servers {
-        // An NXDOMAIN from the configured server is final (RFC 5321 §5.1: permanent).
-        server.trust_negative_responses = true;
-        server.bind_addr = loopback_source(server.socket_addr);
-    }
-    let mut opts = ResolverOpts::default();
-    opts.timeout = config.timeout;
-    opts.attempts = config.attempts;
-    opts.cache_size = HICKORY_CACHE_SIZE.min(config.cache_size.max(1));
-    opts.use_hosts_file = ResolveHosts::Never;
-    opts.positive_max_ttl = Some(config.max_ttl);
-    // Hickory's default (2) sends every query to two servers at once when several are
-    // configured: twice the sockets per permit. One at a time, the next after a failure.
-    opts.num_concurrent_reqs = 1;
-    Ok(TokioResolver::builder_with_config(
-        ResolverConfig::from_parts(None, Vec::new(), servers),
-        TokioConnectionProvider::default(),
-    )
-    .with_options(opts)
-    .build())
-}
-
 impl MxResolver {
     /// Builds a resolver asking `config.nameservers` (or, when empty, the nameservers of
     /// `/etc/resolv.conf`). The hosts file and resolv.conf `search` domains are never used.
     pub fn new(config: &DnsConfig) -> Result<MxResolver, DnsSetupError> {
-        let resolver = hickory(config)?;
+        let resolver = build_resolver(config)?;
         Ok(MxResolver {
             inner: Arc::new(Inner {
                 queries: Queries::new(resolver, config.max_concurrent_queries),
@@ -428,6 +392,49 @@ impl MxResolver {
         // that matters more than losing it, so a poisoned lock is simply reused.
         self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A hickory resolver asking `config.nameservers` (or, when empty, the nameservers of
+/// `/etc/resolv.conf`) with `config`'s timeout and attempts; negative answers of those servers
+/// are final, a loopback server is asked from a loopback address, the hosts file is never read.
+/// [`MxResolver`] puts its cache and limits in front of it; `volley check-dns` asks it directly.
+pub fn build_resolver(config: &DnsConfig) -> Result<TokioResolver, DnsSetupError> {
+    config.validate()?;
+    let servers: NameServerConfigGroup = if config.nameservers.is_empty() {
+        let (system, _) = hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| DnsSetupError::SystemConfig(e.to_string()))?;
+        system.name_servers().to_vec().into()
+    } else {
+        let mut group = NameServerConfigGroup::with_capacity(config.nameservers.len() * 2);
+        for &addr in &config.nameservers {
+            // Hickory asks the TCP entry only when the UDP answer is truncated (TC bit) or
+            // no UDP connection exists; timeouts are retried over UDP (`attempts`).
+            group.push(NameServerConfig::new(addr, Protocol::Udp));
+            group.push(NameServerConfig::new(addr, Protocol::Tcp));
+        }
+        group
+    };
+    let mut servers = servers.into_inner();
+    for server in &mut servers {
+        // An NXDOMAIN from the configured server is final (RFC 5321 §5.1: permanent).
+        server.trust_negative_responses = true;
+        server.bind_addr = loopback_source(server.socket_addr);
+    }
+    let mut opts = ResolverOpts::default();
+    opts.timeout = config.timeout;
+    opts.attempts = config.attempts;
+    opts.cache_size = HICKORY_CACHE_SIZE.min(config.cache_size.max(1));
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.positive_max_ttl = Some(config.max_ttl);
+    // Hickory's default (2) sends every query to two servers at once when several are
+    // configured: twice the sockets per permit. One at a time, the next after a failure.
+    opts.num_concurrent_reqs = 1;
+    Ok(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, Vec::new(), servers),
+        TokioConnectionProvider::default(),
+    )
+    .with_options(opts)
+    .build())
 }
 
 /// The source address for asking `server`: loopback for a loopback server (port chosen at

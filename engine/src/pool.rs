@@ -1,17 +1,24 @@
-//! Connection pools keyed by (source IP, MX host).
+//! Connection pools keyed by (source IP, MX host, destination policy).
 //!
 //! Each key has a bounded queue of deliveries and connection workers up to a limit learned
 //! from the receiver ([`concurrency`]: starts at `initial_connections_per_host`, grows while
 //! deliveries succeed, drops to what is open when the receiver refuses one more, never above
 //! `max_connections_per_host`). A worker owns one session at a time, takes deliveries from its
 //! key's queue, reuses the connection for up to `max_messages_per_connection` messages and
-//! hangs up after `idle_timeout` without work. Workers are started on demand, when the backlog
+//! hangs up after `idle_timeout` without work. A key with a [`policy::RoutePolicy`] uses the
+//! destination's values for each of these (and its TLS policy and recipients per
+//! transaction) instead of the pool's, and counts its connections against the destination's
+//! total cap when it has one. Workers are started on demand, when the backlog
 //! per running connection is long enough. Every delivery produces exactly one
 //! [`DeliveryReport`] on the reports channel, with one status per recipient: a connection that
 //! breaks defers what it carried, with the reason. Messages already queued behind the first go
 //! out as one pipelined batch, at one round trip per message. A delivery whose new connection was refused
 //! while other connections to the host work goes back to the queue for those connections: it
 //! is not a failure of the host and produces no report of its own.
+//!
+//! - `pool/concurrency.rs` — the learned connection limit of a route.
+//! - `pool/policy.rs` — a destination's settings and its cap over all its routes.
+//! - `pool/connect.rs` — opening a connection under the caps; refusals told from failures.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,15 +36,14 @@ use crate::route::RouteKey;
 use crate::smtp::dot::DataPayload;
 use crate::smtp::session::{SessionParams, SmtpSession};
 use crate::smtp::transaction::Envelope;
-use crate::tls::TlsPolicy;
 
 pub mod concurrency;
+mod connect;
+pub mod policy;
 
 use concurrency::Concurrency;
-
-/// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear;
-/// and with `tls = "required"`, how long a host that offered no STARTTLS is not connected to.
-const TLS_FALLBACK: Duration = Duration::from_secs(3600);
+use connect::{open_connection, Opened, Permits};
+use policy::{ConnectionCap, RoutePolicy};
 
 /// One message to deliver: where, to whom, what; `tag` comes back in the report.
 #[derive(Debug)]
@@ -103,6 +109,8 @@ pub struct RouteConcurrency {
     pub open: usize,
     /// New connections the receiver refused.
     pub refusals: u64,
+    /// The destination policy the route follows (`None`: the pool's `[smtp]` settings).
+    pub destination: Option<String>,
 }
 
 #[derive(Default)]
@@ -119,18 +127,25 @@ struct Workers {
     idle: usize,
 }
 
-/// Limits of one (source IP, MX host) route tighter than the pool's configuration: a warming
-/// IP opens fewer connections to a provider and sends fewer messages on each.
+/// Limits of one (source IP, MX host) route tighter than its policy: a warming IP opens fewer
+/// connections to a provider and sends fewer messages on each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteLimits {
-    /// Connections open at once on the route (at most `max_connections_per_host`).
+    /// Connections open at once on the route (at most the policy's `max_connections_per_ip`).
     pub max_connections: usize,
-    /// Messages per connection before it is replaced (at most `max_messages_per_connection`).
+    /// Messages per connection before it is replaced (at most the policy's
+    /// `max_messages_per_connection`).
     pub max_messages_per_connection: usize,
 }
 
 struct Host<T> {
     key: RouteKey,
+    /// The route's settings: its destination policy, or the pool's `[smtp]` ones.
+    policy: RoutePolicy,
+    /// Session parameters under the policy's TLS setting.
+    params: SessionParams,
+    /// The destination's cap over all its routes (`TotalCap`), if it has one.
+    shared: Option<Arc<ConnectionCap>>,
     /// This route's learned connection limit under its cap (`RouteLimits`).
     concurrency: Mutex<Concurrency>,
     /// Messages per connection (`RouteLimits`).
@@ -159,10 +174,9 @@ impl<T> Host<T> {
 }
 
 struct Inner<T> {
-    /// One permit per open connection (`max_connections`).
-    connections: Arc<tokio::sync::Semaphore>,
-    /// Workers waiting for a connection permit; while any wait, idle connections close.
-    waiting: AtomicU64,
+    /// One place per open connection (`max_connections`); while workers wait for one, idle
+    /// connections close.
+    connections: ConnectionCap,
     config: SmtpConfig,
     params: SessionParams,
     hosts: Mutex<HashMap<RouteKey, Arc<Host<T>>>>,
@@ -172,6 +186,8 @@ struct Inner<T> {
     /// `tls = "required"`: MX addresses that offered no STARTTLS, until when they are not
     /// connected to again (their deliveries are deferred at once).
     no_starttls: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Destinations' caps over all their routes, by the name of the block that set them.
+    shared_caps: Mutex<HashMap<Arc<str>, Arc<ConnectionCap>>>,
 }
 
 /// A set of per-(source IP, MX host) connection pools sharing one configuration.
@@ -195,8 +211,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
     /// A pool that reports every delivery's outcome on `reports`.
     pub fn new(config: SmtpConfig, params: SessionParams, reports: mpsc::UnboundedSender<DeliveryReport<T>>) -> Self {
         let inner = Inner {
-            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
-            waiting: AtomicU64::new(0),
+            connections: ConnectionCap::new(config.max_connections),
             config,
             params,
             hosts: Mutex::new(HashMap::new()),
@@ -204,6 +219,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             reports,
             counters: Counters::default(),
             no_starttls: Mutex::new(HashMap::new()),
+            shared_caps: Mutex::new(HashMap::new()),
         };
         DeliveryPool { inner: Arc::new(inner) }
     }
@@ -247,17 +263,17 @@ impl<T: Send + 'static> DeliveryPool<T> {
         }
     }
 
-    /// Tightens (or relaxes back) one route's limits; values are clamped to the pool's
-    /// `max_connections_per_host` and `max_messages_per_connection`, and to at least 1. A
-    /// lowered cap stops new connections; those already open stay until they idle out or reach
-    /// their message count.
+    /// Tightens (or relaxes back) one route's limits; values are clamped to the route's policy
+    /// (`max_connections_per_ip` and `max_messages_per_connection`: the destination's, else the
+    /// pool's), and to at least 1. A lowered cap stops new connections; those already open
+    /// stay until they idle out or reach their message count.
     pub fn set_route_limits(&self, route: &RouteKey, limits: RouteLimits) {
         let host = self.host(route);
-        let config = &self.inner.config;
-        let connections = limits.max_connections.clamp(1, config.max_connections_per_host.max(1));
+        let policy = &host.policy;
+        let connections = limits.max_connections.clamp(1, policy.max_connections_per_ip.max(1));
         let messages = limits
             .max_messages_per_connection
-            .clamp(1, config.max_messages_per_connection.max(1));
+            .clamp(1, policy.max_messages_per_connection.max(1));
         lock(&host.concurrency).set_cap(connections);
         host.max_messages.store(messages, Ordering::Relaxed);
     }
@@ -278,6 +294,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
                     learned: c.learned(),
                     open: h.open.load(Ordering::Relaxed),
                     refusals: c.refusals(),
+                    destination: h.key.policy.as_ref().map(|p| p.name.to_string()),
                 }
             })
             .collect();
@@ -314,14 +331,31 @@ impl<T: Send + 'static> DeliveryPool<T> {
         }
         let (tx, rx) = async_channel::bounded(self.inner.config.queue_per_host);
         let config = &self.inner.config;
+        let policy = match &key.policy {
+            Some(p) => RoutePolicy::clone(p),
+            None => RoutePolicy::from_config("smtp", config),
+        };
+        let mut params = self.inner.params.clone();
+        if params.tls.policy() != policy.tls {
+            params.tls = params.tls.with_policy(policy.tls);
+        }
+        let shared = policy.total.as_ref().map(|cap| {
+            lock(&self.inner.shared_caps)
+                .entry(cap.owner.clone())
+                .or_insert_with(|| Arc::new(ConnectionCap::new(cap.max)))
+                .clone()
+        });
         let host = Arc::new(Host {
             key: key.clone(),
             concurrency: Mutex::new(Concurrency::new(
-                config.initial_connections_per_host,
-                config.max_connections_per_host,
+                policy.initial_connections,
+                policy.max_connections_per_ip,
                 config.concurrency_probe_interval,
             )),
-            max_messages: AtomicUsize::new(config.max_messages_per_connection),
+            max_messages: AtomicUsize::new(policy.max_messages_per_connection),
+            policy,
+            params,
+            shared,
             tx,
             rx,
             returned: Mutex::new(VecDeque::new()),
@@ -358,7 +392,7 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
     let mut workers = lock(&host.workers);
     // At the pool-wide connection cap, a route gets one worker (waiting for a connection)
     // rather than one per queued delivery: idle workers cost memory too.
-    let at_cap = inner.connections.available_permits() == 0;
+    let at_cap = inner.connections.is_full() || host.shared.as_ref().is_some_and(|s| s.is_full());
     let wants = lock(&host.concurrency).wants_another(workers.running, workers.idle, queued);
     if wants && (workers.running == 0 || !at_cap) {
         workers.running += 1;
@@ -373,7 +407,7 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
 /// connection under `max_connections` while this one has nothing to send.
 async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Option<Delivery<T>> {
     let idle_since = Instant::now();
-    let idle_timeout = inner.config.idle_timeout;
+    let idle_timeout = host.policy.idle_timeout;
     loop {
         if let Some(d) = host.take_returned() {
             return Some(d);
@@ -395,8 +429,7 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
             // decide whether to start a worker, so a queued delivery always has one.
             Err(_idle)
                 if host.queued() == 0
-                    && (idle_since.elapsed() >= idle_timeout
-                        || (holding && inner.waiting.load(Ordering::Relaxed) > 0)) =>
+                    && (idle_since.elapsed() >= idle_timeout || (holding && others_wait(inner, host))) =>
             {
                 workers.running -= 1;
                 return None;
@@ -406,19 +439,16 @@ async fn next_delivery<T>(inner: &Inner<T>, host: &Host<T>, holding: bool) -> Op
     }
 }
 
-/// What opening a connection for a delivery came to.
-enum Opened {
-    /// A session, holding its pool-wide permit.
-    Session(Box<SmtpSession>, tokio::sync::OwnedSemaphorePermit),
-    /// The receiver refused one more connection while others to it are open: its cap.
-    Refused,
-    /// No connection: the status every recipient of the delivery gets.
-    Failed(RecipientStatus),
+/// Whether workers wait for a connection under a cap this route's connections count against
+/// (the pool's `max_connections`, the destination's total).
+fn others_wait<T>(inner: &Inner<T>, host: &Host<T>) -> bool {
+    inner.connections.has_waiters() || host.shared.as_ref().is_some_and(|s| s.has_waiters())
 }
 
 async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>) {
-    // The session and the pool-wide permit it holds (`max_connections`) live and die together.
-    let mut session: Option<(SmtpSession, tokio::sync::OwnedSemaphorePermit)> = None;
+    // The session and the permits it holds (`max_connections`, the destination's total) live
+    // and die together.
+    let mut session: Option<(SmtpSession, Permits)> = None;
     let mut sent_on_connection = 0usize;
     // Deliveries of a batch that never reached the server before its connection broke: they
     // go first, on the next connection.
@@ -462,7 +492,7 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
             .load(Ordering::Relaxed)
             .saturating_sub(sent_on_connection);
         let batch = batch_after(&host, delivery, room, &mut unsent);
-        let (sent, broken) = send_batch(&inner, &mut open, batch, started, &mut unsent).await;
+        let (sent, broken) = send_batch(&inner, &host, &mut open, batch, started, &mut unsent).await;
         sent_on_connection += sent;
         if broken {
             closed(&inner, &host);
@@ -507,91 +537,6 @@ fn closed<T>(inner: &Inner<T>, host: &Host<T>) {
     host.open.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// How long a route with no connection of its own waits, in total, for a receiver that refused
-/// it while serving this pool's other source IPs (a cap shared by all clients), and the first
-/// pause between tries (doubling).
-const SHARED_CAP_WAIT: Duration = Duration::from_secs(10);
-const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
-
-/// Takes a pool-wide permit and opens a session, telling a refusal (the receiver's cap while
-/// other connections to it work) from a failure of the host.
-async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
-    let mx = host.key.mx.addr;
-    if inner.params.tls.policy() == TlsPolicy::Required {
-        let until = lock(&inner.no_starttls).get(&mx).copied();
-        if until.is_some_and(|until| Instant::now() < until) {
-            return Opened::Failed(RecipientStatus::from_error(&SessionError::TlsNotOffered {
-                mx: host.key.mx.name.to_string(),
-            }));
-        }
-    }
-    let started = Instant::now();
-    let mut pause = SHARED_CAP_PAUSE;
-    loop {
-        let Some(permit) = connection_permit(inner).await else {
-            return Opened::Failed(RecipientStatus::from_error(&SessionError::Closed {
-                phase: crate::phase::Phase::Connect,
-            }));
-        };
-        host.opening.fetch_add(1, Ordering::Relaxed);
-        let result = connect(inner, host).await;
-        host.opening.fetch_sub(1, Ordering::Relaxed);
-        let e = match result {
-            Ok(s) => return Opened::Session(Box::new(s), permit),
-            Err(e) => e,
-        };
-        drop(permit);
-        if e.is_connection_refusal() {
-            // What the receiver counts for this client: the open connections and the others
-            // being opened alongside this one.
-            let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
-            if open > 0 {
-                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                lock(&host.concurrency).on_refusal(open, Instant::now());
-                tracing::info!(
-                    mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
-                    "receiver refused another connection; connection limit lowered to what is open"
-                );
-                return Opened::Refused;
-            }
-            // Nothing open from this source IP, but the host serves our other source IPs: a
-            // cap shared by every client. Wait for a slot rather than calling the host down.
-            if open_to(inner, mx) > 0 && started.elapsed() + pause <= SHARED_CAP_WAIT {
-                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                lock(&host.concurrency).on_refusal(0, Instant::now());
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(SHARED_CAP_WAIT / 4);
-                continue;
-            }
-        }
-        if matches!(e, SessionError::TlsNotOffered { .. }) {
-            lock(&inner.no_starttls).insert(mx, Instant::now() + TLS_FALLBACK);
-        }
-        inner.counters.failed.fetch_add(1, Ordering::Relaxed);
-        return Opened::Failed(RecipientStatus::from_error(&e));
-    }
-}
-
-/// Connections open from any source IP to the MX address `mx`.
-fn open_to<T>(inner: &Inner<T>, mx: SocketAddr) -> usize {
-    lock(&inner.hosts)
-        .values()
-        .filter(|h| h.key.mx.addr == mx)
-        .map(|h| h.open.load(Ordering::Relaxed))
-        .sum()
-}
-
-/// Waits for room under `max_connections`; `None` when the pool is shutting down.
-async fn connection_permit<T>(inner: &Inner<T>) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(p) = inner.connections.clone().try_acquire_owned() {
-        return Some(p);
-    }
-    inner.waiting.fetch_add(1, Ordering::Relaxed);
-    let permit = inner.connections.clone().acquire_owned().await.ok();
-    inner.waiting.fetch_sub(1, Ordering::Relaxed);
-    permit
-}
-
 /// Most messages sent as one pipelined batch (see [`batch_after`]). A batch reports when it
 /// ends, so this bounds how long a report waits (about one round trip per message).
 const MAX_BATCH: usize = 64;
@@ -628,6 +573,7 @@ fn batch_after<T>(
 /// sent and whether the connection broke.
 async fn send_batch<T>(
     inner: &Inner<T>,
+    host: &Host<T>,
     session: &mut SmtpSession,
     batch: Vec<Delivery<T>>,
     started: Instant,
@@ -635,7 +581,7 @@ async fn send_batch<T>(
 ) -> (usize, bool) {
     let messages: Vec<_> = batch.iter().map(|d| (&d.envelope, &d.payload)).collect();
     let result = session
-        .send_batch(&messages, inner.config.max_recipients_per_transaction)
+        .send_batch(&messages, host.policy.max_recipients_per_transaction)
         .await;
     drop(messages);
     inner
@@ -661,29 +607,4 @@ async fn send_batch<T>(
         }
     }
     (sent, result.connection_error.is_some())
-}
-
-/// Opens a session; with opportunistic TLS, a failed handshake is retried at once in clear and
-/// the host is sent to in clear for a while.
-async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, SessionError> {
-    let clear = lock(&host.tls_fallback_until).is_some_and(|until| Instant::now() < until);
-    let key = &host.key;
-    let mut result = SmtpSession::connect(&key.source, &key.mx, &inner.params, clear).await;
-    if let Err(e) = &result {
-        // A handshake that stalls past the STARTTLS timeout is as failed as one that errs.
-        if e.is_starttls_failure() && inner.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
-            tracing::warn!(mx = %key.mx.name, "TLS handshake failed; falling back to clear text for this host");
-            *lock(&host.tls_fallback_until) = Some(Instant::now() + TLS_FALLBACK);
-            result = SmtpSession::connect(&key.source, &key.mx, &inner.params, true).await;
-        }
-    }
-    match &result {
-        Ok(_) => {
-            inner.counters.opened.fetch_add(1, Ordering::Relaxed);
-            inner.counters.open.fetch_add(1, Ordering::Relaxed);
-            host.open.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => tracing::debug!(mx = %key.mx.name, source = %key.source.ip, error = %e, "connection failed"),
-    }
-    result
 }

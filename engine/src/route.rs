@@ -4,6 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::pool::policy::RoutePolicy;
+
 /// A local address mail is sent from, with the name it introduces itself with in EHLO (its
 /// reverse-DNS name in production).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,12 +25,25 @@ pub struct MxHost {
     pub addr: SocketAddr,
 }
 
-/// The key of a connection pool: connections are shared by deliveries with the same source IP
-/// and MX address.
+/// The key of a connection pool: connections are shared by deliveries with the same source IP,
+/// MX address and destination policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RouteKey {
     /// Sent from.
     pub source: SourceIp,
     /// Sent to.
     pub mx: MxHost,
+    /// The destination's connection settings; `None`: the pool's `[smtp]` settings.
+    pub policy: Option<Arc<RoutePolicy>>,
+}
+
+impl RouteKey {
+    /// A route under the pool's own settings.
+    pub fn new(source: SourceIp, mx: MxHost) -> RouteKey {
+        RouteKey {
+            source,
+            mx,
+            policy: None,
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 const TLS_SESSION_CACHE: usize = 4096;
 
 /// When to use STARTTLS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// Never use STARTTLS.
@@ -106,6 +106,15 @@ impl TlsClient {
     /// The policy.
     pub fn policy(&self) -> TlsPolicy {
         self.policy
+    }
+
+    /// The same context (trust anchors, session cache) under another policy: a destination
+    /// with its own `tls` setting.
+    pub fn with_policy(&self, policy: TlsPolicy) -> TlsClient {
+        TlsClient {
+            policy,
+            connector: self.connector.clone(),
+        }
     }
 
     /// The connector used for the handshake.

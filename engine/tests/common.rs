@@ -19,13 +19,13 @@ pub fn source(last_octet: u8) -> SourceIp {
 }
 
 pub fn route(last_octet: u8, sink: SocketAddr) -> RouteKey {
-    RouteKey {
-        source: source(last_octet),
-        mx: MxHost {
+    RouteKey::new(
+        source(last_octet),
+        MxHost {
             name: Arc::from("sink.volley.test"),
             addr: sink,
         },
-    }
+    )
 }
 
 pub fn message(n: u64) -> Vec<u8> {
@@ -91,4 +91,30 @@ pub async fn deliver_all_learning(
     }
     submitter.await.expect("submitter");
     (reports, learned.concurrency())
+}
+
+/// Sends one delivery to `recipients` on `route` and returns its statuses.
+pub async fn deliver_one(
+    config: SmtpConfig,
+    route: RouteKey,
+    recipients: Vec<String>,
+) -> Vec<volley_engine::RecipientStatus> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let pool = DeliveryPool::new(config.clone(), params(&config), tx);
+    pool.submit(Delivery {
+        tag: 0usize,
+        route,
+        envelope: Envelope {
+            mail_from: "bounces@sender.test".into(),
+            recipients,
+        },
+        payload: prepare(&message(0)).expect("valid message"),
+    })
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a report within 30 s")
+        .expect("a report");
+    pool.close().await;
+    report.statuses
 }

@@ -63,15 +63,17 @@ async fn smtp_sink_receives_exactly_what_the_pool_reports_delivered() {
     let pool = DeliveryPool::new(config, params, tx);
     let routes: Vec<RouteKey> = SOURCES
         .iter()
-        .map(|(ip, name)| RouteKey {
-            source: SourceIp {
-                ip: ip.parse::<IpAddr>().expect("source IP"),
-                ehlo_name: (*name).into(),
-            },
-            mx: MxHost {
-                name: "127.0.0.1".into(),
-                addr: sink.addr(),
-            },
+        .map(|(ip, name)| {
+            RouteKey::new(
+                SourceIp {
+                    ip: ip.parse::<IpAddr>().expect("source IP"),
+                    ehlo_name: (*name).into(),
+                },
+                MxHost {
+                    name: "127.0.0.1".into(),
+                    addr: sink.addr(),
+                },
+            )
         })
         .collect();
 

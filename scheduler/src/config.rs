@@ -36,6 +36,15 @@ pub struct SendConfig {
     /// SMTP client and connection-pool settings.
     #[serde(default)]
     pub smtp: SmtpConfig,
+    /// Per-destination policy blocks (`[[destination]]`), matched by recipient domain, MX host
+    /// suffix or provider group; each sets some `[smtp]` connection settings and a rate for the
+    /// mail it matches (see [`crate::destinations`]).
+    #[serde(default)]
+    pub destination: Vec<crate::destinations::DestinationBlock>,
+    /// Whether the built-in blocks for gmail, microsoft and yahoo apply (default true); a
+    /// block of the same name overrides one field by field.
+    #[serde(default = "yes")]
+    pub builtin_destinations: bool,
     /// MX lookups for domains no route covers (RFC 5321 §5.1). Without this table such domains
     /// are deferred with a routing error; `[dns]` with no `nameservers` uses the system's
     /// resolv.conf.
@@ -267,6 +276,9 @@ fn default_max_in_flight() -> usize {
 fn one() -> u32 {
     1
 }
+fn yes() -> bool {
+    true
+}
 
 fn read(path: &Path) -> Result<String, ConfigError> {
     volley_files::read_config_file(path, volley_files::CONFIG_MAX).map_err(|source| ConfigError::Read {
@@ -334,6 +346,8 @@ impl SendConfig {
             source_ips,
             routes: BTreeMap::new(),
             smtp: SmtpConfig::default(),
+            destination: Vec::new(),
+            builtin_destinations: true,
             dns: None,
             mx_port: default_mx_port(),
             max_in_flight: default_max_in_flight(),
@@ -554,6 +568,12 @@ impl SendConfig {
 }
 
 impl SendConfig {
+    /// The `[[destination]]` blocks in effect (the built-in ones included unless turned off)
+    /// over the `[smtp]` settings.
+    pub fn destination_policies(&self) -> crate::destinations::DestinationPolicies {
+        crate::destinations::DestinationPolicies::new(&self.destination, self.builtin_destinations, &self.smtp)
+    }
+
     /// The source IPs of pool `name`, or an error naming the pools that exist.
     pub fn pool(&self, name: &str) -> Result<Vec<&SourceIpConfig>, String> {
         let ips: Vec<_> = self.source_ips.iter().filter(|s| s.pool == name).collect();

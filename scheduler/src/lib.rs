@@ -15,6 +15,8 @@
 //! - [`live`] — live counters of running campaigns (progress displays, metrics).
 //! - [`config`] — `volley.toml`: state directory, source IPs, routes, `[smtp]`.
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
+//! - [`destinations`] — per-destination policy (`[[destination]]` blocks, built-in ones for the
+//!   big providers): connection settings and a rate per source IP, resolved per site.
 //! - [`rotation`] — smooth weighted round robin over source IPs.
 //! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
 //! - [`site_backoff`] — adaptive backoff per (source IP, MX site) from throttling replies.
@@ -40,6 +42,7 @@ pub mod api_config;
 pub mod blocklists;
 pub mod bounces;
 pub mod config;
+pub mod destinations;
 pub mod inbound;
 pub mod lineset;
 pub mod live;

@@ -2,12 +2,15 @@
 //! ([`volley_warmup::Budgets`]: curve caps, pacing, adaptive backoff), shared by all the
 //! campaigns of the process, on the warm-up clock (real time, or a rehearsal's fast clock).
 //!
+//! It also holds the `[[destination]]` policies ([`crate::destinations`]) and their rate
+//! limiters, one GCRA limiter per (source IP, block that set the rate).
+//!
 //! The dispatcher asks [`Shaper::take`] before it hands a message to an IP; a refusal says
 //! until when (as a real instant) that IP cannot send to that site. It feeds every reply to
 //! [`Shaper::observe`], which slows down or suspends the (IP, site) pair a throttling reply
 //! came from (see [`crate::site_backoff`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +18,7 @@ use std::time::{Instant, SystemTime};
 
 use volley_engine::{RecipientStatus, RouteLimits};
 use volley_warmup::budget::Usage;
-use volley_warmup::{BackoffAction, Budgets, CounterStore, Providers, WaitReason, WarmupClock};
+use volley_warmup::{BackoffAction, Budgets, CounterStore, Providers, Rate, SendLimiter, WaitReason, WarmupClock};
 
 use crate::site_backoff::SiteBackoff;
 
@@ -40,6 +43,10 @@ pub struct Shaper {
     clock: WarmupClock,
     /// IPs on a warm-up curve.
     warming: HashSet<IpAddr>,
+    /// The `[[destination]]` blocks in effect.
+    destinations: crate::destinations::DestinationPolicies,
+    /// Destination rates per (source IP, block that set the rate).
+    destination_rates: Mutex<HashMap<(IpAddr, Arc<str>), SendLimiter>>,
 }
 
 impl std::fmt::Debug for Shaper {
@@ -79,6 +86,8 @@ impl Shaper {
             names,
             clock: config.warmup.clock(),
             warming,
+            destinations: config.destination_policies(),
+            destination_rates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -96,6 +105,21 @@ impl Shaper {
             None => Arc::from(name),
         };
         (name, by_domain)
+    }
+
+    /// The `[[destination]]` blocks in effect.
+    pub fn destinations(&self) -> &crate::destinations::DestinationPolicies {
+        &self.destinations
+    }
+
+    /// Takes one message of `ip`'s rate to the destination whose block `owner` set `rate`, or
+    /// says from when it has one again (GCRA, real time).
+    pub fn take_destination_rate(&self, ip: IpAddr, owner: &Arc<str>, rate: Rate) -> Result<(), Instant> {
+        let mut limiters = self.destination_rates.lock().unwrap_or_else(|e| e.into_inner());
+        let limiter = limiters
+            .entry((ip, owner.clone()))
+            .or_insert_with(|| SendLimiter::new(rate));
+        limiter.try_acquire().map_err(|wait| Instant::now() + wait)
     }
 
     fn site_backoff(&self) -> MutexGuard<'_, SiteBackoff> {

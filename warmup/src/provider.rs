@@ -156,6 +156,13 @@ fn normalise(name: &str) -> &str {
     name.strip_prefix("*.").unwrap_or(name)
 }
 
+/// Whether the name `host` is `suffix` or ends with `.suffix` (ASCII case-insensitive), both
+/// taken as written in configuration: a trailing dot and a leading `*.` or `.` are ignored.
+pub fn name_has_suffix(host: &str, suffix: &str) -> bool {
+    let suffix = normalise(suffix);
+    matches_suffix(normalise(host), suffix.strip_prefix('.').unwrap_or(suffix))
+}
+
 /// `host` is `suffix` or ends with `.suffix` (ASCII case-insensitive).
 fn matches_suffix(host: &str, suffix: &str) -> bool {
     if suffix.is_empty() || host.len() < suffix.len() {

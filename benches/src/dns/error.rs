@@ -17,6 +17,14 @@ pub enum DnsError {
         /// The address given.
         ip: IpAddr,
     },
+    /// An A or AAAA record of a test zone names an address off loopback.
+    #[error("refusing {name} -> {ip}: test zone addresses must be loopback (127.0.0.0/8, ::1)")]
+    AddressNotLoopback {
+        /// The owner name.
+        name: String,
+        /// The address given.
+        ip: IpAddr,
+    },
     /// The zone has domains but no sites to point their MX records at.
     #[error("{domains} domains need at least one site (sites = 0)")]
     NoSites {

@@ -21,18 +21,22 @@
 //!   domain, one A per MX host; TTL 3600).
 //! - `dns/txt.rs` — [`TxtZone`]: TXT records only (DKIM keys for signing tests), served by
 //!   [`BenchDns::start_txt`].
+//! - `dns/records.rs` — [`RecordZone`]: hand-written TXT, A, AAAA, MX and PTR records (a
+//!   sender's SPF/DKIM/DMARC, reverse DNS), served by [`BenchDns::start_zones`].
 //! - `dns/server.rs` — [`BenchDns::start`]: loopback-only UDP + TCP on one port, hickory's
 //!   authoritative catalog; [`BenchDnsHandle`].
 //! - `dns/error.rs` — [`DnsError`].
 
 mod dynamic;
 mod error;
+mod records;
 mod server;
 mod txt;
 mod zone;
 
 pub use dynamic::DynamicDns;
 pub use error::DnsError;
+pub use records::{RecordZone, ZoneRecord};
 pub use server::{BenchDns, BenchDnsHandle};
 pub use txt::{verifier_for, TxtZone};
 pub use zone::{BenchZone, DEFAULT_ORIGIN, PRIMARY_PREFERENCE, SECONDARY_PREFERENCE, TTL};

@@ -16,7 +16,7 @@ use hickory_server::ServerFuture;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::{BenchZone, DnsError, TxtZone};
+use super::{BenchZone, DnsError, RecordZone, TxtZone};
 
 /// Idle time after which a TCP client connection is closed.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,22 +34,37 @@ impl BenchDns {
     /// sockets are bound and the zone is loaded; the server runs on the current tokio runtime
     /// until [`BenchDnsHandle::shutdown`] or the handle is dropped.
     pub async fn start(listen: SocketAddr, zone: &BenchZone) -> Result<BenchDnsHandle, DnsError> {
-        serve(listen, zone.origin_name()?, zone.authority()?, zone.domains, zone.sites)
+        serve(
+            listen,
+            vec![(zone.origin_name()?, zone.authority()?)],
+            zone.domains,
+            zone.sites,
+        )
     }
 
     /// Serves the TXT records of `zone` on `listen` (loopback only), like [`BenchDns::start`].
     /// The handle reports 0 domains and 0 sites.
     pub async fn start_txt(listen: SocketAddr, zone: &TxtZone) -> Result<BenchDnsHandle, DnsError> {
-        serve(listen, zone.origin_name()?, zone.authority()?, 0, 0)
+        serve(listen, vec![(zone.origin_name()?, zone.authority()?)], 0, 0)
+    }
+
+    /// Serves every zone of `zones` (each its own origin, e.g. `test` and `127.in-addr.arpa`) on
+    /// `listen` (loopback only), like [`BenchDns::start`]. Names under none of the origins are
+    /// refused. The handle reports 0 domains and 0 sites.
+    pub async fn start_zones(listen: SocketAddr, zones: &[RecordZone]) -> Result<BenchDnsHandle, DnsError> {
+        let authorities = zones
+            .iter()
+            .map(|zone| Ok((zone.origin_name()?, zone.authority()?)))
+            .collect::<Result<Vec<_>, DnsError>>()?;
+        serve(listen, authorities, 0, 0)
     }
 }
 
-/// Binds `listen` (loopback only) and serves `authority` as the zone `origin` on the current
+/// Binds `listen` (loopback only) and serves each `(origin, authority)` zone on the current
 /// tokio runtime.
 fn serve(
     listen: SocketAddr,
-    origin: Name,
-    authority: InMemoryAuthority,
+    zones: Vec<(Name, InMemoryAuthority)>,
     domains: usize,
     sites: usize,
 ) -> Result<BenchDnsHandle, DnsError> {
@@ -57,7 +72,9 @@ fn serve(
         return Err(DnsError::NotLoopback { addr: listen });
     }
     let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::new(&origin), vec![Arc::new(authority)]);
+    for (origin, authority) in zones {
+        catalog.upsert(LowerName::new(&origin), vec![Arc::new(authority)]);
+    }
 
     let sockets = bind(listen)?;
     let addr = sockets.tcp.local_addr().map_err(|source| DnsError::Bind {

@@ -14,17 +14,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use hickory_server::proto::rr::rdata::{SOA, TXT};
-use hickory_server::proto::rr::{Name, RData, Record};
+use hickory_server::proto::rr::Name;
 use hickory_server::store::in_memory::InMemoryAuthority;
 use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::MessageAuthenticator;
 
-use super::zone::{authority_of, origin_fqdn};
-use super::{DnsError, TTL};
-
-/// Longest character-string in a TXT record (RFC 1035 §3.3); longer texts are split.
-const TXT_STRING_MAX: usize = 255;
+use super::zone::origin_fqdn;
+use super::{DnsError, RecordZone, ZoneRecord};
 
 /// TXT records under one origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,25 +50,11 @@ impl TxtZone {
 
     /// The zone as a hickory authority: an SOA plus the TXT records.
     pub fn authority(&self) -> Result<InMemoryAuthority, DnsError> {
-        let origin = self.origin_name()?;
-        let soa = SOA::new(origin.clone(), origin.clone(), 1, TTL as i32, 600, 86_400, TTL);
-        let mut records = vec![Record::from_rdata(origin.clone(), TTL, RData::SOA(soa))];
+        let mut zone = RecordZone::new(self.origin.clone());
         for (name, text) in &self.records {
-            let owner = origin_fqdn(name)?;
-            if !origin.zone_of(&owner) {
-                return Err(DnsError::InvalidName {
-                    name: name.clone(),
-                    reason: format!("not under the zone origin {origin}"),
-                });
-            }
-            let strings = text
-                .as_bytes()
-                .chunks(TXT_STRING_MAX)
-                .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-                .collect();
-            records.push(Record::from_rdata(owner, TTL, RData::TXT(TXT::new(strings))));
+            zone.add(name.clone(), ZoneRecord::Txt(text.clone()));
         }
-        authority_of(origin, records)
+        zone.authority()
     }
 
     /// The origin as a fully-qualified name.

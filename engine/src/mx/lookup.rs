@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use hickory_resolver::lookup::{Ipv4Lookup, Ipv6Lookup, Lookup};
-use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, ResolveError, TokioResolver};
 use tokio::sync::Semaphore;
 
+use super::answer::{classify, DnsAnswer as Answer};
 use super::cache::Outcome;
 use super::{DnsConfig, MxAnswer, MxError, MxRecord, MxSite};
 
@@ -56,37 +55,6 @@ impl Queries {
     async fn ipv6(&self, name: Name) -> Result<Ipv6Lookup, ResolveError> {
         let _permit = self.in_flight.acquire().await;
         self.resolver.ipv6_lookup(name).await
-    }
-}
-
-/// How a query ended, with negative answers told apart from failures.
-enum Answer<T> {
-    Records(T, Instant),
-    /// NOERROR with no records of the type (NODATA).
-    NoData,
-    NxDomain,
-    Failed(String),
-}
-
-fn classify<T>(result: Result<T, ResolveError>, valid_until: impl FnOnce(&T) -> Instant) -> Answer<T> {
-    match result {
-        Ok(found) => {
-            let until = valid_until(&found);
-            Answer::Records(found, until)
-        }
-        Err(e) => match e.proto().map(|p| p.kind()) {
-            Some(ProtoErrorKind::NoRecordsFound {
-                response_code: ResponseCode::NoError,
-                ..
-            }) => Answer::NoData,
-            Some(ProtoErrorKind::NoRecordsFound {
-                response_code: ResponseCode::NXDomain,
-                ..
-            }) => Answer::NxDomain,
-            Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => Answer::Failed(response_code.to_string()),
-            Some(_) => Answer::Failed(e.proto().map_or_else(|| e.to_string(), ToString::to_string)),
-            None => Answer::Failed(e.to_string()),
-        },
     }
 }
 

@@ -81,6 +81,10 @@ impl SendConfig {
             };
             out.push(Problem::new(e.field(), value, e.to_string()));
         }
+        let providers = volley_warmup::Providers::new(&self.warmup.provider_config());
+        for (field, value, reason) in crate::destinations::problems(&self.destination, providers.names()) {
+            out.push(Problem::new(field, value, reason));
+        }
         if let Some(dns) = &self.dns {
             if let Err(e) = dns.validate() {
                 out.push(Problem::new("dns", "", e.to_string()));

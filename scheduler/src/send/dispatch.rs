@@ -80,8 +80,9 @@ pub(crate) struct Dispatcher {
     pub shaper: Arc<Shaper>,
     /// Limits set on warming IPs' routes (reset when today's caps change them).
     route_limits: HashMap<RouteKey, volley_engine::RouteLimits>,
-    /// Routing-override sites split per provider group: (site, provider) -> destination.
-    split_sites: HashMap<(Arc<str>, Arc<str>), Destination>,
+    /// Sites split per provider group (routing overrides, `#`) or destination block (`@`):
+    /// (site, `#` or `@`, provider or block) -> destination.
+    split_sites: HashMap<(Arc<str>, char, Arc<str>), Destination>,
     /// Earlier runs' deferrals, until the producer says where their rows are.
     pub pending: HashMap<u64, Pending>,
     sites: Sites,
@@ -392,13 +393,20 @@ impl Dispatcher {
 
     fn enqueue(&mut self, mut job: Job, dest: &Destination) -> Result<(), SendError> {
         let per_site = self.limits.per_site;
-        let (dest, provider) = self.shaped(dest, job.recipient.domain());
+        let domain = job.recipient.domain();
+        let (dest, provider) = self.shaped(dest, domain);
         let dest = &dest;
         let site = self.sites.site(dest);
         if site.provider.is_none() {
+            // Every job of a site resolves alike: same MX hosts and provider group, and a
+            // domain with a `domains` block of its own has a site of its own (`shaped`).
+            let hosts: Vec<&str> = dest.hosts.iter().map(|(_, h)| &*h.name).collect();
+            let resolved = self.shaper.destinations().resolve(domain, &hosts, &provider);
+            site.policy = resolved.policy;
+            site.rate = resolved.rate;
             site.provider = Some(provider);
         }
-        if site.held_until.is_some() {
+        if site.held_until.is_some() && site.held_for_budget {
             job.held_since = Some(Instant::now());
         }
         if site.ready.len() >= per_site {
@@ -427,22 +435,33 @@ impl Dispatcher {
     /// The destination as budgets see it, and its provider group. The provider group of an MX
     /// site comes from its MX host names; a routing override (or an MX site no group
     /// recognises) whose recipient domain belongs to a group gets a site of its own per group,
-    /// so one relay address does not put every provider behind one budget.
+    /// so one relay address does not put every provider behind one budget. Likewise a domain
+    /// matched by a `[[destination]]` block's `domains` gets a site (and engine routes) of its
+    /// own, `site@block`, under that block's settings.
     fn shaped(&mut self, dest: &Destination, domain: &str) -> (Destination, Arc<str>) {
         let hosts: Vec<&str> = dest.hosts.iter().map(|(_, h)| &*h.name).collect();
         let (provider, by_domain) = self.shaper.provider(&hosts, domain);
-        if !by_domain {
-            return (dest.clone(), provider);
+        let mut dest = dest.clone();
+        if by_domain {
+            dest = self.split(&dest, '#', &provider);
         }
-        let key = (dest.site.clone(), provider.clone());
+        if let Some(block) = self.shaper.destinations().domain_block(domain) {
+            dest = self.split(&dest, '@', &block);
+        }
+        (dest, provider)
+    }
+
+    /// The site `dest.site` + `kind` + `tag`, with `dest`'s hosts.
+    fn split(&mut self, dest: &Destination, kind: char, tag: &Arc<str>) -> Destination {
+        let key = (dest.site.clone(), kind, tag.clone());
         let split = self.split_sites.entry(key).or_insert_with(|| Destination {
-            site: Arc::from(format!("{}#{provider}", dest.site)),
+            site: Arc::from(format!("{}{kind}{tag}", dest.site)),
             hosts: dest.hosts.clone(),
         });
         if split.hosts != dest.hosts {
             split.hosts = dest.hosts.clone();
         }
-        (split.clone(), provider)
+        split.clone()
     }
 
     fn on_report(&mut self, report: DeliveryReport<Tag>) -> Result<(), SendError> {

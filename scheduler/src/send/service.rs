@@ -167,8 +167,8 @@ impl SendService {
         let monitor = match &config.blocklists {
             Some(blocklists) => {
                 let dns = config.dns.clone().unwrap_or_default();
-                let resolver =
-                    volley_engine::mx::hickory(&dns).map_err(|e| SendError::Config(format!("blocklists: dns: {e}")))?;
+                let resolver = volley_engine::mx::build_resolver(&dns)
+                    .map_err(|e| SendError::Config(format!("blocklists: dns: {e}")))?;
                 let ips = config.source_ips.iter().map(|ip| ip.address).collect();
                 Some(crate::blocklists::spawn_monitor(
                     blocklists.clone(),

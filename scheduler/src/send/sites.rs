@@ -31,8 +31,15 @@ pub(crate) struct Site {
     pub blocked: bool,
     /// The site's provider group (warm-up budgets), set when its first job is queued.
     pub provider: Option<Arc<str>>,
-    /// No source IP has warm-up budget for this site's provider until then.
+    /// The site's destination policy (`None`: the pool's settings), set with `provider`.
+    pub policy: Option<Arc<volley_engine::RoutePolicy>>,
+    /// Its rate per source IP and the block that set it.
+    pub rate: Option<(Arc<str>, volley_warmup::Rate)>,
+    /// No source IP has warm-up budget for this site's provider (or destination rate) until
+    /// then.
     pub held_until: Option<Instant>,
+    /// Whether that hold is for warm-up budget (not a destination rate).
+    pub held_for_budget: bool,
     /// The site's recent send rate (the base a throttling reply scales down).
     pub meter: crate::site_backoff::RateMeter,
     in_ring: bool,
@@ -64,7 +71,10 @@ impl Sites {
             in_flight: 0,
             blocked: false,
             provider: None,
+            policy: None,
+            rate: None,
             held_until: None,
+            held_for_budget: false,
             meter: Default::default(),
             in_ring: false,
             rr: 0,
@@ -111,16 +121,20 @@ impl Sites {
         }
     }
 
-    /// Holds site `key` (out of the ring) until `until`: no IP has budget for it before.
-    /// Its queued jobs are marked as waiting for budget from `now`.
-    pub fn hold(&mut self, key: &Arc<str>, until: Instant, now: Instant) {
+    /// Holds site `key` (out of the ring) until `until`: no IP has warm-up budget (`budget`)
+    /// or destination rate for it before. For a warm-up hold its queued jobs are marked as
+    /// waiting for budget from `now` (the summary's warm-up waits).
+    pub fn hold(&mut self, key: &Arc<str>, until: Instant, now: Instant, budget: bool) {
         if let Some(site) = self.map.get_mut(key) {
             if site.held_until.is_none_or(|t| t < until) {
                 site.held_until = Some(until);
+                site.held_for_budget = budget;
                 self.holds.push(Reverse((until, key.clone())));
             }
-            for job in &mut site.ready {
-                job.held_since.get_or_insert(now);
+            if budget {
+                for job in &mut site.ready {
+                    job.held_since.get_or_insert(now);
+                }
             }
         }
     }

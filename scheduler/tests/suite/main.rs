@@ -13,6 +13,7 @@ mod input_recipients;
 mod input_streaming;
 mod input_unsubscribe;
 mod reputation_guard;
+mod send_destinations;
 mod send_dkim;
 mod send_fairness;
 mod send_mx;

@@ -30,8 +30,9 @@ use crate::send::SendError;
 enum NoRoom {
     /// The route's queue in the engine is full (room comes back with a report).
     Full,
-    /// No warm-up budget for the site's provider until then.
-    Hold(Instant),
+    /// No warm-up budget for the site's provider (`true`), or no rate left for its destination
+    /// (`false`), until then.
+    Hold(Instant, bool),
 }
 
 impl Dispatcher {
@@ -77,25 +78,34 @@ impl Dispatcher {
                     .clone()
                     .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
                 let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
+                let (policy, rate) = (&site.policy, &site.rate);
                 let guards = &self.recorder.guards;
                 // The IP whose turn it is, else any other with room in the engine and warm-up
                 // budget for the site's provider (overflow).
                 let picked = self.rotation.next_ip_with(|ip| {
                     // Held off this provider by a reputation guard: the other IPs carry it.
                     if guards.route_held(ip.ip, &provider) {
-                        return Err(NoRoom::Hold(now + GUARD_RECHECK));
+                        return Err(NoRoom::Hold(now + GUARD_RECHECK, false));
                     }
                     let route = RouteKey {
                         source: ip.clone(),
                         mx: mx.clone(),
+                        policy: policy.clone(),
                     };
                     let queued_here = batch.iter().filter(|d| d.route == route).count();
                     if pool.room(&route) <= queued_here {
                         return Err(NoRoom::Full);
                     }
+                    // The destination's rate for this IP before the warm-up budget: a rate
+                    // token left unused costs less than a day's budget taken.
+                    if let Some((owner, rate)) = rate {
+                        shaper
+                            .take_destination_rate(ip.ip, owner, *rate)
+                            .map_err(|until| NoRoom::Hold(until, false))?;
+                    }
                     shaper
                         .take(ip.ip, &provider, &key)
-                        .map_err(|hold| NoRoom::Hold(hold.until))
+                        .map_err(|hold| NoRoom::Hold(hold.until, true))
                 });
                 let source = match picked {
                     Ok(ip) => ip.clone(),
@@ -107,13 +117,19 @@ impl Dispatcher {
                     Err(Refused::Other { rate, earliest }) => {
                         site.ready.push_front(job);
                         match earliest {
-                            NoRoom::Hold(until) => hold = Some(rate.map_or(until, |w| until.min(now + w))),
+                            NoRoom::Hold(until, budget) => {
+                                hold = Some((rate.map_or(until, |w| until.min(now + w)), budget))
+                            }
                             NoRoom::Full => site.blocked = true,
                         }
                         break;
                     }
                 };
-                let route = RouteKey { source, mx: mx.clone() };
+                let route = RouteKey {
+                    source,
+                    mx: mx.clone(),
+                    policy: site.policy.clone(),
+                };
                 site.meter.tick(now);
                 if self.shaper.is_warming(route.source.ip) {
                     // Fewer and shorter connections for a warming IP, from today's caps.
@@ -165,8 +181,8 @@ impl Dispatcher {
                     self.recheck.get_or_insert(now + RECHECK);
                 }
             }
-            if let Some(until) = hold {
-                self.sites.hold(&key, until, now);
+            if let Some((until, budget)) = hold {
+                self.sites.hold(&key, until, now, budget);
             }
             self.sites.wake(&key, per_site);
             for (job, (scope, entry)) in suppressed_here {
@@ -254,7 +270,7 @@ mod tests {
         // waiting for its paced slot held the whole site until that slot (a 12 s run took
         // 256 s), instead of waiting for the warm IP's next report.
         let soon = std::time::Instant::now();
-        assert!(NoRoom::Full < NoRoom::Hold(soon));
-        assert_eq!(NoRoom::Hold(soon).min(NoRoom::Full), NoRoom::Full);
+        assert!(NoRoom::Full < NoRoom::Hold(soon, true));
+        assert_eq!(NoRoom::Hold(soon, true).min(NoRoom::Full), NoRoom::Full);
     }
 }

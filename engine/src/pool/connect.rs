@@ -1,0 +1,147 @@
+//! Opening a route's connections: a place under the destination's cap and the pool's, then
+//! the session; a refusal at the receiver's connection cap told from a failure of the host;
+//! opportunistic TLS falling back to clear text.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{lock, Host, Inner};
+use crate::error::SessionError;
+use crate::outcome::RecipientStatus;
+use crate::smtp::session::SmtpSession;
+use crate::tls::TlsPolicy;
+
+/// After a failed TLS handshake (opportunistic policy), how long a host is sent to in clear;
+/// and with `tls = "required"`, how long a host that offered no STARTTLS is not connected to.
+const TLS_FALLBACK: Duration = Duration::from_secs(3600);
+
+/// The places an open connection holds under the caps it counts against; released by drop.
+pub(super) struct Permits {
+    _pool: tokio::sync::OwnedSemaphorePermit,
+    _destination: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What opening a connection for a delivery came to.
+pub(super) enum Opened {
+    /// A session, holding its places under the caps.
+    Session(Box<SmtpSession>, Permits),
+    /// The receiver refused one more connection while others to it are open: its cap.
+    Refused,
+    /// No connection: the status every recipient of the delivery gets.
+    Failed(RecipientStatus),
+}
+
+/// How long a route with no connection of its own waits, in total, for a receiver that refused
+/// it while serving this pool's other source IPs (a cap shared by all clients), and the first
+/// pause between tries (doubling).
+const SHARED_CAP_WAIT: Duration = Duration::from_secs(10);
+const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
+
+/// Takes a pool-wide permit and opens a session, telling a refusal (the receiver's cap while
+/// other connections to it work) from a failure of the host.
+pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Opened {
+    let mx = host.key.mx.addr;
+    if host.params.tls.policy() == TlsPolicy::Required {
+        let until = lock(&inner.no_starttls).get(&mx).copied();
+        if until.is_some_and(|until| Instant::now() < until) {
+            return Opened::Failed(RecipientStatus::from_error(&SessionError::TlsNotOffered {
+                mx: host.key.mx.name.to_string(),
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut pause = SHARED_CAP_PAUSE;
+    loop {
+        let closing = || {
+            Opened::Failed(RecipientStatus::from_error(&SessionError::Closed {
+                phase: crate::phase::Phase::Connect,
+            }))
+        };
+        // The destination's cap first: a worker waiting for it holds no pool-wide place.
+        let destination = match &host.shared {
+            Some(shared) => match shared.acquire().await {
+                Some(p) => Some(p),
+                None => return closing(),
+            },
+            None => None,
+        };
+        let Some(pool_permit) = inner.connections.acquire().await else {
+            return closing();
+        };
+        let permit = Permits {
+            _pool: pool_permit,
+            _destination: destination,
+        };
+        host.opening.fetch_add(1, Ordering::Relaxed);
+        let result = connect(inner, host).await;
+        host.opening.fetch_sub(1, Ordering::Relaxed);
+        let e = match result {
+            Ok(s) => return Opened::Session(Box::new(s), permit),
+            Err(e) => e,
+        };
+        drop(permit);
+        if e.is_connection_refusal() {
+            // What the receiver counts for this client: the open connections and the others
+            // being opened alongside this one.
+            let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
+            if open > 0 {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                lock(&host.concurrency).on_refusal(open, Instant::now());
+                tracing::info!(
+                    mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
+                    "receiver refused another connection; connection limit lowered to what is open"
+                );
+                return Opened::Refused;
+            }
+            // Nothing open from this source IP, but the host serves our other source IPs: a
+            // cap shared by every client. Wait for a slot rather than calling the host down.
+            if open_to(inner, mx) > 0 && started.elapsed() + pause <= SHARED_CAP_WAIT {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                lock(&host.concurrency).on_refusal(0, Instant::now());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SHARED_CAP_WAIT / 4);
+                continue;
+            }
+        }
+        if matches!(e, SessionError::TlsNotOffered { .. }) {
+            lock(&inner.no_starttls).insert(mx, Instant::now() + TLS_FALLBACK);
+        }
+        inner.counters.failed.fetch_add(1, Ordering::Relaxed);
+        return Opened::Failed(RecipientStatus::from_error(&e));
+    }
+}
+
+/// Connections open from any source IP to the MX address `mx`.
+fn open_to<T>(inner: &Inner<T>, mx: SocketAddr) -> usize {
+    lock(&inner.hosts)
+        .values()
+        .filter(|h| h.key.mx.addr == mx)
+        .map(|h| h.open.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Opens a session; with opportunistic TLS, a failed handshake is retried at once in clear and
+/// the host is sent to in clear for a while.
+async fn connect<T>(inner: &Inner<T>, host: &Host<T>) -> Result<SmtpSession, SessionError> {
+    let clear = lock(&host.tls_fallback_until).is_some_and(|until| Instant::now() < until);
+    let key = &host.key;
+    let mut result = SmtpSession::connect(&key.source, &key.mx, &host.params, clear).await;
+    if let Err(e) = &result {
+        // A handshake that stalls past the STARTTLS timeout is as failed as one that errs.
+        if e.is_starttls_failure() && host.params.tls.policy() == TlsPolicy::Opportunistic && !clear {
+            tracing::warn!(mx = %key.mx.name, "TLS handshake failed; falling back to clear text for this host");
+            *lock(&host.tls_fallback_until) = Some(Instant::now() + TLS_FALLBACK);
+            result = SmtpSession::connect(&key.source, &key.mx, &host.params, true).await;
+        }
+    }
+    match &result {
+        Ok(_) => {
+            inner.counters.opened.fetch_add(1, Ordering::Relaxed);
+            inner.counters.open.fetch_add(1, Ordering::Relaxed);
+            host.open.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::debug!(mx = %key.mx.name, source = %key.source.ip, error = %e, "connection failed"),
+    }
+    result
+}
