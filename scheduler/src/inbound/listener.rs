@@ -154,7 +154,7 @@ impl Handler for InboundHandler {
             Path::Mailbox { domain, .. } => domain.to_ascii_lowercase(),
             Path::Null => String::new(),
         };
-        if self.domains.iter().any(|d| *d == domain) {
+        if self.domains.contains(&domain) {
             self.rcpt_to.push(recipient.address().to_string());
             Decision::Accept
         } else {
