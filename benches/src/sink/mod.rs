@@ -21,6 +21,7 @@ mod data;
 mod error;
 mod fault_plan;
 mod faults;
+mod greylist;
 mod reply;
 mod server;
 mod session;
@@ -53,6 +54,8 @@ use tls::TlsIdentity;
 pub(crate) struct Shared {
     pub(crate) config: SinkConfig,
     pub(crate) canned: CannedSet,
+    /// `--greylist`, when its share is above zero.
+    pub(crate) greylist: Option<greylist::Greylist>,
     pub(crate) greetings: Greetings,
     pub(crate) counters: Counters,
     pub(crate) addresses: AddressCounts,
@@ -75,6 +78,7 @@ impl Shared {
         let tls_wrong_name = TlsIdentity::for_names(vec![tls::WRONG_NAME.to_owned()])?;
         Ok(Shared {
             greetings: Greetings::new(&config),
+            greylist: (config.greylist_pct > 0.0).then(|| greylist::Greylist::new(config.greylist_pct)),
             config,
             canned,
             counters: Counters::default(),
