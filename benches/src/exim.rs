@@ -76,7 +76,9 @@ impl EximServer {
         let passwd = dir.join("passwd");
         let group = dir.join("group");
         let mut users = fs::read_to_string("/etc/passwd")?;
-        users.push_str(&format!("Debian-exim:x:{EXIM_UID}:{EXIM_UID}:private exim:/nonexistent:/usr/sbin/nologin\n"));
+        users.push_str(&format!(
+            "Debian-exim:x:{EXIM_UID}:{EXIM_UID}:private exim:/nonexistent:/usr/sbin/nologin\n"
+        ));
         fs::write(&passwd, users)?;
         let mut groups = fs::read_to_string("/etc/group")?;
         groups.push_str(&format!("Debian-exim:x:{EXIM_UID}:\n"));

@@ -25,7 +25,11 @@ async fn a_greylisted_recipient_is_accepted_on_its_retry() {
     let mut retry = connect_ehlo(&sink).await;
     assert_eq!(retry.command("MAIL FROM:<s@c.test>").await.code, 250);
     assert_eq!(retry.command("RCPT TO:<a@grey.test>").await.code, 250);
-    assert_eq!(retry.command("RCPT TO:<b@grey.test>").await.code, 451, "another recipient is new");
+    assert_eq!(
+        retry.command("RCPT TO:<b@grey.test>").await.code,
+        451,
+        "another recipient is new"
+    );
     let stats = sink.stats();
     assert_eq!(stats.rcpt_tempfails, 2);
     sink.shutdown().await;

@@ -482,7 +482,10 @@ mod tests {
             m(451, "4.7.1", "Temporarily rejected by policy"),
             Some(BackoffAction::Slow { .. })
         ));
-        assert!(matches!(m(421, "4.7.0", "Try again later"), Some(BackoffAction::Slow { .. })));
+        assert!(matches!(
+            m(421, "4.7.0", "Try again later"),
+            Some(BackoffAction::Slow { .. })
+        ));
     }
 
     #[test]
@@ -500,8 +503,11 @@ mod tests {
         )
         .expect_err("a factor on ignore");
         assert!(err.to_string().contains("rule[1].factor"), "{err}");
-        let err = BackoffRules::parse("[[rule]]\ncode = [\"451\"]\naction = \"suspend\"\n", Path::new("b.toml"))
-            .expect_err("suspend needs for");
+        let err = BackoffRules::parse(
+            "[[rule]]\ncode = [\"451\"]\naction = \"suspend\"\n",
+            Path::new("b.toml"),
+        )
+        .expect_err("suspend needs for");
         assert!(err.to_string().contains("rule[1].for"), "{err}");
     }
 

@@ -33,11 +33,11 @@ mod workdir;
 
 pub use domains::DomainGroup;
 pub use error::ScenarioError;
+pub use ideal::{Ideal, SinkBound};
 pub use latency::{read_log, LogFigures, Percentiles};
+pub use postfix_peer::PostfixRun;
 pub use recipients::{apportion, assign_groups, body, write_recipients, GroupCount};
 pub use report::{Check, Report, Usage, VolleySummary};
-pub use ideal::{Ideal, SinkBound};
-pub use postfix_peer::PostfixRun;
 pub use run::{default_volley, run, Peer, RunOptions};
 pub use sink_plan::{plan, PlannedSink};
 pub use spec::{CannedSpec, DkimMode, Overrides, Scenario, SinkSpec, BUILTIN_NAME, DEFAULT_SCENARIO};

@@ -66,7 +66,13 @@ pub struct PostfixRun {
 impl PostfixRun {
     /// The report's lines: Postfix's time against volley's and the ideal.
     pub fn render(&self, volley_s: f64, ideal_s: f64) -> String {
-        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "n/a".to_owned() };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}x", a / b)
+            } else {
+                "n/a".to_owned()
+            }
+        };
         format!(
             "  postfix       Postfix {} relay: {} held messages delivered in {:.2} s (release to empty queue; injection {:.2} s not counted) = {} ideal; volley {} faster\n                \
              log: {} sent, {} deferred, {} bounced; sinks accepted {} recipients{}",
@@ -120,11 +126,17 @@ pub fn run(scenario: &Scenario, volley: &Path, dir: &WorkDir, say: &dyn Fn(&str)
         ("relay_transport", "smtp"),
         ("transport_maps", &transport_map),
         ("sender_dependent_default_transport_maps", &randmap),
-        ("smtpd_recipient_restrictions", "check_client_access static:HOLD, permit_mynetworks, reject"),
+        (
+            "smtpd_recipient_restrictions",
+            "check_client_access static:HOLD, permit_mynetworks, reject",
+        ),
         ("smtp_tls_security_level", tls),
         // Back to Postfix's defaults where the throughput relay template raised them.
         ("default_destination_concurrency_limit", "20"),
-        ("smtp_destination_concurrency_limit", "$default_destination_concurrency_limit"),
+        (
+            "smtp_destination_concurrency_limit",
+            "$default_destination_concurrency_limit",
+        ),
         ("smtp_connection_cache_destinations", ""),
         // The scenario's retry wait, as volley's.
         ("minimal_backoff_time", &retry),
@@ -133,11 +145,12 @@ pub fn run(scenario: &Scenario, volley: &Path, dir: &WorkDir, say: &dyn Fn(&str)
     ];
     let postfix_dir = dir.root.join("postfix");
     std::fs::create_dir_all(&postfix_dir).map_err(ScenarioError::io(&postfix_dir))?;
-    let server = PostfixSmtpd::start_with_services(&postfix_dir, &settings, &services).map_err(|e| ScenarioError::Child {
-        what: "private Postfix relay".to_owned(),
-        reason: format!("did not start: {e}"),
-        stderr_tail: String::new(),
-    })?;
+    let server =
+        PostfixSmtpd::start_with_services(&postfix_dir, &settings, &services).map_err(|e| ScenarioError::Child {
+            what: "private Postfix relay".to_owned(),
+            reason: format!("did not start: {e}"),
+            stderr_tail: String::new(),
+        })?;
     let version = postconf(server.conf_dir(), "mail_version");
     say(&format!(
         "Postfix {version} relay on {}; injecting the campaign (held)",
@@ -220,7 +233,12 @@ fn write_transport(scenario: &Scenario, sinks: &[std::net::SocketAddr], path: &P
 }
 
 /// `volley send` of the campaign into Postfix's smtpd; returns the messages it delivered.
-fn inject(scenario: &Scenario, volley: &Path, dir: &WorkDir, relay: std::net::SocketAddr) -> Result<u64, ScenarioError> {
+fn inject(
+    scenario: &Scenario,
+    volley: &Path,
+    dir: &WorkDir,
+    relay: std::net::SocketAddr,
+) -> Result<u64, ScenarioError> {
     let what = "volley send (injection into Postfix)";
     let config = dir.root.join("postfix-inject.toml");
     let text = format!(

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::latency::{LogFigures, Percentiles};
 use super::ideal::Ideal;
+use super::latency::{LogFigures, Percentiles};
 use super::postfix_peer::PostfixRun;
 use super::recipients::GroupCount;
 use super::sink_plan::plan;

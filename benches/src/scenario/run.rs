@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime};
 
 use super::error::ScenarioError;
 use super::ideal::Ideal;
-use super::postfix_peer;
 use super::latency::read_log;
+use super::postfix_peer;
 use super::process::{failed, wait_with_usage, Exit};
 use super::report::{checks, Report, Usage, VolleySummary};
 use super::sink_plan::plan;

@@ -398,9 +398,14 @@ impl Scenario {
             value,
             reason,
         };
-        let own = self.domains.iter().enumerate().filter_map(|(i, g)| Some((format!("domains[{i}].sink"), g.sink.as_ref()?)));
+        let own = self
+            .domains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some((format!("domains[{i}].sink"), g.sink.as_ref()?)));
         for (prefix, s) in std::iter::once(("sink".to_owned(), &self.sink)).chain(own) {
-            s.check().map_err(|(field, value, reason)| invalid(format!("{prefix}.{field}"), value, reason))?;
+            s.check()
+                .map_err(|(field, value, reason)| invalid(format!("{prefix}.{field}"), value, reason))?;
         }
         Ok(())
     }
@@ -513,7 +518,10 @@ mod tests {
         assert_eq!(weights, s.recipients as f64, "the weights are the exact counts");
         let per_domain: Vec<f64> = s.domains[3..].iter().map(|g| g.weight / f64::from(g.len())).collect();
         assert_eq!(per_domain, [1.0, 2.0, 3.0]);
-        assert!(s.domains.iter().all(|g| g.sink.as_ref().is_some_and(|k| k.latency() == Duration::from_millis(50))));
+        assert!(s.domains.iter().all(|g| g
+            .sink
+            .as_ref()
+            .is_some_and(|k| k.latency() == Duration::from_millis(50))));
     }
 
     #[test]
@@ -545,12 +553,18 @@ mod tests {
             ),
             ("[sink]\ntls_faults = [\"melt\"]", "sink.tls_faults[0] = \"melt\""),
             ("[sink]\ngreylist = -1", "sink.greylist = -1"),
-            ("[sink]\nmax_connections_per_client = 0", "sink.max_connections_per_client = 0"),
+            (
+                "[sink]\nmax_connections_per_client = 0",
+                "sink.max_connections_per_client = 0",
+            ),
             (
                 "[sink]\ncanned = [{ stage = \"quit\", text = \"421 bye\" }]",
                 "sink.canned[0].stage = \"quit\"",
             ),
-            ("[sink]\ncanned = [{ stage = \"rcpt\", text = \"hello\" }]", "sink.canned[0].text = \"hello\""),
+            (
+                "[sink]\ncanned = [{ stage = \"rcpt\", text = \"hello\" }]",
+                "sink.canned[0].text = \"hello\"",
+            ),
         ];
         for (line, expected) in cases {
             // Top-level keys go before the mix, tables after it.

@@ -71,7 +71,10 @@ mod tests {
         assert!(grey.defers(a, "u1", "Grey.test"));
         assert!(!grey.defers(a, "u1", "grey.test"), "the retry passes");
         assert!(!grey.defers(same_block, "u1", "grey.test"), "same /24 passes");
-        assert!(grey.defers(other_block, "u1", "grey.test"), "another network is greylisted");
+        assert!(
+            grey.defers(other_block, "u1", "grey.test"),
+            "another network is greylisted"
+        );
         assert!(grey.defers(a, "u2", "grey.test"), "another recipient is greylisted");
     }
 
@@ -79,7 +82,9 @@ mod tests {
     fn the_share_is_stable_and_close_to_pct() {
         let grey = Greylist::new(0.0);
         assert!(!grey.defers([127, 0, 0, 2].into(), "u1", "grey.test"));
-        let hits = (0..20_000).filter(|i| in_share(&format!("u{i}@tail{i}.test"), 30.0)).count();
+        let hits = (0..20_000)
+            .filter(|i| in_share(&format!("u{i}@tail{i}.test"), 30.0))
+            .count();
         assert!((5_600..6_400).contains(&hits), "{hits} of 20,000 at 30 %");
         assert_eq!(in_share("u7@a.test", 30.0), in_share("u7@a.test", 30.0));
         assert!((0..1000).all(|i| in_share(&format!("u{i}@a.test"), 100.0)));

@@ -78,7 +78,11 @@ impl Session {
                 .rcpt_addresses
                 .add(&super::stats::normalize_address(&format!("{local}@{domain}")));
         }
-        if shared.greylist.as_ref().is_some_and(|g| g.defers(self.peer, local, domain)) {
+        if shared
+            .greylist
+            .as_ref()
+            .is_some_and(|g| g.defers(self.peer, local, domain))
+        {
             bump(&shared.counters.rcpt_tempfails);
             reply::push(out, super::greylist::GREYLISTED);
             return Flow::Continue;
