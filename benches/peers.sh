@@ -13,7 +13,12 @@
 # queue on disk and queue in a tmpfs (benches/peers/postfix-relay.sh); (c) volley send ->
 # smtp-sink. Every socket is on 127.0.0.0/8: smtp-sink and the relay listen on 127.0.0.1, volley
 # sends from 127.0.0.2-5. Installs postfix (for smtp-sink/smtp-source and the relay), jq and bc
-# when missing, and makes sure the system's Postfix daemon is not running.
+# when missing; never stops or reconfigures the system's Postfix.
+#
+# Row set (d), RECEIVERS=1 (default; RECEIVERS=0 skips it): issue 15's receiver mix
+# (benches/scenarios/receivers.toml: providers with per-client caps and 421s, greylisting, 50 ms,
+# 10,000 tail domains) delivered by volley and by a private Postfix relay into the same sinks
+# (`volley-bench run --peer postfix`), against the ideal from the receivers' limits. Needs root.
 set -euo pipefail
 
 N=${N:-100000}
@@ -29,6 +34,8 @@ VOLLEY_DKIM=${VOLLEY_DKIM:-""}
 # Postfix-as-a-relay rows, one per queue location: "disk" (/var/tmp), "tmpfs"; empty to skip.
 # Needs root (Postfix's master starts as root).
 POSTFIX_RELAY=${POSTFIX_RELAY-"disk tmpfs"}
+# Issue 15's receiver mix, volley vs a private Postfix relay vs the ideal: 1 to run, 0 to skip.
+RECEIVERS=${RECEIVERS:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/benches/peers
@@ -42,6 +49,8 @@ die() { echo "peers.sh: $*" >&2; exit 1; }
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 for v in $POSTFIX_RELAY; do [[ $v == disk || $v == tmpfs ]] || die "POSTFIX_RELAY: unknown variant '$v' (disk, tmpfs)"; done
+[[ $RECEIVERS == 0 || $RECEIVERS == 1 ]] || die "RECEIVERS must be 0 or 1 (got '$RECEIVERS')"
+[[ $RECEIVERS == 0 || $(id -u) == 0 ]] || die "the receivers rows need root (a private Postfix relay); run as root or set RECEIVERS=0"
 [[ -z $POSTFIX_RELAY || $(id -u) == 0 ]] || die "the Postfix relay rows need root; run as root or set POSTFIX_RELAY="
 # shellcheck source=benches/peers/postfix-relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/peers/postfix-relay.sh"
@@ -60,19 +69,21 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
-# `service postfix status` exits 0 even when nothing runs, so look for Postfix's master process.
-stop_postfix_daemon() {
-    if pgrep -f '^/usr/lib/postfix/sbin/master' >/dev/null; then
-        echo "stopping the Postfix daemon (only smtp-sink/smtp-source are used)"
-        service postfix stop
+# The system's Postfix is never stopped or touched: every Postfix here is a private instance on
+# its own ports. When the system's master runs, the results say so (it may take some CPU).
+system_postfix_note() {
+    if pgrep -xf '/usr/lib/postfix/sbin/master -w' >/dev/null; then
+        echo "the system's Postfix daemon was running (left alone)"
+    else
+        echo "the system's Postfix daemon was not running"
     fi
 }
 
 ensure_packages
-stop_postfix_daemon
+SYSTEM_POSTFIX=$(system_postfix_note)
 
 echo "building the release binary"
-(cd "$ROOT" && cargo build --release --quiet --bin volley)
+(cd "$ROOT" && cargo build --release --quiet -p volley -p volley-bench --bins)
 
 WORK=$(mktemp -d /tmp/volley-peers.XXXXXX)
 chmod 755 "$WORK"
@@ -204,6 +215,33 @@ for variant in "${VARIANTS[@]}"; do
     echo "    $N messages in $v_real s: $wall_rate msg/s wall clock, $summary_rate msg/s by summary (smtp-sink counted $v_count)"
 done
 
+# --- (d) issue 15's receiver mix: volley vs a private Postfix relay vs the ideal -----------------
+RECEIVER_LINES=()
+if [[ $RECEIVERS == 1 ]]; then
+    rcmd=("$ROOT/target/release/volley-bench" run "$ROOT/benches/scenarios/receivers.toml" --peer postfix --json "$WORK/receivers.json")
+    echo "(d) ${rcmd[*]}"
+    # Exit 1: the run finished but a check failed (recorded below); 2: it could not run.
+    status=0
+    "${rcmd[@]}" >"$WORK/receivers.out" 2>"$WORK/receivers.err" || status=$?
+    ((status <= 1)) || die "volley-bench run (receivers) failed: $(tail -n 5 "$WORK/receivers.err")"
+    cat "$WORK/receivers.out"
+    r=$WORK/receivers.json
+    ideal=$(jq -r '.ideal.seconds * 100 | round / 100' "$r")
+    v_s=$(jq -r '.wall_s * 100 | round / 100' "$r")
+    v_x=$(jq -r '.vs_ideal * 100 | round / 100' "$r")
+    p_s=$(jq -r '.postfix.seconds * 100 | round / 100' "$r")
+    p_x=$(jq -r '(.postfix.seconds / .ideal.seconds) * 100 | round / 100' "$r")
+    faster=$(jq -r '(.postfix.seconds / .wall_s) * 10 | round / 10' "$r")
+    goal_ideal=$(jq -r 'if .vs_ideal <= 1.25 then "met" else "missed" end' "$r")
+    goal_postfix=$(jq -r 'if .postfix.seconds >= 5 * .wall_s then "met" else "missed" end' "$r")
+    RECEIVER_LINES+=("" "Issue 15's receiver mix (\`volley-bench run benches/scenarios/receivers.toml --peer postfix\`; $(jq -r '.scenario.recipients' "$r") messages, 10,003 domains, 6 sinks with 50 ms latency; checks all hold: $(jq -r .ok "$r")):" ""
+        "| sender | seconds | x ideal ($ideal s) | deferrals | connections |"
+        "|---|---:|---:|---:|---:|"
+        "| volley send (start to exit) | $v_s | $v_x | $(jq -r .summary.deferrals "$r") | $(jq -r .summary.connections_opened "$r") |"
+        "| Postfix $(jq -r .postfix.version "$r") relay (release of the held queue to empty queue) | $p_s | $p_x | $(jq -r .postfix.deferred "$r") | $(jq -r .postfix.sink.connections "$r") |"
+        "" "volley **${faster}x** faster than Postfix (goal >= 5x: **$goal_postfix**); volley at **${v_x}x** the ideal (goal <= 1.25x: **$goal_ideal**). Postfix settings besides the relay's: $(jq -r '.postfix.settings | join("; ")' "$r").")
+fi
+
 # --- results ------------------------------------------------------------------------------------
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
 # The results file itself is not code: appending to it must not mark the next run "uncommitted".
@@ -213,7 +251,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benche
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
     echo
     echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE."
-    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" POSTFIX_RELAY=\"$POSTFIX_RELAY\" benches/peers.sh\`"
+    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" POSTFIX_RELAY=\"$POSTFIX_RELAY\" RECEIVERS=$RECEIVERS benches/peers.sh\`"
     echo
     echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -236,6 +274,8 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benche
         printf '%s\n' "${RELAY_NOTES[@]}"
     fi
     for c in "${VOLLEY_CMDS[@]}"; do echo "- volley: \`$c\` (configs: benches/peers/)"; done
+    echo "- $SYSTEM_POSTFIX."
+    [[ ${#RECEIVER_LINES[@]} -eq 0 ]] || printf '%s\n' "${RECEIVER_LINES[@]}"
     echo "- msg/s (summary) is volley's \`msgs_per_s\` (start-up and CSV reading included); wall clock is N / the process's elapsed time. CPU is (user + sys) / elapsed."
 } >>"$RESULTS"
 echo "appended to $RESULTS"

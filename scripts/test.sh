@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Volley's whole test suite on a fresh Debian machine: installs what is missing
-# (redis-server; postfix for its smtp-sink/smtp-source; dnsmasq-base; chromium), then checks formatting and
+# (redis-server; postfix for its smtp-sink/smtp-source; dnsmasq-base; chromium; Exim unpacked, not installed), then checks formatting and
 # clippy and runs every test. It never stops, starts or reconfigures a service of the machine:
 # tests start their own smtp-sink, redis-server and sinks on free loopback ports, so a
 # developer's running Postfix (port 25) or Redis (port 6379) is left alone.
@@ -23,6 +23,9 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Exim cannot be installed next to Postfix: its packages are unpacked into target/exim instead
+# (scripts/fetch-exim.sh), for the Exim receiver tests (private daemon, loopback port).
+scripts/fetch-exim.sh
 export PATH="$PATH:/usr/sbin"
 # A one-shot build gains nothing from incremental caches, which are as large as the build.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

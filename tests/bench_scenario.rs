@@ -12,6 +12,7 @@ fn options(keep: Option<PathBuf>) -> RunOptions {
         keep,
         scenario_file: PathBuf::from("tests/bench_scenario.rs"),
         verbose: false,
+        peer: None,
     }
 }
 

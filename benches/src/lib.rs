@@ -30,6 +30,8 @@
 //!   and MX sites ([`dns::BenchZone`], [`dns::BenchDns::start`]), for benchmarks that resolve
 //!   MX like production does; [`dns::TxtZone`] serves TXT records (DKIM keys) and
 //!   [`dns::verifier_for`] points mail-auth's verifier at such a server.
+//! - [`exim`] — [`exim::EximServer`]: a private Exim daemon (unpacked from Debian's packages,
+//!   not installed) receiving on a loopback port with its connection limits, discarding mail.
 //! - [`postfix`] — [`PostfixSink`]: Postfix's `smtp-sink` on a loopback port, dumping every
 //!   transaction to a file, and [`Dumped`]: one transaction parsed (envelope, message as CRLF
 //!   bytes), for interop and DKIM end-to-end tests.
@@ -45,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod exim;
 pub mod postfix;
 pub mod postfix_smtpd;
 pub mod redis;

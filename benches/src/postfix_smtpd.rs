@@ -34,6 +34,12 @@ impl PostfixSmtpd {
     /// pairs applied last), starts it and waits until its smtpd accepts connections. Mail is
     /// accepted from 127.0.0.0/8 for any domain and discarded after queueing.
     pub fn start(dir: &Path, settings: &[(&str, &str)]) -> io::Result<PostfixSmtpd> {
+        PostfixSmtpd::start_with_services(dir, settings, &[])
+    }
+
+    /// [`PostfixSmtpd::start`] with extra master.cf lines (`services`), e.g. an `smtp` client
+    /// service bound to another source address for a relay.
+    pub fn start_with_services(dir: &Path, settings: &[(&str, &str)], services: &[String]) -> io::Result<PostfixSmtpd> {
         let postfix = find_program("postfix").ok_or_else(|| not_found("postfix"))?;
         let postconf = find_program("postconf").ok_or_else(|| not_found("postconf"))?;
         let addr = free_loopback_port()?;
@@ -61,7 +67,12 @@ impl PostfixSmtpd {
                 .replace("@RELAY_DIR@", &dir.to_string_lossy())
         };
         fs::write(conf.join("main.cf"), fill(MAIN_CF))?;
-        fs::write(conf.join("master.cf"), fill(MASTER_CF))?;
+        let mut master = fill(MASTER_CF);
+        for line in services {
+            master.push_str(line);
+            master.push('\n');
+        }
+        fs::write(conf.join("master.cf"), master)?;
         let mut all: Vec<(&str, &str)> = vec![
             // A receiver, not a relay: everything accepted is discarded.
             ("relayhost", ""),
@@ -99,6 +110,16 @@ impl PostfixSmtpd {
     /// Where its smtpd listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its configuration directory (for `postqueue -c`, `postsuper -c`).
+    pub fn conf_dir(&self) -> &Path {
+        &self.conf
+    }
+
+    /// Its queue directory.
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
     }
 
     /// The instance's log (postlogd writes it).

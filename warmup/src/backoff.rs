@@ -60,13 +60,14 @@ pub struct BackoffRule {
     /// Case-insensitive substrings of the reply text; any entry may match.
     #[serde(default)]
     pub text: Vec<String>,
-    /// `slow` or `suspend`.
+    /// `slow`, `suspend` or `ignore`.
     pub action: ActionKind,
     /// For `slow`: the rate multiplier (0 < factor < 1).
     #[serde(default)]
     pub factor: Option<f64>,
-    /// How long the slow-down holds at least, or how long the suspension lasts.
-    #[serde(rename = "for", with = "humantime_serde")]
+    /// How long the slow-down holds at least, or how long the suspension lasts (not for
+    /// `ignore`).
+    #[serde(rename = "for", with = "humantime_serde", default)]
     pub hold: Duration,
 }
 
@@ -78,6 +79,9 @@ pub enum ActionKind {
     Slow,
     /// Send nothing on the pair for a while.
     Suspend,
+    /// Nothing: the reply says nothing about the rate (greylisting); later rules are not
+    /// tried.
+    Ignore,
 }
 
 /// The action a matching rule asks for.
@@ -230,9 +234,21 @@ impl BackoffRules {
                         "action \"suspend\" takes no factor",
                     ))
                 }
+                (ActionKind::Ignore, Some(f)) => {
+                    return Err(invalid(
+                        field("factor"),
+                        f.to_string(),
+                        "action \"ignore\" takes no factor",
+                    ))
+                }
                 _ => {}
             }
-            if rule.hold.is_zero() {
+            if rule.action == ActionKind::Ignore {
+                if !rule.hold.is_zero() {
+                    let value = format!("{:?}", rule.hold);
+                    return Err(invalid(field("for"), value, "action \"ignore\" takes no duration"));
+                }
+            } else if rule.hold.is_zero() {
                 return Err(invalid(field("for"), "\"0s\"".into(), "must be longer than zero"));
             }
         }
@@ -245,12 +261,13 @@ impl BackoffRules {
         self.rules
             .iter()
             .find(|r| r.matches(code, enhanced, &text))
-            .map(|r| match r.action {
-                ActionKind::Slow => BackoffAction::Slow {
+            .and_then(|r| match r.action {
+                ActionKind::Slow => Some(BackoffAction::Slow {
                     factor: r.factor.unwrap_or(0.5),
                     hold: r.hold,
-                },
-                ActionKind::Suspend => BackoffAction::Suspend { hold: r.hold },
+                }),
+                ActionKind::Suspend => Some(BackoffAction::Suspend { hold: r.hold }),
+                ActionKind::Ignore => None,
             })
     }
 }
@@ -448,6 +465,50 @@ mod tests {
         let m = |code, enh, text| rules.matching(Some(code), Some(enh), text);
         assert_eq!(m(451, "4.3.0", "Temporary failure, please try again later"), None);
         assert_eq!(m(450, "4.2.0", "Mailbox busy, try again later"), None);
+    }
+
+    #[test]
+    fn greylisting_does_not_slow_the_ip() {
+        // Regression: "451 4.7.1 Greylisted" (milter-greylist, greylistd, rspamd) matched the
+        // catch-all 421/451 4.7.* rule and halved the pair's rate on every greylisted
+        // recipient: a run with 20 % greylisting fell to a tenth of its speed. Greylisting
+        // says nothing about the rate; other 451 4.7.x answers still slow.
+        let rules = BackoffRules::default();
+        let m = |code, enh, text| rules.matching(Some(code), Some(enh), text);
+        assert_eq!(m(451, "4.7.1", "Greylisted, please try again later"), None);
+        assert_eq!(m(451, "4.7.1", "Greylisting in action, please come back later"), None);
+        assert_eq!(m(450, "4.7.1", "Recipient address rejected: Greylisted"), None);
+        assert!(matches!(
+            m(451, "4.7.1", "Temporarily rejected by policy"),
+            Some(BackoffAction::Slow { .. })
+        ));
+        assert!(matches!(
+            m(421, "4.7.0", "Try again later"),
+            Some(BackoffAction::Slow { .. })
+        ));
+    }
+
+    #[test]
+    fn an_ignore_rule_needs_no_factor_or_hold_and_ends_the_search() {
+        let rules = BackoffRules::parse(
+            "[[rule]]\ntext = [\"grey\"]\naction = \"ignore\"\n             [[rule]]\ncode = [\"451\"]\naction = \"slow\"\nfactor = 0.5\nfor = \"1m\"\n",
+            Path::new("b.toml"),
+        )
+        .expect("rules");
+        assert_eq!(rules.matching(Some(451), None, "greylisted"), None);
+        assert!(rules.matching(Some(451), None, "busy").is_some());
+        let err = BackoffRules::parse(
+            "[[rule]]\ntext = [\"grey\"]\naction = \"ignore\"\nfactor = 0.5\n",
+            Path::new("b.toml"),
+        )
+        .expect_err("a factor on ignore");
+        assert!(err.to_string().contains("rule[1].factor"), "{err}");
+        let err = BackoffRules::parse(
+            "[[rule]]\ncode = [\"451\"]\naction = \"suspend\"\n",
+            Path::new("b.toml"),
+        )
+        .expect_err("suspend needs for");
+        assert!(err.to_string().contains("rule[1].for"), "{err}");
     }
 
     #[test]

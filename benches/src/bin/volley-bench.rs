@@ -8,7 +8,9 @@
 //!   With port 0 it picks a port free for both UDP and TCP and prints it.
 //! - `volley-bench run [SCENARIO.toml] [--recipients N] [--dkim rsa] [--fault SPEC]... [--json F]`:
 //!   runs a benchmark scenario end to end (`volley sink` and `volley send` children) and prints
-//!   msg/s, delivery latency p50/p99, CPU seconds per 1,000 messages, peak RSS and checks; see
+//!   msg/s, delivery latency p50/p99, CPU seconds per 1,000 messages, peak RSS, the time
+//!   against the ideal from the receivers' limits and checks; `--peer postfix` also delivers the
+//!   mix through a private Postfix relay; see
 //!   [`volley_bench::scenario`]. Exit 0 when every check holds, 1 when one fails, 2 on error.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -77,6 +79,10 @@ struct RunArgs {
     /// Keep the work directory (inputs, configs, logs, state) here; must be empty.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// After volley, deliver the same mix with a peer into fresh sinks and compare
+    /// (`postfix`: a private Postfix relay; needs root).
+    #[arg(long, value_enum)]
+    peer: Option<scenario::Peer>,
     /// The volley binary (default: `volley` next to this executable).
     #[arg(long, value_name = "PATH")]
     volley: Option<PathBuf>,
@@ -173,6 +179,7 @@ fn run_scenario(args: RunArgs) -> anyhow::Result<bool> {
         keep: args.keep,
         scenario_file: args.scenario.unwrap_or_else(|| PathBuf::from(scenario::BUILTIN_NAME)),
         verbose: true,
+        peer: args.peer,
     };
     let report = scenario::run(&scenario, &options)?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::spec::SinkSpec;
+
 /// Most domains a group's `pattern` may expand to.
 pub const MAX_GROUP_DOMAINS: u32 = 1_000_000;
 
@@ -39,6 +41,10 @@ pub struct DomainGroup {
     /// How many domains `pattern` expands to (needs `pattern`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// A sink process of the group's own with these settings (`[domains.sink]`), instead of
+    /// one of the scenario's shared `[sink]` processes: a provider with its own limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkSpec>,
 }
 
 /// What is wrong with one group: the field (relative to the group), the value and the reason.
@@ -203,6 +209,7 @@ mod tests {
             domain: Some(domain.to_owned()),
             pattern: None,
             count: None,
+            sink: None,
         }
     }
 
@@ -214,6 +221,7 @@ mod tests {
             domain: None,
             pattern: Some("tail{i}.bench.test".to_owned()),
             count: Some(3),
+            sink: None,
         };
         assert_eq!(group.check(), Ok(()));
         assert_eq!(

@@ -3,8 +3,11 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use super::ideal::Ideal;
 use super::latency::{LogFigures, Percentiles};
+use super::postfix_peer::PostfixRun;
 use super::recipients::GroupCount;
+use super::sink_plan::plan;
 use super::spec::{DkimMode, Scenario};
 use crate::SinkStats;
 
@@ -107,6 +110,13 @@ pub struct Report {
     pub per_sink: Vec<SinkStats>,
     /// The sink processes, together (peak RSS: the largest).
     pub sink_usage: Usage,
+    /// The ideal completion time from the receivers' limits (`ideal.rs`).
+    pub ideal: Ideal,
+    /// `wall_s / ideal.seconds`, when the limits bound the run.
+    pub vs_ideal: Option<f64>,
+    /// The same mix delivered by a private Postfix relay (`--peer postfix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postfix: Option<PostfixRun>,
     /// Consistency checks.
     pub checks: Vec<Check>,
     /// Whether every check holds.
@@ -195,7 +205,7 @@ impl Report {
             dkim_name(sc.dkim),
             sc.source_ips,
             if sc.tls { "on" } else { "off" },
-            sc.sinks
+            plan(sc).len()
         );
         let mix: Vec<String> = self
             .groups
@@ -203,9 +213,11 @@ impl Report {
             .map(|g| format!("{} {} ({} domain(s))", g.name, g.recipients, g.domains))
             .collect();
         let _ = writeln!(out, "  mix           {}", mix.join(", "));
-        let flags = sc.sink_flags();
-        if !flags.is_empty() {
-            let _ = writeln!(out, "  sink flags    {}", flags.join(" "));
+        for (index, sink) in plan(sc).iter().enumerate() {
+            let flags = sc.sink_flags(sink.spec, Some(std::path::Path::new("FILE")));
+            if !flags.is_empty() {
+                let _ = writeln!(out, "  sink {index} flags {}", flags.join(" "));
+            }
         }
         let _ = writeln!(
             out,
@@ -247,6 +259,29 @@ impl Report {
             self.sink_usage.cpu_s,
             self.sink_usage.peak_rss_mib
         );
+        if let Some(ratio) = self.vs_ideal {
+            let _ = writeln!(
+                out,
+                "  vs ideal      {:.2} s wall / {:.2} s ideal from the receivers' limits = {ratio:.2}x",
+                self.wall_s, self.ideal.seconds
+            );
+            for b in self.ideal.sinks.iter().filter(|b| b.seconds > 0.0) {
+                let _ = writeln!(
+                    out,
+                    "                sink {} ({}): {} messages + {:.0} deferred, {} connections, {} ms latency: {:.2} s",
+                    b.sink,
+                    b.groups.join(", "),
+                    b.messages,
+                    b.deferred,
+                    b.connections.unwrap_or(0),
+                    b.latency_s * 1000.0,
+                    b.seconds
+                );
+            }
+        }
+        if let Some(p) = &self.postfix {
+            let _ = writeln!(out, "{}", p.render(self.wall_s, self.ideal.seconds));
+        }
         for c in &self.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };
             let _ = writeln!(out, "  check {mark}    {}: {}", c.name, c.detail);

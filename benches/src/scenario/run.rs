@@ -5,9 +5,12 @@ use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime};
 
 use super::error::ScenarioError;
+use super::ideal::Ideal;
 use super::latency::read_log;
+use super::postfix_peer;
 use super::process::{failed, wait_with_usage, Exit};
 use super::report::{checks, Report, Usage, VolleySummary};
+use super::sink_plan::plan;
 use super::sinks::SinkProcess;
 use super::spec::Scenario;
 use super::workdir::WorkDir;
@@ -25,6 +28,15 @@ pub struct RunOptions {
     pub scenario_file: PathBuf,
     /// Print what is being done to stderr.
     pub verbose: bool,
+    /// Also deliver the same mix with a peer, into fresh sinks with the same settings.
+    pub peer: Option<Peer>,
+}
+
+/// A peer that delivers the same mix after volley (`volley-bench run --peer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// A private Postfix relay (`postfix_peer.rs`); needs root.
+    Postfix,
 }
 
 /// The `volley` binary next to the running executable (the same target directory).
@@ -69,11 +81,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
         root.display()
     ));
     let groups = dir.write_inputs(scenario, volley)?;
-    let flags = scenario.sink_flags();
-    let mut sinks = Vec::with_capacity(scenario.sinks);
-    for index in 0..scenario.sinks {
-        sinks.push(SinkProcess::start(volley, &root, index, &flags)?);
-    }
+    let sinks = start_sinks(scenario, volley, &root, "sink")?;
     let addrs: Vec<_> = sinks.iter().map(SinkProcess::addr).collect();
     say(&format!("sink(s) listening on {addrs:?}"));
     dir.write_config(scenario, &addrs)?;
@@ -126,7 +134,18 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
         cpu_s_per_1000_msgs: per_1000(sink_cpu),
         peak_rss_mib: sink_rss as f64 / 1024.0,
     };
-    let checks = checks(scenario, &summary, &log, &sink);
+    let mut checks = checks(scenario, &summary, &log, &sink);
+    let ideal = Ideal::of(scenario, &groups);
+    let vs_ideal = ideal.duration().map(|d| wall_s / d.as_secs_f64());
+    let postfix = match options.peer {
+        Some(Peer::Postfix) => {
+            say("delivering the same mix through a private Postfix relay");
+            let run = postfix_peer::run(scenario, volley, &dir, &say)?;
+            checks.push(run.check(summary.delivered));
+            Some(run)
+        }
+        None => None,
+    };
     let ok = checks.iter().all(|c| c.ok);
     Ok(Report {
         scenario_file: options.scenario_file.clone(),
@@ -144,9 +163,33 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, Scenario
         sink,
         per_sink,
         sink_usage,
+        ideal,
+        vs_ideal,
+        postfix,
         checks,
         ok,
     })
+}
+
+/// Starts the sink processes of `scenario`'s plan (output in `dir/<prefix>-<index>.*`), each
+/// with its flags; canned replies are written to `dir/<prefix>-<index>.canned.toml`.
+pub(crate) fn start_sinks(
+    scenario: &Scenario,
+    volley: &Path,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<SinkProcess>, ScenarioError> {
+    let planned = plan(scenario);
+    let mut sinks = Vec::with_capacity(planned.len());
+    for (index, sink) in planned.iter().enumerate() {
+        let canned = dir.join(format!("{prefix}-{index}.canned.toml"));
+        if !sink.spec.canned.is_empty() {
+            std::fs::write(&canned, sink.spec.canned_file()).map_err(ScenarioError::io(&canned))?;
+        }
+        let flags = scenario.sink_flags(sink.spec, Some(&canned));
+        sinks.push(SinkProcess::start(volley, dir, &format!("{prefix}-{index}"), &flags)?);
+    }
+    Ok(sinks)
 }
 
 /// The work directory: `keep` (created, must be empty) or a new temporary one (removed when

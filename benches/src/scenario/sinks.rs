@@ -35,12 +35,12 @@ pub struct StoppedSink {
 }
 
 impl SinkProcess {
-    /// Starts `volley sink --listen 127.0.0.1:0 <flags>`, output in `dir/sink-<index>.*`, and
+    /// Starts `volley sink --listen 127.0.0.1:0 <flags>`, output in `dir/<name>.*`, and
     /// waits for its ready line.
-    pub fn start(volley: &Path, dir: &Path, index: usize, flags: &[String]) -> Result<SinkProcess, ScenarioError> {
-        let what = format!("volley sink #{index}");
-        let stdout = dir.join(format!("sink-{index}.stdout"));
-        let stderr = dir.join(format!("sink-{index}.stderr"));
+    pub fn start(volley: &Path, dir: &Path, name: &str, flags: &[String]) -> Result<SinkProcess, ScenarioError> {
+        let what = format!("volley sink {name}");
+        let stdout = dir.join(format!("{name}.stdout"));
+        let stderr = dir.join(format!("{name}.stderr"));
         let out = std::fs::File::create(&stdout).map_err(ScenarioError::io(&stdout))?;
         let err = std::fs::File::create(&stderr).map_err(ScenarioError::io(&stderr))?;
         let child = Command::new(volley)

@@ -59,9 +59,136 @@ pub struct SinkSpec {
     /// STARTTLS faults, `KIND[:ARG][@PCT][#COUNT]` each (`--tls-fault`).
     #[serde(default)]
     pub tls_faults: Vec<String>,
+    /// Connections served at once, all clients together (`--max-connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Connections served at once per client address (`--max-connections-per-client`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    /// Percentage of recipients greylisted: 451 on the first RCPT from a client /24, accepted
+    /// on any later attempt (`--greylist`).
+    #[serde(default)]
+    pub greylist: f64,
+    /// Canned replies for every recipient of the sink (written to a file for `--canned`, with
+    /// `domain = "*"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canned: Vec<CannedSpec>,
     /// Further `volley sink` flags, passed as they are.
     #[serde(default)]
     pub args: Vec<String>,
+}
+
+/// One canned reply of a scenario's sink (`volley sink --canned`), for every recipient domain.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedSpec {
+    /// `connect`, `ehlo`, `mail`, `rcpt` or `data`.
+    pub stage: String,
+    /// The reply, e.g. `"421 4.7.28 rate limited"` (lines separated by `\r\n`).
+    pub text: String,
+    /// Chance per occurrence, percent (default 100).
+    #[serde(default = "hundred")]
+    pub percent: f64,
+}
+
+impl CannedSpec {
+    /// The reply code (`421` for `"421 4.7.0 ..."`), 0 when the text has none.
+    pub fn code(&self) -> u16 {
+        self.text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// Checks the stage, percentage and code; the reason names what is wrong.
+    fn check(&self) -> Result<(), (&'static str, String, String)> {
+        const STAGES: [&str; 5] = ["connect", "ehlo", "mail", "rcpt", "data"];
+        if !STAGES.contains(&self.stage.as_str()) {
+            let reason = format!("must be one of {}", STAGES.join(", "));
+            return Err(("stage", format!("{:?}", self.stage), reason));
+        }
+        if !(self.percent.is_finite() && (0.0..=100.0).contains(&self.percent)) {
+            let reason = "must be a percentage between 0 and 100".to_owned();
+            return Err(("percent", self.percent.to_string(), reason));
+        }
+        if !matches!(self.code() / 100, 2 | 4 | 5) {
+            let reason = "must start with a 2xx, 4xx or 5xx reply code".to_owned();
+            return Err(("text", format!("{:?}", self.text), reason));
+        }
+        Ok(())
+    }
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+impl SinkSpec {
+    /// Checks every field; the error is (field, value, reason), the field relative to the spec.
+    pub(crate) fn check(&self) -> Result<(), (String, String, String)> {
+        let s = self;
+        for (field, pct) in [
+            ("tempfail", s.tempfail),
+            ("permfail", s.permfail),
+            ("drop", s.drop),
+            ("greylist", s.greylist),
+        ] {
+            if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) {
+                let reason = "must be a percentage between 0 and 100".to_owned();
+                return Err((field.to_owned(), pct.to_string(), reason));
+            }
+        }
+        if let Some(latency) = &s.latency {
+            if let Err(e) = humantime::parse_duration(latency) {
+                let reason = format!("not a duration like \"5ms\": {e}");
+                return Err(("latency".to_owned(), format!("{latency:?}"), reason));
+            }
+        }
+        for (field, cap) in [
+            ("max_connections", s.max_connections),
+            ("max_connections_per_client", s.max_connections_per_client),
+        ] {
+            if cap == Some(0) {
+                return Err((field.to_owned(), "0".to_owned(), "must be at least 1".to_owned()));
+            }
+        }
+        for (i, spec) in s.faults.iter().enumerate() {
+            if let Err(reason) = spec.parse::<crate::Fault>() {
+                return Err((format!("faults[{i}]"), format!("{spec:?}"), reason));
+            }
+        }
+        for (i, spec) in s.tls_faults.iter().enumerate() {
+            if let Err(reason) = spec.parse::<crate::TlsFault>() {
+                return Err((format!("tls_faults[{i}]"), format!("{spec:?}"), reason));
+            }
+        }
+        for (i, reply) in s.canned.iter().enumerate() {
+            reply
+                .check()
+                .map_err(|(field, value, reason)| (format!("canned[{i}].{field}"), value, reason))?;
+        }
+        Ok(())
+    }
+
+    /// The delay per reply batch (`latency`), zero when unset.
+    pub fn latency(&self) -> Duration {
+        self.latency
+            .as_deref()
+            .and_then(|l| humantime::parse_duration(l).ok())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The `volley sink --canned` file of `canned` (`[[reply]]` tables, `domain = "*"`).
+    pub fn canned_file(&self) -> String {
+        let mut out = String::from("# Written by volley-bench run.\n");
+        for reply in &self.canned {
+            let mut table = toml::Table::new();
+            table.insert("domain".into(), "*".into());
+            table.insert("stage".into(), reply.stage.clone().into());
+            table.insert("text".into(), reply.text.clone().into());
+            table.insert("percent".into(), reply.percent.into());
+            out.push_str("\n[[reply]]\n");
+            out.push_str(&toml::to_string(&table).unwrap_or_default());
+        }
+        out
+    }
 }
 
 /// A benchmark scenario: the recipient list to generate, the message, DKIM, source IPs, TLS,
@@ -86,7 +213,9 @@ pub struct Scenario {
     /// the sinks do not offer it and volley's `tls = "disabled"`.
     #[serde(default = "default_tls")]
     pub tls: bool,
-    /// Sink processes; domain group `g` is routed to sink `g % sinks`.
+    /// Sink processes shared by the domain groups without a `sink` table of their own; the
+    /// `g`-th such group is routed to shared sink `g % sinks`. A group with its own `sink`
+    /// table gets a sink process of its own with those settings (not `[sink]`'s).
     #[serde(default = "default_sinks")]
     pub sinks: usize,
     /// Seed of the recipient list's shuffle: the same seed writes the same file.
@@ -269,35 +398,22 @@ impl Scenario {
             value,
             reason,
         };
-        let s = &self.sink;
-        for (field, pct) in [("tempfail", s.tempfail), ("permfail", s.permfail), ("drop", s.drop)] {
-            if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) {
-                let reason = "must be a percentage between 0 and 100".to_owned();
-                return Err(invalid(format!("sink.{field}"), pct.to_string(), reason));
-            }
-        }
-        if let Some(latency) = &s.latency {
-            if let Err(e) = humantime::parse_duration(latency) {
-                let reason = format!("not a duration like \"5ms\": {e}");
-                return Err(invalid("sink.latency".to_owned(), format!("{latency:?}"), reason));
-            }
-        }
-        for (i, spec) in s.faults.iter().enumerate() {
-            if let Err(reason) = spec.parse::<crate::Fault>() {
-                return Err(invalid(format!("sink.faults[{i}]"), format!("{spec:?}"), reason));
-            }
-        }
-        for (i, spec) in s.tls_faults.iter().enumerate() {
-            if let Err(reason) = spec.parse::<crate::TlsFault>() {
-                return Err(invalid(format!("sink.tls_faults[{i}]"), format!("{spec:?}"), reason));
-            }
+        let own = self
+            .domains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some((format!("domains[{i}].sink"), g.sink.as_ref()?)));
+        for (prefix, s) in std::iter::once(("sink".to_owned(), &self.sink)).chain(own) {
+            s.check()
+                .map_err(|(field, value, reason)| invalid(format!("{prefix}.{field}"), value, reason))?;
         }
         Ok(())
     }
 
-    /// The `volley sink` flags every sink process gets (besides `--listen`).
-    pub fn sink_flags(&self) -> Vec<String> {
-        let s = &self.sink;
+    /// The `volley sink` flags of a sink with `spec` (besides `--listen`); `canned` is the file
+    /// its canned replies were written to (see [`SinkSpec::canned_file`]).
+    pub fn sink_flags(&self, spec: &SinkSpec, canned: Option<&Path>) -> Vec<String> {
+        let s = spec;
         let mut flags = Vec::new();
         if !self.tls {
             flags.push("--no-starttls".to_owned());
@@ -306,6 +422,7 @@ impl Scenario {
             ("--tempfail", s.tempfail),
             ("--permfail", s.permfail),
             ("--drop", s.drop),
+            ("--greylist", s.greylist),
         ] {
             if pct > 0.0 {
                 flags.extend([flag.to_owned(), pct.to_string()]);
@@ -313,6 +430,17 @@ impl Scenario {
         }
         if let Some(latency) = &s.latency {
             flags.extend(["--latency".to_owned(), latency.clone()]);
+        }
+        for (flag, cap) in [
+            ("--max-connections", s.max_connections),
+            ("--max-connections-per-client", s.max_connections_per_client),
+        ] {
+            if let Some(cap) = cap {
+                flags.extend([flag.to_owned(), cap.to_string()]);
+            }
+        }
+        if let Some(path) = canned.filter(|_| !s.canned.is_empty()) {
+            flags.extend(["--canned".to_owned(), path.display().to_string()]);
         }
         for spec in &s.faults {
             flags.extend(["--fault".to_owned(), spec.clone()]);
@@ -365,7 +493,7 @@ mod tests {
             ]
         );
         assert_eq!(s.domain_count(), 1003);
-        assert!(s.sink_flags().is_empty());
+        assert!(s.sink_flags(&s.sink, None).is_empty());
         // A file with only the mix gets the same defaults.
         let minimal = parse(MIX).unwrap();
         assert_eq!(
@@ -376,11 +504,24 @@ mod tests {
 
     #[test]
     fn the_shipped_scenarios_parse() {
-        for name in ["default", "dkim-rsa", "faults"] {
+        let load = |name: &str| {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.toml"));
-            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(s.domain_count(), 1003, "{name}");
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+        };
+        for name in ["default", "dkim-rsa", "faults"] {
+            assert_eq!(load(name).domain_count(), 1003, "{name}");
         }
+        // Issue 15's mix: 10,000 tail domains with 1-3 messages each, 3 providers.
+        let s = load("receivers");
+        assert_eq!(s.domain_count(), 10_003);
+        let weights: f64 = s.domains.iter().map(|g| g.weight).sum();
+        assert_eq!(weights, s.recipients as f64, "the weights are the exact counts");
+        let per_domain: Vec<f64> = s.domains[3..].iter().map(|g| g.weight / f64::from(g.len())).collect();
+        assert_eq!(per_domain, [1.0, 2.0, 3.0]);
+        assert!(s.domains.iter().all(|g| g
+            .sink
+            .as_ref()
+            .is_some_and(|k| k.latency() == Duration::from_millis(50))));
     }
 
     #[test]
@@ -411,6 +552,19 @@ mod tests {
                 "sink.faults[1] = \"nowhere:close\"",
             ),
             ("[sink]\ntls_faults = [\"melt\"]", "sink.tls_faults[0] = \"melt\""),
+            ("[sink]\ngreylist = -1", "sink.greylist = -1"),
+            (
+                "[sink]\nmax_connections_per_client = 0",
+                "sink.max_connections_per_client = 0",
+            ),
+            (
+                "[sink]\ncanned = [{ stage = \"quit\", text = \"421 bye\" }]",
+                "sink.canned[0].stage = \"quit\"",
+            ),
+            (
+                "[sink]\ncanned = [{ stage = \"rcpt\", text = \"hello\" }]",
+                "sink.canned[0].text = \"hello\"",
+            ),
         ];
         for (line, expected) in cases {
             // Top-level keys go before the mix, tables after it.
@@ -446,7 +600,7 @@ mod tests {
         assert_eq!((s.recipients, s.dkim, s.source_ips), (2000, DkimMode::Ed25519, 2));
         assert_eq!(s.sink.faults, ["data-end:delay:10ms@2"]);
         assert_eq!(
-            s.sink_flags(),
+            s.sink_flags(&s.sink, None),
             ["--no-starttls", "--tempfail", "5", "--fault", "data-end:delay:10ms@2"]
         );
         let err = s

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use super::error::ScenarioError;
 use super::process::failed;
 use super::recipients::{body, write_recipients, GroupCount};
+use super::sink_plan::{plan, sink_of_groups};
 use super::spec::{DkimMode, Scenario};
 
 /// The From domain of the scenario's messages (and the DKIM `d=`).
@@ -130,9 +131,10 @@ pub fn volley_config(scenario: &Scenario, sinks: &[SocketAddr]) -> toml::Table {
     if let Some(first) = sinks.first() {
         routes.insert("*".into(), Value::from(first.to_string()));
     }
-    // Group g goes to sink g % sinks; sink 0 is the catch-all.
+    // Each group to its sink (see sink_plan.rs); sink 0 is the catch-all.
+    let of = sink_of_groups(&plan(scenario), scenario.domains.len());
     for (g, group) in scenario.domains.iter().enumerate() {
-        let index = g % sinks.len().max(1);
+        let index = of[g];
         let Some(sink) = sinks.get(index).filter(|_| index != 0) else {
             continue;
         };
@@ -188,6 +190,7 @@ mod tests {
     #[test]
     fn groups_are_routed_round_robin_over_the_sinks() {
         let mut scenario = Scenario::builtin().unwrap();
+        scenario.sinks = 2;
         scenario.volley_config =
             Some(toml::from_str("max_in_flight = 7\n[smtp]\nmax_connections_per_host = 3").unwrap());
         let sinks: Vec<SocketAddr> = vec!["127.0.0.1:1000".parse().unwrap(), "127.0.0.1:2000".parse().unwrap()];

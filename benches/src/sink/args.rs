@@ -53,6 +53,10 @@ pub struct SinkArgs {
         allow_negative_numbers = true
     )]
     pub drop_pct: f64,
+    /// Percentage of recipients greylisted: 451 4.7.1 on their first RCPT from a client /24,
+    /// accepted on any later attempt.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub greylist: f64,
     /// Connections served at once; more get 421 4.7.0 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -86,6 +90,7 @@ impl SinkArgs {
             ("--tempfail", self.tempfail),
             ("--permfail", self.permfail),
             ("--drop", self.drop_pct),
+            ("--greylist", self.greylist),
         ] {
             if !is_percentage(pct) {
                 return Err(SinkError::InvalidArgument {
@@ -128,6 +133,7 @@ impl SinkArgs {
             permfail_pct: self.permfail,
             latency: self.latency.unwrap_or(Duration::ZERO),
             drop_pct: self.drop_pct,
+            greylist_pct: self.greylist,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             canned,

@@ -49,6 +49,9 @@ pub struct SinkConfig {
     /// Percentage (0..=100) of transactions whose connection is closed without a reply at a
     /// random point: MAIL, the first RCPT, DATA, or after the final dot (RFC 1047 window).
     pub drop_pct: f64,
+    /// Percentage (0..=100) of recipients greylisted: `451 4.7.1` on their first RCPT from a
+    /// client /24, accepted afterwards (see `sink/greylist.rs`). Default zero.
+    pub greylist_pct: f64,
     /// Concurrent connections served; beyond it a new connection gets `421 4.7.0` and is
     /// closed. `None` means unlimited.
     pub max_connections: Option<usize>,
@@ -84,6 +87,7 @@ impl Default for SinkConfig {
             permfail_pct: 0.0,
             latency: Duration::ZERO,
             drop_pct: 0.0,
+            greylist_pct: 0.0,
             max_connections: None,
             max_connections_per_client: None,
             canned: Vec::new(),
@@ -102,6 +106,7 @@ impl SinkConfig {
             ("tempfail_pct", self.tempfail_pct),
             ("permfail_pct", self.permfail_pct),
             ("drop_pct", self.drop_pct),
+            ("greylist_pct", self.greylist_pct),
         ] {
             if !is_percentage(pct) {
                 return Err(SinkError::InvalidConfig {

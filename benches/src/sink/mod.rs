@@ -22,6 +22,7 @@ mod config;
 mod error;
 mod fault_plan;
 mod faults;
+mod greylist;
 mod reply;
 mod server;
 mod session;
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) banner: Box<[u8]>,
     /// What every connection's protocol session advertises and enforces.
     pub(crate) smtp: Arc<volley_smtp_server::SessionConfig>,
+    /// `--greylist`, when its share is above zero.
+    pub(crate) greylist: Option<greylist::Greylist>,
     pub(crate) counters: Counters,
     pub(crate) addresses: AddressCounts,
     /// RCPT TO commands per recipient address, whatever the answer.
@@ -79,6 +82,7 @@ impl Shared {
         Ok(Shared {
             banner: reply::banner(&config),
             smtp: Arc::new(session::smtp_config(&config)),
+            greylist: (config.greylist_pct > 0.0).then(|| greylist::Greylist::new(config.greylist_pct)),
             config,
             canned,
             counters: Counters::default(),

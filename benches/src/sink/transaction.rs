@@ -53,6 +53,14 @@ impl Session {
                 .rcpt_addresses
                 .add(&super::stats::normalize_address(&format!("{local}@{domain}")));
         }
+        if shared
+            .greylist
+            .as_ref()
+            .is_some_and(|g| g.defers(self.peer, local, domain))
+        {
+            bump(&shared.counters.rcpt_tempfails);
+            return self.answer(&super::greylist::GREYLISTED);
+        }
         if let Some(canned) = shared.canned.pick(Stage::Rcpt, domain) {
             let positive = canned.is_positive();
             let flow = self.answer_canned(canned, Stage::Rcpt, shared);

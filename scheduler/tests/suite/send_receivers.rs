@@ -1,7 +1,8 @@
 //! Whole runs against receivers that defend themselves: a connection cap shared by every
-//! client and one per client address (Postfix's `smtpd_client_connection_count_limit`), with
-//! latency. The learned limits, the deferrals (none for a refused connection) and the
-//! completion time against the ideal computed from the cap.
+//! client and one per client address (Postfix's `smtpd_client_connection_count_limit`, Exim's
+//! `smtp_accept_max` in a private daemon), with latency. The learned limits, the deferrals
+//! (none for a refused connection) and the completion time against the ideal computed from the
+//! cap.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,6 +65,24 @@ async fn run_to(receiver: SocketAddr, smtp: volley_engine::SmtpConfig, dir: &Pat
     (summary, elapsed)
 }
 
+/// [`run_to`] in `dir/name` (created).
+async fn run_in(dir: &Path, name: &str, receiver: SocketAddr, smtp: volley_engine::SmtpConfig) -> (Summary, Duration) {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    run_to(receiver, smtp, &dir).await
+}
+
+/// At most the first refusal per (source IP, MX host) may defer; none should.
+fn assert_few_deferrals(summary: &Summary) {
+    let deferred = deferred_lines(summary);
+    assert!(
+        deferred.len() <= 4,
+        "{} deferrals, first {:?}",
+        deferred.len(),
+        deferred.first()
+    );
+}
+
 fn deferred_lines(summary: &Summary) -> Vec<Value> {
     std::fs::read_to_string(&summary.accounting_log)
         .expect("log")
@@ -87,14 +106,7 @@ async fn a_shared_connection_cap_completes_near_the_ideal_without_deferrals() {
     assert_eq!(summary.delivered, MESSAGES as u64, "{summary:?}");
     assert_eq!(sink.stats().messages, MESSAGES as u64);
     assert!(sink.stats().connections_refused >= 1, "the cap was reached");
-    let deferred = deferred_lines(&summary);
-    // At most the first refusal per (source IP, MX host) may defer; none should.
-    assert!(
-        deferred.len() <= 4,
-        "{} deferrals, first {:?}",
-        deferred.len(),
-        deferred.first()
-    );
+    assert_few_deferrals(&summary);
     // Ideal: 10 connections, 2 round trips of 20 ms per message = 250 msg/s: 8 s.
     assert!(elapsed < Duration::from_secs(16), "took {elapsed:?}; the ideal is 8 s");
     sink.shutdown().await;
@@ -148,8 +160,7 @@ async fn a_real_postfix_with_a_client_connection_limit_is_learned_not_deferred()
         max_connections_per_host: LIMIT,
         ..Default::default()
     };
-    std::fs::create_dir_all(dir.path().join("ideal")).expect("dir");
-    let (ideal, ideal_time) = run_to(open.local_addr(), fixed, &dir.path().join("ideal")).await;
+    let (ideal, ideal_time) = run_in(dir.path(), "ideal", open.local_addr(), fixed).await;
     assert_eq!(ideal.delivered, MESSAGES as u64);
     drop(open);
 
@@ -158,26 +169,68 @@ async fn a_real_postfix_with_a_client_connection_limit_is_learned_not_deferred()
         &[("smtpd_client_connection_count_limit", "3")],
     )
     .expect("postfix");
-    std::fs::create_dir_all(dir.path().join("adaptive")).expect("dir");
     let smtp = volley_engine::SmtpConfig::default();
-    let (summary, elapsed) = run_to(capped.local_addr(), smtp, &dir.path().join("adaptive")).await;
+    let (summary, elapsed) = run_in(dir.path(), "adaptive", capped.local_addr(), smtp).await;
     let log = capped.log();
     assert_eq!(summary.delivered, MESSAGES as u64, "{summary:?}");
     assert!(
         log.contains("Connection concurrency limit exceeded"),
         "Postfix enforced its limit: {log}"
     );
-    let deferred = deferred_lines(&summary);
-    assert!(
-        deferred.len() <= 4,
-        "{} deferrals, first {:?}",
-        deferred.len(),
-        deferred.first()
-    );
+    assert_few_deferrals(&summary);
     for route in &summary.connection_limits {
         assert_eq!(route.limit, LIMIT, "Postfix's limit per client address: {route:?}");
     }
     eprintln!("Postfix smtpd, {MESSAGES} messages: ideal {ideal_time:?}, adaptive {elapsed:?}");
+    assert!(
+        elapsed < ideal_time * 2 + Duration::from_secs(1),
+        "adaptive {elapsed:?} vs ideal {ideal_time:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_within_2x_of_ideal_against_exim_smtp_accept_max() {
+    use volley_bench::exim::{exim_binary, exim_dir, EximServer};
+    if !is_root() {
+        eprintln!("skipped: a private Exim daemon needs root (a mount namespace for its user)");
+        return;
+    }
+    if exim_binary().is_none() {
+        eprintln!(
+            "skipped: no Exim unpacked in {} (scripts/fetch-exim.sh fetches it; scripts/test.sh runs it)",
+            exim_dir().display()
+        );
+        return;
+    }
+    /// Connections Exim serves at once, every client together: 2 per source IP at best.
+    const ACCEPT_MAX: usize = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The ideal: the same Exim without the cap, Volley held at ACCEPT_MAX / 4 per source IP.
+    let open = EximServer::start(&dir.path().join("open"), &[]).expect("exim");
+    let fixed = volley_engine::SmtpConfig {
+        initial_connections_per_host: ACCEPT_MAX / 4,
+        max_connections_per_host: ACCEPT_MAX / 4,
+        ..Default::default()
+    };
+    let (ideal, ideal_time) = run_in(dir.path(), "ideal", open.local_addr(), fixed).await;
+    assert_eq!(ideal.delivered, MESSAGES as u64, "{ideal:?}");
+    drop(open);
+
+    let max = ACCEPT_MAX.to_string();
+    let capped = EximServer::start(&dir.path().join("capped"), &[("smtp_accept_max", &max)]).expect("exim");
+    let smtp = volley_engine::SmtpConfig::default();
+    let (summary, elapsed) = run_in(dir.path(), "adaptive", capped.local_addr(), smtp).await;
+    let log = capped.log();
+    assert_eq!(summary.delivered, MESSAGES as u64, "{summary:?}");
+    assert!(
+        log.contains("refused: too many connections"),
+        "Exim enforced smtp_accept_max: {}",
+        log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    let received = log.matches(" <= ").count();
+    assert!(received >= MESSAGES, "Exim logged {received} arrivals");
+    assert_few_deferrals(&summary);
+    eprintln!("Exim smtp_accept_max = {ACCEPT_MAX}, {MESSAGES} messages: ideal {ideal_time:?}, adaptive {elapsed:?}");
     assert!(
         elapsed < ideal_time * 2 + Duration::from_secs(1),
         "adaptive {elapsed:?} vs ideal {ideal_time:?}"
