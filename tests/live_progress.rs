@@ -76,7 +76,14 @@ fn metrics_and_status_lines_follow_a_running_send() {
             // The connection gauge is sampled every 250 ms: a scrape right after the first
             // delivery may still show the value from before the first connection opened.
             let open = sample(&body, "volley_open_connections").unwrap_or(0.0);
-            if d > 0.0 && d < n as f64 && open >= 1.0 {
+            // Both source IPs have delivered: one IP's first connections may open a few
+            // hundred milliseconds after the other's.
+            let both = ["127.0.0.2", "127.0.0.3"].iter().all(|ip| {
+                body.contains(&format!(
+                    "volley_attempts_total{{campaign=\"watched\",outcome=\"delivered\",source_ip=\"{ip}\""
+                ))
+            });
+            if d > 0.0 && d < n as f64 && open >= 1.0 && both {
                 mid_run = Some(body);
                 break;
             }
