@@ -87,7 +87,7 @@ pub fn warmup_caps(
 /// and prints where; a report that cannot be written is a warning, never a failed run.
 pub fn write_html(s: &Summary, caps: Option<&crate::html_report::WarmupCaps>) {
     let out = s.accounting_log.with_file_name("report.html");
-    match crate::html_report::write(&s.accounting_log, &out, caps) {
+    match crate::html_report::write(&s.accounting_log, None, &out, caps) {
         Ok(_) => println!("  HTML report:    {}", out.display()),
         Err(e) => eprintln!("volley: no HTML report for campaign {}: {e:#}", s.campaign),
     }

@@ -307,3 +307,79 @@ fn report_rates_log_axes_thousands_warmup_caps_and_top_n_of_m() {
     assert!(html.contains("<h2>Busiest domains (top 50 of 60)</h2>"), "60 domains");
     assert!(html.contains("<h2>Busiest MX sites (top 3 of 3)</h2>"), "3 sites");
 }
+
+/// A feedback log for [`known_log`]'s campaign: per IP/provider a number of complaints,
+/// unsubscribes and asynchronous bounces, plus a repeated event, a `delayed` notice (no rate)
+/// and a damaged line.
+fn known_feedback(dir: &Path) -> std::path::PathBuf {
+    let mut lines = Vec::new();
+    let mut push = |id: String, ip: &str, provider: &str, outcome: &str| {
+        lines.push(format!(
+            r#"{{"ts":"2026-12-01T11:00:00Z","event_id":"{id}","campaign":"known","recipient":"u@d.test","domain":"d.test","source_ip":"{ip}","provider":"{provider}","outcome":"{outcome}","async":true,"code":null,"enhanced":null,"category":null,"text":"x","line":1,"message_id":"m","suppression":"suppress","list":"global"}}"#
+        ));
+    };
+    for i in 0..27 {
+        push(format!("c{i}"), "127.0.0.2", "gmail", "complained");
+    }
+    for i in 0..45 {
+        push(format!("u{i}"), "127.0.0.2", "gmail", "unsubscribed");
+    }
+    for i in 0..18 {
+        push(format!("b{i}"), "127.0.0.2", "gmail", "bounced");
+    }
+    push("d0".into(), "127.0.0.2", "gmail", "delayed");
+    push("m0".into(), "127.0.0.3", "microsoft", "complained");
+    push("m0".into(), "127.0.0.3", "microsoft", "complained");
+    lines.push("{not a record".into());
+    write(dir, "feedback.jsonl", &(lines.join("\n") + "\n"))
+}
+
+#[test]
+fn the_report_shows_complaint_unsubscribe_and_bounce_rates_from_the_feedback_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = known_log(dir.path());
+    let out = dir.path().join("r.html");
+
+    // No feedback log beside the accounting log: the section says so.
+    let o = report(&log, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let html = std::fs::read_to_string(&out).expect("report");
+    assert!(html.contains("No feedback log beside the accounting log"), "{html}");
+
+    known_feedback(dir.path());
+    let o = report(&log, &out, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("feedback.jsonl: line(s) skipped, the first is line 94"),
+        "{}",
+        text(&o)
+    );
+    let html = std::fs::read_to_string(&out).expect("report");
+    let heading = "<h2>After delivery";
+    assert!(html.contains("1 repeated events counted once"), "{html}");
+    // gmail: 9,000 delivered, 90 bounced in the conversation + 18 later of 9,090 mailed;
+    // 27 complaints (0.30 %: at the limit, not over), 45 unsubscribes.
+    let gmail = row_after(&html, heading, "gmail");
+    assert_eq!(
+        gmail,
+        "<tr><td>gmail</td><td>9,000</td><td>18</td><td>27</td><td>45</td><td class=\"rate\">1.19%</td>\
+         <td class=\"rate\">0.20%</td><td class=\"rate\">0.30%</td><td class=\"rate\">0.50%</td>"
+    );
+    // microsoft: 1 complaint (sent twice) of 11 delivered is over the limit and marked.
+    let microsoft = row_after(&html, heading, "microsoft");
+    assert!(microsoft.contains("<td class=\"rate over\">9.09%</td>"), "{microsoft}");
+    let ip3 = row_after(&html, heading, "127.0.0.3");
+    assert!(
+        ip3.starts_with("<tr><td>127.0.0.3</td><td>11</td><td>0</td><td>1</td><td>0</td><td class=\"rate\">8.33%</td>"),
+        "{ip3}"
+    );
+    // The campaign row sums both IPs: 28 complaints of 9,011 delivered.
+    let campaign = row_after(&html, heading, "known");
+    assert!(campaign.contains("<td class=\"rate over\">0.31%</td>"), "{campaign}");
+
+    // --feedback names another log; a missing one is an error naming it.
+    let missing = dir.path().join("nowhere.jsonl");
+    let o = report(&log, &out, &[Path::new("--feedback"), &missing]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("nowhere.jsonl does not exist"), "{}", text(&o));
+}

@@ -3,6 +3,8 @@
 //! latency, busiest sites and domains — with SVG charts drawn by plotters.
 //!
 //! - `aggregate.rs` — one streaming pass over the log into totals.
+//! - `feedback.rs` — the reports that came back after delivery (`feedback.jsonl`) as complaint,
+//!   unsubscribe and bounce rates.
 //! - `charts.rs` — the SVG charts (log axes, legends beside the plot; also used by
 //!   `volley warmup plot`).
 //! - `page.rs` — the HTML page.
@@ -10,6 +12,7 @@
 
 mod aggregate;
 pub(crate) mod charts;
+mod feedback;
 mod page;
 mod warmup;
 
@@ -33,12 +36,28 @@ pub struct ReportArgs {
     /// and the share of it used.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The feedback log (asynchronous bounces, complaints, unsubscribes) whose rates the page
+    /// shows. Default: `feedback.jsonl` beside the accounting log, when there is one.
+    #[arg(long)]
+    pub feedback: Option<PathBuf>,
 }
 
-/// Writes the report of the accounting log `log` to `out`; returns what was read.
-pub fn write(log: &Path, out: &Path, caps: Option<&WarmupCaps>) -> anyhow::Result<Totals> {
+/// Writes the report of the accounting log `log` to `out`, with the rates of the feedback log
+/// `feedback` (default: the one beside `log`); returns what was read.
+pub fn write(log: &Path, feedback: Option<&Path>, out: &Path, caps: Option<&WarmupCaps>) -> anyhow::Result<Totals> {
     let totals = Totals::read(log)?;
-    let html = page::render(&totals, &log.display().to_string(), caps)?;
+    let feedback_path = feedback.map_or_else(|| feedback::beside(log), Path::to_path_buf);
+    let returned = feedback::Feedback::read(&feedback_path)?;
+    if feedback.is_some() && returned.is_none() {
+        anyhow::bail!("feedback log {} does not exist", feedback_path.display());
+    }
+    if let Some((line, why)) = returned.as_ref().and_then(|f| f.first_malformed.as_ref()) {
+        eprintln!(
+            "volley report: {}: line(s) skipped, the first is line {line}: {why}",
+            feedback_path.display()
+        );
+    }
+    let html = page::render(&totals, &log.display().to_string(), returned.as_ref(), caps)?;
     std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))?;
     Ok(totals)
 }
@@ -50,7 +69,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
         Some(path) => Some(caps_of(path)?),
         None => None,
     };
-    let totals = write(&args.log, &args.out, caps.as_ref())?;
+    let totals = write(&args.log, args.feedback.as_deref(), &args.out, caps.as_ref())?;
     println!(
         "wrote {}: {} lines, {} final outcomes",
         args.out.display(),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::aggregate::{Tally, Totals, OUTCOMES};
 use super::charts;
+use super::feedback::{self, Feedback};
 use super::warmup::{self, WarmupCaps};
 use crate::numbers::{percent, thousands};
 
@@ -56,6 +57,17 @@ fn tally_table(out: &mut String, key: &str, rows: &[(&String, &Tally)], rates: b
     out.push_str("</table>\n");
 }
 
+/// The warning about `count` lines of a `what` log that were skipped, naming the first.
+pub fn skipped_lines(out: &mut String, what: &str, count: u64, first: Option<&(u64, String)>) {
+    if let Some((line, why)) = first {
+        let _ = writeln!(
+            out,
+            "<p class=\"warn\">{count} line(s) are not {what} records and were skipped; the first is line {line}: {}</p>",
+            escape(why)
+        );
+    }
+}
+
 /// How the rate columns are computed, shown once under the outcomes table.
 const RATES_NOTE: &str = "<p class=\"meta\">bounce % = bounced / (delivered + bounced + expired); \
      deferral % = deferred / (delivered + deferred + bounced), the attempts a server answered.</p>\n";
@@ -103,9 +115,14 @@ fn outcome_bars_and_table(
     Ok(())
 }
 
-/// The whole page for `totals` read from `source` (shown as the log's name); `caps` gives the
-/// warm-up section its caps.
-pub fn render(totals: &Totals, source: &str, caps: Option<&WarmupCaps>) -> anyhow::Result<String> {
+/// The whole page for `totals` read from `source` (shown as the log's name), with the rates of
+/// `returned` (the feedback log); `caps` gives the warm-up section its caps.
+pub fn render(
+    totals: &Totals,
+    source: &str,
+    returned: Option<&Feedback>,
+    caps: Option<&WarmupCaps>,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     let title = format!(
         "Volley report — {}",
@@ -140,14 +157,12 @@ pub fn render(totals: &Totals, source: &str, caps: Option<&WarmupCaps>) -> anyho
             finals as f64
         },
     );
-    if let Some((line, why)) = &totals.first_malformed {
-        let _ = writeln!(
-            out,
-            "<p class=\"warn\">{} line(s) are not accounting records and were skipped; the first is line {line}: {}</p>",
-            totals.malformed,
-            escape(why)
-        );
-    }
+    skipped_lines(
+        &mut out,
+        "accounting",
+        totals.malformed,
+        totals.first_malformed.as_ref(),
+    );
     out.push_str("<h2>Outcomes</h2>\n");
     let campaigns: Vec<(&String, &Tally)> = totals.campaigns.iter().collect();
     tally_table(&mut out, "campaign", &campaigns, true);
@@ -164,6 +179,8 @@ pub fn render(totals: &Totals, source: &str, caps: Option<&WarmupCaps>) -> anyho
     out.push_str("<h2>Per source IP</h2>\n");
     let ips: Vec<(&String, &Tally)> = totals.by_ip.iter().collect();
     outcome_bars_and_table(&mut out, "Outcomes per source IP", "source IP", &ips, true)?;
+
+    feedback::section(&mut out, totals, returned);
 
     warmup::section(&mut out, totals, caps);
 

@@ -29,7 +29,7 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn config(dir: &Path) -> SendConfig {
+pub fn config(dir: &Path) -> SendConfig {
     std::fs::write(dir.join("keys"), format!("1 {SECRET}\n")).expect("key file");
     let feedback: FeedbackConfig = toml::from_str(&format!(
         "bounce_domain = \"{BOUNCE_DOMAIN}\"\nkey_file = \"{}\"\n",
@@ -126,7 +126,7 @@ fn drained(state: &Path) {
     }
 }
 
-fn log(path: &Path) -> Vec<Value> {
+pub fn log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -134,7 +134,7 @@ fn log(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
+pub fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
     store
         .check(&[GLOBAL], &[address])
         .expect("check")

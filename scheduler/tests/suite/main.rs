@@ -6,6 +6,7 @@ mod bounce_rules;
 mod common;
 mod fault_matrix;
 mod inbound_listener;
+mod inbound_postfix;
 mod input_campaign;
 mod input_fetch;
 mod input_message;
