@@ -221,10 +221,20 @@ pub(crate) const SOFT_REASON_HEAD: &str = "soft bounces: ";
 /// The `source` of an entry created by soft-bounce promotion.
 pub(crate) const SOFT_SOURCE: &str = "soft-bounces";
 
-/// `new` merged into `old` (see [`Update::Suppress`]).
+/// The source prefix of the suppressions a campaign's SMTP replies make (`bounce:<campaign>`).
+pub(crate) const CAMPAIGN_BOUNCE_SOURCE: &str = "bounce:";
+
+/// `new` merged into `old` (see [`Update::Suppress`]). A campaign gives each recipient one
+/// final outcome, so a `bounce:<campaign>` update onto an entry from that same campaign is the
+/// same event applied again (a run killed after its batch reached the store but before it
+/// saved its mark replays the batch): the entry is kept as it is. Mirrored in
+/// `redis/apply.lua`.
 pub(crate) fn merge(old: Option<Entry>, new: &Entry) -> Entry {
     let mut merged = new.clone();
     if let Some(old) = old {
+        if old.source == new.source && new.source.starts_with(CAMPAIGN_BOUNCE_SOURCE) {
+            return old;
+        }
         merged.first = old.first.min(new.first);
         merged.last = old.last.max(new.last);
         merged.count = old.count.saturating_add(new.count);

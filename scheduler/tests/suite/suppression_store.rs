@@ -41,6 +41,7 @@ macro_rules! both_backends {
 both_backends!(
     suppress_and_check_batch,
     merge_bumps_count_keeps_first,
+    a_replayed_bounce_of_the_same_campaign_counts_once,
     remove_clears_entry_and_soft_count,
     soft_bounces_below_limit_are_counted,
     soft_bounces_at_limit_suppress,
@@ -166,6 +167,25 @@ fn merge_bumps_count_keeps_first(fresh: Fresh) {
         ("complained by phone", "manual", None)
     );
     assert_eq!(store.len(GLOBAL).unwrap(), 1);
+}
+
+/// A campaign gives each recipient one final outcome, so a second `bounce:<campaign>` update
+/// for an address is the same event replayed (a run killed after its batch reached the store
+/// but before its mark was saved): it must not count twice.
+fn a_replayed_bounce_of_the_same_campaign_counts_once(fresh: Fresh) {
+    let store = fresh();
+    store.apply(&[hard(GLOBAL, "a@x.test", T0)]).unwrap();
+    store.apply(&[hard(GLOBAL, "a@x.test", T0 + 1)]).unwrap();
+    let e = store.get(GLOBAL, "a@x.test").unwrap().unwrap();
+    assert_eq!((e.first, e.last, e.count), (T0, T0, 1), "{e:?}");
+    // Another campaign's bounce is another event.
+    let other = Entry::new("550 5.1.1 user unknown", "bounce:c2", T0 + 60);
+    store.apply(&[Update::suppress(GLOBAL, "a@x.test", other)]).unwrap();
+    let e = store.get(GLOBAL, "a@x.test").unwrap().unwrap();
+    assert_eq!(
+        (e.first, e.last, e.count, e.source.as_str()),
+        (T0, T0 + 60, 2, "bounce:c2")
+    );
 }
 
 fn remove_clears_entry_and_soft_count(fresh: Fresh) {

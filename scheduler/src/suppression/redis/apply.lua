@@ -13,15 +13,22 @@ for i = 0, n - 1 do
   if op == 's' then
     local new = cjson.decode(payload)
     local old = redis.call('HGET', skey, addr)
+    local replayed = false
     if old then
       local ok, o = pcall(cjson.decode, old)
       if ok and type(o) == 'table' and tonumber(o.first) and tonumber(o.last) and tonumber(o.count) then
+        -- The same campaign's bounce again is the same event replayed: keep the entry.
+        if o.source == new.source and type(new.source) == 'string' and string.sub(new.source, 1, 7) == 'bounce:' then
+          replayed = true
+        end
         new.first = math.min(o.first, new.first)
         new.last = math.max(o.last, new.last)
         new.count = math.min(o.count + new.count, 4294967295)
       end
     end
-    redis.call('HSET', skey, addr, cjson.encode(new))
+    if not replayed then
+      redis.call('HSET', skey, addr, cjson.encode(new))
+    end
   elseif op == 'b' then
     if redis.call('HEXISTS', skey, addr) == 0 then
       local b = cjson.decode(payload)
