@@ -89,12 +89,10 @@ impl Quarantine {
                 source,
             })?;
         write_synced(&mut sidecar_file, &json, &json_path)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| QuarantineError {
-                path: self.dir.clone(),
-                source,
-            })?;
+        volley_files::sync_dir(&self.dir).map_err(|source| QuarantineError {
+            path: self.dir.clone(),
+            source,
+        })?;
         Ok(eml)
     }
 

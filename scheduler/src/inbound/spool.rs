@@ -4,7 +4,6 @@
 //! are durable, so a crash between the two replays it (its events are counted once: see
 //! `apply.rs`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,7 +62,6 @@ impl Spool {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{}-{}-{n}", now.as_secs(), now.subsec_nanos(), std::process::id());
-        let tmp = self.dir.join(format!("{name}.tmp"));
         let path = self.dir.join(format!("{name}.msg"));
         let line = EnvelopeLine {
             mail_from: envelope.mail_from.clone(),
@@ -72,16 +70,9 @@ impl Spool {
             received: now.as_secs(),
         };
         let mut head =
-            serde_json::to_vec(&line).map_err(|e| io(&tmp, "encode an envelope")(std::io::Error::other(e)))?;
+            serde_json::to_vec(&line).map_err(|e| io(&path, "encode an envelope")(std::io::Error::other(e)))?;
         head.push(b'\n');
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp, "write a spool file"))?;
-        file.write_all(&head).map_err(io(&tmp, "write a spool file"))?;
-        file.write_all(raw).map_err(io(&tmp, "write a spool file"))?;
-        file.sync_all().map_err(io(&tmp, "sync a spool file"))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(&path, "place a spool file"))?;
-        let dir = std::fs::File::open(&self.dir).map_err(io(&self.dir, "open the spool folder"))?;
-        dir.sync_all().map_err(io(&self.dir, "sync the spool folder"))?;
+        volley_files::write_atomic(&path, &[&head, raw]).map_err(io(&path, "write a spool file"))?;
         Ok(path)
     }
 

@@ -6,7 +6,6 @@
 //! and lifting one is an unlink, so two processes never read-modify-write a shared file and
 //! need no lock between them. A running process lists the folder about once a second.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Hold, ReputationError, Scope};
@@ -68,19 +67,12 @@ impl HoldDir {
     pub fn place(&self, hold: &Hold) -> Result<(), ReputationError> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir, "create the holds folder"))?;
         let path = self.dir.join(Self::file_name(&hold.scope));
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(hold).map_err(|e| ReputationError::Io {
-            path: tmp.clone(),
+            path: path.clone(),
             action: "encode a hold",
             source: std::io::Error::other(e),
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(io(&tmp, "write a hold"))?;
-        file.write_all(&text).map_err(io(&tmp, "write a hold"))?;
-        file.sync_all().map_err(io(&tmp, "sync a hold"))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path, "place a hold"))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
+        volley_files::write_atomic(&path, &[&text]).map_err(io(&path, "place a hold"))?;
         Ok(())
     }
 
@@ -89,9 +81,7 @@ impl HoldDir {
         let path = self.dir.join(Self::file_name(scope));
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                if let Ok(d) = std::fs::File::open(&self.dir) {
-                    let _ = d.sync_all();
-                }
+                let _ = volley_files::sync_dir(&self.dir);
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

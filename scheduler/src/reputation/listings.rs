@@ -175,9 +175,7 @@ pub fn write_override(dir: &HoldDir, ip: IpAddr) -> Result<(), ReputationError> 
     let path = folder.join(file_of(ip));
     let file = std::fs::File::create(&path).map_err(io(path.clone(), "write an override"))?;
     file.sync_all().map_err(io(path, "sync an override"))?;
-    if let Ok(d) = std::fs::File::open(&folder) {
-        let _ = d.sync_all();
-    }
+    let _ = volley_files::sync_dir(&folder);
     Ok(())
 }
 

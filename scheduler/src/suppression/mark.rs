@@ -11,7 +11,7 @@
 //! suppress early).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -83,7 +83,7 @@ impl WrittenMark {
         &self.path
     }
 
-    /// Moves the mark to `end` (never back): written to a temporary file, synced, renamed.
+    /// Moves the mark to `end` (never back): replaced atomically and durably.
     pub fn advance(&self, end: u64) -> Result<(), SuppressionError> {
         if end > self.get() {
             self.store(end)?;
@@ -93,11 +93,8 @@ impl WrittenMark {
 
     fn store(&self, at: u64) -> Result<(), SuppressionError> {
         let mut guard = self.at.lock().unwrap_or_else(|p| p.into_inner());
-        let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(io(&tmp, "write the suppression mark"))?;
-        writeln!(file, "{at}").map_err(io(&tmp, "write the suppression mark"))?;
-        file.sync_all().map_err(io(&tmp, "sync the suppression mark"))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path, "replace the suppression mark"))?;
+        volley_files::write_atomic(&self.path, &[format!("{at}\n").as_bytes()])
+            .map_err(io(&self.path, "replace the suppression mark"))?;
         *guard = at;
         Ok(())
     }
