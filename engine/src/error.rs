@@ -98,6 +98,24 @@ pub enum SessionError {
     },
 }
 
+/// Lower-case texts of greeting refusals that are volume or reputation throttles (see
+/// [`SessionError::is_throttle_at_greeting`]): Yahoo's `[TSS0x]`/`[TS0x]` codes and the
+/// wording providers use for deferrals by volume, rate or complaints.
+const THROTTLE_TEXTS: &[&str] = &[
+    "[tss0",
+    "[ts0",
+    "temporarily deferred",
+    "unexpected volume",
+    "user complaints",
+    "rate limit",
+    "rate-limit",
+    "too many messages",
+];
+
+/// Lower-case texts that name a connection count: such a refusal is a cap, whatever else the
+/// text says.
+const CONNECTION_COUNT_TEXTS: &[&str] = &["connection", "concurrent", "sessions"];
+
 impl SessionError {
     /// The phase in which the error happened.
     pub fn phase(&self) -> Phase {
@@ -148,6 +166,23 @@ impl SessionError {
             SessionError::Connect { error, .. } => error.kind() == io::ErrorKind::ConnectionRefused || reset(error),
             _ => false,
         }
+    }
+
+    /// Whether a refusal at the greeting (see [`SessionError::is_connection_refusal`]) is a
+    /// receiver's volume or reputation throttle rather than its connection cap: a 4xx whose
+    /// text says so (Yahoo's `421 4.7.0 [TSS04] Messages from … temporarily deferred due to
+    /// unexpected volume or user complaints`, "rate limited", …) and does not speak of
+    /// connections. Such a refusal comes at any number of open connections; it says nothing
+    /// about how many the receiver allows.
+    pub fn is_throttle_at_greeting(&self) -> bool {
+        let SessionError::Rejected { phase, reply } = self else {
+            return false;
+        };
+        if !matches!(phase, Phase::Banner | Phase::Ehlo) || reply.code / 100 != 4 {
+            return false;
+        }
+        let text = reply.text.to_ascii_lowercase();
+        !CONNECTION_COUNT_TEXTS.iter().any(|t| text.contains(t)) && THROTTLE_TEXTS.iter().any(|t| text.contains(t))
     }
 
     /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
@@ -291,5 +326,33 @@ mod tests {
             after: Duration::from_secs(1),
         };
         assert!(!timeout.is_connection_refusal(), "a silent host is not a cap");
+    }
+
+    #[test]
+    fn volume_throttles_at_the_greeting_are_told_from_connection_caps() {
+        let at_banner = |text: &str| SessionError::Rejected {
+            phase: Phase::Banner,
+            reply: reply(421, text),
+        };
+        let yahoo = at_banner(
+            "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints - 4.16.55.1",
+        );
+        assert!(yahoo.is_connection_refusal() && yahoo.is_throttle_at_greeting());
+        assert!(at_banner("4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred").is_throttle_at_greeting());
+        assert!(at_banner("4.7.28 Our system has detected an unusual rate limit breach").is_throttle_at_greeting());
+        for cap in [
+            "4.7.0 Too many concurrent SMTP connections from this IP address; please try again later.",
+            "4.7.0 mx.test Error: too many connections from 192.0.2.1",
+            "Too many concurrent SMTP connections; please try again later.",
+            "4.7.0 rate limit: too many sessions",
+            "try later",
+        ] {
+            assert!(!at_banner(cap).is_throttle_at_greeting(), "{cap}");
+        }
+        let later = SessionError::Rejected {
+            phase: Phase::RcptTo,
+            reply: reply(421, "4.7.0 [TSS04] temporarily deferred"),
+        };
+        assert!(!later.is_throttle_at_greeting(), "only at the greeting");
     }
 }

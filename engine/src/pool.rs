@@ -465,15 +465,20 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                     sent_on_connection = 0;
                     (*s, permit)
                 }
-                Opened::Refused => {
+                Opened::Refused { throttled } => {
                     // Not this host's failure: the delivery (and what a broken batch left
                     // unsent) waits for the open connections.
-                    let mut returned = lock(&host.returned);
-                    for d in unsent.drain(..).rev() {
-                        returned.push_front(d);
+                    {
+                        let mut returned = lock(&host.returned);
+                        for d in unsent.drain(..).rev() {
+                            returned.push_front(d);
+                        }
+                        returned.push_front(delivery);
                     }
-                    returned.push_front(delivery);
-                    drop(returned);
+                    if throttled {
+                        // Still counted as running, so no other worker takes its place at once.
+                        tokio::time::sleep(connect::THROTTLE_PAUSE).await;
+                    }
                     lock(&host.workers).running -= 1;
                     // Those connections may have closed meanwhile: then a worker starts again.
                     start_worker_if_needed(&inner, &host);

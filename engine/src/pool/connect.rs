@@ -26,8 +26,11 @@ pub(super) struct Permits {
 pub(super) enum Opened {
     /// A session, holding its places under the caps.
     Session(Box<SmtpSession>, Permits),
-    /// The receiver refused one more connection while others to it are open: its cap.
-    Refused,
+    /// The receiver turned the connection away. `throttled`: a volume throttle at the greeting
+    /// (see `SessionError::is_throttle_at_greeting`), which says nothing about its connection
+    /// cap: the limit is kept and the worker waits [`THROTTLE_PAUSE`] before it gives up its
+    /// place. Otherwise its cap while others to it are open: the limit was lowered to them.
+    Refused { throttled: bool },
     /// No connection: the status every recipient of the delivery gets.
     Failed(RecipientStatus),
 }
@@ -37,6 +40,10 @@ pub(super) enum Opened {
 /// pause between tries (doubling).
 const SHARED_CAP_WAIT: Duration = Duration::from_secs(10);
 const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long a route's worker waits after a volume throttle at the greeting before another
+/// connection may take its place.
+pub(super) const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Takes a pool-wide permit and opens a session, telling a refusal (the receiver's cap while
 /// other connections to it work) from a failure of the host.
@@ -81,6 +88,19 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
             Err(e) => e,
         };
         drop(permit);
+        if e.is_connection_refusal() && e.is_throttle_at_greeting() {
+            // This route's connections open or being opened, or any to the host: it is up.
+            let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
+            if open > 0 || open_to(inner, mx) > 0 {
+                // The receiver is up and serving: not its failure, and not its cap.
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
+                    "receiver throttled a new connection; connection limit kept"
+                );
+                return Opened::Refused { throttled: true };
+            }
+        }
         if e.is_connection_refusal() {
             // What the receiver counts for this client: the open connections and the others
             // being opened alongside this one.
@@ -92,7 +112,7 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
                     mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
                     "receiver refused another connection; connection limit lowered to what is open"
                 );
-                return Opened::Refused;
+                return Opened::Refused { throttled: false };
             }
             // Nothing open from this source IP, but the host serves our other source IPs: a
             // cap shared by every client. Wait for a slot rather than calling the host down.

@@ -140,6 +140,42 @@ async fn a_per_client_cap_is_learned_for_every_source_ip() {
     sink.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_throttle_at_the_banner_keeps_the_learned_connection_limit() {
+    use volley_bench::sink::{CannedReply, Stage};
+    // Yahoo-like: 2 connections per client address, and half of all new connections turned
+    // away at the banner with "421 [TSS04]", whatever is open: every source IP meets the
+    // throttle with one connection open.
+    let sink = Sink::start(SinkConfig {
+        max_connections_per_client: Some(2),
+        latency: LATENCY,
+        canned: vec![CannedReply {
+            domain: "*".into(),
+            stage: Stage::Connect,
+            text: "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred due to unexpected volume or user complaints".into(),
+            percent: 50.0,
+        }],
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (summary, _) = run(&sink, dir.path()).await;
+    assert_eq!(summary.delivered, MESSAGES as u64, "{summary:?}");
+    assert!(summary.connections_refused >= 4, "{summary:?}");
+    assert_eq!(sink.stats().peak_connections_per_client, 2);
+    // The routes that met a refusal (a route whose connections were never turned away is not
+    // listed).
+    assert!(!summary.connection_limits.is_empty());
+    for route in &summary.connection_limits {
+        assert!(
+            route.limit >= 2,
+            "the per-client cap, not 1 after a throttle with one connection open: {route:?}"
+        );
+    }
+    sink.shutdown().await;
+}
+
 /// Whether this process may start a private Postfix (its master needs root).
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
