@@ -27,6 +27,8 @@
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
+//! - [`unsubscribe`] — Volley's one-click unsubscribe endpoint (RFC 8058) and the signed
+//!   `List-Unsubscribe` link and address of each message.
 //! - [`warmup_counters`] — where warm-up counters live: the embedded file, or Redis shared by
 //!   every process sending from the same IPs (atomic take, GCRA pacing in Lua).
 
@@ -57,4 +59,5 @@ pub mod shaping;
 pub mod site_backoff;
 pub mod summary;
 pub mod suppression;
+pub mod unsubscribe;
 pub mod warmup_counters;
