@@ -309,7 +309,7 @@ impl Loader<'_> {
                 line: None,
                 field: "list_unsubscribe".to_owned(),
                 value: String::new(),
-                reason: "set `url`, `mailto` or both".to_owned(),
+                reason: "set `url`, `mailto` or both, or `volley = true` (Volley's own endpoint)".to_owned(),
             });
         }
         Ok(ListUnsubscribe {

@@ -437,3 +437,51 @@ fn state_log(config: &SendConfig, campaign: &str) -> impl Fn() -> Vec<Value> {
     let path = config.state_dir.join(campaign).join("feedback.jsonl");
     move || log(&path)
 }
+
+#[test]
+fn unsubscribe_settings_problems_name_line_field_and_value() {
+    let text = "source_ips = [{ address = \"127.0.0.2\", ehlo_name = \"a.test\" }]\n\
+                [feedback]\n\
+                bounce_domain = \"bounce.volley.test\"\n\
+                key_file = \"k\"\n\
+                unsubscribe_url = \"http://unsub.volley.test/u\"\n\
+                [unsubscribe]\n\
+                listen = \"127.0.0.1:0\"\n\
+                max_body = 10\n\
+                rate_per_client = \"0/m\"\n";
+    let e = SendConfig::parse(text, Path::new("volley.toml"))
+        .expect_err("a rate of 0")
+        .to_string();
+    assert!(e.contains("rate_per_client") && e.contains("0/m"), "{e}");
+    let Err(volley_scheduler::config::ConfigError::Problems { problems, .. }) =
+        SendConfig::parse(&text.replace("\"0/m\"", "\"10/m\""), Path::new("volley.toml"))
+    else {
+        panic!("problems expected")
+    };
+    let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        shown.iter().any(|s| s.starts_with(
+            "line 5: field `feedback.unsubscribe_url` = \"http://unsub.volley.test/u\": must be an https:// URL"
+        )),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|s| s.starts_with("line 8: field `unsubscribe.max_body` = \"10\"")),
+        "{shown:#?}"
+    );
+    let without_url = text
+        .replace("unsubscribe_url = \"http://unsub.volley.test/u\"\n", "")
+        .replace("max_body = 10\n", "")
+        .replace("\"0/m\"", "\"10/m\"");
+    let Err(volley_scheduler::config::ConfigError::Problems { problems, .. }) =
+        SendConfig::parse(&without_url, Path::new("volley.toml"))
+    else {
+        panic!("problems expected")
+    };
+    assert!(
+        problems.iter().any(|p| p.to_string().contains("needs [feedback] with unsubscribe_url")),
+        "{problems:?}"
+    );
+}
