@@ -485,3 +485,28 @@ fn unsubscribe_settings_problems_name_line_field_and_value() {
         "{problems:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_post_many_times_at_once_counts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), "");
+    let state = config.state_dir.clone();
+    sent(&state, "spring", 4, "reader@dest.test");
+    let run = start(&config).await;
+    let addr = run.service.local_addr();
+    let path = link("spring", 4, SystemTime::now());
+    let posts: Vec<_> = (0..8)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { http(addr, "POST", &path, FORM, ONE_CLICK).await.status })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("join"), 200);
+    }
+    assert_eq!(
+        log(&state.join("spring/feedback.jsonl")).len(),
+        1,
+        "one unsubscribe however many arrive at once"
+    );
+}
