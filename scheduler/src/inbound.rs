@@ -209,13 +209,7 @@ impl InboundService {
             .clone()
             .unwrap_or_else(|| feedback.bounce_domain.clone());
         let (local_addr, accept) = listener::start(&inbound, hostname, domains, spool, tx.clone()).await?;
-        let processor = tokio::spawn(process_loop(
-            rx,
-            tx,
-            Arc::new(intake),
-            Arc::new(quarantine),
-            applier,
-        ));
+        let processor = tokio::spawn(process_loop(rx, tx, Arc::new(intake), Arc::new(quarantine), applier));
         tracing::info!("inbound: listening on {local_addr}");
         Ok(InboundService {
             local_addr,

@@ -258,9 +258,9 @@ impl UnsubscribeService {
             })?;
         let listener = listener::PublicListener::new(tcp, tls, settings.max_connections, settings.connection_timeout)
             .map_err(|source| UnsubscribeError::Listen {
-                addr: settings.listen,
-                source,
-            })?;
+            addr: settings.listen,
+            source,
+        })?;
         let local_addr = listener.local_addr();
         let endpoint = http::Endpoint::new(
             Arc::new(keys),

@@ -165,8 +165,19 @@ impl UnsubscribeUrl {
         }
         let path = path.trim_end_matches('/');
         Ok(UnsubscribeUrl {
-            base: format!("https://{host}{}", if path.is_empty() { String::new() } else { format!("/{path}") }),
-            path: if path.is_empty() { String::new() } else { format!("/{path}") },
+            base: format!(
+                "https://{host}{}",
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{path}")
+                }
+            ),
+            path: if path.is_empty() {
+                String::new()
+            } else {
+                format!("/{path}")
+            },
         })
     }
 }
@@ -197,9 +208,15 @@ mod tests {
     #[test]
     fn unsubscribe_urls() {
         let u = UnsubscribeUrl::parse("https://unsub.sender.test/u/").expect("valid");
-        assert_eq!((u.base.as_str(), u.path.as_str()), ("https://unsub.sender.test/u", "/u"));
+        assert_eq!(
+            (u.base.as_str(), u.path.as_str()),
+            ("https://unsub.sender.test/u", "/u")
+        );
         let root = UnsubscribeUrl::parse("https://unsub.sender.test:8443").expect("valid");
-        assert_eq!((root.base.as_str(), root.path.as_str()), ("https://unsub.sender.test:8443", ""));
+        assert_eq!(
+            (root.base.as_str(), root.path.as_str()),
+            ("https://unsub.sender.test:8443", "")
+        );
         for bad in [
             "http://unsub.sender.test/u",
             "https:///u",

@@ -457,7 +457,9 @@ fn sent_line(log: &Path, line: u64) -> Option<SentLine> {
         if v["line"].as_u64() != Some(line) {
             continue;
         }
-        let Some(recipient) = v["recipient"].as_str() else { continue };
+        let Some(recipient) = v["recipient"].as_str() else {
+            continue;
+        };
         let sent = SentLine {
             recipient: recipient.to_ascii_lowercase(),
             provider: v["provider"].as_str().map(str::to_string),

@@ -64,7 +64,11 @@ impl Endpoint {
         let refuse = |answer, status, message| Err(self.page(answer, status, message, false));
         match Token::decode_fresh(text, &self.keys, SystemTime::now(), self.max_age) {
             Ok(token) if token.kind == TokenKind::Unsubscribe => Ok(token),
-            Ok(_) => refuse(Answer::BadRequest, StatusCode::BAD_REQUEST, "This is not an unsubscribe link."),
+            Ok(_) => refuse(
+                Answer::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "This is not an unsubscribe link.",
+            ),
             Err(TokenError::Expired { .. }) => refuse(
                 Answer::Expired,
                 StatusCode::NOT_FOUND,
@@ -73,10 +77,18 @@ impl Endpoint {
             Err(e) => {
                 if e.is_forgery() {
                     tracing::warn!("unsubscribe: refused a forged token from {client}: {e}");
-                    refuse(Answer::Forged, StatusCode::BAD_REQUEST, "This unsubscribe link is not valid.")
+                    refuse(
+                        Answer::Forged,
+                        StatusCode::BAD_REQUEST,
+                        "This unsubscribe link is not valid.",
+                    )
                 } else {
                     tracing::info!("unsubscribe: refused a token from {client}: {e}");
-                    refuse(Answer::BadRequest, StatusCode::BAD_REQUEST, "This unsubscribe link is damaged.")
+                    refuse(
+                        Answer::BadRequest,
+                        StatusCode::BAD_REQUEST,
+                        "This unsubscribe link is damaged.",
+                    )
                 }
             }
         }
@@ -165,7 +177,9 @@ async fn rate_limit(
                 "Too many requests; try again later.",
                 false,
             );
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
     }
@@ -206,13 +220,23 @@ async fn unsubscribe(
                 false,
             )
         }
-        Err(rejection) => return ep.page(Answer::BadRequest, rejection.status(), "The request is not readable.", false),
+        Err(rejection) => {
+            return ep.page(
+                Answer::BadRequest,
+                rejection.status(),
+                "The request is not readable.",
+                false,
+            )
+        }
     };
     let token = match ep.token(&token, ip) {
         Ok(token) => token,
         Err(refused) => return refused,
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !is_one_click(content_type, &body) {
         return ep.page(
             Answer::BadRequest,
@@ -251,7 +275,12 @@ async fn unsubscribe(
         }
         Err(e) => {
             tracing::error!("unsubscribe: line {line}: the task failed: {e}");
-            ep.page(Answer::Failed, StatusCode::INTERNAL_SERVER_ERROR, "Unsubscribing failed.", false)
+            ep.page(
+                Answer::Failed,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Unsubscribing failed.",
+                false,
+            )
         }
     }
 }
@@ -266,7 +295,11 @@ fn is_one_click(content_type: &str, body: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
     };
-    if content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
+    if content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
         // The part named List-Unsubscribe: its value follows the blank line after its headers.
         return text.split("name=\"List-Unsubscribe\"").skip(1).any(|rest| {
             rest.split_once("\r\n\r\n")
@@ -289,7 +322,8 @@ mod tests {
         assert!(!is_one_click(form, b""));
         assert!(!is_one_click(form, b"List-Unsubscribe=No"));
         assert!(!is_one_click(form, b"xList-Unsubscribe=One-Click"));
-        let multipart = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
+        let multipart =
+            "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
         assert!(is_one_click("multipart/form-data; boundary=b", multipart.as_bytes()));
         assert!(!is_one_click(
             "multipart/form-data; boundary=b",

@@ -50,12 +50,11 @@ impl UnsubscribeLinks {
         let feedback = config.feedback.as_ref().ok_or_else(|| {
             refuse("volley.toml has no [feedback] table (bounce_domain, key_file, unsubscribe_url)".into())
         })?;
-        let url = feedback
-            .unsubscribe_url
-            .as_deref()
-            .ok_or_else(|| refuse("volley.toml [feedback] has no unsubscribe_url (the endpoint's public https:// address)".into()))?;
-        let url = UnsubscribeUrl::parse(url)
-            .map_err(|why| refuse(format!("[feedback] unsubscribe_url = {url:?}: {why}")))?;
+        let url = feedback.unsubscribe_url.as_deref().ok_or_else(|| {
+            refuse("volley.toml [feedback] has no unsubscribe_url (the endpoint's public https:// address)".into())
+        })?;
+        let url =
+            UnsubscribeUrl::parse(url).map_err(|why| refuse(format!("[feedback] unsubscribe_url = {url:?}: {why}")))?;
         let keys = feedback
             .keyring()
             .map_err(|(field, value, reason)| refuse(format!("{field} = {value:?}: {reason}")))?;

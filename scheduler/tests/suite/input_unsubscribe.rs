@@ -8,8 +8,8 @@ use std::sync::Arc;
 use volley_feedback::{CampaignTag, Keyring, Token, TokenKind};
 use volley_scheduler::address::EmailAddress;
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::message::MessageFactory;
 use volley_scheduler::config::{FeedbackConfig, SendConfig};
+use volley_scheduler::message::MessageFactory;
 use volley_scheduler::recipients::RecipientRow;
 use volley_scheduler::unsubscribe::UnsubscribeLinks;
 
@@ -211,5 +211,7 @@ fn volley_links_need_feedback_with_an_unsubscribe_url() {
         .to_string();
     assert!(e.contains("list_unsubscribe.volley") && e.contains("[feedback]"), "{e}");
     let off = load("[list_unsubscribe]\nvolley = false\nmailto = \"u@s.test\"\n").expect("campaign");
-    assert!(UnsubscribeLinks::for_campaign(&off, &config).expect("not volley").is_none());
+    assert!(UnsubscribeLinks::for_campaign(&off, &config)
+        .expect("not volley")
+        .is_none());
 }

@@ -58,7 +58,11 @@ fn sent(state: &Path, campaign: &str, line: u64, recipient: &str) {
             "provider": "yahoo", "source_ip": ip,
         })
     };
-    let log = format!("{}\n{}\n", attempt("deferred", "127.0.0.2"), attempt("delivered", "127.0.0.3"));
+    let log = format!(
+        "{}\n{}\n",
+        attempt("deferred", "127.0.0.2"),
+        attempt("delivered", "127.0.0.3")
+    );
     std::fs::write(dir.join("accounting.jsonl"), log).expect("accounting log");
     std::fs::write(dir.join(LIST_FILE), "news").expect("list file");
 }
@@ -174,7 +178,11 @@ async fn a_one_click_post_suppresses_once_and_a_get_changes_nothing() {
         page.body
     );
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert_eq!(suppressed(&run.store, "news", "reader@dest.test"), None, "GET never unsubscribes");
+    assert_eq!(
+        suppressed(&run.store, "news", "reader@dest.test"),
+        None,
+        "GET never unsubscribes"
+    );
     assert!(log(&state.join("spring/feedback.jsonl")).is_empty());
 
     let done = http(addr, "POST", &path, FORM, ONE_CLICK).await;
@@ -249,8 +257,20 @@ async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
         ("expired", "POST", expired.clone(), ONE_CLICK, 404),
         ("expired page", "GET", expired, b"", 404),
         ("forged page", "GET", forged, b"", 400),
-        ("unknown campaign", "POST", link("autumn", 4, SystemTime::now()), ONE_CLICK, 404),
-        ("unknown line", "POST", link("spring", 5, SystemTime::now()), ONE_CLICK, 404),
+        (
+            "unknown campaign",
+            "POST",
+            link("autumn", 4, SystemTime::now()),
+            ONE_CLICK,
+            404,
+        ),
+        (
+            "unknown line",
+            "POST",
+            link("spring", 5, SystemTime::now()),
+            ONE_CLICK,
+            404,
+        ),
         ("no one-click field", "POST", good.clone(), b"unsubscribe=yes", 400),
         ("empty body", "POST", good.clone(), b"", 400),
         ("other path", "POST", "/elsewhere".to_string(), ONE_CLICK, 404),
@@ -270,7 +290,12 @@ async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
             .map_or(0, |(_, n)| n)
     };
     assert_eq!(
-        (count("forged"), count("expired"), count("not_found"), count("bad_request")),
+        (
+            count("forged"),
+            count("expired"),
+            count("not_found"),
+            count("bad_request")
+        ),
         (2, 2, 3, 5)
     );
     // The good link still works afterwards.
@@ -336,13 +361,10 @@ async fn a_sent_link_posted_and_a_sent_address_mailed_unsubscribe_before_the_nex
     config.source_ips = super::common::source_ips(2, 3);
     config.routes = super::common::route_all_to(sink.addr());
     config.inbound = Some(toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config"));
-    let emails: Vec<String> = (0..RECIPIENTS).map(|i| format!("reader{i}@dest{}.test", i % 3)).collect();
-    let first = campaign(
-        dir.path(),
-        "weekly-1",
-        &emails,
-        "[list_unsubscribe]\nvolley = true\n",
-    );
+    let emails: Vec<String> = (0..RECIPIENTS)
+        .map(|i| format!("reader{i}@dest{}.test", i % 3))
+        .collect();
+    let first = campaign(dir.path(), "weekly-1", &emails, "[list_unsubscribe]\nvolley = true\n");
 
     let live = Arc::new(volley_scheduler::live::Live::default());
     let service = volley_scheduler::send::SendService::start(&config, live, true).expect("send service");
@@ -378,10 +400,17 @@ async fn a_sent_link_posted_and_a_sent_address_mailed_unsubscribe_before_the_nex
         .strip_prefix("https://unsub.volley.test")
         .unwrap_or_else(|| panic!("{value}"))
         .to_string();
-    assert!(path.starts_with("/u/") && mailto.starts_with("<mailto:unsubscribe+"), "{value}");
+    assert!(
+        path.starts_with("/u/") && mailto.starts_with("<mailto:unsubscribe+"),
+        "{value}"
+    );
     assert_eq!(
         path.trim_start_matches("/u/"),
-        mailto.trim_start_matches("<mailto:unsubscribe+").split('@').next().unwrap_or(""),
+        mailto
+            .trim_start_matches("<mailto:unsubscribe+")
+            .split('@')
+            .next()
+            .unwrap_or(""),
         "one token in both"
     );
     let other = header("<reader2@", "List-Unsubscribe");
@@ -410,7 +439,12 @@ async fn a_sent_link_posted_and_a_sent_address_mailed_unsubscribe_before_the_nex
     }
     let mut who: Vec<(String, String)> = lines
         .iter()
-        .map(|l| (l["recipient"].as_str().unwrap_or("").to_string(), l["text"].as_str().unwrap_or("").to_string()))
+        .map(|l| {
+            (
+                l["recipient"].as_str().unwrap_or("").to_string(),
+                l["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     who.sort();
     assert_eq!(who.len(), 2, "{lines:?}");
@@ -423,7 +457,12 @@ async fn a_sent_link_posted_and_a_sent_address_mailed_unsubscribe_before_the_nex
 
     // The next campaign of the same list skips them.
     let second = campaign(dir.path(), "weekly-2", &emails, "");
-    let summary = service.launch(&second).expect("launch").wait().await.expect("second run");
+    let summary = service
+        .launch(&second)
+        .expect("launch")
+        .wait()
+        .await
+        .expect("second run");
     assert_eq!(
         (summary.delivered, summary.suppressed),
         ((RECIPIENTS - 2) as u64, 2),
@@ -481,7 +520,9 @@ fn unsubscribe_settings_problems_name_line_field_and_value() {
         panic!("problems expected")
     };
     assert!(
-        problems.iter().any(|p| p.to_string().contains("needs [feedback] with unsubscribe_url")),
+        problems
+            .iter()
+            .any(|p| p.to_string().contains("needs [feedback] with unsubscribe_url")),
         "{problems:?}"
     );
 }
