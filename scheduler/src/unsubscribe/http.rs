@@ -30,6 +30,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// `Retry-After` when the suppression list cannot be written.
 const RETRY_AFTER_FAILURE: u64 = 60;
 
+/// Why a token is refused: the answer counted, the status and the page's text.
+struct Refusal(Answer, StatusCode, &'static str);
+
 /// What the handlers share.
 pub(super) struct Endpoint {
     keys: Arc<Keyring>,
@@ -59,9 +62,9 @@ impl Endpoint {
         }
     }
 
-    /// The unsubscribe token in `text`, or the answer that refuses it.
-    fn token(&self, text: &str, client: IpAddr) -> Result<Token, Response> {
-        let refuse = |answer, status, message| Err(self.page(answer, status, message, false));
+    /// The unsubscribe token in `text`, or why it is refused.
+    fn token(&self, text: &str, client: IpAddr) -> Result<Token, Refusal> {
+        let refuse = |answer, status, message| Err(Refusal(answer, status, message));
         match Token::decode_fresh(text, &self.keys, SystemTime::now(), self.max_age) {
             Ok(token) if token.kind == TokenKind::Unsubscribe => Ok(token),
             Ok(_) => refuse(
@@ -92,6 +95,11 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// The answer to a refused token.
+    fn refused(&self, Refusal(answer, status, message): Refusal) -> Response {
+        self.page(answer, status, message, false)
     }
 
     /// A counted HTML answer; `form`: with the button that unsubscribes.
@@ -192,7 +200,7 @@ async fn confirm(
     Path(token): Path<String>,
 ) -> Response {
     match ep.token(&token, ip) {
-        Err(refused) => refused,
+        Err(refusal) => ep.refused(refusal),
         Ok(_) => ep.page(
             Answer::Page,
             StatusCode::OK,
@@ -231,7 +239,7 @@ async fn unsubscribe(
     };
     let token = match ep.token(&token, ip) {
         Ok(token) => token,
-        Err(refused) => return refused,
+        Err(refusal) => return ep.refused(refusal),
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)
