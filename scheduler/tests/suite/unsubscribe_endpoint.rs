@@ -241,8 +241,9 @@ async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
             .encode(&Keyring::single(1, b"somebody else's secret of 32+ characters"))
     );
     let mut altered = good.clone().into_bytes();
-    let last = altered.len() - 1;
-    altered[last] = if altered[last] == b'0' { b'1' } else { b'0' };
+    // A character inside the MAC (the last one may hold only padding bits).
+    let at = altered.len() - 5;
+    altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
     let altered = String::from_utf8(altered).expect("ascii");
     let expired = link("spring", 4, SystemTime::now() - Duration::from_secs(3 * 86_400));
     let bounce = format!(
@@ -296,7 +297,7 @@ async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
             count("not_found"),
             count("bad_request")
         ),
-        (2, 2, 3, 5)
+        (3, 2, 3, 4)
     );
     // The good link still works afterwards.
     assert_eq!(http(addr, "POST", &good, FORM, ONE_CLICK).await.status, 200);
