@@ -126,7 +126,7 @@ fn drained(state: &Path) {
     }
 }
 
-fn log(path: &Path) -> Vec<Value> {
+pub(super) fn log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

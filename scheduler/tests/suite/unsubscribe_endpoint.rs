@@ -116,13 +116,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 const ONE_CLICK: &[u8] = b"List-Unsubscribe=One-Click";
 
-fn log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
+use super::inbound_listener::log;
 
 fn suppressed(store: &Arc<dyn SuppressionStore>, list: &str, address: &str) -> Option<String> {
     store
@@ -152,6 +146,14 @@ async fn start(config: &SendConfig) -> Running {
     }
 }
 
+/// The endpoint of `config(dir, settings)` over a campaign `spring` whose line 4 went to
+/// `recipient`; the state directory.
+async fn spring(dir: &Path, settings: &str, recipient: &str) -> (std::path::PathBuf, Running) {
+    let config = config(dir, settings);
+    sent(&config.state_dir, "spring", 4, recipient);
+    (config.state_dir.clone(), start(&config).await)
+}
+
 fn link(campaign: &str, line: u64, issued: SystemTime) -> String {
     format!(
         "/u/{}",
@@ -162,10 +164,7 @@ fn link(campaign: &str, line: u64, issued: SystemTime) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_click_post_suppresses_once_and_a_get_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), "");
-    let state = config.state_dir.clone();
-    sent(&state, "spring", 4, "Reader@Dest.test");
-    let run = start(&config).await;
+    let (state, run) = spring(dir.path(), "", "Reader@Dest.test").await;
     let addr = run.service.local_addr();
     let path = link("spring", 4, SystemTime::now());
 
@@ -229,10 +228,7 @@ async fn a_one_click_post_suppresses_once_and_a_get_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), "");
-    let state = config.state_dir.clone();
-    sent(&state, "spring", 4, "reader@dest.test");
-    let run = start(&config).await;
+    let (state, run) = spring(dir.path(), "", "reader@dest.test").await;
     let addr = run.service.local_addr();
     let good = link("spring", 4, SystemTime::now());
     let forged = format!(
@@ -307,10 +303,12 @@ async fn bad_forged_expired_and_unknown_tokens_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_bodies_get_413_and_a_fast_client_429_with_retry_after() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), "rate_per_client = \"4/m\"\nmax_body = 1024\n");
-    let state = config.state_dir.clone();
-    sent(&state, "spring", 4, "reader@dest.test");
-    let run = start(&config).await;
+    let (state, run) = spring(
+        dir.path(),
+        "rate_per_client = \"4/m\"\nmax_body = 1024\n",
+        "reader@dest.test",
+    )
+    .await;
     let addr = run.service.local_addr();
     let path = link("spring", 4, SystemTime::now());
 
@@ -531,10 +529,7 @@ fn unsubscribe_settings_problems_name_line_field_and_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_post_many_times_at_once_counts_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), "");
-    let state = config.state_dir.clone();
-    sent(&state, "spring", 4, "reader@dest.test");
-    let run = start(&config).await;
+    let (state, run) = spring(dir.path(), "", "reader@dest.test").await;
     let addr = run.service.local_addr();
     let path = link("spring", 4, SystemTime::now());
     let posts: Vec<_> = (0..8)
