@@ -466,6 +466,59 @@ fn with_a_certificate_the_api_speaks_https_only() {
     assert!(!bytes.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&bytes));
 }
 
+/// `[unsubscribe]` in `volley serve`: the public endpoint on its own address, over HTTPS with
+/// its certificate, without the bearer token; a damaged link gets the 400 page, other paths
+/// 404, and the API's `/metrics` counts the answers.
+#[test]
+fn the_unsubscribe_endpoint_runs_beside_the_api_over_https_without_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir.path(), "unsub.crt", &cert.pem());
+    write(dir.path(), "unsub.key", &key_pair.serialize_pem());
+    write(
+        dir.path(),
+        "feedback.key",
+        "1 a-serve-unsubscribe-test-secret-of-32+-chars\n",
+    );
+    let (listen, public) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n\
+             [feedback]\nbounce_domain = \"bounce.volley.test\"\nkey_file = \"feedback.key\"\n\
+             unsubscribe_url = \"https://localhost/u\"\n\
+             [unsubscribe]\nlisten = \"{public}\"\ntls_cert = \"unsub.crt\"\ntls_key = \"unsub.key\"\n"
+        ),
+    );
+    let _server = start_serve(&config, &listen);
+    wait_listening(&public, "the unsubscribe endpoint");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let damaged = https(&public, cert.der(), &get("/u/not-a-token"));
+    assert!(damaged.starts_with("HTTP/1.1 400"), "{damaged}");
+    assert!(damaged.contains("This unsubscribe link is damaged."), "{damaged}");
+    let elsewhere = https(&public, cert.der(), &get("/campaigns"));
+    assert!(
+        elsewhere.starts_with("HTTP/1.1 404"),
+        "the API is not here: {elsewhere}"
+    );
+    let api = Api { addr: listen };
+    let (status, metrics) = api.ok("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("volley_unsubscribe_requests_total{answer=\"bad_request\"} 1")
+            && metrics.contains("volley_unsubscribe_requests_total{answer=\"not_found\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// A campaign whose receiver bounces 30 % is held by the reputation guard: `state` "held" with
 /// the reason, `GET /reputation` and the metrics show the hold, `POST /reputation/resume`
 /// refuses bad bodies and unknown holds, and resuming the campaign lifts the hold (it sends
