@@ -159,25 +159,18 @@ impl UnsubscribeUrl {
         if url.contains(['?', '#']) {
             return Err("must not have a query or a fragment: the token is appended as a path segment");
         }
-        let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         if host.is_empty() || host.contains('@') {
             return Err("expected https://<host>[:port][/path]");
         }
-        let path = path.trim_end_matches('/');
+        // `/u/` and `/u` are the same endpoint; the root is the empty path.
+        let path = match path.trim_end_matches('/') {
+            "" => String::new(),
+            p => format!("/{p}"),
+        };
         Ok(UnsubscribeUrl {
-            base: format!(
-                "https://{host}{}",
-                if path.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{path}")
-                }
-            ),
-            path: if path.is_empty() {
-                String::new()
-            } else {
-                format!("/{path}")
-            },
+            base: format!("https://{host}{path}"),
+            path,
         })
     }
 }
