@@ -9,7 +9,11 @@
 //! event seen before is not acted on again (the same complaint twice counts once). The order
 //! makes a crash harmless: the suppression update (idempotent) is written first, then the
 //! feedback line (synced) — which is the record that the event was handled — and only then is
-//! the spool file deleted.
+//! the spool file deleted (or, for the one-click endpoint, the 200 sent).
+//!
+//! The one-click unsubscribe endpoint (`crate::unsubscribe`) comes through here too
+//! ([`Applier::unsubscribe`]), sharing one applier with the listener, so an unsubscribe by
+//! link and by mail of the same message is one event.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};

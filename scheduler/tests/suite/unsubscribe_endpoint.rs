@@ -547,3 +547,32 @@ async fn the_same_post_many_times_at_once_counts_once() {
         "one unsubscribe however many arrive at once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_cut_off_and_holds_the_connection_cap_until_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = "max_connections = 1\nconnection_timeout = \"1s\"\n";
+    let (_state, run) = spring(dir.path(), settings, "reader@dest.test").await;
+    let addr = run.service.local_addr();
+    let started = std::time::Instant::now();
+    // Half a request head, then silence: it holds the only connection slot.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    silent
+        .write_all(b"GET /u/x HTTP/1.1\r\nHost: unsub")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = http(addr, "GET", &link("spring", 4, SystemTime::now()), None, b"").await;
+    assert_eq!(second.status, 200, "{second:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "the second client waited for the first one's deadline: {waited:?}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the silent client was cut off without an answer: {closed:?} {rest:?}"
+    );
+}
