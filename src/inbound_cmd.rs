@@ -61,6 +61,13 @@ impl FeedbackServices {
         counters: Arc<UnsubscribeCounters>,
         who: &str,
     ) -> anyhow::Result<FeedbackServices> {
+        if config.inbound.is_none() && config.unsubscribe.is_none() {
+            return Ok(FeedbackServices {
+                _inbound: None,
+                _unsubscribe: None,
+            });
+        }
+        // Reads every feedback log's event ids: only when something will use it.
         let applier = Arc::new(Applier::for_config(config, store, guards));
         let inbound = match &config.inbound {
             Some(_) => {
