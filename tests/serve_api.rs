@@ -427,13 +427,19 @@ fn https(addr: &str, ca: &rustls::pki_types::CertificateDer<'static>, request: &
     response
 }
 
+/// A self-signed certificate for `localhost`, written to `<name>.crt` and `<name>.key` in `dir`.
+fn certificate(dir: &Path, name: &str) -> rustls::pki_types::CertificateDer<'static> {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir, &format!("{name}.crt"), &cert.pem());
+    write(dir, &format!("{name}.key"), &key_pair.serialize_pem());
+    cert.der().clone()
+}
+
 #[test]
 fn with_a_certificate_the_api_speaks_https_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
-    write(dir.path(), "api.crt", &cert.pem());
-    write(dir.path(), "api.key", &key_pair.serialize_pem());
+    let cert = certificate(dir.path(), "api");
     let listen = format!("127.0.0.1:{}", free_port());
     let config = write(
         dir.path(),
@@ -446,10 +452,10 @@ fn with_a_certificate_the_api_speaks_https_only() {
     );
     let _server = start_serve(&config, &listen);
     let get = |auth: &str| format!("GET /ips HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
-    let answer = https(&listen, cert.der(), &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
+    let answer = https(&listen, &cert, &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"127.0.0.2\""), "{answer}");
-    let answer = https(&listen, cert.der(), &get(""));
+    let answer = https(&listen, &cert, &get(""));
     assert!(
         answer.starts_with("HTTP/1.1 401"),
         "the token is still required: {answer}"
@@ -472,10 +478,7 @@ fn with_a_certificate_the_api_speaks_https_only() {
 #[test]
 fn the_unsubscribe_endpoint_runs_beside_the_api_over_https_without_the_token() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
-    write(dir.path(), "unsub.crt", &cert.pem());
-    write(dir.path(), "unsub.key", &key_pair.serialize_pem());
+    let cert = certificate(dir.path(), "unsub");
     write(
         dir.path(),
         "feedback.key",
@@ -500,10 +503,10 @@ fn the_unsubscribe_endpoint_runs_beside_the_api_over_https_without_the_token() {
     let _server = start_serve(&config, &listen);
     wait_listening(&public, "the unsubscribe endpoint");
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let damaged = https(&public, cert.der(), &get("/u/not-a-token"));
+    let damaged = https(&public, &cert, &get("/u/not-a-token"));
     assert!(damaged.starts_with("HTTP/1.1 400"), "{damaged}");
     assert!(damaged.contains("This unsubscribe link is damaged."), "{damaged}");
-    let elsewhere = https(&public, cert.der(), &get("/campaigns"));
+    let elsewhere = https(&public, &cert, &get("/campaigns"));
     assert!(
         elsewhere.starts_with("HTTP/1.1 404"),
         "the API is not here: {elsewhere}"

@@ -67,19 +67,7 @@ async fn accept_loop(
     lifetime: Duration,
     ready: mpsc::Sender<(Connection, SocketAddr)>,
 ) {
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                tracing::warn!("unsubscribe: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((permit, tcp, peer)) = crate::listen::accept_permitted(&listener, &permits, "unsubscribe").await {
         let (tls, ready) = (tls.clone(), ready.clone());
         tokio::spawn(async move {
             let deadline = Instant::now() + lifetime;
