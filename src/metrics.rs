@@ -204,6 +204,25 @@ pub fn render(live: &Live) -> String {
     out
 }
 
+/// The exposition text of the one-click unsubscribe endpoint's answers (`volley serve`).
+pub fn render_unsubscribes(counters: &volley_scheduler::unsubscribe::UnsubscribeCounters) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "volley_unsubscribe_requests_total",
+        "counter",
+        "Requests to the one-click unsubscribe endpoint, by answer (unsubscribed, repeated, page, bad_request, forged, expired, not_found, too_large, rate_limited, failed).",
+    );
+    for (answer, n) in counters.snapshot() {
+        let _ = writeln!(
+            out,
+            "volley_unsubscribe_requests_total{{answer=\"{}\"}} {n}",
+            answer.name()
+        );
+    }
+    out
+}
+
 /// Binds `addr` and serves `/metrics` from `live` until the task is dropped or aborted.
 pub async fn serve(addr: SocketAddr, live: Arc<Live>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)

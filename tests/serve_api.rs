@@ -427,13 +427,19 @@ fn https(addr: &str, ca: &rustls::pki_types::CertificateDer<'static>, request: &
     response
 }
 
+/// A self-signed certificate for `localhost`, written to `<name>.crt` and `<name>.key` in `dir`.
+fn certificate(dir: &Path, name: &str) -> rustls::pki_types::CertificateDer<'static> {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir, &format!("{name}.crt"), &cert.pem());
+    write(dir, &format!("{name}.key"), &key_pair.serialize_pem());
+    cert.der().clone()
+}
+
 #[test]
 fn with_a_certificate_the_api_speaks_https_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
-    write(dir.path(), "api.crt", &cert.pem());
-    write(dir.path(), "api.key", &key_pair.serialize_pem());
+    let cert = certificate(dir.path(), "api");
     let listen = format!("127.0.0.1:{}", free_port());
     let config = write(
         dir.path(),
@@ -446,10 +452,10 @@ fn with_a_certificate_the_api_speaks_https_only() {
     );
     let _server = start_serve(&config, &listen);
     let get = |auth: &str| format!("GET /ips HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
-    let answer = https(&listen, cert.der(), &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
+    let answer = https(&listen, &cert, &get(&format!("Authorization: Bearer {TOKEN}\r\n")));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"127.0.0.2\""), "{answer}");
-    let answer = https(&listen, cert.der(), &get(""));
+    let answer = https(&listen, &cert, &get(""));
     assert!(
         answer.starts_with("HTTP/1.1 401"),
         "the token is still required: {answer}"
@@ -464,6 +470,56 @@ fn with_a_certificate_the_api_speaks_https_only() {
     let mut bytes = Vec::new();
     let _ = plain.read_to_end(&mut bytes);
     assert!(!bytes.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&bytes));
+}
+
+/// `[unsubscribe]` in `volley serve`: the public endpoint on its own address, over HTTPS with
+/// its certificate, without the bearer token; a damaged link gets the 400 page, other paths
+/// 404, and the API's `/metrics` counts the answers.
+#[test]
+fn the_unsubscribe_endpoint_runs_beside_the_api_over_https_without_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = certificate(dir.path(), "unsub");
+    write(
+        dir.path(),
+        "feedback.key",
+        "1 a-serve-unsubscribe-test-secret-of-32+-chars\n",
+    );
+    let (listen, public) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n\
+             [feedback]\nbounce_domain = \"bounce.volley.test\"\nkey_file = \"feedback.key\"\n\
+             unsubscribe_url = \"https://localhost/u\"\n\
+             [unsubscribe]\nlisten = \"{public}\"\ntls_cert = \"unsub.crt\"\ntls_key = \"unsub.key\"\n"
+        ),
+    );
+    let _server = start_serve(&config, &listen);
+    wait_listening(&public, "the unsubscribe endpoint");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let damaged = https(&public, &cert, &get("/u/not-a-token"));
+    assert!(damaged.starts_with("HTTP/1.1 400"), "{damaged}");
+    assert!(damaged.contains("This unsubscribe link is damaged."), "{damaged}");
+    let elsewhere = https(&public, &cert, &get("/campaigns"));
+    assert!(
+        elsewhere.starts_with("HTTP/1.1 404"),
+        "the API is not here: {elsewhere}"
+    );
+    let api = Api { addr: listen };
+    let (status, metrics) = api.ok("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(
+        metrics.contains("volley_unsubscribe_requests_total{answer=\"bad_request\"} 1")
+            && metrics.contains("volley_unsubscribe_requests_total{answer=\"not_found\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// A campaign whose receiver bounces 30 % is held by the reputation guard: `state` "held" with

@@ -126,8 +126,24 @@ pub enum EventKind {
         /// The feedback type.
         feedback_type: String,
     },
-    /// A message to an `unsubscribe+<token>` address.
-    Unsubscribe,
+    /// An unsubscribe: a message to an `unsubscribe+<token>` address, or a POST to the
+    /// one-click endpoint (RFC 8058).
+    Unsubscribe {
+        /// How it arrived.
+        via: UnsubscribeVia,
+    },
+}
+
+/// How an unsubscribe arrived. Not part of the event's identity: the same recipient
+/// unsubscribing by mail and by the link counts once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsubscribeVia {
+    /// Mail to the `mailto:` address of `List-Unsubscribe`.
+    Mail,
+    /// A POST to the HTTPS address of `List-Unsubscribe` (one-click, or the confirmation
+    /// page's button).
+    Http,
 }
 
 impl EventKind {
@@ -139,7 +155,7 @@ impl EventKind {
             EventKind::Notice { .. } => "notice",
             EventKind::Complaint { .. } => "complaint",
             EventKind::Report { .. } => "report",
-            EventKind::Unsubscribe => "unsubscribe",
+            EventKind::Unsubscribe { .. } => "unsubscribe",
         }
     }
 
@@ -151,7 +167,7 @@ impl EventKind {
             }
             EventKind::Notice { action, status } => format!("{action}/{}", status.status.as_deref().unwrap_or("")),
             EventKind::Complaint { feedback_type, .. } | EventKind::Report { feedback_type } => feedback_type.clone(),
-            EventKind::Unsubscribe => String::new(),
+            EventKind::Unsubscribe { .. } => String::new(),
         }
     }
 }

@@ -3,12 +3,15 @@
 //! looks at more than the configured size.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use mail_parser::MessageParser;
 
-use crate::event::{BounceClassifier, Event, EventKind, Feedback, Origin, QuarantineReason, ReportedStatus};
+use crate::event::{
+    BounceClassifier, Event, EventKind, Feedback, Origin, QuarantineReason, ReportedStatus, UnsubscribeVia,
+};
 use crate::key::Keyring;
-use crate::token::{Token, TokenKind};
+use crate::token::{Token, TokenKind, DEFAULT_UNSUBSCRIBE_MAX_AGE};
 use crate::verp::{token_in_address, AddressToken};
 use crate::{arf, dsn, plain};
 
@@ -31,6 +34,7 @@ pub struct Intake {
     classifier: Arc<dyn BounceClassifier + Send + Sync>,
     domains: Vec<String>,
     max_bytes: usize,
+    unsubscribe_max_age: Duration,
 }
 
 impl std::fmt::Debug for Intake {
@@ -51,7 +55,14 @@ impl Intake {
             classifier,
             domains: Vec::new(),
             max_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            unsubscribe_max_age: DEFAULT_UNSUBSCRIBE_MAX_AGE,
         }
+    }
+
+    /// Unsubscribe tokens older than `max_age` are refused (quarantined, nothing changes).
+    pub fn with_unsubscribe_max_age(mut self, max_age: Duration) -> Intake {
+        self.unsubscribe_max_age = max_age;
+        self
     }
 
     /// Only addresses at these domains carry our tokens (e.g. the bounce domain).
@@ -88,11 +99,20 @@ impl Intake {
             .collect();
         let envelope_token = self.token(&rcpts)?;
         if let Some(token) = envelope_token.as_ref().filter(|t| t.kind == TokenKind::Unsubscribe) {
+            token
+                .check_age(SystemTime::now(), self.unsubscribe_max_age)
+                .map_err(|error| QuarantineReason::BadToken {
+                    place: "envelope recipient",
+                    error: error.to_string(),
+                })?;
             let origin = Origin {
                 token: Some(token.clone()),
                 ..Origin::default()
             };
-            return Ok(vec![Event::new(origin, EventKind::Unsubscribe)]);
+            let kind = EventKind::Unsubscribe {
+                via: UnsubscribeVia::Mail,
+            };
+            return Ok(vec![Event::new(origin, kind)]);
         }
         let message = MessageParser::new().parse(raw).ok_or(QuarantineReason::NotMime)?;
         if dsn::is_dsn(&message) {

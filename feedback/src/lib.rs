@@ -34,7 +34,7 @@ pub mod verp;
 
 pub use event::{
     BounceClass, BounceClassifier, Event, EventId, EventKind, Feedback, Origin, QuarantineReason, ReportedStatus,
-    SuppressAction,
+    SuppressAction, UnsubscribeVia,
 };
 pub use intake::{InboundEnvelope, Intake, DEFAULT_MAX_MESSAGE_BYTES};
 pub use key::{KeyError, Keyring};

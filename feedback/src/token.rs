@@ -223,14 +223,21 @@ impl Token {
     /// tokens do not expire).
     pub fn decode_fresh(text: &str, keys: &Keyring, now: SystemTime, max_age: Duration) -> Result<Token, TokenError> {
         let token = Token::decode(text, keys)?;
-        if let Some(issued) = token.issued_hours {
+        token.check_age(now, max_age)?;
+        Ok(token)
+    }
+
+    /// Refuses an unsubscribe token older than `max_age` at `now` (bounce tokens do not
+    /// expire).
+    pub fn check_age(&self, now: SystemTime, max_age: Duration) -> Result<(), TokenError> {
+        if let Some(issued) = self.issued_hours {
             let age_hours = hours_since_epoch(now).saturating_sub(issued);
             let max_hours = max_age.as_secs() / 3600;
             if age_hours > max_hours {
                 return Err(TokenError::Expired { age_hours, max_hours });
             }
         }
-        Ok(token)
+        Ok(())
     }
 
     /// The fields of signed bytes (whose MAC matched).

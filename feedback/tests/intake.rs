@@ -376,8 +376,30 @@ fn mail_to_an_unsubscribe_address_is_an_unsubscribe() {
     let [event] = feedback.events() else {
         panic!("{feedback:?}")
     };
-    assert_eq!(event.kind, EventKind::Unsubscribe);
+    assert_eq!(
+        event.kind,
+        EventKind::Unsubscribe {
+            via: volley_feedback::UnsubscribeVia::Mail
+        }
+    );
     assert_eq!(event.origin.token, Some(token));
+}
+
+#[test]
+fn mail_to_an_expired_unsubscribe_address_is_quarantined() {
+    let issued = SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
+    let token = Token::unsubscribe("spring", 21, ip("127.0.0.2"), issued);
+    let address = volley_feedback::verp::unsubscribe_address(&token, &keys(), BOUNCE_DOMAIN);
+    let raw = b"From: reader@dest.test\r\nTo: list\r\nSubject: unsubscribe\r\n\r\n\r\n";
+    let intake = intake().with_unsubscribe_max_age(std::time::Duration::from_secs(2 * 86_400));
+    let feedback = intake.process(raw, &envelope(&address));
+    assert!(
+        matches!(
+            feedback.quarantine_reason(),
+            Some(QuarantineReason::BadToken { error, .. }) if error.contains("72 hours ago")
+        ),
+        "{feedback:?}"
+    );
 }
 
 #[test]

@@ -154,6 +154,9 @@ pub struct ListUnsubscribe {
     pub mailto: Option<EmailAddress>,
     /// Whether to add `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
     pub one_click: bool,
+    /// `volley = true` (Volley's own endpoint and address, a token per message): the line of
+    /// the setting in the campaign file, for errors about it.
+    pub volley: Option<usize>,
 }
 
 /// [`ListUnsubscribe`] with its URL template compiled.
@@ -165,6 +168,8 @@ pub struct CompiledListUnsubscribe {
     pub mailto: Option<EmailAddress>,
     /// Whether to add `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
     pub one_click: bool,
+    /// Volley's own endpoint and address, with a token per message.
+    pub volley: bool,
 }
 
 impl Campaign {
@@ -217,6 +222,7 @@ impl Campaign {
                     .map(Template::url_escaped),
                 mailto: l.mailto.clone(),
                 one_click: l.one_click,
+                volley: l.volley.is_some(),
             }),
             None => None,
         };

@@ -16,7 +16,7 @@ mod collect;
 mod feedback;
 mod validate;
 
-pub use feedback::FeedbackConfig;
+pub use feedback::{FeedbackConfig, UnsubscribeUrl};
 pub use validate::Problem;
 
 /// The operator's configuration.
@@ -108,6 +108,10 @@ pub struct SendConfig {
     /// inside `volley serve`).
     #[serde(default)]
     pub inbound: Option<crate::inbound::InboundConfig>,
+    /// The public one-click unsubscribe endpoint (`volley serve`, `volley inbound`); needs
+    /// `[feedback] unsubscribe_url`.
+    #[serde(default)]
+    pub unsubscribe: Option<crate::unsubscribe::UnsubscribeConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -365,6 +369,7 @@ impl SendConfig {
             blocklists: None,
             feedback: None,
             inbound: None,
+            unsubscribe: None,
         }
     }
 
@@ -450,6 +455,9 @@ impl SendConfig {
         }
         if let Some(feedback) = &mut config.feedback {
             feedback.resolve(base);
+        }
+        if let Some(unsubscribe) = &mut config.unsubscribe {
+            unsubscribe.resolve(base);
         }
     }
 

@@ -22,7 +22,7 @@ mod apply;
 mod listener;
 mod spool;
 
-pub use apply::{Applied, Applier, FeedbackRecord, FEEDBACK_LOG, LIST_FILE};
+pub use apply::{Applied, Applier, FeedbackRecord, Unsubscribed, FEEDBACK_LOG, LIST_FILE};
 pub use spool::Spool;
 
 use crate::config::SendConfig;
@@ -164,6 +164,13 @@ impl InboundService {
         store: Arc<dyn SuppressionStore>,
         guards: Option<Arc<Guards>>,
     ) -> Result<InboundService, InboundError> {
+        InboundService::start_with(config, Arc::new(Applier::for_config(config, store, guards))).await
+    }
+
+    /// [`InboundService::start`] acting through `applier`, which the unsubscribe endpoint
+    /// shares (one record of which events were handled, so a mailed and a clicked unsubscribe
+    /// of one recipient count once).
+    pub async fn start_with(config: &SendConfig, applier: Arc<Applier>) -> Result<InboundService, InboundError> {
         let inbound = config
             .inbound
             .clone()
@@ -185,15 +192,14 @@ impl InboundService {
         }
         let intake = Intake::new(Arc::new(keys), Arc::new(rules))
             .with_domains(domains.clone())
-            .with_max_bytes(usize::try_from(inbound.max_message_size).unwrap_or(usize::MAX));
+            .with_max_bytes(usize::try_from(inbound.max_message_size).unwrap_or(usize::MAX))
+            .with_unsubscribe_max_age(feedback.unsubscribe_max_age);
         let spool = Arc::new(Spool::open(&spool_dir(config))?);
         let quarantine = Quarantine::open(&quarantine_dir(config)).map_err(|e| InboundError::Io {
             path: quarantine_dir(config),
             action: "open the quarantine",
             source: std::io::Error::other(e.to_string()),
         })?;
-        let providers = volley_warmup::Providers::new(&config.warmup.provider_config());
-        let applier = Applier::open(&config.state_dir, store, guards, providers);
         let (tx, rx) = mpsc::unbounded_channel();
         for path in spool.pending()? {
             let _ = tx.send(path);
@@ -203,13 +209,7 @@ impl InboundService {
             .clone()
             .unwrap_or_else(|| feedback.bounce_domain.clone());
         let (local_addr, accept) = listener::start(&inbound, hostname, domains, spool, tx.clone()).await?;
-        let processor = tokio::spawn(process_loop(
-            rx,
-            tx,
-            Arc::new(intake),
-            Arc::new(quarantine),
-            Arc::new(applier),
-        ));
+        let processor = tokio::spawn(process_loop(rx, tx, Arc::new(intake), Arc::new(quarantine), applier));
         tracing::info!("inbound: listening on {local_addr}");
         Ok(InboundService {
             local_addr,

@@ -27,6 +27,9 @@
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
+//! - [`listen`] — accepting TCP connections under a cap (the HTTP listeners).
+//! - [`unsubscribe`] — Volley's one-click unsubscribe endpoint (RFC 8058) and the signed
+//!   `List-Unsubscribe` link and address of each message.
 //! - [`warmup_counters`] — where warm-up counters live: the embedded file, or Redis shared by
 //!   every process sending from the same IPs (atomic take, GCRA pacing in Lua).
 
@@ -45,6 +48,7 @@ pub mod config;
 pub mod destinations;
 pub mod inbound;
 pub mod lineset;
+pub mod listen;
 pub mod live;
 pub mod outcome;
 pub mod plan_input;
@@ -57,4 +61,5 @@ pub mod shaping;
 pub mod site_backoff;
 pub mod summary;
 pub mod suppression;
+pub mod unsubscribe;
 pub mod warmup_counters;

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::sync::Arc;
 
 use mail_builder::headers::address::Address;
 use mail_builder::headers::date::Date;
@@ -26,6 +27,7 @@ use crate::address::Mailbox;
 use crate::campaign::{CompiledCampaign, CompiledListUnsubscribe};
 use crate::recipients::{RecipientRow, RejectedRow, WHOLE_ROW};
 use crate::template::Template;
+use crate::unsubscribe::UnsubscribeLinks;
 
 /// Why one recipient's message could not be built. The recipient is rejected; the campaign
 /// goes on.
@@ -100,6 +102,8 @@ pub struct MessageFactory {
     html: Option<Template>,
     headers: Vec<(String, Template)>,
     list_unsubscribe: Option<CompiledListUnsubscribe>,
+    /// The token-bearing values of `volley = true` (set by the run from volley.toml).
+    unsubscribe_links: Option<Arc<UnsubscribeLinks>>,
     id_domain: String,
     /// Random per factory, so Message-IDs differ across runs even when `seq` restarts.
     id_nonce: String,
@@ -121,11 +125,20 @@ impl MessageFactory {
             html: campaign.html().cloned(),
             headers: campaign.headers().to_vec(),
             list_unsubscribe: campaign.list_unsubscribe().cloned(),
+            unsubscribe_links: None,
             id_domain: c.from().address.domain().to_owned(),
             id_nonce: format!("{:016x}", fastrand::u64(..)),
             // QP/base64 grow bodies by about a third; headers are under 1 KB.
             size_hint: 1024 + (literal(campaign.text()) + literal(campaign.html())) * 4 / 3,
         }
+    }
+
+    /// Gives each message of a `[list_unsubscribe] volley = true` campaign its own signed
+    /// `List-Unsubscribe` link and address. Without it such a campaign's messages carry no
+    /// `List-Unsubscribe` (a run always sets it, or refuses to start).
+    pub fn with_unsubscribe_links(mut self, links: Option<Arc<UnsubscribeLinks>>) -> MessageFactory {
+        self.unsubscribe_links = links;
+        self
     }
 
     /// Renders subject, headers and bodies for `row` and builds the message. `seq` must be
@@ -152,8 +165,16 @@ impl MessageFactory {
         for (name, value) in custom {
             builder = builder.header(name, custom_header(value));
         }
-        if let Some(l) = &self.list_unsubscribe {
-            builder = builder.header("List-Unsubscribe", Raw::new(list_unsubscribe_value(l, &row.values)));
+        let list_unsubscribe = self.list_unsubscribe.as_ref().and_then(|l| {
+            let value = match (&self.unsubscribe_links, l.volley) {
+                (Some(links), true) => links.header_value(row.line, std::time::SystemTime::now()),
+                (None, true) => return None,
+                (_, false) => list_unsubscribe_value(l, &row.values),
+            };
+            Some((l, value))
+        });
+        if let Some((l, value)) = list_unsubscribe {
+            builder = builder.header("List-Unsubscribe", Raw::new(value));
             if l.one_click {
                 builder = builder.header("List-Unsubscribe-Post", Raw::new("List-Unsubscribe=One-Click"));
             }

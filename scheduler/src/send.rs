@@ -139,9 +139,11 @@ pub async fn run_observed(
             c.id()
         )));
     }
-    // A campaign whose return paths cannot be signed refuses before any store is opened.
+    // A campaign whose return paths or unsubscribe links cannot be signed refuses before any
+    // store is opened.
     for campaign in campaigns {
         return_path::ReturnPath::new(campaign, config)?;
+        crate::unsubscribe::UnsubscribeLinks::for_campaign(campaign, config)?;
     }
     let service = SendService::start(config, live, campaigns.len() > 1)?;
     let mut launched = Vec::with_capacity(campaigns.len());
@@ -232,7 +234,8 @@ fn prepare(
     let reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
     let fetcher = RowFetcher::open(campaign.recipients(), campaign.email_column())?;
     let compiled = campaign.compile(reader.columns())?;
-    let factory = Arc::new(MessageFactory::new(&compiled));
+    let links = crate::unsubscribe::UnsubscribeLinks::for_campaign(campaign, config)?.map(Arc::new);
+    let factory = Arc::new(MessageFactory::new(&compiled).with_unsubscribe_links(links));
 
     let ips = config.pool(campaign.pool()).map_err(SendError::Config)?;
     let (ips, unusable): (Vec<_>, Vec<_>) = ips.into_iter().partition(|s| !shared.unusable.contains_key(&s.address));

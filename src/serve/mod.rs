@@ -49,6 +49,8 @@ pub struct App {
     token: String,
     /// The provider groups of the warm-up settings (for per-IP usage).
     providers: Vec<String>,
+    /// What the unsubscribe endpoint answered (for `/metrics`).
+    unsubscribes: Arc<volley_scheduler::unsubscribe::UnsubscribeCounters>,
     campaigns: Mutex<HashMap<String, Arc<campaigns::Entry>>>,
     waiters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -68,7 +70,7 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/metrics",
             get(|axum::extract::State(app): axum::extract::State<Arc<App>>| async move {
-                crate::metrics::render(app.service.live())
+                crate::metrics::render(app.service.live()) + &crate::metrics::render_unsubscribes(&app.unsubscribes)
             }),
         )
         .layer(axum::middleware::from_fn_with_state(app.clone(), http::auth))
@@ -98,26 +100,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
     }
     // Bounces, complaints and unsubscribes for the campaigns of this service.
-    let _inbound = match &config.inbound {
-        Some(_) => {
-            let inbound = volley_scheduler::inbound::InboundService::start(
-                &config,
-                service.store().clone(),
-                Some(service.guards().clone()),
-            )
-            .await
-            .context("refusing to start the inbound listener")?;
-            eprintln!("volley serve: inbound SMTP on {}", inbound.local_addr());
-            Some(inbound)
-        }
-        None => None,
-    };
+    let unsubscribes = Arc::new(volley_scheduler::unsubscribe::UnsubscribeCounters::default());
+    let _feedback = crate::inbound_cmd::FeedbackServices::start(
+        &config,
+        service.store().clone(),
+        Some(service.guards().clone()),
+        unsubscribes.clone(),
+        "volley serve",
+    )
+    .await?;
     let app = Arc::new(App {
         service,
         config,
         config_path: args.config.clone(),
         token,
         providers,
+        unsubscribes,
         campaigns: Mutex::default(),
         waiters: Mutex::default(),
     });

@@ -65,8 +65,12 @@ struct ListUnsubscribeFile {
     /// Unsubscribe mailbox (a plain address), sent as `<mailto:ADDR?subject=unsubscribe>`.
     mailto: Option<Spanned<String>>,
     /// Add `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058); default true when
-    /// `url` is set.
+    /// `url` is set or `volley` is true.
     one_click: Option<Spanned<bool>>,
+    /// Use Volley's own endpoint: each message links to `<[feedback] unsubscribe_url>/<token>`
+    /// and `mailto:unsubscribe+<token>@<bounce domain>`, the token signed per recipient.
+    /// Exclusive with `url` and `mailto`; needs `[feedback]` with `unsubscribe_url`.
+    volley: Option<Spanned<bool>>,
 }
 
 /// Header names a campaign may not set: Volley writes them itself (or, for `Return-Path`, the
@@ -241,6 +245,21 @@ impl Loader<'_> {
     }
 
     fn list_unsubscribe(&self, l: &ListUnsubscribeFile) -> Result<ListUnsubscribe, CampaignError> {
+        let volley = l.volley.as_ref().filter(|v| *v.get_ref());
+        if let Some(v) = volley {
+            let own = [("list_unsubscribe.url", &l.url), ("list_unsubscribe.mailto", &l.mailto)];
+            if let Some((field, Some(value))) = own.into_iter().find(|(_, value)| value.is_some()) {
+                let reason = "`volley = true` makes the URL and the address itself; remove this field or `volley`";
+                return Err(self.invalid(field, value, reason));
+            }
+            let one_click = l.one_click.as_ref().is_none_or(|f| *f.get_ref());
+            return Ok(ListUnsubscribe {
+                url: None,
+                mailto: None,
+                one_click,
+                volley: Some(self.line(v)),
+            });
+        }
         let url = match &l.url {
             Some(v) => {
                 let text = v.get_ref();
@@ -290,10 +309,15 @@ impl Loader<'_> {
                 line: None,
                 field: "list_unsubscribe".to_owned(),
                 value: String::new(),
-                reason: "set `url`, `mailto` or both".to_owned(),
+                reason: "set `url`, `mailto` or both, or `volley = true` (Volley's own endpoint)".to_owned(),
             });
         }
-        Ok(ListUnsubscribe { url, mailto, one_click })
+        Ok(ListUnsubscribe {
+            url,
+            mailto,
+            one_click,
+            volley: None,
+        })
     }
 
     /// A header value template: one line, no control characters except TAB.

@@ -6,6 +6,7 @@
 //! bounce_domain = "bounce.sender.test"   # MAIL FROM bounces+<token>@bounce.sender.test
 //! key_file = "feedback.key"              # or key_env = "VOLLEY_FEEDBACK_KEY"
 //! verp = true                            # default; a campaign's `verp` overrides it
+//! unsubscribe_url = "https://unsub.sender.test/u"  # Volley's one-click endpoint, as the public sees it
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,11 @@ pub struct FeedbackConfig {
     /// quarantined unread. Default 10 MiB.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// The public `https://` address of Volley's unsubscribe endpoint (`[unsubscribe]`), e.g.
+    /// `https://unsub.sender.test/u`: a campaign with `[list_unsubscribe] volley = true` links
+    /// to `<unsubscribe_url>/<token>`. No query or fragment.
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
 }
 
 fn yes() -> bool {
@@ -98,6 +104,11 @@ impl FeedbackConfig {
                 "must be longer than zero",
             ));
         }
+        if let Some(url) = &self.unsubscribe_url {
+            if let Err(reason) = UnsubscribeUrl::parse(url) {
+                out.push(Problem::new("feedback.unsubscribe_url", url.clone(), reason));
+            }
+        }
         if self.max_message_size < MIN_MESSAGE_SIZE {
             out.push(Problem::new(
                 "feedback.max_message_size",
@@ -118,6 +129,49 @@ impl FeedbackConfig {
             }
             (None, None) => Err(("feedback.key_file", String::new(), "set key_file or key_env".into())),
         }
+    }
+}
+
+/// `[feedback] unsubscribe_url`, checked: where the links point, and the path the endpoint
+/// serves them under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubscribeUrl {
+    /// The URL without a trailing `/`: a link is `<base>/<token>`.
+    pub base: String,
+    /// Its path without a trailing `/` (empty for the root): the endpoint serves
+    /// `<path>/<token>`.
+    pub path: String,
+}
+
+impl UnsubscribeUrl {
+    /// Checks `url`: `https://` (RFC 8058 §3.1), a host, no query, fragment, blanks or
+    /// characters that would break a `List-Unsubscribe` header.
+    pub fn parse(url: &str) -> Result<UnsubscribeUrl, &'static str> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or("must be an https:// URL (RFC 8058 §3.1: one-click needs HTTPS)")?;
+        if url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | '"'))
+        {
+            return Err("must not contain blanks, control characters, '<', '>', ',' or '\"'");
+        }
+        if url.contains(['?', '#']) {
+            return Err("must not have a query or a fragment: the token is appended as a path segment");
+        }
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || host.contains('@') {
+            return Err("expected https://<host>[:port][/path]");
+        }
+        // `/u/` and `/u` are the same endpoint; the root is the empty path.
+        let path = match path.trim_end_matches('/') {
+            "" => String::new(),
+            p => format!("/{p}"),
+        };
+        Ok(UnsubscribeUrl {
+            base: format!("https://{host}{path}"),
+            path,
+        })
     }
 }
 
@@ -143,6 +197,30 @@ fn check_domain(domain: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsubscribe_urls() {
+        let u = UnsubscribeUrl::parse("https://unsub.sender.test/u/").expect("valid");
+        assert_eq!(
+            (u.base.as_str(), u.path.as_str()),
+            ("https://unsub.sender.test/u", "/u")
+        );
+        let root = UnsubscribeUrl::parse("https://unsub.sender.test:8443").expect("valid");
+        assert_eq!(
+            (root.base.as_str(), root.path.as_str()),
+            ("https://unsub.sender.test:8443", "")
+        );
+        for bad in [
+            "http://unsub.sender.test/u",
+            "https:///u",
+            "https://unsub.sender.test/u?x=1",
+            "https://unsub.sender.test/u#f",
+            "https://unsub.sender.test/a b",
+            "https://a@unsub.sender.test/",
+        ] {
+            assert!(UnsubscribeUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn domains() {

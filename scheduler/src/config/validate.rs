@@ -111,7 +111,22 @@ impl SendConfig {
                 "needs [feedback] (the bounce domain and the token keys)",
             ));
         }
-        for (field, value, reason) in self.reputation.problems().into_iter().chain(blocklists).chain(inbound) {
+        let unsubscribe = self.unsubscribe.as_ref().map(|u| u.problems()).unwrap_or_default();
+        if self.unsubscribe.is_some() && self.feedback.as_ref().is_none_or(|f| f.unsubscribe_url.is_none()) {
+            out.push(Problem::new(
+                "unsubscribe",
+                "",
+                "needs [feedback] with unsubscribe_url (the endpoint's public https:// address) and the token keys",
+            ));
+        }
+        for (field, value, reason) in self
+            .reputation
+            .problems()
+            .into_iter()
+            .chain(blocklists)
+            .chain(inbound)
+            .chain(unsubscribe)
+        {
             out.push(Problem::new(field, value, reason));
         }
         if let Err((field, reason)) = self.api.tls_files() {

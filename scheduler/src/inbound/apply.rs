@@ -9,7 +9,11 @@
 //! event seen before is not acted on again (the same complaint twice counts once). The order
 //! makes a crash harmless: the suppression update (idempotent) is written first, then the
 //! feedback line (synced) — which is the record that the event was handled — and only then is
-//! the spool file deleted.
+//! the spool file deleted (or, for the one-click endpoint, the 200 sent).
+//!
+//! The one-click unsubscribe endpoint (`crate::unsubscribe`) comes through here too
+//! ([`Applier::unsubscribe`]), sharing one applier with the listener, so an unsubscribe by
+//! link and by mail of the same message is one event.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -17,8 +21,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use volley_feedback::event::{Event, EventKind, SuppressAction};
-use volley_feedback::CampaignTag;
+use volley_feedback::event::{Event, EventKind, Origin, SuppressAction, UnsubscribeVia};
+use volley_feedback::{CampaignTag, Token};
 
 use super::InboundError;
 use crate::accounting::now_rfc3339;
@@ -78,6 +82,10 @@ pub struct Applier {
     providers: volley_warmup::Providers,
     campaigns: Mutex<HashMap<CampaignTag, String>>,
     seen: Mutex<HashSet<String>>,
+    /// Held while one event is checked against `seen`, acted on and logged: the inbound
+    /// listener and the unsubscribe endpoint apply from different threads, and the same
+    /// event arriving twice at once must still count once.
+    applying: Mutex<()>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -90,6 +98,25 @@ impl std::fmt::Debug for Applier {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What [`Applier::unsubscribe`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// The address is now suppressed in `list` (and the event logged).
+    Now {
+        /// The recipient the token was issued for.
+        recipient: String,
+        /// The suppression list written.
+        list: String,
+    },
+    /// The same unsubscribe was handled before: nothing written again.
+    Before,
+    /// The token's campaign is not in the state directory: nothing written.
+    UnknownCampaign,
+    /// The campaign's accounting log has no message to the token's recipient line: nothing
+    /// written.
+    UnknownRecipient,
 }
 
 /// What [`Applier::apply`] did with one message's events.
@@ -119,6 +146,7 @@ impl Applier {
             providers,
             campaigns: Mutex::default(),
             seen: Mutex::default(),
+            applying: Mutex::default(),
         };
         let mut seen = HashSet::new();
         for dir in applier.campaign_dirs() {
@@ -127,6 +155,16 @@ impl Applier {
         read_ids(&state_dir.join(UNKNOWN_CAMPAIGN).join(FEEDBACK_LOG), &mut seen);
         *lock(&applier.seen) = seen;
         applier
+    }
+
+    /// [`Applier::open`] over `config`'s state directory and provider groups.
+    pub fn for_config(
+        config: &crate::config::SendConfig,
+        store: Arc<dyn SuppressionStore>,
+        guards: Option<Arc<Guards>>,
+    ) -> Applier {
+        let providers = volley_warmup::Providers::new(&config.warmup.provider_config());
+        Applier::open(&config.state_dir, store, guards, providers)
     }
 
     fn campaign_dirs(&self) -> Vec<PathBuf> {
@@ -158,41 +196,77 @@ impl Applier {
     pub fn apply(&self, events: &[Event]) -> Result<Applied, InboundError> {
         let mut applied = Applied::default();
         for event in events {
-            if lock(&self.seen).contains(&event.id.0) {
-                tracing::info!("inbound: event {} was handled before; not counted again", event.id.0);
-                applied.duplicates += 1;
-                continue;
-            }
             let original = self.original(event);
-            let (update, record) = self.effect(event, &original);
-            if let Some(update) = update {
-                self.store
-                    .apply(std::slice::from_ref(&update))
-                    .map_err(|e| InboundError::Store(e.to_string()))?;
-                applied.suppressed += 1;
-            }
-            if let (Some(guards), Some(campaign)) = (&self.guards, &original.campaign) {
-                let signal = match &event.kind {
-                    EventKind::Complaint { .. } => Some(Signal::Complaint),
-                    EventKind::Bounce { .. } => Some(Signal::HardBounce),
-                    _ => None,
-                };
-                if let Some(signal) = signal {
-                    let route = original.source_ip.map(|ip| {
-                        (
-                            ip,
-                            original.provider.as_deref().unwrap_or(volley_warmup::provider::OTHER),
-                        )
-                    });
-                    guards.record(campaign, route, signal, std::time::SystemTime::now());
+            match self.apply_one(event, &original)? {
+                None => applied.duplicates += 1,
+                Some(record) => {
+                    applied.new += 1;
+                    applied.suppressed += usize::from(record.suppression.is_some());
                 }
             }
-            let folder = original.campaign.as_deref().unwrap_or(UNKNOWN_CAMPAIGN);
-            append(&self.state_dir.join(folder).join(FEEDBACK_LOG), &record)?;
-            lock(&self.seen).insert(event.id.0.clone());
-            applied.new += 1;
         }
         Ok(applied)
+    }
+
+    /// The unsubscribe of the recipient `token` was issued for (the one-click endpoint): the
+    /// same path as a mailed unsubscribe, but only for a campaign and recipient line this
+    /// state directory knows; anything else changes nothing. Durable when it returns: the
+    /// suppression is written and the feedback line synced.
+    pub fn unsubscribe(&self, token: &Token, via: UnsubscribeVia) -> Result<Unsubscribed, InboundError> {
+        let origin = Origin {
+            token: Some(token.clone()),
+            ..Origin::default()
+        };
+        let event = Event::new(origin, EventKind::Unsubscribe { via });
+        let original = self.original(&event);
+        if original.campaign.is_none() {
+            return Ok(Unsubscribed::UnknownCampaign);
+        }
+        let Some(recipient) = original.recipient.clone() else {
+            return Ok(Unsubscribed::UnknownRecipient);
+        };
+        Ok(match self.apply_one(&event, &original)? {
+            None => Unsubscribed::Before,
+            Some(record) => Unsubscribed::Now {
+                recipient,
+                list: record.list.unwrap_or_else(|| GLOBAL.to_string()),
+            },
+        })
+    }
+
+    /// Acts on one event about `original` unless it was seen before (`None`); the logged line.
+    fn apply_one(&self, event: &Event, original: &Original) -> Result<Option<FeedbackRecord>, InboundError> {
+        let _one_at_a_time = lock(&self.applying);
+        if lock(&self.seen).contains(&event.id.0) {
+            tracing::info!("inbound: event {} was handled before; not counted again", event.id.0);
+            return Ok(None);
+        }
+        let (update, record) = self.effect(event, original);
+        if let Some(update) = update {
+            self.store
+                .apply(std::slice::from_ref(&update))
+                .map_err(|e| InboundError::Store(e.to_string()))?;
+        }
+        if let (Some(guards), Some(campaign)) = (&self.guards, &original.campaign) {
+            let signal = match &event.kind {
+                EventKind::Complaint { .. } => Some(Signal::Complaint),
+                EventKind::Bounce { .. } => Some(Signal::HardBounce),
+                _ => None,
+            };
+            if let Some(signal) = signal {
+                let route = original.source_ip.map(|ip| {
+                    (
+                        ip,
+                        original.provider.as_deref().unwrap_or(volley_warmup::provider::OTHER),
+                    )
+                });
+                guards.record(campaign, route, signal, std::time::SystemTime::now());
+            }
+        }
+        let folder = original.campaign.as_deref().unwrap_or(UNKNOWN_CAMPAIGN);
+        append(&self.state_dir.join(folder).join(FEEDBACK_LOG), &record)?;
+        lock(&self.seen).insert(event.id.0.clone());
+        Ok(Some(record))
     }
 
     /// The campaign, recipient, source IP and provider group the event is about.
@@ -203,7 +277,9 @@ impl Applier {
         };
         if let Some(token) = &event.origin.token {
             o.campaign = self.campaign_of(token.campaign);
-            o.source_ip = Some(token.source_ip);
+            // Unsubscribe tokens carry the unspecified address (the message is built before
+            // its source IP is chosen): the accounting log names the IP below.
+            o.source_ip = Some(token.source_ip).filter(|ip| !ip.is_unspecified());
             o.line = Some(token.line);
             if o.campaign.is_none() {
                 tracing::warn!(
@@ -215,10 +291,11 @@ impl Applier {
         }
         if let (Some(campaign), Some(line)) = (&o.campaign, o.line) {
             let log = self.state_dir.join(campaign).join("accounting.jsonl");
-            if let Some((recipient, provider)) = sent_line(&log, line) {
+            if let Some(sent) = sent_line(&log, line) {
                 // The recipient we sent to, whatever the report calls it.
-                o.recipient = Some(recipient);
-                o.provider = provider;
+                o.recipient = Some(sent.recipient);
+                o.provider = sent.provider;
+                o.source_ip = o.source_ip.or(sent.source_ip);
             }
         }
         if o.provider.is_none() {
@@ -301,7 +378,7 @@ impl Applier {
                 });
                 ("complained", update)
             }
-            EventKind::Unsubscribe => {
+            EventKind::Unsubscribe { via } => {
                 let list = o
                     .campaign
                     .as_deref()
@@ -309,7 +386,11 @@ impl Applier {
                     .map(|l| l.trim().to_string())
                     .filter(|l| !l.is_empty())
                     .unwrap_or_else(|| GLOBAL.to_string());
-                record.text = "unsubscribe by mail".into();
+                record.text = match via {
+                    UnsubscribeVia::Mail => "unsubscribe by mail",
+                    UnsubscribeVia::Http => "unsubscribe by the List-Unsubscribe link (RFC 8058 POST)",
+                }
+                .into();
                 let update = o.recipient.as_ref().map(|address| {
                     Update::suppress(
                         list.clone(),
@@ -355,10 +436,21 @@ impl Applier {
     }
 }
 
-/// The recipient and provider group of the line `line` of a campaign's accounting log.
-fn sent_line(log: &Path, line: u64) -> Option<(String, Option<String>)> {
+/// What a campaign's accounting log says about one recipient line.
+struct SentLine {
+    recipient: String,
+    provider: Option<String>,
+    /// The source IP of the delivery (else of the last attempt).
+    source_ip: Option<IpAddr>,
+}
+
+/// The recipient, provider group and source IP of the line `line` of a campaign's
+/// accounting log: from its `delivered` attempt when there is one (a deferred attempt may
+/// have gone out from another IP), else from its last.
+fn sent_line(log: &Path, line: u64) -> Option<SentLine> {
     let file = std::fs::File::open(log).ok()?;
     let needle = format!("\"line\":{line}");
+    let mut found: Option<SentLine> = None;
     for text in std::io::BufReader::new(file).lines().map_while(Result::ok) {
         if !text.contains(&needle) {
             continue;
@@ -366,12 +458,24 @@ fn sent_line(log: &Path, line: u64) -> Option<(String, Option<String>)> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
             continue;
         };
-        if v["line"].as_u64() == Some(line) {
-            let recipient = v["recipient"].as_str()?.to_ascii_lowercase();
-            return Some((recipient, v["provider"].as_str().map(str::to_string)));
+        if v["line"].as_u64() != Some(line) {
+            continue;
+        }
+        let Some(recipient) = v["recipient"].as_str() else {
+            continue;
+        };
+        let sent = SentLine {
+            recipient: recipient.to_ascii_lowercase(),
+            provider: v["provider"].as_str().map(str::to_string),
+            source_ip: v["source_ip"].as_str().and_then(|ip| ip.parse().ok()),
+        };
+        let delivered = v["outcome"].as_str() == Some("delivered");
+        found = Some(sent);
+        if delivered {
+            break;
         }
     }
-    None
+    found
 }
 
 fn read_ids(path: &Path, into: &mut HashSet<String>) {

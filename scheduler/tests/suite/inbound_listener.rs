@@ -57,7 +57,7 @@ fn sent(state: &Path, campaign: &str, line: u64, recipient: &str, provider: &str
 }
 
 /// One SMTP transaction; the reply code of each step (greeting, EHLO, MAIL, RCPT…, DATA, dot).
-fn smtp(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &[u8]) -> Vec<u16> {
+pub(super) fn smtp(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &[u8]) -> Vec<u16> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -126,7 +126,7 @@ fn drained(state: &Path) {
     }
 }
 
-pub fn log(path: &Path) -> Vec<Value> {
+pub(super) fn log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -3,11 +3,15 @@
 //! that name the file, field and value.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use volley_feedback::{CampaignTag, Keyring, Token, TokenKind};
 use volley_scheduler::address::EmailAddress;
 use volley_scheduler::campaign::Campaign;
+use volley_scheduler::config::{FeedbackConfig, SendConfig};
 use volley_scheduler::message::MessageFactory;
 use volley_scheduler::recipients::RecipientRow;
+use volley_scheduler::unsubscribe::UnsubscribeLinks;
 
 const BASE: &str =
     "id = \"t-1\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"r.csv\"\n";
@@ -17,6 +21,15 @@ fn load(extra: &str) -> Result<Campaign, String> {
 }
 
 fn headers_of(campaign: &Campaign, email: &str, token: &str) -> Vec<(String, String)> {
+    headers_with(campaign, None, email, token)
+}
+
+fn headers_with(
+    campaign: &Campaign,
+    links: Option<Arc<UnsubscribeLinks>>,
+    email: &str,
+    token: &str,
+) -> Vec<(String, String)> {
     let columns = vec!["email".to_string(), "token".to_string()];
     let compiled = campaign.compile(&columns).expect("compile");
     let row = RecipientRow {
@@ -25,7 +38,10 @@ fn headers_of(campaign: &Campaign, email: &str, token: &str) -> Vec<(String, Str
         email: EmailAddress::parse(email).expect("address"),
         values: vec![email.to_string(), token.to_string()],
     };
-    let built = MessageFactory::new(&compiled).build(1, &row).expect("build");
+    let built = MessageFactory::new(&compiled)
+        .with_unsubscribe_links(links)
+        .build(1, &row)
+        .expect("build");
     let text = String::from_utf8(built.bytes).expect("ascii");
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     // Unfold (RFC 5322 §2.2.3): a line starting with white space continues the previous one.
@@ -109,6 +125,16 @@ fn refusals_name_file_field_and_value() {
             "link",
         ),
         (
+            "[list_unsubscribe]\nvolley = true\nurl = \"https://s.test/u\"\n",
+            "list_unsubscribe.url",
+            "https://s.test/u",
+        ),
+        (
+            "[list_unsubscribe]\nmailto = \"u@s.test\"\nvolley = true\n",
+            "list_unsubscribe.mailto",
+            "u@s.test",
+        ),
+        (
             "[headers]\n\"List-Unsubscribe\" = \"<https://x.test>\"\n",
             "List-Unsubscribe",
             "List-Unsubscribe",
@@ -121,4 +147,71 @@ fn refusals_name_file_field_and_value() {
             "{extra} -> {e}"
         );
     }
+}
+
+/// A volley.toml with `[feedback]` (and `unsubscribe_url` when given); the key in `dir`.
+fn feedback_config(dir: &Path, unsubscribe_url: Option<&str>) -> SendConfig {
+    std::fs::write(dir.join("keys"), "4 a-list-unsubscribe-test-secret-of-32+-chars\n").expect("key");
+    let url = unsubscribe_url.map_or(String::new(), |u| format!("unsubscribe_url = \"{u}\"\n"));
+    let feedback: FeedbackConfig = toml::from_str(&format!(
+        "bounce_domain = \"bounce.sender.test\"\nkey_file = \"{}\"\n{url}",
+        dir.join("keys").display()
+    ))
+    .expect("feedback");
+    SendConfig {
+        feedback: Some(feedback),
+        ..SendConfig::new(Default::default(), Vec::new())
+    }
+}
+
+#[test]
+fn volley_links_carry_a_signed_token_per_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = feedback_config(dir.path(), Some("https://unsub.sender.test/u/"));
+    let c = load("[list_unsubscribe]\nvolley = true\n").expect("campaign");
+    let links = UnsubscribeLinks::for_campaign(&c, &config)
+        .expect("usable")
+        .map(Arc::new);
+    assert!(links.is_some());
+    let h = headers_with(&c, links, "ann@dest.test", "t");
+    let value = header(&h, "List-Unsubscribe").expect("List-Unsubscribe");
+    let token = value
+        .strip_prefix("<https://unsub.sender.test/u/")
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| panic!("{value}"));
+    assert_eq!(
+        value,
+        format!("<https://unsub.sender.test/u/{token}>, <mailto:unsubscribe+{token}@bounce.sender.test?subject=unsubscribe>")
+    );
+    assert_eq!(header(&h, "List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+    let keys = Keyring::load_file(&dir.path().join("keys")).expect("keys");
+    let decoded = Token::decode(&token, &keys).expect("signed with the configured key");
+    assert_eq!(decoded.kind, TokenKind::Unsubscribe);
+    assert_eq!(decoded.campaign, CampaignTag::of("t-1"));
+    assert_eq!(decoded.line, 2, "the recipient's line");
+    assert!(decoded.source_ip.is_unspecified(), "{decoded:?}");
+}
+
+#[test]
+fn volley_links_need_feedback_with_an_unsubscribe_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = load("[list_unsubscribe]\nvolley = true\n").expect("campaign");
+    let mut config = feedback_config(dir.path(), None);
+    let e = UnsubscribeLinks::for_campaign(&c, &config)
+        .expect_err("no unsubscribe_url")
+        .to_string();
+    assert!(
+        e.contains("c.toml: line 7: field `list_unsubscribe.volley` = true") && e.contains("unsubscribe_url"),
+        "{e}"
+    );
+    config.feedback = None;
+    let e = UnsubscribeLinks::for_campaign(&c, &config)
+        .expect_err("no [feedback]")
+        .to_string();
+    assert!(e.contains("list_unsubscribe.volley") && e.contains("[feedback]"), "{e}");
+    let off = load("[list_unsubscribe]\nvolley = false\nmailto = \"u@s.test\"\n").expect("campaign");
+    assert!(UnsubscribeLinks::for_campaign(&off, &config)
+        .expect("not volley")
+        .is_none());
 }

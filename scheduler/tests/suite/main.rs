@@ -27,4 +27,5 @@ mod service;
 mod suppression_outage;
 mod suppression_run;
 mod suppression_store;
+mod unsubscribe_endpoint;
 mod warmup_redis;

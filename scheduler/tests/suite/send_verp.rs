@@ -43,6 +43,7 @@ fn config(dir: &Path, sink: SocketAddr, key_file: PathBuf) -> SendConfig {
             verp: true,
             unsubscribe_max_age: Duration::from_secs(86_400),
             max_message_size: 1 << 20,
+            unsubscribe_url: None,
         }),
         ..SendConfig::new(Default::default(), Vec::new())
     }
