@@ -354,6 +354,7 @@ impl DestinationPolicies {
                 max_recipients_per_transaction: recipients,
                 tls,
                 idle_timeout: idle,
+                mta_sts: None,
             })
         });
         Resolution {
