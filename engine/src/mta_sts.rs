@@ -55,6 +55,11 @@ pub struct MtaStsConfig {
     /// The port policy hosts are fetched from (default 443). For tests only: RFC 8461 §3.3
     /// fixes 443; a test serves policies from an unprivileged loopback port.
     pub policy_port: u16,
+    /// `organization-name` of the TLS reports (RFC 8460 §4.3). Default `Volley`.
+    pub report_organization: String,
+    /// `contact-info` of the TLS reports. Default `postmaster@` the first source IP's EHLO
+    /// name.
+    pub report_contact: Option<String>,
 }
 
 impl Default for MtaStsConfig {
@@ -65,6 +70,8 @@ impl Default for MtaStsConfig {
             max_policy_size: 64 * 1024,
             ca_file: None,
             policy_port: 443,
+            report_organization: "Volley".into(),
+            report_contact: None,
         }
     }
 }
@@ -142,12 +149,17 @@ impl StsRoute {
         policy::mx_allowed(&self.mx, mx)
     }
 
+    /// The policy's `mx` patterns, comma-separated.
+    pub fn mx_list(&self) -> String {
+        let names: Vec<&str> = self.mx.iter().map(MxPattern::as_str).collect();
+        names.join(", ")
+    }
+
     /// The failure of an MX host the policy does not name.
     pub fn mx_failure(&self, mx: &str) -> StsFailure {
-        let names: Vec<&str> = self.mx.iter().map(MxPattern::as_str).collect();
         StsFailure {
             kind: FailureKind::MxNotInPolicy,
-            detail: format!("{mx} is not an MX host of the policy (mx: {})", names.join(", ")),
+            detail: format!("{mx} is not an MX host of the policy (mx: {})", self.mx_list()),
         }
     }
 }
@@ -356,6 +368,13 @@ impl MtaSts {
                 }
             }
         }
+    }
+}
+
+impl MtaSts {
+    /// The TLS-RPT report addresses of `domain` (RFC 8460 §3).
+    pub async fn tls_rpt_rua(&self, domain: &str) -> Result<Vec<String>, FetchError> {
+        self.fetcher.tls_rpt_rua(domain).await
     }
 }
 

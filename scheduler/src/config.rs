@@ -50,6 +50,10 @@ pub struct SendConfig {
     /// resolv.conf.
     #[serde(default)]
     pub dns: Option<volley_engine::mx::DnsConfig>,
+    /// MTA-STS (RFC 8461) for mail routed by MX lookups, and TLS reports (RFC 8460) of the
+    /// sessions to policy domains (`[mta_sts]`; on by default, in effect with `[dns]`).
+    #[serde(default)]
+    pub mta_sts: volley_engine::mta_sts::MtaStsConfig,
     /// The port MX hosts are contacted on (25; loopback tests use their sink's port).
     #[serde(default = "default_mx_port")]
     pub mx_port: u16,
@@ -349,6 +353,7 @@ impl SendConfig {
             destination: Vec::new(),
             builtin_destinations: true,
             dns: None,
+            mta_sts: Default::default(),
             mx_port: default_mx_port(),
             max_in_flight: default_max_in_flight(),
             max_in_flight_per_site: default_max_in_flight_per_site(),
@@ -383,8 +388,17 @@ impl SendConfig {
         Ok(config)
     }
 
-    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
+    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` and `[mta_sts] ca_file`
+    /// when set.
     pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(ca) = self.mta_sts.ca_file.as_deref() {
+            volley_engine::mta_sts::StsTls::new(Some(ca)).map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                field: "mta_sts.ca_file".into(),
+                value: ca.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
         self.smtp
             .session_params()
             .map(|_| ())
@@ -450,6 +464,9 @@ impl SendConfig {
         }
         if let Some(feedback) = &mut config.feedback {
             feedback.resolve(base);
+        }
+        if let Some(ca) = config.mta_sts.ca_file.as_mut().filter(|f| f.is_relative()) {
+            *ca = base.join(&*ca);
         }
     }
 

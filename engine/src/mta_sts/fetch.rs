@@ -9,7 +9,7 @@ use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 
 use super::http::{self, HttpError};
-use super::policy::{parse_policy, parse_record, PolicyBody, PolicyError};
+use super::policy::{parse_policy, parse_record, parse_tlsrpt_record, PolicyBody, PolicyError};
 use crate::mx::{classify, DnsAnswer};
 
 /// The path of the policy file (RFC 8461 §3.3).
@@ -123,27 +123,46 @@ impl PolicyFetcher {
 
     /// The `_mta-sts.<domain>` record (records not starting with `v=STSv1` are ignored).
     pub async fn record(&self, domain: &str) -> Result<RecordLookup, FetchError> {
-        let name = format!("_mta-sts.{domain}.");
-        let answer = classify(self.resolver.txt_lookup(name.as_str()).await, |l| l.valid_until());
+        let records = self.txt(&format!("_mta-sts.{domain}."), "v=STSv1").await?;
+        match records.as_slice() {
+            [one] => parse_record(one).map(RecordLookup::Id).map_err(FetchError::Record),
+            _ => Ok(RecordLookup::Absent),
+        }
+    }
+
+    /// The report addresses (`rua`) of the `_smtp._tls.<domain>` record (RFC 8460 §3); empty
+    /// when there is no valid record.
+    pub async fn tls_rpt_rua(&self, domain: &str) -> Result<Vec<String>, FetchError> {
+        let records = self.txt(&format!("_smtp._tls.{domain}."), "v=TLSRPTv1").await?;
+        Ok(match records.as_slice() {
+            [one] => parse_tlsrpt_record(one).unwrap_or_default(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// The TXT records of `name` that start with `version` (each record's strings joined,
+    /// RFC 8461 §3.1); none for NXDOMAIN or NODATA.
+    async fn txt(&self, name: &str, version: &str) -> Result<Vec<String>, FetchError> {
+        let answer = classify(self.resolver.txt_lookup(name).await, |l| l.valid_until());
         let txt = match answer {
             DnsAnswer::Records(l, _) => l,
-            DnsAnswer::NoData | DnsAnswer::NxDomain => return Ok(RecordLookup::Absent),
-            DnsAnswer::Failed(reason) => return Err(FetchError::Dns { name, reason }),
+            DnsAnswer::NoData | DnsAnswer::NxDomain => return Ok(Vec::new()),
+            DnsAnswer::Failed(reason) => {
+                return Err(FetchError::Dns {
+                    name: name.to_string(),
+                    reason,
+                })
+            }
         };
-        // RFC 8461 §3.1: the strings of one record are concatenated.
-        let records: Vec<String> = txt
+        Ok(txt
             .as_lookup()
             .record_iter()
             .filter_map(|r| match r.data() {
                 RData::TXT(t) => Some(t.txt_data().iter().map(|s| String::from_utf8_lossy(s)).collect()),
                 _ => None,
             })
-            .filter(|r: &String| r.starts_with("v=STSv1"))
-            .collect();
-        match records.as_slice() {
-            [one] => parse_record(one).map(RecordLookup::Id).map_err(FetchError::Record),
-            _ => Ok(RecordLookup::Absent),
-        }
+            .filter(|r: &String| r.starts_with(version))
+            .collect())
     }
 
     /// Fetches and parses the policy of `domain`: its body and the text as served.

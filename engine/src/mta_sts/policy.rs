@@ -125,6 +125,38 @@ pub fn parse_record(record: &str) -> Result<String, PolicyError> {
     Ok(id.to_string())
 }
 
+/// The `rua` URIs of an `_smtp._tls` TXT record (RFC 8460 §3: `v=TLSRPTv1` first, `rua` a
+/// comma-separated list of `mailto:` and `https:` URIs; others are ignored).
+pub fn parse_tlsrpt_record(record: &str) -> Result<Vec<String>, PolicyError> {
+    let err = |reason| PolicyError::Record {
+        record: record.chars().take(100).collect(),
+        reason,
+    };
+    let mut fields = record.split(';').map(str::trim).filter(|f| !f.is_empty());
+    let version = fields.next().and_then(|f| f.split_once('='));
+    if !version.is_some_and(|(k, v)| k.trim() == "v" && v.trim() == "TLSRPTv1") {
+        return Err(err("does not start with v=TLSRPTv1"));
+    }
+    let rua = fields
+        .filter_map(|f| f.split_once('='))
+        .find(|(k, _)| k.trim() == "rua")
+        .map(|(_, v)| v)
+        .ok_or_else(|| err("no rua field"))?;
+    let uris: Vec<String> = rua
+        .split(',')
+        .map(str::trim)
+        .filter(|u| {
+            let lower = u.to_ascii_lowercase();
+            lower.starts_with("mailto:") || lower.starts_with("https://")
+        })
+        .map(str::to_string)
+        .collect();
+    if uris.is_empty() {
+        return Err(err("rua has no mailto: or https: URI"));
+    }
+    Ok(uris)
+}
+
 /// Parses a policy file (RFC 8461 §3.2): `key: value` lines (CRLF or LF), `version: STSv1`,
 /// `mode`, `max_age` (seconds, capped at one year), `mx` (repeated; required unless mode is
 /// `none`). Unknown keys are ignored; a repeated single-valued key is an error.
@@ -274,6 +306,17 @@ mod tests {
             assert!(parse_record(bad).is_err(), "{bad}");
         }
         assert!(parse_record(&format!("v=STSv1; id={}", "a".repeat(33))).is_err());
+    }
+
+    #[test]
+    fn the_tlsrpt_record_gives_its_report_addresses() {
+        let rua = parse_tlsrpt_record("v=TLSRPTv1; rua=mailto:tls@a.test, https://r.a.test/tls,ftp://x");
+        assert_eq!(
+            rua.ok(),
+            Some(vec!["mailto:tls@a.test".to_string(), "https://r.a.test/tls".to_string()])
+        );
+        assert!(parse_tlsrpt_record("v=TLSRPTv2; rua=mailto:a@b").is_err());
+        assert!(parse_tlsrpt_record("v=TLSRPTv1;").is_err());
     }
 
     #[test]

@@ -90,6 +90,11 @@ impl SendConfig {
                 out.push(Problem::new("dns", "", e.to_string()));
             }
         }
+        for e in self.mta_sts.problems() {
+            if let volley_engine::mta_sts::MtaStsSetupError::Value { field, value, reason } = e {
+                out.push(Problem::new(format!("mta_sts.{field}"), value, reason));
+            }
+        }
         if let Err(e) = self.suppression.validate() {
             out.push(Problem::new("suppression", "", e.to_string()));
         }
