@@ -375,7 +375,9 @@ impl DestinationPolicies {
     /// `policy` (the destination's settings; `None`: `[smtp]`'s) for mail to a domain under
     /// MTA-STS policy `route`: its routes get connections of their own, checked against it.
     pub fn under_mta_sts(&self, policy: Option<&RoutePolicy>, route: Arc<StsRoute>) -> Arc<RoutePolicy> {
-        let base = policy.cloned().unwrap_or_else(|| RoutePolicy::from_config("smtp", &self.smtp));
+        let base = policy
+            .cloned()
+            .unwrap_or_else(|| RoutePolicy::from_config("smtp", &self.smtp));
         Arc::new(RoutePolicy {
             mta_sts: Some(route),
             ..base

@@ -170,7 +170,12 @@ impl Router {
             return Ok(dest);
         };
         let hosts: Vec<(u16, MxHost)> = match route.mode {
-            StsMode::Enforce => dest.hosts.iter().filter(|(_, h)| route.allows(&h.name)).cloned().collect(),
+            StsMode::Enforce => dest
+                .hosts
+                .iter()
+                .filter(|(_, h)| route.allows(&h.name))
+                .cloned()
+                .collect(),
             _ => dest.hosts.to_vec(),
         };
         if hosts.is_empty() {

@@ -118,7 +118,9 @@ pub struct TlsReports {
 
 impl std::fmt::Debug for TlsReports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReports").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("TlsReports")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,7 +201,9 @@ impl TlsReports {
             (existing.unwrap_or_else(|| self.empty(&day, domain)), true)
         });
         *dirty = true;
-        let Some(entry) = report.policies.first_mut() else { return };
+        let Some(entry) = report.policies.first_mut() else {
+            return;
+        };
         if let Some((text, mx)) = policy {
             entry.policy.policy_string = text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
             entry.policy.mx_host = mx;
@@ -209,13 +213,17 @@ impl TlsReports {
             Some(failure) => {
                 entry.summary.failure += 1;
                 let same = entry.failure_details.iter_mut().find(|d| {
-                    (&d.result_type, d.sending_mta_ip, &d.receiving_mx_hostname, d.receiving_ip)
-                        == (
-                            &failure.result_type,
-                            failure.sending_mta_ip,
-                            &failure.receiving_mx_hostname,
-                            failure.receiving_ip,
-                        )
+                    (
+                        &d.result_type,
+                        d.sending_mta_ip,
+                        &d.receiving_mx_hostname,
+                        d.receiving_ip,
+                    ) == (
+                        &failure.result_type,
+                        failure.sending_mta_ip,
+                        &failure.receiving_mx_hostname,
+                        failure.receiving_ip,
+                    )
                 });
                 match same {
                     Some(d) => {
@@ -284,7 +292,9 @@ impl TlsReports {
         if let Some(mta_sts) = &self.inner.mta_sts {
             for (dir, domain) in new_domains {
                 match mta_sts.tls_rpt_rua(&domain).await {
-                    Ok(rua) if !rua.is_empty() => std::fs::write(dir.join(format!("{domain}.rua")), rua.join("\n") + "\n")?,
+                    Ok(rua) if !rua.is_empty() => {
+                        std::fs::write(dir.join(format!("{domain}.rua")), rua.join("\n") + "\n")?
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::info!(%domain, error = %e, "no TLS-RPT address found"),
                 }

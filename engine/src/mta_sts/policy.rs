@@ -313,7 +313,10 @@ mod tests {
         let rua = parse_tlsrpt_record("v=TLSRPTv1; rua=mailto:tls@a.test, https://r.a.test/tls,ftp://x");
         assert_eq!(
             rua.ok(),
-            Some(vec!["mailto:tls@a.test".to_string(), "https://r.a.test/tls".to_string()])
+            Some(vec![
+                "mailto:tls@a.test".to_string(),
+                "https://r.a.test/tls".to_string()
+            ])
         );
         assert!(parse_tlsrpt_record("v=TLSRPTv2; rua=mailto:a@b").is_err());
         assert!(parse_tlsrpt_record("v=TLSRPTv1;").is_err());

@@ -112,7 +112,13 @@ const TLS_REPORT_FLUSH: Duration = Duration::from_secs(60);
 fn start_mta_sts(
     config: &SendConfig,
     params: volley_engine::smtp::session::SessionParams,
-) -> Result<(volley_engine::smtp::session::SessionParams, Option<(Arc<MtaSts>, TlsReports)>), SendError> {
+) -> Result<
+    (
+        volley_engine::smtp::session::SessionParams,
+        Option<(Arc<MtaSts>, TlsReports)>,
+    ),
+    SendError,
+> {
     let Some(dns) = config.dns.as_ref().filter(|_| config.mta_sts.enabled) else {
         return Ok((params, None));
     };
@@ -121,7 +127,10 @@ fn start_mta_sts(
     let cache = config.state_dir.join("mta-sts").join("policies.json");
     let mta_sts = Arc::new(MtaSts::new(&config.mta_sts, dns, &tls, Some(&cache)).map_err(|e| setup(&e))?);
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
-    let first_name = config.source_ips.first().map_or("localhost", |ip| ip.ehlo_name.as_str());
+    let first_name = config
+        .source_ips
+        .first()
+        .map_or("localhost", |ip| ip.ehlo_name.as_str());
     let reporter = Reporter {
         organization: config.mta_sts.report_organization.clone(),
         contact: config
