@@ -36,6 +36,11 @@ use crate::mx::DnsConfig;
 /// otherwise cost every lookup of the domain a timeout.
 const FETCH_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Newly fetched policies are written to the cache file at most this often (and at
+/// [`MtaSts::save`]): a campaign start fetching thousands of policies writes it a few times,
+/// not once per policy.
+const SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The `[mta_sts]` table of `volley.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -270,6 +275,11 @@ pub struct MtaSts {
     cache: Mutex<PolicyCache>,
     /// Failed fetches: (domain, record id) -> when to try again.
     failed: Mutex<HashMap<(String, String), Instant>>,
+    /// Domains being looked up at once (`dns.max_concurrent_queries`): a campaign start
+    /// asks about every domain together.
+    lookups: tokio::sync::Semaphore,
+    /// When the cache file was last written.
+    saved: Mutex<Instant>,
 }
 
 fn unix_now() -> u64 {
@@ -302,6 +312,8 @@ impl MtaSts {
             fetcher,
             cache: Mutex::new(PolicyCache::open(cache_file, unix_now())?),
             failed: Mutex::new(HashMap::new()),
+            lookups: tokio::sync::Semaphore::new(dns.max_concurrent_queries.max(1)),
+            saved: Mutex::new(Instant::now()),
         })
     }
 
@@ -309,6 +321,8 @@ impl MtaSts {
     /// unexpired policy under the same id is used as is; otherwise the policy is fetched, and
     /// when that fails the cached one (if unexpired) stays in effect.
     pub async fn policy(&self, domain: &str) -> Lookup {
+        // The semaphore is never closed; were it, the lookup would go ahead unbounded.
+        let _permit = self.lookups.acquire().await;
         let record = self.fetcher.record(domain).await;
         let now = unix_now();
         let cached = lock(&self.cache).fresh(domain, now);
@@ -346,12 +360,18 @@ impl MtaSts {
         match self.fetcher.fetch(domain).await {
             Ok((body, text)) => {
                 lock(&self.failed).remove(&key);
-                let fetched = CachedPolicy::new(domain, &id, body, text, now);
-                let stored = lock(&self.cache).store(fetched.clone(), now);
-                let policy = stored.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "MTA-STS policy not saved; kept in memory");
-                    Arc::new(fetched)
-                });
+                let policy = lock(&self.cache).store(CachedPolicy::new(domain, &id, body, text, now), now);
+                let due = {
+                    let mut saved = lock(&self.saved);
+                    let due = saved.elapsed() >= SAVE_INTERVAL;
+                    if due {
+                        *saved = Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    self.save();
+                }
                 Lookup {
                     policy: Some(policy),
                     error: None,
@@ -372,6 +392,14 @@ impl MtaSts {
 }
 
 impl MtaSts {
+    /// Writes the policies fetched since the cache file was last written (errors are logged:
+    /// the policies stay in memory).
+    pub fn save(&self) {
+        if let Err(e) = lock(&self.cache).save() {
+            tracing::warn!(error = %e, "MTA-STS policies not saved; kept in memory");
+        }
+    }
+
     /// The TLS-RPT report addresses of `domain` (RFC 8460 §3).
     pub async fn tls_rpt_rua(&self, domain: &str) -> Result<Vec<String>, FetchError> {
         self.fetcher.tls_rpt_rua(domain).await

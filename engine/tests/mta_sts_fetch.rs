@@ -73,6 +73,7 @@ async fn a_policy_is_fetched_once_then_cached_across_a_restart() {
     assert_eq!(server.requests(), 1, "same record id: served from the cache");
 
     // A restart reads the cache file; the policy host being gone does not matter.
+    sts.save();
     drop(server);
     let restarted = mta_sts(&f, 1, Duration::from_secs(5), Some(&cache));
     let after = restarted.policy("a.test").await;

@@ -62,6 +62,8 @@ pub struct CacheError {
 pub struct PolicyCache {
     file: Option<PathBuf>,
     entries: HashMap<String, Arc<CachedPolicy>>,
+    /// Entries stored since the file was last written.
+    dirty: bool,
 }
 
 impl PolicyCache {
@@ -71,6 +73,7 @@ impl PolicyCache {
         let mut cache = PolicyCache {
             file: file.map(Path::to_path_buf),
             entries: HashMap::new(),
+            dirty: false,
         };
         let Some(path) = file else { return Ok(cache) };
         let err = |reason: String| CacheError {
@@ -100,18 +103,21 @@ impl PolicyCache {
         self.fresh(domain, now).is_none_or(|p| p.id != id)
     }
 
-    /// Keeps `policy` (replacing the domain's earlier one) and writes the file.
-    pub fn store(&mut self, policy: CachedPolicy, now: u64) -> Result<Arc<CachedPolicy>, CacheError> {
+    /// Keeps `policy` (replacing the domain's earlier one); [`PolicyCache::save`] writes it.
+    pub fn store(&mut self, policy: CachedPolicy, now: u64) -> Arc<CachedPolicy> {
         let policy = Arc::new(policy);
         self.entries.retain(|_, p| p.is_fresh(now));
         self.entries.insert(policy.domain.clone(), policy.clone());
-        self.save()?;
-        Ok(policy)
+        self.dirty = true;
+        policy
     }
 
-    /// Writes every entry to the file (a temporary file renamed over it).
-    fn save(&self) -> Result<(), CacheError> {
-        let Some(path) = &self.file else { return Ok(()) };
+    /// Writes every entry to the file (a temporary file renamed over it) when some were
+    /// stored since the last write.
+    pub fn save(&mut self) -> Result<(), CacheError> {
+        let Some(path) = self.file.as_ref().filter(|_| self.dirty) else {
+            return Ok(());
+        };
         let err = |reason: String| CacheError {
             path: path.clone(),
             reason,
@@ -124,7 +130,9 @@ impl PolicyCache {
         }
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, json).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -147,8 +155,7 @@ mod tests {
     fn a_policy_is_refetched_when_it_expires_or_its_id_changes() {
         let mut cache = PolicyCache::default();
         assert!(cache.needs_fetch("a.test", "1", 1000), "nothing cached");
-        let stored = cache.store(CachedPolicy::new("a.test", "1", policy(100), String::new(), 1000), 1000);
-        assert!(stored.is_ok());
+        cache.store(CachedPolicy::new("a.test", "1", policy(100), String::new(), 1000), 1000);
         assert!(!cache.needs_fetch("a.test", "1", 1050), "same id, unexpired");
         assert!(cache.needs_fetch("a.test", "2", 1050), "the record's id changed");
         assert!(cache.fresh("a.test", 1099).is_some());
@@ -164,8 +171,9 @@ mod tests {
         let text = "version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 100\n".to_string();
         for (domain, age) in [("a.test", 100), ("b.test", 10)] {
             let p = CachedPolicy::new(domain, "7", policy(age), text.clone(), 1000);
-            assert!(cache.store(p, 1000).is_ok());
+            cache.store(p, 1000);
         }
+        assert!(cache.save().is_ok());
         let reopened = PolicyCache::open(Some(&file), 1050).expect("read back");
         let a = reopened.fresh("a.test", 1050).expect("kept");
         assert_eq!(

@@ -397,7 +397,8 @@ impl SendService {
         }
         self.live.set_open_connections(0);
         self.shaper.flush();
-        if let Some((_, reports)) = &self.mta_sts {
+        if let Some((mta_sts, reports)) = &self.mta_sts {
+            mta_sts.save();
             if let Err(e) = reports.flush().await {
                 tracing::warn!(error = %e, "TLS reports not written");
             }

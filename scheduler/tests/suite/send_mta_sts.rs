@@ -32,8 +32,13 @@ struct Domain {
 /// `<label>.test` publishing a `mode` policy naming `mx.<label>.test`, whose MX sink (on
 /// 127.0.0.`ip`) presents a certificate for `sink_name`.
 async fn domain(label: &str, ip: u8, mode: &str, sink_name: &str) -> Domain {
+    domain_with_mx(label, ip, mode, sink_name, &format!("mx.{label}.test")).await
+}
+
+/// Like [`domain`], the policy naming `policy_mx`.
+async fn domain_with_mx(label: &str, ip: u8, mode: &str, sink_name: &str, policy_mx: &str) -> Domain {
     let ca = TestCa::new().expect("ca");
-    let policy = format!("version: STSv1\r\nmode: {mode}\r\nmx: mx.{label}.test\r\nmax_age: 86400\r\n");
+    let policy = format!("version: STSv1\r\nmode: {mode}\r\nmx: {policy_mx}\r\nmax_age: 86400\r\n");
     let policy_ip = [127, 0, 0, ip + 1];
     let policy_host = PolicyHost::start(
         SocketAddr::from((policy_ip, 0)),
@@ -158,7 +163,10 @@ async fn enforce_with_a_certificate_for_another_name_sends_nothing_and_defers() 
     assert_eq!(policy["policy"]["policy-domain"], "enforce.test");
     assert_eq!(policy["policy"]["policy-type"], "sts");
     assert_eq!(policy["summary"]["total-successful-session-count"], 0);
-    assert!(policy["summary"]["total-failure-session-count"].as_u64() >= Some(1), "{report}");
+    assert!(
+        policy["summary"]["total-failure-session-count"].as_u64() >= Some(1),
+        "{report}"
+    );
     assert_eq!(policy["failure-details"][0]["result-type"], "certificate-host-mismatch");
     assert_eq!(policy["failure-details"][0]["receiving-mx-hostname"], "mx.enforce.test");
 }
@@ -174,7 +182,10 @@ async fn enforce_with_a_matching_certificate_delivers_over_verified_tls() {
     assert!(log.iter().all(|l| l["tls"] == true), "{log:?}");
     let report = tls_report(&d, "good");
     let summary = &report["policies"][0]["summary"];
-    assert!(summary["total-successful-session-count"].as_u64() >= Some(1), "{report}");
+    assert!(
+        summary["total-successful-session-count"].as_u64() >= Some(1),
+        "{report}"
+    );
     assert_eq!(summary["total-failure-session-count"], 0);
     assert!(report["policies"][0].get("failure-details").is_none(), "{report}");
     let rua = std::fs::read_dir(d.dir.path().join("state").join("tls-rpt"))
@@ -196,7 +207,10 @@ async fn testing_mode_delivers_and_reports_the_certificate_failure() {
     assert!(log.iter().all(|l| l["tls"] == true), "still encrypted: {log:?}");
     let report = tls_report(&d, "testing");
     let policy = &report["policies"][0];
-    assert!(policy["summary"]["total-failure-session-count"].as_u64() >= Some(1), "{report}");
+    assert!(
+        policy["summary"]["total-failure-session-count"].as_u64() >= Some(1),
+        "{report}"
+    );
     assert_eq!(policy["summary"]["total-successful-session-count"], 0);
     let failure = &policy["failure-details"][0];
     assert_eq!(failure["result-type"], "certificate-host-mismatch", "{report}");
@@ -206,4 +220,24 @@ async fn testing_mode_delivers_and_reports_the_certificate_failure() {
         .as_array()
         .is_some_and(|l| l.iter().any(|s| s == "mode: testing")));
     assert_eq!(policy["policy"]["mx-host"][0], "mx.testing.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_with_no_mx_host_in_the_policy_defers_without_connecting() {
+    let d = domain_with_mx("nomx", 60, "enforce", "mx.nomx.test", "*.elsewhere.test").await;
+    let (summary, rcpts, log) = send(&d, "nomx").await;
+    assert_eq!(
+        d.sink.stats().connections,
+        0,
+        "no connection to an MX host outside the policy"
+    );
+    assert_eq!(summary.delivered, 0);
+    for r in &rcpts {
+        let last = log.iter().rfind(|l| l["recipient"] == r.as_str()).expect("a line");
+        assert!(last["outcome"] == "deferred" || last["outcome"] == "expired", "{last}");
+        assert_eq!(
+            last["text"],
+            "MTA-STS enforce for nomx.test: no MX host (mx.nomx.test) is in the policy (mx: *.elsewhere.test)"
+        );
+    }
 }
