@@ -200,7 +200,7 @@ struct Shared {
     /// Reputation guards (complaint and hard-bounce rates), one for all campaigns.
     guards: Arc<crate::reputation::Guards>,
     /// MTA-STS policies and TLS reports, one for all campaigns (`None`: off).
-    mta_sts: Option<(Arc<volley_engine::mta_sts::MtaSts>, crate::tls_reports::TlsReports)>,
+    mta_sts: Option<service::MtaStsParts>,
 }
 
 /// One campaign of a run, from set-up to summary.

@@ -20,6 +20,7 @@ use crate::summary::Summary;
 use crate::suppression::{open_store, SuppressionStore, SuppressionWriter};
 use crate::tls_reports::{Reporter, TlsReports};
 use volley_engine::mta_sts::{MtaSts, StsTls};
+use volley_engine::smtp::session::SessionParams;
 
 type Report = volley_engine::DeliveryReport<Tag>;
 
@@ -99,9 +100,12 @@ pub struct SendService {
     guards: Arc<crate::reputation::Guards>,
     /// MTA-STS policies and the TLS reports of the sessions under them (with `[dns]`, unless
     /// `[mta_sts] enabled = false`).
-    mta_sts: Option<(Arc<MtaSts>, TlsReports)>,
+    mta_sts: Option<MtaStsParts>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// The policies and the reports of MTA-STS.
+pub(super) type MtaStsParts = (Arc<MtaSts>, TlsReports);
 
 /// How often the TLS reports are rewritten while campaigns run.
 const TLS_REPORT_FLUSH: Duration = Duration::from_secs(60);
@@ -111,14 +115,8 @@ const TLS_REPORT_FLUSH: Duration = Duration::from_secs(60);
 /// (routing overrides bypass policies) or with `[mta_sts] enabled = false`.
 fn start_mta_sts(
     config: &SendConfig,
-    params: volley_engine::smtp::session::SessionParams,
-) -> Result<
-    (
-        volley_engine::smtp::session::SessionParams,
-        Option<(Arc<MtaSts>, TlsReports)>,
-    ),
-    SendError,
-> {
+    params: SessionParams,
+) -> Result<(SessionParams, Option<MtaStsParts>), SendError> {
     let Some(dns) = config.dns.as_ref().filter(|_| config.mta_sts.enabled) else {
         return Ok((params, None));
     };

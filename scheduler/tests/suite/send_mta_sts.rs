@@ -3,10 +3,6 @@
 //! certificate comes from a test CA Volley trusts (`[mta_sts] ca_file`), and a sink as the MX
 //! host whose certificate matches the MX name or not.
 
-#[path = "../../../engine/tests/dns/mod.rs"]
-#[allow(dead_code)]
-mod dns;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +16,8 @@ use volley_engine::mx::DnsConfig;
 use volley_scheduler::campaign::Campaign;
 use volley_scheduler::config::{SendConfig, SourceIpConfig};
 use volley_scheduler::summary::Summary;
+
+use super::send_mx::dns;
 
 /// One policy domain `<label>.test` with its DNS, policy host and MX sink.
 struct Domain {

@@ -3,7 +3,7 @@
 
 #[path = "../../../engine/tests/dns/mod.rs"]
 #[allow(dead_code)]
-mod dns;
+pub(crate) mod dns;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
