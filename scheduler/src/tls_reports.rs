@@ -330,3 +330,91 @@ fn read_report(dir: &Path, day: &str, domain: &str) -> Option<Report> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use volley_engine::mta_sts::{FailureKind, MxPattern, StsFailure, StsMode, StsRoute};
+
+    use super::*;
+
+    fn check(source: [u8; 4], failure: Option<FailureKind>) -> SessionCheck {
+        SessionCheck {
+            route: Arc::new(StsRoute {
+                domain: Arc::from("a.test"),
+                mode: StsMode::Testing,
+                mx: MxPattern::new("*.a.test").into_iter().collect(),
+                text: Arc::from("version: STSv1\r\nmode: testing\r\nmx: *.a.test\r\nmax_age: 60\r\n"),
+            }),
+            mx: Arc::from("mx.a.test"),
+            mx_ip: IpAddr::from([127, 0, 0, 9]),
+            source_ip: IpAddr::from(source),
+            failure: failure.map(|kind| StsFailure {
+                kind,
+                detail: "certificate of mx.a.test not valid".into(),
+            }),
+        }
+    }
+
+    fn open(dir: &Path) -> (TlsReports, mpsc::UnboundedSender<SessionCheck>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reporter = Reporter {
+            organization: "Org".into(),
+            contact: "tls@org.test".into(),
+        };
+        (TlsReports::new(dir, reporter, None, rx), tx)
+    }
+
+    #[tokio::test]
+    async fn sessions_are_counted_per_result_and_route_and_a_restart_keeps_counting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (reports, tx) = open(dir.path());
+        for c in [
+            check([127, 0, 0, 2], None),
+            check([127, 0, 0, 2], Some(FailureKind::CertificateHostMismatch)),
+            check([127, 0, 0, 2], Some(FailureKind::CertificateHostMismatch)),
+            check([127, 0, 0, 3], Some(FailureKind::CertificateHostMismatch)),
+        ] {
+            assert!(tx.send(c).is_ok());
+        }
+        assert!(reports.flush().await.is_ok());
+        let day = day_of(SystemTime::now());
+        let path = dir.path().join("tls-rpt").join(&day).join("a.test.json");
+        let read = |path: &Path| -> Report {
+            serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
+        };
+        let report = read(&path);
+        let policy = &report.policies[0];
+        assert_eq!((policy.summary.success, policy.summary.failure), (1, 3));
+        let counts: Vec<(Option<IpAddr>, u64)> = policy
+            .failure_details
+            .iter()
+            .map(|d| (d.sending_mta_ip, d.failed_session_count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                (Some(IpAddr::from([127, 0, 0, 2])), 2),
+                (Some(IpAddr::from([127, 0, 0, 3])), 1)
+            ]
+        );
+        assert_eq!(policy.failure_details[0].result_type, "certificate-host-mismatch");
+        assert_eq!(policy.policy.policy_string[1], "mode: testing");
+        assert_eq!(report.date_range.start_datetime, format!("{day}T00:00:00Z"));
+        let json = std::fs::read_to_string(&path).expect("text");
+        assert!(!json.contains("null"), "absent fields are left out, not null: {json}");
+
+        // A new process continues the day's counts from the file.
+        let (again, tx) = open(dir.path());
+        assert!(tx.send(check([127, 0, 0, 2], None)).is_ok());
+        again.fetch_failed("a.test", &FetchError::NoAddress("mta-sts.a.test".into()));
+        assert!(again.flush().await.is_ok());
+        let policy = &read(&path).policies[0];
+        assert_eq!((policy.summary.success, policy.summary.failure), (2, 4));
+        assert_eq!(
+            policy.failure_details.last().map(|d| d.result_type.as_str()),
+            Some("sts-policy-fetch-error")
+        );
+    }
+}

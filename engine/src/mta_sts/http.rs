@@ -275,4 +275,18 @@ mod tests {
             Err(HttpError::Malformed(_))
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, the parser neither panics nor hands back more than the cap.
+        #[test]
+        fn any_bytes_parse_without_panic_within_the_cap(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), closed: bool) {
+            let mut response = OK.as_bytes().to_vec();
+            response.extend_from_slice(&bytes);
+            for input in [&bytes[..], &response[..]] {
+                if let Ok(Parsed::Body(body)) = parse_response(input, 64, closed) {
+                    proptest::prop_assert!(body.len() <= 64);
+                }
+            }
+        }
+    }
 }
