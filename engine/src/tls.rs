@@ -93,16 +93,7 @@ impl TlsClient {
         let builder =
             rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let mut config = if verify_certificates {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            if let Some(path) = ca_file {
-                for cert in read_certificates(path)? {
-                    roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    })?;
-                }
-            }
+            let roots = root_store(ca_file)?;
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
             builder
@@ -171,7 +162,22 @@ impl TlsClient {
     }
 }
 
-pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+/// The Mozilla roots (webpki-roots) plus the certificates of `ca_file` (PEM), if given.
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_certificates(path)? {
+            roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(roots)
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let err = |reason: String| TlsSetupError::CaFile {
         path: path.to_path_buf(),
         reason,

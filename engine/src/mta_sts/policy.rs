@@ -102,25 +102,38 @@ pub enum PolicyError {
     },
 }
 
+/// The `key=value` fields of a TXT record whose first field is `v=<version>` (RFC 8461 §3.1,
+/// RFC 8460 §3: `;`-separated, whitespace around them ignored).
+fn tagged_fields<'a>(record: &'a str, version: &str) -> Result<Vec<(&'a str, &'a str)>, PolicyError> {
+    let mut fields = record
+        .split(';')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()));
+    match fields.next() {
+        Some(("v", v)) if v == version => Ok(fields.collect()),
+        _ => Err(record_error(record, "does not start with the version field")),
+    }
+}
+
+fn record_error(record: &str, reason: &'static str) -> PolicyError {
+    PolicyError::Record {
+        record: record.chars().take(100).collect(),
+        reason,
+    }
+}
+
+/// The value of `key` among `fields`.
+fn field<'a>(fields: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
 /// The `id` of an `_mta-sts` TXT record (RFC 8461 §3.1: `v=STSv1` first, `id` of 1 to 32
 /// letters and digits; other fields ignored).
 pub fn parse_record(record: &str) -> Result<String, PolicyError> {
-    let err = |reason| PolicyError::Record {
-        record: record.chars().take(100).collect(),
-        reason,
-    };
-    let mut fields = record.split(';').map(str::trim).filter(|f| !f.is_empty());
-    let version = fields.next().and_then(|f| f.split_once('='));
-    if !version.is_some_and(|(k, v)| k.trim() == "v" && v.trim() == "STSv1") {
-        return Err(err("does not start with v=STSv1"));
-    }
-    let id = fields
-        .filter_map(|f| f.split_once('='))
-        .find(|(k, _)| k.trim() == "id")
-        .map(|(_, v)| v.trim())
-        .ok_or_else(|| err("no id field"))?;
+    let fields = tagged_fields(record, "STSv1")?;
+    let id = field(&fields, "id").ok_or_else(|| record_error(record, "no id field"))?;
     if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(err("id must be 1 to 32 letters and digits"));
+        return Err(record_error(record, "id must be 1 to 32 letters and digits"));
     }
     Ok(id.to_string())
 }
@@ -128,20 +141,8 @@ pub fn parse_record(record: &str) -> Result<String, PolicyError> {
 /// The `rua` URIs of an `_smtp._tls` TXT record (RFC 8460 §3: `v=TLSRPTv1` first, `rua` a
 /// comma-separated list of `mailto:` and `https:` URIs; others are ignored).
 pub fn parse_tlsrpt_record(record: &str) -> Result<Vec<String>, PolicyError> {
-    let err = |reason| PolicyError::Record {
-        record: record.chars().take(100).collect(),
-        reason,
-    };
-    let mut fields = record.split(';').map(str::trim).filter(|f| !f.is_empty());
-    let version = fields.next().and_then(|f| f.split_once('='));
-    if !version.is_some_and(|(k, v)| k.trim() == "v" && v.trim() == "TLSRPTv1") {
-        return Err(err("does not start with v=TLSRPTv1"));
-    }
-    let rua = fields
-        .filter_map(|f| f.split_once('='))
-        .find(|(k, _)| k.trim() == "rua")
-        .map(|(_, v)| v)
-        .ok_or_else(|| err("no rua field"))?;
+    let fields = tagged_fields(record, "TLSRPTv1")?;
+    let rua = field(&fields, "rua").ok_or_else(|| record_error(record, "no rua field"))?;
     let uris: Vec<String> = rua
         .split(',')
         .map(str::trim)
@@ -152,7 +153,7 @@ pub fn parse_tlsrpt_record(record: &str) -> Result<Vec<String>, PolicyError> {
         .map(str::to_string)
         .collect();
     if uris.is_empty() {
-        return Err(err("rua has no mailto: or https: URI"));
+        return Err(record_error(record, "rua has no mailto: or https: URI"));
     }
     Ok(uris)
 }

@@ -13,7 +13,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
 use super::{FailureKind, StsFailure};
-use crate::tls::{read_certificates, TlsSetupError};
+use crate::tls::{root_store, TlsSetupError};
 
 /// TLS sessions remembered for resumption by `enforce` connections (each verified in full).
 const SESSION_CACHE: usize = 1024;
@@ -37,17 +37,7 @@ impl std::fmt::Debug for StsTls {
 impl StsTls {
     /// Trusts the Mozilla roots and the certificates of `ca_file` (PEM), if given.
     pub fn new(ca_file: Option<&Path>) -> Result<StsTls, TlsSetupError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            for cert in read_certificates(path)? {
-                roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        let roots = Arc::new(roots);
+        let roots = Arc::new(root_store(ca_file)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()

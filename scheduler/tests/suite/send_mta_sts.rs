@@ -4,7 +4,6 @@
 //! host whose certificate matches the MX name or not.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
 use hickory_server::proto::rr::Name;
@@ -13,11 +12,10 @@ use volley_bench::policy_host::{PolicyHost, Response, TestCa};
 use volley_bench::{Sink, SinkConfig, SinkHandle};
 use volley_engine::mta_sts::MtaStsConfig;
 use volley_engine::mx::DnsConfig;
-use volley_scheduler::campaign::Campaign;
 use volley_scheduler::config::{SendConfig, SourceIpConfig};
 use volley_scheduler::summary::Summary;
 
-use super::send_mx::dns;
+use super::send_mx::{dns, write_campaign};
 
 /// One policy domain `<label>.test` with its DNS, policy host and MX sink.
 struct Domain {
@@ -94,22 +92,10 @@ fn config(d: &Domain) -> SendConfig {
     }
 }
 
-fn campaign(dir: &Path, rcpts: &[String]) -> Campaign {
-    let csv = std::iter::once("email".to_string())
-        .chain(rcpts.iter().cloned())
-        .collect::<Vec<_>>();
-    std::fs::write(dir.join("r.csv"), csv.join("\n") + "\n").expect("csv");
-    std::fs::write(
-        dir.join("c.toml"),
-        "id = \"sts\"\nfrom = \"n@sender.test\"\nsubject = \"s\"\ntext = \"t\"\nrecipients = \"r.csv\"\n",
-    )
-    .expect("toml");
-    Campaign::load(&dir.join("c.toml")).expect("campaign")
-}
-
 async fn send(d: &Domain, label: &str) -> (Summary, Vec<String>, Vec<Value>) {
     let rcpts: Vec<String> = (0..3).map(|i| format!("r{i}@{label}.test")).collect();
-    let summary = volley_scheduler::send::run(&campaign(d.dir.path(), &rcpts), &config(d))
+    let list: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let summary = volley_scheduler::send::run(&write_campaign(d.dir.path(), &list), &config(d))
         .await
         .expect("run");
     let log = std::fs::read_to_string(&summary.accounting_log)
