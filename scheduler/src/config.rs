@@ -384,21 +384,28 @@ impl SendConfig {
         config.check_dkim(path, &config.dkim)?;
         config.check_bounces(path)?;
         config.check_tls(path)?;
+        config.check_mta_sts_ca(path)?;
         config.check_feedback(path)?;
         Ok(config)
     }
 
-    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` and `[mta_sts] ca_file`
-    /// when set.
-    pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
-        if let Some(ca) = self.mta_sts.ca_file.as_deref() {
-            volley_engine::mta_sts::StsTls::new(Some(ca)).map_err(|e| ConfigError::Invalid {
+    /// Reads `[mta_sts] ca_file` (PEM trust anchors), when set.
+    pub fn check_mta_sts_ca(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(ca) = self.mta_sts.ca_file.as_deref() else {
+            return Ok(());
+        };
+        volley_engine::mta_sts::StsTls::new(Some(ca))
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
                 path: path.into(),
                 field: "mta_sts.ca_file".into(),
                 value: ca.display().to_string(),
                 reason: e.to_string(),
-            })?;
-        }
+            })
+    }
+
+    /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
+    pub fn check_tls(&self, path: &Path) -> Result<(), ConfigError> {
         self.smtp
             .session_params()
             .map(|_| ())
@@ -669,6 +676,18 @@ idle_timeout = "5s"
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("source_ips[0].ehlo_name") && e.contains("bad name"), "{e}");
+    }
+
+    #[test]
+    fn the_mta_sts_ca_file_is_read_at_load_relative_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("volley.toml");
+        std::fs::write(&path, format!("{GOOD}[mta_sts]\nca_file = \"private-ca.pem\"\n")).expect("write");
+        let e = SendConfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("mta_sts.ca_file") && e.contains("private-ca.pem"), "{e}");
+        std::fs::write(dir.path().join("private-ca.pem"), "no certificate here").expect("write");
+        let e = SendConfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no PEM certificate"), "{e}");
     }
 
     #[test]
