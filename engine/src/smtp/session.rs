@@ -257,14 +257,25 @@ impl SmtpSession {
         let name = TlsClient::server_name(&self.mx.name, self.mx.addr.ip());
         // Under MTA-STS the certificate is verified for the MX host name: `enforce` fails the
         // handshake, `testing` keeps the verdict (RFC 8461 §4.2, §5).
-        let sts = tls.mta_sts().and_then(|(route, context)| context.map(|c| (route, c)));
-        let (connector, verdict, enforce) = match sts {
-            Some((route, context)) if route.mode == StsMode::Enforce => (context.tls.enforce(), None, Some(route)),
-            Some((_, context)) => {
+        let (connector, verdict, enforce) = match tls.mta_sts() {
+            Some((route, Some(context))) if route.mode == StsMode::Enforce => {
+                (context.tls.enforce(), None, Some(route))
+            }
+            // A client built without MTA-STS contexts cannot verify: never a silent downgrade.
+            Some((route, None)) if route.mode == StsMode::Enforce => {
+                return Err(SessionError::MtaSts {
+                    domain: route.domain.clone(),
+                    failure: StsFailure {
+                        kind: mta_sts::FailureKind::ValidationFailure,
+                        detail: format!("no verified TLS context to check {}", self.mx.name),
+                    },
+                })
+            }
+            Some((_, Some(context))) => {
                 let (connector, verdict) = context.tls.testing();
                 (connector, Some(verdict), None)
             }
-            None => (tls.connector().clone(), None, None),
+            _ => (tls.connector().clone(), None, None),
         };
         let handshake = connector.connect(name, tcp);
         let stream = match tokio::time::timeout(self.timeouts.starttls, handshake).await {
