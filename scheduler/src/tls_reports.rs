@@ -268,16 +268,32 @@ impl TlsReports {
         for check in &checks {
             self.record(check);
         }
-        let dirty: Vec<((String, String), Report)> = lock(&self.inner.reports)
-            .iter_mut()
-            .filter(|(_, (_, dirty))| *dirty)
-            .map(|(k, (r, dirty))| {
-                *dirty = false;
-                (k.clone(), r.clone())
-            })
-            .collect();
+        let today = day_of(SystemTime::now());
+        let dirty: Vec<((String, String), Report)> = {
+            let mut reports = lock(&self.inner.reports);
+            let dirty = reports
+                .iter_mut()
+                .filter(|(_, (_, dirty))| *dirty)
+                .map(|(k, (r, dirty))| {
+                    *dirty = false;
+                    (k.clone(), r.clone())
+                })
+                .collect();
+            // Earlier days are complete once written: only their files keep them.
+            reports.retain(|(day, _), _| *day == today);
+            dirty
+        };
         let mut new_domains = BTreeSet::new();
         for ((day, domain), report) in dirty {
+            // The domain names a file: only host-name characters (a recipient domain always is).
+            if domain.starts_with('.')
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                tracing::warn!(%domain, "TLS report not written: the domain is not a host name");
+                continue;
+            }
             let dir = self.inner.dir.join(&day);
             std::fs::create_dir_all(&dir)?;
             let path = dir.join(format!("{domain}.json"));
