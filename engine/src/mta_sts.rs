@@ -321,6 +321,12 @@ impl MtaSts {
     /// unexpired policy under the same id is used as is; otherwise the policy is fetched, and
     /// when that fails the cached one (if unexpired) stays in effect.
     pub async fn policy(&self, domain: &str) -> Lookup {
+        // An internationalised domain is asked for (and its policy host named) in A-labels.
+        let Ok(name) = hickory_resolver::Name::from_utf8(domain) else {
+            return Lookup::default();
+        };
+        let ascii = name.to_lowercase().to_ascii();
+        let domain = ascii.trim_end_matches('.');
         // The semaphore is never closed; were it, the lookup would go ahead unbounded.
         let _permit = self.lookups.acquire().await;
         let record = self.fetcher.record(domain).await;

@@ -158,3 +158,26 @@ async fn redirects_and_certificates_for_another_name_are_refused() {
     );
     assert!(lookup.policy.is_none());
 }
+
+#[tokio::test]
+async fn an_internationalised_domain_is_asked_for_in_a_labels() {
+    let auth = dns::AuthServer::serve(
+        Name::from_ascii("test.").expect("name"),
+        dns::mta_sts_zone("xn--bcher-kva", [127, 0, 0, 1], [127, 0, 0, 1], "7"),
+    )
+    .await;
+    let f = Fixture {
+        auth,
+        ..fixture().await
+    };
+    let server = host(&f, &["mta-sts.xn--bcher-kva.test"], Response::policy(POLICY)).await;
+    let lookup = mta_sts(&f, server.local_addr().port(), Duration::from_secs(5), None)
+        .policy("Bücher.test")
+        .await;
+    assert!(lookup.error.is_none(), "{:?}", lookup.error);
+    let policy = lookup.policy.expect("a policy");
+    assert_eq!(
+        (policy.domain.as_str(), policy.id.as_str()),
+        ("xn--bcher-kva.test", "7")
+    );
+}
