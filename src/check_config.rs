@@ -184,6 +184,13 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             .map_err(|e| e.to_string());
         out.push(verdict("smtp.ca_file", result));
     }
+    if let Some(ca_file) = &config.mta_sts.ca_file {
+        let result = config
+            .check_mta_sts_ca(config_path)
+            .map(|()| format!("{} holds trust anchors", ca_file.display()))
+            .map_err(|e| e.to_string());
+        out.push(verdict("mta_sts.ca_file", result));
+    }
     out.push(verdict("suppression", suppression_reachable(&config)));
     if config.warmup.counters == volley_warmup::CounterBackend::Redis {
         out.push(verdict("warmup.redis", counters_reachable(&config)));

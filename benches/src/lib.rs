@@ -35,6 +35,8 @@
 //! - [`postfix`] — [`PostfixSink`]: Postfix's `smtp-sink` on a loopback port, dumping every
 //!   transaction to a file, and [`Dumped`]: one transaction parsed (envelope, message as CRLF
 //!   bytes), for interop and DKIM end-to-end tests.
+//! - [`policy_host`] — [`policy_host::PolicyHost`]: an HTTPS server on loopback answering every
+//!   request alike (an MTA-STS policy host), with certificates from a [`policy_host::TestCa`].
 //! - [`redis`] — [`RedisServer`]: a throwaway `redis-server` on a loopback port for tests
 //!   (start, stop, restart on the same port).
 //! - [`scenario`] — `volley-bench run`: a [`scenario::Scenario`] (recipients, domain mix,
@@ -48,6 +50,7 @@
 
 pub mod dns;
 pub mod exim;
+pub mod policy_host;
 pub mod postfix;
 pub mod postfix_smtpd;
 pub mod redis;

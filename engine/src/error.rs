@@ -85,6 +85,16 @@ pub enum SessionError {
         /// The MX host name.
         mx: String,
     },
+    /// The recipient domain's MTA-STS policy (`enforce`, RFC 8461 §5) refused the session:
+    /// the MX host is not in the policy, offers no STARTTLS, or its certificate does not
+    /// verify. Nothing was sent.
+    #[error("MTA-STS enforce for {domain}: {failure}")]
+    MtaSts {
+        /// The policy domain.
+        domain: std::sync::Arc<str>,
+        /// What failed, naming the MX host.
+        failure: crate::mta_sts::StsFailure,
+    },
     /// An address or name that cannot be put into a command.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -126,7 +136,9 @@ impl SessionError {
             | SessionError::Io { phase, .. }
             | SessionError::Protocol { phase, .. }
             | SessionError::Rejected { phase, .. } => *phase,
-            SessionError::Tls { .. } | SessionError::TlsNotOffered { .. } => Phase::StartTls,
+            SessionError::Tls { .. } | SessionError::TlsNotOffered { .. } | SessionError::MtaSts { .. } => {
+                Phase::StartTls
+            }
             SessionError::Command(_) => Phase::RcptTo,
             SessionError::TooBig { .. } => Phase::MailFrom,
         }
@@ -197,11 +209,15 @@ impl SessionError {
     /// Whether the sending side caused the failure — Volley's own configuration or the
     /// envelope sender, not the recipient: a source IP that cannot be bound, a message Volley
     /// refused to send because it exceeds the server's SIZE, `tls = "required"` against a host
-    /// without STARTTLS, or a refusal of MAIL FROM. Such a failure says nothing about the
-    /// recipient's address and must not count against it.
+    /// without STARTTLS (or an MX host failing the recipient domain's MTA-STS policy: the host
+    /// is not down, Volley's policy refused it), or a refusal of MAIL FROM. Such a failure says
+    /// nothing about the recipient's address and must not count against it.
     pub fn is_sender_fault(&self) -> bool {
         match self {
-            SessionError::Bind { .. } | SessionError::TooBig { .. } | SessionError::TlsNotOffered { .. } => true,
+            SessionError::Bind { .. }
+            | SessionError::TooBig { .. }
+            | SessionError::TlsNotOffered { .. }
+            | SessionError::MtaSts { .. } => true,
             SessionError::Rejected { phase, .. } => *phase == Phase::MailFrom,
             _ => false,
         }

@@ -21,6 +21,8 @@
 //!   [`pool::policy`] holds a destination's connection settings and its cap over all routes.
 //! - [`mx`] — MX resolution (RFC 5321 §5.1, RFC 7505 null MX) with a coalescing TTL cache;
 //!   domains with the same MX hosts share an [`mx::MxSite`].
+//! - [`mta_sts`] — MTA-STS (RFC 8461): policy discovery, HTTPS fetch, cache, MX patterns, the
+//!   verified TLS a policy route's sessions use, and per-session verdicts for TLS reports.
 //! - [`dkim`] — DKIM signing: keys loaded and self-checked at start, a signing thread pool,
 //!   key generation.
 //! - [`tls`], [`stream`] — rustls client context (one, shared, so reconnects resume TLS
@@ -38,6 +40,7 @@ pub mod config;
 pub mod dkim;
 pub mod dnsbl;
 pub mod error;
+pub mod mta_sts;
 pub mod mx;
 pub mod outcome;
 pub mod phase;

@@ -77,6 +77,12 @@ impl RecipientStatus {
                 subject: 3,
                 detail: 4,
             }),
+            // RFC 3463 §3.8 X.7.5: cryptographic failure (temporary: the policy may change).
+            SessionError::MtaSts { .. } => Some(EnhancedCode {
+                class: 4,
+                subject: 7,
+                detail: 5,
+            }),
             _ => None,
         };
         RecipientStatus {

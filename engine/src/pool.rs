@@ -339,6 +339,9 @@ impl<T: Send + 'static> DeliveryPool<T> {
         if params.tls.policy() != policy.tls {
             params.tls = params.tls.with_policy(policy.tls);
         }
+        if let Some(route) = &policy.mta_sts {
+            params.tls = params.tls.for_route(route.clone());
+        }
         let shared = policy.total.as_ref().map(|cap| {
             lock(&self.inner.shared_caps)
                 .entry(cap.owner.clone())

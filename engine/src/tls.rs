@@ -13,6 +13,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
+use crate::mta_sts::{CheckSender, StsMode, StsRoute, StsTls};
+
 /// TLS sessions remembered for resumption, one per MX host name (rustls's default is 256; a
 /// sender talks to many more hosts).
 const TLS_SESSION_CACHE: usize = 4096;
@@ -54,12 +56,27 @@ pub enum TlsSetupError {
 pub struct TlsClient {
     policy: TlsPolicy,
     connector: TlsConnector,
+    /// The verified contexts of MTA-STS and where session verdicts go (none: MTA-STS off).
+    mta_sts: Option<Arc<StsContext>>,
+    /// The MTA-STS policy of this client's route, if any.
+    route: Option<Arc<StsRoute>>,
+}
+
+/// What sessions under an MTA-STS policy use: the verified TLS contexts, and the channel
+/// their [`crate::mta_sts::SessionCheck`]s go to.
+#[derive(Debug)]
+pub struct StsContext {
+    /// The verified TLS contexts.
+    pub tls: StsTls,
+    /// Where session verdicts go (none: not reported).
+    pub checks: Option<CheckSender>,
 }
 
 impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsClient")
             .field("policy", &self.policy)
+            .field("route", &self.route)
             .finish_non_exhaustive()
     }
 }
@@ -76,16 +93,7 @@ impl TlsClient {
         let builder =
             rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let mut config = if verify_certificates {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            if let Some(path) = ca_file {
-                for cert in read_certificates(path)? {
-                    roots.add(cert).map_err(|e| TlsSetupError::CaFile {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    })?;
-                }
-            }
+            let roots = root_store(ca_file)?;
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
             builder
@@ -100,7 +108,35 @@ impl TlsClient {
         Ok(TlsClient {
             policy,
             connector: TlsConnector::from(Arc::new(config)),
+            mta_sts: None,
+            route: None,
         })
+    }
+
+    /// The same client, able to carry MTA-STS routes: `tls` verifies their MX hosts, and
+    /// each of their sessions' verdicts goes to `checks`.
+    pub fn with_mta_sts(mut self, tls: StsTls, checks: Option<CheckSender>) -> TlsClient {
+        self.mta_sts = Some(Arc::new(StsContext { tls, checks }));
+        self
+    }
+
+    /// The same context for a route under MTA-STS policy `route`: `enforce` makes STARTTLS
+    /// required (and verified, see [`crate::smtp::session`]).
+    pub fn for_route(&self, route: Arc<StsRoute>) -> TlsClient {
+        let policy = match route.mode {
+            StsMode::Enforce => TlsPolicy::Required,
+            _ => self.policy,
+        };
+        TlsClient {
+            policy,
+            route: Some(route),
+            ..self.clone()
+        }
+    }
+
+    /// The route's MTA-STS policy and the context to meet it with.
+    pub fn mta_sts(&self) -> Option<(&Arc<StsRoute>, Option<&StsContext>)> {
+        self.route.as_ref().map(|r| (r, self.mta_sts.as_deref()))
     }
 
     /// The policy.
@@ -111,10 +147,7 @@ impl TlsClient {
     /// The same context (trust anchors, session cache) under another policy: a destination
     /// with its own `tls` setting.
     pub fn with_policy(&self, policy: TlsPolicy) -> TlsClient {
-        TlsClient {
-            policy,
-            connector: self.connector.clone(),
-        }
+        TlsClient { policy, ..self.clone() }
     }
 
     /// The connector used for the handshake.
@@ -127,6 +160,21 @@ impl TlsClient {
     pub fn server_name(host: &str, ip: std::net::IpAddr) -> ServerName<'static> {
         ServerName::try_from(host.to_string()).unwrap_or(ServerName::IpAddress(ip.into()))
     }
+}
+
+/// The Mozilla roots (webpki-roots) plus the certificates of `ca_file` (PEM), if given.
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_certificates(path)? {
+            roots.add(cert).map_err(|e| TlsSetupError::CaFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(roots)
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {

@@ -50,6 +50,10 @@ pub struct SendConfig {
     /// resolv.conf.
     #[serde(default)]
     pub dns: Option<volley_engine::mx::DnsConfig>,
+    /// MTA-STS (RFC 8461) for mail routed by MX lookups, and TLS reports (RFC 8460) of the
+    /// sessions to policy domains (`[mta_sts]`; on by default, in effect with `[dns]`).
+    #[serde(default)]
+    pub mta_sts: volley_engine::mta_sts::MtaStsConfig,
     /// The port MX hosts are contacted on (25; loopback tests use their sink's port).
     #[serde(default = "default_mx_port")]
     pub mx_port: u16,
@@ -353,6 +357,7 @@ impl SendConfig {
             destination: Vec::new(),
             builtin_destinations: true,
             dns: None,
+            mta_sts: Default::default(),
             mx_port: default_mx_port(),
             max_in_flight: default_max_in_flight(),
             max_in_flight_per_site: default_max_in_flight_per_site(),
@@ -384,8 +389,24 @@ impl SendConfig {
         config.check_dkim(path, &config.dkim)?;
         config.check_bounces(path)?;
         config.check_tls(path)?;
+        config.check_mta_sts_ca(path)?;
         config.check_feedback(path)?;
         Ok(config)
+    }
+
+    /// Reads `[mta_sts] ca_file` (PEM trust anchors), when set.
+    pub fn check_mta_sts_ca(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(ca) = self.mta_sts.ca_file.as_deref() else {
+            return Ok(());
+        };
+        volley_engine::mta_sts::StsTls::new(Some(ca))
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                path: path.into(),
+                field: "mta_sts.ca_file".into(),
+                value: ca.display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// Builds the SMTP client's TLS settings, reading `[smtp] ca_file` when set.
@@ -458,6 +479,9 @@ impl SendConfig {
         }
         if let Some(unsubscribe) = &mut config.unsubscribe {
             unsubscribe.resolve(base);
+        }
+        if let Some(ca) = config.mta_sts.ca_file.as_mut().filter(|f| f.is_relative()) {
+            *ca = base.join(&*ca);
         }
     }
 
@@ -660,6 +684,18 @@ idle_timeout = "5s"
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("source_ips[0].ehlo_name") && e.contains("bad name"), "{e}");
+    }
+
+    #[test]
+    fn the_mta_sts_ca_file_is_read_at_load_relative_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("volley.toml");
+        std::fs::write(&path, format!("{GOOD}[mta_sts]\nca_file = \"private-ca.pem\"\n")).expect("write");
+        let e = SendConfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("mta_sts.ca_file") && e.contains("private-ca.pem"), "{e}");
+        std::fs::write(dir.path().join("private-ca.pem"), "no certificate here").expect("write");
+        let e = SendConfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no PEM certificate"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use volley_engine::mta_sts::StsRoute;
 use volley_engine::tls::TlsPolicy;
 use volley_engine::{RoutePolicy, SmtpConfig, TotalCap};
 use volley_warmup::provider::name_has_suffix;
@@ -354,6 +355,7 @@ impl DestinationPolicies {
                 max_recipients_per_transaction: recipients,
                 tls,
                 idle_timeout: idle,
+                mta_sts: None,
             })
         });
         Resolution {
@@ -366,6 +368,20 @@ impl DestinationPolicies {
             rate: rate.map(|(_, owner, r)| (owner, r)),
             fields,
         }
+    }
+}
+
+impl DestinationPolicies {
+    /// `policy` (the destination's settings; `None`: `[smtp]`'s) for mail to a domain under
+    /// MTA-STS policy `route`: its routes get connections of their own, checked against it.
+    pub fn under_mta_sts(&self, policy: Option<&RoutePolicy>, route: Arc<StsRoute>) -> Arc<RoutePolicy> {
+        let base = policy
+            .cloned()
+            .unwrap_or_else(|| RoutePolicy::from_config("smtp", &self.smtp));
+        Arc::new(RoutePolicy {
+            mta_sts: Some(route),
+            ..base
+        })
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`routing`] — routing overrides (domain or `*` -> `ip:port`).
 //! - [`destinations`] — per-destination policy (`[[destination]]` blocks, built-in ones for the
 //!   big providers): connection settings and a rate per source IP, resolved per site.
+//! - [`tls_reports`] — TLS reports (RFC 8460) of sessions under MTA-STS policies, per domain
+//!   and day, written to the state directory.
 //! - [`rotation`] — smooth weighted round robin over source IPs.
 //! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
 //! - [`site_backoff`] — adaptive backoff per (source IP, MX site) from throttling replies.
@@ -39,6 +41,7 @@ pub mod message;
 pub mod recipients;
 pub mod rejects;
 pub mod template;
+pub mod tls_reports;
 
 pub mod accounting;
 pub mod api_config;

@@ -1,13 +1,17 @@
 //! Where a recipient domain's mail goes: routing overrides first (exact domain, then `*`), then
-//! the domain's MX hosts (RFC 5321 §5.1) when `[dns]` is configured.
+//! the domain's MX hosts (RFC 5321 §5.1) when `[dns]` is configured, narrowed to those its
+//! MTA-STS policy names when the policy is `enforce` (RFC 8461 §4.1).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use volley_engine::mta_sts::{MtaSts, StsMode, StsRoute};
 use volley_engine::mx::{MxAnswer, MxError, MxResolver};
 use volley_engine::smtp::reply::EnhancedCode;
 use volley_engine::{Disposition, MxHost, Phase, RecipientStatus};
+
+use crate::tls_reports::TlsReports;
 
 /// Parses a route target `ip:port` (IPv6 as `[::1]:25`).
 pub fn parse_target(target: &str) -> Result<SocketAddr, String> {
@@ -24,6 +28,8 @@ pub struct Destination {
     pub site: Arc<str>,
     /// (preference, host) per address of every MX host, lowest preference first. Never empty.
     pub hosts: Arc<[(u16, MxHost)]>,
+    /// The domain's MTA-STS policy (`enforce` or `testing`): the site is the domain's own.
+    pub sts: Option<Arc<StsRoute>>,
 }
 
 impl Destination {
@@ -31,6 +37,7 @@ impl Destination {
         Destination {
             site: Arc::from(format!("route:{}", host.addr)),
             hosts: Arc::from([(0, host)]),
+            sts: None,
         }
     }
 }
@@ -67,12 +74,14 @@ impl Routes {
     }
 }
 
-/// Routing overrides plus MX resolution.
+/// Routing overrides plus MX resolution (and MTA-STS policies of MX-routed domains).
 #[derive(Clone, Debug)]
 pub struct Router {
     routes: Routes,
     resolver: Option<MxResolver>,
     mx_port: u16,
+    mta_sts: Option<Arc<MtaSts>>,
+    tls_reports: Option<TlsReports>,
 }
 
 impl Router {
@@ -82,7 +91,17 @@ impl Router {
             routes,
             resolver,
             mx_port,
+            mta_sts: None,
+            tls_reports: None,
         }
+    }
+
+    /// The same router honouring MTA-STS policies of domains routed by MX, policy fetch
+    /// failures counted in `reports`.
+    pub fn with_mta_sts(mut self, mta_sts: Arc<MtaSts>, reports: Option<TlsReports>) -> Router {
+        self.mta_sts = Some(mta_sts);
+        self.tls_reports = reports;
+        self
     }
 
     /// The override for `domain`, decided without waiting.
@@ -125,14 +144,55 @@ impl Router {
                         let text = format!("no address for any MX host of {domain}");
                         return Err(local(Disposition::Deferred, (4, 4, 3), text));
                     }
-                    Ok(Destination {
+                    let dest = Destination {
                         site: Arc::from(site.as_str()),
                         hosts: Arc::from(hosts),
-                    })
+                        sts: None,
+                    };
+                    self.under_mta_sts(domain, dest).await
                 }
             },
             Err(e) => Err(dns_failure(&e)),
         }
+    }
+
+    /// `dest` under `domain`'s MTA-STS policy, if it has one: a site of its own, and under
+    /// `enforce` only the MX hosts the policy names (none: deferred, RFC 8461 §5.1).
+    async fn under_mta_sts(&self, domain: &str, dest: Destination) -> Result<Destination, RecipientStatus> {
+        let Some(mta_sts) = &self.mta_sts else {
+            return Ok(dest);
+        };
+        let lookup = mta_sts.policy(domain).await;
+        if let (Some(error), Some(reports)) = (&lookup.error, &self.tls_reports) {
+            reports.fetch_failed(domain, error);
+        }
+        let Some(route) = lookup.policy.as_deref().and_then(StsRoute::from_policy) else {
+            return Ok(dest);
+        };
+        let hosts: Vec<(u16, MxHost)> = match route.mode {
+            StsMode::Enforce => dest
+                .hosts
+                .iter()
+                .filter(|(_, h)| route.allows(&h.name))
+                .cloned()
+                .collect(),
+            _ => dest.hosts.to_vec(),
+        };
+        if hosts.is_empty() {
+            let mut names: Vec<&str> = dest.hosts.iter().map(|(_, h)| &*h.name).collect();
+            names.dedup();
+            let text = format!(
+                "MTA-STS enforce for {domain}: no MX host ({}) is in the policy (mx: {})",
+                names.join(", "),
+                route.mx_list()
+            );
+            return Err(local(Disposition::Deferred, (4, 7, 5), text));
+        }
+        Ok(Destination {
+            site: Arc::from(format!("{}!sts:{domain}", dest.site)),
+            hosts: Arc::from(hosts),
+            sts: Some(Arc::new(route)),
+        })
     }
 }
 

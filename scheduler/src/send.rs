@@ -201,6 +201,8 @@ struct Shared {
     unusable: Arc<source_ips::Unusable>,
     /// Reputation guards (complaint and hard-bounce rates), one for all campaigns.
     guards: Arc<crate::reputation::Guards>,
+    /// MTA-STS policies and TLS reports, one for all campaigns (`None`: off).
+    mta_sts: Option<service::MtaStsParts>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -277,7 +279,10 @@ fn prepare(
         Some(dns) => Some(MxResolver::new(dns).map_err(|e| SendError::Config(format!("dns: {e}")))?),
         None => None,
     };
-    let router = Router::new(routes, resolver, config.mx_port);
+    let mut router = Router::new(routes, resolver, config.mx_port);
+    if let Some((mta_sts, reports)) = &shared.mta_sts {
+        router = router.with_mta_sts(mta_sts.clone(), Some(reports.clone()));
+    }
 
     // What earlier runs did.
     state::pin_recipients(&dir, campaign.recipients())?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SmtpConfig;
+use crate::mta_sts::StsRoute;
 use crate::tls::TlsPolicy;
 
 /// Per-destination connection settings, every value resolved (no "unset").
@@ -33,6 +34,9 @@ pub struct RoutePolicy {
     pub tls: TlsPolicy,
     /// How long an unused connection stays open.
     pub idle_timeout: Duration,
+    /// The recipient domain's MTA-STS policy (`enforce` or `testing`), when it has one: its
+    /// routes get connections of their own, checked against it.
+    pub mta_sts: Option<Arc<StsRoute>>,
 }
 
 /// A cap on connections shared by every route whose policy names the same `owner` (the block
@@ -57,6 +61,7 @@ impl RoutePolicy {
             max_recipients_per_transaction: config.max_recipients_per_transaction,
             tls: config.tls,
             idle_timeout: config.idle_timeout,
+            mta_sts: None,
         }
     }
 }

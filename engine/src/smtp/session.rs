@@ -12,6 +12,7 @@ use super::command;
 use super::ehlo::Capabilities;
 use super::reply::{parse_reply, Reply, ReplyParse};
 use crate::error::SessionError;
+use crate::mta_sts::{self, SessionCheck, StsFailure, StsMode};
 use crate::phase::Phase;
 use crate::route::{MxHost, SourceIp};
 use crate::stream::SmtpStream;
@@ -42,19 +43,64 @@ pub struct SmtpSession {
     tls_active: bool,
     banner: Reply,
     mx: MxHost,
+    /// What the route's MTA-STS policy (`testing`) found wrong with this session.
+    sts_failure: Option<StsFailure>,
 }
 
 impl SmtpSession {
     /// Connects from `source` to `mx`, reads the greeting, introduces itself with the source
     /// IP's EHLO name (HELO when EHLO is refused) and upgrades with STARTTLS per the policy.
     /// `skip_starttls` (opportunistic only) stays in clear after a failed handshake elsewhere.
+    /// Under an MTA-STS policy the MX host and its certificate are checked too
+    /// ([`SessionError::MtaSts`] under `enforce`), and the verdict goes to the policy's
+    /// report channel.
     pub async fn connect(
         source: &SourceIp,
         mx: &MxHost,
         params: &SessionParams,
         skip_starttls: bool,
     ) -> Result<SmtpSession, SessionError> {
+        let result = SmtpSession::open(source, mx, params, skip_starttls).await;
+        // A connection in clear after a failed handshake: that failure was reported already.
+        let sts = params.tls.mta_sts().filter(|_| !skip_starttls);
+        if let Some((route, Some(context))) = sts {
+            let failure = match &result {
+                Ok(session) => Some(session.sts_failure.clone()),
+                Err(e) => mta_sts::failure_of(e, &mx.name).map(Some),
+            };
+            if let (Some(failure), Some(checks)) = (failure, &context.checks) {
+                let _ = checks.send(SessionCheck {
+                    route: route.clone(),
+                    mx: mx.name.clone(),
+                    mx_ip: mx.addr.ip(),
+                    source_ip: source.ip,
+                    failure,
+                });
+            }
+        }
+        result
+    }
+
+    async fn open(
+        source: &SourceIp,
+        mx: &MxHost,
+        params: &SessionParams,
+        skip_starttls: bool,
+    ) -> Result<SmtpSession, SessionError> {
         command::check_helo_name(&source.ehlo_name)?;
+        let mut sts_failure = None;
+        if let Some((route, _)) = params.tls.mta_sts() {
+            if !route.allows(&mx.name) {
+                let failure = route.mx_failure(&mx.name);
+                if route.mode == StsMode::Enforce {
+                    return Err(SessionError::MtaSts {
+                        domain: route.domain.clone(),
+                        failure,
+                    });
+                }
+                sts_failure = Some(failure);
+            }
+        }
         let stream = open_tcp(source, mx.addr, &params.timeouts).await?;
         let mut session = SmtpSession {
             stream: SmtpStream::Plain(stream),
@@ -71,6 +117,7 @@ impl SmtpSession {
                 text: String::new(),
             },
             mx: mx.clone(),
+            sts_failure,
         };
         let banner = session.read_reply(Phase::Banner).await?;
         if banner.code != 220 {
@@ -83,14 +130,26 @@ impl SmtpSession {
         session.hello(&source.ehlo_name).await?;
         let policy = params.tls.policy();
         let offered = session.caps.starttls;
+        let sts = params.tls.mta_sts().map(|(route, _)| route);
         match policy {
             TlsPolicy::Disabled => {}
-            TlsPolicy::Opportunistic if !offered || skip_starttls => {}
+            TlsPolicy::Opportunistic if !offered || skip_starttls => {
+                if !offered && sts.is_some() {
+                    let failure = mta_sts::no_starttls(&mx.name);
+                    session.sts_failure.get_or_insert(failure);
+                }
+            }
             TlsPolicy::Required if !offered => {
                 // Leave politely: the host is fine, it just cannot carry this policy.
                 session.quit().await;
-                return Err(SessionError::TlsNotOffered {
-                    mx: mx.name.to_string(),
+                return Err(match sts.filter(|r| r.mode == StsMode::Enforce) {
+                    Some(route) => SessionError::MtaSts {
+                        domain: route.domain.clone(),
+                        failure: mta_sts::no_starttls(&mx.name),
+                    },
+                    None => SessionError::TlsNotOffered {
+                        mx: mx.name.to_string(),
+                    },
                 });
             }
             TlsPolicy::Opportunistic | TlsPolicy::Required => session.starttls(source, &params.tls).await?,
@@ -175,7 +234,11 @@ impl SmtpSession {
                     reply,
                 });
             }
-            return Ok(()); // opportunistic: carry on in clear (e.g. 454 TLS not available)
+            // Opportunistic: carry on in clear (e.g. 454 TLS not available).
+            if tls.mta_sts().is_some() {
+                self.sts_failure.get_or_insert(mta_sts::no_starttls(&self.mx.name));
+            }
+            return Ok(());
         }
         if !self.rbuf.is_empty() {
             // Bytes after the 220 were sent in clear before the handshake: accepting them would
@@ -192,7 +255,29 @@ impl SmtpSession {
             });
         };
         let name = TlsClient::server_name(&self.mx.name, self.mx.addr.ip());
-        let handshake = tls.connector().connect(name, tcp);
+        // Under MTA-STS the certificate is verified for the MX host name: `enforce` fails the
+        // handshake, `testing` keeps the verdict (RFC 8461 §4.2, §5).
+        let (connector, verdict, enforce) = match tls.mta_sts() {
+            Some((route, Some(context))) if route.mode == StsMode::Enforce => {
+                (context.tls.enforce(), None, Some(route))
+            }
+            // A client built without MTA-STS contexts cannot verify: never a silent downgrade.
+            Some((route, None)) if route.mode == StsMode::Enforce => {
+                return Err(SessionError::MtaSts {
+                    domain: route.domain.clone(),
+                    failure: StsFailure {
+                        kind: mta_sts::FailureKind::ValidationFailure,
+                        detail: format!("no verified TLS context to check {}", self.mx.name),
+                    },
+                })
+            }
+            Some((_, Some(context))) => {
+                let (connector, verdict) = context.tls.testing();
+                (connector, Some(verdict), None)
+            }
+            _ => (tls.connector().clone(), None, None),
+        };
+        let handshake = connector.connect(name, tcp);
         let stream = match tokio::time::timeout(self.timeouts.starttls, handshake).await {
             Err(_) => {
                 return Err(SessionError::Timeout {
@@ -201,13 +286,22 @@ impl SmtpSession {
                 })
             }
             Ok(Err(e)) => {
+                if let Some(route) = enforce {
+                    return Err(SessionError::MtaSts {
+                        domain: route.domain.clone(),
+                        failure: crate::mta_sts::tls::handshake_failure(&self.mx.name, &e),
+                    });
+                }
                 return Err(SessionError::Tls {
                     mx: self.mx.name.to_string(),
                     reason: e.to_string(),
-                })
+                });
             }
             Ok(Ok(s)) => s,
         };
+        if let Some(failure) = verdict.and_then(|v| v.failure(&self.mx.name)) {
+            self.sts_failure.get_or_insert(failure);
+        }
         self.stream = SmtpStream::Tls(Box::new(stream));
         self.tls_active = true;
         self.hello(&source.ehlo_name).await

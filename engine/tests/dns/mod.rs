@@ -73,6 +73,27 @@ fn zone_records() -> Vec<Record> {
     ]
 }
 
+/// Zone `test.` for one MTA-STS domain `<label>.test`: MX `mx.<label>.test` at `mx_ip`, the
+/// policy host `mta-sts.<label>.test` at `policy_ip`, `_mta-sts` with `v=STSv1; id=<id>` and
+/// `_smtp._tls` with `v=TLSRPTv1; rua=mailto:tls@<label>.test`.
+#[allow(dead_code)] // for the MTA-STS tests only
+pub fn mta_sts_zone(label: &str, mx_ip: [u8; 4], policy_ip: [u8; 4], id: &str) -> Vec<Record> {
+    let soa = SOA::new(name("ns.test."), name("hostmaster.test."), 1, 3600, 600, 86400, 60);
+    let txt = |text: String| RData::TXT(TXT::new(vec![text]));
+    vec![
+        rec("test.", TTL, RData::SOA(soa)),
+        rec(&format!("{label}.test."), TTL, mx(10, &format!("mx.{label}.test."))),
+        rec(&format!("mx.{label}.test."), TTL, a(mx_ip)),
+        rec(&format!("mta-sts.{label}.test."), TTL, a(policy_ip)),
+        rec(&format!("_mta-sts.{label}.test."), 1, txt(format!("v=STSv1; id={id}"))),
+        rec(
+            &format!("_smtp._tls.{label}.test."),
+            TTL,
+            txt(format!("v=TLSRPTv1; rua=mailto:tls@{label}.test")),
+        ),
+    ]
+}
+
 /// Every query the authoritative server answered: (lowercase name without dot, type).
 type QueryLog = Arc<Mutex<Vec<(String, RecordType)>>>;
 

@@ -90,6 +90,11 @@ impl SendConfig {
                 out.push(Problem::new("dns", "", e.to_string()));
             }
         }
+        for e in self.mta_sts.problems() {
+            if let volley_engine::mta_sts::MtaStsSetupError::Value { field, value, reason } = e {
+                out.push(Problem::new(format!("mta_sts.{field}"), value, reason));
+            }
+        }
         if let Err(e) = self.suppression.validate() {
             out.push(Problem::new("suppression", "", e.to_string()));
         }
@@ -255,5 +260,33 @@ mod tests {
         // With [dns], other hosts (IPv6 ones too) can be found: ::1 is fine.
         let with_dns = format!("{IPS}[[source_ips]]\naddress = \"::1\"\nehlo_name = \"c.test\"\n[routes]\n\"a.test\" = \"127.0.0.1:25\"\n[dns]\n");
         assert_eq!(problems(&with_dns), Vec::new());
+    }
+
+    #[test]
+    fn mta_sts_settings_are_checked_by_field() {
+        let text = format!("{IPS}[dns]\n[mta_sts]\nfetch_timeout = \"0s\"\nmax_policy_size = 10\npolicy_port = 0\n");
+        let found: Vec<(Option<usize>, String, String)> = problems(&text)
+            .into_iter()
+            .map(|p| (p.line, p.field, p.value))
+            .collect();
+        let expected = [
+            (Some(6), "mta_sts.fetch_timeout", "0s"),
+            (Some(7), "mta_sts.max_policy_size", "10"),
+            (Some(8), "mta_sts.policy_port", "0"),
+        ];
+        let expected: Vec<(Option<usize>, String, String)> = expected
+            .iter()
+            .map(|(l, f, v)| (*l, f.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(found, expected);
+        let unknown = format!("{IPS}[mta_sts]\nenforce_all = true\n");
+        assert!(
+            problems(&unknown).iter().any(|p| p.reason.contains("enforce_all")),
+            "unknown fields are refused"
+        );
+        assert_eq!(
+            problems(&format!("{IPS}[dns]\n[mta_sts]\nenabled = false\n")),
+            Vec::new()
+        );
     }
 }

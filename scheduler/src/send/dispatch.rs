@@ -401,8 +401,12 @@ impl Dispatcher {
             // Every job of a site resolves alike: same MX hosts and provider group, and a
             // domain with a `domains` block of its own has a site of its own (`shaped`).
             let hosts: Vec<&str> = dest.hosts.iter().map(|(_, h)| &*h.name).collect();
-            let resolved = self.shaper.destinations().resolve(domain, &hosts, &provider);
-            site.policy = resolved.policy;
+            let destinations = self.shaper.destinations();
+            let resolved = destinations.resolve(domain, &hosts, &provider);
+            site.policy = match &dest.sts {
+                Some(route) => Some(destinations.under_mta_sts(resolved.policy.as_deref(), route.clone())),
+                None => resolved.policy,
+            };
             site.rate = resolved.rate;
             site.provider = Some(provider);
         }
@@ -457,9 +461,11 @@ impl Dispatcher {
         let split = self.split_sites.entry(key).or_insert_with(|| Destination {
             site: Arc::from(format!("{}{kind}{tag}", dest.site)),
             hosts: dest.hosts.clone(),
+            sts: dest.sts.clone(),
         });
-        if split.hosts != dest.hosts {
+        if split.hosts != dest.hosts || split.sts != dest.sts {
             split.hosts = dest.hosts.clone();
+            split.sts = dest.sts.clone();
         }
         split.clone()
     }

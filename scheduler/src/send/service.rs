@@ -18,6 +18,9 @@ use crate::live::{CampaignLive, Live};
 use crate::shaping::Shaper;
 use crate::summary::Summary;
 use crate::suppression::{open_store, SuppressionStore, SuppressionWriter};
+use crate::tls_reports::{Reporter, TlsReports};
+use volley_engine::mta_sts::{MtaSts, StsTls};
+use volley_engine::smtp::session::SessionParams;
 
 type Report = volley_engine::DeliveryReport<Tag>;
 
@@ -95,7 +98,49 @@ pub struct SendService {
     unusable: Arc<super::source_ips::Unusable>,
     /// Reputation guards and their holds, for every campaign of the process.
     guards: Arc<crate::reputation::Guards>,
+    /// MTA-STS policies and the TLS reports of the sessions under them (with `[dns]`, unless
+    /// `[mta_sts] enabled = false`).
+    mta_sts: Option<MtaStsParts>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The policies and the reports of MTA-STS.
+pub(super) type MtaStsParts = (Arc<MtaSts>, TlsReports);
+
+/// How often the TLS reports are rewritten while campaigns run.
+const TLS_REPORT_FLUSH: Duration = Duration::from_secs(60);
+
+/// MTA-STS for MX-routed mail: the verified TLS contexts in the session parameters, the
+/// policy cache (`<state_dir>/mta-sts/policies.json`) and the TLS reports. Off without `[dns]`
+/// (routing overrides bypass policies) or with `[mta_sts] enabled = false`.
+fn start_mta_sts(
+    config: &SendConfig,
+    params: SessionParams,
+) -> Result<(SessionParams, Option<MtaStsParts>), SendError> {
+    let Some(dns) = config.dns.as_ref().filter(|_| config.mta_sts.enabled) else {
+        return Ok((params, None));
+    };
+    let setup = |e: &dyn std::fmt::Display| SendError::Config(format!("mta_sts: {e}"));
+    let tls = StsTls::new(config.mta_sts.ca_file.as_deref()).map_err(|e| setup(&e))?;
+    let cache = config.state_dir.join("mta-sts").join("policies.json");
+    let mta_sts = Arc::new(MtaSts::new(&config.mta_sts, dns, &tls, Some(&cache)).map_err(|e| setup(&e))?);
+    let (checks_tx, checks_rx) = mpsc::unbounded_channel();
+    let first_name = config
+        .source_ips
+        .first()
+        .map_or("localhost", |ip| ip.ehlo_name.as_str());
+    let reporter = Reporter {
+        organization: config.mta_sts.report_organization.clone(),
+        contact: config
+            .mta_sts
+            .report_contact
+            .clone()
+            .unwrap_or_else(|| format!("postmaster@{first_name}")),
+    };
+    let reports = TlsReports::new(&config.state_dir, reporter, Some(mta_sts.clone()), checks_rx);
+    let mut params = params;
+    params.tls = params.tls.with_mta_sts(tls, Some(checks_tx));
+    Ok((params, Some((mta_sts, reports))))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +178,7 @@ impl SendService {
             .smtp
             .session_params()
             .map_err(|e| SendError::Config(e.to_string()))?;
+        let (params, mta_sts) = start_mta_sts(config, params)?;
         // One suppression list and one writer for the process (the embedded store opens once).
         let store = open_store(&config.suppression, &config.state_dir)?;
         let writer = Arc::new(SuppressionWriter::start(
@@ -225,7 +271,12 @@ impl SendService {
             running: Arc::default(),
             unusable: Arc::new(unusable),
             guards,
-            tasks: [demux, gauge].into_iter().chain(monitor).collect(),
+            tasks: [demux, gauge]
+                .into_iter()
+                .chain(monitor)
+                .chain(mta_sts.as_ref().map(|(_, r)| r.spawn_flusher(TLS_REPORT_FLUSH)))
+                .collect(),
+            mta_sts,
         })
     }
 
@@ -291,6 +342,7 @@ impl SendService {
             live: self.live.clone(),
             unusable: self.unusable.clone(),
             guards: self.guards.clone(),
+            mta_sts: self.mta_sts.clone(),
             seat: self.gated.then(|| priority::Seat {
                 gate: self.gate.clone(),
                 campaign: index,
@@ -343,6 +395,12 @@ impl SendService {
         }
         self.live.set_open_connections(0);
         self.shaper.flush();
+        if let Some((mta_sts, reports)) = &self.mta_sts {
+            mta_sts.save();
+            if let Err(e) = reports.flush().await {
+                tracing::warn!(error = %e, "TLS reports not written");
+            }
+        }
         drop(self.routes);
         let writer = self.writer;
         let closed = match Arc::try_unwrap(writer) {

@@ -82,6 +82,11 @@ impl Sites {
         if site.dest.hosts != dest.hosts {
             site.dest = dest.clone();
         }
+        if site.dest.sts != dest.sts {
+            // A new MTA-STS policy (its id changed): the route policy is built again.
+            site.dest = dest.clone();
+            site.provider = None;
+        }
         site
     }
 
@@ -257,6 +262,7 @@ mod tests {
         let dest = Destination {
             site: Arc::from("s"),
             hosts: Arc::from(hosts),
+            sts: None,
         };
         sites.site(&dest);
         sites.map.remove("s").unwrap()

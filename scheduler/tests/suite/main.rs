@@ -17,6 +17,7 @@ mod reputation_guard;
 mod send_destinations;
 mod send_dkim;
 mod send_fairness;
+mod send_mta_sts;
 mod send_mx;
 mod send_priority;
 mod send_receivers;

@@ -3,7 +3,7 @@
 
 #[path = "../../../engine/tests/dns/mod.rs"]
 #[allow(dead_code)]
-mod dns;
+pub(crate) mod dns;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,7 +50,7 @@ fn config(dir: &std::path::Path, nameserver: SocketAddr, port: u16) -> SendConfi
     }
 }
 
-fn write_campaign(dir: &std::path::Path, rcpts: &[&str]) -> Campaign {
+pub(crate) fn write_campaign(dir: &std::path::Path, rcpts: &[&str]) -> Campaign {
     let csv = std::iter::once("email".to_string())
         .chain(rcpts.iter().map(|r| r.to_string()))
         .collect::<Vec<_>>();
