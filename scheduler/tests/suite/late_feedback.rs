@@ -1,0 +1,159 @@
+//! A receiver that bounces after accepting: the sink (`bounce_later_pct`, like `volley sink
+//! --bounce-later 5`) accepts every message of a VERP campaign, then sends an RFC 3464 DSN
+//! for its late-bouncing share to each message's return path at the inbound listener, which
+//! runs beside the campaign as in `volley serve`. Every one of those recipients — and no
+//! other — is suppressed with the sink's diagnostic as the reason and logged `bounced` with
+//! `async: true`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use volley_bench::{late_bounce_diagnostic, FeedbackKind, Sink, SinkConfig};
+use volley_scheduler::campaign::Campaign;
+use volley_scheduler::config::{FeedbackConfig, SendConfig};
+use volley_scheduler::inbound::{InboundConfig, InboundService, FEEDBACK_LOG};
+use volley_scheduler::live::Live;
+use volley_scheduler::send::SendService;
+use volley_scheduler::suppression::{SuppressionStore, GLOBAL};
+
+use super::common::{route_all_to, source_ips};
+
+const RECIPIENTS: usize = 400;
+const BOUNCE_DOMAIN: &str = "bounce.volley.test";
+
+fn config(dir: &Path) -> SendConfig {
+    std::fs::write(dir.join("keys"), "1 late-feedback test key, not a production secret\n").expect("key file");
+    let feedback: FeedbackConfig = toml::from_str(&format!(
+        "bounce_domain = \"{BOUNCE_DOMAIN}\"\nkey_file = \"{}\"\n",
+        dir.join("keys").display()
+    ))
+    .expect("feedback config");
+    let inbound: InboundConfig = toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config");
+    SendConfig {
+        state_dir: dir.join("state"),
+        source_ips: source_ips(2, 3),
+        feedback: Some(feedback),
+        inbound: Some(inbound),
+        ..SendConfig::new(Default::default(), Vec::new())
+    }
+}
+
+fn campaign(dir: &Path) -> (Campaign, Vec<String>) {
+    let emails: Vec<String> = (0..RECIPIENTS)
+        .map(|i| format!("reader{i}@dest{}.test", i % 4))
+        .collect();
+    std::fs::write(dir.join("late.csv"), format!("email\n{}\n", emails.join("\n"))).expect("csv");
+    std::fs::write(
+        dir.join("late.toml"),
+        "id = \"late\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"late.csv\"\n",
+    )
+    .expect("campaign toml");
+    (Campaign::load(&dir.join("late.toml")).expect("campaign loads"), emails)
+}
+
+fn feedback_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
+    store
+        .check(&[GLOBAL], &[address])
+        .expect("check")
+        .remove(0)
+        .map(|(_, entry)| entry.reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_bounces_from_the_sink_suppress_their_recipients_with_its_diagnostic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path());
+    // The listener's address is chosen first: the sink sends there, and the campaign's routes
+    // go to the sink. Reports sent before the listener is up are retried.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    if let Some(inbound) = config.inbound.as_mut() {
+        inbound.listen = listen;
+    }
+    let sink_config = SinkConfig {
+        bounce_later_pct: 5.0,
+        feedback_to: Some(listen),
+        ..SinkConfig::default()
+    };
+    let (campaign, emails) = campaign(dir.path());
+    let expected: BTreeSet<String> = emails
+        .iter()
+        .filter(|e| sink_config.feedback_for(e) == Some(FeedbackKind::LateBounce))
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), 18, "5 % of {RECIPIENTS} by the sink's hash");
+    let sink = Sink::start(sink_config).await.expect("sink");
+    config.routes = route_all_to(sink.local_addr());
+    // As `volley serve` runs them: the listener acts on the service's suppression list.
+    let service = SendService::start(&config, Arc::new(Live::default()), false).expect("service");
+    let inbound = InboundService::start(&config, service.store().clone(), Some(service.guards().clone()))
+        .await
+        .expect("inbound starts");
+    let summary = service
+        .launch(&campaign)
+        .expect("launch")
+        .wait()
+        .await
+        .expect("run");
+    assert_eq!(summary.delivered, RECIPIENTS as u64, "accepted first, bounced later");
+
+    let log = dir.path().join("state/late").join(FEEDBACK_LOG);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while feedback_lines(&log).len() < expected.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} late bounces logged; sink {:?}",
+            feedback_lines(&log).len(),
+            expected.len(),
+            sink.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = feedback_lines(&log);
+    assert_eq!(lines.len(), expected.len(), "one line per late bounce: {lines:?}");
+    let mut logged = BTreeSet::new();
+    for line in &lines {
+        let recipient = line["recipient"].as_str().expect("recipient").to_string();
+        assert_eq!(
+            (line["outcome"].as_str(), line["async"].as_bool()),
+            (Some("bounced"), Some(true)),
+            "{line}"
+        );
+        assert_eq!(line["enhanced"], "5.1.1", "{line}");
+        assert_eq!(line["code"], 550, "{line}");
+        assert_eq!(line["text"].as_str(), Some(late_bounce_diagnostic(&recipient).as_str()));
+        assert_eq!(line["suppression"], "suppress", "{line}");
+        assert!(line["line"].as_u64().is_some(), "tied to its recipient line: {line}");
+        logged.insert(recipient);
+    }
+    assert_eq!(logged, expected, "exactly the sink's late-bouncing share");
+    let store = service.store().clone();
+    for address in &emails {
+        let why = reason(&store, address);
+        if expected.contains(address) {
+            assert_eq!(why, Some(late_bounce_diagnostic(address)), "{address}");
+        } else {
+            assert_eq!(why, None, "{address} was not bounced");
+        }
+    }
+    let stats = sink.stats();
+    assert_eq!(
+        (stats.late_bounces_sent, stats.complaints_sent, stats.feedback_failed),
+        (expected.len() as u64, 0, 0)
+    );
+    drop(inbound);
+    service.shutdown().await;
+    sink.shutdown().await;
+}
