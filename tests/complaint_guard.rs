@@ -105,15 +105,12 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     let inbound = format!("127.0.0.1:{}", free_port());
     let listen = format!("127.0.0.1:{}", free_port());
     // The receiving provider: accepts everything, then complains about 2 % of it.
-    let (_sink, sink_addr) = start_sink(&[
-        "--complain",
-        "2",
-        "--feedback-to",
-        &inbound,
-        "--latency",
-        "3ms",
-    ]);
-    write(dir.path(), "keys", "1 complaint-guard test key, not a production secret\n");
+    let (_sink, sink_addr) = start_sink(&["--complain", "2", "--feedback-to", &inbound, "--latency", "3ms"]);
+    write(
+        dir.path(),
+        "keys",
+        "1 complaint-guard test key, not a production secret\n",
+    );
     let config = write(
         dir.path(),
         "volley.toml",
@@ -167,8 +164,7 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     assert!(reason.ends_with("exceeds 0.3 %"), "{held}");
     let state = dir.path().join("state");
     let hold_file = state.join("holds/campaign-g.json");
-    let hold: Value = serde_json::from_slice(&std::fs::read(&hold_file).expect("hold file"))
-        .expect("hold JSON");
+    let hold: Value = serde_json::from_slice(&std::fs::read(&hold_file).expect("hold file")).expect("hold JSON");
     assert_eq!(hold["metric"], "complaint_rate", "{hold}");
     let (rate, sample) = (
         hold["rate_percent"].as_f64().expect("rate"),
@@ -189,7 +185,11 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     assert!(so_far.len() >= counted, "{} logged, {counted} counted", so_far.len());
     assert!(so_far.is_subset(&complainers), "{so_far:?}");
     for address in &so_far {
-        assert_eq!(api.suppressed(address).as_deref(), Some("complaint (abuse)"), "{address}");
+        assert_eq!(
+            api.suppressed(address).as_deref(),
+            Some("complaint (abuse)"),
+            "{address}"
+        );
     }
     let (_, reputation) = api.call("GET", "/reputation", None);
     assert_eq!(reputation["holds"][0]["metric"], "complaint_rate", "{reputation}");
@@ -254,9 +254,16 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     assert_eq!(log.len(), complainers.len(), "one line per complaint");
     assert_eq!(complained(&state), complainers);
     for address in &complainers {
-        assert_eq!(api.suppressed(address).as_deref(), Some("complaint (abuse)"), "{address}");
+        assert_eq!(
+            api.suppressed(address).as_deref(),
+            Some("complaint (abuse)"),
+            "{address}"
+        );
     }
-    let quiet = emails.iter().find(|e| !complainers.contains(*e)).expect("a quiet recipient");
+    let quiet = emails
+        .iter()
+        .find(|e| !complainers.contains(*e))
+        .expect("a quiet recipient");
     assert_eq!(api.suppressed(quiet), None);
     eprintln!(
         "complaint guard: first hold at {at_hold} delivered ({reason}); {holds} holds in all; \

@@ -82,6 +82,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 pub use redis::RedisServer;
 pub use sink::{
-    late_bounce_diagnostic, CannedReply, Fault, FaultKind, FaultStage, FeedbackKind, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,
-    TlsFault, TlsFaultKind,
+    late_bounce_diagnostic, CannedReply, Fault, FaultKind, FaultStage, FeedbackKind, Sink, SinkArgs, SinkConfig,
+    SinkError, SinkHandle, SinkStats, Stage, TlsFault, TlsFaultKind,
 };

@@ -33,7 +33,11 @@ fn recipient(config: &SinkConfig, kind: Option<FeedbackKind>) -> String {
 async fn wait_for(sink: &SinkHandle, what: &str, done: impl Fn(&volley_bench::SinkStats) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !done(&sink.stats()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {:?}", sink.stats());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            sink.stats()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -73,13 +77,12 @@ async fn reports_reach_a_listener_that_starts_late() {
         ..SinkConfig::default()
     })
     .await;
-    wait_for(&sink, "both reports", |s| s.complaints_sent == 1 && s.late_bounces_sent == 1).await;
+    wait_for(&sink, "both reports", |s| {
+        s.complaints_sent == 1 && s.late_bounces_sent == 1
+    })
+    .await;
     assert_eq!(sink.stats().feedback_failed, 0);
-    assert_eq!(
-        receiver.accepted_for(RETURN_PATH),
-        2,
-        "both went to the return path"
-    );
+    assert_eq!(receiver.accepted_for(RETURN_PATH), 2, "both went to the return path");
     assert_eq!(receiver.stats().messages, 2, "one report each, none for {quiet}");
     sink.shutdown().await;
     receiver.shutdown().await;
@@ -96,10 +99,7 @@ async fn an_unreachable_listener_fails_after_the_attempts_and_the_null_sender_ge
     let sink = start(config).await;
     let mut client = connect_ehlo(&sink).await;
     assert_eq!(send_message(&mut client, "", &["a@dest.test"]).await.code, 250);
-    assert_eq!(
-        send_message(&mut client, RETURN_PATH, &["b@dest.test"]).await.code,
-        250
-    );
+    assert_eq!(send_message(&mut client, RETURN_PATH, &["b@dest.test"]).await.code, 250);
     wait_for(&sink, "the failure", |s| s.feedback_failed == 1).await;
     // Two attempts take 100 ms; nothing else is coming.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::canned::CannedReply;
-use super::config::{
-    is_percentage, SinkConfig, DEFAULT_FEEDBACK_ATTEMPTS, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE,
-};
+use super::config::{is_percentage, SinkConfig, DEFAULT_FEEDBACK_ATTEMPTS, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
 use super::error::SinkError;
 use super::stats::SinkStats;
 use super::Sink;

@@ -289,7 +289,10 @@ mod tests {
             ..fine
         };
         let err = too_much.validate().expect_err("101 %").to_string();
-        assert!(err.contains("bounce_later_pct = 99: complain_pct + bounce_later_pct"), "{err}");
+        assert!(
+            err.contains("bounce_later_pct = 99: complain_pct + bounce_later_pct"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -172,10 +172,15 @@ mod tests {
                 .count()
         };
         let (complaints, bounces) = (count(FeedbackKind::Complaint), count(FeedbackKind::LateBounce));
-        assert!((320..480).contains(&complaints), "{complaints} complaints of 20,000 at 2 %");
+        assert!(
+            (320..480).contains(&complaints),
+            "{complaints} complaints of 20,000 at 2 %"
+        );
         assert!((500..700).contains(&bounces), "{bounces} late bounces of 20,000 at 3 %");
         assert_eq!(config.feedback_for("u1@D1.TEST"), config.feedback_for("u1@d1.test"));
         assert!(!SinkConfig::default().sends_feedback());
-        assert!(addresses.iter().all(|a| SinkConfig::default().feedback_for(a).is_none()));
+        assert!(addresses
+            .iter()
+            .all(|a| SinkConfig::default().feedback_for(a).is_none()));
     }
 }

@@ -58,7 +58,9 @@ mod tests {
         assert!((320..480).contains(&top), "{top} of 20,000 at 2 %");
         assert!((850..1_150).contains(&band), "{band} of 20,000 at 5 %");
         assert!(
-            !addresses.iter().any(|a| in_top_band(a, 0.0, 2.0) && in_top_band(a, 2.0, 5.0)),
+            !addresses
+                .iter()
+                .any(|a| in_top_band(a, 0.0, 2.0) && in_top_band(a, 2.0, 5.0)),
             "the bands do not overlap"
         );
         assert!(addresses.iter().all(|a| in_top_band(a, 0.0, 100.0)));

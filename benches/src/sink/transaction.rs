@@ -173,7 +173,9 @@ impl Session {
         }
         let mut headers: Option<Arc<[u8]>> = None;
         for recipient in envelope.recipients() {
-            let Some(kind) = shared.config.feedback_for(recipient) else { continue };
+            let Some(kind) = shared.config.feedback_for(recipient) else {
+                continue;
+            };
             let headers = headers.get_or_insert_with(|| Arc::from(envelope.headers.bytes()));
             let job = Job {
                 kind,

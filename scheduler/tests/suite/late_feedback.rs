@@ -101,12 +101,7 @@ async fn late_bounces_from_the_sink_suppress_their_recipients_with_its_diagnosti
     let inbound = InboundService::start(&config, service.store().clone(), Some(service.guards().clone()))
         .await
         .expect("inbound starts");
-    let summary = service
-        .launch(&campaign)
-        .expect("launch")
-        .wait()
-        .await
-        .expect("run");
+    let summary = service.launch(&campaign).expect("launch").wait().await.expect("run");
     assert_eq!(summary.delivered, RECIPIENTS as u64, "accepted first, bounced later");
 
     let log = dir.path().join("state/late").join(FEEDBACK_LOG);

@@ -114,7 +114,11 @@ impl Mailer {
     /// and the queue is empty.
     pub(crate) fn spawn(self, counters: Arc<Counters>) {
         for _ in 0..WORKERS {
-            tokio::spawn(worker(self.rx.clone(), Arc::clone(&self.delivery), Arc::clone(&counters)));
+            tokio::spawn(worker(
+                self.rx.clone(),
+                Arc::clone(&self.delivery),
+                Arc::clone(&counters),
+            ));
         }
     }
 }
