@@ -10,8 +10,6 @@
 //! one of the sink's complainers — and no one else — is logged `complained` and suppressed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,62 +18,19 @@ use volley_bench::{FeedbackKind, SinkConfig};
 
 mod common;
 
-use common::{free_port, start_sink, text, volley, wait_listening, write, Killed};
+use common::api::{start_serve, Api};
+use common::{free_port, start_sink, text, volley, write};
 
 const TOKEN: &str = "complaint-guard-token-0123456789";
 const RECIPIENTS: usize = 3000;
 const COMPLAIN_PCT: f64 = 2.0;
 const MIN_SAMPLE: u64 = 200;
 
-struct Api {
-    addr: String,
-}
-
-impl Api {
-    /// `method path` with the token and a JSON `body`; the status and the JSON answer.
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let body = body.unwrap_or("");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .expect("send request");
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("read response");
-        let (head, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
-        (status, serde_json::from_str(payload).unwrap_or(Value::Null))
-    }
-
-    fn campaign(&self) -> Value {
-        let (status, view) = self.call("GET", "/campaigns/g", None);
-        assert_eq!(status, 200, "{view}");
-        view
-    }
-
-    fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let view = self.campaign();
-            if done(&view) {
-                return view;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {view}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The suppression entry's reason for `address`, if suppressed.
-    fn suppressed(&self, address: &str) -> Option<String> {
-        let (status, hit) = self.call("GET", &format!("/suppression/{address}"), None);
-        assert_eq!(status, 200, "{hit}");
-        (hit["suppressed"] == true).then(|| hit["entry"]["reason"].as_str().unwrap_or_default().to_string())
-    }
+/// The suppression entry's reason for `address`, if suppressed.
+fn suppressed(api: &Api, address: &str) -> Option<String> {
+    let (status, hit) = api.ok("GET", &format!("/suppression/{address}"), None);
+    assert_eq!(status, 200, "{hit}");
+    (hit["suppressed"] == true).then(|| hit["entry"]["reason"].as_str().unwrap_or_default().to_string())
 }
 
 fn delivered(view: &Value) -> u64 {
@@ -144,20 +99,13 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
         .collect();
     assert_eq!(complainers.len(), 46, "2 % of {RECIPIENTS} by the sink's hash");
 
-    let _server = Killed(
-        volley()
-            .args(["serve", "--config"])
-            .arg(&config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    wait_listening(&listen, "volley serve");
-    let api = Api { addr: listen };
-    let (status, view) = api.call("POST", "/campaigns", Some(r#"{"path": "g.toml"}"#));
+    let _server = start_serve(&config, &listen);
+    let api = Api::new(listen, TOKEN);
+    let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "g.toml"}"#));
     assert_eq!(status, 201, "{view}");
 
     // Held on complaints, before the end.
-    let held = api.wait_for("the hold", |v| v["state"] == "held" || v["state"] == "finished");
+    let held = api.wait_for("g", "the hold", |v| v["state"] == "held" || v["state"] == "finished");
     assert_eq!(held["state"], "held", "the campaign ended without a hold: {held}");
     let reason = held["progress"]["hold"].as_str().unwrap_or_default();
     assert!(reason.starts_with("complaint rate "), "{held}");
@@ -179,19 +127,19 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
         "held before the end: {at_hold} of {RECIPIENTS} delivered"
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(delivered(&api.campaign()), at_hold, "nothing is sent while held");
+    assert_eq!(delivered(&api.campaign("g")), at_hold, "nothing is sent while held");
     // The complaints so far (those the hold counted among them) are the sink's, suppressed.
     let so_far = complained(&state);
     assert!(so_far.len() >= counted, "{} logged, {counted} counted", so_far.len());
     assert!(so_far.is_subset(&complainers), "{so_far:?}");
     for address in &so_far {
         assert_eq!(
-            api.suppressed(address).as_deref(),
+            suppressed(&api, address).as_deref(),
             Some("complaint (abuse)"),
             "{address}"
         );
     }
-    let (_, reputation) = api.call("GET", "/reputation", None);
+    let (_, reputation) = api.ok("GET", "/reputation", None);
     assert_eq!(reputation["holds"][0]["metric"], "complaint_rate", "{reputation}");
 
     // The operator resumes from the command line; the window starts over, and at 2 % the
@@ -205,12 +153,12 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     let mut holds = 1;
     let deadline = Instant::now() + Duration::from_secs(180);
     let finished = loop {
-        let view = api.campaign();
+        let view = api.campaign("g");
         match view["state"].as_str() {
             Some("finished") => break view,
             // A hold placed again (a lifted one shows until the run notices, within a second).
             Some("held") if hold_file.is_file() => {
-                let (status, answer) = api.call("POST", "/reputation/resume", Some(r#"{"campaign": "g"}"#));
+                let (status, answer) = api.ok("POST", "/reputation/resume", Some(r#"{"campaign": "g"}"#));
                 assert_eq!(status, 200, "{answer}");
                 holds += 1;
             }
@@ -255,7 +203,7 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
     assert_eq!(complained(&state), complainers);
     for address in &complainers {
         assert_eq!(
-            api.suppressed(address).as_deref(),
+            suppressed(&api, address).as_deref(),
             Some("complaint (abuse)"),
             "{address}"
         );
@@ -264,7 +212,7 @@ fn a_campaign_drawing_complaints_is_held_before_it_ends_and_finishes_once_resume
         .iter()
         .find(|e| !complainers.contains(*e))
         .expect("a quiet recipient");
-    assert_eq!(api.suppressed(quiet), None);
+    assert_eq!(suppressed(&api, quiet), None);
     eprintln!(
         "complaint guard: first hold at {at_hold} delivered ({reason}); {holds} holds in all; \
          {} complaints",

@@ -16,7 +16,9 @@ use volley_feedback::{Keyring, Token};
 use volley_scheduler::config::{FeedbackConfig, SendConfig};
 use volley_scheduler::inbound::{InboundConfig, InboundService};
 use volley_scheduler::reputation::{Guards, Metric, ReputationConfig, Signal};
-use volley_scheduler::suppression::{open_store, SuppressionStore, GLOBAL};
+use volley_scheduler::suppression::open_store;
+
+use super::common::{json_lines, suppression_reason};
 
 /// The key the Postfix fixtures' tokens were signed with (feedback/tests/intake.rs).
 const SECRET: &str = "volley feedback fixtures: not a production secret";
@@ -126,22 +128,6 @@ fn drained(state: &Path) {
     }
 }
 
-fn log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
-fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
-    store
-        .check(&[GLOBAL], &[address])
-        .expect("check")
-        .remove(0)
-        .map(|(_, entry)| entry.reason)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_the_guard() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -203,13 +189,16 @@ async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_th
     assert_eq!(results.2.last(), Some(&250));
     drained(&state);
 
-    let why = reason(&store, "nosuchuser@rcpt.volley.test").expect("the DSN's recipient is suppressed");
+    let why = suppression_reason(&store, "nosuchuser@rcpt.volley.test").expect("the DSN's recipient is suppressed");
     assert!(
         why.contains("unknown user: \"nosuchuser\""),
         "Postfix's diagnostic is the reason: {why}"
     );
-    assert_eq!(reason(&store, "reader@dest.test").as_deref(), Some("complaint (abuse)"));
-    let bounces = log(&state.join("postfix-fixtures/feedback.jsonl"));
+    assert_eq!(
+        suppression_reason(&store, "reader@dest.test").as_deref(),
+        Some("complaint (abuse)")
+    );
+    let bounces = json_lines(&state.join("postfix-fixtures/feedback.jsonl"));
     assert_eq!(bounces.len(), 1, "the same DSN twice is one event: {bounces:?}");
     let b = &bounces[0];
     assert_eq!(
@@ -219,7 +208,7 @@ async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_th
     assert_eq!(b["recipient"], "nosuchuser@rcpt.volley.test");
     assert_eq!(b["enhanced"], "5.1.1");
     assert_eq!(b["suppression"], "suppress");
-    let complaints = log(&state.join("spring/feedback.jsonl"));
+    let complaints = json_lines(&state.join("spring/feedback.jsonl"));
     assert_eq!(complaints.len(), 1, "{complaints:?}");
     let c = &complaints[0];
     assert_eq!(c["outcome"], "complained");
@@ -294,7 +283,7 @@ async fn relaying_is_refused_and_unreadable_or_forged_reports_are_quarantined() 
     reasons.sort();
     assert_eq!(reasons, ["bad-token", "unrecognised"], "both kept with their reason");
     assert_eq!(
-        reason(&store, "nosuchuser@rcpt.volley.test"),
+        suppression_reason(&store, "nosuchuser@rcpt.volley.test"),
         None,
         "a forged report changes nothing"
     );

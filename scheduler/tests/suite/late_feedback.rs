@@ -10,16 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use volley_bench::{late_bounce_diagnostic, FeedbackKind, Sink, SinkConfig};
 use volley_scheduler::campaign::Campaign;
 use volley_scheduler::config::{FeedbackConfig, SendConfig};
 use volley_scheduler::inbound::{InboundConfig, InboundService, FEEDBACK_LOG};
 use volley_scheduler::live::Live;
 use volley_scheduler::send::SendService;
-use volley_scheduler::suppression::{SuppressionStore, GLOBAL};
 
-use super::common::{route_all_to, source_ips};
+use super::common::{json_lines, route_all_to, source_ips, suppression_reason};
 
 const RECIPIENTS: usize = 400;
 const BOUNCE_DOMAIN: &str = "bounce.volley.test";
@@ -52,22 +50,6 @@ fn campaign(dir: &Path) -> (Campaign, Vec<String>) {
     )
     .expect("campaign toml");
     (Campaign::load(&dir.join("late.toml")).expect("campaign loads"), emails)
-}
-
-fn feedback_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
-    store
-        .check(&[GLOBAL], &[address])
-        .expect("check")
-        .remove(0)
-        .map(|(_, entry)| entry.reason)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,17 +88,17 @@ async fn late_bounces_from_the_sink_suppress_their_recipients_with_its_diagnosti
 
     let log = dir.path().join("state/late").join(FEEDBACK_LOG);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while feedback_lines(&log).len() < expected.len() {
+    while json_lines(&log).len() < expected.len() {
         assert!(
             Instant::now() < deadline,
             "{} of {} late bounces logged; sink {:?}",
-            feedback_lines(&log).len(),
+            json_lines(&log).len(),
             expected.len(),
             sink.stats()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let lines = feedback_lines(&log);
+    let lines = json_lines(&log);
     assert_eq!(lines.len(), expected.len(), "one line per late bounce: {lines:?}");
     let mut logged = BTreeSet::new();
     for line in &lines {
@@ -136,7 +118,7 @@ async fn late_bounces_from_the_sink_suppress_their_recipients_with_its_diagnosti
     assert_eq!(logged, expected, "exactly the sink's late-bouncing share");
     let store = service.store().clone();
     for address in &emails {
-        let why = reason(&store, address);
+        let why = suppression_reason(&store, address);
         if expected.contains(address) {
             assert_eq!(why, Some(late_bounce_diagnostic(address)), "{address}");
         } else {
