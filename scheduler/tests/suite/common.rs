@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use volley_scheduler::config::SourceIpConfig;
+use volley_scheduler::config::{FeedbackConfig, SendConfig, SourceIpConfig};
+use volley_scheduler::inbound::InboundConfig;
 use volley_scheduler::suppression::{SuppressionStore, GLOBAL};
 
 /// Source IPs 127.0.0.`first`..=`last`, named `mta{i}.volley.test`.
@@ -39,4 +40,22 @@ pub fn suppression_reason(store: &Arc<dyn SuppressionStore>, address: &str) -> O
         .expect("check")
         .remove(0)
         .map(|(_, entry)| entry.reason)
+}
+
+/// A configuration with VERP return paths at `bounce_domain` (the key `1 <secret>` written to
+/// `dir/keys`) and an inbound listener on a free loopback port; state in `dir/state`.
+pub fn feedback_config(dir: &Path, secret: &str, bounce_domain: &str) -> SendConfig {
+    std::fs::write(dir.join("keys"), format!("1 {secret}\n")).expect("key file");
+    let feedback: FeedbackConfig = toml::from_str(&format!(
+        "bounce_domain = \"{bounce_domain}\"\nkey_file = \"{}\"\n",
+        dir.join("keys").display()
+    ))
+    .expect("feedback config");
+    let inbound: InboundConfig = toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config");
+    SendConfig {
+        state_dir: dir.join("state"),
+        feedback: Some(feedback),
+        inbound: Some(inbound),
+        ..SendConfig::new(Default::default(), Vec::new())
+    }
 }

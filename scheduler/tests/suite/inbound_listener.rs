@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use mail_auth::report::{Feedback as ArfFeedback, FeedbackType};
 use serde_json::Value;
 use volley_feedback::{Keyring, Token};
-use volley_scheduler::config::{FeedbackConfig, SendConfig};
-use volley_scheduler::inbound::{InboundConfig, InboundService};
+use volley_scheduler::config::SendConfig;
+use volley_scheduler::inbound::InboundService;
 use volley_scheduler::reputation::{Guards, Metric, ReputationConfig, Signal};
 use volley_scheduler::suppression::open_store;
 
-use super::common::{json_lines, suppression_reason};
+use super::common::{feedback_config, json_lines, suppression_reason};
 
 /// The key the Postfix fixtures' tokens were signed with (feedback/tests/intake.rs).
 const SECRET: &str = "volley feedback fixtures: not a production secret";
@@ -32,19 +32,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn config(dir: &Path) -> SendConfig {
-    std::fs::write(dir.join("keys"), format!("1 {SECRET}\n")).expect("key file");
-    let feedback: FeedbackConfig = toml::from_str(&format!(
-        "bounce_domain = \"{BOUNCE_DOMAIN}\"\nkey_file = \"{}\"\n",
-        dir.join("keys").display()
-    ))
-    .expect("feedback config");
-    let inbound: InboundConfig = toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config");
-    SendConfig {
-        state_dir: dir.join("state"),
-        feedback: Some(feedback),
-        inbound: Some(inbound),
-        ..SendConfig::new(Default::default(), Vec::new())
-    }
+    feedback_config(dir, SECRET, BOUNCE_DOMAIN)
 }
 
 /// A campaign folder whose accounting log has `line` sent to `recipient` at `provider`.

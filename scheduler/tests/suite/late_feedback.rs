@@ -12,30 +12,20 @@ use std::time::{Duration, Instant};
 
 use volley_bench::{late_bounce_diagnostic, FeedbackKind, Sink, SinkConfig};
 use volley_scheduler::campaign::Campaign;
-use volley_scheduler::config::{FeedbackConfig, SendConfig};
-use volley_scheduler::inbound::{InboundConfig, InboundService, FEEDBACK_LOG};
+use volley_scheduler::config::SendConfig;
+use volley_scheduler::inbound::{InboundService, FEEDBACK_LOG};
 use volley_scheduler::live::Live;
 use volley_scheduler::send::SendService;
 
-use super::common::{json_lines, route_all_to, source_ips, suppression_reason};
+use super::common::{feedback_config, json_lines, route_all_to, source_ips, suppression_reason};
 
 const RECIPIENTS: usize = 400;
 const BOUNCE_DOMAIN: &str = "bounce.volley.test";
 
 fn config(dir: &Path) -> SendConfig {
-    std::fs::write(dir.join("keys"), "1 late-feedback test key, not a production secret\n").expect("key file");
-    let feedback: FeedbackConfig = toml::from_str(&format!(
-        "bounce_domain = \"{BOUNCE_DOMAIN}\"\nkey_file = \"{}\"\n",
-        dir.join("keys").display()
-    ))
-    .expect("feedback config");
-    let inbound: InboundConfig = toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config");
     SendConfig {
-        state_dir: dir.join("state"),
         source_ips: source_ips(2, 3),
-        feedback: Some(feedback),
-        inbound: Some(inbound),
-        ..SendConfig::new(Default::default(), Vec::new())
+        ..feedback_config(dir, "late-feedback test key, not a production secret", BOUNCE_DOMAIN)
     }
 }
 
