@@ -107,6 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
             )
             .await
             .context("refusing to start the inbound listener")?;
+            service.guards_fed_in_process();
             eprintln!("volley serve: inbound SMTP on {}", inbound.local_addr());
             Some(inbound)
         }
