@@ -12,74 +12,10 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{free_port, start_sink, volley, wait_listening, write, Killed};
+use common::api::{start_serve, Api};
+use common::{free_port, start_sink, volley, wait_listening, write};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
-
-struct Api {
-    addr: String,
-}
-
-impl Api {
-    /// `method path` with `token` and a JSON `body`; the status and the JSON answer.
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let body = body.unwrap_or("");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .expect("send request");
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("read response");
-        let (head, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
-        let json = serde_json::from_str(payload).unwrap_or(Value::String(payload.to_string()));
-        (status, json)
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        self.call(method, path, Some(TOKEN), body)
-    }
-
-    fn campaign(&self, id: &str) -> Value {
-        let (status, view) = self.ok("GET", &format!("/campaigns/{id}"), None);
-        assert_eq!(status, 200, "{view}");
-        view
-    }
-
-    fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let view = self.campaign(id);
-            if done(&view) {
-                return view;
-            }
-            assert!(Instant::now() < deadline, "{id}: timed out waiting for {what}: {view}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// `volley serve --config config`, once its API listens on `listen`.
-fn start_serve(config: &Path, listen: &str) -> Killed {
-    let server = Killed(
-        volley()
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .spawn()
-            .expect("volley serve"),
-    );
-    wait_listening(listen, "volley serve");
-    server
-}
 
 fn delivered(view: &Value) -> u64 {
     view["progress"]["delivered"].as_u64().unwrap_or(0)
@@ -125,7 +61,7 @@ fn an_operator_launches_watches_pauses_resumes_and_cancels_over_http() {
     write(dir.path(), "outside.toml", &campaign_toml("a"));
     std::os::unix::fs::symlink(dir.path().join("outside.toml"), campaigns.join("link.toml")).expect("symlink");
     let server = start_serve(&config, &listen);
-    let api = Api { addr: listen };
+    let api = Api::new(listen, TOKEN);
 
     // No token, a wrong token: 401 on every endpoint.
     for (method, path) in [
@@ -385,7 +321,7 @@ fn serve_marks_a_source_ip_it_cannot_bind_unusable_and_lists_it() {
         ),
     );
     let _server = start_serve(&config, &listen);
-    let api = Api { addr: listen };
+    let api = Api::new(listen, TOKEN);
     let (status, ips) = api.ok("GET", "/ips", None);
     assert_eq!(status, 200, "{ips}");
     let ip = |a: &str| {
@@ -511,7 +447,10 @@ fn the_unsubscribe_endpoint_runs_beside_the_api_over_https_without_the_token() {
         elsewhere.starts_with("HTTP/1.1 404"),
         "the API is not here: {elsewhere}"
     );
-    let api = Api { addr: listen };
+    let api = Api {
+        addr: listen,
+        token: TOKEN.to_string(),
+    };
     let (status, metrics) = api.ok("GET", "/metrics", None);
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap_or_default();
@@ -547,7 +486,7 @@ fn a_campaign_held_by_the_reputation_guard_is_shown_and_resumes_on_command() {
     recipients(&campaigns, "g", 3000);
     write(&campaigns, "g.toml", &campaign_toml("g"));
     let _server = start_serve(&config, &listen);
-    let api = Api { addr: listen };
+    let api = Api::new(listen, TOKEN);
     let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "g.toml"}"#));
     assert_eq!(status, 201, "{view}");
     let held = api.wait_for("g", "the hold", |v| v["state"] == "held");
@@ -626,7 +565,7 @@ fn a_blocklisted_source_ip_is_shown_and_can_be_overridden() {
         ),
     );
     let _server = start_serve(&config, &listen);
-    let api = Api { addr: listen };
+    let api = Api::new(listen, TOKEN);
     let deadline = Instant::now() + Duration::from_secs(10);
     let ips = loop {
         let (status, ips) = api.ok("GET", "/ips", None);

@@ -19,6 +19,12 @@
 //!   - `sink/data.rs` — finding `CRLF.CRLF` in streamed content without copying it.
 //!   - `sink/reply.rs` — reply texts with enhanced status codes; placeholder rendering.
 //!   - `sink/faults.rs` — percentage draws and drop points.
+//!   - `sink/share.rs` — recipient shares chosen by a stable hash of the address
+//!     (greylisting, complaints, late bounces).
+//!   - `sink/greylist.rs` — `--greylist`: the first RCPT per client network deferred.
+//!   - `sink/feedback.rs` — `--complain`, `--bounce-later`: ARF complaints and DSNs sent
+//!     after the 250 to the message's return path (`feedback/report.rs` writes them,
+//!     `feedback/sender.rs` delivers them with the engine's SMTP client, with retries).
 //!   - `sink/fault_plan.rs` — [`Fault`] and [`TlsFault`]: configured reply and STARTTLS
 //!     faults (`--fault`, `--tls-fault`), their parser and the bytes they send.
 //!   - `sink/stats.rs` — [`SinkStats`], atomic counters, sharded per-address counts.
@@ -79,6 +85,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 pub use redis::RedisServer;
 pub use sink::{
-    CannedReply, Fault, FaultKind, FaultStage, Sink, SinkArgs, SinkConfig, SinkError, SinkHandle, SinkStats, Stage,
-    TlsFault, TlsFaultKind,
+    late_bounce_diagnostic, CannedReply, Fault, FaultKind, FaultStage, FeedbackKind, Sink, SinkArgs, SinkConfig,
+    SinkError, SinkHandle, SinkStats, Stage, TlsFault, TlsFaultKind,
 };

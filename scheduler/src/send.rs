@@ -33,6 +33,7 @@ use crate::summary::Summary;
 use crate::suppression::{Checker, SuppressionError, SuppressionWriter};
 
 mod dispatch;
+mod feedback_feed;
 mod job;
 pub mod priority;
 mod produce;

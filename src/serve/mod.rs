@@ -109,6 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         "volley serve",
     )
     .await?;
+    if config.inbound.is_some() {
+        // Its own listener counts complaints in the guards: no need to read the feedback logs.
+        service.guards_fed_in_process();
+    }
     let app = Arc::new(App {
         service,
         config,

@@ -2,6 +2,8 @@
 //! fixture files, and a `volley sink` child process on a free loopback port.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod api;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::canned::CannedReply;
-use super::config::{is_percentage, SinkConfig, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
+use super::config::{is_percentage, SinkConfig, DEFAULT_FEEDBACK_ATTEMPTS, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
 use super::error::SinkError;
 use super::stats::SinkStats;
 use super::Sink;
@@ -57,6 +57,19 @@ pub struct SinkArgs {
     /// accepted on any later attempt.
     #[arg(long, value_name = "PCT", default_value_t = 0.0, allow_negative_numbers = true)]
     pub greylist: f64,
+    /// Percentage of accepted recipients that complain: after the 250, an ARF report
+    /// (Feedback-Type: abuse) goes to the message's MAIL FROM at --feedback-to. Chosen by a
+    /// hash of the address, like --greylist.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub complain: f64,
+    /// Percentage of accepted recipients that bounce after the 250: a DSN (failed, 5.1.1)
+    /// goes to the message's MAIL FROM at --feedback-to. Never the complaining ones.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub bounce_later: f64,
+    /// Where complaints and late bounces are delivered over SMTP (a loopback address: the
+    /// inbound listener), e.g. 127.0.0.1:2526.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub feedback_to: Option<SocketAddr>,
     /// Connections served at once; more get 421 4.7.0 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -91,6 +104,8 @@ impl SinkArgs {
             ("--permfail", self.permfail),
             ("--drop", self.drop_pct),
             ("--greylist", self.greylist),
+            ("--complain", self.complain),
+            ("--bounce-later", self.bounce_later),
         ] {
             if !is_percentage(pct) {
                 return Err(SinkError::InvalidArgument {
@@ -134,6 +149,10 @@ impl SinkArgs {
             latency: self.latency.unwrap_or(Duration::ZERO),
             drop_pct: self.drop_pct,
             greylist_pct: self.greylist,
+            complain_pct: self.complain,
+            bounce_later_pct: self.bounce_later,
+            feedback_to: self.feedback_to,
+            feedback_attempts: DEFAULT_FEEDBACK_ATTEMPTS,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             canned,
@@ -288,6 +307,31 @@ mod tests {
         let args = parse(&["--listen", "127.0.0.1:0", "--tls-fault", "stall"]).expect("parses");
         let err = args.into_config().expect_err("no duration").to_string();
         assert!(err.contains("for --tls-fault: `stall` needs a duration"), "{err}");
+    }
+
+    #[test]
+    fn feedback_flags_map_onto_the_config() {
+        let args = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--complain",
+            "2",
+            "--bounce-later",
+            "0.5",
+            "--feedback-to",
+            "127.0.0.1:2526",
+        ])
+        .expect("valid flags");
+        let config = args.into_config().expect("valid config");
+        assert_eq!((config.complain_pct, config.bounce_later_pct), (2.0, 0.5));
+        assert_eq!(config.feedback_to, Some("127.0.0.1:2526".parse().expect("addr")));
+        assert_eq!(config.feedback_attempts, DEFAULT_FEEDBACK_ATTEMPTS);
+        let args = parse(&["--listen", "127.0.0.1:0", "--complain", "2"]).expect("parses");
+        let err = args.into_config().expect_err("nowhere to send").to_string();
+        assert!(err.contains("feedback_to"), "{err}");
+        let args = parse(&["--listen", "127.0.0.1:0", "--bounce-later", "101"]).expect("parses");
+        let err = args.into_config().expect_err("101 %").to_string();
+        assert!(err.contains("'101' for --bounce-later"), "{err}");
     }
 
     #[test]

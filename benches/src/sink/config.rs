@@ -13,6 +13,9 @@ pub const DEFAULT_HOSTNAME: &str = "sink.volley.test";
 /// Default advertised `SIZE` limit: 50 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
 
+/// Default [`SinkConfig::feedback_attempts`].
+pub const DEFAULT_FEEDBACK_ATTEMPTS: u32 = 10;
+
 /// Configuration of one sink instance. [`SinkConfig::default`] listens on `127.0.0.1:0`, speaks
 /// ESMTP with PIPELINING and STARTTLS, and injects no faults.
 #[derive(Clone, Debug)]
@@ -52,6 +55,23 @@ pub struct SinkConfig {
     /// Percentage (0..=100) of recipients greylisted: `451 4.7.1` on their first RCPT from a
     /// client /24, accepted afterwards (see `sink/greylist.rs`). Default zero.
     pub greylist_pct: f64,
+    /// Percentage (0..=100) of accepted recipients that complain: after the 250, an RFC 5965
+    /// ARF report (`Feedback-Type: abuse`) goes to the message's envelope sender at
+    /// `feedback_to`. Chosen by address (see `sink/feedback.rs` and
+    /// [`SinkConfig::feedback_for`]). Default zero.
+    pub complain_pct: f64,
+    /// Percentage (0..=100) of accepted recipients that bounce later: after the 250, an RFC
+    /// 3464 DSN (`Action: failed`, `Status: 5.1.1`) goes to the message's envelope sender at
+    /// `feedback_to`. Disjoint from the complaining share; `complain_pct + bounce_later_pct`
+    /// is at most 100. Default zero.
+    pub bounce_later_pct: f64,
+    /// Where complaints and late bounces are delivered over SMTP: a loopback address (the
+    /// inbound listener). Required when either share is above zero.
+    pub feedback_to: Option<SocketAddr>,
+    /// Attempts per report before it counts as failed (pauses of 100 ms doubling up to 2 s
+    /// between them: 10 attempts span about 11 s, enough for a listener that starts late).
+    /// Default 10.
+    pub feedback_attempts: u32,
     /// Concurrent connections served; beyond it a new connection gets `421 4.7.0` and is
     /// closed. `None` means unlimited.
     pub max_connections: Option<usize>,
@@ -88,6 +108,10 @@ impl Default for SinkConfig {
             latency: Duration::ZERO,
             drop_pct: 0.0,
             greylist_pct: 0.0,
+            complain_pct: 0.0,
+            bounce_later_pct: 0.0,
+            feedback_to: None,
+            feedback_attempts: DEFAULT_FEEDBACK_ATTEMPTS,
             max_connections: None,
             max_connections_per_client: None,
             canned: Vec::new(),
@@ -107,6 +131,8 @@ impl SinkConfig {
             ("permfail_pct", self.permfail_pct),
             ("drop_pct", self.drop_pct),
             ("greylist_pct", self.greylist_pct),
+            ("complain_pct", self.complain_pct),
+            ("bounce_later_pct", self.bounce_later_pct),
         ] {
             if !is_percentage(pct) {
                 return Err(SinkError::InvalidConfig {
@@ -116,6 +142,7 @@ impl SinkConfig {
                 });
             }
         }
+        self.validate_feedback()?;
         if self.hostname.is_empty()
             || self
                 .hostname
@@ -166,6 +193,39 @@ impl SinkConfig {
 }
 
 impl SinkConfig {
+    /// The late-feedback fields: shares that fit together, and a loopback destination when
+    /// anything is sent.
+    fn validate_feedback(&self) -> Result<(), SinkError> {
+        if !is_percentage(self.complain_pct + self.bounce_later_pct) {
+            return Err(SinkError::InvalidConfig {
+                field: "bounce_later_pct",
+                value: self.bounce_later_pct.to_string(),
+                reason: "complain_pct + bounce_later_pct must be at most 100",
+            });
+        }
+        if !self.sends_feedback() {
+            return Ok(());
+        }
+        match self.feedback_to {
+            None => Err(SinkError::InvalidConfig {
+                field: "feedback_to",
+                value: "none".to_owned(),
+                reason: "complain_pct or bounce_later_pct needs an address to send the reports to",
+            }),
+            Some(to) if !to.ip().is_loopback() || to.port() == 0 => Err(SinkError::InvalidConfig {
+                field: "feedback_to",
+                value: to.to_string(),
+                reason: "must be a loopback address with a port (reports never leave the machine)",
+            }),
+            Some(_) if self.feedback_attempts == 0 => Err(SinkError::InvalidConfig {
+                field: "feedback_attempts",
+                value: "0".to_owned(),
+                reason: "must be at least 1",
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// True when a `stop-reading` fault is configured (the listener then keeps small receive
     /// buffers so that a client's writes block soon).
     pub(crate) fn stops_reading(&self) -> bool {
@@ -203,6 +263,36 @@ mod tests {
             ..SinkConfig::default()
         };
         assert!(nan.validate().is_err());
+    }
+
+    #[test]
+    fn feedback_needs_a_loopback_destination_and_shares_that_fit() {
+        let base = SinkConfig {
+            complain_pct: 2.0,
+            ..SinkConfig::default()
+        };
+        let err = base.validate().expect_err("no destination").to_string();
+        assert!(err.contains("feedback_to = none"), "{err}");
+        let outside = SinkConfig {
+            feedback_to: Some("192.0.2.1:25".parse().expect("addr")),
+            ..base.clone()
+        };
+        let err = outside.validate().expect_err("not loopback").to_string();
+        assert!(err.contains("feedback_to = 192.0.2.1:25: must be a loopback"), "{err}");
+        let fine = SinkConfig {
+            feedback_to: Some("127.0.0.1:2526".parse().expect("addr")),
+            ..base.clone()
+        };
+        fine.validate().expect("loopback is fine");
+        let too_much = SinkConfig {
+            bounce_later_pct: 99.0,
+            ..fine
+        };
+        let err = too_much.validate().expect_err("101 %").to_string();
+        assert!(
+            err.contains("bounce_later_pct = 99: complain_pct + bounce_later_pct"),
+            "{err}"
+        );
     }
 
     #[test]

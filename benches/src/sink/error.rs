@@ -70,6 +70,9 @@ pub enum SinkError {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// The SMTP client that sends complaints and late bounces could not be set up.
+    #[error("cannot set up the feedback client: {0}")]
+    FeedbackClient(String),
     /// A `--fault` or `--tls-fault` spec does not parse.
     #[error("invalid value '{value}' for {flag}: {reason}")]
     InvalidFault {

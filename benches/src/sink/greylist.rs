@@ -1,5 +1,5 @@
 //! Greylisting (`volley sink --greylist PCT`): a fixed share of recipients — chosen by a hash of
-//! the address, so the same ones on every run and in every sink — gets `451 4.7.1` on its first
+//! the address (`sink/share.rs`), so the same ones on every run and in every sink — gets `451 4.7.1` on its first
 //! RCPT from a client network; every later RCPT of it from that network is accepted, however
 //! soon it comes (a greylister with no minimum delay). The network is the client's /24 (IPv4)
 //! or /64 (IPv6), as postgrey's default `--lookup-by-subnet` does, so a sender retrying from
@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Mutex;
+
+use super::share::in_bottom_share;
 
 /// The reply to a greylisted RCPT.
 pub(crate) const GREYLISTED: volley_smtp_server::Reply = volley_smtp_server::Reply::new(
@@ -36,22 +38,12 @@ impl Greylist {
     /// share and this is its first RCPT from `peer`'s network. Records the attempt.
     pub(crate) fn defers(&self, peer: IpAddr, local: &str, domain: &str) -> bool {
         let address = format!("{local}@{}", domain.to_ascii_lowercase());
-        if !in_share(&address, self.pct) {
+        if !in_bottom_share(&address, self.pct) {
             return false;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.insert((network(peer), address.into_boxed_str()))
     }
-}
-
-/// Whether `address` falls in the first `pct` percent of a stable hash (FNV-1a 64) space.
-pub(crate) fn in_share(address: &str, pct: f64) -> bool {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in address.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    ((hash % 10_000) as f64) < pct * 100.0
 }
 
 /// The client's /24 (IPv4) or /64 (IPv6).
@@ -87,10 +79,10 @@ mod tests {
         let grey = Greylist::new(0.0);
         assert!(!grey.defers([127, 0, 0, 2].into(), "u1", "grey.test"));
         let hits = (0..20_000)
-            .filter(|i| in_share(&format!("u{i}@tail{i}.test"), 30.0))
+            .filter(|i| in_bottom_share(&format!("u{i}@tail{i}.test"), 30.0))
             .count();
         assert!((5_600..6_400).contains(&hits), "{hits} of 20,000 at 30 %");
-        assert_eq!(in_share("u7@a.test", 30.0), in_share("u7@a.test", 30.0));
-        assert!((0..1000).all(|i| in_share(&format!("u{i}@a.test"), 100.0)));
+        assert_eq!(in_bottom_share("u7@a.test", 30.0), in_bottom_share("u7@a.test", 30.0));
+        assert!((0..1000).all(|i| in_bottom_share(&format!("u{i}@a.test"), 100.0)));
     }
 }

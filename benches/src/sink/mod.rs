@@ -22,10 +22,12 @@ mod config;
 mod error;
 mod fault_plan;
 mod faults;
+mod feedback;
 mod greylist;
 mod reply;
 mod server;
 mod session;
+mod share;
 mod stats;
 mod tls;
 mod transaction;
@@ -40,9 +42,10 @@ use tokio::task::JoinHandle;
 
 pub use args::SinkArgs;
 pub use canned::{CannedReply, Stage};
-pub use config::{SinkConfig, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
+pub use config::{SinkConfig, DEFAULT_FEEDBACK_ATTEMPTS, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE};
 pub use error::SinkError;
 pub use fault_plan::{Fault, FaultKind, FaultStage, TlsFault, TlsFaultKind};
+pub use feedback::{late_bounce_diagnostic, FeedbackKind};
 pub use stats::SinkStats;
 
 use canned::CannedSet;
@@ -60,7 +63,12 @@ pub(crate) struct Shared {
     pub(crate) smtp: Arc<volley_smtp_server::SessionConfig>,
     /// `--greylist`, when its share is above zero.
     pub(crate) greylist: Option<greylist::Greylist>,
-    pub(crate) counters: Counters,
+    /// Where complaints and late bounces are queued, when the sink sends any.
+    pub(crate) feedback: Option<feedback::Outbox>,
+    /// The workers that deliver them, until [`Sink::start`] spawns them.
+    feedback_mailer: Mutex<Option<feedback::Mailer>>,
+    /// Shared with the feedback workers, which count what they send.
+    pub(crate) counters: Arc<Counters>,
     pub(crate) addresses: AddressCounts,
     /// RCPT TO commands per recipient address, whatever the answer.
     pub(crate) rcpt_addresses: AddressCounts,
@@ -79,13 +87,16 @@ impl Shared {
         let canned = CannedSet::compile(&config.canned)?;
         let tls = TlsIdentity::generate(&config.hostname, config.listen.ip())?;
         let tls_wrong_name = TlsIdentity::for_names(vec![tls::WRONG_NAME.to_owned()])?;
+        let (outbox, mailer) = feedback::channel(&config)?.unzip();
         Ok(Shared {
             banner: reply::banner(&config),
             smtp: Arc::new(session::smtp_config(&config)),
             greylist: (config.greylist_pct > 0.0).then(|| greylist::Greylist::new(config.greylist_pct)),
+            feedback: outbox,
+            feedback_mailer: Mutex::new(mailer),
             config,
             canned,
-            counters: Counters::default(),
+            counters: Arc::default(),
             addresses: AddressCounts::default(),
             rcpt_addresses: AddressCounts::default(),
             queue_ids: AtomicU64::new(1),
@@ -106,6 +117,9 @@ impl Sink {
     /// The sink runs until [`SinkHandle::shutdown`] or until every handle is dropped.
     pub async fn start(config: SinkConfig) -> Result<SinkHandle, SinkError> {
         let shared = Arc::new(Shared::new(config)?);
+        if let Some(mailer) = take(&shared.feedback_mailer) {
+            mailer.spawn(Arc::clone(&shared.counters));
+        }
         let config = &shared.config;
         let listener = server::listen(config.listen, config.stops_reading()).map_err(|source| SinkError::Bind {
             addr: config.listen,

@@ -47,6 +47,10 @@ pub(crate) struct Envelope {
     pub(crate) last_chunk: bool,
     /// The address of the command being decided, as sent (for canned-reply placeholders).
     pub(crate) current: String,
+    /// The accepted MAIL FROM address (empty for the null sender).
+    pub(crate) sender: String,
+    /// The message's header section, kept when the sink sends reports about it.
+    pub(crate) headers: super::feedback::HeaderCapture,
     /// Accepted recipients, concatenated; `ends[i]` is where the i-th one ends.
     addresses: String,
     ends: Vec<usize>,
@@ -56,6 +60,8 @@ impl Envelope {
     pub(crate) fn reset(&mut self) {
         self.drop_at = None;
         self.rcpt_commands = 0;
+        self.sender.clear();
+        self.headers.clear();
         self.addresses.clear();
         self.ends.clear();
     }
@@ -187,7 +193,12 @@ impl Session {
                 Event::NeedInput => return Flow::Continue,
                 Event::Closed => return Flow::Close,
                 Event::TlsHandshake => return Flow::StartTls,
-                Event::Content(_) => continue,
+                Event::Content(content) => {
+                    if shared.feedback.is_some() {
+                        self.envelope.headers.push(content);
+                    }
+                    continue;
+                }
                 Event::Ehlo { extended, .. } => {
                     bump(&counters.commands);
                     (Some(FaultStage::Ehlo), self.ehlo(extended, shared))

@@ -49,6 +49,13 @@ pub struct SinkStats {
     pub faults_injected: u64,
     /// STARTTLS handshakes spoiled by a configured [`TlsFault`](crate::TlsFault).
     pub tls_faults_injected: u64,
+    /// ARF complaints (`complain_pct`) the feedback listener accepted.
+    pub complaints_sent: u64,
+    /// Late-bounce DSNs (`bounce_later_pct`) the feedback listener accepted.
+    pub late_bounces_sent: u64,
+    /// Reports not delivered: refused, still undelivered after `feedback_attempts`, or
+    /// dropped because the queue was full.
+    pub feedback_failed: u64,
 }
 
 impl SinkStats {
@@ -72,6 +79,9 @@ impl SinkStats {
         self.bdat_chunks += other.bdat_chunks;
         self.faults_injected += other.faults_injected;
         self.tls_faults_injected += other.tls_faults_injected;
+        self.complaints_sent += other.complaints_sent;
+        self.late_bounces_sent += other.late_bounces_sent;
+        self.feedback_failed += other.feedback_failed;
     }
 }
 
@@ -97,6 +107,9 @@ pub(crate) struct Counters {
     pub(crate) bdat_chunks: AtomicU64,
     pub(crate) faults_injected: AtomicU64,
     pub(crate) tls_faults_injected: AtomicU64,
+    pub(crate) complaints_sent: AtomicU64,
+    pub(crate) late_bounces_sent: AtomicU64,
+    pub(crate) feedback_failed: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -126,6 +139,9 @@ impl Counters {
             bdat_chunks: get(&self.bdat_chunks),
             faults_injected: get(&self.faults_injected),
             tls_faults_injected: get(&self.tls_faults_injected),
+            complaints_sent: get(&self.complaints_sent),
+            late_bounces_sent: get(&self.late_bounces_sent),
+            feedback_failed: get(&self.feedback_failed),
         }
     }
 }

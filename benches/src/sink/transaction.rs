@@ -3,9 +3,12 @@
 //! protocol session has already checked sequencing, sizes and the recipient limit.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::canned::Stage;
 use super::faults::{chance, DropPoint};
+use super::feedback::Job;
 use super::reply;
 use super::session::{domain_of, Flow, Session};
 use super::stats::bump;
@@ -34,6 +37,10 @@ impl Session {
             }
         };
         self.envelope.drop_at = drop_at;
+        if shared.feedback.is_some() {
+            let envelope = &mut self.envelope;
+            envelope.sender.clone_from(&envelope.current);
+        }
         flow
     }
 
@@ -151,6 +158,34 @@ impl Session {
             for address in self.envelope.recipients() {
                 shared.addresses.add(address);
             }
+        }
+        self.queue_feedback(shared);
+    }
+
+    /// Queues the complaints and late bounces due for the accepted message's recipients
+    /// (`sink/feedback.rs`); the session does not wait for them.
+    fn queue_feedback(&self, shared: &Shared) {
+        let Some(outbox) = &shared.feedback else { return };
+        let envelope = &self.envelope;
+        if envelope.sender.is_empty() {
+            // A report itself (null sender): nothing goes back (RFC 5321 §4.5.5).
+            return;
+        }
+        let mut headers: Option<Arc<[u8]>> = None;
+        for recipient in envelope.recipients() {
+            let Some(kind) = shared.config.feedback_for(recipient) else {
+                continue;
+            };
+            let headers = headers.get_or_insert_with(|| Arc::from(envelope.headers.bytes()));
+            let job = Job {
+                kind,
+                return_path: envelope.sender.clone(),
+                recipient: recipient.to_owned(),
+                headers: Arc::clone(headers),
+                client: self.peer,
+                arrival: SystemTime::now(),
+            };
+            outbox.submit(job, &shared.counters);
         }
     }
 }

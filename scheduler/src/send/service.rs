@@ -3,7 +3,7 @@
 //! campaigns join while others run (`volley serve`), and each of which can be paused, resumed
 //! or cancelled on its own. [`super::run_many`] is this service with a fixed set of campaigns.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use volley_engine::DeliveryPool;
 
 use super::dispatch::Tag;
+use super::feedback_feed::FeedbackFeed;
 use super::{prepare, priority, OnUnbindable, SendError, Shared};
 use crate::campaign::Campaign;
 use crate::config::SendConfig;
@@ -101,6 +102,10 @@ pub struct SendService {
     /// MTA-STS policies and the TLS reports of the sessions under them (with `[dns]`, unless
     /// `[mta_sts] enabled = false`).
     mta_sts: Option<MtaStsParts>,
+    /// Complaints and late bounces another process's listener logged, for the guards.
+    feed: Arc<FeedbackFeed>,
+    /// Whether the feed runs (off when this process's own listener feeds the guards).
+    feed_on: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -237,18 +242,28 @@ impl SendService {
                 }
             })
         };
+        let feed = Arc::new(FeedbackFeed::new(config.state_dir.clone()));
+        let feed_on = Arc::new(AtomicBool::new(true));
         // The pool's open connections and the warming IPs' budget use, for the live counters.
         let gauge = {
             let (pool, live, shaper, guards) = (pool.clone(), live.clone(), shaper.clone(), guards.clone());
+            let (feed, feed_on) = (feed.clone(), feed_on.clone());
             tokio::spawn(async move {
                 for tick in 0u64.. {
                     live.set_open_connections(pool.stats().open_connections);
                     live.set_warmup(shaper.warming_usage());
                     if tick % 4 == 0 {
                         live.set_connection_limits(pool.concurrency());
-                        // Holds placed or lifted by other processes (`volley reputation`).
-                        let g = guards.clone();
-                        let _ = tokio::task::spawn_blocking(move || g.refresh()).await;
+                        // Holds placed or lifted by other processes (`volley reputation`), and
+                        // what another process's inbound listener logged.
+                        let (g, f, on) = (guards.clone(), feed.clone(), feed_on.load(Ordering::Relaxed));
+                        let _ = tokio::task::spawn_blocking(move || {
+                            g.refresh();
+                            if on {
+                                f.poll(&g);
+                            }
+                        })
+                        .await;
                         live.set_reputation(guards.rates(std::time::SystemTime::now()));
                         live.set_listings(guards.listings());
                     }
@@ -277,6 +292,8 @@ impl SendService {
                 .chain(mta_sts.as_ref().map(|(_, r)| r.spawn_flusher(TLS_REPORT_FLUSH)))
                 .collect(),
             mta_sts,
+            feed,
+            feed_on,
         })
     }
 
@@ -300,6 +317,12 @@ impl SendService {
     /// The reputation guards: rates, holds, and lifting a hold.
     pub fn guards(&self) -> &Arc<crate::reputation::Guards> {
         &self.guards
+    }
+
+    /// This process's inbound listener feeds the guards itself (`volley serve` with
+    /// `[inbound]`): the campaigns' feedback logs are no longer read for them.
+    pub fn guards_fed_in_process(&self) {
+        self.feed_on.store(false, Ordering::Relaxed);
     }
 
     /// The live counters of every campaign launched.
@@ -349,16 +372,18 @@ impl SendService {
             }),
         };
         let mut run = prepare(campaign, &self.config, shared, rx)?;
+        self.feed.follow(campaign.id());
         debug_assert_eq!(routes.len(), index);
         routes.push(tx);
         drop(routes);
         let live = run.live.clone();
         let (stop, mut stopped) = watch::channel(false);
         let stop = Stopper(Arc::new(stop));
-        let (pool, gate, running, id) = (
+        let (pool, gate, running, feed, id) = (
             self.pool.clone(),
             self.gate.clone(),
             self.running.clone(),
+            self.feed.clone(),
             campaign.id().to_string(),
         );
         let done = tokio::spawn(async move {
@@ -380,6 +405,7 @@ impl SendService {
             let summary = tokio::task::spawn_blocking(move || run.finish(outcome, &stats, learned))
                 .await
                 .unwrap_or_else(|e| Err(SendError::Config(format!("campaign {id} failed: {e}"))));
+            feed.forget(&id);
             lock(&running).remove(&id);
             summary
         });

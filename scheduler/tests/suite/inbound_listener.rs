@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use mail_auth::report::{Feedback as ArfFeedback, FeedbackType};
 use serde_json::Value;
 use volley_feedback::{Keyring, Token};
-use volley_scheduler::config::{FeedbackConfig, SendConfig};
-use volley_scheduler::inbound::{InboundConfig, InboundService};
+use volley_scheduler::config::SendConfig;
+use volley_scheduler::inbound::InboundService;
 use volley_scheduler::reputation::{Guards, Metric, ReputationConfig, Signal};
-use volley_scheduler::suppression::{open_store, SuppressionStore, GLOBAL};
+use volley_scheduler::suppression::open_store;
+
+use super::common::{feedback_config, json_lines, suppression_reason};
 
 /// The key the Postfix fixtures' tokens were signed with (feedback/tests/intake.rs).
 const SECRET: &str = "volley feedback fixtures: not a production secret";
@@ -29,20 +31,8 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn config(dir: &Path) -> SendConfig {
-    std::fs::write(dir.join("keys"), format!("1 {SECRET}\n")).expect("key file");
-    let feedback: FeedbackConfig = toml::from_str(&format!(
-        "bounce_domain = \"{BOUNCE_DOMAIN}\"\nkey_file = \"{}\"\n",
-        dir.join("keys").display()
-    ))
-    .expect("feedback config");
-    let inbound: InboundConfig = toml::from_str("listen = \"127.0.0.1:0\"\n").expect("inbound config");
-    SendConfig {
-        state_dir: dir.join("state"),
-        feedback: Some(feedback),
-        inbound: Some(inbound),
-        ..SendConfig::new(Default::default(), Vec::new())
-    }
+pub(super) fn config(dir: &Path) -> SendConfig {
+    feedback_config(dir, SECRET, BOUNCE_DOMAIN)
 }
 
 /// A campaign folder whose accounting log has `line` sent to `recipient` at `provider`.
@@ -126,22 +116,6 @@ fn drained(state: &Path) {
     }
 }
 
-pub(super) fn log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
-pub fn reason(store: &Arc<dyn SuppressionStore>, address: &str) -> Option<String> {
-    store
-        .check(&[GLOBAL], &[address])
-        .expect("check")
-        .remove(0)
-        .map(|(_, entry)| entry.reason)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_the_guard() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -203,13 +177,16 @@ async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_th
     assert_eq!(results.2.last(), Some(&250));
     drained(&state);
 
-    let why = reason(&store, "nosuchuser@rcpt.volley.test").expect("the DSN's recipient is suppressed");
+    let why = suppression_reason(&store, "nosuchuser@rcpt.volley.test").expect("the DSN's recipient is suppressed");
     assert!(
         why.contains("unknown user: \"nosuchuser\""),
         "Postfix's diagnostic is the reason: {why}"
     );
-    assert_eq!(reason(&store, "reader@dest.test").as_deref(), Some("complaint (abuse)"));
-    let bounces = log(&state.join("postfix-fixtures/feedback.jsonl"));
+    assert_eq!(
+        suppression_reason(&store, "reader@dest.test").as_deref(),
+        Some("complaint (abuse)")
+    );
+    let bounces = json_lines(&state.join("postfix-fixtures/feedback.jsonl"));
     assert_eq!(bounces.len(), 1, "the same DSN twice is one event: {bounces:?}");
     let b = &bounces[0];
     assert_eq!(
@@ -219,7 +196,7 @@ async fn a_postfix_dsn_and_an_arf_complaint_suppress_are_logged_once_and_feed_th
     assert_eq!(b["recipient"], "nosuchuser@rcpt.volley.test");
     assert_eq!(b["enhanced"], "5.1.1");
     assert_eq!(b["suppression"], "suppress");
-    let complaints = log(&state.join("spring/feedback.jsonl"));
+    let complaints = json_lines(&state.join("spring/feedback.jsonl"));
     assert_eq!(complaints.len(), 1, "{complaints:?}");
     let c = &complaints[0];
     assert_eq!(c["outcome"], "complained");
@@ -294,7 +271,7 @@ async fn relaying_is_refused_and_unreadable_or_forged_reports_are_quarantined() 
     reasons.sort();
     assert_eq!(reasons, ["bad-token", "unrecognised"], "both kept with their reason");
     assert_eq!(
-        reason(&store, "nosuchuser@rcpt.volley.test"),
+        suppression_reason(&store, "nosuchuser@rcpt.volley.test"),
         None,
         "a forged report changes nothing"
     );

@@ -19,7 +19,8 @@ use volley_scheduler::config::RetryConfig;
 use volley_scheduler::inbound::InboundService;
 use volley_scheduler::send::SendService;
 
-use super::inbound_listener::{config, log, reason};
+use super::common::{json_lines as log, suppression_reason as reason};
+use super::inbound_listener::config;
 
 /// Recipients per domain: the first `UNKNOWN` at rcpt.volley.test bounce in local delivery,
 /// the next `KNOWN` at ok.volley.test are discarded (delivered, as far as Volley can tell).

@@ -13,6 +13,7 @@ mod input_message;
 mod input_recipients;
 mod input_streaming;
 mod input_unsubscribe;
+mod late_feedback;
 mod reputation_guard;
 mod send_destinations;
 mod send_dkim;

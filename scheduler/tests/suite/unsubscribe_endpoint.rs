@@ -116,7 +116,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&
 const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 const ONE_CLICK: &[u8] = b"List-Unsubscribe=One-Click";
 
-use super::inbound_listener::log;
+use super::common::json_lines as log;
 
 fn suppressed(store: &Arc<dyn SuppressionStore>, list: &str, address: &str) -> Option<String> {
     store
