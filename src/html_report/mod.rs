@@ -37,7 +37,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The feedback log (asynchronous bounces, complaints, unsubscribes) whose rates the page
-    /// shows. Default: `feedback.jsonl` beside the accounting log, when there is one.
+    /// shows. Without it: `feedback.jsonl` beside the accounting log, when there is one.
     #[arg(long)]
     pub feedback: Option<PathBuf>,
 }
