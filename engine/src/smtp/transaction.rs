@@ -44,7 +44,8 @@ pub struct TransactionResult {
 pub struct BatchResult {
     /// Per message of the batch, in order: one status per envelope recipient, in envelope
     /// order; `None` for a message of which nothing was sent because the connection broke
-    /// first (it can go out on another connection as if never tried).
+    /// first, or that a 421 to an earlier message's end of content left unprocessed (it can go
+    /// out on another connection as if never tried).
     pub statuses: Vec<Option<Vec<RecipientStatus>>>,
     /// Per message: when its last reply was read (`None` when a broken connection decided it).
     pub finished: Vec<Option<Instant>>,
@@ -145,6 +146,17 @@ impl SmtpSession {
             }
             for t in transactions.iter().take(progress.written) {
                 untouched[t.message] = false;
+            }
+        }
+        // A 421 to the end of a message's content closes the channel right there (RFC 5321
+        // §3.8): what was pipelined behind it was not processed, and no reply came for it. Such
+        // messages are untouched too (the one that got the 421 is decided by it).
+        if matches!(&connection_error, Some(SessionError::Rejected { phase: Phase::DataEnd, reply }) if reply.code == 421)
+        {
+            for (message, statuses) in progress.statuses.iter().enumerate() {
+                if statuses.iter().all(Option::is_none) {
+                    untouched[message] = true;
+                }
             }
         }
         let fallback = match &connection_error {
