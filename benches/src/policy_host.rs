@@ -77,7 +77,9 @@ impl Response {
 
     /// `status` with an empty body.
     pub fn status(status: u16) -> Response {
-        Response::Raw(format!("HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes())
+        Response::Raw(
+            format!("HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes(),
+        )
     }
 }
 
@@ -141,7 +143,10 @@ impl PolicyHost {
                                 Ok(n) => request.extend_from_slice(&buf[..n]),
                             }
                         }
-                        let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").map_or(request.len(), |i| i + 4);
+                        let head_end = request
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(request.len(), |i| i + 4);
                         let want = head_end + content_length(&request[..head_end]).min(MAX_BODY);
                         while request.len() < want {
                             match tls.read(&mut buf).await {

@@ -139,11 +139,15 @@ pub fn is_address(s: &str) -> bool {
         return false;
     };
     !local.is_empty()
-        && local.bytes().all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:@\"".contains(&b))
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:@\"".contains(&b))
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// What a route to a policy domain must satisfy, carried in its [`crate::RoutePolicy`].
@@ -453,10 +457,23 @@ mod tests {
             ..MtaStsConfig::default()
         };
         assert!(with("tlsrpt@volley.example").problems().is_empty());
-        for bad in ["volley.example", "@volley.example", "a b@volley.example", "<a@volley.example>", "a@localhost", "a@x..y!"] {
+        for bad in [
+            "volley.example",
+            "@volley.example",
+            "a b@volley.example",
+            "<a@volley.example>",
+            "a@localhost",
+            "a@x..y!",
+        ] {
             let problems = with(bad).problems();
             assert!(
-                matches!(problems.as_slice(), [MtaStsSetupError::Value { field: "report_from", .. }]),
+                matches!(
+                    problems.as_slice(),
+                    [MtaStsSetupError::Value {
+                        field: "report_from",
+                        ..
+                    }]
+                ),
                 "{bad}: {problems:?}"
             );
         }

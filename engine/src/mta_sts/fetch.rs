@@ -96,14 +96,20 @@ pub fn split_https_uri(uri: &str, default_port: u16) -> Option<(String, u16, Str
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
-    let path = if path.starts_with('?') { format!("/{path}") } else { path };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path
+    };
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) => (host, port.parse().ok()?),
         None => (authority, default_port),
     };
     let host_ok = !host.is_empty()
         && !host.starts_with('.')
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     let path_ok = path.bytes().all(|b| b.is_ascii_graphic());
     (host_ok && path_ok).then(|| (host.to_ascii_lowercase(), port, path))
 }

@@ -337,7 +337,10 @@ mod tests {
     fn post_answers_are_judged_by_their_status_line_alone() {
         assert_eq!(parse_status(b"HTTP/1.1 201 Created\r\nX: y\r\n\r\n"), Ok(Some(201)));
         assert_eq!(parse_status(b"HTTP/1.1 500 Oops\r\n"), Ok(None));
-        assert!(matches!(parse_status(b"SMTP 220\r\n\r\n"), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            parse_status(b"SMTP 220\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     proptest::proptest! {

@@ -99,9 +99,13 @@ pub fn due_days(tls_dir: &Path, now: SystemTime) -> std::io::Result<Vec<String>>
 fn is_day(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -149,7 +153,10 @@ impl Outbox {
                 .collect();
             domains.sort();
             for domain in domains {
-                self.domain(&dir, &domain, now, &mut pass).await?;
+                // One domain's unreadable files do not hold up the others.
+                if let Err(e) = self.domain(&dir, &domain, now, &mut pass).await {
+                    tracing::warn!(%day, %domain, error = %e, "TLS report not sent");
+                }
             }
         }
         Ok(pass)
@@ -179,9 +186,8 @@ impl Outbox {
         }
         let report_path = dir.join(format!("{domain}.json"));
         let json = std::fs::read(&report_path)?;
-        let report: Report = serde_json::from_slice(&json).map_err(|e| {
-            std::io::Error::other(format!("{}: not a TLS report: {e}", report_path.display()))
-        })?;
+        let report: Report = serde_json::from_slice(&json)
+            .map_err(|e| std::io::Error::other(format!("{}: not a TLS report: {e}", report_path.display())))?;
         let gz = gzip(&json)?;
         for uri in pending {
             match self.send(uri, domain, &report, &gz).await {
@@ -259,6 +265,55 @@ mod tests {
         assert_eq!(parse_marker(&garbled), states);
     }
 
+    #[tokio::test]
+    async fn a_failing_uri_is_retried_after_the_pause_and_given_up_after_two_days() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = dir.path().join("tls-rpt").join("2026-12-03");
+        std::fs::create_dir_all(&day).expect("mkdir");
+        let report = r#"{"organization-name":"O","date-range":{"start-datetime":"2026-12-03T00:00:00Z","end-datetime":"2026-12-03T23:59:59Z"},"contact-info":"c@o.test","report-id":"r","policies":[]}"#;
+        std::fs::write(day.join("a.test.json"), report).expect("report");
+        std::fs::write(day.join("0bad.test.json"), "not json").expect("report");
+        // An unsupported scheme fails at once, without a connection.
+        std::fs::write(day.join("a.test.rua"), "ftp://r.test/x\n").expect("rua");
+        std::fs::write(day.join("0bad.test.rua"), "https://r.test/x\n").expect("rua");
+        let dns = volley_engine::mx::DnsConfig {
+            nameservers: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9))],
+            ..volley_engine::mx::DnsConfig::default()
+        };
+        let tls = volley_engine::mta_sts::StsTls::new(None).expect("tls");
+        let config = volley_engine::mta_sts::MtaStsConfig::default();
+        let outbox = Outbox {
+            mta_sts: Arc::new(MtaSts::new(&config, &dns, &tls, None).expect("mta-sts")),
+            mail: None,
+        };
+        let start = humantime::parse_rfc3339("2026-12-04T01:00:00Z").expect("time");
+        let pass = |at| outbox.pass(dir.path(), at);
+        let failed = Pass {
+            sent: 0,
+            failed: 1,
+            abandoned: 0,
+        };
+        assert_eq!(
+            pass(start).await.expect("pass"),
+            failed,
+            "a bad report (sorted first) does not stop a pass"
+        );
+        assert_eq!(pass(start + RETRY_PAUSE / 2).await.expect("pass"), Pass::default());
+        assert_eq!(pass(start + RETRY_PAUSE).await.expect("pass"), failed);
+        let marker = std::fs::read_to_string(day.join("a.test.sent")).expect("marker");
+        let first = unix(start);
+        let next = first + 2 * RETRY_PAUSE.as_secs();
+        assert_eq!(marker, format!("failing {first} {next} ftp://r.test/x\n"));
+        let abandoned = Pass {
+            sent: 0,
+            failed: 0,
+            abandoned: 1,
+        };
+        assert_eq!(pass(start + GIVE_UP_AFTER).await.expect("pass"), abandoned);
+        assert_eq!(pass(start + GIVE_UP_AFTER * 2).await.expect("pass"), Pass::default());
+        assert!(!day.join("0bad.test.sent").exists());
+    }
+
     #[test]
     fn days_are_due_once_over_and_settled() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -269,7 +324,10 @@ mod tests {
         let due = |s| due_days(dir.path(), at(s)).expect("due");
         assert_eq!(due("2026-12-04T00:01:00Z"), vec!["2026-12-02"]);
         assert_eq!(due("2026-12-04T00:06:00Z"), vec!["2026-12-02", "2026-12-03"]);
-        assert_eq!(due("2026-12-05T12:00:00Z"), vec!["2026-12-02", "2026-12-03", "2026-12-04"]);
+        assert_eq!(
+            due("2026-12-05T12:00:00Z"),
+            vec!["2026-12-02", "2026-12-03", "2026-12-04"]
+        );
         assert!(due_days(&dir.path().join("missing"), at("2026-12-05T00:00:00Z"))
             .expect("missing dir")
             .is_empty());

@@ -26,9 +26,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .expect("gzip");
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).expect("gzip");
     out
 }
 
@@ -61,27 +59,58 @@ async fn an_https_rua_gets_the_finished_report_once_and_a_failure_is_retried() {
     };
     let fetched = d.policy_host.requests();
     let now = SystemTime::now();
-    assert_eq!(outbox.pass(&state, now).await.expect("pass"), Pass::default(), "today is not over");
+    assert_eq!(
+        outbox.pass(&state, now).await.expect("pass"),
+        Pass::default(),
+        "today is not over"
+    );
     assert_eq!(d.policy_host.requests(), fetched);
 
     d.policy_host.answer(Response::status(500));
     let tomorrow = now + DAY;
     let failed = outbox.pass(&state, tomorrow).await.expect("pass");
-    assert_eq!(failed, Pass { sent: 0, failed: 1, abandoned: 0 });
+    assert_eq!(
+        failed,
+        Pass {
+            sent: 0,
+            failed: 1,
+            abandoned: 0
+        }
+    );
     assert_eq!(d.policy_host.requests(), fetched + 1);
     let marker = std::fs::read_to_string(day.join("rpth.test.sent")).expect("marker");
     assert!(marker.starts_with("failing "), "{marker}");
-    assert_eq!(outbox.pass(&state, tomorrow).await.expect("pass"), Pass::default(), "not before the pause");
+    assert_eq!(
+        outbox.pass(&state, tomorrow).await.expect("pass"),
+        Pass::default(),
+        "not before the pause"
+    );
 
     d.policy_host.answer(Response::status(202));
     let later = tomorrow + RETRY_PAUSE;
-    assert_eq!(outbox.pass(&state, later).await.expect("pass"), Pass { sent: 1, failed: 0, abandoned: 0 });
+    assert_eq!(
+        outbox.pass(&state, later).await.expect("pass"),
+        Pass {
+            sent: 1,
+            failed: 0,
+            abandoned: 0
+        }
+    );
     assert_eq!(d.policy_host.requests(), fetched + 2);
-    assert_eq!(std::fs::read_to_string(day.join("rpth.test.sent")).expect("marker"), format!("sent {uri}\n"));
+    assert_eq!(
+        std::fs::read_to_string(day.join("rpth.test.sent")).expect("marker"),
+        format!("sent {uri}\n")
+    );
     // Sent once: neither another pass nor a restart (a new outbox) sends it again.
     assert_eq!(outbox.pass(&state, later + DAY).await.expect("pass"), Pass::default());
-    let restarted = Outbox { mail: None, ..outbox.clone() };
-    assert_eq!(restarted.pass(&state, later + DAY).await.expect("pass"), Pass::default());
+    let restarted = Outbox {
+        mail: None,
+        ..outbox.clone()
+    };
+    assert_eq!(
+        restarted.pass(&state, later + DAY).await.expect("pass"),
+        Pass::default()
+    );
     assert_eq!(d.policy_host.requests(), fetched + 2);
 
     let request = d.policy_host.received().pop().expect("the POST");
@@ -129,9 +158,7 @@ async fn a_mailto_rua_gets_a_tlsrpt_multipart_report_at_its_mx() {
     let bytes = serde_json::to_vec_pretty(&json).expect("json");
     std::fs::write(day.join("a.test.json"), &bytes).expect("report");
     std::fs::write(day.join("a.test.rua"), "mailto:tls@rpt.test\n").expect("rua");
-    let params = volley_engine::SmtpConfig::default()
-        .session_params()
-        .expect("params");
+    let params = volley_engine::SmtpConfig::default().session_params().expect("params");
     let outbox = Outbox {
         mta_sts: Arc::new(
             MtaSts::new(&MtaStsConfig::default(), &dns, &StsTls::new(None).expect("tls"), None).expect("mta-sts"),
@@ -149,13 +176,26 @@ async fn a_mailto_rua_gets_a_tlsrpt_multipart_report_at_its_mx() {
     };
     let now = humantime::parse_rfc3339("2026-12-04T06:00:00Z").expect("time");
     let pass = outbox.pass(&state, now).await;
-    assert_eq!(pass.expect("pass"), Pass { sent: 1, failed: 0, abandoned: 0 }, "{}", sink.stderr());
+    assert_eq!(
+        pass.expect("pass"),
+        Pass {
+            sent: 1,
+            failed: 0,
+            abandoned: 0
+        },
+        "{}",
+        sink.stderr()
+    );
     assert_eq!(outbox.pass(&state, now + DAY).await.expect("pass"), Pass::default());
 
     let dumped = sink.transactions(1);
     assert_eq!(dumped.len(), 1);
     assert_eq!(dumped[0].rcpts, vec!["<tls@rpt.test>".to_string()]);
-    assert!(dumped[0].mail_args.starts_with("<tlsrpt@volley.test>"), "{}", dumped[0].mail_args);
+    assert!(
+        dumped[0].mail_args.starts_with("<tlsrpt@volley.test>"),
+        "{}",
+        dumped[0].mail_args
+    );
     let message = mail_parser::MessageParser::default()
         .parse(&dumped[0].body)
         .expect("message");
