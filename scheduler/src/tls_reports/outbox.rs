@@ -76,8 +76,13 @@ pub fn format_marker(states: &BTreeMap<String, UriState>) -> String {
         .collect()
 }
 
+/// Written in a day's directory once every report of the day is sent or given up: later passes
+/// skip the day.
+pub const DAY_DONE: &str = "done";
+
 /// The day directories (`YYYY-MM-DD`) under `tls_dir` whose reports are due at `now`: the
-/// day ended at least [`SETTLE`] ago. Oldest first.
+/// day ended at least [`SETTLE`] ago, and its reports are not all done ([`DAY_DONE`]). Oldest
+/// first.
 pub fn due_days(tls_dir: &Path, now: SystemTime) -> std::io::Result<Vec<String>> {
     let settled = day_of(now.checked_sub(SETTLE).unwrap_or(SystemTime::UNIX_EPOCH));
     let entries = match std::fs::read_dir(tls_dir) {
@@ -88,7 +93,7 @@ pub fn due_days(tls_dir: &Path, now: SystemTime) -> std::io::Result<Vec<String>>
     let mut days = Vec::new();
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if is_day(&name) && name < settled {
+        if is_day(&name) && name < settled && !tls_dir.join(&name).join(DAY_DONE).exists() {
             days.push(name);
         }
     }
@@ -152,17 +157,27 @@ impl Outbox {
                 .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rua").map(str::to_string))
                 .collect();
             domains.sort();
+            let mut done = true;
             for domain in domains {
                 // One domain's unreadable files do not hold up the others.
-                if let Err(e) = self.domain(&dir, &domain, now, &mut pass).await {
-                    tracing::warn!(%day, %domain, error = %e, "TLS report not sent");
+                match self.domain(&dir, &domain, now, &mut pass).await {
+                    Ok(finished) => done &= finished,
+                    Err(e) => {
+                        tracing::warn!(%day, %domain, error = %e, "TLS report not sent");
+                        done = false;
+                    }
                 }
+            }
+            if done {
+                volley_files::write_atomic(&dir.join(DAY_DONE), &[])?;
             }
         }
         Ok(pass)
     }
 
-    async fn domain(&self, dir: &Path, domain: &str, now: SystemTime, pass: &mut Pass) -> std::io::Result<()> {
+    /// Sends `domain`'s report to its URIs that are due; whether every URI is now done with
+    /// (sent or given up).
+    async fn domain(&self, dir: &Path, domain: &str, now: SystemTime, pass: &mut Pass) -> std::io::Result<bool> {
         let rua = std::fs::read_to_string(dir.join(format!("{domain}.rua")))?;
         let marker_path = dir.join(format!("{domain}.sent"));
         let mut states = match std::fs::read_to_string(&marker_path) {
@@ -171,23 +186,38 @@ impl Outbox {
             Err(e) => return Err(e),
         };
         let now_s = unix(now);
-        let pending: Vec<&str> = rua
-            .lines()
-            .map(str::trim)
-            .filter(|uri| !uri.is_empty())
+        let uris: Vec<&str> = rua.lines().map(str::trim).filter(|uri| !uri.is_empty()).collect();
+        let pending: Vec<&str> = uris
+            .iter()
+            .copied()
             .filter(|uri| match states.get(*uri) {
                 None => true,
                 Some(UriState::Failing { next, .. }) => *next <= now_s,
                 Some(UriState::Sent | UriState::Abandoned) => false,
             })
             .collect();
+        let finished = |states: &BTreeMap<String, UriState>| {
+            uris.iter()
+                .all(|uri| matches!(states.get(*uri), Some(UriState::Sent | UriState::Abandoned)))
+        };
         if pending.is_empty() {
-            return Ok(());
+            return Ok(finished(&states));
         }
         let report_path = dir.join(format!("{domain}.json"));
         let json = std::fs::read(&report_path)?;
-        let report: Report = serde_json::from_slice(&json)
-            .map_err(|e| std::io::Error::other(format!("{}: not a TLS report: {e}", report_path.display())))?;
+        let report: Report = match serde_json::from_slice(&json) {
+            Ok(report) => report,
+            // Not going to get better: given up for every URI (logged once).
+            Err(e) => {
+                tracing::warn!(path = %report_path.display(), error = %e, "not a TLS report; not sent");
+                for uri in pending {
+                    states.insert(uri.to_string(), UriState::Abandoned);
+                    pass.abandoned += 1;
+                }
+                volley_files::write_atomic(&marker_path, &[format_marker(&states).as_bytes()])?;
+                return Ok(true);
+            }
+        };
         let gz = gzip(&json)?;
         for uri in pending {
             match self.send(uri, domain, &report, &gz).await {
@@ -214,7 +244,8 @@ impl Outbox {
                 }
             }
         }
-        volley_files::write_atomic(&marker_path, &[format_marker(&states).as_bytes()])
+        volley_files::write_atomic(&marker_path, &[format_marker(&states).as_bytes()])?;
+        Ok(finished(&states))
     }
 
     /// Delivers `report` (`gz` compressed) of `domain` to `uri`; why not.
@@ -293,10 +324,15 @@ mod tests {
             failed: 1,
             abandoned: 0,
         };
+        let first_pass = Pass {
+            sent: 0,
+            failed: 1,
+            abandoned: 1,
+        };
         assert_eq!(
             pass(start).await.expect("pass"),
-            failed,
-            "a bad report (sorted first) does not stop a pass"
+            first_pass,
+            "a bad report (sorted first) is given up, the pass goes on"
         );
         assert_eq!(pass(start + RETRY_PAUSE / 2).await.expect("pass"), Pass::default());
         assert_eq!(pass(start + RETRY_PAUSE).await.expect("pass"), failed);
@@ -309,17 +345,30 @@ mod tests {
             failed: 0,
             abandoned: 1,
         };
+        assert!(!day.join(DAY_DONE).exists());
         assert_eq!(pass(start + GIVE_UP_AFTER).await.expect("pass"), abandoned);
+        assert!(day.join(DAY_DONE).exists(), "every report of the day is done with");
         assert_eq!(pass(start + GIVE_UP_AFTER * 2).await.expect("pass"), Pass::default());
-        assert!(!day.join("0bad.test.sent").exists());
+        assert_eq!(
+            std::fs::read_to_string(day.join("0bad.test.sent")).expect("marker"),
+            "abandoned https://r.test/x\n"
+        );
     }
 
     #[test]
     fn days_are_due_once_over_and_settled() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["2026-12-02", "2026-12-03", "2026-12-04", "notes", "2026-12-3"] {
+        for name in [
+            "2026-12-01",
+            "2026-12-02",
+            "2026-12-03",
+            "2026-12-04",
+            "notes",
+            "2026-12-3",
+        ] {
             std::fs::create_dir(dir.path().join(name)).expect("mkdir");
         }
+        std::fs::write(dir.path().join("2026-12-01").join(DAY_DONE), "").expect("done");
         let at = |s: &str| humantime::parse_rfc3339(s).expect("time");
         let due = |s| due_days(dir.path(), at(s)).expect("due");
         assert_eq!(due("2026-12-04T00:01:00Z"), vec!["2026-12-02"]);

@@ -101,8 +101,11 @@ async fn an_https_rua_gets_the_finished_report_once_and_a_failure_is_retried() {
         std::fs::read_to_string(day.join("rpth.test.sent")).expect("marker"),
         format!("sent {uri}\n")
     );
+    assert!(day.join("done").exists(), "the day is done with");
     // Sent once: neither another pass nor a restart (a new outbox) sends it again.
     assert_eq!(outbox.pass(&state, later + DAY).await.expect("pass"), Pass::default());
+    // Even without the day's `done` file, the per-domain marker keeps it from going again.
+    std::fs::remove_file(day.join("done")).expect("done file");
     let restarted = Outbox {
         mail: None,
         ..outbox.clone()
