@@ -1,5 +1,6 @@
 //! [`PolicyHost`]: an HTTPS server on loopback that serves one canned response to every
-//! request, as an MTA-STS policy host (`mta-sts.<domain>`) does; and [`TestCa`], a throwaway
+//! request, as an MTA-STS policy host (`mta-sts.<domain>`) does, and keeps the requests (a
+//! TLS-RPT `https:` report endpoint is tested with it too); and [`TestCa`], a throwaway
 //! certificate authority whose PEM a test gives its client as a trust anchor.
 //!
 //! ```no_run
@@ -15,7 +16,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,12 +74,34 @@ impl Response {
         );
         Response::Raw([head.as_bytes(), policy.as_bytes()].concat())
     }
+
+    /// `status` with an empty body.
+    pub fn status(status: u16) -> Response {
+        Response::Raw(
+            format!("HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes(),
+        )
+    }
+}
+
+/// Most octets of a request body kept.
+const MAX_BODY: usize = 1 << 20;
+
+/// The `Content-Length` of a request head (0 without one).
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A running policy host; stops when dropped.
 pub struct PolicyHost {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    response: Arc<Mutex<Response>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -100,11 +123,14 @@ impl PolicyHost {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let response = Arc::new(Mutex::new(response));
         let task = tokio::spawn({
-            let requests = requests.clone();
+            let (requests, received, response) = (requests.clone(), received.clone(), response.clone());
             async move {
                 while let Ok((tcp, _)) = listener.accept().await {
-                    let (acceptor, response, requests) = (acceptor.clone(), response.clone(), requests.clone());
+                    let response = response.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let (acceptor, requests, received) = (acceptor.clone(), requests.clone(), received.clone());
                     tokio::spawn(async move {
                         let Ok(mut tls) = acceptor.accept(tcp).await else {
                             return;
@@ -117,6 +143,18 @@ impl PolicyHost {
                                 Ok(n) => request.extend_from_slice(&buf[..n]),
                             }
                         }
+                        let head_end = request
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(request.len(), |i| i + 4);
+                        let want = head_end + content_length(&request[..head_end]).min(MAX_BODY);
+                        while request.len() < want {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        received.lock().unwrap_or_else(|e| e.into_inner()).push(request);
                         requests.fetch_add(1, Ordering::Relaxed);
                         match response {
                             Response::Raw(bytes) => {
@@ -129,12 +167,28 @@ impl PolicyHost {
                 }
             }
         });
-        Ok(PolicyHost { addr, requests, task })
+        Ok(PolicyHost {
+            addr,
+            requests,
+            received,
+            response,
+            task,
+        })
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every request so far: its head and (up to 1 MiB of) its `Content-Length` body.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.received.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Answers `response` to the connections accepted from now on.
+    pub fn answer(&self, response: Response) {
+        *self.response.lock().unwrap_or_else(|e| e.into_inner()) = response;
     }
 
     /// Requests answered (or held) so far.

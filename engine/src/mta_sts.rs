@@ -25,7 +25,7 @@ pub mod policy;
 pub mod tls;
 
 pub use cache::{CachedPolicy, PolicyCache};
-pub use fetch::{FetchError, PolicyFetcher, RecordLookup};
+pub use fetch::{FetchError, PolicyFetcher, PostError, RecordLookup};
 pub use policy::{MxPattern, PolicyBody, StsMode};
 pub use tls::StsTls;
 
@@ -65,6 +65,10 @@ pub struct MtaStsConfig {
     /// `contact-info` of the TLS reports. Default `postmaster@` the first source IP's EHLO
     /// name.
     pub report_contact: Option<String>,
+    /// `From` and envelope sender of TLS reports mailed to `mailto:` `rua` addresses (RFC
+    /// 8460 §5.3); its domain is the reports' submitter. Default `tlsrpt-noreply@` the domain
+    /// of the first source IP's EHLO name (the name without its first label).
+    pub report_from: Option<String>,
 }
 
 impl Default for MtaStsConfig {
@@ -77,6 +81,7 @@ impl Default for MtaStsConfig {
             policy_port: 443,
             report_organization: "Volley".into(),
             report_contact: None,
+            report_from: None,
         }
     }
 }
@@ -118,11 +123,31 @@ impl MtaStsConfig {
             let value = self.max_policy_size.to_string();
             bad("max_policy_size", value, "must be between 1024 and 1048576 octets");
         }
+        if let Some(from) = self.report_from.as_deref().filter(|f| !is_address(f)) {
+            bad("report_from", format!("{from:?}"), "must be an address, local@domain");
+        }
         if self.policy_port == 0 {
             bad("policy_port", "0".into(), "must be a port number (443 outside tests)");
         }
         problems
     }
+}
+
+/// `local@domain` with a host-name domain, nothing that needs quoting.
+pub fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:@\"".contains(&b))
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// What a route to a policy domain must satisfy, carried in its [`crate::RoutePolicy`].
@@ -410,8 +435,47 @@ impl MtaSts {
     pub async fn tls_rpt_rua(&self, domain: &str) -> Result<Vec<String>, FetchError> {
         self.fetcher.tls_rpt_rua(domain).await
     }
+
+    /// POSTs a report to an `https:` `rua` (see [`PolicyFetcher::post`]).
+    pub async fn post_report(&self, uri: &str, content_type: &str, body: &[u8]) -> Result<(), PostError> {
+        self.fetcher.post(uri, content_type, body).await
+    }
 }
 
 fn lock<X>(m: &Mutex<X>) -> std::sync::MutexGuard<'_, X> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_from_must_be_a_plain_address() {
+        let with = |from: &str| MtaStsConfig {
+            report_from: Some(from.into()),
+            ..MtaStsConfig::default()
+        };
+        assert!(with("tlsrpt@volley.example").problems().is_empty());
+        for bad in [
+            "volley.example",
+            "@volley.example",
+            "a b@volley.example",
+            "<a@volley.example>",
+            "a@localhost",
+            "a@x..y!",
+        ] {
+            let problems = with(bad).problems();
+            assert!(
+                matches!(
+                    problems.as_slice(),
+                    [MtaStsSetupError::Value {
+                        field: "report_from",
+                        ..
+                    }]
+                ),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
 }

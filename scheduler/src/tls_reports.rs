@@ -2,8 +2,8 @@
 //! MTA-STS policy and those that failed, by result type, sending IP and MX host; written as the
 //! RFC's JSON to `<state_dir>/tls-rpt/<YYYY-MM-DD>/<domain>.json` (the day's file rewritten as
 //! counts grow, read back at start so a restart keeps counting). The `rua` addresses of the
-//! domain's `_smtp._tls` record go next to it, one per line, in `<domain>.rua`; nothing is
-//! mailed or posted.
+//! domain's `_smtp._tls` record go next to it, one per line, in `<domain>.rua`; once the day
+//! is over, [`outbox`] sends the report there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
+
+pub mod mail;
+pub mod outbox;
 use volley_engine::mta_sts::{FetchError, MtaSts, SessionCheck};
 
 /// The report of one policy domain for one day (RFC 8460 §4.3), as written.

@@ -72,6 +72,48 @@ impl FetchError {
     }
 }
 
+/// Why a report could not be posted to an `https:` `rua` (RFC 8460 §5.4).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// The URI is not `https://<host>[:<port>][/<path>]`.
+    #[error("not an https URI with a host name: {0:?}")]
+    Uri(String),
+    /// The host's address could not be had.
+    #[error("{0}")]
+    Address(FetchError),
+    /// Connecting, TLS or the answer failed (a status other than 2xx included).
+    #[error("{0}")]
+    Http(HttpError),
+    /// No answer within the timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The host, port (`default_port` when none is given) and path of an `https:` URI.
+pub fn split_https_uri(uri: &str, default_port: u16) -> Option<(String, u16, String)> {
+    let rest = uri.strip_prefix("https://")?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (authority, default_port),
+    };
+    let host_ok = !host.is_empty()
+        && !host.starts_with('.')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let path_ok = path.bytes().all(|b| b.is_ascii_graphic());
+    (host_ok && path_ok).then(|| (host.to_ascii_lowercase(), port, path))
+}
+
 /// What the `_mta-sts` TXT lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordLookup {
@@ -194,6 +236,24 @@ impl PolicyFetcher {
         Ok((policy, text))
     }
 
+    /// POSTs `body` (`content_type`) to the `https:` `uri`, the host's certificate verified
+    /// like a policy host's, within the fetch timeout; the port is the URI's, else the
+    /// policy port (443 outside tests).
+    pub async fn post(&self, uri: &str, content_type: &str, body: &[u8]) -> Result<(), PostError> {
+        let (host, port, path) = split_https_uri(uri, self.port).ok_or_else(|| PostError::Uri(uri.to_string()))?;
+        let post = async {
+            let addr = self.address(&host).await.map_err(PostError::Address)?;
+            let addr = SocketAddr::new(addr.ip(), port);
+            http::post(&self.tls, addr, &host, &path, content_type, body)
+                .await
+                .map_err(PostError::Http)
+        };
+        tokio::time::timeout(self.timeout, post)
+            .await
+            .map_err(|_| PostError::Timeout(self.timeout))??;
+        Ok(())
+    }
+
     async fn address(&self, host: &str) -> Result<SocketAddr, FetchError> {
         let fqdn = format!("{host}.");
         match self.resolver.lookup_ip(fqdn.as_str()).await {
@@ -209,6 +269,32 @@ impl PolicyFetcher {
                 }),
                 _ => Err(FetchError::NoAddress(host.to_string())),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_uris_split_into_host_port_and_path() {
+        assert_eq!(
+            split_https_uri("https://Reports.Example:8443/tlsrpt?x=1", 443),
+            Some(("reports.example".into(), 8443, "/tlsrpt?x=1".into()))
+        );
+        assert_eq!(
+            split_https_uri("https://reports.example", 443),
+            Some(("reports.example".into(), 443, "/".into()))
+        );
+        for bad in [
+            "http://a.example/",
+            "https://",
+            "https://a.example:x/",
+            "https://u@a.example/",
+            "https://a.example/a b",
+        ] {
+            assert_eq!(split_https_uri(bad, 443), None, "{bad}");
         }
     }
 }

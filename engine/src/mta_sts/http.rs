@@ -1,5 +1,5 @@
-//! The one HTTP exchange MTA-STS needs: `GET` of a policy over HTTPS (HTTP/1.1, one request per
-//! connection). The response is read within a caller's deadline and size cap; `Content-Length`,
+//! The HTTP exchanges MTA-STS and TLS-RPT need: `GET` of a policy and `POST` of a report over
+//! HTTPS (HTTP/1.1, one request per connection). The response is read within a caller's deadline and size cap; `Content-Length`,
 //! chunked and read-to-close bodies are accepted. No redirect is followed (RFC 8461 §3.3).
 //! Sans-IO parsing ([`parse_response`]) so that it can be tested and fuzzed on bytes.
 
@@ -56,14 +56,55 @@ pub async fn get(
     path: &str,
     max_body: usize,
 ) -> Result<Vec<u8>, HttpError> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: volley\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    );
+    exchange(tls, addr, host, request.as_bytes(), |buf, closed| {
+        Ok(match parse_response(buf, max_body, closed)? {
+            Parsed::Body(body) => Some(body),
+            Parsed::Incomplete => None,
+        })
+    })
+    .await
+}
+
+/// POSTs `body` as `content_type` to `https://<host>/<path>` at `addr` over `tls` (within the
+/// caller's timeout); a 2xx status is success, any other an [`HttpError::Status`]. Only the
+/// response's status line and headers are read (at most 16 KiB).
+pub async fn post(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<u16, HttpError> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: volley\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let request = [head.as_bytes(), body].concat();
+    let status = exchange(tls, addr, host, &request, |buf, _| parse_status(buf)).await?;
+    match status {
+        200..=299 => Ok(status),
+        other => Err(HttpError::Status(other)),
+    }
+}
+
+/// Connects to `addr`, verifies `host`'s certificate, writes `request`, then reads until
+/// `parse` (given the bytes so far and whether the server closed) has its answer.
+async fn exchange<T>(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    host: &str,
+    request: &[u8],
+    mut parse: impl FnMut(&[u8], bool) -> Result<Option<T>, HttpError>,
+) -> Result<T, HttpError> {
     let io = |e: std::io::Error| HttpError::Io(e.to_string());
     let name = ServerName::try_from(host.to_string()).map_err(|e| HttpError::Io(format!("{host}: {e}")))?;
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
     let mut stream = tls.connect(name, tcp).await.map_err(|e| classify_tls(&e))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: volley\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream.write_all(request).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -75,12 +116,37 @@ pub async fn get(
             Err(e) => return Err(io(e)),
         };
         buf.extend_from_slice(&chunk[..n]);
-        match parse_response(&buf, max_body, n == 0)? {
-            Parsed::Body(body) => return Ok(body),
-            Parsed::Incomplete if n == 0 => return Err(HttpError::Malformed("connection closed mid-response".into())),
-            Parsed::Incomplete => {}
+        match parse(&buf, n == 0)? {
+            Some(answer) => return Ok(answer),
+            None if n == 0 => return Err(HttpError::Malformed("connection closed mid-response".into())),
+            None => {}
         }
     }
+}
+
+/// The status of the response in `buf` once its head is complete (the body is not read).
+pub fn parse_status(buf: &[u8]) -> Result<Option<u16>, HttpError> {
+    let Some(head_end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        if buf.len() > MAX_HEAD {
+            return Err(HttpError::Malformed(format!("headers longer than {MAX_HEAD} octets")));
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| HttpError::Malformed("headers not UTF-8".into()))?;
+    status_of(head.split("\r\n").next().unwrap_or_default()).map(Some)
+}
+
+/// The status code of an HTTP/1.x status line.
+fn status_of(status_line: &str) -> Result<u16, HttpError> {
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(HttpError::Malformed(format!("status line {status_line:?}")));
+    }
+    parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| HttpError::Malformed(format!("status line {status_line:?}")))
 }
 
 /// The TLS error of a failed handshake, told apart: a certificate problem or anything else.
@@ -102,16 +168,7 @@ pub fn parse_response(buf: &[u8], max_body: usize, closed: bool) -> Result<Parse
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| HttpError::Malformed("headers not UTF-8".into()))?;
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Malformed(format!("status line {status_line:?}")));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::Malformed(format!("status line {status_line:?}")))?;
+    let status = status_of(lines.next().unwrap_or_default())?;
     if status != 200 {
         return Err(HttpError::Status(status));
     }
@@ -272,6 +329,16 @@ mod tests {
                 100,
                 false
             ),
+            Err(HttpError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn post_answers_are_judged_by_their_status_line_alone() {
+        assert_eq!(parse_status(b"HTTP/1.1 201 Created\r\nX: y\r\n\r\n"), Ok(Some(201)));
+        assert_eq!(parse_status(b"HTTP/1.1 500 Oops\r\n"), Ok(None));
+        assert!(matches!(
+            parse_status(b"SMTP 220\r\n\r\n"),
             Err(HttpError::Malformed(_))
         ));
     }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use volley_engine::DeliveryPool;
+use volley_engine::mx::MxResolver;
+use volley_engine::{DeliveryPool, SourceIp};
 
 use super::dispatch::Tag;
 use super::feedback_feed::FeedbackFeed;
@@ -19,6 +20,8 @@ use crate::live::{CampaignLive, Live};
 use crate::shaping::Shaper;
 use crate::summary::Summary;
 use crate::suppression::{open_store, SuppressionStore, SuppressionWriter};
+use crate::tls_reports::mail::{self, MailRoute};
+use crate::tls_reports::outbox::Outbox;
 use crate::tls_reports::{Reporter, TlsReports};
 use volley_engine::mta_sts::{MtaSts, StsTls};
 use volley_engine::smtp::session::SessionParams;
@@ -148,6 +151,38 @@ fn start_mta_sts(
     Ok((params, Some((mta_sts, reports))))
 }
 
+/// Where finished TLS reports go: `https:` through the MTA-STS client, `mailto:` over SMTP
+/// from the first source IP that could be bound (none: `mailto:` reports wait, logged).
+fn tls_outbox(
+    config: &SendConfig,
+    mta_sts: Arc<MtaSts>,
+    params: SessionParams,
+    unusable: &super::source_ips::Unusable,
+) -> Result<Outbox, SendError> {
+    let source = config.source_ips.iter().find(|s| !unusable.contains_key(&s.address));
+    let mail = match (source, config.dns.as_ref()) {
+        (Some(source), Some(dns)) => {
+            let resolver = MxResolver::new(dns).map_err(|e| SendError::Config(format!("dns: {e}")))?;
+            Some(Arc::new(MailRoute {
+                resolver,
+                mx_port: config.mx_port,
+                source: SourceIp {
+                    ip: source.address,
+                    ehlo_name: Arc::from(source.ehlo_name.as_str()),
+                },
+                params,
+                from: config
+                    .mta_sts
+                    .report_from
+                    .clone()
+                    .unwrap_or_else(|| mail::default_from(&source.ehlo_name)),
+            }))
+        }
+        _ => None,
+    };
+    Ok(Outbox { mta_sts, mail })
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -183,7 +218,12 @@ impl SendService {
             .smtp
             .session_params()
             .map_err(|e| SendError::Config(e.to_string()))?;
+        let mail_params = params.clone();
         let (params, mta_sts) = start_mta_sts(config, params)?;
+        let outbox = match &mta_sts {
+            Some((policies, _)) => Some(tls_outbox(config, policies.clone(), mail_params, &unusable)?),
+            None => None,
+        };
         // One suppression list and one writer for the process (the embedded store opens once).
         let store = open_store(&config.suppression, &config.state_dir)?;
         let writer = Arc::new(SuppressionWriter::start(
@@ -290,6 +330,7 @@ impl SendService {
                 .into_iter()
                 .chain(monitor)
                 .chain(mta_sts.as_ref().map(|(_, r)| r.spawn_flusher(TLS_REPORT_FLUSH)))
+                .chain(outbox.map(|o| o.spawn(config.state_dir.clone(), TLS_REPORT_FLUSH)))
                 .collect(),
             mta_sts,
             feed,

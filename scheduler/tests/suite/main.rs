@@ -29,5 +29,6 @@ mod service;
 mod suppression_outage;
 mod suppression_run;
 mod suppression_store;
+mod tls_rpt_delivery;
 mod unsubscribe_endpoint;
 mod warmup_redis;

@@ -18,16 +18,16 @@ use volley_scheduler::summary::Summary;
 use super::send_mx::{dns, write_campaign};
 
 /// One policy domain `<label>.test` with its DNS, policy host and MX sink.
-struct Domain {
-    auth: dns::AuthServer,
-    policy_host: PolicyHost,
-    sink: SinkHandle,
-    dir: tempfile::TempDir,
+pub(crate) struct Domain {
+    pub(crate) auth: dns::AuthServer,
+    pub(crate) policy_host: PolicyHost,
+    pub(crate) sink: SinkHandle,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// `<label>.test` publishing a `mode` policy naming `mx.<label>.test`, whose MX sink (on
 /// 127.0.0.`ip`) presents a certificate for `sink_name`.
-async fn domain(label: &str, ip: u8, mode: &str, sink_name: &str) -> Domain {
+pub(crate) async fn domain(label: &str, ip: u8, mode: &str, sink_name: &str) -> Domain {
     domain_with_mx(label, ip, mode, sink_name, &format!("mx.{label}.test")).await
 }
 
@@ -65,7 +65,7 @@ async fn domain_with_mx(label: &str, ip: u8, mode: &str, sink_name: &str, policy
     }
 }
 
-fn config(d: &Domain) -> SendConfig {
+pub(crate) fn config(d: &Domain) -> SendConfig {
     SendConfig {
         source_ips: vec![SourceIpConfig::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
@@ -92,7 +92,7 @@ fn config(d: &Domain) -> SendConfig {
     }
 }
 
-async fn send(d: &Domain, label: &str) -> (Summary, Vec<String>, Vec<Value>) {
+pub(crate) async fn send(d: &Domain, label: &str) -> (Summary, Vec<String>, Vec<Value>) {
     let rcpts: Vec<String> = (0..3).map(|i| format!("r{i}@{label}.test")).collect();
     let list: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     let summary = volley_scheduler::send::run(&write_campaign(d.dir.path(), &list), &config(d))
