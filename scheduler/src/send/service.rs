@@ -158,8 +158,17 @@ fn tls_outbox(
     mta_sts: Arc<MtaSts>,
     params: SessionParams,
     unusable: &super::source_ips::Unusable,
+    signers: Option<Arc<volley_engine::dkim::DkimSigners>>,
 ) -> Result<Outbox, SendError> {
     let source = config.source_ips.iter().find(|s| !unusable.contains_key(&s.address));
+    if let Some(from) = &config.mta_sts.report_from {
+        let domain = from.rsplit_once('@').map_or("", |(_, d)| d);
+        if !signers.as_ref().is_some_and(|s| s.has_key_for(domain)) {
+            tracing::warn!(
+                "[mta_sts] report_from {from}: no [[dkim]] key for {domain}; TLS reports are mailed unsigned, and receivers may discard them"
+            );
+        }
+    }
     let mail = match (source, config.dns.as_ref()) {
         (Some(source), Some(dns)) => {
             let resolver = MxResolver::new(dns).map_err(|e| SendError::Config(format!("dns: {e}")))?;
@@ -176,6 +185,7 @@ fn tls_outbox(
                     .report_from
                     .clone()
                     .unwrap_or_else(|| mail::default_from(&source.ehlo_name)),
+                signers,
             }))
         }
         _ => None,
@@ -220,8 +230,21 @@ impl SendService {
             .map_err(|e| SendError::Config(e.to_string()))?;
         let mail_params = params.clone();
         let (params, mta_sts) = start_mta_sts(config, params)?;
+        let signers = if config.dkim.is_empty() {
+            None
+        } else {
+            let (signers, _warnings) = volley_engine::dkim::DkimSigners::load(&config.dkim)
+                .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
+            Some(Arc::new(signers))
+        };
         let outbox = match &mta_sts {
-            Some((policies, _)) => Some(tls_outbox(config, policies.clone(), mail_params, &unusable)?),
+            Some((policies, _)) => Some(tls_outbox(
+                config,
+                policies.clone(),
+                mail_params,
+                &unusable,
+                signers.clone(),
+            )?),
             None => None,
         };
         // One suppression list and one writer for the process (the embedded store opens once).
@@ -239,13 +262,6 @@ impl SendService {
                 .load()
                 .map_err(|e| SendError::Config(format!("bounces.rules: {e}")))?,
         );
-        let signers = if config.dkim.is_empty() {
-            None
-        } else {
-            let (signers, _warnings) = volley_engine::dkim::DkimSigners::load(&config.dkim)
-                .map_err(|e| SendError::Config(format!("dkim: {e}")))?;
-            Some(Arc::new(signers))
-        };
         // One budget per (IP, provider) for every campaign of the process; counters of earlier
         // runs (today's, this hour's) are read back so a restart does not reset a budget.
         let counters =

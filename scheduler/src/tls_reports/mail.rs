@@ -4,12 +4,14 @@
 //! the address's domain from the first usable source IP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
+use volley_engine::dkim::DkimSigners;
 use volley_engine::mx::{MxAnswer, MxResolver};
 use volley_engine::smtp::session::{SessionParams, SmtpSession};
 use volley_engine::smtp::transaction::Envelope;
@@ -31,6 +33,9 @@ pub struct MailRoute {
     pub params: SessionParams,
     /// `From` and the envelope sender (`[mta_sts] report_from`).
     pub from: String,
+    /// The `[[dkim]]` keys: a report is signed with those of `from`'s domain (RFC 8460 §3
+    /// expects mailed reports to carry the reporting domain's DKIM signature).
+    pub signers: Option<Arc<DkimSigners>>,
 }
 
 /// The default `From` of mailed reports: `tlsrpt-noreply@` the domain of `ehlo_name` (the
@@ -108,7 +113,13 @@ pub async fn send(route: &MailRoute, to: &str, domain: &str, report: &Report, gz
     if rcpt_domain.is_empty() || !valid(to) {
         return Err(format!("not an address: {to:?}"));
     }
-    let message = message(&route.from, to, domain, report, gz).map_err(|e| format!("cannot write the message: {e}"))?;
+    let mut message =
+        message(&route.from, to, domain, report, gz).map_err(|e| format!("cannot write the message: {e}"))?;
+    if let Some(signers) = &route.signers {
+        message = signers
+            .sign_message(domain_of(&route.from), message)
+            .map_err(|e| format!("cannot DKIM-sign the message: {e}"))?;
+    }
     let payload = volley_engine::smtp::dot::prepare(&message).map_err(|e| e.to_string())?;
     let answer = route.resolver.resolve(rcpt_domain).await.map_err(|e| e.to_string())?;
     let MxAnswer::Hosts { hosts, .. } = answer.as_ref() else {

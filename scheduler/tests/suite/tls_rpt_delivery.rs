@@ -162,6 +162,21 @@ async fn a_mailto_rua_gets_a_tlsrpt_multipart_report_at_its_mx() {
     std::fs::write(day.join("a.test.json"), &bytes).expect("report");
     std::fs::write(day.join("a.test.rua"), "mailto:tls@rpt.test\n").expect("rua");
     let params = volley_engine::SmtpConfig::default().session_params().expect("params");
+    // The reporting domain's DKIM key: the report goes out signed with it.
+    let key = volley_engine::dkim::generate(volley_engine::dkim::KeyAlgorithm::Ed25519, "volley.test", "rpt")
+        .expect("keygen");
+    let key_path = dir.path().join("rpt.pem");
+    key.write_private_key(&key_path).expect("write the key");
+    let (signers, _) = volley_engine::dkim::DkimSigners::load(&[volley_engine::dkim::DkimKeyConfig {
+        domain: "volley.test".into(),
+        selector: "rpt".into(),
+        key: key_path,
+        algorithm: None,
+        headers: None,
+        canonicalization: Default::default(),
+        expire: None,
+    }])
+    .expect("signers");
     let outbox = Outbox {
         mta_sts: Arc::new(
             MtaSts::new(&MtaStsConfig::default(), &dns, &StsTls::new(None).expect("tls"), None).expect("mta-sts"),
@@ -175,6 +190,7 @@ async fn a_mailto_rua_gets_a_tlsrpt_multipart_report_at_its_mx() {
             },
             params,
             from: "tlsrpt@volley.test".into(),
+            signers: Some(Arc::new(signers)),
         })),
     };
     let now = humantime::parse_rfc3339("2026-12-04T06:00:00Z").expect("time");
@@ -206,6 +222,15 @@ async fn a_mailto_rua_gets_a_tlsrpt_multipart_report_at_its_mx() {
     assert_eq!((ctype.ctype(), ctype.subtype()), ("multipart", Some("report")));
     assert_eq!(ctype.attribute("report-type"), Some("tlsrpt"));
     let header = |name: &str| message.header(name).and_then(|h| h.as_text()).map(str::to_string);
+    let signature: String = message
+        .header_raw("DKIM-Signature")
+        .expect("the report is DKIM-signed")
+        .split_whitespace()
+        .collect();
+    assert!(
+        signature.contains("d=volley.test") && signature.contains("s=rpt"),
+        "{signature}"
+    );
     assert_eq!(header("TLS-Report-Domain").as_deref(), Some("a.test"));
     assert_eq!(header("TLS-Report-Submitter").as_deref(), Some("volley.test"));
     assert_eq!(
