@@ -4,19 +4,23 @@
 //! - `config/collect.rs` — reading the file so that one pass finds every problem (mistyped
 //!   values and unknown fields are taken out and the rest read again), with lines.
 //! - `config/validate.rs` — [`Problem`], and every check of the parsed values.
+//! - `config/retry.rs`, `config/source_ip.rs`, `config/feedback.rs` — those tables.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use volley_engine::SmtpConfig;
 
 mod collect;
 mod feedback;
+mod retry;
+mod source_ip;
 mod validate;
 
 pub use feedback::{FeedbackConfig, UnsubscribeUrl};
+pub use retry::RetryConfig;
+pub use source_ip::{SourceIpConfig, DEFAULT_POOL};
 pub use validate::Problem;
 
 /// The operator's configuration.
@@ -151,125 +155,11 @@ impl BouncesConfig {
     }
 }
 
-/// When deferred recipients are tried again and when they are given up.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Waits before the 2nd, 3rd, … attempt; the last one repeats. The default follows
-    /// RFC 5321 §4.5.4.1 (retry interval at least 30 minutes): 30m, 1h, 2h, 4h, 4h, …
-    #[serde(default = "default_schedule")]
-    pub schedule: Vec<humantime_serde::Serde<Duration>>,
-    /// Time from the first attempt after which a still-deferred recipient is given up and
-    /// recorded `expired` (RFC 5321 §4.5.4.1: at least 4-5 days). Default 5 days.
-    #[serde(default = "default_max_age", with = "humantime_serde")]
-    pub max_age: Duration,
-    /// After a connection to an MX host fails, how long that host is skipped in favour of the
-    /// site's other MX hosts. Default 1 minute.
-    #[serde(default = "default_host_down", with = "humantime_serde")]
-    pub host_down: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            schedule: default_schedule(),
-            max_age: default_max_age(),
-            host_down: default_host_down(),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// The wait before attempt `next` (2 = the first retry).
-    pub fn delay_before(&self, next: u32) -> Duration {
-        let i = (next.saturating_sub(2) as usize).min(self.schedule.len().saturating_sub(1));
-        self.schedule.get(i).map_or(Duration::from_secs(1800), |d| **d)
-    }
-}
-
-fn default_schedule() -> Vec<humantime_serde::Serde<Duration>> {
-    [30, 60, 120, 240]
-        .into_iter()
-        .map(|m| Duration::from_secs(m * 60).into())
-        .collect()
-}
-fn default_max_age() -> Duration {
-    Duration::from_secs(5 * 24 * 3600)
-}
-fn default_host_down() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_max_parked() -> usize {
     500_000
 }
 fn default_max_in_flight_per_site() -> usize {
     2_000
-}
-
-/// One source IP.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceIpConfig {
-    /// The local address to bind before connecting.
-    pub address: IpAddr,
-    /// The name used in EHLO from this address (its PTR name in production).
-    pub ehlo_name: String,
-    /// Relative share of traffic in rotation (default 1; 0 takes the IP out of rotation).
-    #[serde(default = "one")]
-    pub weight: u32,
-    /// Optional sending rate for this IP, e.g. `"50/s"` or `"10000/h"` (GCRA, governor). When
-    /// the IP is at its rate, traffic goes to the next IP in rotation; when all are, sending
-    /// waits.
-    #[serde(default)]
-    pub rate: Option<volley_warmup::Rate>,
-    /// The named pool this IP belongs to; a campaign sends from the IPs of its `pool`
-    /// (default `"default"`).
-    #[serde(default = "default_pool")]
-    pub pool: String,
-    /// The warm-up curve this IP follows (`"conservative"`, `"standard"`, `"aggressive"`, or
-    /// a file `<warmup.curves_dir>/<name>.toml`); needs `warmup_start`. Without it the IP is
-    /// warm.
-    #[serde(default)]
-    pub warmup: Option<String>,
-    /// Day 1 of the IP's warm-up (UTC, `YYYY-MM-DD`).
-    #[serde(default)]
-    pub warmup_start: Option<volley_warmup::UtcDay>,
-    /// Says explicitly that the IP is warm (no caps); contradicts `warmup`.
-    #[serde(default)]
-    pub warm: bool,
-}
-
-impl SourceIpConfig {
-    /// An IP in the default pool with weight 1 and no rate.
-    pub fn new(address: IpAddr, ehlo_name: impl Into<String>) -> SourceIpConfig {
-        SourceIpConfig {
-            address,
-            ehlo_name: ehlo_name.into(),
-            weight: 1,
-            rate: None,
-            pool: DEFAULT_POOL.to_string(),
-            warmup: None,
-            warmup_start: None,
-            warm: false,
-        }
-    }
-
-    /// The IP's warm-up state: warm, or a curve since a start date.
-    pub fn warmup_state(&self) -> Result<volley_warmup::WarmupState, volley_warmup::ipstate::IpWarmupError> {
-        volley_warmup::IpWarmup {
-            warmup: self.warmup.clone(),
-            warmup_start: self.warmup_start,
-            warm: self.warm,
-        }
-        .state()
-    }
-}
-
-/// The pool name used when none is given.
-pub const DEFAULT_POOL: &str = "default";
-
-fn default_pool() -> String {
-    DEFAULT_POOL.to_string()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -280,9 +170,6 @@ fn default_mx_port() -> u16 {
 }
 fn default_max_in_flight() -> usize {
     20_000
-}
-fn one() -> u32 {
-    1
 }
 fn yes() -> bool {
     true
