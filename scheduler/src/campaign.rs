@@ -23,6 +23,7 @@ use crate::address::{EmailAddress, Mailbox};
 use crate::template::{Template, TemplateError};
 
 mod load;
+pub(crate) use load::check_id;
 
 /// A campaign file that could not be loaded or compiled.
 #[derive(Debug, thiserror::Error)]

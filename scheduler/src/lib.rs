@@ -29,6 +29,8 @@
 //! - [`accounting`] — the accounting log (JSONL, one line per attempt).
 //! - [`summary`] — the end-of-run summary (`--summary-json`).
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
+//! - [`inject`] — messages injected one at a time (submission, HTTP): the check every one
+//!   passes and the [`inject::Injector`] a listener hands them to.
 //! - [`listen`] — accepting TCP connections under a cap (the HTTP listeners).
 //! - [`unsubscribe`] — Volley's one-click unsubscribe endpoint (RFC 8058) and the signed
 //!   `List-Unsubscribe` link and address of each message.
@@ -50,6 +52,7 @@ pub mod bounces;
 pub mod config;
 pub mod destinations;
 pub mod inbound;
+pub mod inject;
 pub mod lineset;
 pub mod listen;
 pub mod live;

@@ -406,7 +406,7 @@ impl Loader<'_> {
 
 /// `[A-Za-z0-9._-]{1,64}`, starting with a letter or digit, no `..`, not ending with `.`
 /// (the id is a dot-atom inside Message-IDs and part of file names).
-fn check_id(id: &str) -> Result<(), &'static str> {
+pub(crate) fn check_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() || id.len() > 64 {
         return Err("must be 1 to 64 characters");
     }
