@@ -141,6 +141,21 @@ pub struct Campaign {
     priority: u8,
     suppression_list: Option<String>,
     verp: Option<bool>,
+    /// An injection campaign: its messages are spooled, not rendered.
+    spool: Option<std::sync::Arc<crate::spool::Stream>>,
+}
+
+/// How an injection campaign sends (`[injection]` in volley.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedSettings {
+    /// The pool of source IPs.
+    pub pool: String,
+    /// Its priority where it meets campaigns at a site.
+    pub priority: u8,
+    /// The suppression list honoured besides `global`.
+    pub suppression_list: Option<String>,
+    /// VERP return paths (`None`: as `[feedback]` says); without, the client's envelope sender.
+    pub verp: Option<bool>,
 }
 
 /// The priority of a campaign that names none.
@@ -236,6 +251,51 @@ impl Campaign {
             html: html.map(Template::html_escaped),
             headers,
         })
+    }
+
+    /// The injection campaign of spool stream `stream`: its messages were injected (SMTP
+    /// submission, HTTP) and go out as they are, with their own envelope senders (unless
+    /// VERP) and DKIM-signed for their own From domains.
+    pub fn injected(stream: std::sync::Arc<crate::spool::Stream>, settings: &InjectedSettings) -> Campaign {
+        let path = stream.dir().to_path_buf();
+        // Never used for sending: each message has its own sender and From.
+        let address = match EmailAddress::parse("postmaster@injected.invalid") {
+            Ok(a) => a,
+            Err(e) => unreachable!("a constant valid address: {e}"),
+        };
+        let source = |field: &str| TemplateSource {
+            field: field.to_owned(),
+            file: path.clone(),
+            line: None,
+            source: String::new(),
+        };
+        Campaign {
+            id: stream.name().to_owned(),
+            from: Mailbox {
+                name: None,
+                address: address.clone(),
+            },
+            envelope_from: address,
+            reply_to: None,
+            subject: source("subject"),
+            text: None,
+            html: None,
+            recipients: path.clone(),
+            email_column: crate::recipients::spooled::SPOOL_COLUMNS[0].to_owned(),
+            headers: Vec::new(),
+            list_unsubscribe: None,
+            pool: settings.pool.clone(),
+            priority: settings.priority,
+            suppression_list: settings.suppression_list.clone(),
+            verp: settings.verp,
+            spool: Some(stream),
+            path,
+        }
+    }
+
+    /// The spool stream of an injection campaign.
+    pub fn spool(&self) -> Option<&std::sync::Arc<crate::spool::Stream>> {
+        self.spool.as_ref()
     }
 
     /// The campaign file this was loaded from.

@@ -65,6 +65,7 @@ pub mod send;
 pub mod server_tls;
 pub mod shaping;
 pub mod site_backoff;
+pub mod spool;
 pub mod summary;
 pub mod suppression;
 pub mod unsubscribe;

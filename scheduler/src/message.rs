@@ -88,6 +88,12 @@ pub struct BuiltMessage {
     pub message_id: String,
     /// The message: CRLF line endings, no line over 998 octets.
     pub bytes: Vec<u8>,
+    /// The envelope sender the message came with (injected messages); `None`: the
+    /// campaign's return path.
+    pub sender: Option<String>,
+    /// The domain to DKIM-sign for (injected messages: their own From domain); `None`: the
+    /// campaign's From domain.
+    pub sign_domain: Option<String>,
 }
 
 /// Builds messages for one compiled campaign; cheap to share between worker threads.
@@ -108,6 +114,8 @@ pub struct MessageFactory {
     /// Random per factory, so Message-IDs differ across runs even when `seq` restarts.
     id_nonce: String,
     size_hint: usize,
+    /// Rows are spooled messages ([`crate::recipients::spooled`]): sent as they are.
+    spooled: bool,
 }
 
 impl MessageFactory {
@@ -130,7 +138,48 @@ impl MessageFactory {
             id_nonce: format!("{:016x}", fastrand::u64(..)),
             // QP/base64 grow bodies by about a third; headers are under 1 KB.
             size_hint: 1024 + (literal(campaign.text()) + literal(campaign.html())) * 4 / 3,
+            spooled: false,
         }
+    }
+
+    /// The factory of an injection campaign: each row carries its message (see
+    /// [`crate::recipients::spooled`]), which goes out as it was spooled.
+    pub fn spooled(campaign_id: &str) -> MessageFactory {
+        let empty = || Template::parse("text", "", &[]).unwrap_or_else(|_| unreachable!("an empty template parses"));
+        MessageFactory {
+            campaign_id: campaign_id.to_owned(),
+            columns: crate::recipients::spooled::SPOOL_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            from: String::new(),
+            reply_to: None,
+            subject: empty(),
+            text: None,
+            html: None,
+            headers: Vec::new(),
+            list_unsubscribe: None,
+            unsubscribe_links: None,
+            id_domain: String::new(),
+            id_nonce: String::new(),
+            size_hint: 0,
+            spooled: true,
+        }
+    }
+
+    /// A spooled row's message.
+    fn build_spooled(&self, row: &RecipientRow) -> Result<BuiltMessage, RenderError> {
+        use crate::recipients::spooled::column;
+        let value = |i: usize| row.values.get(i).map_or("", String::as_str);
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value(column::RAW))
+            .map_err(|e| RenderError::Encode(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let domain = value(column::FROM_DOMAIN);
+        Ok(BuiltMessage {
+            message_id: value(column::MESSAGE_ID).to_owned(),
+            bytes,
+            sender: Some(value(column::MAIL_FROM).to_owned()),
+            sign_domain: (!domain.is_empty()).then(|| domain.to_owned()),
+        })
     }
 
     /// Gives each message of a `[list_unsubscribe] volley = true` campaign its own signed
@@ -144,6 +193,9 @@ impl MessageFactory {
     /// Renders subject, headers and bodies for `row` and builds the message. `seq` must be
     /// unique per message of this factory (it goes into the Message-ID).
     pub fn build(&self, seq: u64, row: &RecipientRow) -> Result<BuiltMessage, RenderError> {
+        if self.spooled {
+            return self.build_spooled(row);
+        }
         let subject = self.header_value("Subject", &self.subject, &row.values)?;
         let mut custom = Vec::with_capacity(self.headers.len());
         for (name, template) in &self.headers {
@@ -187,7 +239,12 @@ impl MessageFactory {
         }
         let mut bytes = Vec::with_capacity(self.size_hint);
         builder.write_to(&mut bytes)?;
-        Ok(BuiltMessage { message_id, bytes })
+        Ok(BuiltMessage {
+            message_id,
+            bytes,
+            sender: None,
+            sign_domain: None,
+        })
     }
 
     fn header_value(&self, field: &str, template: &Template, values: &[String]) -> Result<String, RenderError> {

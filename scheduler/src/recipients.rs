@@ -32,6 +32,7 @@ mod dedup;
 mod duplicates;
 mod fetch;
 mod jsonl_file;
+pub mod spooled;
 
 use csv_file::CsvSource;
 pub use dedup::Deduplicator;
@@ -198,6 +199,7 @@ impl Layout {
 enum Source {
     Csv(CsvSource),
     Jsonl(JsonlSource),
+    Spool(spooled::SpoolSource),
 }
 
 impl RecipientReader {
@@ -239,6 +241,29 @@ impl RecipientReader {
         })
     }
 
+    /// The recipients of a spool stream, following its writer until `closed` says the
+    /// reader is no longer wanted. The columns are [`spooled::SPOOL_COLUMNS`].
+    pub fn spooled(follower: crate::spool::Follower) -> RecipientReader {
+        RecipientReader {
+            layout: spooled_layout(follower.stream()),
+            source: Source::Spool(spooled::SpoolSource::new(follower)),
+            last_offset: 0,
+            done: false,
+        }
+    }
+
+    /// Whether this reads a spool stream (rows arrive as they are injected; duplicates are
+    /// separate messages).
+    pub fn is_spooled(&self) -> bool {
+        matches!(self.source, Source::Spool(_))
+    }
+
+    /// Whether the next row of a spool stream is not there yet (the reader would wait for
+    /// the writer): the time to hand on what was gathered.
+    pub fn would_wait(&self) -> bool {
+        matches!(&self.source, Source::Spool(src) if src.caught_up())
+    }
+
     /// The recipient file.
     pub fn path(&self) -> &Path {
         &self.layout.path
@@ -269,6 +294,7 @@ impl RecipientReader {
         let next = match &mut self.source {
             Source::Csv(src) => src.next(&layout.path, &layout.columns),
             Source::Jsonl(src) => src.next(&layout.path, layout.columns.len()),
+            Source::Spool(src) => src.next(),
         };
         let next = next.map(|read| {
             read.map(|raw| {
@@ -285,6 +311,15 @@ impl Iterator for RecipientReader {
     type Item = Result<Row, RecipientError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_row()
+    }
+}
+
+/// The layout of a spool stream's rows.
+fn spooled_layout(stream: &crate::spool::Stream) -> Layout {
+    Layout {
+        path: stream.dir().to_path_buf(),
+        columns: spooled::SPOOL_COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+        email_index: spooled::column::EMAIL,
     }
 }
 

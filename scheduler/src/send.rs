@@ -234,11 +234,30 @@ fn prepare(
     let log_path = dir.join("accounting.jsonl");
     let rejects_path = dir.join("rejects.jsonl");
 
-    let reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
-    let fetcher = RowFetcher::open(campaign.recipients(), campaign.email_column())?;
-    let compiled = campaign.compile(reader.columns())?;
-    let links = crate::unsubscribe::UnsubscribeLinks::for_campaign(campaign, config)?.map(Arc::new);
-    let factory = Arc::new(MessageFactory::new(&compiled).with_unsubscribe_links(links));
+    let (work_tx, work_rx) = mpsc::channel(1024);
+    let (reader, fetcher, factory) = match campaign.spool() {
+        // An injection campaign: its spool stream, followed until the run stops.
+        Some(stream) => {
+            let closed = {
+                let work = work_tx.clone();
+                Box::new(move || work.is_closed())
+            };
+            let follower = crate::spool::Follower::new(stream.clone(), closed).map_err(io_err(stream.dir()))?;
+            (
+                RecipientReader::spooled(follower),
+                RowFetcher::spooled(stream.clone()),
+                Arc::new(MessageFactory::spooled(campaign.id())),
+            )
+        }
+        None => {
+            let reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
+            let fetcher = RowFetcher::open(campaign.recipients(), campaign.email_column())?;
+            let compiled = campaign.compile(reader.columns())?;
+            let links = crate::unsubscribe::UnsubscribeLinks::for_campaign(campaign, config)?.map(Arc::new);
+            let factory = Arc::new(MessageFactory::new(&compiled).with_unsubscribe_links(links));
+            (reader, fetcher, factory)
+        }
+    };
 
     let ips = config.pool(campaign.pool()).map_err(SendError::Config)?;
     let (ips, unusable): (Vec<_>, Vec<_>) = ips.into_iter().partition(|s| !shared.unusable.contains_key(&s.address));
@@ -286,7 +305,9 @@ fn prepare(
     }
 
     // What earlier runs did.
-    state::pin_recipients(&dir, campaign.recipients())?;
+    if campaign.spool().is_none() {
+        state::pin_recipients(&dir, campaign.recipients())?;
+    }
     // The inbound listener suppresses a mailed unsubscribe in the campaign's list.
     let list_file = dir.join(crate::inbound::LIST_FILE);
     std::fs::write(
@@ -351,7 +372,6 @@ fn prepare(
         live: live.clone(),
     };
 
-    let (work_tx, work_rx) = mpsc::channel(1024);
     let producer = {
         let work_dir = dir.clone();
         let reading = reading.clone();
@@ -492,6 +512,14 @@ fn signing(
     threads: usize,
 ) -> Option<render::Signing> {
     let signers = signers?;
+    if campaign.spool().is_some() {
+        // Injected messages are signed for their own From domains, where a key covers it.
+        return Some(render::Signing {
+            signers,
+            threads,
+            from_domain: None,
+        });
+    }
     let from_domain: Arc<str> = Arc::from(campaign.from().address.domain());
     if !signers.has_key_for(&from_domain) {
         tracing::warn!(
@@ -503,6 +531,6 @@ fn signing(
     Some(render::Signing {
         signers,
         threads,
-        from_domain,
+        from_domain: Some(from_domain),
     })
 }

@@ -241,6 +241,7 @@ impl Loader<'_> {
             email_column,
             headers,
             verp: f.verp,
+            spool: None,
         })
     }
 

@@ -50,6 +50,7 @@ pub struct RowFetcher {
 enum FetchSource {
     Csv(CsvFetcher),
     Jsonl(JsonlFetcher),
+    Spool(super::spooled::SpoolFetcher),
 }
 
 /// Why a format's fetch failed, before the path, line and offset are attached.
@@ -84,16 +85,31 @@ impl RowFetcher {
             path: path.to_owned(),
             source,
         };
-        let source = match source {
-            Source::Csv(src) => FetchSource::Csv(src.into_fetcher().map_err(open_err)?),
-            Source::Jsonl(src) => FetchSource::Jsonl(src.into_fetcher()),
+        let (source, file) = match source {
+            Source::Csv(src) => {
+                let src = src.into_fetcher().map_err(open_err)?;
+                let len = src.file().metadata().map_err(open_err)?.len();
+                (FetchSource::Csv(src), len)
+            }
+            Source::Jsonl(src) => {
+                let src = src.into_fetcher();
+                let len = src.file().metadata().map_err(open_err)?.len();
+                (FetchSource::Jsonl(src), len)
+            }
+            Source::Spool(src) => return Ok(RowFetcher::spooled(src.stream().clone())),
         };
-        let file = match &source {
-            FetchSource::Csv(src) => src.file(),
-            FetchSource::Jsonl(src) => src.file(),
-        };
-        let len = file.metadata().map_err(open_err)?.len();
+        let len = file;
         Ok(RowFetcher { layout, len, source })
+    }
+
+    /// Re-reads rows of a spool stream (see [`RecipientReader::spooled`]).
+    pub fn spooled(stream: std::sync::Arc<crate::spool::Stream>) -> RowFetcher {
+        RowFetcher {
+            layout: super::spooled_layout(&stream),
+            // A stream grows: its records are checked where they are read.
+            len: u64::MAX,
+            source: FetchSource::Spool(super::spooled::SpoolFetcher { stream }),
+        }
     }
 
     /// The recipient file.
@@ -114,6 +130,7 @@ impl RowFetcher {
             match &mut self.source {
                 FetchSource::Csv(src) => src.fetch(&layout.columns, offset, line),
                 FetchSource::Jsonl(src) => src.fetch(layout.columns.len(), offset, line),
+                FetchSource::Spool(src) => src.fetch(offset, line),
             }
         };
         match fetched {

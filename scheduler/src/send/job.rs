@@ -29,6 +29,8 @@ pub(crate) struct Job {
     pub tried: u64,
     /// Since when the job waits for warm-up budget (its site is held), if it does.
     pub held_since: Option<std::time::Instant>,
+    /// The envelope sender the message came with (injected mail without VERP).
+    pub sender: Option<Arc<str>>,
 }
 
 impl Job {
@@ -90,6 +92,10 @@ pub(crate) struct Built {
     pub message_id: Arc<str>,
     pub attempt: u32,
     pub first_at: SystemTime,
+    /// See [`Job::sender`].
+    pub sender: Option<Arc<str>>,
+    /// The DKIM domain when it is not the campaign's.
+    pub sign_domain: Option<Arc<str>>,
 }
 
 impl Built {
@@ -117,6 +123,7 @@ impl Built {
                 first_at: self.first_at,
                 tried: 0,
                 held_since: None,
+                sender: self.sender,
             }),
         }
     }
@@ -139,6 +146,8 @@ pub(crate) fn build(factory: &MessageFactory, row: RecipientRow, r: RowRef) -> R
                 message_id: Arc::from(b.message_id),
                 attempt: r.attempt,
                 first_at: r.first_at,
+                sender: b.sender.map(Arc::from),
+                sign_domain: b.sign_domain.map(Arc::from),
             },
             b.bytes,
         )),

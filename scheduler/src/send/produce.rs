@@ -115,15 +115,30 @@ pub(crate) fn produce(
     let mut counts = ProducerCounts::default();
     let path = reader.path().to_path_buf();
     let email_column = reader.columns().get(reader.email_index()).cloned().unwrap_or_default();
-    let duplicates = scan_duplicates(&path, &email_column, &work_dir)
-        .map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?
-        .duplicates;
+    // Injected messages to the same address are separate messages, not duplicates.
+    let spooled = reader.is_spooled();
+    let duplicates = if spooled {
+        LineSet::new()
+    } else {
+        scan_duplicates(&path, &email_column, &work_dir)
+            .map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?
+            .duplicates
+    };
     let mut batch: Vec<RecipientRow> = Vec::with_capacity(CHECK_BATCH);
     let mut open = true;
-    while let Some(row) = reader.next_row() {
+    loop {
+        // A spool stream has caught up with its writer: what was gathered goes now, not when
+        // the batch fills.
+        if spooled && !batch.is_empty() && reader.would_wait() {
+            open = send_batch(&mut batch, &gate, &renderer, &work);
+            if !open {
+                break;
+            }
+        }
+        let Some(row) = reader.next_row() else { break };
         let row = row.map_err(|e| (path.clone(), std::io::Error::other(e.to_string())))?;
         counts.rows += 1;
-        if counts.rows % 256 == 0 {
+        if counts.rows % 256 == 0 && !spooled {
             live.set_read(reader.last_offset(), file_size);
         }
         let item = match row {

@@ -20,16 +20,20 @@ pub(crate) struct Signing {
     pub signers: Arc<DkimSigners>,
     /// Signing threads (0: one per core).
     pub threads: usize,
-    /// The campaign's From domain (the `d=` of its signatures).
-    pub from_domain: Arc<str>,
+    /// The campaign's From domain (the `d=` of its signatures); `None` for an injection
+    /// campaign, whose messages are signed for their own From domains.
+    pub from_domain: Option<Arc<str>>,
 }
 
 /// Builds, signs and prepares messages for one reading thread.
 pub(crate) struct Renderer {
     factory: Arc<MessageFactory>,
     done: Done,
-    pool: Option<(SignPool<Built>, Arc<str>)>,
+    pool: Option<Pool>,
 }
+
+/// The signing threads, the campaign's domain (`None`: each message's own) and the keys.
+type Pool = (SignPool<Built>, Option<Arc<str>>, Arc<DkimSigners>);
 
 /// Messages queued for signing per worker thread before the reading thread waits.
 const QUEUE_PER_THREAD: usize = 64;
@@ -37,7 +41,8 @@ const QUEUE_PER_THREAD: usize = 64;
 impl Renderer {
     /// A renderer that signs when `signing` has a key for its From domain.
     pub fn start(factory: Arc<MessageFactory>, signing: Option<&Signing>, done: Done) -> std::io::Result<Renderer> {
-        let pool = match signing.filter(|s| s.signers.has_key_for(&s.from_domain)) {
+        let covered = |s: &&Signing| s.from_domain.as_ref().is_none_or(|d| s.signers.has_key_for(d));
+        let pool = match signing.filter(covered) {
             Some(s) => {
                 let threads = if s.threads == 0 {
                     volley_engine::dkim::default_threads()
@@ -56,7 +61,7 @@ impl Renderer {
                         })
                     },
                 )?;
-                Some((pool, s.from_domain.clone()))
+                Some((pool, s.from_domain.clone(), s.signers.clone()))
             }
             None => None,
         };
@@ -68,21 +73,35 @@ impl Renderer {
     /// goes to the callback, now or from a signing thread.
     pub fn render(&self, row: RecipientRow, r: RowRef) -> Result<(), Box<Refused>> {
         let (built, bytes) = build(&self.factory, row, r)?;
-        match &self.pool {
-            Some((pool, from_domain)) => {
-                if let Err(closed) = pool.submit(built, from_domain.clone(), bytes) {
+        let domain = self
+            .pool
+            .as_ref()
+            .and_then(|(_, campaign, signers)| {
+                built
+                    .sign_domain
+                    .clone()
+                    .or_else(|| campaign.clone())
+                    .map(|d| (signers.has_key_for(&d), d))
+            })
+            .filter(|(covered, _)| *covered)
+            .map(|(_, d)| d);
+        match (&self.pool, domain) {
+            (Some((pool, ..)), Some(domain)) => {
+                if let Err(closed) = pool.submit(built, domain, bytes) {
                     // Only after close(): never send unsigned what should be signed.
                     (self.done)(Err(closed.item.refused("(dkim)", "the signing pool is closed".into())));
                 }
             }
-            None => (self.done)(built.finish(bytes)),
+            // No key covers the message's domain (injected mail only: a campaign without a
+            // key for its From domain starts no pool).
+            _ => (self.done)(built.finish(bytes)),
         }
         Ok(())
     }
 
     /// Waits until every submitted message has reached the callback.
     pub fn close(self) {
-        if let Some((pool, _)) = self.pool {
+        if let Some((pool, ..)) = self.pool {
             if let Err(e) = pool.close() {
                 tracing::error!("DKIM signing pool: {e}");
             }

@@ -18,6 +18,8 @@ use super::SendError;
 pub(crate) enum ReturnPath {
     /// The same address for every message.
     Fixed(Arc<str>),
+    /// The envelope sender each injected message came with.
+    Client,
     /// A signed token per message.
     Verp {
         keys: Arc<Keyring>,
@@ -33,6 +35,9 @@ impl ReturnPath {
         let verp = campaign
             .verp()
             .unwrap_or_else(|| config.feedback.as_ref().is_some_and(|f| f.verp));
+        if !verp && campaign.spool().is_some() {
+            return Ok(ReturnPath::Client);
+        }
         if !verp {
             return Ok(ReturnPath::Fixed(Arc::from(campaign.envelope_from().as_str())));
         }
@@ -52,10 +57,12 @@ impl ReturnPath {
         })
     }
 
-    /// The `MAIL FROM` address for recipient `line` sent from `source`.
-    pub fn mail_from(&self, line: u64, source: IpAddr) -> String {
+    /// The `MAIL FROM` address for recipient `line` sent from `source`; `sender` is the
+    /// envelope sender an injected message came with.
+    pub fn mail_from(&self, line: u64, source: IpAddr, sender: Option<&str>) -> String {
         match self {
             ReturnPath::Fixed(address) => address.to_string(),
+            ReturnPath::Client => sender.unwrap_or_default().to_owned(),
             ReturnPath::Verp { keys, campaign, domain } => {
                 volley_feedback::verp::return_path(&Token::bounce(campaign, line, source), keys, domain)
             }

@@ -7,6 +7,7 @@ mod common;
 mod fault_matrix;
 mod inbound_listener;
 mod inbound_postfix;
+mod inject_spool;
 mod input_campaign;
 mod input_fetch;
 mod input_message;

@@ -154,7 +154,9 @@ impl Dispatcher {
                 }
                 self.journal.record(job.line, job.attempt)?;
                 let envelope = Envelope {
-                    mail_from: self.mail_from.mail_from(job.line, route.source.ip),
+                    mail_from: self
+                        .mail_from
+                        .mail_from(job.line, route.source.ip, job.sender.as_deref()),
                     recipients: vec![job.recipient.as_str().to_string()],
                 };
                 let payload = job.payload.clone();

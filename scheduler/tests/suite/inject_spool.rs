@@ -1,0 +1,231 @@
+//! Injected messages end to end through the durable spool: `Spool::inject` acknowledges a
+//! message once it is synced, the injection campaign's run follows the stream and delivers
+//! each envelope recipient to Postfix's smtp-sink with the client's envelope sender, without
+//! the `X-Volley-Campaign` header, DKIM-signed for the message's own From domain; suppressed
+//! recipients are not sent; a restart (spool reopened, campaign relaunched) sends nothing
+//! twice and resumes what was not sent; a torn record left by a crash is cut.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use volley_bench::postfix::PostfixSink;
+use volley_engine::dkim::{generate, DkimKeyConfig, KeyAlgorithm};
+use volley_scheduler::campaign::{Campaign, InjectedSettings};
+use volley_scheduler::config::{SendConfig, SourceIpConfig};
+use volley_scheduler::inject::{Injected, Injector};
+use volley_scheduler::live::Live;
+use volley_scheduler::outcome::Outcome;
+use volley_scheduler::send::SendService;
+use volley_scheduler::spool::{Spool, SpoolConfig};
+
+use crate::common::json_lines;
+
+fn config(dir: &Path, sink: SocketAddr, dkim: Vec<DkimKeyConfig>) -> SendConfig {
+    SendConfig {
+        state_dir: dir.join("state"),
+        source_ips: (2..=3)
+            .map(|i| SourceIpConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), format!("mta{i}.volley.test")))
+            .collect(),
+        routes: [("*".to_string(), sink.to_string())].into_iter().collect(),
+        dkim,
+        ..SendConfig::new(Default::default(), Vec::new())
+    }
+}
+
+fn settings() -> InjectedSettings {
+    InjectedSettings {
+        pool: "default".into(),
+        priority: 5,
+        suppression_list: None,
+        verp: None,
+    }
+}
+
+fn message(user: &str, from: &str, to: &[&str], extra: &str) -> Injected {
+    Injected {
+        user: user.into(),
+        mail_from: from.into(),
+        recipients: to.iter().map(|s| s.to_string()).collect(),
+        raw: format!(
+            "{extra}From: App <app@app.volley.test>\r\nTo: someone\r\nSubject: reset\r\n\r\nyour code is 1234\r\n"
+        )
+        .into_bytes(),
+        peer: "127.0.0.1:1".into(),
+    }
+}
+
+fn delivered(live: &Live, id: &str) -> u64 {
+    live.snapshot()
+        .iter()
+        .find(|c| c.id == id)
+        .map_or(0, |c| c.count(Outcome::Delivered))
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_messages_are_spooled_then_delivered_once_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Ok(sink) = PostfixSink::try_start(&dir.path().join("sink")) else {
+        eprintln!("skipped: Postfix's smtp-sink is not installed");
+        return;
+    };
+    let key = generate(KeyAlgorithm::Ed25519, "app.volley.test", "s1").expect("keygen");
+    let key_path = dir.path().join("s1.pem");
+    key.write_private_key(&key_path).expect("key");
+    let dkim = vec![DkimKeyConfig {
+        domain: "app.volley.test".into(),
+        selector: "s1".into(),
+        key: key_path,
+        algorithm: None,
+        headers: None,
+        canonicalization: Default::default(),
+        expire: None,
+    }];
+    let config = config(dir.path(), sink.addr(), dkim);
+    let spool_dir = config.state_dir.join("spool");
+
+    // First life: three messages, four recipients, two campaigns.
+    let (spool, found, mut created) = Spool::open(&spool_dir, SpoolConfig::default()).expect("spool");
+    assert!(found.is_empty());
+    let a = spool
+        .inject(message(
+            "app",
+            "bounces@app.volley.test",
+            &["a1@x.test", "a2@y.test"],
+            "",
+        ))
+        .await
+        .expect("accepted");
+    assert_eq!(a.campaign, "app");
+    assert_eq!(a.ids, vec!["app:1", "app:2"]);
+    let b = spool
+        .inject(message("app", "", &["b1@x.test"], "X-Volley-Campaign: receipts\r\n"))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        (b.campaign.as_str(), b.ids.as_slice()),
+        ("receipts", &["receipts:1".to_string()][..])
+    );
+    let bad = spool
+        .inject(message("app", "x@app.volley.test", &["not an address"], ""))
+        .await;
+    assert!(bad.is_err_and(|e| e.to_string().contains("recipient \"not an address\"")));
+
+    let live = Arc::new(Live::default());
+    let service = SendService::start(&config, live.clone(), true).expect("service");
+    let mut launched = Vec::new();
+    for _ in 0..2 {
+        let stream = tokio::time::timeout(Duration::from_secs(5), created.recv())
+            .await
+            .expect("a new stream")
+            .expect("stream");
+        launched.push(
+            service
+                .launch(&Campaign::injected(stream, &settings()))
+                .expect("launch"),
+        );
+    }
+    until("three deliveries", || {
+        delivered(&live, "app") == 2 && delivered(&live, "receipts") == 1
+    })
+    .await;
+    // A message injected while the campaign runs goes out too.
+    spool
+        .inject(message("app", "bounces@app.volley.test", &["a3@x.test"], ""))
+        .await
+        .expect("accepted");
+    until("the fourth", || delivered(&live, "app") == 3).await;
+    for l in &launched {
+        l.stopper().stop();
+    }
+    for l in launched {
+        let summary = l.wait().await.expect("summary");
+        assert!(!summary.complete, "an injection campaign runs until stopped");
+    }
+    service.shutdown().await;
+    drop(spool);
+
+    let dumped = sink.transactions(4);
+    assert_eq!(dumped.len(), 4, "each recipient once");
+    for d in &dumped {
+        assert!(
+            d.header("X-Volley-Campaign").is_none(),
+            "the campaign header is removed"
+        );
+        let signature = d.header("DKIM-Signature").expect("signed");
+        assert!(signature.contains("d=app.volley.test"), "{signature}");
+        assert!(
+            d.header("Message-ID").is_some() && d.header("Date").is_some(),
+            "added when missing"
+        );
+    }
+    let receipts = dumped.iter().find(|d| d.rcpts == ["<b1@x.test>"]).expect("receipts");
+    assert!(
+        receipts.mail_args.starts_with("<>"),
+        "the null sender kept: {}",
+        receipts.mail_args
+    );
+    let app = dumped.iter().find(|d| d.rcpts == ["<a1@x.test>"]).expect("a1");
+    assert!(
+        app.mail_args.starts_with("<bounces@app.volley.test>"),
+        "{}",
+        app.mail_args
+    );
+    let log = json_lines(&config.state_dir.join("app").join("accounting.jsonl"));
+    let lines: Vec<u64> = log.iter().filter_map(|l| l["line"].as_u64()).collect();
+    assert_eq!(lines, vec![1, 2, 3], "{log:?}");
+
+    // A crash tore the next record: cut at open, never sent.
+    let segment = spool_dir.join("app").join("00000001.seg");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes.extend_from_slice(b"{\"first_line\":3,\"mail_from\":\"x");
+    std::fs::write(&segment, &bytes).expect("tear");
+
+    // Second life: the same streams come back; nothing is sent again.
+    let (spool, found, _created) = Spool::open(&spool_dir, SpoolConfig::default()).expect("reopen");
+    let names: Vec<&str> = found.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["app", "receipts"]);
+    assert_eq!(
+        std::fs::read(&segment).expect("segment").len(),
+        bytes.len() - 30,
+        "torn record cut"
+    );
+    let c = spool
+        .inject(message("app", "bounces@app.volley.test", &["a4@x.test"], ""))
+        .await
+        .expect("accepted");
+    assert_eq!(c.ids, vec!["app:4"], "lines go on after a restart");
+    let live = Arc::new(Live::default());
+    let service = SendService::start(&config, live.clone(), true).expect("service");
+    let launched: Vec<_> = found
+        .into_iter()
+        .map(|s| service.launch(&Campaign::injected(s, &settings())).expect("launch"))
+        .collect();
+    until("the fifth", || delivered(&live, "app") == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for l in &launched {
+        l.stopper().stop();
+    }
+    for l in launched {
+        l.wait().await.expect("summary");
+    }
+    service.shutdown().await;
+    let dumped = sink.transactions(5);
+    assert_eq!(dumped.len(), 5, "only the new message went out");
+    assert_eq!(
+        sink.transactions(5)
+            .iter()
+            .filter(|d| d.rcpts == ["<a4@x.test>"])
+            .count(),
+        1
+    );
+}
