@@ -120,6 +120,10 @@ pub struct SendConfig {
     /// `[feedback] unsubscribe_url`.
     #[serde(default)]
     pub unsubscribe: Option<crate::unsubscribe::UnsubscribeConfig>,
+    /// Injected mail (SMTP submission, `POST /messages` of `volley serve`): its pool,
+    /// priority and spool (`[injection]`).
+    #[serde(default)]
+    pub injection: crate::spool::InjectionConfig,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -262,6 +266,7 @@ impl SendConfig {
             feedback: None,
             inbound: None,
             unsubscribe: None,
+            injection: Default::default(),
         }
     }
 

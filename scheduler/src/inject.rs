@@ -7,6 +7,8 @@
 //! section that parses, exactly one `From` with an address, no NUL, no line over 998 octets
 //! (RFC 5322 §2.1.1), and the optional `X-Volley-Campaign` header that names the campaign.
 
+pub mod template;
+
 use std::future::Future;
 
 /// The header that names an injected message's campaign; removed before the message is
@@ -84,6 +86,12 @@ impl InjectError {
 pub trait Injector: Send + Sync + 'static {
     /// Stores `message` durably (synced) and answers with its ids, or refuses it whole.
     fn inject(&self, message: Injected) -> impl Future<Output = Result<Accepted, InjectError>> + Send;
+}
+
+/// Checks a campaign name given with an injection (letters, digits, `.`, `_`, `-`; it names
+/// a folder): the reason when it cannot be one.
+pub fn check_campaign(name: &str) -> Result<(), String> {
+    crate::campaign::check_id(name).map_err(|why| format!("campaign {name:?}: {why}"))
 }
 
 /// What [`inspect`] found in a message's header section.

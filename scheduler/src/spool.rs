@@ -39,7 +39,94 @@ mod writer;
 pub use record::Record;
 pub use stream::{Follower, ReadError, Stream};
 
-/// `[spool]`: where injected messages wait.
+/// `[injection]` in volley.toml: how injected mail (SMTP submission, `POST /messages`) is
+/// sent and spooled.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectionConfig {
+    /// The pool of source IPs injected mail leaves from.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// 0 (bulk) to 9: where injected mail meets campaigns at a site, the higher goes first.
+    /// Transactional mail usually wants a high one.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// A suppression list honoured besides `global`.
+    #[serde(default)]
+    pub suppression_list: Option<String>,
+    /// VERP return paths for injected mail (`None`: as `[feedback] verp` says). Without VERP
+    /// each message keeps the envelope sender it was injected with.
+    #[serde(default)]
+    pub verp: Option<bool>,
+    /// Recipients of one `POST /messages` request at most.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// The spool (`[injection.spool]`).
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+fn default_priority() -> u8 {
+    7
+}
+fn default_max_batch() -> usize {
+    10_000
+}
+
+impl Default for InjectionConfig {
+    fn default() -> Self {
+        InjectionConfig {
+            pool: default_pool(),
+            priority: default_priority(),
+            suppression_list: None,
+            verp: None,
+            max_batch: default_max_batch(),
+            spool: SpoolConfig::default(),
+        }
+    }
+}
+
+impl InjectionConfig {
+    /// How the injection campaigns send.
+    pub fn settings(&self) -> crate::campaign::InjectedSettings {
+        crate::campaign::InjectedSettings {
+            pool: self.pool.clone(),
+            priority: self.priority,
+            suppression_list: self.suppression_list.clone(),
+            verp: self.verp,
+        }
+    }
+
+    /// The first field with an unusable value: (field, value, why).
+    pub fn check(&self) -> Result<(), (&'static str, String, &'static str)> {
+        if self.priority > 9 {
+            return Err(("priority", self.priority.to_string(), "must be 0 to 9"));
+        }
+        if self.max_batch == 0 {
+            return Err(("max_batch", "0".into(), "must be at least 1"));
+        }
+        let s = &self.spool;
+        if s.segment_size < 4096 || s.segment_size > (1 << 39) {
+            return Err((
+                "spool.segment_size",
+                s.segment_size.to_string(),
+                "must be 4096 bytes to 512 GiB",
+            ));
+        }
+        if s.max_campaigns == 0 {
+            return Err(("spool.max_campaigns", "0".into(), "must be at least 1"));
+        }
+        if s.max_recipients == 0 {
+            return Err(("spool.max_recipients", "0".into(), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `[injection.spool]`: where injected messages wait.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
@@ -251,13 +338,20 @@ impl Spool {
             record,
             reply,
         };
-        let requests = self.requests.clone();
-        // The queue is bounded: wait for room off the async threads.
-        tokio::task::spawn_blocking(move || requests.send(request).is_ok())
-            .await
-            .ok()
-            .filter(|sent| *sent)
-            .ok_or_else(|| InjectError::Unavailable(SpoolError::Stopped.to_string()))?;
+        let stopped = || InjectError::Unavailable(SpoolError::Stopped.to_string());
+        match self.requests.try_send(request) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(stopped()),
+            Err(crossbeam_channel::TrySendError::Full(request)) => {
+                // The queue is bounded: wait for room off the async threads.
+                let requests = self.requests.clone();
+                tokio::task::spawn_blocking(move || requests.send(request).is_ok())
+                    .await
+                    .ok()
+                    .filter(|sent| *sent)
+                    .ok_or_else(stopped)?;
+            }
+        }
         answer
             .await
             .unwrap_or_else(|_| Err(InjectError::Unavailable(SpoolError::Stopped.to_string())))

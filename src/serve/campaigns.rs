@@ -131,6 +131,12 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
         }
         _ => return Err(ApiError::field("path", "give exactly one of `path` or `toml`")),
     };
+    let entry = start(&app, &campaign)?;
+    Ok((StatusCode::CREATED, Json(entry.view(&app))))
+}
+
+/// Launches `campaign` on the service and tracks it (its summary and HTML report at the end).
+pub fn start(app: &Arc<App>, campaign: &Campaign) -> Result<Arc<Entry>, ApiError> {
     let id = campaign.id().to_string();
     if lock(&app.campaigns).get(&id).is_some_and(|e| e.is_running()) {
         return Err(ApiError::new(
@@ -140,7 +146,7 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
     }
     let launched = app
         .service
-        .launch(&campaign)
+        .launch(campaign)
         .map_err(|e| ApiError::field("campaign", e.to_string()))?;
     let entry = Arc::new(Entry::new(launched.live.clone(), launched.stopper()));
     let waiter = {
@@ -156,7 +162,7 @@ pub async fn launch(State(app): State<Arc<App>>, body: Bytes) -> Result<(StatusC
     };
     lock(&app.waiters).push(waiter);
     lock(&app.campaigns).insert(id, entry.clone());
-    Ok((StatusCode::CREATED, Json(entry.view(&app))))
+    Ok(entry)
 }
 
 /// The campaign file `requested` names inside `dir` (`[api] campaigns_dir`), symbolic links

@@ -9,11 +9,13 @@
 //!
 //! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
-//! `GET|DELETE /suppression/{address}[?list=L]`, and `GET /metrics` (Prometheus, same token).
+//! `GET|DELETE /suppression/{address}[?list=L]`, `POST /messages`, `GET /messages/{id}`
+//! (injection: `inject.rs`), and `GET /metrics` (Prometheus, same token).
 
 mod admin;
 mod campaigns;
 mod http;
+mod inject;
 mod tls;
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub struct App {
     /// What the unsubscribe endpoint answered (for `/metrics`).
     unsubscribes: Arc<volley_scheduler::unsubscribe::UnsubscribeCounters>,
     campaigns: Mutex<HashMap<String, Arc<campaigns::Entry>>>,
+    /// The spool of injected mail (`POST /messages`, SMTP submission).
+    spool: Arc<volley_scheduler::spool::Spool>,
     waiters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -62,6 +66,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/messages", post(inject::inject))
+        .route("/messages/{id}", get(inject::show))
         .route("/ips", get(admin::ips))
         .route("/reputation", get(admin::reputation))
         .route("/reputation/resume", post(admin::reputation_resume))
@@ -113,6 +119,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         // Its own listener counts complaints in the guards: no need to read the feedback logs.
         service.guards_fed_in_process();
     }
+    let spool_dir = config.state_dir.join("spool");
+    let (spool, streams, created) = volley_scheduler::spool::Spool::open(&spool_dir, config.injection.spool.clone())
+        .context("refusing to start: the injection spool cannot be opened")?;
+    let spool = Arc::new(spool);
+    if let Err(e) = config.pool(&config.injection.pool) {
+        if !streams.is_empty() {
+            anyhow::bail!("refusing to start: [injection] pool: {e} (the spool holds injected mail to send)");
+        }
+        eprintln!("volley serve: warning: [injection] pool: {e}; injected mail cannot be sent");
+    }
     let app = Arc::new(App {
         service,
         config,
@@ -121,8 +137,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         providers,
         unsubscribes,
         campaigns: Mutex::default(),
+        spool,
         waiters: Mutex::default(),
     });
+    // Injected mail: what the spool holds goes on, new injection campaigns start as they come.
+    inject::run_streams(&app, streams, created);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

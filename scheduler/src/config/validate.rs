@@ -104,6 +104,9 @@ impl SendConfig {
         if let Err((field, value, reason)) = self.warmup.check() {
             out.push(Problem::new(field, value, reason));
         }
+        if let Err((field, value, reason)) = self.injection.check() {
+            out.push(Problem::new(format!("injection.{field}"), value, reason));
+        }
         if let Err(e) = crate::warmup_counters::redis_url(&self.warmup, self.suppression.redis.as_deref()) {
             out.push(Problem::new("warmup.redis", "", e.to_string()));
         }
