@@ -348,6 +348,12 @@ fn prepare(
         pending_lines.insert(*line);
     }
     let congested = Arc::new(produce::Congestion::default());
+    let spent = campaign.spool().map(|stream| {
+        (
+            crate::spool::SegmentGc::new(stream.clone(), resume.finished.clone()),
+            Vec::new(),
+        )
+    });
     let skip = produce::Skip {
         finished: resume.finished,
         pending: pending_lines,
@@ -405,6 +411,7 @@ fn prepare(
         mark,
         live: live.clone(),
         guards: shared.guards,
+        spent,
     };
     let recorder_live = live;
     let mail_from = return_path::ReturnPath::new(campaign, config)?;

@@ -32,9 +32,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::address::EmailAddress;
 use crate::inject::{self, Accepted, InjectError, Injected, Injector};
 
+mod gc;
 pub mod record;
 pub mod stream;
 mod writer;
+
+pub use gc::SegmentGc;
 
 pub use record::Record;
 pub use stream::{Follower, ReadError, Stream};
@@ -203,7 +206,7 @@ pub(crate) struct Shared {
     config: SpoolConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     /// Bytes in the spool's segments.
-    bytes: AtomicU64,
+    bytes: Arc<AtomicU64>,
     /// Streams created since start, for the run that sends them.
     created: mpsc::UnboundedSender<Arc<Stream>>,
 }
@@ -226,7 +229,7 @@ impl Shared {
             len: 0,
             last_line: 0,
         };
-        let stream = Arc::new(Stream::new(name.to_owned(), dir, committed));
+        let stream = Arc::new(Stream::new(name.to_owned(), dir, committed, self.bytes.clone()));
         self.streams().insert(name.to_owned(), stream.clone());
         let _ = self.created.send(stream.clone());
         Ok(writer::Tail {
@@ -263,7 +266,7 @@ impl Spool {
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<(Spool, Vec<Arc<Stream>>, NewStreams), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir, "create the spool folder"))?;
         let mut tails = HashMap::new();
-        let mut bytes = 0;
+        let bytes = Arc::new(AtomicU64::new(0));
         let mut found = Vec::new();
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .map_err(io_err(dir, "list the spool folder"))?
@@ -275,8 +278,8 @@ impl Spool {
         names.sort();
         for name in names {
             let stream_dir = writer::stream_dir(dir, &name);
-            let (tail, size) = recover(&name, &stream_dir)?;
-            bytes += size;
+            let (tail, size) = recover(&name, &stream_dir, bytes.clone())?;
+            bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
             found.push(tail.stream.clone());
             tails.insert(name, tail);
         }
@@ -285,7 +288,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             config,
             streams: Mutex::new(found.iter().map(|s| (s.name().to_owned(), s.clone())).collect()),
-            bytes: AtomicU64::new(bytes),
+            bytes,
             created,
         });
         let (requests, rx) = crossbeam_channel::bounded(4096);
@@ -443,7 +446,7 @@ fn httpdate_rfc5322(t: SystemTime) -> String {
 }
 
 /// Recovers one stream at open: its segments, the torn tail of the last one cut off.
-fn recover(name: &str, dir: &Path) -> Result<(writer::Tail, u64), SpoolError> {
+fn recover(name: &str, dir: &Path, bytes: Arc<AtomicU64>) -> Result<(writer::Tail, u64), SpoolError> {
     let mut numbers = stream::segments(dir).map_err(io_err(dir, "list the stream folder"))?;
     if numbers.is_empty() {
         numbers.push(1);
@@ -478,7 +481,7 @@ fn recover(name: &str, dir: &Path) -> Result<(writer::Tail, u64), SpoolError> {
         len: good,
         last_line,
     };
-    let stream = Arc::new(Stream::new(name.to_owned(), dir.to_path_buf(), committed));
+    let stream = Arc::new(Stream::new(name.to_owned(), dir.to_path_buf(), committed, bytes));
     Ok((
         writer::Tail {
             stream,

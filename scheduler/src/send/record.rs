@@ -46,6 +46,9 @@ pub(crate) struct Recorder {
     /// Reputation guards: every final delivery and hard bounce counts toward the campaign's
     /// and its route's rates.
     pub guards: std::sync::Arc<crate::reputation::Guards>,
+    /// An injection campaign's spent-segment collector, and the lines finished since the
+    /// last flush (handed to it once their lines are with the OS).
+    pub spent: Option<(crate::spool::SegmentGc, Vec<u64>)>,
 }
 
 impl Recorder {
@@ -87,6 +90,9 @@ impl Recorder {
             s.retried += 1;
         }
         if outcome.is_final() {
+            if let Some((_, lines)) = &mut self.spent {
+                lines.push(job.line);
+            }
             let ip = source.map(|ip| ip.to_string());
             s.record(outcome, ip.as_deref(), job.recipient.domain(), site, provider);
             if let Some(t) = provider.and_then(|p| s.by_provider.get_mut(p)) {
@@ -216,6 +222,9 @@ impl Recorder {
         line: u64,
     ) -> Result<(), SendError> {
         self.summary.record(outcome, None, domain, None, None);
+        if let Some((_, lines)) = &mut self.spent {
+            lines.push(line);
+        }
         self.live.attempt(
             crate::live::AttemptLabels {
                 outcome,
@@ -258,6 +267,11 @@ impl Recorder {
             path: self.rejects_path.clone(),
             source,
         })?;
-        self.log.flush().map_err(self.io())
+        self.log.flush().map_err(self.io())?;
+        if let Some((gc, lines)) = &mut self.spent {
+            gc.finished(lines);
+            lines.clear();
+        }
+        Ok(())
     }
 }

@@ -64,16 +64,29 @@ pub struct Stream {
     dir: PathBuf,
     committed: Mutex<Committed>,
     grew: Condvar,
+    /// The bytes of the whole spool (the writer adds, deleting spent segments subtracts).
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Stream {
-    pub(super) fn new(name: String, dir: PathBuf, committed: Committed) -> Stream {
+    pub(super) fn new(
+        name: String,
+        dir: PathBuf,
+        committed: Committed,
+        bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Stream {
         Stream {
             name,
             dir,
             committed: Mutex::new(committed),
             grew: Condvar::new(),
+            bytes,
         }
+    }
+
+    /// The byte count of the whole spool.
+    pub(super) fn bytes(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.bytes
     }
 
     /// The stream's (campaign's) name.
@@ -245,7 +258,14 @@ impl Follower {
         let file = match &mut self.file {
             Some(file) => file,
             None => {
-                let mut file = File::open(&path).map_err(|e| ReadError::io(&path, e))?;
+                let mut file = match File::open(&path) {
+                    Ok(file) => file,
+                    // A spent segment deleted (only sealed ones are): nothing to read there.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && self.segment < self.stream.committed().segment => {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(ReadError::io(&path, e)),
+                };
                 file.seek(SeekFrom::Start(self.offset))
                     .map_err(|e| ReadError::io(&path, e))?;
                 self.file.insert(BufReader::with_capacity(256 * 1024, file))

@@ -229,3 +229,79 @@ async fn injected_messages_are_spooled_then_delivered_once_across_a_restart() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_segments_are_deleted_and_a_restart_reads_past_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = volley_bench::Sink::start(volley_bench::SinkConfig {
+        count_addresses: true,
+        ..Default::default()
+    })
+    .await
+    .expect("sink");
+    let config = config(dir.path(), sink.local_addr(), Vec::new());
+    let spool_dir = config.state_dir.join("spool");
+    let small = SpoolConfig {
+        segment_size: 4096,
+        ..SpoolConfig::default()
+    };
+    let (spool, _, mut created) = Spool::open(&spool_dir, small.clone()).expect("spool");
+    for i in 0..40 {
+        let to = format!("r{i}@x.test");
+        spool
+            .inject(message("app", "b@app.volley.test", &[to.as_str()], ""))
+            .await
+            .expect("accepted");
+    }
+    let segments = |d: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .expect("stream folder")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    };
+    let stream_dir = spool_dir.join("app");
+    let before = segments(&stream_dir);
+    assert!(before.len() >= 4, "rotated: {before:?}");
+    let live = Arc::new(Live::default());
+    let service = SendService::start(&config, live.clone(), true).expect("service");
+    let stream = created.recv().await.expect("stream");
+    let run = service
+        .launch(&Campaign::injected(stream, &settings()))
+        .expect("launch");
+    until("40 deliveries", || delivered(&live, "app") == 40).await;
+    // The flush after the last report hands the lines over; the sealed segments go.
+    until("spent segments deleted", || segments(&stream_dir).len() == 1).await;
+    assert_eq!(
+        segments(&stream_dir),
+        [before.last().expect("current").clone()],
+        "only the current one stays"
+    );
+    run.stopper().stop();
+    run.wait().await.expect("summary");
+    service.shutdown().await;
+    drop(spool);
+
+    // A restart starts reading at the first segment left, and sends nothing twice.
+    let (spool, found, _) = Spool::open(&spool_dir, small).expect("reopen");
+    spool
+        .inject(message("app", "b@app.volley.test", &["late@x.test"], ""))
+        .await
+        .expect("accepted");
+    let live = Arc::new(Live::default());
+    let service = SendService::start(&config, live.clone(), true).expect("service");
+    let stream = found.into_iter().next().expect("app");
+    let run = service
+        .launch(&Campaign::injected(stream, &settings()))
+        .expect("launch");
+    until("the late one", || delivered(&live, "app") == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stopper().stop();
+    run.wait().await.expect("summary");
+    service.shutdown().await;
+    for i in 0..40 {
+        assert_eq!(sink.accepted_for(&format!("r{i}@x.test")), 1, "r{i} once");
+    }
+    assert_eq!(sink.accepted_for("late@x.test"), 1);
+}
