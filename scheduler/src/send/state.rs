@@ -22,8 +22,8 @@ use crate::lineset::LineSet;
 use crate::outcome::Outcome;
 use crate::summary::Summary;
 
-/// Bytes per `dispatched.bin` record.
-const DISPATCH_RECORD: u64 = 12;
+/// Bytes per `dispatched.bin` record (line, attempt).
+pub const DISPATCH_RECORD: u64 = 12;
 
 /// A recipient that was deferred and is waiting for its next attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
