@@ -36,6 +36,10 @@ VOLLEY_DKIM=${VOLLEY_DKIM:-""}
 POSTFIX_RELAY=${POSTFIX_RELAY-"disk tmpfs"}
 # Issue 15's receiver mix, volley vs a private Postfix relay vs the ideal: 1 to run, 0 to skip.
 RECEIVERS=${RECEIVERS:-1}
+# Row set (e), issue 18: the same smtp-source injection into `volley serve`'s submission
+# listener (spool synced before every 250) -> smtp-sink, one row per spool location: "disk"
+# (/var/tmp), "tmpfs"; empty to skip. Compared with the Postfix relay rows of the same location.
+VOLLEY_RELAY=${VOLLEY_RELAY-"disk"}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/benches/peers
@@ -49,11 +53,14 @@ die() { echo "peers.sh: $*" >&2; exit 1; }
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 for v in $POSTFIX_RELAY; do [[ $v == disk || $v == tmpfs ]] || die "POSTFIX_RELAY: unknown variant '$v' (disk, tmpfs)"; done
+for v in $VOLLEY_RELAY; do [[ $v == disk || $v == tmpfs ]] || die "VOLLEY_RELAY: unknown variant '$v' (disk, tmpfs)"; done
 [[ $RECEIVERS == 0 || $RECEIVERS == 1 ]] || die "RECEIVERS must be 0 or 1 (got '$RECEIVERS')"
 [[ $RECEIVERS == 0 || $(id -u) == 0 ]] || die "the receivers rows need root (a private Postfix relay); run as root or set RECEIVERS=0"
 [[ -z $POSTFIX_RELAY || $(id -u) == 0 ]] || die "the Postfix relay rows need root; run as root or set POSTFIX_RELAY="
 # shellcheck source=benches/peers/postfix-relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/peers/postfix-relay.sh"
+# shellcheck source=benches/peers/volley-relay.sh
+source "$(dirname "${BASH_SOURCE[0]}")/peers/volley-relay.sh"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -62,6 +69,7 @@ ensure_packages() {
     [[ -x $SMTP_SINK && -x $SMTP_SOURCE ]] || missing+=(postfix)
     command -v jq >/dev/null || missing+=(jq)
     command -v bc >/dev/null || missing+=(bc)
+    command -v openssl >/dev/null || missing+=(openssl)
     ((${#missing[@]} == 0)) && return
     [[ $(id -u) == 0 ]] || die "needs ${missing[*]}; run as root or install them"
     # "No configuration": Postfix is installed for its test programs, never as a mail server.
@@ -89,6 +97,7 @@ WORK=$(mktemp -d /tmp/volley-peers.XXXXXX)
 chmod 755 "$WORK"
 SINK_PID=""
 cleanup() {
+    vrelay_stop
     relay_stop
     if [[ -n $SINK_PID ]]; then kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; fi
     if [[ ${KEEP:-0} == 1 ]]; then echo "work files kept in $WORK"; else rm -rf "$WORK"; fi
@@ -176,6 +185,9 @@ echo "    $N messages in $s_real s: $SMTP_SOURCE_RATE msg/s (smtp-sink counted $
 # --- (b) smtp-source -> Postfix relay -> smtp-sink ----------------------------------------------
 for variant in $POSTFIX_RELAY; do run_postfix_relay "$variant"; done
 
+# --- (e) smtp-source -> volley relay (submission, durable spool) -> smtp-sink -------------------
+for variant in $VOLLEY_RELAY; do run_volley_relay "$variant"; done
+
 # --- (c) volley send -> smtp-sink ---------------------------------------------------------------
 # N recipients over 1,000 domains, every domain routed to the sink; one message per recipient.
 awk -v n="$N" 'BEGIN { print "email,first_name"; for (i = 0; i < n; i++) printf "user%d@d%d.bench.test,User%d\n", i, i % 1000, i }' \
@@ -251,7 +263,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benche
     echo "## $(date -u '+%Y-%m-%d %H:%M UTC') — N=$N, commit $commit"
     echo
     echo "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE."
-    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" POSTFIX_RELAY=\"$POSTFIX_RELAY\" RECEIVERS=$RECEIVERS benches/peers.sh\`"
+    echo "Command: \`N=$N SOURCE_SESSIONS=$SOURCE_SESSIONS VOLLEY_TLS=\"$VOLLEY_TLS\" VOLLEY_DKIM=\"$VOLLEY_DKIM\" POSTFIX_RELAY=\"$POSTFIX_RELAY\" VOLLEY_RELAY=\"$VOLLEY_RELAY\" RECEIVERS=$RECEIVERS benches/peers.sh\`"
     echo
     echo "| client | msg/s (summary) | msg/s (wall clock) | ratio to smtp-source (wall) | seconds | smtp-sink counted | sessions | client CPU | smtp-sink CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -267,11 +279,23 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benche
         echo "volley (first row, wall clock) = $line in this run; goal >= 20x: **$goal**."
         echo
     fi
+    for v in $VOLLEY_RELAY; do
+        [[ -n ${RELAY_RATE[$v]:-} ]] || continue
+        x=$(echo "scale=1; ${VRELAY_RATE[$v]} / ${RELAY_RATE[$v]}" | bc)
+        goal=met
+        (($(echo "$x < 5" | bc))) && goal=missed
+        echo "Durable relay, spool/queue on $v: volley **${x/#./0.}x** Postfix's end-to-end msg/s (goal >= 5x: **$goal**)."
+        echo
+    done
     echo "- sink: \`smtp-sink ${SINK_FLAGS[*]} 127.0.0.1:PORT 1024\`, a fresh one per row"
     echo "- smtp-source: \`smtp-source -d -s $SOURCE_SESSIONS -m $N -l 4096 -f bounces@sender.test -t rcpt@dest.test 127.0.0.1:PORT\`"
     if [[ -n $POSTFIX_RELAY ]]; then
         echo "- Postfix relay: \`smtp-source -d -s $SOURCE_SESSIONS -m $N -N -l 4096 -f bounces@sender.test -t rcpt@dest.test 127.0.0.1:RELAYPORT\` into a private Postfix $RELAY_VERSION instance (config: benches/peers/postfix-relay-{main,master}.cf.in: relayhost = [127.0.0.1]:SINKPORT, connection cache on, destination concurrency 100, no DNS, in_flow_delay = 0, no chroot, log to a file), a fresh smtp-sink per row; seconds = from the start of the injection until smtp-sink counted N. Client CPU = Postfix (master and all its daemons) + smtp-source. smtp-source cannot vary the recipient domain (-N varies the local part), and with a relayhost Postfix queues every message for the one next hop anyway; the relay sends from 127.0.0.1 only (one smtp_bind_address), volley from 127.0.0.2-5."
         printf '%s\n' "${RELAY_NOTES[@]}"
+    fi
+    if [[ -n $VOLLEY_RELAY ]]; then
+        echo "- volley relay: the same smtp-source command into \`volley serve\`'s submission listener (benches/peers/volley-relay.sh: volley.toml.in plus [submission] with relay_networks = 127.0.0.0/8 for smtp-source, which speaks neither AUTH nor TLS; the state directory and spool where the Postfix relay's queue goes for the same variant); every message synced in the spool before its 250; seconds = from the start of the injection until smtp-sink counted N. Client CPU = volley serve + smtp-source."
+        printf '%s\n' "${VRELAY_NOTES[@]}"
     fi
     for c in "${VOLLEY_CMDS[@]}"; do echo "- volley: \`$c\` (configs: benches/peers/)"; done
     echo "- $SYSTEM_POSTFIX."
