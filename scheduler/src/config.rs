@@ -120,6 +120,10 @@ pub struct SendConfig {
     /// `[feedback] unsubscribe_url`.
     #[serde(default)]
     pub unsubscribe: Option<crate::unsubscribe::UnsubscribeConfig>,
+    /// The SMTP submission listener for applications (`volley serve`): ports 587/465, AUTH
+    /// against the users of `volley user add`.
+    #[serde(default)]
+    pub submission: Option<crate::submission::SubmissionConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -262,6 +266,7 @@ impl SendConfig {
             feedback: None,
             inbound: None,
             unsubscribe: None,
+            submission: None,
         }
     }
 
@@ -366,6 +371,9 @@ impl SendConfig {
         }
         if let Some(unsubscribe) = &mut config.unsubscribe {
             unsubscribe.resolve(base);
+        }
+        if let Some(submission) = &mut config.submission {
+            submission.resolve(base);
         }
         if let Some(ca) = config.mta_sts.ca_file.as_mut().filter(|f| f.is_relative()) {
             *ca = base.join(&*ca);
