@@ -414,3 +414,63 @@ impl Drop for SubmissionService {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IPS: &str = "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.volley.test\"\n";
+
+    #[test]
+    fn the_table_loads_with_defaults_and_paths_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("volley.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "state_dir = \"state\"\n{IPS}[submission]\nlisten = \"127.0.0.1:587\"\n\
+                 tls_cert = \"tls/sub.crt\"\ntls_key = \"/etc/sub.key\"\nhostname = \"submit.example\"\n\
+                 relay_networks = [\"10.1.2.0/24\", \"::1/128\"]\nrelay_user = \"app\"\nauth_cache = \"2m\"\n"
+            ),
+        )
+        .expect("write");
+        let config = SendConfig::load_unchecked(&path).expect("loads");
+        let s = config.submission.as_ref().expect("[submission]");
+        assert_eq!(s.tls_cert, dir.path().join("tls/sub.crt"));
+        assert_eq!(s.tls_key, PathBuf::from("/etc/sub.key"));
+        assert_eq!(
+            (s.max_message_size, s.max_connections_per_ip, s.auth_cache),
+            (25 << 20, 20, Duration::from_secs(120))
+        );
+        assert_eq!(users_path(&config), dir.path().join("state/submission/users.jsonl"));
+        assert!(s.is_relay_client("10.1.2.7".parse().expect("ip")));
+        assert!(s.is_relay_client("::ffff:10.1.2.7".parse().expect("ip")), "IPv4-mapped");
+        assert!(!s.is_relay_client("10.1.3.7".parse().expect("ip")));
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_line() {
+        let text = format!(
+            "{IPS}[submission]\ntls_cert = \"c\"\ntls_key = \"k\"\nhostname = \"submit.example\"\n\
+             relay_networks = [\"10.1.2.0/24\"]\nmax_connections = 0\n"
+        );
+        let e = SendConfig::parse(&text, Path::new("volley.toml")).expect_err("problems");
+        let text_e = e.to_string();
+        for expected in [
+            "field `submission.listen` = \"\": give listen",
+            "line 9: field `submission.max_connections` = \"0\": must be at least 1",
+            "field `submission.relay_user` = \"\": relay_networks needs a relay_user",
+        ] {
+            assert!(text_e.contains(expected), "{expected} in {text_e}");
+        }
+        let bad_net = format!(
+            "{IPS}[submission]\nlisten = \"127.0.0.1:587\"\ntls_cert = \"c\"\ntls_key = \"k\"\n\
+             hostname = \"h\"\nrelay_networks = [\"10.1.2.0/33\"]\nrelay_user = \"app\"\nsecret = 1\n"
+        );
+        let e = SendConfig::parse(&bad_net, Path::new("volley.toml")).expect_err("problems");
+        let text_e = e.to_string();
+        assert!(text_e.contains("line 9: field `submission.relay_networks[0]`"), "{text_e}");
+        assert!(text_e.contains("\"10.1.2.0/33\" is not a network"), "{text_e}");
+        assert!(text_e.contains("unknown field `secret`"), "{text_e}");
+    }
+}
