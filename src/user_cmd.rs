@@ -46,8 +46,10 @@ impl UsersFile {
 #[derive(clap::Subcommand)]
 enum UserCommand {
     /// Add a user who may send from the given domains.
-    #[command(after_help = "Examples:\n  volley user add shop --from-domain shop.example.com --rate 10/s\n  \
-                            printf '%s\\n' \"$PASSWORD\" | volley user add crm --from-domain example.com --password-stdin")]
+    #[command(
+        after_help = "Examples:\n  volley user add shop --from-domain shop.example.com --rate 10/s\n  \
+                            printf '%s\\n' \"$PASSWORD\" | volley user add crm --from-domain example.com --password-stdin"
+    )]
     Add {
         /// The user name (letters, digits, '.', '_', '-'); also the campaign its mail is
         /// logged under.
@@ -99,7 +101,10 @@ pub fn run(args: UserArgs) -> anyhow::Result<bool> {
                     .read_line(&mut line)
                     .context("reading the password from standard input")?;
                 let password = line.trim_end_matches(['\r', '\n']).to_string();
-                anyhow::ensure!(!password.is_empty(), "--password-stdin: standard input gave an empty password");
+                anyhow::ensure!(
+                    !password.is_empty(),
+                    "--password-stdin: standard input gave an empty password"
+                );
                 (password, false)
             } else {
                 (users::generate_password()?, true)

@@ -563,9 +563,26 @@ fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
         "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.volley.test\"\n",
     );
     let users = dir.path().join("state/submission/users.jsonl");
-    let user = |args: &[&str]| volley().arg("user").args(args).arg("--config").arg(&config).output().expect("volley user");
+    let user = |args: &[&str]| {
+        volley()
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("volley user")
+    };
 
-    let o = user(&["add", "shop", "--from-domain", "Shop.Example", "--from-domain", "mail.shop.example", "--rate", "10/min"]);
+    let o = user(&[
+        "add",
+        "shop",
+        "--from-domain",
+        "Shop.Example",
+        "--from-domain",
+        "mail.shop.example",
+        "--rate",
+        "10/min",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let generated = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -574,7 +591,15 @@ fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
     assert_eq!(generated.len(), 24, "{}", text(&o));
 
     let mut child = volley()
-        .args(["user", "add", "crm", "--from-domain", "crm.example", "--password-stdin", "--config"])
+        .args([
+            "user",
+            "add",
+            "crm",
+            "--from-domain",
+            "crm.example",
+            "--password-stdin",
+            "--config",
+        ])
         .arg(&config)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -589,13 +614,26 @@ fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
         .expect("password");
     let o = child.wait_with_output().expect("wait");
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!text(&o).contains("typed-secret-42") && !text(&o).contains("password:"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("typed-secret-42") && !text(&o).contains("password:"),
+        "{}",
+        text(&o)
+    );
 
     let file = std::fs::read_to_string(&users).expect("users file");
-    assert_eq!(std::fs::metadata(&users).expect("stat").permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&users).expect("stat").permissions().mode() & 0o777,
+        0o600
+    );
     assert_eq!(file.matches("\"hash\":\"$argon2id$v=19$").count(), 2, "{file}");
-    assert!(!file.contains(&generated) && !file.contains("typed-secret-42"), "{file}");
-    assert!(file.contains("\"from_domains\":[\"shop.example\",\"mail.shop.example\"]"), "{file}");
+    assert!(
+        !file.contains(&generated) && !file.contains("typed-secret-42"),
+        "{file}"
+    );
+    assert!(
+        file.contains("\"from_domains\":[\"shop.example\",\"mail.shop.example\"]"),
+        "{file}"
+    );
 
     let o = user(&["add", "shop", "--from-domain", "x.example"]);
     assert_eq!(o.status.code(), Some(2));
@@ -604,7 +642,10 @@ fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
     let o = user(&["list"]);
     assert!(o.status.success(), "{}", text(&o));
     let listed = text(&o);
-    assert!(listed.contains("shop") && listed.contains("10/m") && listed.contains("shop.example, mail.shop.example"), "{listed}");
+    assert!(
+        listed.contains("shop") && listed.contains("10/m") && listed.contains("shop.example, mail.shop.example"),
+        "{listed}"
+    );
     assert!(listed.contains("crm") && listed.contains("unlimited"), "{listed}");
     assert!(!listed.contains("argon2") && !listed.contains(&generated), "{listed}");
 
@@ -617,8 +658,16 @@ fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
     assert!(text(&o).contains("no user \"shop\""), "{}", text(&o));
 
     let file = std::fs::read_to_string(&users).expect("users file");
-    std::fs::write(&users, format!("{file}{{\"name\":\"x\",\"hash\":\"plain\",\"from_domains\":[\"x.example\"]}}\n")).expect("damage");
+    std::fs::write(
+        &users,
+        format!("{file}{{\"name\":\"x\",\"hash\":\"plain\",\"from_domains\":[\"x.example\"]}}\n"),
+    )
+    .expect("damage");
     let o = user(&["list"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains(&format!("users file {}, line 2: field `hash`", users.display())), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("users file {}, line 2: field `hash`", users.display())),
+        "{}",
+        text(&o)
+    );
 }

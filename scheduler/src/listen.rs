@@ -112,8 +112,13 @@ impl ConnectionCaps {
 /// Accepts on `listener` forever: a connection within `caps` is served by `serve` on its own
 /// task (its place held until that ends); one beyond them gets `refusal` (e.g. `421 4.7.0 Too
 /// many connections` CRLF) and is closed. `who` names the listener in the log.
-pub async fn serve_capped<F, Fut>(listener: TcpListener, caps: ConnectionCaps, refusal: &'static [u8], who: &'static str, serve: F)
-where
+pub async fn serve_capped<F, Fut>(
+    listener: TcpListener,
+    caps: ConnectionCaps,
+    refusal: &'static [u8],
+    who: &'static str,
+    serve: F,
+) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {

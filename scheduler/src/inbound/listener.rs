@@ -57,23 +57,29 @@ pub(super) async fn start(
     let greeting = Reply::owned(220, None, format!("{hostname} ESMTP Volley inbound"));
     let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
     let domains = Arc::new(domains);
-    let task = tokio::spawn(serve_capped(listener, caps, TOO_MANY_CONNECTIONS, "inbound", move |stream, peer| {
-        let mut handler = InboundHandler {
-            domains: domains.clone(),
-            spool: spool.clone(),
-            processed: processed.clone(),
-            peer: peer.to_string(),
-            mail_from: String::new(),
-            rcpt_to: Vec::new(),
-        };
-        let (config, tls, greeting) = (session_config.clone(), tls.clone(), greeting.clone());
-        async move {
-            let mut session = Session::new(config, false);
-            if let Err(e) = serve(stream, &mut session, &mut handler, &greeting, tls.as_ref(), &timeouts).await {
-                tracing::debug!("inbound: {peer}: {e}");
+    let task = tokio::spawn(serve_capped(
+        listener,
+        caps,
+        TOO_MANY_CONNECTIONS,
+        "inbound",
+        move |stream, peer| {
+            let mut handler = InboundHandler {
+                domains: domains.clone(),
+                spool: spool.clone(),
+                processed: processed.clone(),
+                peer: peer.to_string(),
+                mail_from: String::new(),
+                rcpt_to: Vec::new(),
+            };
+            let (config, tls, greeting) = (session_config.clone(), tls.clone(), greeting.clone());
+            async move {
+                let mut session = Session::new(config, false);
+                if let Err(e) = serve(stream, &mut session, &mut handler, &greeting, tls.as_ref(), &timeouts).await {
+                    tracing::debug!("inbound: {peer}: {e}");
+                }
             }
-        }
-    }));
+        },
+    ));
     Ok((local, task))
 }
 

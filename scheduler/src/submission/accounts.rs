@@ -26,6 +26,10 @@ const MAX_REMEMBERED: usize = 10_000;
 /// Users by name.
 pub(super) type UserMap = HashMap<String, Arc<UserRecord>>;
 
+/// Verified pairs: (user, HMAC of the password) -> (the PHC string it was verified against,
+/// when).
+type VerifiedCache = HashMap<(String, Vec<u8>), (String, Instant)>;
+
 /// What identifies a version of the users file.
 type Stamp = Option<(SystemTime, u64)>;
 
@@ -43,14 +47,15 @@ pub(super) struct Accounts {
     /// Keys the cache's password digests (random per process: a digest says nothing
     /// outside it).
     cache_key: ring::hmac::Key,
-    /// (user, HMAC of the password) -> (the PHC string it was verified against, when).
-    cache: Mutex<HashMap<(String, Vec<u8>), (String, Instant)>>,
+    cache: Mutex<VerifiedCache>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     limiters: Mutex<HashMap<String, Arc<SendLimiter>>>,
 }
 
 fn stamp(path: &std::path::Path) -> Stamp {
-    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
 fn by_name(records: Vec<UserRecord>) -> Arc<UserMap> {
@@ -188,7 +193,14 @@ mod tests {
 
     fn accounts(dir: &std::path::Path, ttl: Duration) -> Accounts {
         let path = dir.join("users.jsonl");
-        users::add(&path, "app", &["app.example".into()], Some("2/h".parse().expect("rate")), "pw").expect("add");
+        users::add(
+            &path,
+            "app",
+            &["app.example".into()],
+            Some("2/h".parse().expect("rate")),
+            "pw",
+        )
+        .expect("add");
         Accounts::open(path, ttl).expect("open")
     }
 
@@ -198,7 +210,10 @@ mod tests {
         let accounts = accounts(dir.path(), Duration::from_secs(60));
         assert!(accounts.verify("app", "pw").await.is_some());
         assert_eq!(accounts.cache.lock().expect("lock").len(), 1);
-        assert!(accounts.verify("app", "wrong").await.is_none(), "a cached user, another password");
+        assert!(
+            accounts.verify("app", "wrong").await.is_none(),
+            "a cached user, another password"
+        );
         assert!(accounts.verify("nobody", "pw").await.is_none());
         let off = Accounts::open(dir.path().join("users.jsonl"), Duration::ZERO).expect("open");
         assert!(off.verify("app", "pw").await.is_some());

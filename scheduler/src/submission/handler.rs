@@ -87,7 +87,10 @@ impl<I: Injector> SubmissionHandler<I> {
         let name = self.shared.relay_user.as_deref()?;
         let user = self.shared.accounts.current().get(name).cloned();
         if user.is_none() {
-            tracing::error!("submission: relay_user {name:?} is not in the users file: relay client {} refused", self.peer);
+            tracing::error!(
+                "submission: relay_user {name:?} is not in the users file: relay client {} refused",
+                self.peer
+            );
         }
         user
     }
@@ -117,11 +120,10 @@ impl<I: Injector> Handler for SubmissionHandler<I> {
         }
         SubmissionStats::bump(&shared.stats.auth_failures);
         self.auth_failures += 1;
-        let (recent, pause) = shared.accounts.failed(
-            self.peer.ip(),
-            shared.auth_failure_delay,
-            shared.auth_failure_max_delay,
-        );
+        let (recent, pause) =
+            shared
+                .accounts
+                .failed(self.peer.ip(), shared.auth_failure_delay, shared.auth_failure_max_delay);
         tracing::warn!(
             "submission: AUTH failed for user {name:?} from {} ({recent} recent failures from this address, answered after {pause:?})",
             self.peer.ip()
@@ -218,7 +220,11 @@ impl<I: Injector> Handler for SubmissionHandler<I> {
                 let (code, (class, subject, detail)) = e.smtp_code();
                 if e.is_temporary() {
                     SubmissionStats::bump(&stats.inject_failures);
-                    tracing::warn!("submission: a message of {} from {} was not taken: {e}", user.name, self.peer);
+                    tracing::warn!(
+                        "submission: a message of {} from {} was not taken: {e}",
+                        user.name,
+                        self.peer
+                    );
                 } else {
                     SubmissionStats::bump(&stats.refused);
                 }

@@ -105,35 +105,56 @@ pub(super) async fn start<I: Injector>(
         let (listener, local) = bind(addr).await?;
         started.starttls_addr = Some(local);
         let (shared, sessions) = (shared.clone(), sessions.clone());
-        let accept = serve_capped(listener, caps.clone(), TOO_MANY_CONNECTIONS, "submission", move |stream, peer| {
-            let (shared, sessions) = (shared.clone(), sessions.clone());
-            async move {
-                let (mut session, relay) = sessions.session(peer, false);
-                let mut handler = SubmissionHandler::new(shared, peer, relay);
-                let s = &sessions;
-                if let Err(e) = serve(stream, &mut session, &mut handler, &s.greeting, Some(&s.tls), &s.timeouts).await {
-                    tracing::debug!("submission: {peer}: {e}");
+        let accept = serve_capped(
+            listener,
+            caps.clone(),
+            TOO_MANY_CONNECTIONS,
+            "submission",
+            move |stream, peer| {
+                let (shared, sessions) = (shared.clone(), sessions.clone());
+                async move {
+                    let (mut session, relay) = sessions.session(peer, false);
+                    let mut handler = SubmissionHandler::new(shared, peer, relay);
+                    let s = &sessions;
+                    if let Err(e) = serve(
+                        stream,
+                        &mut session,
+                        &mut handler,
+                        &s.greeting,
+                        Some(&s.tls),
+                        &s.timeouts,
+                    )
+                    .await
+                    {
+                        tracing::debug!("submission: {peer}: {e}");
+                    }
                 }
-            }
-        });
+            },
+        );
         started.tasks.push(tokio::spawn(accept));
     }
     if let Some(addr) = config.listen_tls {
         let (listener, local) = bind(addr).await?;
         started.tls_addr = Some(local);
-        let accept = serve_capped(listener, caps, TOO_MANY_CONNECTIONS, "submission", move |stream, peer| {
-            let (shared, sessions) = (shared.clone(), sessions.clone());
-            async move {
-                let (mut session, relay) = sessions.session(peer, true);
-                let mut handler = SubmissionHandler::new(shared, peer, relay);
-                let s = &sessions;
-                if let Err(e) =
-                    serve_implicit_tls(stream, &mut session, &mut handler, &s.greeting, &s.tls, &s.timeouts).await
-                {
-                    tracing::debug!("submission: {peer}: {e}");
+        let accept = serve_capped(
+            listener,
+            caps,
+            TOO_MANY_CONNECTIONS,
+            "submission",
+            move |stream, peer| {
+                let (shared, sessions) = (shared.clone(), sessions.clone());
+                async move {
+                    let (mut session, relay) = sessions.session(peer, true);
+                    let mut handler = SubmissionHandler::new(shared, peer, relay);
+                    let s = &sessions;
+                    if let Err(e) =
+                        serve_implicit_tls(stream, &mut session, &mut handler, &s.greeting, &s.tls, &s.timeouts).await
+                    {
+                        tracing::debug!("submission: {peer}: {e}");
+                    }
                 }
-            }
-        });
+            },
+        );
         started.tasks.push(tokio::spawn(accept));
     }
     Ok(started)

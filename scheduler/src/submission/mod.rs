@@ -469,7 +469,10 @@ mod tests {
         );
         let e = SendConfig::parse(&bad_net, Path::new("volley.toml")).expect_err("problems");
         let text_e = e.to_string();
-        assert!(text_e.contains("line 9: field `submission.relay_networks[0]`"), "{text_e}");
+        assert!(
+            text_e.contains("line 9: field `submission.relay_networks[0]`"),
+            "{text_e}"
+        );
         assert!(text_e.contains("\"10.1.2.0/33\" is not a network"), "{text_e}");
         assert!(text_e.contains("unknown field `secret`"), "{text_e}");
     }

@@ -339,15 +339,24 @@ mod tests {
         assert_eq!(user.from_domains, ["shop.example"]);
         assert!(verify_password(&user.hash, "pw1"));
         assert!(!verify_password(&user.hash, "pw2"));
-        assert!(matches!(add(&path, "shop", &["a.example".into()], None, "x"), Err(UsersError::Exists(_))));
+        assert!(matches!(
+            add(&path, "shop", &["a.example".into()], None, "x"),
+            Err(UsersError::Exists(_))
+        ));
         add(&path, "news", &["news.example".into()], None, "pw2").expect("second");
         let users = load(&path).expect("load");
-        assert_eq!(users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["shop", "news"]);
+        assert_eq!(
+            users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["shop", "news"]
+        );
         assert_eq!(users[0].rate.map(|r| r.to_string()).as_deref(), Some("10/s"));
         remove(&path, "shop").expect("remove");
         assert_eq!(load(&path).expect("load").len(), 1);
         assert!(matches!(remove(&path, "shop"), Err(UsersError::NotFound(_))));
-        assert!(!format!("{:?}", users[0]).contains("argon2"), "Debug leaves the hash out");
+        assert!(
+            !format!("{:?}", users[0]).contains("argon2"),
+            "Debug leaves the hash out"
+        );
     }
 
     #[test]
@@ -369,7 +378,11 @@ mod tests {
             hash_password("pw").expect("hash")
         );
         let cases = [
-            (format!("{good}\n{{\"name\":\"b\",\"hash\":\"x\",\"from_domains\":[]}}\n"), 2, "hash"),
+            (
+                format!("{good}\n{{\"name\":\"b\",\"hash\":\"x\",\"from_domains\":[]}}\n"),
+                2,
+                "hash",
+            ),
             (format!("\n{good}\n{good}\n"), 3, "name"),
             (good.replace("a.example", "A.example"), 1, "from_domains"),
             (good.replace("\"from_domains\"", "\"from_domain\""), 1, "from_domain"),
@@ -381,7 +394,10 @@ mod tests {
                 panic!("{e}");
             };
             assert_eq!((*l, f.as_str()), (line, field), "{e}");
-            assert!(e.to_string().starts_with("users file /etc/volley/users.jsonl, line"), "{e}");
+            assert!(
+                e.to_string().starts_with("users file /etc/volley/users.jsonl, line"),
+                "{e}"
+            );
         }
     }
 

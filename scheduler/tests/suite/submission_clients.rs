@@ -42,7 +42,10 @@ async fn swaks_injects_over_starttls_with_plain_and_login_and_over_implicit_tls(
     let implicit = swaks_auth(s.tls(), "--tlsc", "LOGIN", PASSWORD, "r4@dest.test");
     let (ok, out) = blocking(move || swaks(&implicit)).await;
     assert!(ok, "{out}");
-    assert!(out.contains("<~  220 submit.volley.test ESMTP"), "greeting under TLS: {out}");
+    assert!(
+        out.contains("<~  220 submit.volley.test ESMTP"),
+        "greeting under TLS: {out}"
+    );
     assert!(!out.contains("STARTTLS"), "no STARTTLS on the implicit-TLS port: {out}");
 
     let recorded = s.recorder.recorded();
@@ -60,7 +63,10 @@ async fn swaks_injects_over_starttls_with_plain_and_login_and_over_implicit_tls(
         ]
     );
     let raw = String::from_utf8_lossy(&recorded[0].raw);
-    assert!(raw.contains("From: sender@app.example\r\n") && raw.contains("Subject: test"), "{raw}");
+    assert!(
+        raw.contains("From: sender@app.example\r\n") && raw.contains("Subject: test"),
+        "{raw}"
+    );
     assert!(recorded[0].peer.starts_with("127.0.0.1:"));
     assert_eq!(s.service.stats().accepted.load(Ordering::Relaxed), 3);
     assert_eq!(s.service.stats().auth_successes.load(Ordering::Relaxed), 3);
@@ -93,7 +99,10 @@ async fn smtplib_sends_several_messages_on_one_starttls_connection() {
     let args = strings(&[&s.starttls().port().to_string(), USER, PASSWORD]);
     let (ok, out) = blocking(move || python(&dir, SMTPLIB_SEND, &args)).await;
     assert!(ok, "{out}");
-    assert!(out.contains("plaintext auth: False starttls: True"), "AUTH only over TLS: {out}");
+    assert!(
+        out.contains("plaintext auth: False starttls: True"),
+        "AUTH only over TLS: {out}"
+    );
     assert!(out.contains("tls auth: PLAIN LOGIN"), "{out}");
     assert!(
         out.contains("tls extensions: 8bitmime auth chunking enhancedstatuscodes pipelining size smtputf8"),
@@ -105,7 +114,11 @@ async fn smtplib_sends_several_messages_on_one_starttls_connection() {
         .iter()
         .map(|m| {
             assert_eq!((m.user.as_str(), m.mail_from.as_str()), (USER, "bounces@app.example"));
-            String::from_utf8_lossy(&m.raw).lines().nth(2).unwrap_or_default().to_string()
+            String::from_utf8_lossy(&m.raw)
+                .lines()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string()
         })
         .collect();
     assert_eq!(subjects, ["Subject: order 0", "Subject: order 1", "Subject: order 2"]);
@@ -158,7 +171,10 @@ async fn failed_logins_are_slowed_counted_and_close_the_connection_after_three()
     );
     // 300 ms times the failures from this address: 0.3 s, 0.6 s, 0.9 s.
     for (i, (_, secs)) in attempts.iter().enumerate() {
-        assert!(*secs >= 0.3 * (i + 1) as f64 - 0.01, "attempt {i} answered too soon: {out}");
+        assert!(
+            *secs >= 0.3 * (i + 1) as f64 - 0.01,
+            "attempt {i} answered too soon: {out}"
+        );
     }
     assert!(out.contains("closed"), "{out}");
     assert_eq!(s.service.stats().auth_failures.load(Ordering::Relaxed), 3);

@@ -125,7 +125,10 @@ async fn size_malformed_from_domain_and_a_full_injector_are_refused_and_nothing_
         "{from}"
     );
     assert!(good.starts_with("250 2.0.0 Ok: queued as m0r0"), "{good}");
-    assert!(full.starts_with("452 4.3.1 insufficient storage: spool disk full"), "{full}");
+    assert!(
+        full.starts_with("452 4.3.1 insufficient storage: spool disk full"),
+        "{full}"
+    );
     let recorded = s.recorder.recorded();
     assert_eq!(recorded.len(), 1, "only the good message");
     assert_eq!(recorded[0].raw, GOOD);
@@ -186,6 +189,9 @@ async fn connections_beyond_the_per_address_cap_get_421() {
     assert!(first.starts_with("220"), "{first}");
     let (second, other_address) = second.split_once('|').expect("two greetings");
     assert!(second.starts_with("421 4.7.0 Too many connections"), "{second}");
-    assert!(other_address.starts_with("220"), "another address has its own cap: {other_address}");
+    assert!(
+        other_address.starts_with("220"),
+        "another address has its own cap: {other_address}"
+    );
     assert!(third.starts_with("220"), "{third}");
 }

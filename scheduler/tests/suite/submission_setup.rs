@@ -214,7 +214,11 @@ pub fn swaks(args: &[String]) -> (bool, String) {
 pub fn python(dir: &Path, script: &str, args: &[String]) -> (bool, String) {
     let path = dir.join("client.py");
     std::fs::write(&path, script).expect("script");
-    let out = Command::new("python3").arg(&path).args(args).output().expect("python3 runs");
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
