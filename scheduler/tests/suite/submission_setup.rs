@@ -152,22 +152,12 @@ impl Raw {
         self.reply()
     }
 
-    /// DATA, the message (dot-stuffed here) and its final reply; the 354 must come.
+    /// DATA, the message (dot-stuffed by the engine's codec) and its final reply; the 354 must come.
     pub fn data(&mut self, message: &[u8]) -> String {
         let go = self.cmd("DATA");
         assert!(go.starts_with("354"), "{go}");
-        let mut body = Vec::new();
-        for line in message.split_inclusive(|b| *b == b'\n') {
-            if line.first() == Some(&b'.') {
-                body.push(b'.');
-            }
-            body.extend_from_slice(line);
-        }
-        if !body.ends_with(b"\r\n") {
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(b".\r\n");
-        self.writer.write_all(&body).expect("write");
+        let payload = volley_engine::smtp::dot::prepare(message).expect("a message SMTP can carry");
+        self.writer.write_all(payload.wire_bytes()).expect("write");
         self.reply()
     }
 }
