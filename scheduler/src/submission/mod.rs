@@ -197,13 +197,10 @@ impl SubmissionConfig {
 
     /// Resolves the file paths against the config file's folder.
     pub fn resolve(&mut self, base: &Path) {
-        for file in [Some(&mut self.tls_cert), Some(&mut self.tls_key), self.users.as_mut()]
+        let files = [&mut self.tls_cert, &mut self.tls_key]
             .into_iter()
-            .flatten()
-            .filter(|f| f.is_relative())
-        {
-            *file = base.join(&*file);
-        }
+            .chain(self.users.as_mut());
+        crate::config::resolve_relative(base, files);
     }
 
     /// Every value that parses but cannot work: (field, value, reason).
