@@ -2,7 +2,7 @@
 //! before AUTH (530, nothing queued); a client of `relay_networks` submits without AUTH under
 //! the relay user (and one outside them cannot); SIZE and content over the limit (552), a
 //! malformed message (550 5.6.0), a From domain not allowed (550 5.7.1), the injector full
-//! (452), the user's rate (451 4.7.1 at MAIL); the per-address connection cap (421).
+//! (452), a message by BDAT (CHUNKING), the user's rate (451 4.7.1 at MAIL); the per-address connection cap (421).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -101,12 +101,17 @@ async fn size_malformed_from_domain_and_a_full_injector_are_refused_and_nothing_
             b"From: Boss <boss@evil.example>\r\nTo: r@dest.test\r\n\r\nbody\r\n",
         ));
         out.push(transaction(&mut c, GOOD));
+        assert!(c
+            .cmd("MAIL FROM:<app@relay.example> BODY=BINARYMIME")
+            .starts_with("250"));
+        assert!(c.cmd("RCPT TO:<r2@dest.test>").starts_with("250"));
+        out.push(c.bdat_last(GOOD));
         *recorder.fail.lock().expect("lock") = Some(InjectError::Full("spool disk full".into()));
         out.push(transaction(&mut c, GOOD));
         out
     })
     .await;
-    let [ehlo, size, sender, content, malformed, from, good, full] = &replies[..] else {
+    let [ehlo, size, sender, content, malformed, from, good, chunked, full] = &replies[..] else {
         panic!("{replies:?}");
     };
     assert!(ehlo.contains("SIZE 4096") && ehlo.contains("CHUNKING"), "{ehlo}");
@@ -125,13 +130,15 @@ async fn size_malformed_from_domain_and_a_full_injector_are_refused_and_nothing_
         "{from}"
     );
     assert!(good.starts_with("250 2.0.0 Ok: queued as m0r0"), "{good}");
+    assert!(chunked.starts_with("250 2.0.0 Ok: queued as m1r0"), "BDAT: {chunked}");
     assert!(
         full.starts_with("452 4.3.1 insufficient storage: spool disk full"),
         "{full}"
     );
     let recorded = s.recorder.recorded();
-    assert_eq!(recorded.len(), 1, "only the good message");
-    assert_eq!(recorded[0].raw, GOOD);
+    assert_eq!(recorded.len(), 2, "only the good message, by DATA and by BDAT");
+    assert!(recorded.iter().all(|m| m.raw == GOOD));
+    assert_eq!(recorded[1].recipients, ["r2@dest.test"]);
     let stats = s.service.stats();
     assert_eq!(stats.inject_failures.load(Ordering::Relaxed), 1);
     assert_eq!(stats.refused.load(Ordering::Relaxed), 3, "sender, malformed, From");

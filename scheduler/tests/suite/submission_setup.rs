@@ -146,6 +146,13 @@ impl Raw {
         }
     }
 
+    /// `BDAT <size> LAST` with `message` as its one chunk (RFC 3030), and its reply.
+    pub fn bdat_last(&mut self, message: &[u8]) -> String {
+        write!(self.writer, "BDAT {} LAST\r\n", message.len()).expect("write");
+        self.writer.write_all(message).expect("write");
+        self.reply()
+    }
+
     /// Sends `line` and reads its reply.
     pub fn cmd(&mut self, line: &str) -> String {
         write!(self.writer, "{line}\r\n").expect("write");
