@@ -221,6 +221,24 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_file_is_read_again_and_a_damaged_one_keeps_the_users_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = accounts(dir.path(), Duration::ZERO);
+        let path = dir.path().join("users.jsonl");
+        users::add(&path, "second", &["second.example".into()], None, "pw").expect("add");
+        assert!(
+            !accounts.current().contains_key("second"),
+            "looked at once a second at most"
+        );
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        assert!(accounts.current().contains_key("second"));
+        std::fs::write(&path, "{\"name\":\"broken\"}\n").expect("damage");
+        std::thread::sleep(RELOAD_EVERY + Duration::from_millis(50));
+        let users = accounts.current();
+        assert!(users.contains_key("app") && users.contains_key("second"), "kept");
+    }
+
+    #[test]
     fn failures_grow_the_pause_per_address_up_to_the_cap() {
         let dir = tempfile::tempdir().expect("tempdir");
         let accounts = accounts(dir.path(), Duration::ZERO);
