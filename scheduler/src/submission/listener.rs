@@ -101,61 +101,58 @@ pub(super) async fn start<I: Injector>(
         tls_addr: None,
         tasks: Vec::new(),
     };
-    if let Some(addr) = config.listen {
-        let (listener, local) = bind(addr).await?;
-        started.starttls_addr = Some(local);
+    // Both ports are bound before either accepts: a port that cannot be bound leaves nothing
+    // running.
+    let mut bound = Vec::new();
+    for (addr, implicit) in [(config.listen, false), (config.listen_tls, true)] {
+        if let Some(addr) = addr {
+            bound.push((bind(addr).await?, implicit));
+        }
+    }
+    for ((listener, local), implicit) in bound {
+        if implicit {
+            started.tls_addr = Some(local);
+        } else {
+            started.starttls_addr = Some(local);
+        }
         let (shared, sessions) = (shared.clone(), sessions.clone());
         let accept = serve_capped(
             listener,
             caps.clone(),
             TOO_MANY_CONNECTIONS,
             "submission",
-            move |stream, peer| {
-                let (shared, sessions) = (shared.clone(), sessions.clone());
-                async move {
-                    let (mut session, relay) = sessions.session(peer, false);
-                    let mut handler = SubmissionHandler::new(shared, peer, relay);
-                    let s = &sessions;
-                    if let Err(e) = serve(
-                        stream,
-                        &mut session,
-                        &mut handler,
-                        &s.greeting,
-                        Some(&s.tls),
-                        &s.timeouts,
-                    )
-                    .await
-                    {
-                        tracing::debug!("submission: {peer}: {e}");
-                    }
-                }
-            },
-        );
-        started.tasks.push(tokio::spawn(accept));
-    }
-    if let Some(addr) = config.listen_tls {
-        let (listener, local) = bind(addr).await?;
-        started.tls_addr = Some(local);
-        let accept = serve_capped(
-            listener,
-            caps,
-            TOO_MANY_CONNECTIONS,
-            "submission",
-            move |stream, peer| {
-                let (shared, sessions) = (shared.clone(), sessions.clone());
-                async move {
-                    let (mut session, relay) = sessions.session(peer, true);
-                    let mut handler = SubmissionHandler::new(shared, peer, relay);
-                    let s = &sessions;
-                    if let Err(e) =
-                        serve_implicit_tls(stream, &mut session, &mut handler, &s.greeting, &s.tls, &s.timeouts).await
-                    {
-                        tracing::debug!("submission: {peer}: {e}");
-                    }
-                }
-            },
+            move |stream, peer| connection(stream, peer, implicit, shared.clone(), sessions.clone()),
         );
         started.tasks.push(tokio::spawn(accept));
     }
     Ok(started)
+}
+
+/// One connection: the session, on the implicit-TLS port after the handshake.
+async fn connection<I: Injector>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    implicit: bool,
+    shared: Arc<Shared<I>>,
+    sessions: Arc<Sessions>,
+) {
+    let (mut session, relay) = sessions.session(peer, implicit);
+    let mut handler = SubmissionHandler::new(shared, peer, relay);
+    let s = &sessions;
+    let served = if implicit {
+        serve_implicit_tls(stream, &mut session, &mut handler, &s.greeting, &s.tls, &s.timeouts).await
+    } else {
+        serve(
+            stream,
+            &mut session,
+            &mut handler,
+            &s.greeting,
+            Some(&s.tls),
+            &s.timeouts,
+        )
+        .await
+    };
+    if let Err(e) = served {
+        tracing::debug!("submission: {peer}: {e}");
+    }
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use volley_scheduler::inject::InjectError;
-use volley_scheduler::submission::RelayNetwork;
+use volley_scheduler::submission::{RelayNetwork, SubmissionError, SubmissionService};
 
-use super::submission_setup::{blocking, setup, strings, swaks, Raw, RELAY_USER, SLOW_USER};
+use super::submission_setup::{blocking, prepare, setup, strings, swaks, Raw, Recorder, RELAY_USER, SLOW_USER};
 
 fn relay_from_loopback(c: &mut volley_scheduler::submission::SubmissionConfig) {
     c.relay_networks = vec!["127.0.0.1/32".parse::<RelayNetwork>().expect("network")];
@@ -201,4 +201,42 @@ async fn connections_beyond_the_per_address_cap_get_421() {
         "another address has its own cap: {other_address}"
     );
     assert!(third.starts_with("220"), "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_or_an_unknown_relay_user_refuses_the_start_and_leaves_nothing_running() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (_dir, config, users) = prepare(|c| {
+        c.listen = Some(free);
+        c.listen_tls = Some(taken.local_addr().expect("addr"));
+    });
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let e = SubmissionService::start(&config, users.clone(), recorder.clone())
+        .await
+        .err()
+        .expect("the implicit-TLS port is taken");
+    assert!(
+        matches!(e, SubmissionError::Listen { addr, .. } if addr == taken.local_addr().expect("addr")),
+        "{e}"
+    );
+    assert!(
+        std::net::TcpStream::connect(free).is_err(),
+        "the STARTTLS port is not left listening"
+    );
+
+    let (_dir, config, users) = prepare(|c| {
+        relay_from_loopback(c);
+        c.relay_user = Some("nobody".into());
+    });
+    let e = SubmissionService::start(&config, users, recorder)
+        .await
+        .err()
+        .expect("unknown relay user");
+    assert!(
+        e.to_string().contains("relay_user \"nobody\" is not in the users file"),
+        "{e}"
+    );
 }

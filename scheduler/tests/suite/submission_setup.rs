@@ -66,9 +66,25 @@ impl Setup {
     }
 }
 
-/// Both ports on 127.0.0.1:0, users `app` (app.example), `relay` (relay.example) and `slow`
-/// (slow.example, 1/h), AUTH failures paused 50 ms; `tweak` changes the config before the start.
+/// [`prepare`], then the listener started.
 pub async fn setup(tweak: impl FnOnce(&mut SubmissionConfig)) -> Setup {
+    let (dir, config, users) = prepare(tweak);
+    let recorder = Arc::new(Recorder::default());
+    let service = SubmissionService::start(&config, users.clone(), recorder.clone())
+        .await
+        .expect("submission starts");
+    Setup {
+        dir,
+        service,
+        recorder,
+        users,
+    }
+}
+
+/// A config for both ports on 127.0.0.1:0 with a self-signed certificate, AUTH failures
+/// paused 50 ms, changed by `tweak`; the users file with `app` (app.example), `relay`
+/// (relay.example) and `slow` (slow.example, 1/h).
+pub fn prepare(tweak: impl FnOnce(&mut SubmissionConfig)) -> (tempfile::TempDir, SubmissionConfig, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
@@ -95,16 +111,7 @@ pub async fn setup(tweak: impl FnOnce(&mut SubmissionConfig)) -> Setup {
     );
     config.auth_failure_delay = Duration::from_millis(50);
     tweak(&mut config);
-    let recorder = Arc::new(Recorder::default());
-    let service = SubmissionService::start(&config, users.clone(), recorder.clone())
-        .await
-        .expect("submission starts");
-    Setup {
-        dir,
-        service,
-        recorder,
-        users,
-    }
+    (dir, config, users)
 }
 
 /// A plaintext SMTP client speaking raw protocol lines.
