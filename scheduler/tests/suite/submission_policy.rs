@@ -2,7 +2,9 @@
 //! before AUTH (530, nothing queued); a client of `relay_networks` submits without AUTH under
 //! the relay user (and one outside them cannot); SIZE and content over the limit (552), a
 //! malformed message (550 5.6.0), a From domain not allowed (550 5.7.1), the injector full
-//! (452), a message by BDAT (CHUNKING), the user's rate (451 4.7.1 at MAIL); the per-address connection cap (421).
+//! (452), a message by BDAT (CHUNKING), the user's rate (451 4.7.1 at MAIL); the per-address
+//! connection cap (421); a start that cannot bind or lacks its relay user; Postfix's
+//! `smtp-source` (neither AUTH nor TLS) injecting from a relay network.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -239,4 +241,40 @@ async fn a_port_in_use_or_an_unknown_relay_user_refuses_the_start_and_leaves_not
         e.to_string().contains("relay_user \"nobody\" is not in the users file"),
         "{e}"
     );
+}
+
+/// Postfix's `smtp-source` (no AUTH, no TLS, pipelined) injects from a relay network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_source_injects_from_a_relay_network() {
+    let s = setup(relay_from_loopback).await;
+    let addr = s.starttls().to_string();
+    let program = ["/usr/sbin/smtp-source", "/usr/local/sbin/smtp-source"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("smtp-source");
+    let out = blocking(move || {
+        std::process::Command::new(program)
+            .args([
+                "-m",
+                "20",
+                "-s",
+                "2",
+                "-r",
+                "3",
+                "-f",
+                "app@relay.example",
+                "-t",
+                "r@dest.test",
+                "-S",
+                "hello",
+            ])
+            .arg(&addr)
+            .output()
+            .expect("smtp-source runs (Debian package postfix; scripts/test.sh installs it)")
+    })
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recorded = s.recorder.recorded();
+    assert_eq!(recorded.len(), 20, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(recorded.iter().all(|m| m.user == RELAY_USER && m.recipients.len() == 3));
 }
