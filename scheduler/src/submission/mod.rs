@@ -344,9 +344,36 @@ pub struct SubmissionStats {
     pub inject_failures: AtomicU64,
 }
 
+/// The counters at one moment (for `/metrics` or a JSON answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SubmissionCounts {
+    /// See [`SubmissionStats::auth_successes`].
+    pub auth_successes: u64,
+    /// See [`SubmissionStats::auth_failures`].
+    pub auth_failures: u64,
+    /// See [`SubmissionStats::accepted`].
+    pub accepted: u64,
+    /// See [`SubmissionStats::refused`].
+    pub refused: u64,
+    /// See [`SubmissionStats::inject_failures`].
+    pub inject_failures: u64,
+}
+
 impl SubmissionStats {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> SubmissionCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SubmissionCounts {
+            auth_successes: get(&self.auth_successes),
+            auth_failures: get(&self.auth_failures),
+            accepted: get(&self.accepted),
+            refused: get(&self.refused),
+            inject_failures: get(&self.inject_failures),
+        }
     }
 }
 
