@@ -106,15 +106,15 @@ impl<I: Injector> Handler for SubmissionHandler<I> {
         let name = credentials.username.as_str();
         // RFC 4616 §2: acting as another user (an authzid other than the user) is not offered.
         let as_self = credentials.authzid.is_empty() || credentials.authzid == credentials.username;
-        let user = match as_self {
-            true => shared.accounts.verify(name, &credentials.password).await,
-            false => None,
+        let user = if as_self {
+            shared.accounts.verify(name, &credentials.password).await
+        } else {
+            None
         };
         if let Some(user) = user {
             SubmissionStats::bump(&shared.stats.auth_successes);
             tracing::debug!("submission: {} authenticated as {name:?}", self.peer);
-            // Users removed from the file since lose the cached verification: checked again
-            // at each AUTH.
+            // The user as read now: a later change of the file applies from its next AUTH.
             self.authenticated = Some(user);
             return Decision::Accept;
         }
