@@ -60,19 +60,9 @@ pub(super) async fn start<I: Injector>(
     injector: Arc<I>,
     stats: Arc<SubmissionStats>,
 ) -> Result<Started, SubmissionError> {
-    let tls = TlsAcceptor::from(Arc::new(
-        crate::server_tls::server_config("submission", &config.tls_cert, &config.tls_key)
-            .map_err(|e| SubmissionError::Tls(e.to_string()))?,
-    ));
+    let tls = TlsAcceptor::from(Arc::new(super::server_tls(config)?));
     let accounts = Accounts::open(users.clone(), config.auth_cache)?;
-    if let Some(relay_user) = &config.relay_user {
-        if !accounts.current().contains_key(relay_user) {
-            return Err(SubmissionError::Config(format!(
-                "relay_user {relay_user:?} is not in the users file {} (add it with `volley user add {relay_user} --from-domain …`)",
-                users.display()
-            )));
-        }
-    }
+    super::check_relay_user(config, accounts.current().keys().map(String::as_str), &users)?;
     let shared = Arc::new(Shared {
         accounts,
         injector,

@@ -305,6 +305,42 @@ pub fn users_path(config: &SendConfig) -> PathBuf {
         .unwrap_or_else(|| config.state_dir.join("submission").join("users.jsonl"))
 }
 
+/// The certificate and key of `config`, as a rustls server configuration.
+pub(crate) fn server_tls(config: &SubmissionConfig) -> Result<rustls::ServerConfig, SubmissionError> {
+    crate::server_tls::server_config("submission", &config.tls_cert, &config.tls_key)
+        .map_err(|e| SubmissionError::Tls(e.to_string()))
+}
+
+/// The relay user (when `relay_networks` are set) is one of `names` (the users of the file at
+/// `users`).
+pub(crate) fn check_relay_user<'a>(
+    config: &SubmissionConfig,
+    mut names: impl Iterator<Item = &'a str>,
+    users: &Path,
+) -> Result<(), SubmissionError> {
+    match &config.relay_user {
+        Some(relay_user) if !names.any(|n| n == relay_user) => Err(SubmissionError::Config(format!(
+            "relay_user {relay_user:?} is not in the users file {} (add it with `volley user add {relay_user} --from-domain …`)",
+            users.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What the listener reads before it starts, checked without binding anything (for `volley
+/// check-config`): the certificate and key, the users file at `users`, the relay user in it.
+pub fn check(config: &SubmissionConfig, users: &Path) -> Result<String, SubmissionError> {
+    server_tls(config)?;
+    let records = users::load(users)?;
+    check_relay_user(config, records.iter().map(|u| u.name.as_str()), users)?;
+    Ok(format!(
+        "certificate {} loads; {} user(s) in {}",
+        config.tls_cert.display(),
+        records.len(),
+        users.display()
+    ))
+}
+
 /// Why the listener cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmissionError {
