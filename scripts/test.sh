@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Volley's whole test suite on a fresh Debian machine: installs what is missing
-# (redis-server; postfix for its smtp-sink/smtp-source; dnsmasq-base; chromium; Exim unpacked, not installed), then checks formatting and
+# (redis-server; postfix for its smtp-sink/smtp-source; dnsmasq-base; swaks; python3; chromium; Exim unpacked, not installed), then checks formatting and
 # clippy and runs every test. It never stops, starts or reconfigures a service of the machine:
 # tests start their own smtp-sink, redis-server and sinks on free loopback ports, so a
 # developer's running Postfix (port 25) or Redis (port 6379) is left alone.
@@ -15,6 +15,10 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ! command -v smtp-sink >/dev/null 2>&1 && [ ! -x /usr/sbin/smtp-sink ]; then need+=(postfix); fi
 # dnsmasq (the binary only, no system service) is the peer DNS server of dnscheck/tests/dnsmasq.rs.
 if ! command -v dnsmasq >/dev/null 2>&1 && [ ! -x /usr/sbin/dnsmasq ]; then need+=(dnsmasq-base); fi
+# swaks and Python 3 (its smtplib) are the real clients of the submission listener's tests
+# (scheduler/tests/suite/submission_*.rs).
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 # Headless Chromium renders the HTML report in tests/report_html.rs.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then

@@ -191,6 +191,11 @@ fn check(config_path: &Path, campaigns: &[PathBuf]) -> Vec<Verdict> {
             .map_err(|e| e.to_string());
         out.push(verdict("mta_sts.ca_file", result));
     }
+    if let Some(submission) = &config.submission {
+        let users = volley_scheduler::submission::users_path(&config);
+        let result = volley_scheduler::submission::check(submission, &users).map_err(|e| e.to_string());
+        out.push(verdict("submission", result));
+    }
     out.push(verdict("suppression", suppression_reachable(&config)));
     if config.warmup.counters == volley_warmup::CounterBackend::Redis {
         out.push(verdict("warmup.redis", counters_reachable(&config)));

@@ -13,6 +13,7 @@
 //! - `report.rs` — the human-readable end-of-run report.
 //! - `suppress.rs` — `volley suppress`: the suppression list by hand (add, remove, check,
 //!   import, export).
+//! - `user_cmd.rs` — `volley user add/remove/list`: the submission listener's users.
 //! - `dkim.rs` — `volley dkim keygen`: a new DKIM key, its DNS record and `[[dkim]]` entry.
 //! - `warmup_cmd.rs` — `volley warmup show`: each source IP's warm-up day, caps and usage.
 //! - `warmup_plot.rs` — `volley warmup plot`: the curves and the IPs' positions as SVG.
@@ -46,6 +47,7 @@ mod reputation_cmd;
 mod send;
 mod serve;
 mod suppress;
+mod user_cmd;
 mod warmup_cmd;
 mod warmup_plot;
 
@@ -126,6 +128,12 @@ enum Command {
                             volley reputation resume --ip 192.0.2.10 --provider gmail"
     )]
     Reputation(reputation_cmd::ReputationArgs),
+    /// Users of the submission listener (SMTP AUTH for applications): add, remove, list.
+    #[command(
+        after_help = "Examples:\n  volley user add shop --from-domain shop.example.com --rate 10/s\n  \
+                            volley user list\n  volley user remove shop"
+    )]
+    User(user_cmd::UserArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     #[command(after_help = "Examples:\n  volley sink --listen 127.0.0.1:2525\n  \
                             volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
@@ -199,6 +207,11 @@ fn main() -> ExitCode {
             Command::Report(args) => match tokio::task::spawn_blocking(move || html_report::run(&args)).await {
                 Ok(result) => result,
                 Err(e) => Err(anyhow::anyhow!("volley report stopped: {e}")),
+            },
+            // Password hashing is CPU work: off the runtime's worker threads.
+            Command::User(args) => match tokio::task::spawn_blocking(move || user_cmd::run(args)).await {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("volley user stopped: {e}")),
             },
             // Key generation is CPU work: off the runtime's worker threads.
             Command::Dkim(args) => match tokio::task::spawn_blocking(move || dkim::run(args)).await {

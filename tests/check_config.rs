@@ -359,3 +359,44 @@ key_file = "missing.key"
         "{out}"
     );
 }
+
+/// `[submission]`: its certificate, users file and relay user are read and checked.
+#[test]
+fn the_submission_certificate_users_and_relay_user_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir.path(), "sub.crt", &cert.pem());
+    write(dir.path(), "sub.key", &key_pair.serialize_pem());
+    let body = |cert: &str| {
+        format!(
+            "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.1\"\nehlo_name = \"mta.volley.test\"\n\
+             [submission]\nlisten = \"127.0.0.1:{}\"\ntls_cert = \"{cert}\"\ntls_key = \"sub.key\"\n\
+             hostname = \"submit.volley.test\"\nrelay_networks = [\"127.0.0.1/32\"]\nrelay_user = \"app\"\n",
+            free_port()
+        )
+    };
+    let config = write(dir.path(), "volley.toml", &body("missing.crt"));
+    let (code, out) = check_config(&config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(error_line(&out, "submission").contains("missing.crt"), "{out}");
+
+    let config = write(dir.path(), "volley.toml", &body("sub.crt"));
+    let (code, out) = check_config(&config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        error_line(&out, "submission").contains("relay_user \"app\" is not in the users file"),
+        "{out}"
+    );
+
+    let added = volley()
+        .args(["user", "add", "app", "--from-domain", "app.example", "--config"])
+        .arg(&config)
+        .output()
+        .expect("volley user add");
+    assert!(added.status.success(), "{}", text(&added));
+    let (code, out) = check_config(&config);
+    assert!(out.contains("ok     submission: certificate"), "{out}");
+    assert!(out.contains("1 user(s) in"), "{out}");
+    assert!(!out.contains("ERROR  submission"), "{out} ({code:?})");
+}

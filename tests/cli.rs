@@ -548,3 +548,126 @@ fn reputation_show_and_resume_list_and_lift_holds() {
         .expect("run");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// `volley user add/list/remove`: the users file holds an Argon2id hash (never the password)
+/// with mode 0600; a generated password is printed once, `list` prints neither password nor
+/// hash; a damaged file is reported with its line and field.
+#[test]
+fn user_add_list_remove_keep_only_a_private_argon2id_hash() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta.volley.test\"\n",
+    );
+    let users = dir.path().join("state/submission/users.jsonl");
+    let user = |args: &[&str]| {
+        volley()
+            .arg("user")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("volley user")
+    };
+
+    let o = user(&[
+        "add",
+        "shop",
+        "--from-domain",
+        "Shop.Example",
+        "--from-domain",
+        "mail.shop.example",
+        "--rate",
+        "10/min",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let generated = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("password: ").map(str::to_string))
+        .expect("a generated password is printed");
+    assert_eq!(generated.len(), 24, "{}", text(&o));
+
+    let mut child = volley()
+        .args([
+            "user",
+            "add",
+            "crm",
+            "--from-domain",
+            "crm.example",
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("volley user add");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"typed-secret-42\n")
+        .expect("password");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains("typed-secret-42") && !text(&o).contains("password:"),
+        "{}",
+        text(&o)
+    );
+
+    let file = std::fs::read_to_string(&users).expect("users file");
+    assert_eq!(
+        std::fs::metadata(&users).expect("stat").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(file.matches("\"hash\":\"$argon2id$v=19$").count(), 2, "{file}");
+    assert!(
+        !file.contains(&generated) && !file.contains("typed-secret-42"),
+        "{file}"
+    );
+    assert!(
+        file.contains("\"from_domains\":[\"shop.example\",\"mail.shop.example\"]"),
+        "{file}"
+    );
+
+    let o = user(&["add", "shop", "--from-domain", "x.example"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("user \"shop\" already exists"), "{}", text(&o));
+
+    let o = user(&["list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = text(&o);
+    assert!(
+        listed.contains("shop") && listed.contains("10/m") && listed.contains("shop.example, mail.shop.example"),
+        "{listed}"
+    );
+    assert!(listed.contains("crm") && listed.contains("unlimited"), "{listed}");
+    assert!(!listed.contains("argon2") && !listed.contains(&generated), "{listed}");
+
+    let o = user(&["remove", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = user(&["list"]);
+    assert!(!text(&o).contains("shop"), "{}", text(&o));
+    let o = user(&["remove", "shop"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no user \"shop\""), "{}", text(&o));
+
+    let file = std::fs::read_to_string(&users).expect("users file");
+    std::fs::write(
+        &users,
+        format!("{file}{{\"name\":\"x\",\"hash\":\"plain\",\"from_domains\":[\"x.example\"]}}\n"),
+    )
+    .expect("damage");
+    let o = user(&["list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains(&format!("users file {}, line 2: field `hash`", users.display())),
+        "{}",
+        text(&o)
+    );
+}

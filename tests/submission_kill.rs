@@ -37,7 +37,9 @@ fn acknowledged(log: &str) -> Vec<String> {
     let mut acked = Vec::new();
     let (mut rcpt, mut after_dot) = (None::<String>, false);
     for line in log.lines() {
-        let Some(line) = line.strip_prefix("smtp-source: ") else { continue };
+        let Some(line) = line.strip_prefix("smtp-source: ") else {
+            continue;
+        };
         if let Some(r) = line.strip_prefix("RCPT TO:<") {
             rcpt = r.strip_suffix('>').map(str::to_owned);
             after_dot = false;
@@ -105,7 +107,15 @@ async fn acknowledged_submissions_survive_five_kills() {
         ),
     );
     let mut add = volley()
-        .args(["user", "add", "app", "--from-domain", "app.volley.test", "--password-stdin", "--config"])
+        .args([
+            "user",
+            "add",
+            "app",
+            "--from-domain",
+            "app.volley.test",
+            "--password-stdin",
+            "--config",
+        ])
         .arg(&config)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -150,8 +160,14 @@ async fn acknowledged_submissions_survive_five_kills() {
             this_round += found.len();
             acked.extend(found);
         }
-        eprintln!("round {round}: {this_round} acknowledged, the sink has {}", sink.stats().messages);
-        assert!(this_round > 0, "round {round}: nothing was acknowledged before the kill");
+        eprintln!(
+            "round {round}: {this_round} acknowledged, the sink has {}",
+            sink.stats().messages
+        );
+        assert!(
+            this_round > 0,
+            "round {round}: nothing was acknowledged before the kill"
+        );
     }
 
     // The last start: everything spooled goes out.
@@ -194,7 +210,9 @@ fn resent_after_restart(state: &Path) -> u64 {
     let mut resent = 0;
     for entry in std::fs::read_dir(state).expect("state dir").flatten() {
         let journal = entry.path().join("dispatched.bin");
-        let Ok(meta) = std::fs::metadata(&journal) else { continue };
+        let Ok(meta) = std::fs::metadata(&journal) else {
+            continue;
+        };
         let dispatched = meta.len() / volley_scheduler::send::state::DISPATCH_RECORD;
         let log = std::fs::read_to_string(entry.path().join("accounting.jsonl")).unwrap_or_default();
         let remote = log.lines().filter(|l| l.contains("\"source_ip\":\"")).count() as u64;

@@ -22,9 +22,23 @@ fn temporary(path: &Path) -> PathBuf {
 /// Writes `parts`, one after the other, as the new content of `path`, atomically and durably
 /// (see the module docs). On an error the temporary file is removed and `path` is unchanged.
 pub fn write_atomic(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    write_atomic_with(path, parts, File::options().write(true).create(true).truncate(true))
+}
+
+/// [`write_atomic`] for a secret (a password file): the file is created with mode 0600 (owner
+/// read and write only), so its content is never readable by others, not even for a moment.
+pub fn write_atomic_private(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    write_atomic_with(path, parts, &options)
+}
+
+fn write_atomic_with(path: &Path, parts: &[&[u8]], options: &std::fs::OpenOptions) -> io::Result<()> {
     let tmp = temporary(path);
     let written = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = options.open(&tmp)?;
         for part in parts {
             file.write_all(part)?;
         }
@@ -66,6 +80,18 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["mark"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users");
+        write_atomic_private(&path, &[b"secret\n"]).expect("write");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"secret\n");
     }
 
     #[test]

@@ -10,12 +10,12 @@
 //!   [`FileError::is_not_found`] classify it.
 //! - The caps: [`CONFIG_MAX`] (TOML settings, rules, curves, tokens), [`TEMPLATE_MAX`]
 //!   (message bodies, campaign files), [`PEM_MAX`] (keys, certificates, CA bundles).
-//! - `durable.rs` — [`write_atomic`] (temporary file, sync, rename, folder sync) and
-//!   [`sync_dir`], for the state files that must survive a crash whole.
+//! - `durable.rs` — [`write_atomic`] (temporary file, sync, rename, folder sync),
+//!   [`write_atomic_private`] (the same, mode 0600) and [`sync_dir`], for the state files that must survive a crash whole.
 
 mod durable;
 
-pub use durable::{sync_dir, write_atomic};
+pub use durable::{sync_dir, write_atomic, write_atomic_private};
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -124,6 +124,10 @@ pub struct SendConfig {
     /// priority and spool (`[injection]`).
     #[serde(default)]
     pub injection: crate::spool::InjectionConfig,
+    /// The SMTP submission listener for applications (`volley serve`): ports 587/465, AUTH
+    /// against the users of `volley user add`.
+    #[serde(default)]
+    pub submission: Option<crate::submission::SubmissionConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -228,6 +232,13 @@ pub enum ConfigError {
     },
 }
 
+/// Joins every relative path of `files` to `base` (the config file's folder).
+pub(crate) fn resolve_relative<'a>(base: &Path, files: impl IntoIterator<Item = &'a mut PathBuf>) {
+    for file in files.into_iter().filter(|f| f.is_relative()) {
+        *file = base.join(&*file);
+    }
+}
+
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
     let lines: Vec<String> = problems
         .iter()
@@ -267,6 +278,7 @@ impl SendConfig {
             inbound: None,
             unsubscribe: None,
             injection: Default::default(),
+            submission: None,
         }
     }
 
@@ -371,6 +383,12 @@ impl SendConfig {
         }
         if let Some(unsubscribe) = &mut config.unsubscribe {
             unsubscribe.resolve(base);
+        }
+        if let Some(inbound) = &mut config.inbound {
+            inbound.resolve(base);
+        }
+        if let Some(submission) = &mut config.submission {
+            submission.resolve(base);
         }
         if let Some(ca) = config.mta_sts.ca_file.as_mut().filter(|f| f.is_relative()) {
             *ca = base.join(&*ca);
@@ -588,6 +606,27 @@ idle_timeout = "5s"
         std::fs::write(dir.path().join("private-ca.pem"), "no certificate here").expect("write");
         let e = SendConfig::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    /// Regression: `[inbound] tls_cert`/`tls_key` are documented as relative to the config
+    /// file but were used as given (relative to the working directory), so `volley inbound`
+    /// started from another folder could not find them.
+    #[test]
+    fn inbound_tls_files_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("volley.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{GOOD}[feedback]\nbounce_domain = \"bounce.volley.test\"\nkey_file = \"keys\"\n\
+                 [inbound]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"tls/in.crt\"\ntls_key = \"/etc/in.key\"\n"
+            ),
+        )
+        .expect("write");
+        let config = SendConfig::load_unchecked(&path).expect("loads");
+        let inbound = config.inbound.expect("[inbound]");
+        assert_eq!(inbound.tls_cert, Some(dir.path().join("tls/in.crt")));
+        assert_eq!(inbound.tls_key, Some(PathBuf::from("/etc/in.key")));
     }
 
     #[test]

@@ -77,6 +77,11 @@ fn default_idle_timeout() -> Duration {
 }
 
 impl InboundConfig {
+    /// Resolves `tls_cert` and `tls_key` against the config file's folder.
+    pub fn resolve(&mut self, base: &std::path::Path) {
+        crate::config::resolve_relative(base, [&mut self.tls_cert, &mut self.tls_key].into_iter().flatten());
+    }
+
     /// Every value that parses but cannot work: (field, value, reason).
     pub fn problems(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();

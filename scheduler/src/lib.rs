@@ -31,7 +31,10 @@
 //! - [`suppression`] — the suppression store (Redis or embedded redb), buffered writer, checks, CSV.
 //! - [`inject`] — messages injected one at a time (submission, HTTP): the check every one
 //!   passes and the [`inject::Injector`] a listener hands them to.
-//! - [`listen`] — accepting TCP connections under a cap (the HTTP listeners).
+//! - [`listen`] — accepting TCP connections under caps (the HTTP and SMTP listeners).
+//! - [`submission`] — the SMTP submission listener (587 STARTTLS, 465 implicit TLS): AUTH
+//!   against the users file, per-user From domains and rate, messages handed to an
+//!   [`inject::Injector`].
 //! - [`unsubscribe`] — Volley's one-click unsubscribe endpoint (RFC 8058) and the signed
 //!   `List-Unsubscribe` link and address of each message.
 //! - [`warmup_counters`] — where warm-up counters live: the embedded file, or Redis shared by
@@ -66,6 +69,7 @@ pub mod server_tls;
 pub mod shaping;
 pub mod site_backoff;
 pub mod spool;
+pub mod submission;
 pub mod summary;
 pub mod suppression;
 pub mod unsubscribe;

@@ -142,15 +142,42 @@ pub async fn serve<H: Handler>(
         End::StartTls(stream) => stream,
     };
     let acceptor = tls.ok_or(DriverError::NoAcceptor)?;
-    let tls_stream = match timeout(timeouts.handshake, acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => tls_stream,
-        Ok(Err(e)) => return Err(DriverError::Handshake(e)),
-        Err(_) => return Err(DriverError::HandshakeTimeout),
-    };
+    let tls_stream = handshake(stream, acceptor, timeouts).await?;
     session.tls_established();
     match serve_stream(tls_stream, session, handler, timeouts).await? {
         // RFC 3207 §4.2: no second STARTTLS (the session refuses it).
         End::Closed | End::StartTls(_) => Ok(()),
+    }
+}
+
+/// Serves a connection to an implicit-TLS port (RFC 8314 §3.3, submission on 465): the TLS
+/// handshake first, then `greeting` and the session, which must have been created with
+/// `tls` set (it then offers no STARTTLS and refuses one).
+pub async fn serve_implicit_tls<H: Handler>(
+    stream: TcpStream,
+    session: &mut Session,
+    handler: &mut H,
+    greeting: &Reply,
+    acceptor: &TlsAcceptor,
+    timeouts: &Timeouts,
+) -> Result<(), DriverError> {
+    let tls_stream = handshake(stream, acceptor, timeouts).await?;
+    session.greet(greeting);
+    match serve_stream(tls_stream, session, handler, timeouts).await? {
+        End::Closed | End::StartTls(_) => Ok(()),
+    }
+}
+
+/// The server side of a TLS handshake within [`Timeouts::handshake`].
+async fn handshake(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    timeouts: &Timeouts,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, DriverError> {
+    match timeout(timeouts.handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => Ok(tls_stream),
+        Ok(Err(e)) => Err(DriverError::Handshake(e)),
+        Err(_) => Err(DriverError::HandshakeTimeout),
     }
 }
 

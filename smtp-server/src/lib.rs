@@ -1,7 +1,7 @@
 //! # volley-smtp-server
 //!
 //! Server-side SMTP (RFC 5321) for Volley's listeners: the smart sink (`volley sink`), and
-//! the inbound (DSN/ARF) and submission listeners to come. The core is sans-IO, like the
+//! the inbound (DSN/ARF) and submission listeners. The core is sans-IO, like the
 //! engine's client codec: bytes in, events and reply bytes out, no tokio, no sockets. The
 //! policy — who may send, what is accepted, where a message goes — stays with the driver,
 //! which answers each event that needs a decision.
@@ -22,7 +22,9 @@
 //! - [`error`] — [`SessionError`]: what the session refused on its own, with its reply.
 //! - [`driver`] (feature `tokio`, on by default) — runs a session over a tokio stream with
 //!   the RFC 5321 §4.5.3.2 server timeouts, calling an async [`driver::Handler`]; the final
-//!   reply waits for the handler, so a message can be made durable before its 250.
+//!   reply waits for the handler, so a message can be made durable before its 250;
+//!   [`driver::serve`] for a plaintext port (with STARTTLS), [`driver::serve_implicit_tls`]
+//!   for an implicit-TLS port (RFC 8314, submission on 465).
 //!
 //! ## Driving a session
 //! ```

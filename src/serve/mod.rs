@@ -142,6 +142,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     });
     // Injected mail: what the spool holds goes on, new injection campaigns start as they come.
     inject::run_streams(&app, streams, created);
+    // The SMTP submission listener hands its messages to the same spool.
+    let _submission = match &app.config.submission {
+        Some(submission) => {
+            let users = volley_scheduler::submission::users_path(&app.config);
+            let service = volley_scheduler::submission::SubmissionService::start(submission, users, app.spool.clone())
+                .await
+                .context("refusing to start: the submission listener")?;
+            for (addr, kind) in [
+                (service.starttls_addr(), "STARTTLS"),
+                (service.tls_addr(), "implicit TLS"),
+            ] {
+                if let Some(addr) = addr {
+                    eprintln!("volley serve: submission ({kind}) on {addr}");
+                }
+            }
+            Some(service)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

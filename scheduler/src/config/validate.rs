@@ -134,6 +134,7 @@ impl SendConfig {
             .chain(blocklists)
             .chain(inbound)
             .chain(unsubscribe)
+            .chain(self.submission.as_ref().map(|s| s.problems()).unwrap_or_default())
         {
             out.push(Problem::new(field, value, reason));
         }

@@ -1,15 +1,13 @@
 //! Accepting inbound connections: caps in total and per client address (421 4.7.0 beyond
-//! them), one SMTP session per connection on `volley-smtp-server`'s driver, and the handler:
+//! them, `crate::listen`), one SMTP session per connection on `volley-smtp-server`'s driver, and the handler:
 //! recipients only at our domains, every message spooled (synced) before its 250.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use volley_feedback::InboundEnvelope;
 use volley_smtp_server::command::{MailParams, Path, RcptParams};
@@ -18,34 +16,7 @@ use volley_smtp_server::reply::{EnhancedCode, Reply};
 use volley_smtp_server::{Session, SessionConfig};
 
 use super::{InboundConfig, InboundError, Spool};
-
-const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
-
-/// Counts connections per client address.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-impl PerIp {
-    fn enter(&self, ip: IpAddr, max: usize) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= max {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    fn leave(&self, ip: IpAddr) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
-}
+use crate::listen::{serve_capped, ConnectionCaps, TOO_MANY_CONNECTIONS};
 
 /// Binds and starts accepting; the bound address and the accepting task.
 pub(super) async fn start(
@@ -84,32 +55,14 @@ pub(super) async fn start(
         ..Timeouts::default()
     };
     let greeting = Reply::owned(220, None, format!("{hostname} ESMTP Volley inbound"));
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let per_ip = Arc::new(PerIp::default());
-    let max_per_ip = config.max_connections_per_ip;
+    let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
     let domains = Arc::new(domains);
-    let task = tokio::spawn(async move {
-        loop {
-            let (mut stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("inbound: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tokio::spawn(async move {
-                    let _ = stream.write_all(TOO_MANY).await;
-                });
-                continue;
-            };
-            if !per_ip.enter(peer.ip(), max_per_ip) {
-                tokio::spawn(async move {
-                    let _ = stream.write_all(TOO_MANY).await;
-                });
-                continue;
-            }
+    let task = tokio::spawn(serve_capped(
+        listener,
+        caps,
+        TOO_MANY_CONNECTIONS,
+        "inbound",
+        move |stream, peer| {
             let mut handler = InboundHandler {
                 domains: domains.clone(),
                 spool: spool.clone(),
@@ -118,18 +71,15 @@ pub(super) async fn start(
                 mail_from: String::new(),
                 rcpt_to: Vec::new(),
             };
-            let (config, tls, greeting, per_ip) =
-                (session_config.clone(), tls.clone(), greeting.clone(), per_ip.clone());
-            tokio::spawn(async move {
+            let (config, tls, greeting) = (session_config.clone(), tls.clone(), greeting.clone());
+            async move {
                 let mut session = Session::new(config, false);
                 if let Err(e) = serve(stream, &mut session, &mut handler, &greeting, tls.as_ref(), &timeouts).await {
                     tracing::debug!("inbound: {peer}: {e}");
                 }
-                per_ip.leave(peer.ip());
-                drop(permit);
-            });
-        }
-    });
+            }
+        },
+    ));
     Ok((local, task))
 }
 

@@ -75,18 +75,8 @@ pub(super) fn smtp(addr: SocketAddr, mail_from: &str, rcpts: &[&str], message: &
     if any {
         write!(w, "DATA\r\n").expect("write");
         read(&mut codes);
-        let mut body = Vec::new();
-        for line in message.split_inclusive(|b| *b == b'\n') {
-            if line.first() == Some(&b'.') {
-                body.push(b'.');
-            }
-            body.extend_from_slice(line);
-        }
-        if !body.ends_with(b"\r\n") {
-            body.extend_from_slice(b"\r\n");
-        }
-        w.write_all(&body).expect("write");
-        w.write_all(b".\r\n").expect("write");
+        let payload = volley_engine::smtp::dot::prepare(message).expect("a message SMTP can carry");
+        w.write_all(payload.wire_bytes()).expect("write");
         read(&mut codes);
     }
     let _ = w.write_all(b"QUIT\r\n");
