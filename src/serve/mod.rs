@@ -5,15 +5,19 @@
 //! - `http.rs` — the token check, JSON errors naming the field, body helpers.
 //! - `campaigns.rs` — launch, list, progress, pause, resume, cancel.
 //! - `admin.rs` — source IPs with their warm-up state; the suppression list.
+//! - `queues.rs` — queue control: queues by site, domain, IP, provider; suspend, resume,
+//!   retry, bounce, purge.
 //! - `tls.rs` — HTTPS (`[api] tls_cert` / `tls_key`): handshakes off the accept path.
 //!
 //! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
-//! `GET|DELETE /suppression/{address}[?list=L]`, and `GET /metrics` (Prometheus, same token).
+//! `GET|DELETE /suppression/{address}[?list=L]`, `GET /queues?by=…`,
+//! `POST /queues/suspend|resume|retry|bounce|purge`, and `GET /metrics` (Prometheus, same token).
 
 mod admin;
 mod campaigns;
 mod http;
+mod queues;
 mod tls;
 
 use std::collections::HashMap;
@@ -65,6 +69,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/ips", get(admin::ips))
         .route("/reputation", get(admin::reputation))
         .route("/reputation/resume", post(admin::reputation_resume))
+        .route("/queues", get(queues::show))
+        .route("/queues/suspend", post(queues::suspend))
+        .route("/queues/resume", post(queues::resume))
+        .route("/queues/retry", post(queues::retry))
+        .route("/queues/bounce", post(queues::bounce))
+        .route("/queues/purge", post(queues::purge))
         .route("/suppression", post(admin::add))
         .route("/suppression/{address}", get(admin::check).delete(admin::remove))
         .route(

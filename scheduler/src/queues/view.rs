@@ -167,6 +167,15 @@ impl Affected {
     pub fn total(&self) -> u64 {
         self.ready + self.parked + self.retrying + self.suspended
     }
+
+    /// Adds `other`'s counts (another campaign's).
+    pub fn add(&mut self, other: &Affected) {
+        self.ready += other.ready;
+        self.parked += other.parked;
+        self.retrying += other.retrying;
+        self.suspended += other.suspended;
+        self.in_flight_untouched += other.in_flight_untouched;
+    }
 }
 
 /// Merges the campaigns' answers (`(campaign, [(key, tally)])`) into queues sorted by key.
