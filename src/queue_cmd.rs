@@ -143,7 +143,9 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("volley serve's API at {addr} (is volley serve running?)"))?;
     if status != 200 {
         let field = answer["field"].as_str().map(|f| format!("{f}: ")).unwrap_or_default();
-        let error = answer["error"].as_str().map_or_else(|| answer.to_string(), str::to_string);
+        let error = answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
         eprintln!("volley queue: {status}: {field}{error}");
         return Ok(false);
     }

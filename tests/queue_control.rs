@@ -46,7 +46,10 @@ impl CountingSink {
         let c = count.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = serde_json::from_str::<Value>(&line).ok().and_then(|v| v["recipients"].as_u64()) {
+                if let Some(n) = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v["recipients"].as_u64())
+                {
                     c.store(n, Ordering::Relaxed);
                 }
             }
@@ -182,10 +185,17 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
         ("/queues/bounce", r#"{"domain": "b.test", "reason": " "}"#, "reason"),
     ] {
         let (status, answer) = api.ok("POST", path, Some(body));
-        assert_eq!((status, answer["field"].as_str()), (400, Some(field)), "{body}: {answer}");
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {answer}"
+        );
     }
     let (status, answer) = api.ok("POST", "/queues/suspend", Some(r#"{"source_ip": "127.0.0.300"}"#));
-    assert!(answer["error"].as_str().is_some_and(|e| e.contains("127.0.0.300")), "{status} {answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.contains("127.0.0.300")),
+        "{status} {answer}"
+    );
     let (status, answer) = api.ok("GET", "/queues?by=mx", None);
     assert_eq!((status, answer["field"].as_str()), (400, Some("by")), "{answer}");
     let bad = queue_cmd(&config, &["suspend", "--ip", "10.1.2.300"]);
@@ -198,7 +208,11 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     assert_eq!(status, 201, "{view}");
     wait_until("b.test deliveries", || sinks[1].count() >= 3);
     for domain in ["b.test", "c.test"] {
-        let (status, answer) = api.ok("POST", "/queues/suspend", Some(&json!({ "domain": domain }).to_string()));
+        let (status, answer) = api.ok(
+            "POST",
+            "/queues/suspend",
+            Some(&json!({ "domain": domain }).to_string()),
+        );
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["changed"], true, "{answer}");
     }
@@ -235,7 +249,11 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     assert_eq!(status, 201, "{view}");
     let waiting = |d: &str| PER_DOMAIN as u64 - delivered_in(&state, d);
     for (i, d) in ["b.test", "c.test", "d.test"].into_iter().enumerate() {
-        assert_eq!(delivered_in(&state, d), at_suspend[i], "{d}: the log agrees with the sink");
+        assert_eq!(
+            delivered_in(&state, d),
+            at_suspend[i],
+            "{d}: the log agrees with the sink"
+        );
         wait_until(&format!("{d}'s recipients waiting again"), || {
             queue(&api, d)["suspended_recipients"].as_u64() == Some(waiting(d))
         });
@@ -262,7 +280,10 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     let out = queue_cmd(&config, &["bounce", "--domain", "d.test", "--reason", "domain closed"]);
     assert!(out.status.success(), "{}", text(&out));
     let finished = api.wait_for("q", "the campaign to finish", |v| v["state"] == "finished");
-    assert_eq!(finished["summary"]["delivered"], 2 * PER_DOMAIN as u64 + at_suspend[1] + at_suspend[2]);
+    assert_eq!(
+        finished["summary"]["delivered"],
+        2 * PER_DOMAIN as u64 + at_suspend[1] + at_suspend[2]
+    );
 
     // One final line per recipient; the purged and bounced ones carry the reason; no more
     // deliveries to c and d.
@@ -310,4 +331,150 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     );
     assert_eq!(outcomes(&state).values().map(Vec::len).sum::<usize>(), all.len());
     drop(server);
+}
+
+/// The campaign's accounting lines for recipients of `domain`.
+fn lines_of(state: &Path, id: &str) -> Vec<Value> {
+    std::fs::read_to_string(state.join(id).join("accounting.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("accounting line"))
+        .collect()
+}
+
+#[test]
+fn retry_now_makes_deferrals_due_and_a_source_ip_purge_ends_them_once_each() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The receiver defers everyone; the schedule would wait an hour.
+    let (_sink, sink_addr) = common::start_sink(&["--tempfail", "100"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [routes]\n\"*\" = \"{sink_addr}\"\n\
+             [retry]\nschedule = [\"1h\"]\nmax_age = \"1d\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    );
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    let rows: Vec<String> = (0..N).map(|i| format!("u{i}@r.test")).collect();
+    write(&campaigns, "r.csv", &format!("email\n{}\n", rows.join("\n")));
+    write(
+        &campaigns,
+        "r.toml",
+        "id = \"r\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"r.csv\"\n",
+    );
+    let state = dir.path().join("state");
+    let _server = start_serve(&config, &listen);
+    let api = Api::new(listen, TOKEN);
+    let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "r.toml"}"#));
+    assert_eq!(status, 201, "{view}");
+    wait_until("every recipient deferred once", || {
+        queue(&api, "r.test")["retrying"].as_u64() == Some(N as u64)
+    });
+    let r = queue(&api, "r.test");
+    assert!(r["next_attempt"].is_string(), "{r}");
+    let (_, by_ip) = api.ok("GET", "/queues?by=source_ip", None);
+    let ip = by_ip["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["key"] == "127.0.0.2").cloned())
+        .unwrap_or(Value::Null);
+    assert_eq!(ip["retrying"], N as u64, "{by_ip}");
+
+    // Retry now: the second attempts happen at once, not in an hour.
+    let (status, answer) = api.ok("POST", "/queues/retry", Some(r#"{"domain": "r.test"}"#));
+    assert_eq!((status, &answer["affected"]), (200, &json!(N)), "{answer}");
+    let second = |state: &Path| lines_of(state, "r").iter().filter(|l| l["attempt"] == 2).count();
+    wait_until("the second attempts", || second(&state) == N);
+
+    // Purge what the IP tried: each recipient gets one final line, read back from the file.
+    wait_until("the retries queued again", || {
+        queue(&api, "r.test")["retrying"].as_u64() == Some(N as u64)
+    });
+    let (status, answer) = api.ok(
+        "POST",
+        "/queues/purge",
+        Some(r#"{"source_ip": "127.0.0.2", "reason": "ip retired"}"#),
+    );
+    assert_eq!((status, &answer["counts"]["retrying"]), (200, &json!(N)), "{answer}");
+    let done = api.wait_for("r", "the campaign to finish", |v| v["state"] == "finished");
+    assert_eq!(done["summary"]["delivered"], 0, "{done}");
+    let lines = lines_of(&state, "r");
+    for row in &rows {
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["recipient"] == row.as_str()).collect();
+        let finals: Vec<&&Value> = mine.iter().filter(|l| l["outcome"] != "deferred").collect();
+        assert_eq!(finals.len(), 1, "{row}: {mine:?}");
+        assert_eq!(finals[0]["outcome"], "expired", "{row}: {mine:?}");
+        assert_eq!(finals[0]["category"], "operator");
+        assert!(finals[0]["text"].as_str().is_some_and(|t| t.contains("ip retired")));
+        assert_eq!(mine.len(), 3, "two deferrals and the purge: {mine:?}");
+    }
+}
+
+#[test]
+fn volley_send_leaves_a_suspended_domain_to_a_later_run_and_refuses_a_damaged_controls_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (CountingSink::start(), CountingSink::start());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [routes]\n\"a.test\" = \"{}\"\n\"b.test\" = \"{}\"\n",
+            a.addr, b.addr
+        ),
+    );
+    let rows: Vec<String> = (0..10)
+        .flat_map(|i| [format!("u{i}@a.test"), format!("u{i}@b.test")])
+        .collect();
+    write(dir.path(), "s.csv", &format!("email\n{}\n", rows.join("\n")));
+    let campaign = write(
+        dir.path(),
+        "s.toml",
+        "id = \"s\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"s.csv\"\n",
+    );
+    // As `POST /queues/suspend` left it.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let controls = state.join("queue-controls.json");
+    std::fs::write(
+        &controls,
+        r#"{"suspended": [{"scope": {"domain": "b.test"}, "since": "2026-12-04T12:00:00Z"}]}"#,
+    )
+    .expect("controls");
+    let send = || {
+        volley()
+            .arg("send")
+            .arg(&campaign)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("volley send")
+    };
+    let out = send();
+    assert!(!out.status.success(), "incomplete: {}", text(&out));
+    assert!(text(&out).contains("10 recipients waiting"), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((a.count(), b.count()), (10, 0));
+    // Resumed (the file as `POST /queues/resume` leaves it): the rerun sends b.test only.
+    std::fs::write(&controls, r#"{"suspended": []}"#).expect("controls");
+    let out = send();
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((a.count(), b.count()), (10, 10));
+    // A damaged file refuses the start, naming it.
+    std::fs::write(&controls, "{\"suspended\": [").expect("controls");
+    let out = send();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("queue-controls.json") && text(&out).contains("damaged"),
+        "{}",
+        text(&out)
+    );
 }

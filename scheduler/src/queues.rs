@@ -78,6 +78,8 @@ pub struct QueueControl {
     active: AtomicBool,
     /// Bumped on every change of the suspensions.
     generation: AtomicU64,
+    /// Whether a run whose only recipients left wait for a resume keeps waiting.
+    runs_wait: AtomicBool,
     dispatchers: Mutex<Vec<(String, mpsc::UnboundedSender<Request>)>>,
 }
 
@@ -102,6 +104,7 @@ impl QueueControl {
             active: AtomicBool::new(!suspended.is_empty()),
             suspended: RwLock::new(suspended),
             generation: AtomicU64::new(0),
+            runs_wait: AtomicBool::new(false),
             dispatchers: Mutex::default(),
         })
     }
@@ -170,6 +173,19 @@ impl QueueControl {
     /// Every suspension, oldest first.
     pub fn suspensions(&self) -> Vec<Suspension> {
         self.read().clone()
+    }
+
+    /// Whether a campaign whose only recipients left wait for a suspended domain or site keeps
+    /// running until they are resumed, bounced or purged (`volley serve`, where an operator
+    /// can), rather than ending incomplete (`volley send`: its rerun after the resume sends
+    /// them; the default).
+    pub fn set_runs_wait(&self, wait: bool) {
+        self.runs_wait.store(wait, Ordering::Relaxed);
+    }
+
+    /// See [`QueueControl::set_runs_wait`].
+    pub fn runs_wait(&self) -> bool {
+        self.runs_wait.load(Ordering::Relaxed)
     }
 
     /// Changes with every suspend and resume.

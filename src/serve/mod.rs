@@ -106,6 +106,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     // An IP this host cannot bind is left out (and listed as unusable by `GET /ips`).
     let service = SendService::start_with(&config, live, true, OnUnbindable::MarkUnusable)
         .context("starting the send service")?;
+    // Campaigns wait for suspended queues to be resumed (`POST /queues/resume`).
+    service.queues().set_runs_wait(true);
     for (ip, why) in service.unusable_ips() {
         eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
     }

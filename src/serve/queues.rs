@@ -52,11 +52,7 @@ fn scope(body: &Map<String, Value>, extra: &[&str]) -> Result<QueueScope, ApiErr
 }
 
 /// Runs a blocking write of the controls file off the async workers.
-async fn write_controls(
-    app: &Arc<App>,
-    scope: &QueueScope,
-    suspend: bool,
-) -> Result<bool, ApiError> {
+async fn write_controls(app: &Arc<App>, scope: &QueueScope, suspend: bool) -> Result<bool, ApiError> {
     let (queues, scope) = (app.service.queues().clone(), scope.clone());
     let done = tokio::task::spawn_blocking(move || {
         if suspend {

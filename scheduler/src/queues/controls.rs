@@ -132,7 +132,11 @@ mod tests {
     fn a_damaged_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CONTROLS_FILE);
-        for damaged in [&b"{\"suspended\": [{\"scope\": "[..], b"[]", b"{\"suspended\": [], \"extra\": 1}"] {
+        for damaged in [
+            &b"{\"suspended\": [{\"scope\": "[..],
+            b"[]",
+            b"{\"suspended\": [], \"extra\": 1}",
+        ] {
             std::fs::write(&path, damaged).unwrap();
             let e = load(dir.path()).unwrap_err().to_string();
             assert!(e.contains(&path.display().to_string()), "{e}");

@@ -174,11 +174,7 @@ pub fn reason(value: Option<&str>) -> Result<String, ScopeError> {
         return Err(ScopeError::new("reason", raw, "must not be empty"));
     }
     if r.len() > 500 || r.chars().any(char::is_control) {
-        return Err(ScopeError::new(
-            "reason",
-            raw,
-            "one line of at most 500 characters",
-        ));
+        return Err(ScopeError::new("reason", raw, "one line of at most 500 characters"));
     }
     Ok(r.to_string())
 }
@@ -232,7 +228,10 @@ mod tests {
         let e = parse(None, None, None, Some("gmail")).unwrap_err();
         assert_eq!((e.field.as_str(), e.value.as_str()), ("provider", "gmail"));
         assert_eq!(parse(None, None, None, None).unwrap_err().field, "(body)");
-        assert_eq!(parse(Some("a.test"), Some("s"), None, None).unwrap_err().field, "(body)");
+        assert_eq!(
+            parse(Some("a.test"), Some("s"), None, None).unwrap_err().field,
+            "(body)"
+        );
         let e = reason(None).unwrap_err();
         assert_eq!(e.field, "reason");
         assert!(e.reason.contains("missing"), "{e}");
@@ -244,7 +243,9 @@ mod tests {
     #[test]
     fn scopes_hold_what_they_name() {
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
-        let d = QueueScope::Domain { domain: "a.test".into() };
+        let d = QueueScope::Domain {
+            domain: "a.test".into(),
+        };
         assert!(d.holds("a.test", "s1", "other", None));
         assert!(!d.holds("b.test", "s1", "other", None));
         let s = QueueScope::Site { site: "s1".into() };

@@ -327,7 +327,7 @@ impl Dispatcher {
             && self.fetching == 0
             && self.retries.is_empty()
             && self.sites.parked == 0
-            && self.queues.owed() == 0
+            && self.queues.idle(self.controls.runs_wait())
     }
 
     fn on_work(&mut self, work: Work) -> Result<(), SendError> {

@@ -189,21 +189,39 @@ impl Recorder {
         })?;
         let text = format!("line {}: {}: {}", r.line, r.field, r.reason);
         let (recipient, domain) = (&refused.recipient, &refused.domain);
-        self.unsent(Unsent::row(Outcome::Rejected, "invalid-recipient", recipient, domain, &text, r.line))
+        self.unsent(Unsent::row(
+            Outcome::Rejected,
+            "invalid-recipient",
+            recipient,
+            domain,
+            &text,
+            r.line,
+        ))
     }
 
     /// A recipient the suppression list holds: not sent.
     pub fn suppressed(&mut self, row: &SuppressedRow) -> Result<(), SendError> {
         let text = format!("suppressed ({}): {}", row.scope, row.reason);
         let (recipient, domain) = (&row.recipient, &row.domain);
-        self.unsent(Unsent::row(Outcome::Suppressed, "suppressed", recipient, domain, &text, row.line))
+        self.unsent(Unsent::row(
+            Outcome::Suppressed,
+            "suppressed",
+            recipient,
+            domain,
+            &text,
+            row.line,
+        ))
     }
 
     /// A queued recipient an operator bounced (`bounced`) or purged (`expired`): its final
     /// line, category `operator`, with the operator's reason. Never suppressed: it is not the
     /// recipient's fault.
     pub fn by_operator(&mut self, job: &Job, at: At<'_>, outcome: Outcome, reason: &str) -> Result<(), SendError> {
-        let verb = if outcome == Outcome::Bounced { "bounced" } else { "purged" };
+        let verb = if outcome == Outcome::Bounced {
+            "bounced"
+        } else {
+            "purged"
+        };
         let text = format!("{verb} by the operator: {reason}");
         self.unsent(Unsent {
             outcome,

@@ -104,7 +104,9 @@ impl QueueState {
 
     /// A delivery's report came back (or the pool gave it back).
     pub fn returned(&mut self, site: &str, ip: IpAddr, domain: &str) {
-        let Some(by_ip) = self.in_flight.get_mut(site) else { return };
+        let Some(by_ip) = self.in_flight.get_mut(site) else {
+            return;
+        };
         if let Some(by_domain) = by_ip.get_mut(&ip) {
             if let Some(n) = by_domain.get_mut(domain) {
                 *n -= 1;
@@ -124,6 +126,12 @@ impl QueueState {
     /// Recipients held here that the run still owes an outcome (waiting or doomed).
     pub fn owed(&self) -> usize {
         self.waiting.len() + self.doom_queue.len()
+    }
+
+    /// Whether the run has nothing to do here: nothing to purge, and nothing waiting (or
+    /// waiting rows are left to a later run: `runs_wait` false).
+    pub fn idle(&self, runs_wait: bool) -> bool {
+        self.doom_queue.is_empty() && (self.waiting.is_empty() || !runs_wait)
     }
 }
 
@@ -176,7 +184,9 @@ impl Dispatcher {
     /// Bounced or purged rows are read again (within the in-flight budget) for their line.
     pub(super) fn feed_doomed(&mut self) {
         while self.rendered + self.fetching < self.limits.max_in_flight {
-            let Some(r) = self.queues.doom_queue.pop_front() else { break };
+            let Some(r) = self.queues.doom_queue.pop_front() else {
+                break;
+            };
             if self.fetch.send(r).is_err() {
                 self.queues.doom_queue.push_front(r);
                 break;
@@ -332,7 +342,10 @@ impl Dispatcher {
             .iter()
             .map(|(k, s)| {
                 let p = s.provider.clone();
-                (k.clone(), p.unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER)))
+                (
+                    k.clone(),
+                    p.unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER)),
+                )
             })
             .collect();
         for (key, site) in self.sites.iter_mut() {
@@ -398,7 +411,10 @@ impl Dispatcher {
         let mut woken = Vec::new();
         for (key, site) in self.sites.iter_mut() {
             let provider = site.provider.as_deref().unwrap_or(volley_warmup::provider::OTHER);
-            let domains_in_scope = site.ready.iter().any(|j| scope.holds(j.recipient.domain(), key, provider, None));
+            let domains_in_scope = site
+                .ready
+                .iter()
+                .any(|j| scope.holds(j.recipient.domain(), key, provider, None));
             if scope.holds("", key, provider, None) || domains_in_scope {
                 for (_, host) in site.dest.hosts.iter() {
                     self.down.remove(&host.addr);
