@@ -44,6 +44,9 @@ struct Doom {
     site: Arc<str>,
 }
 
+/// Deliveries in the engine at one site: source IP -> domain -> count.
+type InFlightAt = HashMap<IpAddr, HashMap<Box<str>, u32>>;
+
 /// Queue control's bookkeeping in one dispatcher.
 #[derive(Default)]
 pub(crate) struct QueueState {
@@ -55,7 +58,7 @@ pub(crate) struct QueueState {
     /// Waiting rows whose scope was resumed are being read again.
     releasing: bool,
     /// Deliveries in the engine: site -> source IP -> domain -> count.
-    in_flight: HashMap<Arc<str>, HashMap<IpAddr, HashMap<Box<str>, u32>>>,
+    in_flight: HashMap<Arc<str>, InFlightAt>,
     doomed: HashMap<u64, Doom>,
     /// Doomed rows not yet handed to the fetcher.
     doom_queue: VecDeque<RowRef>,
