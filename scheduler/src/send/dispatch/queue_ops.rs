@@ -320,7 +320,6 @@ impl Dispatcher {
                     }
                     self.retries.push(now, r);
                 }
-                affected.parked = (in_scope.len() - lines.len()) as u64;
                 self.retry_sites_now(scope);
                 return Ok(affected);
             }
