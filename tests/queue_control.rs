@@ -478,3 +478,71 @@ fn volley_send_leaves_a_suspended_domain_to_a_later_run_and_refuses_a_damaged_co
         text(&out)
     );
 }
+
+#[test]
+fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carries_the_mail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sink, sink_addr) = common::start_sink(&[]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write(
+        dir.path(),
+        "volley.toml",
+        &format!(
+            "state_dir = \"state\"\n\
+             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
+             [[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n\
+             [routes]\n\"*\" = \"{sink_addr}\"\n\
+             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
+        ),
+    );
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    for id in ["i1", "i2"] {
+        let rows: Vec<String> = (0..40).map(|i| format!("u{i}@{id}.test")).collect();
+        write(&campaigns, &format!("{id}.csv"), &format!("email\n{}\n", rows.join("\n")));
+        write(
+            &campaigns,
+            &format!("{id}.toml"),
+            &format!(
+                "id = \"{id}\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"{id}.csv\"\n"
+            ),
+        );
+    }
+    let state = dir.path().join("state");
+    let _server = start_serve(&config, &listen);
+    let api = Api::new(listen, TOKEN);
+    let sources = |id: &str| -> Vec<String> {
+        let mut ips: Vec<String> = lines_of(&state, id)
+            .iter()
+            .filter_map(|l| l["source_ip"].as_str().map(str::to_string))
+            .collect();
+        ips.dedup();
+        ips
+    };
+
+    // The whole IP suspended: the other one sends everything.
+    let (status, answer) = api.ok("POST", "/queues/suspend", Some(r#"{"source_ip": "127.0.0.2"}"#));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "i1.toml"}"#)).0, 201);
+    let done = api.wait_for("i1", "i1 to finish", |v| v["state"] == "finished");
+    assert_eq!(done["summary"]["delivered"], 40, "{done}");
+    assert_eq!(sources("i1"), ["127.0.0.3"]);
+
+    // Resumed; now 127.0.0.3 is suspended for provider group `other` only (the CLI).
+    assert_eq!(
+        api.ok("POST", "/queues/resume", Some(r#"{"source_ip": "127.0.0.2"}"#)).0,
+        200
+    );
+    let out = queue_cmd(&config, &["suspend", "--ip", "127.0.0.3", "--provider", "other"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "i2.toml"}"#)).0, 201);
+    let done = api.wait_for("i2", "i2 to finish", |v| v["state"] == "finished");
+    assert_eq!(done["summary"]["delivered"], 40, "{done}");
+    assert_eq!(sources("i2"), ["127.0.0.2"]);
+    let (_, view) = api.ok("GET", "/queues?by=source_ip", None);
+    assert_eq!(
+        view["suspended"][0]["scope"],
+        json!({ "source_ip": "127.0.0.3", "provider": "other" }),
+        "{view}"
+    );
+}
