@@ -499,7 +499,11 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
     std::fs::create_dir(&campaigns).expect("campaigns folder");
     for id in ["i1", "i2"] {
         let rows: Vec<String> = (0..40).map(|i| format!("u{i}@{id}.test")).collect();
-        write(&campaigns, &format!("{id}.csv"), &format!("email\n{}\n", rows.join("\n")));
+        write(
+            &campaigns,
+            &format!("{id}.csv"),
+            &format!("email\n{}\n", rows.join("\n")),
+        );
         write(
             &campaigns,
             &format!("{id}.toml"),
@@ -530,7 +534,8 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
 
     // Resumed; now 127.0.0.3 is suspended for provider group `other` only (the CLI).
     assert_eq!(
-        api.ok("POST", "/queues/resume", Some(r#"{"source_ip": "127.0.0.2"}"#)).0,
+        api.ok("POST", "/queues/resume", Some(r#"{"source_ip": "127.0.0.2"}"#))
+            .0,
         200
     );
     let out = queue_cmd(&config, &["suspend", "--ip", "127.0.0.3", "--provider", "other"]);
