@@ -68,6 +68,39 @@ impl CountingSink {
     }
 }
 
+/// `volley.toml` in `dir`: state in `state/`, source IP 127.0.0.2 (and 127.0.0.3 with
+/// `two_ips`), the `extra` tables, and the API on `listen` (when given).
+fn write_config(dir: &Path, two_ips: bool, extra: &str, listen: Option<&str>) -> std::path::PathBuf {
+    let mut toml = String::from(
+        "state_dir = \"state\"\n[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n",
+    );
+    if two_ips {
+        toml.push_str("[[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n");
+    }
+    toml.push_str(extra);
+    if let Some(listen) = listen {
+        toml.push_str(&format!("[api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"));
+    }
+    write(dir, "volley.toml", &toml)
+}
+
+/// Campaign `id` in `folder`: `{id}.csv` with `rows`, `{id}.toml` over it.
+fn write_campaign(folder: &Path, id: &str, rows: &[String]) -> std::path::PathBuf {
+    write(folder, &format!("{id}.csv"), &format!("email\n{}\n", rows.join("\n")));
+    write(
+        folder,
+        &format!("{id}.toml"),
+        &format!("id = \"{id}\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"{id}.csv\"\n"),
+    )
+}
+
+/// The `campaigns` folder `volley serve` launches from.
+fn campaigns_dir(dir: &Path) -> std::path::PathBuf {
+    let campaigns = dir.join("campaigns");
+    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    campaigns
+}
+
 /// Waits until `f` holds (30 s at most; `what` names it).
 fn wait_until(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,28 +182,12 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
         .zip(&sinks)
         .map(|(d, s)| format!("\"{d}\" = \"{}\"\n", s.addr))
         .collect();
-    let config = write(
-        dir.path(),
-        "volley.toml",
-        &format!(
-            "state_dir = \"state\"\n\
-             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
-             [routes]\n{routes}\
-             [smtp]\nmax_connections_per_host = 1\nqueue_per_host = 2\n\
-             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
-        ),
-    );
-    let campaigns = dir.path().join("campaigns");
-    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    let smtp = "[smtp]\nmax_connections_per_host = 1\nqueue_per_host = 2\n";
+    let config = write_config(dir.path(), false, &format!("[routes]\n{routes}{smtp}"), Some(&listen));
     let rows: Vec<String> = (0..PER_DOMAIN)
         .flat_map(|i| DOMAINS.iter().map(move |d| format!("u{i}@{d}")))
         .collect();
-    write(&campaigns, "q.csv", &format!("email\n{}\n", rows.join("\n")));
-    write(
-        &campaigns,
-        "q.toml",
-        "id = \"q\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"q.csv\"\n",
-    );
+    write_campaign(&campaigns_dir(dir.path()), "q", &rows);
     let state = dir.path().join("state");
     let server = start_serve(&config, &listen);
     let api = Api::new(listen.clone(), TOKEN);
@@ -349,26 +366,10 @@ fn retry_now_makes_deferrals_due_and_a_source_ip_purge_ends_them_once_each() {
     // The receiver defers everyone; the schedule would wait an hour.
     let (_sink, sink_addr) = common::start_sink(&["--tempfail", "100"]);
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = write(
-        dir.path(),
-        "volley.toml",
-        &format!(
-            "state_dir = \"state\"\n\
-             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
-             [routes]\n\"*\" = \"{sink_addr}\"\n\
-             [retry]\nschedule = [\"1h\"]\nmax_age = \"1d\"\n\
-             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
-        ),
-    );
-    let campaigns = dir.path().join("campaigns");
-    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    let extra = format!("[routes]\n\"*\" = \"{sink_addr}\"\n[retry]\nschedule = [\"1h\"]\nmax_age = \"1d\"\n");
+    let config = write_config(dir.path(), false, &extra, Some(&listen));
     let rows: Vec<String> = (0..N).map(|i| format!("u{i}@r.test")).collect();
-    write(&campaigns, "r.csv", &format!("email\n{}\n", rows.join("\n")));
-    write(
-        &campaigns,
-        "r.toml",
-        "id = \"r\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"r.csv\"\n",
-    );
+    write_campaign(&campaigns_dir(dir.path()), "r", &rows);
     let state = dir.path().join("state");
     let _server = start_serve(&config, &listen);
     let api = Api::new(listen, TOKEN);
@@ -420,25 +421,12 @@ fn retry_now_makes_deferrals_due_and_a_source_ip_purge_ends_them_once_each() {
 fn volley_send_leaves_a_suspended_domain_to_a_later_run_and_refuses_a_damaged_controls_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (CountingSink::start(), CountingSink::start());
-    let config = write(
-        dir.path(),
-        "volley.toml",
-        &format!(
-            "state_dir = \"state\"\n\
-             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
-             [routes]\n\"a.test\" = \"{}\"\n\"b.test\" = \"{}\"\n",
-            a.addr, b.addr
-        ),
-    );
+    let routes = format!("[routes]\n\"a.test\" = \"{}\"\n\"b.test\" = \"{}\"\n", a.addr, b.addr);
+    let config = write_config(dir.path(), false, &routes, None);
     let rows: Vec<String> = (0..10)
         .flat_map(|i| [format!("u{i}@a.test"), format!("u{i}@b.test")])
         .collect();
-    write(dir.path(), "s.csv", &format!("email\n{}\n", rows.join("\n")));
-    let campaign = write(
-        dir.path(),
-        "s.toml",
-        "id = \"s\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"s.csv\"\n",
-    );
+    let campaign = write_campaign(dir.path(), "s", &rows);
     // As `POST /queues/suspend` left it.
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).expect("state");
@@ -484,33 +472,16 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
     let dir = tempfile::tempdir().expect("tempdir");
     let (_sink, sink_addr) = common::start_sink(&[]);
     let listen = format!("127.0.0.1:{}", free_port());
-    let config = write(
+    let config = write_config(
         dir.path(),
-        "volley.toml",
-        &format!(
-            "state_dir = \"state\"\n\
-             [[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"mta2.volley.test\"\n\
-             [[source_ips]]\naddress = \"127.0.0.3\"\nehlo_name = \"mta3.volley.test\"\n\
-             [routes]\n\"*\" = \"{sink_addr}\"\n\
-             [api]\nlisten = \"{listen}\"\ntoken = \"{TOKEN}\"\n"
-        ),
+        true,
+        &format!("[routes]\n\"*\" = \"{sink_addr}\"\n"),
+        Some(&listen),
     );
-    let campaigns = dir.path().join("campaigns");
-    std::fs::create_dir(&campaigns).expect("campaigns folder");
+    let campaigns = campaigns_dir(dir.path());
     for id in ["i1", "i2"] {
         let rows: Vec<String> = (0..40).map(|i| format!("u{i}@{id}.test")).collect();
-        write(
-            &campaigns,
-            &format!("{id}.csv"),
-            &format!("email\n{}\n", rows.join("\n")),
-        );
-        write(
-            &campaigns,
-            &format!("{id}.toml"),
-            &format!(
-                "id = \"{id}\"\nfrom = \"news@sender.test\"\nsubject = \"Hi\"\ntext = \"Hello\"\nrecipients = \"{id}.csv\"\n"
-            ),
-        );
+        write_campaign(&campaigns, id, &rows);
     }
     let state = dir.path().join("state");
     let _server = start_serve(&config, &listen);

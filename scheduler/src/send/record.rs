@@ -239,49 +239,37 @@ impl Recorder {
 
     /// The line of a recipient that was never sent (this time).
     fn unsent(&mut self, u: Unsent<'_>) -> Result<(), SendError> {
-        let Unsent {
-            outcome,
-            category,
-            recipient,
-            domain,
-            text,
-            line,
-            site,
-            provider,
-            attempt,
-            message_id,
-        } = u;
-        self.summary.record(outcome, None, domain, site, provider);
+        self.summary.record(u.outcome, None, u.domain, u.site, u.provider);
         self.live.attempt(
             crate::live::AttemptLabels {
-                outcome,
+                outcome: u.outcome,
                 source_ip: None,
-                site,
-                category,
+                site: u.site,
+                category: u.category,
             },
             None,
         );
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &self.summary.campaign,
-            recipient,
-            domain,
+            recipient: u.recipient,
+            domain: u.domain,
             source_ip: None,
             mx: None,
-            site,
-            provider,
-            outcome,
+            site: u.site,
+            provider: u.provider,
+            outcome: u.outcome,
             code: None,
             enhanced: None,
-            category,
-            attempt: attempt.max(1),
+            category: u.category,
+            attempt: u.attempt.max(1),
             latency_ms: 0,
-            message_id,
+            message_id: u.message_id,
             phase: None,
-            text,
+            text: u.text,
             tls: false,
             maybe_duplicate: false,
-            line,
+            line: u.line,
             next_attempt: None,
             suppression: None,
         };
