@@ -4,7 +4,9 @@
 //! resolves their destination in lookup tasks, queues them per site, hands them to the engine
 //! site by site in turns, and turns every report into accounting lines: final outcomes, MX
 //! fallback within an attempt (connection failures), retries on the schedule, expiry.
-//! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`.
+//! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`;
+//! queue control (suspended recipients, the operator's view, retry, bounce, purge) in
+//! `dispatch/queue_ops.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
