@@ -62,13 +62,27 @@ pub(crate) struct QueueState {
     doomed: HashMap<u64, Doom>,
     /// Doomed rows not yet handed to the fetcher.
     doom_queue: VecDeque<RowRef>,
+    /// The domain of the last row noted: rows come in runs of one domain (a congested
+    /// domain's parked rows), which then share one string.
+    last_domain: Option<Arc<str>>,
 }
 
 impl QueueState {
+    fn domain(&mut self, domain: &str) -> Arc<str> {
+        match &self.last_domain {
+            Some(d) if &**d == domain => d.clone(),
+            _ => {
+                let d: Arc<str> = Arc::from(domain);
+                self.last_domain = Some(d.clone());
+                d
+            }
+        }
+    }
+
     /// Notes a row parked at `site`.
     pub fn parked(&mut self, r: &RowRef, domain: &str, site: &Arc<str>) {
         let place = RowPlace {
-            domain: Arc::from(domain),
+            domain: self.domain(domain),
             site: site.clone(),
             ip: None,
             retry_due: None,
@@ -80,7 +94,7 @@ impl QueueState {
     /// Notes a row waiting for its retry at `due`.
     pub fn retrying(&mut self, job: &Job, at: At<'_>, due: SystemTime) {
         let place = RowPlace {
-            domain: Arc::from(job.recipient.domain()),
+            domain: self.domain(job.recipient.domain()),
             site: Arc::from(at.site.unwrap_or("-")),
             ip: at.route.map(|r| r.source.ip),
             retry_due: Some(due),
