@@ -1,7 +1,9 @@
 //! `volley queue`: queue control through a running `volley serve` — show the queues by MX
 //! site, domain, source IP or provider group; suspend, resume, retry now, bounce or purge a
 //! scope. The API's address and bearer token come from the configuration's `[api]` table
-//! (`listen`, `token` or `token_file`), or `--api`.
+//! (`listen`, `token` or `token_file`), or `--api`. With `[api] tls_cert` it speaks HTTPS,
+//! trusting the certificates of that file (a self-signed certificate, or a chain ending in its
+//! CA), for the name `--server-name` (default `localhost` for a loopback address).
 //!
 //! The queues live in the serving process (its campaigns' dispatchers), so this command needs
 //! it running; suspensions it sets persist in the state directory.
@@ -25,6 +27,10 @@ pub struct QueueArgs {
     /// The API's address (`host:port`) instead of `[api] listen`.
     #[arg(long, global = true)]
     api: Option<String>,
+    /// With `[api] tls_cert`: the name the certificate must carry (default: `localhost` for a
+    /// loopback address, else the address's host).
+    #[arg(long, global = true)]
+    server_name: Option<String>,
 }
 
 /// A scope: a domain, an MX site, a source IP, or a source IP and provider group.
@@ -119,16 +125,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         .api
         .token()
         .map_err(|(field, why)| anyhow::anyhow!("{}: {field}: {why}", args.config.display()))?;
-    if config.api.tls_cert.is_some() && args.api.is_none() {
-        bail!(
-            "{}: [api] serves HTTPS; volley queue speaks plain HTTP only: use the API with curl, or \
-             give --api an address that serves plain HTTP",
-            args.config.display()
-        );
-    }
     let addr = match &args.api {
         Some(a) => a.clone(),
         None => reachable(config.api.listen).to_string(),
+    };
+    let tls = match &config.api.tls_cert {
+        Some(cert) => Some(tls_client(cert, &addr, args.server_name.as_deref())?),
+        None => None,
     };
     let (method, path, body) = match &args.action {
         Action::Show { by, .. } => ("GET", format!("/queues?by={by}"), None),
@@ -138,7 +141,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         Action::Bounce { scope, reason } => ("POST", "/queues/bounce".into(), Some(with_reason(scope, reason)?)),
         Action::Purge { scope, reason } => ("POST", "/queues/purge".into(), Some(with_reason(scope, reason)?)),
     };
-    let (status, answer) = request(&addr, &token, method, &path, body.as_ref())
+    let (status, answer) = request(&addr, tls, &token, method, &path, body.as_ref())
         .await
         .with_context(|| format!("volley serve's API at {addr} (is volley serve running?)"))?;
     if status != 200 {
@@ -183,28 +186,87 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
     }
 }
 
-/// One HTTP/1.1 request (`Connection: close`); the status and the JSON answer.
+/// HTTPS to `addr`: the roots are the certificates of `cert` (`[api] tls_cert`).
+fn tls_client(
+    cert: &std::path::Path,
+    addr: &str,
+    server_name: Option<&str>,
+) -> anyhow::Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)> {
+    let pem = volley_files::read_config_bytes(cert, volley_files::CONFIG_MAX)
+        .with_context(|| format!("[api] tls_cert {}", cert.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let c = c.with_context(|| format!("[api] tls_cert {}: not a PEM certificate", cert.display()))?;
+        roots
+            .add(c)
+            .with_context(|| format!("[api] tls_cert {}: certificate not usable as a root", cert.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("[api] tls_cert {}: no certificate in it", cert.display());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']);
+    let default = match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => "localhost",
+        _ => host,
+    };
+    let name = server_name.unwrap_or(default).to_string();
+    let name = rustls::pki_types::ServerName::try_from(name.clone())
+        .with_context(|| format!("--server-name: {name:?} is not a DNS name or an IP address"))?;
+    Ok((tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), name))
+}
+
+/// Writes a request on `stream` and reads the answer to its end.
+async fn exchange<S>(mut stream: S, request: &[u8]) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response).await {
+        Ok(_) => Ok(response),
+        // A TLS peer closing without close_notify: what arrived is the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => Ok(response),
+        Err(e) => Err(e),
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`), over TLS when `tls` says how; the status and
+/// the JSON answer.
 async fn request(
     addr: &str,
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
     token: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, Value)> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(addr))
+    let stream = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect(addr))
         .await
         .context("connection timed out")?
         .context("cannot connect")?;
-    let head = format!(
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut response))
+    let answer = async {
+        match tls {
+            Some((connector, name)) => {
+                let stream = connector.connect(name, stream).await.context("TLS handshake")?;
+                Ok::<_, anyhow::Error>(exchange(stream, request.as_bytes()).await?)
+            }
+            None => Ok(exchange(stream, request.as_bytes()).await?),
+        }
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(30), answer)
         .await
         .context("no answer within 30 s")??;
     parse_response(&response)

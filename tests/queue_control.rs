@@ -522,3 +522,29 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
         "{view}"
     );
 }
+
+#[test]
+fn volley_queue_speaks_https_to_an_api_with_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    write(dir.path(), "api.crt", &cert.pem());
+    write(dir.path(), "api.key", &key_pair.serialize_pem());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = write_config(dir.path(), false, "", Some(&listen));
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml.push_str("tls_cert = \"api.crt\"\ntls_key = \"api.key\"\n");
+    std::fs::write(&config, toml).expect("config");
+    let _server = start_serve(&config, &listen);
+    let out = queue_cmd(&config, &["suspend", "--domain", "x.test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = queue_cmd(&config, &["show", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown["queues"][0]["key"], "x.test", "{shown}");
+    assert_eq!(shown["queues"][0]["suspended"], true, "{shown}");
+    // A name the certificate does not carry is refused by the handshake.
+    let out = queue_cmd(&config, &["show", "--server-name", "other.test"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("TLS handshake"), "{}", text(&out));
+}
