@@ -74,6 +74,9 @@ pub(crate) enum Request {
 pub struct QueueControl {
     state_dir: PathBuf,
     suspended: RwLock<Vec<Suspension>>,
+    /// Taken by a change while it writes the file (the dispatchers' checks are not held up
+    /// by the fsync).
+    writing: Mutex<()>,
     /// Fast path of the per-message checks: whether anything is suspended.
     active: AtomicBool,
     /// Bumped on every change of the suspensions.
@@ -103,6 +106,7 @@ impl QueueControl {
             state_dir: state_dir.to_path_buf(),
             active: AtomicBool::new(!suspended.is_empty()),
             suspended: RwLock::new(suspended),
+            writing: Mutex::default(),
             generation: AtomicU64::new(0),
             runs_wait: AtomicBool::new(false),
             dispatchers: Mutex::default(),
@@ -122,14 +126,14 @@ impl QueueControl {
     /// Changes the suspensions with `change` (which says whether it changed anything) and
     /// writes them; on a write error nothing changes.
     fn change(&self, change: impl FnOnce(&mut Vec<Suspension>) -> bool) -> Result<bool, ControlsError> {
-        let mut suspended = self.suspended.write().unwrap_or_else(|e| e.into_inner());
-        let mut next = suspended.clone();
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.suspensions();
         if !change(&mut next) {
             return Ok(false);
         }
         controls::save(&self.state_dir, &next)?;
-        *suspended = next;
-        self.active.store(!suspended.is_empty(), Ordering::Relaxed);
+        self.active.store(!next.is_empty(), Ordering::Relaxed);
+        *self.suspended.write().unwrap_or_else(|e| e.into_inner()) = next;
         self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
