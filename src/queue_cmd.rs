@@ -3,7 +3,7 @@
 //! scope. The API's address and bearer token come from the configuration's `[api]` table
 //! (`listen`, `token` or `token_file`), or `--api`. With `[api] tls_cert` it speaks HTTPS,
 //! trusting the certificates of that file (a self-signed certificate, or a chain ending in its
-//! CA), for the name `--server-name` (default `localhost` for a loopback address).
+//! CA), for the name `--server-name` (`localhost` for a loopback address when not given).
 //!
 //! The queues live in the serving process (its campaigns' dispatchers), so this command needs
 //! it running; suspensions it sets persist in the state directory.
@@ -27,8 +27,8 @@ pub struct QueueArgs {
     /// The API's address (`host:port`) instead of `[api] listen`.
     #[arg(long, global = true)]
     api: Option<String>,
-    /// With `[api] tls_cert`: the name the certificate must carry (default: `localhost` for a
-    /// loopback address, else the address's host).
+    /// With `[api] tls_cert`: the name the certificate must carry (when absent: `localhost` for
+    /// a loopback address, else the address's host).
     #[arg(long, global = true)]
     server_name: Option<String>,
 }

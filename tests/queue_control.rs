@@ -371,7 +371,7 @@ fn retry_now_makes_deferrals_due_and_a_source_ip_purge_ends_them_once_each() {
     let rows: Vec<String> = (0..N).map(|i| format!("u{i}@r.test")).collect();
     write_campaign(&campaigns_dir(dir.path()), "r", &rows);
     let state = dir.path().join("state");
-    let _server = start_serve(&config, &listen);
+    let server = start_serve(&config, &listen);
     let api = Api::new(listen, TOKEN);
     let (status, view) = api.ok("POST", "/campaigns", Some(r#"{"path": "r.toml"}"#));
     assert_eq!(status, 201, "{view}");
@@ -386,6 +386,14 @@ fn retry_now_makes_deferrals_due_and_a_source_ip_purge_ends_them_once_each() {
         .and_then(|q| q.iter().find(|q| q["key"] == "127.0.0.2").cloned())
         .unwrap_or(Value::Null);
     assert_eq!(ip["retrying"], N as u64, "{by_ip}");
+
+    // After a restart the deferrals are found where the accounting log says they were.
+    stop(server);
+    let _server = start_serve(&config, &api.addr);
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "r.toml"}"#)).0, 201);
+    wait_until("the deferrals of the earlier run", || {
+        queue(&api, "r.test")["retrying"].as_u64() == Some(N as u64)
+    });
 
     // Retry now: the second attempts happen at once, not in an hour.
     let (status, answer) = api.ok("POST", "/queues/retry", Some(r#"{"domain": "r.test"}"#));

@@ -352,6 +352,7 @@ impl Dispatcher {
             }
             Work::Pending { line, offset } => {
                 if let Some(p) = self.pending.remove(&line) {
+                    self.queues.resumed(line, &p);
                     let r = RowRef {
                         line,
                         offset,

@@ -17,6 +17,7 @@ use crate::queues::{Action, Affected, GroupBy, QueueScope, Request, Tally};
 use crate::send::job::{Job, RowRef};
 use crate::send::produce::Fetched;
 use crate::send::record::At;
+use crate::send::state::Pending;
 use crate::send::SendError;
 
 /// Where a parked or retrying row is queued.
@@ -101,6 +102,19 @@ impl QueueState {
             first_at: job.first_at,
         };
         self.rows.insert(job.line, place);
+    }
+
+    /// Notes an earlier run's deferral, waiting for its retry (where it was queued comes from
+    /// the accounting log).
+    pub fn resumed(&mut self, line: u64, p: &Pending) {
+        let place = RowPlace {
+            domain: p.place.domain.clone(),
+            site: p.place.site.clone().unwrap_or_else(|| Arc::from("-")),
+            ip: p.place.source_ip,
+            retry_due: Some(p.due),
+            first_at: p.first_at,
+        };
+        self.rows.insert(line, place);
     }
 
     /// A parked or retrying row leaves its queue (read again).
