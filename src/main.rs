@@ -4,7 +4,9 @@
 //! - `main.rs` — argument parsing and dispatch; errors printed with their context chain.
 //! - `send.rs` — `volley send`: run a campaign, print and write the summary.
 //! - `serve/` — `volley serve`: the HTTP control API (launch, watch, pause, resume, cancel,
-//!   IPs, suppression) over one long-lived send service.
+//!   IPs, suppression, queues) over one long-lived send service.
+//! - `queue_cmd.rs` — `volley queue`: queue control (show, suspend, resume, retry, bounce,
+//!   purge) through `volley serve`'s API.
 //! - `progress.rs` — live progress of `volley send` (a terminal display, JSON lines otherwise)
 //!   and of `volley serve`'s campaigns; `progress_bars.rs` — the terminal display, fitted to
 //!   its width.
@@ -42,6 +44,7 @@ mod numbers;
 mod plan_cmd;
 mod progress;
 mod progress_bars;
+mod queue_cmd;
 mod report;
 mod reputation_cmd;
 mod send;
@@ -134,6 +137,13 @@ enum Command {
                             volley user list\n  volley user remove shop"
     )]
     User(user_cmd::UserArgs),
+    /// Queue control through a running `volley serve`: queues by site, domain, source IP or
+    /// provider group; suspend, resume, retry now, bounce or purge a scope.
+    #[command(
+        after_help = "Examples:\n  volley queue show --by site\n  volley queue suspend --domain example.com\n  \
+                            volley queue purge --domain example.com --reason \"stale offer\""
+    )]
+    Queue(queue_cmd::QueueArgs),
     /// Run the smart SMTP sink (fault injection) for tests, benchmarks and dry runs.
     #[command(after_help = "Examples:\n  volley sink --listen 127.0.0.1:2525\n  \
                             volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
@@ -181,6 +191,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Inbound(args) => inbound_cmd::run(args).await,
             Command::Sink(args) => run_sink(args).await,
+            Command::Queue(args) => queue_cmd::run(args).await,
             // Blocking store calls: off the runtime's worker threads.
             Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {
                 Ok(result) => result,

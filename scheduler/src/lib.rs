@@ -23,6 +23,8 @@
 //! - [`shaping`] — warm-up budgets per source IP and provider group, shared by the campaigns of a run.
 //! - [`site_backoff`] — adaptive backoff per (source IP, MX site) from throttling replies.
 //! - [`send`] — the run: producer thread -> dispatcher -> engine pool -> accounting.
+//! - [`queues`] — queue control: queues by site, domain, source IP or provider group;
+//!   suspend, resume, retry now, bounce, purge (suspensions kept in the state directory).
 //! - [`plan_input`] — a campaign's recipients counted per provider group, for the warm-up planner.
 //! - [`outcome`] — accounting outcomes.
 //! - [`bounces`] — bounce classification rules (category and suppression action per outcome).
@@ -61,6 +63,7 @@ pub mod listen;
 pub mod live;
 pub mod outcome;
 pub mod plan_input;
+pub mod queues;
 pub mod reputation;
 pub mod rotation;
 pub mod routing;

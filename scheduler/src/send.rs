@@ -76,6 +76,9 @@ pub enum SendError {
     /// The suppression list cannot be opened.
     #[error("suppression list: {0}")]
     Suppression(#[from] SuppressionError),
+    /// The queue controls (suspensions) cannot be read.
+    #[error("queue control: {0}")]
+    QueueControls(#[from] crate::queues::ControlsError),
     /// A file of the run (state directory, accounting log, rejects file) failed.
     #[error("{path}: {source}")]
     Io {
@@ -204,6 +207,8 @@ struct Shared {
     guards: Arc<crate::reputation::Guards>,
     /// MTA-STS policies and TLS reports, one for all campaigns (`None`: off).
     mta_sts: Option<service::MtaStsParts>,
+    /// Queue control (suspensions, operators' requests), one for all campaigns.
+    queues: Arc<crate::queues::QueueControl>,
 }
 
 /// One campaign of a run, from set-up to summary.
@@ -427,6 +432,7 @@ fn prepare(
         resume.pending,
         congested,
         fetch_tx,
+        shared.queues.clone(),
     );
     dispatcher.seat = shared.seat;
     dispatcher.late_gate = Some(checker.clone());
@@ -434,6 +440,7 @@ fn prepare(
         work: work_rx,
         reports,
         fetched: fetched_rx,
+        control: shared.queues.join(campaign.id()),
     };
     Ok(CampaignRun {
         started,

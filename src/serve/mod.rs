@@ -5,17 +5,21 @@
 //! - `http.rs` — the token check, JSON errors naming the field, body helpers.
 //! - `campaigns.rs` — launch, list, progress, pause, resume, cancel.
 //! - `admin.rs` — source IPs with their warm-up state; the suppression list.
+//! - `queues.rs` — queue control: queues by site, domain, IP, provider; suspend, resume,
+//!   retry, bounce, purge.
 //! - `tls.rs` — HTTPS (`[api] tls_cert` / `tls_key`): handshakes off the accept path.
 //!
 //! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
 //! `GET|DELETE /suppression/{address}[?list=L]`, `POST /messages`, `GET /messages/{id}`
-//! (injection: `inject.rs`), and `GET /metrics` (Prometheus, same token).
+//! (injection: `inject.rs`), `GET /queues?by=…`, `POST /queues/suspend|resume|retry|bounce|purge`
+//! (`queues.rs`), and `GET /metrics` (Prometheus, same token).
 
 mod admin;
 mod campaigns;
 mod http;
 mod inject;
+mod queues;
 mod tls;
 
 use std::collections::HashMap;
@@ -71,6 +75,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/ips", get(admin::ips))
         .route("/reputation", get(admin::reputation))
         .route("/reputation/resume", post(admin::reputation_resume))
+        .route("/queues", get(queues::show))
+        .route("/queues/suspend", post(queues::suspend))
+        .route("/queues/resume", post(queues::resume))
+        .route("/queues/retry", post(queues::retry))
+        .route("/queues/bounce", post(queues::bounce))
+        .route("/queues/purge", post(queues::purge))
         .route("/suppression", post(admin::add))
         .route("/suppression/{address}", get(admin::check).delete(admin::remove))
         .route(
@@ -102,6 +112,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     // An IP this host cannot bind is left out (and listed as unusable by `GET /ips`).
     let service = SendService::start_with(&config, live, true, OnUnbindable::MarkUnusable)
         .context("starting the send service")?;
+    // Campaigns wait for suspended queues to be resumed (`POST /queues/resume`).
+    service.queues().set_runs_wait(true);
     for (ip, why) in service.unusable_ips() {
         eprintln!("volley serve: source IP {ip} cannot be bound on this host ({why}); marked unusable");
     }

@@ -4,7 +4,9 @@
 //! resolves their destination in lookup tasks, queues them per site, hands them to the engine
 //! site by site in turns, and turns every report into accounting lines: final outcomes, MX
 //! fallback within an attempt (connection failures), retries on the schedule, expiry.
-//! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`.
+//! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`;
+//! queue control (suspended recipients, the operator's view, retry, bounce, purge) in
+//! `dispatch/queue_ops.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ const DESTINATION_CACHE: usize = 50_000;
 /// Rendered jobs one site takes per turn.
 const TURN_BATCH: usize = 32;
 
+mod queue_ops;
 mod turns;
 
 /// Identifies a delivery when its report comes back.
@@ -65,6 +68,8 @@ pub(crate) struct Inputs {
     pub work: mpsc::Receiver<Work>,
     pub reports: mpsc::UnboundedReceiver<DeliveryReport<Tag>>,
     pub fetched: mpsc::UnboundedReceiver<Fetched>,
+    /// Queue control's requests (see [`crate::queues`]).
+    pub control: mpsc::UnboundedReceiver<crate::queues::Request>,
 }
 
 pub(crate) struct Dispatcher {
@@ -120,6 +125,10 @@ pub(crate) struct Dispatcher {
     /// When to look again at sites held back for a higher-priority campaign or blocked by
     /// other campaigns' deliveries.
     recheck: Option<Instant>,
+    /// Suspensions, shared with every campaign of the process.
+    controls: Arc<crate::queues::QueueControl>,
+    /// Queue control's bookkeeping: waiting rows, where rows are queued, what is in flight.
+    queues: queue_ops::QueueState,
 }
 
 impl Dispatcher {
@@ -136,6 +145,7 @@ impl Dispatcher {
         pending: HashMap<u64, Pending>,
         congested: Arc<Congestion>,
         fetch: crossbeam_channel::Sender<RowRef>,
+        controls: Arc<crate::queues::QueueControl>,
     ) -> Dispatcher {
         let (routed_tx, routed_rx) = mpsc::unbounded_channel();
         Dispatcher {
@@ -171,6 +181,8 @@ impl Dispatcher {
             seat: None,
             late_gate: None,
             recheck: None,
+            controls,
+            queues: Default::default(),
         }
     }
 
@@ -185,6 +197,7 @@ impl Dispatcher {
         tokio::pin!(stop);
         let mut producing = true;
         let mut stopping = false;
+        let mut control_open = true;
         loop {
             // Paused: nothing new goes out; reports of what is on the wire are still taken.
             // Paused by an operator, or held by a reputation guard until one lifts the hold.
@@ -194,9 +207,13 @@ impl Dispatcher {
                 self.dispatch()?;
                 self.unpark();
                 self.due_retries();
+                self.release_resumed();
+            }
+            if !stopping {
+                self.feed_doomed();
             }
             self.recorder.live.set_queues(
-                (self.rendered + self.sites.parked + self.fetching) as u64,
+                (self.rendered + self.sites.parked + self.fetching + self.queues.owed()) as u64,
                 self.retries.len() as u64,
             );
             if !producing && self.idle() {
@@ -233,7 +250,7 @@ impl Dispatcher {
                 && !paused
                 && !held_back
                 && self.rendered < self.limits.max_in_flight
-                && self.sites.parked < self.limits.max_parked;
+                && self.sites.parked + self.queues.owed() < self.limits.max_parked;
             tokio::select! {
                 biased;
                 report = inputs.reports.recv(), if self.in_engine > 0 => {
@@ -273,6 +290,13 @@ impl Dispatcher {
                         }
                     }
                 }
+                request = inputs.control.recv(), if control_open => match request {
+                    Some(request) => {
+                        self.on_request(request)?;
+                        self.recorder.flush()?;
+                    }
+                    None => control_open = false,
+                },
                 work = inputs.work.recv(), if can_take => match work {
                     Some(work) => self.on_work(work)?,
                     None => producing = false,
@@ -293,12 +317,19 @@ impl Dispatcher {
             }
         }
         self.recorder.flush()?;
-        let waiting = self.retries.len() as u64 + self.sites.parked as u64 + self.pending.len() as u64;
+        let waiting = self.retries.len() as u64
+            + self.sites.parked as u64
+            + self.pending.len() as u64
+            + self.queues.owed() as u64;
         Ok((!stopping && waiting == 0, waiting))
     }
 
     fn idle(&self) -> bool {
-        self.rendered == 0 && self.fetching == 0 && self.retries.is_empty() && self.sites.parked == 0
+        self.rendered == 0
+            && self.fetching == 0
+            && self.retries.is_empty()
+            && self.sites.parked == 0
+            && self.queues.idle(self.controls.runs_wait())
     }
 
     fn on_work(&mut self, work: Work) -> Result<(), SendError> {
@@ -321,6 +352,7 @@ impl Dispatcher {
             }
             Work::Pending { line, offset } => {
                 if let Some(p) = self.pending.remove(&line) {
+                    self.queues.resumed(line, &p);
                     let r = RowRef {
                         line,
                         offset,
@@ -340,6 +372,10 @@ impl Dispatcher {
                 s.unparking -= 1;
             }
         }
+        // Read again for an operator's bounce or purge: its final line, not a send.
+        let Some(fetched) = self.doomed(fetched)? else {
+            return Ok(());
+        };
         match fetched {
             Fetched::Job(job) => {
                 self.rendered += 1;
@@ -413,11 +449,18 @@ impl Dispatcher {
         if site.held_until.is_some() && site.held_for_budget {
             job.held_since = Some(Instant::now());
         }
+        // A suspended domain or site: the recipient waits as a row until it is resumed.
+        if self.controls.destination_suspended(job.recipient.domain(), &dest.site) {
+            self.wait_suspended(job, &dest.site);
+            return Ok(());
+        }
         if site.ready.len() >= per_site {
             // Beyond the site's ready cap: keep only where the row is, and have the producer
             // park this domain's next rows without rendering them.
-            site.parked.push_back(job.to_ref());
+            let r = job.to_ref();
+            site.parked.push_back(r);
             let domain = job.recipient.domain();
+            self.queues.parked(&r, domain, &dest.site);
             if !self.domain_site.contains_key(domain) {
                 site.congested.push(domain.into());
                 self.domain_site.insert(domain.into(), dest.site.clone());
@@ -486,6 +529,7 @@ impl Dispatcher {
             host,
             ..
         } = tag;
+        self.queues.returned(&site, route.source.ip, job.recipient.domain());
         let per_site = self.limits.per_site;
         let mut rate_per_ip = 0.0;
         if let Some(s) = self.sites.get_mut(&site) {
@@ -578,6 +622,7 @@ impl Dispatcher {
             Next::RetryAt(when) => {
                 self.recorder
                     .attempt(&job, at, &status, latency, tls, Outcome::Deferred, Some(when))?;
+                self.queues.retrying(&job, at, when);
                 let mut r = job.to_ref();
                 r.attempt += 1;
                 self.retries.push(when, r);
@@ -593,6 +638,7 @@ impl Dispatcher {
         match site_key.and_then(|k| self.sites.get_mut(&k).map(|s| (k, s))) {
             Some((key, site)) => {
                 site.parked.push_back(r);
+                self.queues.parked(&r, domain, &key);
                 self.parked_one(&key);
             }
             None => {
@@ -635,6 +681,7 @@ impl Dispatcher {
                     break;
                 }
                 self.unparking.insert(r.line, key.clone());
+                self.queues.left(r.line);
                 site.unparking += 1;
                 sent += 1;
                 unparked += 1;
@@ -664,6 +711,7 @@ impl Dispatcher {
                 self.retries.push(now, r);
                 break;
             }
+            self.queues.left(r.line);
             self.fetching += 1;
         }
     }

@@ -195,66 +195,90 @@ impl Recorder {
         })?;
         let text = format!("line {}: {}: {}", r.line, r.field, r.reason);
         let (recipient, domain) = (&refused.recipient, &refused.domain);
-        self.unsent(Outcome::Rejected, "invalid-recipient", recipient, domain, &text, r.line)
+        self.unsent(Unsent::row(
+            Outcome::Rejected,
+            "invalid-recipient",
+            recipient,
+            domain,
+            &text,
+            r.line,
+        ))
     }
 
     /// A recipient the suppression list holds: not sent.
     pub fn suppressed(&mut self, row: &SuppressedRow) -> Result<(), SendError> {
         let text = format!("suppressed ({}): {}", row.scope, row.reason);
-        self.unsent(
+        let (recipient, domain) = (&row.recipient, &row.domain);
+        self.unsent(Unsent::row(
             Outcome::Suppressed,
             "suppressed",
-            &row.recipient,
-            &row.domain,
+            recipient,
+            domain,
             &text,
             row.line,
-        )
+        ))
     }
 
-    /// The line of a recipient that was never sent.
-    fn unsent(
-        &mut self,
-        outcome: Outcome,
-        category: &str,
-        recipient: &str,
-        domain: &str,
-        text: &str,
-        line: u64,
-    ) -> Result<(), SendError> {
-        self.summary.record(outcome, None, domain, None, None);
+    /// A queued recipient an operator bounced (`bounced`) or purged (`expired`): its final
+    /// line, category `operator`, with the operator's reason. Never suppressed: it is not the
+    /// recipient's fault.
+    pub fn by_operator(&mut self, job: &Job, at: At<'_>, outcome: Outcome, reason: &str) -> Result<(), SendError> {
+        let verb = if outcome == Outcome::Bounced {
+            "bounced"
+        } else {
+            "purged"
+        };
+        let text = format!("{verb} by the operator: {reason}");
+        self.unsent(Unsent {
+            outcome,
+            category: "operator",
+            recipient: job.recipient.as_str(),
+            domain: job.recipient.domain(),
+            text: &text,
+            line: job.line,
+            site: at.site,
+            provider: at.provider,
+            attempt: job.attempt,
+            message_id: Some(&job.message_id),
+        })
+    }
+
+    /// The line of a recipient that was never sent (this time).
+    fn unsent(&mut self, u: Unsent<'_>) -> Result<(), SendError> {
+        self.summary.record(u.outcome, None, u.domain, u.site, u.provider);
         if let Some((_, lines)) = &mut self.spent {
-            lines.push(line);
+            lines.push(u.line);
         }
         self.live.attempt(
             crate::live::AttemptLabels {
-                outcome,
+                outcome: u.outcome,
                 source_ip: None,
-                site: None,
-                category,
+                site: u.site,
+                category: u.category,
             },
             None,
         );
         let record = AccountingRecord {
             ts: now_rfc3339(),
             campaign: &self.summary.campaign,
-            recipient,
-            domain,
+            recipient: u.recipient,
+            domain: u.domain,
             source_ip: None,
             mx: None,
-            site: None,
-            provider: None,
-            outcome,
+            site: u.site,
+            provider: u.provider,
+            outcome: u.outcome,
             code: None,
             enhanced: None,
-            category,
-            attempt: 1,
+            category: u.category,
+            attempt: u.attempt.max(1),
             latency_ms: 0,
-            message_id: None,
+            message_id: u.message_id,
             phase: None,
-            text,
+            text: u.text,
             tls: false,
             maybe_duplicate: false,
-            line,
+            line: u.line,
             next_attempt: None,
             suppression: None,
         };
@@ -273,5 +297,37 @@ impl Recorder {
             lines.clear();
         }
         Ok(())
+    }
+}
+
+/// A line for a recipient not sent: why, and as much as is known of where it was queued.
+struct Unsent<'a> {
+    outcome: Outcome,
+    category: &'a str,
+    recipient: &'a str,
+    domain: &'a str,
+    text: &'a str,
+    line: u64,
+    site: Option<&'a str>,
+    provider: Option<&'a str>,
+    attempt: u32,
+    message_id: Option<&'a str>,
+}
+
+impl<'a> Unsent<'a> {
+    /// A row never queued (refused or suppressed on reading).
+    fn row(outcome: Outcome, category: &'a str, recipient: &'a str, domain: &'a str, text: &'a str, line: u64) -> Self {
+        Unsent {
+            outcome,
+            category,
+            recipient,
+            domain,
+            text,
+            line,
+            site: None,
+            provider: None,
+            attempt: 1,
+            message_id: None,
+        }
     }
 }

@@ -75,6 +75,24 @@ impl RetryQueue {
         self.heap.len()
     }
 
+    /// Takes out the entries `pick` selects (rebuilds the heap: for an operator's command,
+    /// never per message).
+    pub fn take_where(&mut self, mut pick: impl FnMut(&RowRef) -> bool) -> Vec<RowRef> {
+        let mut taken = Vec::new();
+        let heap = std::mem::take(&mut self.heap);
+        self.heap = heap
+            .into_iter()
+            .filter(|Reverse(e)| {
+                let take = pick(&e.r);
+                if take {
+                    taken.push(e.r);
+                }
+                !take
+            })
+            .collect();
+        taken
+    }
+
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
@@ -130,5 +148,12 @@ mod tests {
         assert_eq!(q.pop_due(later).map(|r| r.line), Some(2));
         assert_eq!(q.pop_due(later).map(|r| r.line), Some(1));
         assert!(q.is_empty() && q.wait(later).is_none());
+        q.push(t0 + Duration::from_secs(5), r(1));
+        q.push(t0 + Duration::from_secs(6), r(2));
+        q.push(t0 + Duration::from_secs(7), r(3));
+        let taken = q.take_where(|r| r.line != 2);
+        assert_eq!(taken.iter().map(|r| r.line).collect::<Vec<_>>().len(), 2);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop_due(later).map(|r| r.line), Some(2));
     }
 }

@@ -102,6 +102,8 @@ pub struct SendService {
     unusable: Arc<super::source_ips::Unusable>,
     /// Reputation guards and their holds, for every campaign of the process.
     guards: Arc<crate::reputation::Guards>,
+    /// Queue control: suspensions (kept in the state directory) and the campaigns' queues.
+    queues: Arc<crate::queues::QueueControl>,
     /// MTA-STS policies and the TLS reports of the sessions under them (with `[dns]`, unless
     /// `[mta_sts] enabled = false`).
     mta_sts: Option<MtaStsParts>,
@@ -271,6 +273,7 @@ impl SendService {
             Shaper::open(config, &config.state_dir, counters).map_err(|e| SendError::Config(format!("warmup: {e}")))?,
         );
         let guards = Arc::new(crate::reputation::Guards::open(&config.reputation, &config.state_dir));
+        let queues = Arc::new(crate::queues::QueueControl::open(&config.state_dir)?);
         let monitor = match &config.blocklists {
             Some(blocklists) => {
                 let dns = config.dns.clone().unwrap_or_default();
@@ -342,6 +345,7 @@ impl SendService {
             running: Arc::default(),
             unusable: Arc::new(unusable),
             guards,
+            queues,
             tasks: [demux, gauge]
                 .into_iter()
                 .chain(monitor)
@@ -374,6 +378,18 @@ impl SendService {
     /// The reputation guards: rates, holds, and lifting a hold.
     pub fn guards(&self) -> &Arc<crate::reputation::Guards> {
         &self.guards
+    }
+
+    /// Queue control: suspend and resume scopes, and the operators' requests to the running
+    /// campaigns.
+    pub fn queues(&self) -> &Arc<crate::queues::QueueControl> {
+        &self.queues
+    }
+
+    /// The queues of every running campaign grouped by `by`, with the pool's connection limits.
+    pub async fn queue_view(&self, by: crate::queues::GroupBy) -> Vec<crate::queues::QueueView> {
+        let limits = self.pool.concurrency();
+        self.queues.show(by, &limits).await
     }
 
     /// This process's inbound listener feeds the guards itself (`volley serve` with
@@ -423,6 +439,7 @@ impl SendService {
             unusable: self.unusable.clone(),
             guards: self.guards.clone(),
             mta_sts: self.mta_sts.clone(),
+            queues: self.queues.clone(),
             seat: self.gated.then(|| priority::Seat {
                 gate: self.gate.clone(),
                 campaign: index,

@@ -94,6 +94,20 @@ impl Sites {
         self.map.get_mut(key)
     }
 
+    pub fn get(&self, key: &str) -> Option<&Site> {
+        self.map.get(key)
+    }
+
+    /// Every site (queue control walks them when an operator asks).
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Site)> {
+        self.map.iter()
+    }
+
+    /// Every site, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut Site)> {
+        self.map.iter_mut()
+    }
+
     /// Puts `key` in the ring if it has work, room under `cap` and is neither blocked nor held.
     pub fn wake(&mut self, key: &Arc<str>, cap: usize) {
         if let Some(site) = self.map.get_mut(key) {

@@ -26,7 +26,7 @@ use crate::summary::Summary;
 pub const DISPATCH_RECORD: u64 = 12;
 
 /// A recipient that was deferred and is waiting for its next attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Pending {
     /// The attempt number the next try will have.
     pub attempt: u32,
@@ -34,6 +34,16 @@ pub(crate) struct Pending {
     pub first_at: SystemTime,
     /// When the next attempt is due.
     pub due: SystemTime,
+    /// Where its last attempt was queued (queue control finds it by these).
+    pub place: PendingPlace,
+}
+
+/// The domain, site and source IP of a deferral's last attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PendingPlace {
+    pub domain: std::sync::Arc<str>,
+    pub site: Option<std::sync::Arc<str>>,
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// What earlier runs of the campaign left.
@@ -49,6 +59,8 @@ pub(crate) struct Resume {
     pub resent_after_restart: u64,
     /// Accounting lines read.
     pub records: u64,
+    /// Domains and sites of pending recipients, shared (many recipients, few domains).
+    names: HashMap<Box<str>, std::sync::Arc<str>>,
 }
 
 /// Why the state directory cannot be used.
@@ -324,6 +336,19 @@ fn apply(resume: &mut Resume, seen: &Seen<'_>) {
     }
     if seen.outcome == Outcome::Deferred {
         s.deferrals += 1;
+        let mut name = |n: &str| match resume.names.get(n) {
+            Some(a) => a.clone(),
+            None => {
+                let a: std::sync::Arc<str> = std::sync::Arc::from(n);
+                resume.names.insert(n.into(), a.clone());
+                a
+            }
+        };
+        let place = PendingPlace {
+            domain: name(&seen.domain),
+            site: seen.site.as_deref().map(&mut name),
+            source_ip: seen.source_ip,
+        };
         let at = parse_ts(&seen.ts);
         let first_at = match resume.pending.get(&seen.line) {
             Some(p) => p.first_at,
@@ -337,12 +362,14 @@ fn apply(resume: &mut Resume, seen: &Seen<'_>) {
                 attempt: seen.attempt + 1,
                 first_at,
                 due: parse_ts(next),
+                place,
             },
             // Deferred on one MX host with others left to try: the attempt goes on at once.
             None => Pending {
                 attempt: seen.attempt,
                 first_at,
                 due: at,
+                place,
             },
         };
         resume.pending.insert(seen.line, pending);
@@ -446,7 +473,9 @@ mod tests {
         let r = resume(dir.path()).unwrap();
         assert!(r.finished.contains(2) && r.finished.contains(3) && r.finished.contains(5));
         assert_eq!(r.finished.len(), 3);
-        let p4 = r.pending.get(&4).copied().unwrap();
+        let p4 = r.pending.get(&4).cloned().unwrap();
+        assert_eq!(&*p4.place.domain, "x.test");
+        assert_eq!(p4.place.source_ip, Some("127.0.0.2".parse().unwrap()));
         assert_eq!(p4.attempt, 2);
         assert_eq!(p4.due, humantime::parse_rfc3339("2026-11-23T10:30:00Z").unwrap());
         assert_eq!(r.pending.get(&6).map(|p| p.attempt), Some(1));

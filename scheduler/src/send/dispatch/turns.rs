@@ -17,8 +17,8 @@ use crate::send::priority::RECHECK;
 use crate::send::record::At;
 use crate::send::sites::pick_host;
 
-/// How soon a route held by a reputation guard is looked at again (holds are lifted by an
-/// operator, and seen within about a second).
+/// How soon a route held by a reputation guard, or an IP an operator suspended, is looked at
+/// again (holds are lifted by an operator, and seen within about a second).
 const GUARD_RECHECK: Duration = Duration::from_secs(1);
 use crate::send::SendError;
 
@@ -57,12 +57,18 @@ impl Dispatcher {
             }
             let mut deferred_here = Vec::new();
             let mut suppressed_here = Vec::new();
+            let mut suspended_here = Vec::new();
             let mut hold = None;
             let Some(site) = self.sites.get_mut(&key) else { continue };
             let site_provider = site.provider.clone();
             let mut taken = 0;
             while taken < TURN_BATCH && site.in_flight < per_site && !site.blocked {
                 let Some(job) = site.ready.pop_front() else { break };
+                // Its domain or site was suspended since it was queued: it waits.
+                if self.controls.destination_suspended(job.recipient.domain(), &key) {
+                    suspended_here.push(job);
+                    continue;
+                }
                 // Checked before rendering; suppressed since then by another process?
                 if let Some(hit) = self.late_gate.as_ref().and_then(|g| g.late_hit(job.recipient.as_str())) {
                     suppressed_here.push((job, hit));
@@ -79,12 +85,16 @@ impl Dispatcher {
                     .unwrap_or_else(|| Arc::from(volley_warmup::provider::OTHER));
                 let (pool, batch, shaper) = (&self.pool, &self.batch, &self.shaper);
                 let (policy, rate) = (&site.policy, &site.rate);
-                let guards = &self.recorder.guards;
+                let (guards, controls) = (&self.recorder.guards, &self.controls);
                 // The IP whose turn it is, else any other with room in the engine and warm-up
                 // budget for the site's provider (overflow).
                 let picked = self.rotation.next_ip_with(|ip| {
                     // Held off this provider by a reputation guard: the other IPs carry it.
                     if guards.route_held(ip.ip, &provider) {
+                        return Err(NoRoom::Hold(now + GUARD_RECHECK, false));
+                    }
+                    // Suspended by an operator (the IP, or the IP for this provider group).
+                    if controls.ip_suspended(ip.ip, &provider) {
                         return Err(NoRoom::Hold(now + GUARD_RECHECK, false));
                     }
                     let route = RouteKey {
@@ -153,6 +163,7 @@ impl Dispatcher {
                     summary.warmup_wait_s += now.saturating_duration_since(since).as_secs_f64();
                 }
                 self.journal.record(job.line, job.attempt)?;
+                self.queues.sent(&key, route.source.ip, job.recipient.domain());
                 let envelope = Envelope {
                     mail_from: self
                         .mail_from
@@ -187,6 +198,9 @@ impl Dispatcher {
                 self.sites.hold(&key, until, now, budget);
             }
             self.sites.wake(&key, per_site);
+            for job in suspended_here {
+                self.wait_suspended(job, &key);
+            }
             for (job, (scope, entry)) in suppressed_here {
                 self.rendered -= 1;
                 self.recorder.suppressed(&SuppressedRow {
@@ -244,6 +258,7 @@ impl Dispatcher {
     /// site waits for room (a report, or the recheck when the room is taken by others).
     fn pool_full(&mut self, d: Delivery<Tag>) -> Result<(), SendError> {
         let Tag { job, site, .. } = d.tag;
+        self.queues.returned(&site, d.route.source.ip, job.recipient.domain());
         self.recheck.get_or_insert(Instant::now() + RECHECK);
         match self.sites.get_mut(&site) {
             Some(s) => {
