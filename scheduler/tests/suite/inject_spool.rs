@@ -305,3 +305,59 @@ async fn spent_segments_are_deleted_and_a_restart_reads_past_them() {
     }
     assert_eq!(sink.accepted_for("late@x.test"), 1);
 }
+
+/// A real full disk: the spool on a 256 KiB tmpfs (needs root to mount; skipped otherwise).
+/// Injection is refused with a temporary "insufficient storage" (SMTP 452) once the disk is
+/// full, and every message acknowledged before is intact when the spool is opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_with_452_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "volley-full-test"])
+        .arg(&mount)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let spool_dir = mount.join("spool");
+    let (spool, _, _created) = Spool::open(&spool_dir, SpoolConfig::default()).expect("spool");
+    let body = "x".repeat(900);
+    let mut acked = Vec::new();
+    let refusal = loop {
+        let mut m = message("app", "b@app.volley.test", &["r@x.test"], "");
+        m.raw.extend_from_slice(format!("{body}\r\n").as_bytes());
+        match spool.inject(m).await {
+            Ok(a) => acked.extend(a.ids),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 10_000, "a 256 KiB disk never filled");
+    };
+    assert!(
+        matches!(refusal, volley_scheduler::inject::InjectError::Full(_)),
+        "{refusal:?}"
+    );
+    assert_eq!(refusal.smtp_code(), (452, (4, 3, 1)));
+    assert!(acked.len() > 50, "{} acknowledged", acked.len());
+    drop(spool);
+    let (_spool, found, _) = Spool::open(&spool_dir, SpoolConfig::default()).expect("reopen");
+    let stream = found.into_iter().next().expect("the stream");
+    assert_eq!(
+        stream.committed().last_line,
+        acked.len() as u64,
+        "every acknowledged message is there, nothing more"
+    );
+    for n in 1..=acked.len() as u64 {
+        assert_eq!(acked[(n - 1) as usize], format!("app:{n}"));
+    }
+}
