@@ -107,9 +107,23 @@ sink_counted() {
     echo "${count:-0}"
 }
 
+# wait_sink_counted NAME: waits until smtp-sink NAME has counted N messages; fails (STALLED set
+# to the count) after 120 s without progress.
+wait_sink_counted() {
+    local last=0 idle=0 count
+    while count=$(sink_counted "$1") && ((count < N)); do
+        if ((count == last)); then
+            ((++idle < 1200)) || { STALLED=$count; return 1; }
+        else
+            last=$count idle=0
+        fi
+        sleep 0.1
+    done
+}
+
 # run_postfix_relay VARIANT: one row of the table for VARIANT ("disk" or "tmpfs").
 run_postfix_relay() {
-    local variant=$1 name=relay-$1 dir=$WORK/relay-$1 t0 t1 last=0 idle=0 count fstype
+    local variant=$1 name=relay-$1 dir=$WORK/relay-$1 t0 t1 fstype
     local i_real i_user i_sys seconds cpu_relay queue_state sent deferred bounced
     start_sink "$name"
     relay_start "$variant" "$SINK_PORT"
@@ -122,15 +136,7 @@ run_postfix_relay() {
     t0=$(date +%s.%N)
     timed "$name-source" "${cmd[@]}"
     read -r i_real i_user i_sys <"$WORK/$name-source.time"
-    # Delivered when smtp-sink has counted N; give up after 120 s without progress.
-    while count=$(sink_counted "$name") && ((count < N)); do
-        if ((count == last)); then
-            ((++idle < 1200)) || die "Postfix relay ($variant) stalled at $count of $N; queue: $(postqueue -c "$RELAY_CONF" -p | tail -n 3)"
-        else
-            last=$count idle=0
-        fi
-        sleep 0.1
-    done
+    wait_sink_counted "$name" || die "Postfix relay ($variant) stalled at $STALLED of $N; queue: $(postqueue -c "$RELAY_CONF" -p | tail -n 3)"
     t1=$(date +%s.%N)
     seconds=$(echo "scale=3; ($t1 - $t0) / 1" | bc)
     cpu_relay=$(relay_cpu)

@@ -6,7 +6,7 @@
 # is from the start of the injection until smtp-sink has counted N, as for (b).
 #
 # Uses from peers.sh: N, SOURCE_SESSIONS, WORK, VOLLEY, SMTP_SOURCE, CLK_TCK, SINK_PORT, die,
-# free_port, start_sink, stop_sink, timed, rate, cpu_pct, ROWS, SMTP_SOURCE_RATE, sink_counted
+# free_port, start_sink, stop_sink, timed, rate, cpu_pct, ROWS, SMTP_SOURCE_RATE, wait_sink_counted
 # (postfix-relay.sh), relay_queue_dir (postfix-relay.sh: the spool goes where Postfix's queue
 # goes for the same variant).
 
@@ -36,7 +36,7 @@ vrelay_stop() {
 
 # run_volley_relay VARIANT: one row for VARIANT ("disk" or "tmpfs": where the spool lives).
 run_volley_relay() {
-    local variant=$1 name=vrelay-$1 dir=$WORK/vrelay-$1 t0 t1 last=0 idle=0 count fstype
+    local variant=$1 name=vrelay-$1 dir=$WORK/vrelay-$1 t0 t1 fstype
     local i_real i_user i_sys seconds cpu_volley api_port sub_port tries=0 delivered
     mkdir -p "$dir"
     relay_queue_dir "$variant" # sets RELAY_QUEUE (and RELAY_MOUNT): the state directory
@@ -79,14 +79,7 @@ EOF
     t0=$(date +%s.%N)
     timed "$name-source" "${cmd[@]}"
     read -r i_real i_user i_sys <"$WORK/$name-source.time"
-    while count=$(sink_counted "$name") && ((count < N)); do
-        if ((count == last)); then
-            ((++idle < 1200)) || die "volley relay ($variant) stalled at $count of $N: $(tail -n 5 "$dir/serve.err")"
-        else
-            last=$count idle=0
-        fi
-        sleep 0.1
-    done
+    wait_sink_counted "$name" || die "volley relay ($variant) stalled at $STALLED of $N: $(tail -n 5 "$dir/serve.err")"
     t1=$(date +%s.%N)
     seconds=$(echo "scale=3; ($t1 - $t0) / 1" | bc)
     cpu_volley=$(vrelay_cpu "$VRELAY_PID")

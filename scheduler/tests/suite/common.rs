@@ -59,3 +59,20 @@ pub fn feedback_config(dir: &Path, secret: &str, bounce_domain: &str) -> SendCon
         ..SendConfig::new(Default::default(), Vec::new())
     }
 }
+
+/// What the live counters say campaign `id` delivered.
+pub fn delivered(live: &volley_scheduler::live::Live, id: &str) -> u64 {
+    live.snapshot()
+        .iter()
+        .find(|c| c.id == id)
+        .map_or(0, |c| c.count(volley_scheduler::outcome::Outcome::Delivered))
+}
+
+/// Waits (30 s at most) until `done` holds; `what` names it in the failure.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

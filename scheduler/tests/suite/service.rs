@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::{delivered, until};
 use volley_bench::{Sink, SinkConfig, SinkHandle};
 use volley_scheduler::campaign::Campaign;
 use volley_scheduler::config::{SendConfig, SourceIpConfig};
@@ -47,21 +48,6 @@ fn campaign(dir: &Path, id: &str, n: usize) -> Campaign {
     );
     std::fs::write(dir.join(format!("{id}.toml")), toml).expect("toml");
     Campaign::load(&dir.join(format!("{id}.toml"))).expect("campaign")
-}
-
-fn delivered(live: &Live, id: &str) -> u64 {
-    live.snapshot()
-        .iter()
-        .find(|c| c.id == id)
-        .map_or(0, |c| c.count(Outcome::Delivered))
-}
-
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
