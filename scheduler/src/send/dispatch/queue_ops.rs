@@ -63,8 +63,8 @@ pub(crate) struct QueueState {
     doomed: HashMap<u64, Doom>,
     /// Doomed rows not yet handed to the fetcher.
     doom_queue: VecDeque<RowRef>,
-    /// The domain of the last row noted: rows come in runs of one domain (a congested
-    /// domain's parked rows), which then share one string.
+    /// The domain of the last row noted: rows come in runs of one domain (a congested or
+    /// suspended domain's rows), which then share one string.
     last_domain: Option<Arc<str>>,
 }
 
@@ -177,9 +177,10 @@ impl Dispatcher {
     /// Keeps `job` as a row until its domain and site are resumed (the message is dropped).
     pub(super) fn wait_suspended(&mut self, job: Job, site: &Arc<str>) {
         self.rendered -= 1;
+        let domain = self.queues.domain(job.recipient.domain());
         self.queues.waiting.push(Waiting {
             r: job.to_ref(),
-            domain: Arc::from(job.recipient.domain()),
+            domain,
             site: site.clone(),
         });
     }
