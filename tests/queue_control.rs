@@ -280,8 +280,10 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     assert_eq!(now, at_suspend, "still nothing after the restart");
 
     // Resume b: it drains.
-    let out = queue_cmd(&config, &["resume", "--domain", "b.test"]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (status, answer) = api.ok("POST", "/queues/resume", Some(r#"{"domain": "b.test"}"#));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["affected"], waiting("b.test"), "{answer}");
+    assert_eq!(answer["counts"]["suspended"], waiting("b.test"), "{answer}");
     wait_until("b.test to drain", || sinks[1].count() == PER_DOMAIN as u64);
     let (status, _) = api.ok("POST", "/queues/resume", Some(r#"{"domain": "b.test"}"#));
     assert_eq!(status, 404, "b is no longer suspended");
@@ -544,6 +546,22 @@ fn volley_queue_speaks_https_to_an_api_with_a_certificate() {
     toml.push_str("tls_cert = \"api.crt\"\ntls_key = \"api.key\"\n");
     std::fs::write(&config, toml).expect("config");
     let _server = start_serve(&config, &listen);
+    let out = queue_cmd(&config, &["suspend", "--domain", "x.test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("suspended {\"domain\":\"x.test\"}: nothing new"),
+        "{}",
+        text(&out)
+    );
+    let out = queue_cmd(&config, &["resume", "--domain", "x.test"]);
+    assert!(
+        text(&out).contains("resumed {\"domain\":\"x.test\"}: 0 waiting"),
+        "{}",
+        text(&out)
+    );
+    let out = queue_cmd(&config, &["resume", "--domain", "x.test"]);
+    assert!(!out.status.success(), "nothing to resume");
+    assert!(text(&out).contains("404"), "{}", text(&out));
     let out = queue_cmd(&config, &["suspend", "--domain", "x.test"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = queue_cmd(&config, &["show", "--json"]);
