@@ -489,7 +489,7 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
         Some(&listen),
     );
     let campaigns = campaigns_dir(dir.path());
-    for id in ["i1", "i2"] {
+    for id in ["i1", "i2", "i3"] {
         let rows: Vec<String> = (0..40).map(|i| format!("u{i}@{id}.test")).collect();
         write_campaign(&campaigns, id, &rows);
     }
@@ -530,6 +530,38 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
         view["suspended"][0]["scope"],
         json!({ "source_ip": "127.0.0.3", "provider": "other" }),
         "{view}"
+    );
+
+    // The MX site suspended (as `show --by site` names it): nothing goes; purged, each
+    // recipient expires once.
+    let site = format!("route:{sink_addr}");
+    let (status, answer) = api.ok("POST", "/queues/suspend", Some(&json!({ "site": site }).to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "i3.toml"}"#)).0, 201);
+    let site_queue = || {
+        let (_, view) = api.ok("GET", "/queues?by=site", None);
+        view["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["key"] == site.as_str()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    wait_until("i3 waiting at its site", || site_queue()["suspended_recipients"] == 40);
+    assert_eq!(site_queue()["suspended"], true);
+    assert!(lines_of(&state, "i3").is_empty(), "nothing sent to a suspended site");
+    let (status, answer) = api.ok(
+        "POST",
+        "/queues/purge",
+        Some(&json!({ "site": site, "reason": "site retired" }).to_string()),
+    );
+    assert_eq!((status, &answer["affected"]), (200, &json!(40)), "{answer}");
+    api.wait_for("i3", "i3 to finish", |v| v["state"] == "finished");
+    let lines = lines_of(&state, "i3");
+    assert_eq!(lines.len(), 40);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"] == "expired" && l["site"] == site.as_str()),
+        "{lines:?}"
     );
 }
 
