@@ -156,10 +156,13 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<bool> {
         Action::Show { json: true, .. } => println!("{}", serde_json::to_string_pretty(&answer)?),
         Action::Show { .. } => print_queues(&answer),
         Action::Suspend(_) => println!(
-            "suspended {} (nothing new is sent there; kept across restarts)",
-            answer["suspended"]
+            "suspended {}: nothing new is sent there ({} recipients queued there wait); kept across restarts",
+            answer["suspended"], answer["affected"]
         ),
-        Action::Resume(_) => println!("resumed {}", answer["resumed"]),
+        Action::Resume(_) => println!(
+            "resumed {}: {} waiting recipients go again",
+            answer["resumed"], answer["affected"]
+        ),
         _ => {
             let c = &answer["counts"];
             println!(

@@ -280,8 +280,10 @@ fn suspended_destinations_wait_across_a_restart_then_drain_or_get_one_final_outc
     assert_eq!(now, at_suspend, "still nothing after the restart");
 
     // Resume b: it drains.
-    let out = queue_cmd(&config, &["resume", "--domain", "b.test"]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (status, answer) = api.ok("POST", "/queues/resume", Some(r#"{"domain": "b.test"}"#));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["affected"], waiting("b.test"), "{answer}");
+    assert_eq!(answer["counts"]["suspended"], waiting("b.test"), "{answer}");
     wait_until("b.test to drain", || sinks[1].count() == PER_DOMAIN as u64);
     let (status, _) = api.ok("POST", "/queues/resume", Some(r#"{"domain": "b.test"}"#));
     assert_eq!(status, 404, "b is no longer suspended");
@@ -487,7 +489,7 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
         Some(&listen),
     );
     let campaigns = campaigns_dir(dir.path());
-    for id in ["i1", "i2"] {
+    for id in ["i1", "i2", "i3"] {
         let rows: Vec<String> = (0..40).map(|i| format!("u{i}@{id}.test")).collect();
         write_campaign(&campaigns, id, &rows);
     }
@@ -529,6 +531,38 @@ fn a_suspended_source_ip_or_ip_provider_pair_sends_nothing_and_the_other_ip_carr
         json!({ "source_ip": "127.0.0.3", "provider": "other" }),
         "{view}"
     );
+
+    // The MX site suspended (as `show --by site` names it): nothing goes; purged, each
+    // recipient expires once.
+    let site = format!("route:{sink_addr}");
+    let (status, answer) = api.ok("POST", "/queues/suspend", Some(&json!({ "site": site }).to_string()));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(api.ok("POST", "/campaigns", Some(r#"{"path": "i3.toml"}"#)).0, 201);
+    let site_queue = || {
+        let (_, view) = api.ok("GET", "/queues?by=site", None);
+        view["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["key"] == site.as_str()).cloned())
+            .unwrap_or(Value::Null)
+    };
+    wait_until("i3 waiting at its site", || site_queue()["suspended_recipients"] == 40);
+    assert_eq!(site_queue()["suspended"], true);
+    assert!(lines_of(&state, "i3").is_empty(), "nothing sent to a suspended site");
+    let (status, answer) = api.ok(
+        "POST",
+        "/queues/purge",
+        Some(&json!({ "site": site, "reason": "site retired" }).to_string()),
+    );
+    assert_eq!((status, &answer["affected"]), (200, &json!(40)), "{answer}");
+    api.wait_for("i3", "i3 to finish", |v| v["state"] == "finished");
+    let lines = lines_of(&state, "i3");
+    assert_eq!(lines.len(), 40);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"] == "expired" && l["site"] == site.as_str()),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -544,6 +578,22 @@ fn volley_queue_speaks_https_to_an_api_with_a_certificate() {
     toml.push_str("tls_cert = \"api.crt\"\ntls_key = \"api.key\"\n");
     std::fs::write(&config, toml).expect("config");
     let _server = start_serve(&config, &listen);
+    let out = queue_cmd(&config, &["suspend", "--domain", "x.test"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("suspended {\"domain\":\"x.test\"}: nothing new"),
+        "{}",
+        text(&out)
+    );
+    let out = queue_cmd(&config, &["resume", "--domain", "x.test"]);
+    assert!(
+        text(&out).contains("resumed {\"domain\":\"x.test\"}: 0 waiting"),
+        "{}",
+        text(&out)
+    );
+    let out = queue_cmd(&config, &["resume", "--domain", "x.test"]);
+    assert!(!out.status.success(), "nothing to resume");
+    assert!(text(&out).contains("404"), "{}", text(&out));
     let out = queue_cmd(&config, &["suspend", "--domain", "x.test"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = queue_cmd(&config, &["show", "--json"]);

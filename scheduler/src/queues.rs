@@ -50,6 +50,8 @@ pub enum Action {
     Bounce(String),
     /// A final `expired` line with the reason.
     Purge(String),
+    /// Nothing: counts what the scope holds (the answer to a suspend or a resume).
+    Count,
 }
 
 /// A request to one campaign's dispatcher.

@@ -66,21 +66,40 @@ async fn write_controls(app: &Arc<App>, scope: &QueueScope, suspend: bool) -> Re
     done.map_err(ApiError::internal)
 }
 
-/// `POST /queues/suspend`: nothing new is sent in the scope (kept across restarts).
+/// What the scope holds now, over every running campaign.
+async fn held(app: &Arc<App>, scope: &QueueScope) -> Affected {
+    let mut total = Affected::default();
+    for (_, a) in app.service.queues().act(Action::Count, scope).await {
+        total.add(&a);
+    }
+    total
+}
+
+/// `POST /queues/suspend`: nothing new is sent in the scope (kept across restarts); answers
+/// what the scope holds (those recipients now wait).
 pub async fn suspend(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let scope = scope(&object(&body)?, &[])?;
     let changed = write_controls(&app, &scope, true).await?;
-    Ok(Json(json!({ "suspended": scope, "changed": changed })))
+    let counts = held(&app, &scope).await;
+    Ok(Json(json!({
+        "suspended": scope,
+        "changed": changed,
+        "affected": counts.total(),
+        "counts": counts,
+    })))
 }
 
 /// `POST /queues/resume`: the scope's waiting recipients go again (404 when it was not
 /// suspended).
 pub async fn resume(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let scope = scope(&object(&body)?, &[])?;
+    let waiting = held(&app, &scope).await;
     if !write_controls(&app, &scope, false).await? {
         return Err(ApiError::not_found(format!("{scope} is not suspended")));
     }
-    Ok(Json(json!({ "resumed": scope })))
+    Ok(Json(
+        json!({ "resumed": scope, "affected": waiting.total(), "counts": waiting }),
+    ))
 }
 
 /// Answers what an action did, per campaign and in all.

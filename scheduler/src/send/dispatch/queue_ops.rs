@@ -63,8 +63,8 @@ pub(crate) struct QueueState {
     doomed: HashMap<u64, Doom>,
     /// Doomed rows not yet handed to the fetcher.
     doom_queue: VecDeque<RowRef>,
-    /// The domain of the last row noted: rows come in runs of one domain (a congested
-    /// domain's parked rows), which then share one string.
+    /// The domain of the last row noted: rows come in runs of one domain (a congested or
+    /// suspended domain's rows), which then share one string.
     last_domain: Option<Arc<str>>,
 }
 
@@ -177,9 +177,10 @@ impl Dispatcher {
     /// Keeps `job` as a row until its domain and site are resumed (the message is dropped).
     pub(super) fn wait_suspended(&mut self, job: Job, site: &Arc<str>) {
         self.rendered -= 1;
+        let domain = self.queues.domain(job.recipient.domain());
         self.queues.waiting.push(Waiting {
             r: job.to_ref(),
-            domain: Arc::from(job.recipient.domain()),
+            domain,
             site: site.clone(),
         });
     }
@@ -314,18 +315,51 @@ impl Dispatcher {
         out.into_iter().collect()
     }
 
-    /// Does `action` to the recipients of `scope` that are not on the wire.
-    fn act(&mut self, action: &Action, scope: &QueueScope) -> Result<Affected, SendError> {
-        let mut affected = Affected::default();
+    /// What `scope` holds in this campaign now (nothing changes).
+    fn count(&self, scope: &QueueScope) -> Affected {
+        let mut held = Affected::default();
         for (site, by_ip) in &self.queues.in_flight {
             for (ip, by_domain) in by_ip {
                 for (domain, n) in by_domain {
                     if scope.holds(domain, site, self.provider_of(site), Some(*ip)) {
-                        affected.in_flight_untouched += u64::from(*n);
+                        held.in_flight_untouched += u64::from(*n);
                     }
                 }
             }
         }
+        for (key, site) in self.sites.iter() {
+            let provider = self.provider_of(key);
+            held.ready += site
+                .ready
+                .iter()
+                .filter(|j| scope.holds(j.recipient.domain(), key, provider, None))
+                .count() as u64;
+        }
+        for p in self.queues.rows.values() {
+            if scope.holds(&p.domain, &p.site, self.provider_of(&p.site), p.ip) {
+                match p.retry_due {
+                    Some(_) => held.retrying += 1,
+                    None => held.parked += 1,
+                }
+            }
+        }
+        for w in &self.queues.waiting {
+            if scope.holds(&w.domain, &w.site, self.provider_of(&w.site), None) {
+                held.suspended += 1;
+            }
+        }
+        held
+    }
+
+    /// Does `action` to the recipients of `scope` that are not on the wire.
+    fn act(&mut self, action: &Action, scope: &QueueScope) -> Result<Affected, SendError> {
+        if *action == Action::Count {
+            return Ok(self.count(scope));
+        }
+        let mut affected = Affected {
+            in_flight_untouched: self.count(scope).in_flight_untouched,
+            ..Affected::default()
+        };
         let in_scope: Vec<u64> = {
             let rows = &self.queues.rows;
             rows.iter()
@@ -353,6 +387,7 @@ impl Dispatcher {
             }
             Action::Bounce(reason) => (Outcome::Bounced, reason),
             Action::Purge(reason) => (Outcome::Expired, reason),
+            Action::Count => return Ok(affected),
         };
         let reason: Arc<str> = Arc::from(reason.as_str());
         let mut doomed: Vec<(RowRef, Arc<str>)> = Vec::new();
