@@ -105,8 +105,8 @@ pub struct Inspected {
     pub campaign: Option<String>,
     /// The message has a `Date` header.
     pub has_date: bool,
-    /// The message has a `Message-ID` header.
-    pub has_message_id: bool,
+    /// The `Message-ID` (without angle brackets), if the message has one.
+    pub message_id: Option<String>,
     /// Byte length of the header section (up to and including the empty line, or the whole
     /// message when there is no body).
     pub header_len: usize,
@@ -233,7 +233,16 @@ pub fn inspect(raw: &[u8]) -> Result<Inspected, InjectError> {
         from_domain,
         campaign,
         has_date: named("Date").next().is_some(),
-        has_message_id: named("Message-ID").next().is_some(),
+        message_id: named("Message-ID")
+            .next()
+            .map(|f| {
+                let id = f.value.trim();
+                id.strip_prefix('<')
+                    .and_then(|i| i.strip_suffix('>'))
+                    .unwrap_or(id)
+                    .to_owned()
+            })
+            .filter(|id| !id.is_empty()),
         header_len,
     })
 }
@@ -276,7 +285,9 @@ mod tests {
         assert_eq!(i.from, "app@example.com");
         assert_eq!(i.from_domain, "example.com");
         assert_eq!(i.campaign, None);
-        assert!(!i.has_date && !i.has_message_id);
+        assert!(!i.has_date && i.message_id.is_none());
+        let with_id = inspect(b"From: a@x.test\r\nMessage-ID:  <abc@x.test>\r\n\r\n").expect("valid");
+        assert_eq!(with_id.message_id.as_deref(), Some("abc@x.test"));
         assert_eq!(&MSG[i.header_len..], b"body\r\n");
     }
 

@@ -171,7 +171,7 @@ impl MessageFactory {
     fn build_spooled(&self, row: &RecipientRow) -> Result<BuiltMessage, RenderError> {
         use crate::recipients::spooled::column;
         let value = |i: usize| row.values.get(i).map_or("", String::as_str);
-        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value(column::RAW))
+        let bytes = crate::recipients::spooled::raw_bytes(value(column::RAW))
             .map_err(|e| RenderError::Encode(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         let domain = value(column::FROM_DOMAIN);
         Ok(BuiltMessage {

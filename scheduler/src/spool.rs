@@ -399,7 +399,7 @@ fn prepare(message: Injected, max_recipients: usize) -> Result<(String, (Record,
     let now = SystemTime::now();
     let at = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut added = String::new();
-    let message_id = match message_id_of(&body) {
+    let message_id = match inspected.message_id.clone() {
         Some(id) => id,
         None => {
             let id = format!("{campaign}.{at}.{:016x}@{}", fastrand::u64(..), inspected.from_domain);
@@ -428,15 +428,9 @@ fn prepare(message: Injected, max_recipients: usize) -> Result<(String, (Record,
         at,
         message_id,
         from_domain: inspected.from_domain,
-        raw: record::encode_message(&raw),
+        raw,
     };
     Ok((campaign, (record, n)))
-}
-
-/// The Message-ID of a message's header section, without angle brackets.
-fn message_id_of(raw: &[u8]) -> Option<String> {
-    let headers = mail_parser::MessageParser::new().parse_headers(raw)?;
-    headers.message_id().map(str::to_owned).filter(|id| !id.is_empty())
 }
 
 /// An RFC 5322 date-time in UTC.
@@ -494,41 +488,31 @@ fn recover(name: &str, dir: &Path, bytes: Arc<AtomicU64>) -> Result<(writer::Tai
     ))
 }
 
-/// The length of a segment's whole records and the last recipient line among them. A bad
-/// line that is not the last is damage, not a torn write: refused.
+/// The length of a segment's whole records and the last recipient line among them. A record
+/// cut short at the end is a torn write; anything else that is not a record is damage, refused.
 fn scan(path: &Path) -> Result<(u64, u64), SpoolError> {
-    use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(io_err(path, "open the segment"))?;
+    let len = file.metadata().map_err(io_err(path, "read the segment's size"))?.len();
     let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
     let (mut good, mut last_line) = (0u64, 0u64);
-    let mut line = Vec::new();
+    let mut buf = Vec::new();
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(io_err(path, "read the segment"))?;
-        if n == 0 {
-            return Ok((good, last_line));
-        }
-        let record = (line.last() == Some(&b'\n'))
-            .then(|| Record::decode(&line).ok())
-            .flatten();
-        match record {
-            Some(r) => {
-                good += n as u64;
+        match Record::read_from(&mut reader, &mut buf) {
+            Ok(None) => return Ok((good, last_line)),
+            Ok(Some((r, n))) => {
+                good += n;
                 last_line = r.last_line();
             }
-            None => {
-                // Torn only if nothing follows it.
-                let mut rest = Vec::new();
-                std::io::Read::read_to_end(&mut reader, &mut rest).map_err(io_err(path, "read the segment"))?;
-                if rest.contains(&b'\n') {
-                    return Err(SpoolError::Damaged(ReadError::Torn {
-                        path: path.to_path_buf(),
-                        offset: good,
-                    }));
-                }
-                return Ok((good, last_line));
+            // The crash came while this record was written: it was never acknowledged.
+            Err(e) if e.is_torn() => return Ok((good, last_line)),
+            // A header line cut where a JSON value ends, with nothing after it.
+            Err(record::RecordError::Json(_)) if good + buf.len() as u64 >= len => return Ok((good, last_line)),
+            Err(source) => {
+                return Err(SpoolError::Damaged(ReadError::Record {
+                    path: path.to_path_buf(),
+                    offset: good,
+                    source,
+                }))
             }
         }
     }

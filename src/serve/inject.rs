@@ -41,13 +41,37 @@ pub fn run_streams(app: &Arc<App>, found: Vec<Arc<Stream>>, mut created: NewStre
     });
 }
 
+/// How long an injection campaign that could not start waits before it tries again.
+const RELAUNCH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the injection campaign of `stream`. One that cannot start now (its name is a
+/// campaign file's id that is running, say) is tried again every [`RELAUNCH`]: its mail stays
+/// in the spool meanwhile.
 fn launch(app: &Arc<App>, stream: Arc<Stream>) {
     let name = stream.name().to_owned();
     let campaign = Campaign::injected(stream, &app.config.injection.settings());
-    if let Err(e) = super::campaigns::start(app, &campaign) {
-        tracing::error!("injection campaign {name} cannot start: {}", e.message);
-        eprintln!("volley serve: injection campaign {name} cannot start: {}", e.message);
-    }
+    let Err(e) = super::campaigns::start(app, &campaign) else {
+        return;
+    };
+    tracing::error!(
+        "injection campaign {name} cannot start: {}; trying again every 10 s",
+        e.message
+    );
+    eprintln!(
+        "volley serve: injection campaign {name} cannot start: {}; trying again every 10 s",
+        e.message
+    );
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELAUNCH).await;
+            let Some(app) = app.upgrade() else { return };
+            if super::campaigns::start(&app, &campaign).is_ok() {
+                eprintln!("volley serve: injection campaign {name} started");
+                return;
+            }
+        }
+    });
 }
 
 /// One recipient of a request.

@@ -10,7 +10,7 @@ use super::{OffsetProblem, RawRow, RecipientError, RejectedRow, WHOLE_ROW};
 use crate::spool::{Follower, ReadError, Record, Stream};
 
 /// The columns of a spooled row: the recipient, the envelope sender, the message's
-/// Message-ID, its From domain and the message (base64).
+/// Message-ID, its From domain and the message ([`raw_value`]).
 pub const SPOOL_COLUMNS: [&str; 5] = ["email", "mail_from", "message_id", "from_domain", "raw"];
 
 /// Index of each column in [`SPOOL_COLUMNS`].
@@ -37,8 +37,35 @@ fn values(record: &Record, rcpt: &str) -> Vec<String> {
         record.mail_from.clone(),
         record.message_id.clone(),
         record.from_domain.clone(),
-        record.raw.clone(),
+        raw_value(&record.raw),
     ]
+}
+
+/// The message as a row value: `r` and the text when it is UTF-8 (nearly always), else `b`
+/// and its base64.
+pub fn raw_value(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(text) => {
+            let mut v = String::with_capacity(text.len() + 1);
+            v.push('r');
+            v.push_str(text);
+            v
+        }
+        Err(_) => format!(
+            "b{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
+        ),
+    }
+}
+
+/// The message of a row value made by [`raw_value`].
+pub fn raw_bytes(value: &str) -> Result<Vec<u8>, String> {
+    match value.split_at_checked(1) {
+        Some(("r", text)) => Ok(text.as_bytes().to_vec()),
+        Some(("b", b64)) => base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+            .map_err(|e| format!("the spooled message is not valid base64: {e}")),
+        _ => Err("not a spooled message value".into()),
+    }
 }
 
 /// A stream being read.

@@ -100,11 +100,12 @@ impl SegmentGc {
 
     /// The first recipient line of segment `n` (`None` when it holds no record).
     fn first_line(&self, n: u32) -> Option<u64> {
-        use std::io::BufRead;
         let file = std::fs::File::open(segment_path(self.stream.dir(), n)).ok()?;
-        let mut line = Vec::new();
-        std::io::BufReader::new(file).read_until(b'\n', &mut line).ok()?;
-        super::Record::decode(&line).ok().map(|r| r.first_line + 1)
+        let mut buf = Vec::new();
+        super::Record::read_from(&mut std::io::BufReader::new(file), &mut buf)
+            .ok()
+            .flatten()
+            .map(|(r, _)| r.first_line + 1)
     }
 
     /// Deletes the sealed segments with no open line.

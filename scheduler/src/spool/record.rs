@@ -1,14 +1,14 @@
-//! One spooled message as it lies in a segment: a single line of JSON (the envelope, the
-//! recipients' line numbers and the message in base64), ended by LF. A line is the unit of
-//! both the write (appended whole, synced before the message is acknowledged) and the read
-//! (a torn last line after a crash was never acknowledged, and recovery cuts it).
+//! One spooled message as it lies in a segment: a header line of JSON (the envelope, the
+//! recipients' line numbers, the message's length), then the message's bytes as received, then
+//! LF. A record is the unit of both the write (appended whole, synced before the message is
+//! acknowledged) and the read (a record cut short by a crash was never acknowledged, and
+//! recovery cuts it). The message is stored as it is — no encoding — so a sync writes the
+//! message's bytes and a short header, nothing more.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use std::io::{self, BufRead};
 
 /// A spooled message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The line of the first recipient minus one: recipient `i` (from 0) is line
     /// `first_line + i + 1` of the stream (dense over the stream, so line sets stay small).
@@ -27,46 +27,144 @@ pub struct Record {
     pub message_id: String,
     /// The From header's domain (the DKIM `d=` when a key covers it).
     pub from_domain: String,
-    /// The message, base64.
-    pub raw: String,
+    /// The message.
+    pub raw: Vec<u8>,
 }
 
-/// Why a segment line is not a record.
+/// The header line as written.
+#[derive(serde::Serialize)]
+struct HeaderOut<'a> {
+    first_line: u64,
+    mail_from: &'a str,
+    rcpt: &'a [String],
+    user: &'a str,
+    peer: &'a str,
+    at: u64,
+    message_id: &'a str,
+    from_domain: &'a str,
+    len: usize,
+}
+
+/// The header line as read.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderIn {
+    first_line: u64,
+    mail_from: String,
+    rcpt: Vec<String>,
+    user: String,
+    peer: String,
+    at: u64,
+    message_id: String,
+    from_domain: String,
+    len: u64,
+}
+
+/// The largest message a record may claim (a damaged length must not allocate gigabytes).
+const MAX_LEN: u64 = 1 << 31;
+
+/// Why the bytes at a position are not a record.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    /// Not the JSON of a record.
-    #[error("not a spool record: {0}")]
+    /// The header line is not a record's.
+    #[error("not a spool record header: {0}")]
     Json(#[from] serde_json::Error),
-    /// The message is not valid base64.
-    #[error("the message is not valid base64: {0}")]
-    Base64(#[from] base64::DecodeError),
     /// A record with no recipient.
     #[error("a record without recipients")]
     NoRecipients,
+    /// A length no message has.
+    #[error("a record claiming {0} bytes")]
+    Length(u64),
+    /// The file ends inside the record (a write cut short).
+    #[error("the record is cut short")]
+    Torn,
+    /// The message is not followed by the record's LF.
+    #[error("the message is not followed by the record's end")]
+    Unterminated,
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl RecordError {
+    /// The record was being written when the writer stopped (nothing after it is whole).
+    pub fn is_torn(&self) -> bool {
+        matches!(self, RecordError::Torn)
+    }
 }
 
 impl Record {
-    /// The record as one line, LF included.
+    /// The record's bytes: header line, message, LF.
     pub fn encode(&self) -> Vec<u8> {
+        let header = HeaderOut {
+            first_line: self.first_line,
+            mail_from: &self.mail_from,
+            rcpt: &self.rcpt,
+            user: &self.user,
+            peer: &self.peer,
+            at: self.at,
+            message_id: &self.message_id,
+            from_domain: &self.from_domain,
+            len: self.raw.len(),
+        };
         // Serialising plain strings and numbers cannot fail.
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
-        line.push(b'\n');
-        line
+        let mut out = serde_json::to_vec(&header).unwrap_or_default();
+        out.reserve(self.raw.len() + 2);
+        out.push(b'\n');
+        out.extend_from_slice(&self.raw);
+        out.push(b'\n');
+        out
     }
 
-    /// Decodes one line (with or without its LF).
-    pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let record: Record = serde_json::from_slice(line)?;
-        if record.rcpt.is_empty() {
+    /// Reads the next record; `None` at the end of the input (nothing left). `buf` is reused
+    /// for the header line. The second value is the record's length in bytes.
+    pub fn read_from<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> Result<Option<(Record, u64)>, RecordError> {
+        buf.clear();
+        let n = input.read_until(b'\n', buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(RecordError::Torn);
+        }
+        let header: HeaderIn = serde_json::from_slice(&buf[..n - 1])?;
+        if header.rcpt.is_empty() {
             return Err(RecordError::NoRecipients);
         }
-        Ok(record)
+        if header.len > MAX_LEN {
+            return Err(RecordError::Length(header.len));
+        }
+        let mut raw = vec![0; header.len as usize + 1];
+        if let Err(e) = input.read_exact(&mut raw) {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                RecordError::Torn
+            } else {
+                RecordError::Io(e)
+            });
+        }
+        if raw.pop() != Some(b'\n') {
+            return Err(RecordError::Unterminated);
+        }
+        let record = Record {
+            first_line: header.first_line,
+            mail_from: header.mail_from,
+            rcpt: header.rcpt,
+            user: header.user,
+            peer: header.peer,
+            at: header.at,
+            message_id: header.message_id,
+            from_domain: header.from_domain,
+            raw,
+        };
+        Ok(Some((record, n as u64 + header.len + 1)))
     }
 
-    /// The message bytes.
-    pub fn message(&self) -> Result<Vec<u8>, RecordError> {
-        Ok(STANDARD.decode(&self.raw)?)
+    /// Decodes one whole record.
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let mut buf = Vec::new();
+        Record::read_from(&mut io::Cursor::new(bytes), &mut buf)?
+            .map(|(r, _)| r)
+            .ok_or(RecordError::Torn)
     }
 
     /// The last recipient's line.
@@ -80,18 +178,12 @@ impl Record {
     }
 }
 
-/// Encodes `raw` for [`Record::raw`].
-pub fn encode_message(raw: &[u8]) -> String {
-    STANDARD.encode(raw)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_round_trips_and_maps_lines_to_recipients() {
-        let r = Record {
+    fn record(raw: &[u8]) -> Record {
+        Record {
             first_line: 10,
             mail_from: "app@example.com".into(),
             rcpt: vec!["a@x.test".into(), "b@y.test".into()],
@@ -100,13 +192,27 @@ mod tests {
             at: 1,
             message_id: "m1@example.com".into(),
             from_domain: "example.com".into(),
-            raw: encode_message(b"From: app@example.com\r\n\r\nhi\r\n"),
-        };
-        let line = r.encode();
-        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
-        let back = Record::decode(&line).expect("decodes");
-        assert_eq!(back, r);
-        assert_eq!(back.message().expect("base64"), b"From: app@example.com\r\n\r\nhi\r\n");
+            raw: raw.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_with_any_bytes_and_maps_lines_to_recipients() {
+        // 8-bit content and line ends inside the message are carried as they are.
+        let r = record(b"From: app@example.com\r\n\r\n\xe9t\xe9\n\r\n{\"first_line\":1}\n");
+        let bytes = r.encode();
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        let mut input = io::Cursor::new(&two);
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            let (back, len) = Record::read_from(&mut input, &mut buf)
+                .expect("reads")
+                .expect("a record");
+            assert_eq!(back, r);
+            assert_eq!(len, bytes.len() as u64);
+        }
+        assert!(Record::read_from(&mut input, &mut buf).expect("end").is_none());
         assert_eq!(
             (r.index_of(10), r.index_of(11), r.index_of(12), r.index_of(13)),
             (None, Some(0), Some(1), None)
@@ -115,26 +221,23 @@ mod tests {
     }
 
     #[test]
-    fn torn_and_foreign_lines_are_not_records() {
-        let line = Record {
-            first_line: 0,
-            mail_from: String::new(),
-            rcpt: vec!["a@x.test".into()],
-            user: "u".into(),
-            peer: String::new(),
-            at: 0,
-            message_id: "m@x".into(),
-            from_domain: "x.test".into(),
-            raw: encode_message(b"x"),
+    fn cut_and_foreign_bytes_are_not_records() {
+        let bytes = record(b"From: a@x.test\r\n\r\nbody\r\n").encode();
+        for cut in [10, bytes.len() - 5, bytes.len() - 1] {
+            let e = Record::decode(&bytes[..cut]).expect_err("cut short");
+            assert!(e.is_torn(), "cut at {cut}: {e}");
         }
-        .encode();
-        assert!(Record::decode(&line[..line.len() / 2]).is_err(), "a torn line");
-        assert!(Record::decode(b"{\"first_line\":0}").is_err());
-        let mut none = line.clone();
-        let s = String::from_utf8(none.clone())
-            .expect("utf8")
-            .replace("[\"a@x.test\"]", "[]");
-        none = s.into_bytes();
-        assert!(matches!(Record::decode(&none), Err(RecordError::NoRecipients)));
+        assert!(matches!(
+            Record::decode(b"{\"first_line\":0}\n"),
+            Err(RecordError::Json(_))
+        ));
+        let none = String::from_utf8_lossy(&bytes).replace("[\"a@x.test\",\"b@y.test\"]", "[]");
+        assert!(matches!(
+            Record::decode(none.as_bytes()),
+            Err(RecordError::NoRecipients)
+        ));
+        let mut unterminated = bytes.clone();
+        *unterminated.last_mut().expect("bytes") = b'x';
+        assert!(matches!(Record::decode(&unterminated), Err(RecordError::Unterminated)));
     }
 }

@@ -7,7 +7,7 @@
 //! offset in the low 40 (segments stay far below 1 TiB).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -131,14 +131,12 @@ impl Stream {
         let mut file = File::open(&path).map_err(|e| ReadError::io(&path, e))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| ReadError::io(&path, e))?;
-        let mut line = Vec::new();
-        BufReader::new(file)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| ReadError::io(&path, e))?;
-        if line.last() != Some(&b'\n') {
-            return Err(ReadError::Torn { path, offset });
+        let mut buf = Vec::new();
+        match Record::read_from(&mut BufReader::new(file), &mut buf) {
+            Ok(Some((record, _))) => Ok(record),
+            Ok(None) => Err(ReadError::Torn { path, offset }),
+            Err(source) => Err(ReadError::Record { path, offset, source }),
         }
-        Record::decode(&line).map_err(|source| ReadError::Record { path, offset, source })
     }
 }
 
@@ -271,23 +269,18 @@ impl Follower {
                 self.file.insert(BufReader::with_capacity(256 * 1024, file))
             }
         };
-        self.line.clear();
-        let n = file
-            .read_until(b'\n', &mut self.line)
-            .map_err(|e| ReadError::io(&path, e))?;
         let at = self.offset;
-        if n == 0 {
-            return Ok(None);
+        match Record::read_from(file, &mut self.line) {
+            Ok(Some((record, len))) => {
+                self.offset += len;
+                Ok(Some((position(self.segment, at), record)))
+            }
+            Ok(None) => Ok(None),
+            Err(source) => Err(ReadError::Record {
+                path,
+                offset: at,
+                source,
+            }),
         }
-        if self.line.last() != Some(&b'\n') {
-            return Err(ReadError::Torn { path, offset: at });
-        }
-        self.offset += n as u64;
-        let record = Record::decode(&self.line).map_err(|source| ReadError::Record {
-            path: path.clone(),
-            offset: at,
-            source,
-        })?;
-        Ok(Some((position(self.segment, at), record)))
     }
 }

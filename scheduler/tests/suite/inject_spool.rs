@@ -18,6 +18,7 @@ use volley_scheduler::inject::{Injected, Injector};
 use volley_scheduler::live::Live;
 use volley_scheduler::send::SendService;
 use volley_scheduler::spool::{Spool, SpoolConfig};
+use volley_scheduler::suppression::{Entry, Update, GLOBAL};
 
 use crate::common::json_lines;
 use crate::common::{delivered, until};
@@ -107,6 +108,20 @@ async fn injected_messages_are_spooled_then_delivered_once_across_a_restart() {
 
     let live = Arc::new(Live::default());
     let service = SendService::start(&config, live.clone(), true).expect("service");
+    // An address on the suppression list is not sent, injected or not.
+    service
+        .store()
+        .apply(&[Update::suppress(
+            GLOBAL,
+            "gone@x.test".to_string(),
+            Entry::new("550 5.1.1 unknown", "bounce:earlier", 1_700_000_000),
+        )])
+        .expect("suppress");
+    let gone = spool
+        .inject(message("app", "bounces@app.volley.test", &["gone@x.test"], ""))
+        .await
+        .expect("accepted: the list is checked when sending");
+    assert_eq!(gone.ids, vec!["app:3"]);
     let mut launched = Vec::new();
     for _ in 0..2 {
         let stream = tokio::time::timeout(Duration::from_secs(5), created.recv())
@@ -168,7 +183,12 @@ async fn injected_messages_are_spooled_then_delivered_once_across_a_restart() {
     let log = json_lines(&config.state_dir.join("app").join("accounting.jsonl"));
     let mut lines: Vec<u64> = log.iter().filter_map(|l| l["line"].as_u64()).collect();
     lines.sort_unstable(); // two source IPs: the order of the reports varies
-    assert_eq!(lines, vec![1, 2, 3], "{log:?}");
+    assert_eq!(lines, vec![1, 2, 3, 4], "{log:?}");
+    let gone_line = log
+        .iter()
+        .find(|l| l["recipient"] == "gone@x.test")
+        .expect("gone logged");
+    assert_eq!(gone_line["outcome"], "suppressed");
 
     // A crash tore the next record: cut at open, never sent.
     let segment = spool_dir.join("app").join("00000001.seg");
@@ -189,7 +209,7 @@ async fn injected_messages_are_spooled_then_delivered_once_across_a_restart() {
         .inject(message("app", "bounces@app.volley.test", &["a4@x.test"], ""))
         .await
         .expect("accepted");
-    assert_eq!(c.ids, vec!["app:4"], "lines go on after a restart");
+    assert_eq!(c.ids, vec!["app:5"], "lines go on after a restart");
     let live = Arc::new(Live::default());
     let service = SendService::start(&config, live.clone(), true).expect("service");
     let launched: Vec<_> = found
