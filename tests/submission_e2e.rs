@@ -80,7 +80,8 @@ async fn swaks_and_smtplib_submissions_are_delivered_once_and_signed() {
     .expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
     let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
     let cert_path = write(dir.path(), "cert.pem", &cert.pem());
     write(dir.path(), "key.pem", &key_pair.serialize_pem());
     let dkim = volley()
