@@ -1,0 +1,234 @@
+//! `volley cluster`: one campaign published to Redis and sent by three node processes on
+//! loopback (source IPs 127.0.0.2/3/4), one of them killed with SIGKILL mid-run — never
+//! restarted, or restarted. Every recipient ends with exactly one final outcome across the
+//! nodes' accounting logs, the sink received nobody twice beyond the counted
+//! `resent_after_restart`, and the survivors finished the dead node's chunks.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use volley_bench::{RedisServer, Sink, SinkConfig};
+
+mod common;
+
+use common::volley;
+
+const CAMPAIGN: &str = "big";
+
+fn node_config(dir: &Path, node: usize, redis: &str, sink: &str) -> PathBuf {
+    let node_dir = dir.join(format!("n{node}"));
+    std::fs::create_dir_all(&node_dir).expect("node dir");
+    let path = node_dir.join("v.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"state\"\nmax_in_flight = 300\nmax_in_flight_per_site = 100\n\
+             [[source_ips]]\naddress = \"127.0.0.{ip}\"\nehlo_name = \"mta{ip}.volley.test\"\n\
+             [routes]\n\"*\" = \"{sink}\"\n[retry]\nschedule = [\"100ms\"]\nmax_age = \"1m\"\n\
+             [smtp]\nmax_connections_per_host = 4\n\
+             [cluster]\nredis = \"{redis}\"\nnode_id = \"n{node}\"\nchunk_size = 500\n\
+             max_outstanding = 16\nlease = \"3s\"\nchunks_in_flight = 2\n",
+            ip = node + 1
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn spawn_node(dir: &Path, node: usize, run: &str) -> Child {
+    volley()
+        .current_dir(dir.join(format!("n{node}")))
+        .args(["cluster", "work", CAMPAIGN, "--config", "v.toml", "--summary-json"])
+        .arg(format!("report-{run}.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn volley cluster work")
+}
+
+fn node_log(dir: &Path, node: usize) -> PathBuf {
+    dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/accounting.jsonl"))
+}
+
+fn log_lines(dir: &Path, node: usize) -> usize {
+    std::fs::read_to_string(node_log(dir, node)).map_or(0, |t| t.lines().count())
+}
+
+/// Final outcomes per recipient across the three nodes' logs.
+fn finals(dir: &Path) -> HashMap<String, Vec<(usize, String)>> {
+    let mut out: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    for node in 1..=3 {
+        let text = std::fs::read_to_string(node_log(dir, node)).unwrap_or_default();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("accounting line is JSON");
+            assert_eq!(v["campaign"], CAMPAIGN, "{line}");
+            let outcome = v["outcome"].as_str().expect("outcome").to_owned();
+            if outcome != "deferred" {
+                let rcpt = v["recipient"].as_str().expect("recipient").to_owned();
+                out.entry(rcpt).or_default().push((node, outcome));
+            }
+        }
+    }
+    out
+}
+
+fn report(dir: &Path, node: usize, run: &str) -> Value {
+    let path = dir.join(format!("n{node}/report-{run}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("report JSON")
+}
+
+fn wait_exit(child: &mut Child, what: &str, deadline: Instant) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn kill_one_node(restart: bool) {
+    let n = 20_000;
+    let redis = RedisServer::start();
+    // A little latency per reply batch: the run lasts long enough for the kill to land mid-way.
+    let sink = Sink::start(SinkConfig {
+        latency: Duration::from_millis(5),
+        count_addresses: true,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    common::write_news_campaign(&dir, CAMPAIGN, n);
+    for node in 1..=3 {
+        node_config(&dir, node, &redis.url(), &sink.local_addr().to_string());
+    }
+    let counts = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut publisher = volley()
+            .current_dir(&dir)
+            .args(["cluster", "publish", "c.toml", "--config", "n1/v.toml"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn publisher");
+        let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
+        // Kill node 2 once it has finished a chunk and the cluster is well under way.
+        while log_lines(&dir, 2) == 0 || (1..=3).map(|i| log_lines(&dir, i)).sum::<usize>() < n / 4 {
+            assert!(Instant::now() < deadline, "no progress");
+            assert!(
+                nodes[1].try_wait().expect("try_wait").is_none(),
+                "node 2 ended before the kill"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nodes[1].kill().expect("SIGKILL node 2");
+        let _ = nodes[1].wait();
+        let at_kill = log_lines(&dir, 2);
+        if restart {
+            std::thread::sleep(Duration::from_millis(500));
+            nodes[1] = spawn_node(&dir, 2, "second");
+        }
+        assert!(
+            wait_exit(&mut publisher, "publisher", deadline).success(),
+            "publisher failed"
+        );
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if restart || i != 1 {
+                let status = wait_exit(node, &format!("node {}", i + 1), deadline);
+                assert!(status.success(), "node {} failed: {status}", i + 1);
+            }
+        }
+        let status = volley()
+            .current_dir(&dir)
+            .args(["cluster", "status", CAMPAIGN, "--config", "n1/v.toml"])
+            .output()
+            .expect("status");
+        assert!(status.status.success(), "status: {}", common::text(&status));
+        let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        (dir, at_kill, status)
+    })
+    .await
+    .expect("join");
+    let (dir, at_kill, status) = counts;
+
+    // Every recipient: exactly one final outcome across the three logs.
+    let finals = finals(&dir);
+    assert_eq!(finals.len(), n, "recipients with a final outcome");
+    let twice: Vec<_> = finals.iter().filter(|(_, f)| f.len() != 1).take(5).collect();
+    assert!(twice.is_empty(), "recipients with several final outcomes: {twice:?}");
+    assert!(finals.values().all(|f| f[0].1 == "delivered"));
+
+    // The status in Redis agrees, each recipient counted once.
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+    assert_eq!(status["progress"]["rows"], n as u64, "{status}");
+
+    // Duplicates at the sink: only what the nodes counted as resent.
+    let runs: Vec<Value> = if restart {
+        vec![
+            report(&dir, 1, "first"),
+            report(&dir, 2, "second"),
+            report(&dir, 3, "first"),
+        ]
+    } else {
+        vec![report(&dir, 1, "first"), report(&dir, 3, "first")]
+    };
+    let resent: u64 = runs
+        .iter()
+        .map(|r| r["resent_after_restart"].as_u64().expect("resent"))
+        .sum();
+    assert_eq!(
+        status["counts"]["resent_after_restart"].as_u64().unwrap_or(0),
+        resent,
+        "{status}"
+    );
+    let received = sink.address_counts();
+    assert_eq!(received.len(), n, "every recipient reached the sink");
+    let duplicates: u64 = received.values().map(|c| c.saturating_sub(1)).sum();
+    eprintln!(
+        "restart={restart}: node 2 had logged {at_kill} lines when killed; sink duplicates {duplicates}, counted resent {resent}; reports {runs:?}"
+    );
+    assert!(
+        duplicates <= resent,
+        "sink duplicates {duplicates} > counted resent {resent}"
+    );
+
+    // The dead node's chunks were finished by the others (or by itself, restarted).
+    let node2 = finals.values().filter(|f| f[0].0 == 2).count();
+    assert!(node2 < n && node2 > 0, "node 2 finished {node2}");
+    if restart {
+        let again = &runs[1];
+        assert!(
+            again["resumed"].as_u64().unwrap_or(0)
+                + runs[0]["reclaimed"].as_u64().unwrap_or(0)
+                + runs[2]["reclaimed"].as_u64().unwrap_or(0)
+                >= 1,
+            "node 2's pending chunks were neither resumed nor reclaimed: {runs:?}"
+        );
+    } else {
+        let reclaimed: u64 = runs.iter().map(|r| r["reclaimed"].as_u64().unwrap_or(0)).sum();
+        assert!(
+            reclaimed >= 1,
+            "the survivors took over none of node 2's chunks: {runs:?}"
+        );
+    }
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_chunks_are_finished_by_the_others() {
+    kill_one_node(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarted_resumes_without_resending_finished_work() {
+    kill_one_node(true).await;
+}
