@@ -166,6 +166,20 @@ async fn kill_one_node(restart: bool) {
     assert!(twice.is_empty(), "recipients with several final outcomes: {twice:?}");
     assert!(finals.values().all(|f| f[0].1 == "delivered"));
 
+    // `volley report` reads the three logs as one.
+    let out = volley()
+        .current_dir(&dir)
+        .args(["report", "--out", "report.html"])
+        .args((1..=3).map(|i| node_log(&dir, i)))
+        .output()
+        .expect("volley report");
+    assert!(out.status.success(), "report: {}", common::text(&out));
+    assert!(
+        common::text(&out).contains(&format!(", {n} final outcomes")),
+        "{}",
+        common::text(&out)
+    );
+
     // The status in Redis agrees, each recipient counted once.
     assert_eq!(status["complete"], true, "{status}");
     assert_eq!(status["counts"]["delivered"], n as u64, "{status}");

@@ -75,6 +75,37 @@ impl ChunkDir {
         self.dir.join("merged")
     }
 
+    /// Written before the merge appends: the node log's length then.
+    fn merging_file(&self) -> PathBuf {
+        self.dir.join("merging")
+    }
+
+    /// Undoes a merge a crash cut short: the node log is cut back to its length before it
+    /// (merges run one at a time, so nothing was appended after). Call before any merge of
+    /// a restarted node.
+    pub fn recover(&self, node_log: &Path) -> Result<(), ClusterError> {
+        let marker = self.merging_file();
+        if self.merged() || !marker.is_file() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
+        let len: u64 = text.trim().parse().map_err(|_| ClusterError::Io {
+            path: marker.clone(),
+            source: std::io::Error::other(format!("not a length: {text:?}")),
+        })?;
+        match std::fs::OpenOptions::new().write(true).open(node_log) {
+            Ok(f) => {
+                if f.metadata().map_err(io_err(node_log))?.len() > len {
+                    f.set_len(len).map_err(io_err(node_log))?;
+                    f.sync_all().map_err(io_err(node_log))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(node_log)(e)),
+        }
+        std::fs::remove_file(&marker).map_err(io_err(&marker))
+    }
+
     /// Whether the directory holds a complete chunk (written by [`ChunkDir::write`]).
     pub fn exists(&self) -> bool {
         self.lines_file().is_file()
@@ -178,6 +209,8 @@ impl ChunkDir {
                 .append(true)
                 .open(node_log)
                 .map_err(io_err(node_log))?;
+            let before = f.metadata().map_err(io_err(node_log))?.len();
+            write_synced(&self.merging_file(), before.to_string().as_bytes())?;
             f.write_all(&out).map_err(io_err(node_log))?;
             f.sync_data().map_err(io_err(node_log))?;
             write_synced(&self.merged_file(), b"")?;
@@ -240,6 +273,30 @@ mod tests {
                 && merged.contains("\"campaign\":\"c\"")
                 && merged.contains("\"node\":\"n1\"")
         );
+    }
+
+    #[test]
+    fn a_merge_cut_short_is_undone_before_it_is_redone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunk = ChunkDir {
+            dir: dir.path().join("c1"),
+        };
+        let rows = Rows {
+            lines: vec![3],
+            values: vec![vec!["a@x.test".into()]],
+        };
+        chunk.write(&["email".into()], &rows).expect("write");
+        let log = dir.path().join("acc.jsonl");
+        std::fs::write(&log, "{\"line\":1,\"outcome\":\"delivered\"}\n").expect("log");
+        let node_log = dir.path().join("node.jsonl");
+        std::fs::write(&node_log, "{\"earlier\":1}\n").expect("node log");
+        // The state a kill leaves between the append and the `merged` marker.
+        chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        std::fs::remove_file(chunk.merged_file()).expect("unmark");
+        chunk.recover(&node_log).expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read"), "{\"earlier\":1}\n");
+        chunk.merge(&log, &node_log, "c", "n1").expect("merge again");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 2);
     }
 
     #[test]

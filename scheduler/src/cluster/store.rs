@@ -41,8 +41,9 @@ pub struct ClusterStatus {
 
 /// A connection to the coordinating Redis.
 pub struct Store {
-    client: Client,
-    con: Mutex<Option<Connection>>,
+    url: String,
+    /// The node the campaign's slot lives on (after a Redis Cluster `MOVED`), and its connection.
+    con: Mutex<(Client, Option<Connection>)>,
     publish: redis::Script,
     finish: redis::Script,
     renew: redis::Script,
@@ -63,39 +64,52 @@ impl Store {
     /// A store for `url` (connects on first use).
     pub fn open(url: &str) -> Result<Store, ClusterError> {
         Ok(Store {
-            client: Client::open(url).map_err(err("open"))?,
-            con: Mutex::new(None),
+            url: url.to_owned(),
+            con: Mutex::new((Client::open(url).map_err(err("open"))?, None)),
             publish: redis::Script::new(include_str!("publish.lua")),
             finish: redis::Script::new(include_str!("finish.lua")),
             renew: redis::Script::new(include_str!("renew.lua")),
         })
     }
 
+    /// Runs `f` on the connection (opening it if needed). With Redis Cluster every key of a
+    /// campaign is in one slot: a `MOVED`/`ASK` reply makes the store follow to the node
+    /// named, once per call (the command was not executed, so repeating it is safe).
     fn with<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, ClusterError> {
         let mut guard = self.con.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            let con = self
-                .client
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .map_err(err("connect"))?;
-            con.set_read_timeout(Some(IO_TIMEOUT)).map_err(err("connect"))?;
-            con.set_write_timeout(Some(IO_TIMEOUT)).map_err(err("connect"))?;
-            *guard = Some(con);
-        }
-        let Some(con) = guard.as_mut() else {
-            return Err(bad("-", "no connection"));
-        };
-        let result = f(con);
-        if let Err(e) = &result {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                *guard = None;
+        let mut redirected = false;
+        loop {
+            let (client, con) = &mut *guard;
+            if con.is_none() {
+                let c = client
+                    .get_connection_with_timeout(CONNECT_TIMEOUT)
+                    .map_err(err("connect"))?;
+                c.set_read_timeout(Some(IO_TIMEOUT)).map_err(err("connect"))?;
+                c.set_write_timeout(Some(IO_TIMEOUT)).map_err(err("connect"))?;
+                *con = Some(c);
             }
+            let Some(c) = con.as_mut() else {
+                return Err(bad("-", "no connection"));
+            };
+            let result = f(c);
+            let Err(e) = &result else {
+                return result.map_err(err(op));
+            };
+            if let (false, Some((node, _slot))) = (redirected, e.redirect_node()) {
+                let url = redirect_url(&self.url, node);
+                *guard = (Client::open(url.as_str()).map_err(err("redirect"))?, None);
+                redirected = true;
+                continue;
+            }
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                *con = None;
+            }
+            return result.map_err(err(op));
         }
-        result.map_err(err(op))
     }
 
     /// Stores the definition of a campaign and creates its consumer group. Returns the last
@@ -395,6 +409,18 @@ impl Store {
     }
 }
 
+/// `url` with its host and port replaced by `node` (`host:port`), credentials and scheme
+/// kept; Redis Cluster has database 0 only.
+fn redirect_url(url: &str, node: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let authority = rest.split('/').next().unwrap_or("");
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    match userinfo {
+        Some(u) => format!("{scheme}://{u}@{node}/0"),
+        None => format!("{scheme}://{node}/0"),
+    }
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -453,4 +479,21 @@ fn entry(key: &str, v: &Value) -> Result<Entry, ClusterError> {
         }
     }
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_url;
+
+    #[test]
+    fn a_redirect_keeps_scheme_and_credentials() {
+        assert_eq!(
+            redirect_url("redis://127.0.0.1:7000/0", "127.0.0.1:7001"),
+            "redis://127.0.0.1:7001/0"
+        );
+        assert_eq!(
+            redirect_url("rediss://u:p%40ss@h.test:6380", "10.0.0.2:6380"),
+            "rediss://u:p%40ss@10.0.0.2:6380/0"
+        );
+    }
 }

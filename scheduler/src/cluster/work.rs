@@ -232,7 +232,8 @@ impl Node<'_> {
         self.runs_dir.join(self.chunk_id(seq))
     }
 
-    /// Removes the directories of chunks this node no longer owns.
+    /// Undoes merges a crash cut short, and removes the directories of chunks this node no
+    /// longer owns.
     fn drop_stale_dirs(&self, own: &[Entry]) -> Result<(), ClusterError> {
         let entries = std::fs::read_dir(&self.chunks_dir).map_err(io_err(&self.chunks_dir))?;
         for e in entries {
@@ -245,6 +246,7 @@ impl Node<'_> {
             else {
                 continue;
             };
+            self.chunk_dir(seq).recover(&self.log)?;
             if !own.iter().any(|o| o.seq == seq) {
                 tracing::info!(
                     chunk = seq,
