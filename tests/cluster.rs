@@ -57,6 +57,17 @@ fn log_lines(dir: &Path, node: usize) -> usize {
     std::fs::read_to_string(node_log(dir, node)).map_or(0, |t| t.lines().count())
 }
 
+/// Chunks a node is sending: their directories hold the rows and their merge into the node's
+/// log has not begun (a merging chunk may be acknowledged already).
+fn chunks_in_progress(dir: &Path, node: usize) -> usize {
+    let chunks = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/chunks"));
+    std::fs::read_dir(chunks).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.path().join("lines.json").is_file() && !e.path().join("merging").exists())
+            .count()
+    })
+}
+
 /// Final outcomes per recipient across the three nodes' logs.
 fn finals(dir: &Path) -> HashMap<String, Vec<(usize, String)>> {
     let mut out: HashMap<String, Vec<(usize, String)>> = HashMap::new();
@@ -121,7 +132,11 @@ async fn kill_one_node(restart: bool) {
             .expect("spawn publisher");
         let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
         // Kill node 2 once it has finished a chunk and the cluster is well under way.
-        while log_lines(&dir, 2) == 0 || (1..=3).map(|i| log_lines(&dir, i)).sum::<usize>() < n / 4 {
+        // …and is sending a chunk (its chunk directory exists), so that it dies holding work.
+        while log_lines(&dir, 2) == 0
+            || (1..=3).map(|i| log_lines(&dir, i)).sum::<usize>() < n / 4
+            || chunks_in_progress(&dir, 2) == 0
+        {
             assert!(Instant::now() < deadline, "no progress");
             assert!(
                 nodes[1].try_wait().expect("try_wait").is_none(),
@@ -132,6 +147,7 @@ async fn kill_one_node(restart: bool) {
         nodes[1].kill().expect("SIGKILL node 2");
         let _ = nodes[1].wait();
         let at_kill = log_lines(&dir, 2);
+        assert!(chunks_in_progress(&dir, 2) > 0, "node 2 held no chunk when killed");
         if restart {
             std::thread::sleep(Duration::from_millis(500));
             nodes[1] = spawn_node(&dir, 2, "second");

@@ -71,21 +71,19 @@ impl ChunkDir {
         self.dir.join("lines.json")
     }
 
-    fn merged_file(&self) -> PathBuf {
-        self.dir.join("merged")
-    }
-
     /// Written before the merge appends: the node log's length then.
     fn merging_file(&self) -> PathBuf {
         self.dir.join("merging")
     }
 
-    /// Undoes a merge a crash cut short: the node log is cut back to its length before it
-    /// (merges run one at a time, so nothing was appended after). Call before any merge of
-    /// a restarted node.
+    /// Undoes the merge of a chunk that was never acknowledged (the node died between its
+    /// merge and the acknowledgement): the node log is cut back to its length before it
+    /// (merges run one at a time, so nothing was appended after), and the chunk, resumed,
+    /// merges again. Only for chunks this node still owns, before any merge of a restarted
+    /// node.
     pub fn recover(&self, node_log: &Path) -> Result<(), ClusterError> {
         let marker = self.merging_file();
-        if self.merged() || !marker.is_file() {
+        if !marker.is_file() {
             return Ok(());
         }
         let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
@@ -146,15 +144,10 @@ impl ChunkDir {
         })
     }
 
-    /// Whether the chunk's accounting was merged into the node's log already.
-    pub fn merged(&self) -> bool {
-        self.merged_file().is_file()
-    }
-
     /// Appends the chunk campaign's accounting log (`log`) to the node's (`node_log`), each
     /// record with the original line, the campaign id and this node; returns the final
-    /// outcome of each original line. Marks the directory merged (a second call after a
-    /// crash only reads).
+    /// outcome of each original line. The node log's length before is kept (see
+    /// [`ChunkDir::recover`]).
     pub fn merge(
         &self,
         log: &Path,
@@ -203,7 +196,7 @@ impl ChunkDir {
             serde_json::to_writer(&mut out, &record).map_err(|e| bad(e.to_string()))?;
             out.push(b'\n');
         }
-        if !self.merged() {
+        {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -213,7 +206,6 @@ impl ChunkDir {
             write_synced(&self.merging_file(), before.to_string().as_bytes())?;
             f.write_all(&out).map_err(io_err(node_log))?;
             f.sync_data().map_err(io_err(node_log))?;
-            write_synced(&self.merged_file(), b"")?;
         }
         Ok(finals.into_iter().collect())
     }
@@ -264,8 +256,6 @@ mod tests {
         let node_log = dir.path().join("node.jsonl");
         let finals = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
         assert_eq!(finals, vec![(7, "delivered".to_owned()), (9, "bounced".to_owned())]);
-        // A second merge (after a crash before the acknowledgement) appends nothing.
-        assert_eq!(chunk.merge(&log, &node_log, "c", "n1").expect("again"), finals);
         let merged = std::fs::read_to_string(&node_log).expect("node log");
         assert_eq!(merged.lines().count(), 3);
         assert!(
@@ -290,9 +280,8 @@ mod tests {
         std::fs::write(&log, "{\"line\":1,\"outcome\":\"delivered\"}\n").expect("log");
         let node_log = dir.path().join("node.jsonl");
         std::fs::write(&node_log, "{\"earlier\":1}\n").expect("node log");
-        // The state a kill leaves between the append and the `merged` marker.
+        // The state a kill leaves between the append and the acknowledgement.
         chunk.merge(&log, &node_log, "c", "n1").expect("merge");
-        std::fs::remove_file(chunk.merged_file()).expect("unmark");
         chunk.recover(&node_log).expect("recover");
         assert_eq!(std::fs::read_to_string(&node_log).expect("read"), "{\"earlier\":1}\n");
         chunk.merge(&log, &node_log, "c", "n1").expect("merge again");

@@ -232,8 +232,8 @@ impl Node<'_> {
         self.runs_dir.join(self.chunk_id(seq))
     }
 
-    /// Undoes merges a crash cut short, and removes the directories of chunks this node no
-    /// longer owns.
+    /// Removes the directories of chunks this node no longer owns (acknowledged — their merge,
+    /// if any, stays in the log — or taken over by another node).
     fn drop_stale_dirs(&self, own: &[Entry]) -> Result<(), ClusterError> {
         let entries = std::fs::read_dir(&self.chunks_dir).map_err(io_err(&self.chunks_dir))?;
         for e in entries {
@@ -246,7 +246,6 @@ impl Node<'_> {
             else {
                 continue;
             };
-            self.chunk_dir(seq).recover(&self.log)?;
             if !own.iter().any(|o| o.seq == seq) {
                 tracing::info!(
                     chunk = seq,
@@ -288,10 +287,9 @@ impl Node<'_> {
             // meanwhile (then start over from what is not done).
             let lines = dir.lines()?;
             let done = blocking(|| self.store.done(&self.keys, &lines))?;
-            if dir.merged() || !done.contains(&true) {
-                if !dir.merged() {
-                    running.launched = Some(self.launch(service, entry.seq, &dir)?);
-                }
+            if !done.contains(&true) {
+                dir.recover(&self.log)?;
+                running.launched = Some(self.launch(service, entry.seq, &dir)?);
                 return Ok(Some(running));
             }
             self.remove(entry.seq);
