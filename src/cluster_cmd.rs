@@ -107,8 +107,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
         } => {
             let (_, cluster) = load(&config)?;
             tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-                let store = Store::open(&cluster.redis)?;
                 let keys = Keys::new(&campaign);
+                let store = Store::for_campaign(&cluster.redis, &keys)?;
                 let status = store.status(&campaign, &keys)?;
                 let mut json = serde_json::to_value(&status)?;
                 if memory {

@@ -262,3 +262,131 @@ async fn a_killed_node_s_chunks_are_finished_by_the_others() {
 async fn a_killed_node_restarted_resumes_without_resending_finished_work() {
     kill_one_node(true).await;
 }
+
+/// Three Redis masters in cluster mode on loopback ports, killed on drop.
+struct RedisCluster {
+    ports: Vec<u16>,
+    _nodes: Vec<common::Killed>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let child = std::process::Command::new("redis-server")
+                    .args([
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        &port.to_string(),
+                        "--cluster-enabled",
+                        "yes",
+                    ])
+                    .args([
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (Debian package redis-server)");
+                common::Killed(child)
+            })
+            .collect();
+        for port in &ports {
+            common::wait_listening(&format!("127.0.0.1:{port}"), "redis-server");
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(created.status.success(), "cluster create: {}", common::text(&created));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli cluster info");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not become ready");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster {
+            ports,
+            _nodes: nodes,
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_runs_over_a_three_master_redis_cluster() {
+    let n = 3000;
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.expect("join");
+    let sink = Sink::start(SinkConfig {
+        count_addresses: true,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    common::write_news_campaign(&dir, CAMPAIGN, n);
+    // Each node talks to a different master: the campaign's slot is on one of them, so at
+    // least two nodes are redirected (MOVED) to it.
+    for (i, port) in cluster.ports.iter().enumerate() {
+        node_config(
+            &dir,
+            i + 1,
+            &format!("redis://127.0.0.1:{port}"),
+            &sink.local_addr().to_string(),
+        );
+    }
+    let (dir, status) = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let publish = volley()
+            .current_dir(&dir)
+            .args(["cluster", "publish", "c.toml", "--config", "n2/v.toml"])
+            .output()
+            .expect("publish");
+        assert!(publish.status.success(), "publish: {}", common::text(&publish));
+        let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let status = wait_exit(node, &format!("node {}", i + 1), deadline);
+            assert!(status.success(), "node {} failed: {status}", i + 1);
+        }
+        let status = volley()
+            .current_dir(&dir)
+            .args(["cluster", "status", CAMPAIGN, "--config", "n3/v.toml"])
+            .output()
+            .expect("status");
+        assert!(status.status.success(), "status: {}", common::text(&status));
+        let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        (dir, status)
+    })
+    .await
+    .expect("join");
+    let finals = finals(&dir);
+    assert_eq!(finals.len(), n);
+    assert!(finals.values().all(|f| f.len() == 1 && f[0].1 == "delivered"));
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+    assert_eq!(sink.address_counts().len(), n);
+    sink.shutdown().await;
+}

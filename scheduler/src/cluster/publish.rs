@@ -87,8 +87,8 @@ pub fn publish(
     // The templates must compile against the file's columns before anything is published.
     campaign.compile(reader.columns())?;
     let toml = definition(&campaign)?;
-    let store = Store::open(&cluster.redis)?;
     let keys = Keys::new(campaign.id());
+    let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
     let mut out = Published {
         campaign: campaign.id().to_owned(),

@@ -72,6 +72,15 @@ impl Store {
         })
     }
 
+    /// A store for campaign `keys` at `url`, connected to the node that holds the campaign's
+    /// slot (with Redis Cluster, a first single-key command follows the `MOVED` reply; the
+    /// pipelines that come later cannot follow one themselves).
+    pub fn for_campaign(url: &str, keys: &Keys) -> Result<Store, ClusterError> {
+        let store = Store::open(url)?;
+        let _: i64 = store.with("EXISTS", |con| redis::cmd("EXISTS").arg(&keys.meta).query(con))?;
+        Ok(store)
+    }
+
     /// Runs `f` on the connection (opening it if needed). With Redis Cluster every key of a
     /// campaign is in one slot: a `MOVED`/`ASK` reply makes the store follow to the node
     /// named, once per call (the command was not executed, so repeating it is safe).

@@ -90,8 +90,8 @@ pub async fn work(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<NodeReport, ClusterError> {
     let cluster = config.cluster.as_ref().ok_or(ClusterError::NotConfigured)?;
-    let store = Store::open(&cluster.redis)?;
     let keys = Keys::new(id);
+    let store = blocking(|| Store::for_campaign(&cluster.redis, &keys))?;
     tokio::pin!(stop);
     // Nodes may start before the campaign is published: wait for its definition.
     let (toml, columns) = loop {
