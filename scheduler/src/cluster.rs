@@ -32,7 +32,7 @@ mod store;
 pub mod work;
 
 pub use keys::Keys;
-pub use store::{ClusterStatus, Store};
+pub use store::{ClusterStatus, Entry, Store};
 
 /// `[cluster]`: this node's part in a cluster of Volley nodes.
 #[derive(Debug, Clone, serde::Deserialize)]
