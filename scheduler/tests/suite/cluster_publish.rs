@@ -146,10 +146,15 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     let entry = store.read_new(&keys, "n1").expect("read").expect("a chunk");
     // n1 owns the chunk: n2 cannot renew it, n1 can.
     assert_eq!(
-        store.renew(&keys, "n2", &[entry.id.clone()]).expect("renew"),
+        store
+            .renew(&keys, "n2", std::slice::from_ref(&entry.id))
+            .expect("renew"),
         vec![entry.id.clone()]
     );
-    assert!(store.renew(&keys, "n1", &[entry.id.clone()]).expect("renew").is_empty());
+    assert!(store
+        .renew(&keys, "n1", std::slice::from_ref(&entry.id))
+        .expect("renew")
+        .is_empty());
     // n2 reports line 2 (it sent it too): counted, not acknowledged.
     let line2 = vec![(2, "delivered".to_owned())];
     assert!(!store.finish(&keys, "n2", &entry.id, &line2, 1).expect("finish n2"));
