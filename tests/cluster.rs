@@ -105,23 +105,54 @@ fn wait_exit(child: &mut Child, what: &str, deadline: Instant) -> std::process::
     }
 }
 
-async fn kill_one_node(restart: bool) {
-    let n = 20_000;
-    let redis = RedisServer::start();
-    // A little latency per reply batch: the run lasts long enough for the kill to land mid-way.
+/// Waits for each (index, node) to exit successfully.
+fn wait_nodes<'a>(nodes: impl Iterator<Item = (usize, &'a mut Child)>, deadline: Instant) {
+    for (i, node) in nodes {
+        let status = wait_exit(node, &format!("node {}", i + 1), deadline);
+        assert!(status.success(), "node {} failed: {status}", i + 1);
+    }
+}
+
+/// `volley cluster status` as node `node` sees it.
+fn cluster_status(dir: &Path, node: usize) -> Value {
+    let status = volley()
+        .current_dir(dir)
+        .args(["cluster", "status", CAMPAIGN, "--config"])
+        .arg(format!("n{node}/v.toml"))
+        .output()
+        .expect("status");
+    assert!(status.status.success(), "status: {}", common::text(&status));
+    serde_json::from_slice(&status.stdout).expect("status JSON")
+}
+
+/// A counting sink with `latency`, and a directory with the campaign of `n` recipients and
+/// the configurations of nodes 1-3 (`redis(node)`: their Redis URL).
+async fn setup(
+    n: usize,
+    latency: Duration,
+    redis: impl Fn(usize) -> String,
+) -> (volley_bench::SinkHandle, tempfile::TempDir) {
     let sink = Sink::start(SinkConfig {
-        latency: Duration::from_millis(5),
+        latency,
         count_addresses: true,
         ..SinkConfig::default()
     })
     .await
     .expect("sink");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
-    common::write_news_campaign(&dir, CAMPAIGN, n);
+    common::write_news_campaign(tmp.path(), CAMPAIGN, n);
     for node in 1..=3 {
-        node_config(&dir, node, &redis.url(), &sink.local_addr().to_string());
+        node_config(tmp.path(), node, &redis(node), &sink.local_addr().to_string());
     }
+    (sink, tmp)
+}
+
+async fn kill_one_node(restart: bool) {
+    let n = 20_000;
+    let redis = RedisServer::start();
+    // A little latency per reply batch: the run lasts long enough for the kill to land mid-way.
+    let (sink, tmp) = setup(n, Duration::from_millis(5), |_| redis.url()).await;
+    let dir = tmp.path().to_path_buf();
     let counts = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(240);
         let mut publisher = volley()
@@ -156,19 +187,9 @@ async fn kill_one_node(restart: bool) {
             wait_exit(&mut publisher, "publisher", deadline).success(),
             "publisher failed"
         );
-        for (i, node) in nodes.iter_mut().enumerate() {
-            if restart || i != 1 {
-                let status = wait_exit(node, &format!("node {}", i + 1), deadline);
-                assert!(status.success(), "node {} failed: {status}", i + 1);
-            }
-        }
-        let status = volley()
-            .current_dir(&dir)
-            .args(["cluster", "status", CAMPAIGN, "--config", "n1/v.toml"])
-            .output()
-            .expect("status");
-        assert!(status.status.success(), "status: {}", common::text(&status));
-        let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        let alive = nodes.iter_mut().enumerate().filter(|(i, _)| restart || *i != 1);
+        wait_nodes(alive, deadline);
+        let status = cluster_status(&dir, 1);
         (dir, at_kill, status)
     })
     .await
@@ -339,25 +360,14 @@ impl RedisCluster {
 async fn a_campaign_runs_over_a_three_master_redis_cluster() {
     let n = 3000;
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.expect("join");
-    let sink = Sink::start(SinkConfig {
-        count_addresses: true,
-        ..SinkConfig::default()
-    })
-    .await
-    .expect("sink");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
-    common::write_news_campaign(&dir, CAMPAIGN, n);
     // Each node talks to a different master: the campaign's slot is on one of them, so at
     // least two nodes are redirected (MOVED) to it.
-    for (i, port) in cluster.ports.iter().enumerate() {
-        node_config(
-            &dir,
-            i + 1,
-            &format!("redis://127.0.0.1:{port}"),
-            &sink.local_addr().to_string(),
-        );
-    }
+    let ports = cluster.ports.clone();
+    let (sink, tmp) = setup(n, Duration::ZERO, |node| {
+        format!("redis://127.0.0.1:{}", ports[node - 1])
+    })
+    .await;
+    let dir = tmp.path().to_path_buf();
     let (dir, status) = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(120);
         let publish = volley()
@@ -367,17 +377,8 @@ async fn a_campaign_runs_over_a_three_master_redis_cluster() {
             .expect("publish");
         assert!(publish.status.success(), "publish: {}", common::text(&publish));
         let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let status = wait_exit(node, &format!("node {}", i + 1), deadline);
-            assert!(status.success(), "node {} failed: {status}", i + 1);
-        }
-        let status = volley()
-            .current_dir(&dir)
-            .args(["cluster", "status", CAMPAIGN, "--config", "n3/v.toml"])
-            .output()
-            .expect("status");
-        assert!(status.status.success(), "status: {}", common::text(&status));
-        let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        wait_nodes(nodes.iter_mut().enumerate(), deadline);
+        let status = cluster_status(&dir, 3);
         (dir, status)
     })
     .await

@@ -233,36 +233,30 @@ impl Store {
 
     /// The chunks pending on `node` (after a restart: what it had read and not acknowledged).
     pub fn own_pending(&self, keys: &Keys, node: &str) -> Result<Vec<Entry>, ClusterError> {
-        let v: Value = self.with("XREADGROUP", |con| {
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(node)
-                .arg("COUNT")
-                .arg(10_000)
-                .arg("STREAMS")
-                .arg(&keys.chunks)
-                .arg("0")
-                .query(con)
-        })?;
-        read_reply(&keys.chunks, &v)
+        self.read_group(keys, node, 10_000, "0")
     }
 
     /// The next chunk nobody has read yet, if any.
     pub fn read_new(&self, keys: &Keys, node: &str) -> Result<Option<Entry>, ClusterError> {
+        Ok(self.read_group(keys, node, 1, ">")?.into_iter().next())
+    }
+
+    /// `XREADGROUP` of up to `count` entries from `from` (`0`: this consumer's pending ones,
+    /// `>`: never delivered ones).
+    fn read_group(&self, keys: &Keys, node: &str, count: usize, from: &str) -> Result<Vec<Entry>, ClusterError> {
         let v: Value = self.with("XREADGROUP", |con| {
             redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
                 .arg(node)
                 .arg("COUNT")
-                .arg(1)
+                .arg(count)
                 .arg("STREAMS")
                 .arg(&keys.chunks)
-                .arg(">")
+                .arg(from)
                 .query(con)
         })?;
-        Ok(read_reply(&keys.chunks, &v)?.into_iter().next())
+        read_reply(&keys.chunks, &v)
     }
 
     /// Claims one chunk idle for at least `lease` (its node stopped renewing it).
