@@ -261,28 +261,34 @@ impl Store {
 
     /// Claims one chunk idle for at least `lease` (its node stopped renewing it).
     pub fn claim_idle(&self, keys: &Keys, node: &str, lease: Duration) -> Result<Option<Entry>, ClusterError> {
-        let v: Value = self.with("XAUTOCLAIM", |con| {
-            redis::cmd("XAUTOCLAIM")
-                .arg(&keys.chunks)
-                .arg(GROUP)
-                .arg(node)
-                .arg(lease.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(1)
-                .query(con)
-        })?;
-        let Value::Array(parts) = &v else {
-            return Err(bad(&keys.chunks, "XAUTOCLAIM: not an array"));
-        };
-        match parts.get(1) {
-            Some(Value::Array(entries)) => Ok(entries
-                .iter()
-                .map(|e| entry(&keys.chunks, e))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .next()),
-            _ => Err(bad(&keys.chunks, "XAUTOCLAIM: no entry list")),
+        // XAUTOCLAIM scans at most 10 × COUNT pending entries per call: follow its cursor
+        // through the whole pending list ("0-0" once it has wrapped).
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let v: Value = self.with("XAUTOCLAIM", |con| {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&keys.chunks)
+                    .arg(GROUP)
+                    .arg(node)
+                    .arg(lease.as_millis() as u64)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(1)
+                    .query(con)
+            })?;
+            let Value::Array(parts) = &v else {
+                return Err(bad(&keys.chunks, "XAUTOCLAIM: not an array"));
+            };
+            let Some(Value::Array(entries)) = parts.get(1) else {
+                return Err(bad(&keys.chunks, "XAUTOCLAIM: no entry list"));
+            };
+            if let Some(e) = entries.first() {
+                return entry(&keys.chunks, e).map(Some);
+            }
+            match parts.first().and_then(text) {
+                Some(next) if next != "0-0" => cursor = next,
+                _ => return Ok(None),
+            }
         }
     }
 

@@ -171,3 +171,32 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     assert_eq!(status.counts["resent_after_restart"], 1);
     assert!(status.complete, "{status:?}");
 }
+
+#[test]
+fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), "Hi");
+    let rows: String = (0..15).map(|i| format!("u{i}@d.test,N{i}\n")).collect();
+    std::fs::write(dir.path().join("r.csv"), format!("email,name\n{rows}")).expect("csv");
+    let mut cfg = cluster(&redis);
+    cfg.chunk_size = 1;
+    cfg.max_outstanding = 100;
+    publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("publish");
+    let keys = Keys::new("pub");
+    let store = Store::for_campaign(&redis.url(), &keys).expect("store");
+    // The first 14 chunks go to a live node, the 15th to one that dies.
+    let live: Vec<String> = (0..14)
+        .map(|_| store.read_new(&keys, "live").expect("read").expect("chunk").id)
+        .collect();
+    let dead = store.read_new(&keys, "dead").expect("read").expect("chunk");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(store.renew(&keys, "live", &live).expect("renew").is_empty());
+    // One XAUTOCLAIM with COUNT 1 scans 10 pending entries; the idle one is the 15th.
+    let claimed = store
+        .claim_idle(&keys, "other", Duration::from_millis(200))
+        .expect("claim")
+        .expect("the dead node's chunk");
+    assert_eq!(claimed.id, dead.id);
+    assert_eq!(claimed.seq, 15);
+}
