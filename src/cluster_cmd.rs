@@ -62,7 +62,8 @@ fn load(path: &Path) -> anyhow::Result<(SendConfig, cluster::ClusterConfig)> {
     Ok((config, cluster))
 }
 
-/// Runs `volley cluster`; `Ok(true)` when done (complete, for `work`).
+/// Runs `volley cluster`; `Ok(false)` when `publish` was stopped before the end or `work`
+/// before the campaign was complete.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
     match args.action {
         Action::Publish { campaign, config } => {
@@ -116,7 +117,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
                     json["memory"] = serde_json::json!({ "used_memory": used, "keys": keys });
                 }
                 println!("{}", serde_json::to_string_pretty(&json)?);
-                Ok(status.complete)
+                Ok(true)
             })
             .await
             .context("status stopped")?

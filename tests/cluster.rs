@@ -1,8 +1,10 @@
 //! `volley cluster`: one campaign published to Redis and sent by three node processes on
 //! loopback (source IPs 127.0.0.2/3/4), one of them killed with SIGKILL mid-run — never
 //! restarted, or restarted. Every recipient ends with exactly one final outcome across the
-//! nodes' accounting logs, the sink received nobody twice beyond the counted
-//! `resent_after_restart`, and the survivors finished the dead node's chunks.
+//! nodes' accounting logs (save the documented exception: a chunk the killed node had logged
+//! but not yet acknowledged), the sink received nobody twice beyond the counted
+//! `resent_after_restart`, and the survivors finished the dead node's chunks. Also: a campaign
+//! over a three-master Redis Cluster.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,15 +59,19 @@ fn log_lines(dir: &Path, node: usize) -> usize {
     std::fs::read_to_string(node_log(dir, node)).map_or(0, |t| t.lines().count())
 }
 
-/// Chunks a node is sending: their directories hold the rows and their merge into the node's
-/// log has not begun (a merging chunk may be acknowledged already).
-fn chunks_in_progress(dir: &Path, node: usize) -> usize {
+/// Chunks of a node: (being sent, being merged into the node's log). A chunk being merged
+/// may be acknowledged already, or not yet: a kill then leaves its recipients in the node's
+/// log *and* to be sent again by the node taking over (see README "Cluster").
+fn chunk_states(dir: &Path, node: usize) -> (usize, usize) {
     let chunks = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/chunks"));
-    std::fs::read_dir(chunks).map_or(0, |d| {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(chunks).map_or(Vec::new(), |d| {
         d.filter_map(Result::ok)
-            .filter(|e| e.path().join("lines.json").is_file() && !e.path().join("merging").exists())
-            .count()
-    })
+            .map(|e| e.path())
+            .filter(|p| p.join("lines.json").is_file())
+            .collect()
+    });
+    let merging = dirs.iter().filter(|p| p.join("merging").exists()).count();
+    (dirs.len() - merging, merging)
 }
 
 /// Final outcomes per recipient across the three nodes' logs.
@@ -163,10 +169,10 @@ async fn kill_one_node(restart: bool) {
             .expect("spawn publisher");
         let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
         // Kill node 2 once it has finished a chunk and the cluster is well under way.
-        // …and is sending a chunk (its chunk directory exists), so that it dies holding work.
+        // …and is sending two chunks, neither being merged, so that it dies holding work.
         while log_lines(&dir, 2) == 0
             || (1..=3).map(|i| log_lines(&dir, i)).sum::<usize>() < n / 4
-            || chunks_in_progress(&dir, 2) == 0
+            || chunk_states(&dir, 2) != (2, 0)
         {
             assert!(Instant::now() < deadline, "no progress");
             assert!(
@@ -178,7 +184,8 @@ async fn kill_one_node(restart: bool) {
         nodes[1].kill().expect("SIGKILL node 2");
         let _ = nodes[1].wait();
         let at_kill = log_lines(&dir, 2);
-        assert!(chunks_in_progress(&dir, 2) > 0, "node 2 held no chunk when killed");
+        let held = chunk_states(&dir, 2);
+        assert!(held.0 > 0, "node 2 held no chunk when killed: {held:?}");
         if restart {
             std::thread::sleep(Duration::from_millis(500));
             nodes[1] = spawn_node(&dir, 2, "second");
@@ -199,8 +206,27 @@ async fn kill_one_node(restart: bool) {
     // Every recipient: exactly one final outcome across the three logs.
     let finals = finals(&dir);
     assert_eq!(finals.len(), n, "recipients with a final outcome");
-    let twice: Vec<_> = finals.iter().filter(|(_, f)| f.len() != 1).take(5).collect();
-    assert!(twice.is_empty(), "recipients with several final outcomes: {twice:?}");
+    // The one exception (README "Cluster"): a chunk node 2 had appended to its log but not
+    // yet acknowledged when killed — the state may change between the test's look and the
+    // kill. Its recipients were sent again by a survivor: two outcomes, node 2's and one other.
+    let twice: Vec<_> = finals.iter().filter(|(_, f)| f.len() != 1).collect();
+    eprintln!("restart={restart}: {} recipients with two final outcomes", twice.len());
+    assert!(
+        twice
+            .iter()
+            .all(|(_, f)| f.len() == 2 && f.iter().filter(|(node, _)| *node == 2).count() == 1),
+        "recipients with several final outcomes: {:?}",
+        twice.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(twice.len() <= 500, "more than one chunk logged twice: {}", twice.len());
+    if restart {
+        // Restarted before its lease ran out, node 2 took its chunks back: nothing twice.
+        assert!(
+            twice.is_empty(),
+            "recipients with several final outcomes: {:?}",
+            &twice[..twice.len().min(5)]
+        );
+    }
     assert!(finals.values().all(|f| f[0].1 == "delivered"));
 
     // `volley report` reads the three logs as one.
@@ -250,6 +276,11 @@ async fn kill_one_node(restart: bool) {
     assert!(
         duplicates <= resent,
         "sink duplicates {duplicates} > counted resent {resent}"
+    );
+    assert!(
+        twice.len() as u64 <= resent,
+        "logged twice {} > counted resent {resent}",
+        twice.len()
     );
 
     // The dead node's chunks were finished by the others (or by itself, restarted).
