@@ -35,6 +35,7 @@ use clap::{Parser, Subcommand};
 mod check_config;
 mod check_destination;
 mod check_dns;
+mod cluster_cmd;
 mod demo;
 mod dkim;
 mod html_report;
@@ -148,6 +149,13 @@ enum Command {
     #[command(after_help = "Examples:\n  volley sink --listen 127.0.0.1:2525\n  \
                             volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
     Sink(volley_bench::SinkArgs),
+    /// One campaign over several nodes through Redis: publish it once, work on it from every
+    /// node, read its status from any ([cluster] in the configuration).
+    #[command(
+        after_help = "Examples:\n  volley cluster publish campaigns/news.toml --config volley.toml\n  \
+                            volley cluster work news --config volley.toml\n  volley cluster status news"
+    )]
+    Cluster(cluster_cmd::ClusterArgs),
 }
 
 /// Async worker threads for `command`, when volley chooses (`None`: tokio's default, one per
@@ -192,6 +200,7 @@ fn main() -> ExitCode {
             Command::Inbound(args) => inbound_cmd::run(args).await,
             Command::Sink(args) => run_sink(args).await,
             Command::Queue(args) => queue_cmd::run(args).await,
+            Command::Cluster(args) => cluster_cmd::run(args).await,
             // Blocking store calls: off the runtime's worker threads.
             Command::Suppress(args) => match tokio::task::spawn_blocking(move || suppress::run(args)).await {
                 Ok(result) => result,

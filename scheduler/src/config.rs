@@ -128,6 +128,10 @@ pub struct SendConfig {
     /// against the users of `volley user add`.
     #[serde(default)]
     pub submission: Option<crate::submission::SubmissionConfig>,
+    /// `[cluster]`: this node's part in a cluster sending one campaign over several nodes
+    /// (`volley cluster`); absent for a single node.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// What the warm-up settings load to: the curves the IPs name, the backoff rules, the
@@ -279,6 +283,7 @@ impl SendConfig {
             unsubscribe: None,
             injection: Default::default(),
             submission: None,
+            cluster: None,
         }
     }
 

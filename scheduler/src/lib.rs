@@ -54,6 +54,7 @@ pub mod accounting;
 pub mod api_config;
 pub mod blocklists;
 pub mod bounces;
+pub mod cluster;
 pub mod config;
 pub mod destinations;
 pub mod inbound;

@@ -131,13 +131,29 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Reads the log at `path`.
-    pub fn read(path: &Path) -> anyhow::Result<Totals> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening accounting log {}", path.display()))?;
+    /// Reads accounting logs (several are read as one: the nodes of a cluster campaign each
+    /// write their own); with several, a malformed line is named with its file.
+    pub fn read_all(paths: &[&Path]) -> anyhow::Result<Totals> {
         let mut totals = Totals {
             latency: vec![0; LATENCY_MS_MAX + 2],
             ..Totals::default()
         };
+        for path in paths {
+            let before = (totals.lines, totals.first_malformed.is_some());
+            totals.add_file(path)?;
+            if paths.len() > 1 && !before.1 {
+                if let Some((line, why)) = &mut totals.first_malformed {
+                    *line -= before.0;
+                    *why = format!("{}: {why}", path.display());
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    fn add_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let totals = self;
+        let file = std::fs::File::open(path).with_context(|| format!("opening accounting log {}", path.display()))?;
         let mut reader = std::io::BufReader::new(file);
         let mut buf = Vec::new();
         loop {
@@ -163,7 +179,7 @@ impl Totals {
                 totals.first_malformed.get_or_insert((totals.lines, why));
             }
         }
-        Ok(totals)
+        Ok(())
     }
 
     fn add_line(&mut self, text: &str) -> Result<(), String> {
@@ -278,7 +294,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("accounting.jsonl");
         std::fs::write(&path, lines.join("\n") + "\n").expect("write");
-        Totals::read(&path).expect("read")
+        Totals::read_all(&[&path]).expect("read")
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub use warmup::WarmupCaps;
 /// `volley report` arguments.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// The accounting log (`<state_dir>/<campaign>/accounting.jsonl`).
-    pub log: PathBuf,
+    /// The accounting log (`<state_dir>/<campaign>/accounting.jsonl`); several logs make one
+    /// report (the nodes of a cluster campaign each write their own).
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
     /// Where to write the page.
     #[arg(long, default_value = "report.html")]
     pub out: PathBuf,
@@ -45,7 +47,21 @@ pub struct ReportArgs {
 /// Writes the report of the accounting log `log` to `out`, with the rates of the feedback log
 /// `feedback` (default: the one beside `log`); returns what was read.
 pub fn write(log: &Path, feedback: Option<&Path>, out: &Path, caps: Option<&WarmupCaps>) -> anyhow::Result<Totals> {
-    let totals = Totals::read(log)?;
+    write_all(&[log], feedback, out, caps)
+}
+
+/// Like [`write`] over several accounting logs read as one; the default feedback log is the
+/// one beside the first.
+pub fn write_all(
+    logs: &[&Path],
+    feedback: Option<&Path>,
+    out: &Path,
+    caps: Option<&WarmupCaps>,
+) -> anyhow::Result<Totals> {
+    let Some(log) = logs.first() else {
+        anyhow::bail!("no accounting log given");
+    };
+    let totals = Totals::read_all(logs)?;
     let feedback_path = feedback.map_or_else(|| feedback::beside(log), Path::to_path_buf);
     let returned = feedback::Feedback::read(&feedback_path)?;
     if feedback.is_some() && returned.is_none() {
@@ -57,7 +73,8 @@ pub fn write(log: &Path, feedback: Option<&Path>, out: &Path, caps: Option<&Warm
             feedback_path.display()
         );
     }
-    let html = page::render(&totals, &log.display().to_string(), returned.as_ref(), caps)?;
+    let names: Vec<String> = logs.iter().map(|l| l.display().to_string()).collect();
+    let html = page::render(&totals, &names.join(", "), returned.as_ref(), caps)?;
     std::fs::write(out, html).with_context(|| format!("writing {}", out.display()))?;
     Ok(totals)
 }
@@ -69,7 +86,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
         Some(path) => Some(caps_of(path)?),
         None => None,
     };
-    let totals = write(&args.log, args.feedback.as_deref(), &args.out, caps.as_ref())?;
+    let logs: Vec<&Path> = args.logs.iter().map(PathBuf::as_path).collect();
+    let totals = write_all(&logs, args.feedback.as_deref(), &args.out, caps.as_ref())?;
     println!(
         "wrote {}: {} lines, {} final outcomes",
         args.out.display(),
@@ -79,11 +97,18 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
     if let Some((line, why)) = &totals.first_malformed {
         eprintln!(
             "volley report: {}: {} line(s) skipped, the first is line {line}: {why}",
-            args.log.display(),
+            names_of(&args.logs),
             totals.malformed
         );
     }
     Ok(totals.lines > 0 && totals.malformed < totals.lines)
+}
+
+fn names_of(logs: &[PathBuf]) -> String {
+    logs.iter()
+        .map(|l| l.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The warm-up caps of the configuration at `path`.

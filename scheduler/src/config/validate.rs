@@ -104,6 +104,9 @@ impl SendConfig {
         if let Err((field, value, reason)) = self.warmup.check() {
             out.push(Problem::new(field, value, reason));
         }
+        if let Some(Err((field, value, reason))) = self.cluster.as_ref().map(|c| c.check()) {
+            out.push(Problem::new(format!("cluster.{field}"), value, reason));
+        }
         if let Err((field, value, reason)) = self.injection.check() {
             out.push(Problem::new(format!("injection.{field}"), value, reason));
         }

@@ -1,0 +1,142 @@
+//! Publishing a campaign: its definition (bodies inline, so nodes need no files) and its
+//! recipients in chunks, read once from the file and deduplicated. At most `max_outstanding`
+//! chunks wait unacknowledged; the publisher sleeps above that. A publisher stopped part-way
+//! resumes after the last line it published (the definition must be unchanged).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::chunk::Rows;
+use super::{ClusterConfig, ClusterError, Keys, Store};
+use crate::campaign::{Campaign, CampaignError};
+use crate::recipients::{Deduplicator, RecipientReader, Row};
+
+/// How long the publisher waits between looks at the outstanding chunks.
+const BACK_PRESSURE_POLL: Duration = Duration::from_millis(100);
+
+/// Longest campaign id in cluster mode: chunk campaigns are `<id>.c<n>` (64 at most).
+const MAX_ID: usize = 52;
+
+/// What a publisher did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Published {
+    /// The campaign id.
+    pub campaign: String,
+    /// Chunks added by this run.
+    pub chunks: u64,
+    /// Recipients added by this run.
+    pub rows: u64,
+    /// Rows of the file refused (bad address, bad row), over the whole file.
+    pub rejected: u64,
+    /// Repeated addresses left out, over the whole file.
+    pub duplicates: u64,
+    /// The last line an earlier run had published (0: a new campaign).
+    pub resumed_after: u64,
+    /// False when stopped before the end of the file (rerun to continue).
+    pub complete: bool,
+}
+
+/// The campaign TOML as stored in Redis: `text_file`/`html_file` replaced by their text,
+/// `recipients` removed (each node names its chunk file).
+pub fn definition(campaign: &Campaign) -> Result<String, CampaignError> {
+    let path = campaign.path();
+    let text =
+        volley_files::read_config_file(path, volley_files::TEMPLATE_MAX).map_err(|source| CampaignError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| CampaignError::Syntax {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: e.to_string(),
+    })?;
+    for field in ["text_file", "html_file", "recipients"] {
+        doc.remove(field);
+    }
+    if let Some(text) = campaign.text() {
+        doc["text"] = toml_edit::value(text.source.as_str());
+    }
+    if let Some(html) = campaign.html() {
+        doc["html"] = toml_edit::value(html.source.as_str());
+    }
+    Ok(doc.to_string())
+}
+
+/// Publishes the campaign at `path` (loaded with `template_dirs`) for the nodes of
+/// `cluster`. Stops early (resumable) when `stop` is set.
+pub fn publish(
+    path: &Path,
+    template_dirs: &[std::path::PathBuf],
+    cluster: &ClusterConfig,
+    stop: &AtomicBool,
+) -> Result<Published, ClusterError> {
+    let campaign = Campaign::load_with(path, template_dirs)?;
+    if campaign.id().len() > MAX_ID {
+        return Err(CampaignError::Invalid {
+            path: path.to_path_buf(),
+            line: None,
+            field: "id".into(),
+            value: campaign.id().into(),
+            reason: format!("a cluster campaign id has at most {MAX_ID} characters (chunks are `<id>.c<n>`)"),
+        }
+        .into());
+    }
+    let mut reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
+    // The templates must compile against the file's columns before anything is published.
+    campaign.compile(reader.columns())?;
+    let toml = definition(&campaign)?;
+    let keys = Keys::new(campaign.id());
+    let store = Store::for_campaign(&cluster.redis, &keys)?;
+    let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
+    let mut out = Published {
+        campaign: campaign.id().to_owned(),
+        resumed_after: through,
+        ..Published::default()
+    };
+    let mut dedup = Deduplicator::new();
+    let mut chunk = Rows::default();
+    let flush = |chunk: &mut Rows, out: &mut Published| -> Result<bool, ClusterError> {
+        while store.outstanding(&keys)? >= cluster.max_outstanding as i64 {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(false);
+            }
+            std::thread::sleep(BACK_PRESSURE_POLL);
+        }
+        let Some(&last) = chunk.lines.last() else {
+            return Ok(true);
+        };
+        let json = serde_json::to_string(&*chunk).map_err(|e| ClusterError::BadData {
+            key: keys.chunks.clone(),
+            reason: e.to_string(),
+        })?;
+        store.add_chunk(&keys, &json, last, chunk.lines.len())?;
+        out.chunks += 1;
+        out.rows += chunk.lines.len() as u64;
+        *chunk = Rows::default();
+        Ok(true)
+    };
+    while let Some(row) = reader.next_row() {
+        match row? {
+            Row::Rejected(_) => out.rejected += 1,
+            Row::Recipient(r) => {
+                if !dedup.first_time(&r.email) {
+                    out.duplicates += 1;
+                } else if r.line > through {
+                    chunk.lines.push(r.line);
+                    chunk.values.push(r.values);
+                    if chunk.lines.len() >= cluster.chunk_size && !flush(&mut chunk, &mut out)? {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+    if !flush(&mut chunk, &mut out)? {
+        return Ok(out);
+    }
+    store.publish_done(&keys, out.rejected, out.duplicates)?;
+    out.complete = true;
+    Ok(out)
+}

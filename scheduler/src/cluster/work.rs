@@ -1,0 +1,361 @@
+//! A node's loop over one cluster campaign: take chunks (first its own pending ones after a
+//! restart, then chunks idle past the lease — their node died —, then new ones), send each as
+//! a chunk campaign on one [`SendService`], renew the leases of those it sends, and finish
+//! each one whose rows all have a final outcome: merge its accounting into the node's log,
+//! then set the done bits, count and acknowledge (one script). Returns when every chunk of
+//! the campaign is published and acknowledged, or when `stop` resolves.
+//!
+//! Duplicate rules: rows whose done bit is set are never sent again; a chunk taken over from
+//! a dead node counts its rows that are not done as `resent_after_restart` (an upper bound:
+//! the dead node may not have sent them all); a chunk resumed from this node's own directory
+//! counts what its journal says was on the wire, as a local resume does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::chunk::{ChunkDir, Rows};
+use super::store::Entry;
+use super::{io_err, ClusterConfig, ClusterError, Keys, Store};
+use crate::campaign::Campaign;
+use crate::config::SendConfig;
+use crate::send::{Launched, SendService};
+
+/// How often the loop looks for finished chunks and new work when it has nothing to do.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How often a node started before the campaign was published looks for it.
+const DEFINITION_POLL: Duration = Duration::from_millis(250);
+
+/// What a node did for a campaign.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeReport {
+    /// The campaign id.
+    pub campaign: String,
+    /// This node.
+    pub node: String,
+    /// Chunks this node finished and acknowledged.
+    pub chunks: u64,
+    /// Of those, chunks taken over from a node that stopped renewing them.
+    pub reclaimed: u64,
+    /// Chunks this node had pending when it started (an earlier run of the same node).
+    pub resumed: u64,
+    /// Chunks another node took over while this node sent them (their outcomes are still
+    /// merged and counted).
+    pub lost: u64,
+    /// Recipients whose final outcome this node logged.
+    pub finals: u64,
+    /// Recipients sent again: the not-done rows of reclaimed chunks (an upper bound) plus
+    /// those on the wire when this node's earlier run died.
+    pub resent_after_restart: u64,
+    /// The node's accounting log of the campaign.
+    pub log: PathBuf,
+    /// False when stopped before the campaign was complete.
+    pub complete: bool,
+}
+
+/// A chunk being sent.
+struct Running {
+    entry: String,
+    seq: u64,
+    reclaimed: bool,
+    resent: u64,
+    launched: Option<Launched>,
+}
+
+/// The node's view of one campaign.
+struct Node<'a> {
+    id: String,
+    cluster: &'a ClusterConfig,
+    template_dirs: &'a [PathBuf],
+    store: Store,
+    keys: Keys,
+    toml: String,
+    columns: Vec<String>,
+    chunks_dir: PathBuf,
+    runs_dir: PathBuf,
+    log: PathBuf,
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Works on campaign `id` with this node's `config` (its `[cluster]`, source IPs and state
+/// directory) until the campaign is complete or `stop` resolves. Needs a multi-threaded
+/// runtime (Redis calls block in place).
+pub async fn work(
+    id: &str,
+    config: &SendConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<NodeReport, ClusterError> {
+    let cluster = config.cluster.as_ref().ok_or(ClusterError::NotConfigured)?;
+    let keys = Keys::new(id);
+    let store = blocking(|| Store::for_campaign(&cluster.redis, &keys))?;
+    tokio::pin!(stop);
+    // Nodes may start before the campaign is published: wait for its definition.
+    let (toml, columns) = loop {
+        match blocking(|| store.definition(id, &keys)) {
+            Err(ClusterError::UnknownCampaign(_)) => {}
+            other => break other?,
+        }
+        tokio::select! {
+            _ = &mut stop => return Err(ClusterError::UnknownCampaign(id.to_owned())),
+            _ = tokio::time::sleep(DEFINITION_POLL) => {}
+        }
+    };
+    let dir = config.state_dir.join("cluster").join(id);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    // Absolute: the chunk campaigns resolve their rows file against their own directory.
+    let dir = std::fs::canonicalize(&dir).map_err(io_err(&dir))?;
+    let node = Node {
+        id: id.to_owned(),
+        cluster,
+        template_dirs: &config.template_dirs,
+        store,
+        keys,
+        toml,
+        columns,
+        chunks_dir: dir.join("chunks"),
+        runs_dir: dir.join("runs"),
+        log: dir.join("accounting.jsonl"),
+    };
+    for d in [&node.chunks_dir, &node.runs_dir] {
+        std::fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    let mut chunk_config = config.clone();
+    chunk_config.state_dir = node.runs_dir.clone();
+    let service = SendService::start(&chunk_config, Arc::default(), true)?;
+    let mut report = NodeReport {
+        campaign: id.to_owned(),
+        node: cluster.node_id.clone(),
+        log: node.log.clone(),
+        ..NodeReport::default()
+    };
+    let result = node.run(&service, &mut report, stop.as_mut()).await;
+    service.shutdown().await;
+    result.map(|()| report)
+}
+
+impl Node<'_> {
+    async fn run(
+        &self,
+        service: &SendService,
+        report: &mut NodeReport,
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<(), ClusterError> {
+        let me = self.cluster.node_id.as_str();
+        let mut running: Vec<Running> = Vec::new();
+        // An earlier run of this node: its pending chunks resume from their directories; a
+        // directory whose chunk another node took over is stale.
+        let own = blocking(|| self.store.own_pending(&self.keys, me))?;
+        self.drop_stale_dirs(&own)?;
+        for entry in own {
+            report.resumed += 1;
+            if let Some(r) = self.start(service, entry, false)? {
+                running.push(r);
+            }
+        }
+        let renew_every = self.cluster.lease / 3;
+        let mut renewed = Instant::now();
+        loop {
+            // Finished chunks.
+            let mut i = 0;
+            while i < running.len() {
+                if running[i].launched.as_ref().is_some_and(|l| !l.is_finished()) {
+                    i += 1;
+                    continue;
+                }
+                let r = running.swap_remove(i);
+                self.finish(r, report).await?;
+            }
+            if renewed.elapsed() >= renew_every {
+                let ids: Vec<String> = running.iter().map(|r| r.entry.clone()).collect();
+                let lost = blocking(|| self.store.renew(&self.keys, me, &ids))?;
+                for r in running.iter().filter(|r| lost.contains(&r.entry)) {
+                    tracing::warn!(chunk = r.seq, "chunk taken over by another node; stopping it here");
+                    if let Some(l) = &r.launched {
+                        l.cancel();
+                    }
+                }
+                renewed = Instant::now();
+            }
+            // New work.
+            let mut took = false;
+            if running.len() < self.cluster.chunks_in_flight {
+                let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease))?;
+                let (entry, reclaimed) = match claimed {
+                    Some(e) => (Some(e), true),
+                    None => (blocking(|| self.store.read_new(&self.keys, me))?, false),
+                };
+                if let Some(entry) = entry {
+                    took = true;
+                    if let Some(r) = self.start(service, entry, reclaimed)? {
+                        running.push(r);
+                    }
+                }
+            }
+            if running.is_empty() && !took && blocking(|| self.store.complete(&self.keys))? {
+                report.complete = true;
+                return Ok(());
+            }
+            if !took {
+                tokio::select! {
+                    _ = stop.as_mut() => break,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+        for r in &running {
+            if let Some(l) = &r.launched {
+                l.cancel();
+            }
+        }
+        for r in running {
+            // Finished ones are acknowledged; the others stay pending for the next run.
+            self.finish(r, report).await?;
+        }
+        Ok(())
+    }
+
+    fn chunk_dir(&self, seq: u64) -> ChunkDir {
+        ChunkDir {
+            dir: self.chunks_dir.join(format!("c{seq}")),
+        }
+    }
+
+    fn chunk_id(&self, seq: u64) -> String {
+        format!("{}.c{seq}", self.id)
+    }
+
+    fn run_dir(&self, seq: u64) -> PathBuf {
+        self.runs_dir.join(self.chunk_id(seq))
+    }
+
+    /// Removes the directories of chunks this node no longer owns (acknowledged — their merge,
+    /// if any, stays in the log — or taken over by another node).
+    fn drop_stale_dirs(&self, own: &[Entry]) -> Result<(), ClusterError> {
+        let entries = std::fs::read_dir(&self.chunks_dir).map_err(io_err(&self.chunks_dir))?;
+        for e in entries {
+            let e = e.map_err(io_err(&self.chunks_dir))?;
+            let name = e.file_name();
+            let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('c'))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if !own.iter().any(|o| o.seq == seq) {
+                tracing::info!(
+                    chunk = seq,
+                    "chunk finished or taken over by another node; dropping its directory"
+                );
+                self.remove(seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, seq: u64) {
+        for d in [self.chunk_dir(seq).dir, self.run_dir(seq)] {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove a finished chunk's directory");
+                }
+            }
+        }
+    }
+
+    /// Starts sending a chunk; `None` when nothing of it is left to send (acknowledged now).
+    fn start(&self, service: &SendService, entry: Entry, reclaimed: bool) -> Result<Option<Running>, ClusterError> {
+        let me = self.cluster.node_id.as_str();
+        let Some(json) = &entry.rows else {
+            blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
+            return Ok(None);
+        };
+        let dir = self.chunk_dir(entry.seq);
+        let mut running = Running {
+            entry: entry.id.clone(),
+            seq: entry.seq,
+            reclaimed,
+            resent: 0,
+            launched: None,
+        };
+        if dir.exists() {
+            // Our own earlier run: resume it, unless another node finished some of its rows
+            // meanwhile (then start over from what is not done).
+            let lines = dir.lines()?;
+            let done = blocking(|| self.store.done(&self.keys, &lines))?;
+            if !done.contains(&true) {
+                dir.recover(&self.log)?;
+                running.launched = Some(self.launch(service, entry.seq, &dir)?);
+                return Ok(Some(running));
+            }
+            self.remove(entry.seq);
+        }
+        let rows = Rows::parse(&self.keys.chunks, json)?;
+        let done = blocking(|| self.store.done(&self.keys, &rows.lines))?;
+        let rows = rows.keep(&done.iter().map(|d| !d).collect::<Vec<_>>());
+        if reclaimed {
+            running.resent = rows.lines.len() as u64;
+        }
+        if rows.lines.is_empty() {
+            blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
+            return Ok(None);
+        }
+        dir.write(&self.columns, &rows)?;
+        running.launched = Some(self.launch(service, entry.seq, &dir)?);
+        Ok(Some(running))
+    }
+
+    /// The chunk campaign: the stored definition, with the chunk's id and rows file.
+    fn launch(&self, service: &SendService, seq: u64, dir: &ChunkDir) -> Result<Launched, ClusterError> {
+        let path = dir.dir.join("campaign.toml");
+        let bad = |reason: String| ClusterError::BadData {
+            key: self.keys.meta.clone(),
+            reason,
+        };
+        let mut doc: toml_edit::DocumentMut = self.toml.parse().map_err(|e| bad(format!("toml: {e}")))?;
+        doc["id"] = toml_edit::value(self.chunk_id(seq));
+        let rows = dir.rows_file();
+        let rows = rows
+            .to_str()
+            .ok_or_else(|| bad(format!("{} is not UTF-8", rows.display())))?;
+        doc["recipients"] = toml_edit::value(rows);
+        let campaign = Campaign::from_toml_with(&path, &doc.to_string(), self.template_dirs)?;
+        Ok(service.launch(&campaign)?)
+    }
+
+    /// Ends a chunk: if its run completed, merge its log and acknowledge it.
+    async fn finish(&self, r: Running, report: &mut NodeReport) -> Result<(), ClusterError> {
+        let mut resent = r.resent;
+        if let Some(launched) = r.launched {
+            let summary = launched.wait().await?;
+            if !summary.complete {
+                return Ok(());
+            }
+            resent += summary.resent_after_restart;
+        }
+        let dir = self.chunk_dir(r.seq);
+        let log = self.run_dir(r.seq).join("accounting.jsonl");
+        let me = self.cluster.node_id.as_str();
+        let finals = blocking(|| dir.merge(&log, &self.log, &self.id, me))?;
+        let owned = blocking(|| self.store.finish(&self.keys, me, &r.entry, &finals, resent))?;
+        report.finals += finals.len() as u64;
+        report.resent_after_restart += resent;
+        if owned {
+            report.chunks += 1;
+            report.reclaimed += u64::from(r.reclaimed);
+        } else {
+            report.lost += 1;
+        }
+        self.remove(r.seq);
+        Ok(())
+    }
+}
+
+/// The node's accounting log of campaign `id` under `state_dir`.
+pub fn node_log(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("cluster").join(id).join("accounting.jsonl")
+}

@@ -1,0 +1,202 @@
+//! Cluster mode against a real `redis-server`: the `[cluster]` table is validated, the
+//! publisher holds at most `max_outstanding` chunks and resumes, a recipient's outcome is
+//! counted once however many nodes report it, and a lease is renewed only by its owner.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use volley_bench::RedisServer;
+use volley_scheduler::cluster::publish::publish;
+use volley_scheduler::cluster::{ClusterConfig, ClusterError, Keys, Store};
+use volley_scheduler::config::SendConfig;
+
+fn cluster(redis: &RedisServer) -> ClusterConfig {
+    ClusterConfig {
+        redis: redis.url(),
+        node_id: "n1".into(),
+        chunk_size: 3,
+        max_outstanding: 2,
+        lease: Duration::from_secs(60),
+        chunks_in_flight: 1,
+    }
+}
+
+/// A campaign of 10 distinct recipients, plus one bad row and one repeated address.
+fn campaign(dir: &std::path::Path, subject: &str) -> std::path::PathBuf {
+    let mut csv = String::from("email,name\n");
+    for i in 0..10 {
+        csv.push_str(&format!("u{i}@d.test,N{i}\n"));
+        if i == 4 {
+            csv.push_str("not-an-address,X\nu1@d.test,again\n");
+        }
+    }
+    std::fs::write(dir.join("r.csv"), csv).expect("csv");
+    std::fs::write(dir.join("body.txt"), "Hello {{name}}").expect("body");
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "id = \"pub\"\nfrom = \"N <n@sender.test>\"\nsubject = \"{subject}\"\n\
+             text_file = \"body.txt\"\nrecipients = \"r.csv\"\n"
+        ),
+    )
+    .expect("campaign");
+    path
+}
+
+#[test]
+fn cluster_settings_are_validated_with_field_and_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |cluster: &str| {
+        let path = dir.path().join("v.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[source_ips]]\naddress = \"127.0.0.2\"\nehlo_name = \"m.test\"\n\
+                 [cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"n1\"\n{cluster}"
+            ),
+        )
+        .expect("config");
+        SendConfig::load(&path)
+    };
+    let ok = write("lease = \"90s\"\n").expect("valid");
+    let c = ok.cluster.expect("[cluster]");
+    assert_eq!(
+        (c.chunk_size, c.max_outstanding, c.lease),
+        (1000, 64, Duration::from_secs(90))
+    );
+    for (extra, field, value) in [
+        ("chunk_size = 0\n", "cluster.chunk_size", "0"),
+        ("max_outstanding = 0\n", "cluster.max_outstanding", "0"),
+        ("lease = \"500ms\"\n", "cluster.lease", "500ms"),
+    ] {
+        let e = write(extra).expect_err(extra).to_string();
+        assert!(e.contains(field) && e.contains(value), "{extra}: {e}");
+    }
+    let e = write("chunk = 5\n").expect_err("unknown field").to_string();
+    assert!(e.contains("chunk"), "{e}");
+}
+
+#[test]
+fn the_publisher_waits_at_max_outstanding_and_resumes_after_its_last_line() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), "Hi {{name}}");
+    let cfg = cluster(&redis);
+    let keys = Keys::new("pub");
+    let publisher = {
+        let (path, cfg) = (path.clone(), cfg.clone());
+        std::thread::spawn(move || publish(&path, &[], &cfg, &AtomicBool::new(false)))
+    };
+    let store = Store::for_campaign(&redis.url(), &keys).expect("store");
+    // The publisher stops at two outstanding chunks…
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.outstanding(&keys).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "nothing published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(store.status("pub", &keys).expect("status").progress["published"], 2);
+    // …and goes on as chunks are acknowledged.
+    let mut lines = Vec::new();
+    while !store.complete(&keys).expect("complete") {
+        assert!(Instant::now() < deadline, "publisher stuck");
+        let Some(entry) = store.read_new(&keys, "n1").expect("read") else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let rows: serde_json::Value = serde_json::from_str(entry.rows.as_deref().expect("rows")).expect("json");
+        let chunk: Vec<u64> = rows["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| l.as_u64())
+            .collect();
+        let finals: Vec<(u64, String)> = chunk.iter().map(|l| (*l, "delivered".to_owned())).collect();
+        assert!(store.finish(&keys, "n1", &entry.id, &finals, 0).expect("finish"));
+        lines.extend(chunk);
+    }
+    let published = publisher.join().expect("join").expect("publish");
+    assert_eq!((published.chunks, published.rows), (4, 10));
+    assert_eq!((published.rejected, published.duplicates), (1, 1));
+    // Original line numbers, the bad row and the repeat left out.
+    assert_eq!(lines, vec![2, 3, 4, 5, 6, 9, 10, 11, 12, 13]);
+    let status = store.status("pub", &keys).expect("status");
+    assert!(status.complete);
+    assert_eq!(status.counts["delivered"], 10);
+
+    // The same definition again: nothing left to publish. A different one: refused.
+    let again = publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("again");
+    assert_eq!((again.chunks, again.resumed_after), (0, 13));
+    campaign(dir.path(), "Changed {{name}}");
+    let e = publish(&path, &[], &cfg, &AtomicBool::new(false)).expect_err("changed");
+    assert!(matches!(e, ClusterError::Republished(ref id) if id == "pub"), "{e}");
+}
+
+#[test]
+fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), "Hi");
+    let mut cfg = cluster(&redis);
+    cfg.chunk_size = 100;
+    publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("publish");
+    let keys = Keys::new("pub");
+    let store = Store::for_campaign(&redis.url(), &keys).expect("store");
+    let entry = store.read_new(&keys, "n1").expect("read").expect("a chunk");
+    // n1 owns the chunk: n2 cannot renew it, n1 can.
+    assert_eq!(
+        store
+            .renew(&keys, "n2", std::slice::from_ref(&entry.id))
+            .expect("renew"),
+        vec![entry.id.clone()]
+    );
+    assert!(store
+        .renew(&keys, "n1", std::slice::from_ref(&entry.id))
+        .expect("renew")
+        .is_empty());
+    // n2 reports line 2 (it sent it too): counted, not acknowledged.
+    let line2 = vec![(2, "delivered".to_owned())];
+    assert!(!store.finish(&keys, "n2", &entry.id, &line2, 1).expect("finish n2"));
+    assert_eq!(store.done(&keys, &[2, 3]).expect("done"), vec![true, false]);
+    // n1 finishes the chunk, line 2 included: counted once, acknowledged.
+    let all: Vec<(u64, String)> = [2, 3, 4, 5, 6, 9, 10, 11, 12, 13]
+        .iter()
+        .map(|l| (*l, "delivered".to_owned()))
+        .collect();
+    assert!(store.finish(&keys, "n1", &entry.id, &all, 0).expect("finish n1"));
+    let status = store.status("pub", &keys).expect("status");
+    assert_eq!(status.counts["delivered"], 10);
+    assert_eq!(status.counts["duplicate_finals"], 1);
+    assert_eq!(status.counts["resent_after_restart"], 1);
+    assert!(status.complete, "{status:?}");
+}
+
+#[test]
+fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), "Hi");
+    let rows: String = (0..15).map(|i| format!("u{i}@d.test,N{i}\n")).collect();
+    std::fs::write(dir.path().join("r.csv"), format!("email,name\n{rows}")).expect("csv");
+    let mut cfg = cluster(&redis);
+    cfg.chunk_size = 1;
+    cfg.max_outstanding = 100;
+    publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("publish");
+    let keys = Keys::new("pub");
+    let store = Store::for_campaign(&redis.url(), &keys).expect("store");
+    // The first 14 chunks go to a live node, the 15th to one that dies.
+    let live: Vec<String> = (0..14)
+        .map(|_| store.read_new(&keys, "live").expect("read").expect("chunk").id)
+        .collect();
+    let dead = store.read_new(&keys, "dead").expect("read").expect("chunk");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(store.renew(&keys, "live", &live).expect("renew").is_empty());
+    // One XAUTOCLAIM with COUNT 1 scans 10 pending entries; the idle one is the 15th.
+    let claimed = store
+        .claim_idle(&keys, "other", Duration::from_millis(200))
+        .expect("claim")
+        .expect("the dead node's chunk");
+    assert_eq!(claimed.id, dead.id);
+    assert_eq!(claimed.seq, 15);
+}

@@ -1,0 +1,126 @@
+//! `volley cluster publish|work|status`: one campaign sent by several nodes through Redis
+//! (`[cluster]` in the configuration; see the scheduler's `cluster` module).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use volley_scheduler::cluster::{self, ClusterError, Keys, Store};
+use volley_scheduler::config::SendConfig;
+
+/// Arguments of `volley cluster`.
+#[derive(clap::Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Publish a campaign: its definition and its recipients in chunks (once, from any node;
+    /// rerun to continue after an interruption).
+    Publish {
+        /// The campaign definition (TOML).
+        campaign: PathBuf,
+        /// The operator configuration (its `[cluster]` table).
+        #[arg(long, default_value = "volley.toml")]
+        config: PathBuf,
+    },
+    /// Send chunks of a published campaign from this node until every chunk is acknowledged.
+    Work {
+        /// The campaign id.
+        campaign: String,
+        /// The operator configuration: `[cluster] node_id`, this node's source IPs and state
+        /// directory.
+        #[arg(long, default_value = "volley.toml")]
+        config: PathBuf,
+        /// Write this node's report as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
+    /// A campaign's progress and outcome counts across all nodes, as JSON.
+    Status {
+        /// The campaign id.
+        campaign: String,
+        /// The operator configuration (its `[cluster]` table).
+        #[arg(long, default_value = "volley.toml")]
+        config: PathBuf,
+        /// Add Redis memory figures (`INFO memory`, `MEMORY USAGE` of each key).
+        #[arg(long)]
+        memory: bool,
+    },
+}
+
+fn load(path: &Path) -> anyhow::Result<(SendConfig, cluster::ClusterConfig)> {
+    let config = SendConfig::load(path).context("refusing to start: the configuration is invalid")?;
+    let cluster = config
+        .cluster
+        .clone()
+        .ok_or(ClusterError::NotConfigured)
+        .with_context(|| path.display().to_string())?;
+    Ok((config, cluster))
+}
+
+/// Runs `volley cluster`; `Ok(false)` when `publish` was stopped before the end or `work`
+/// before the campaign was complete.
+pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
+    match args.action {
+        Action::Publish { campaign, config } => {
+            let (config, cluster) = load(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let watcher = tokio::spawn(async move {
+                crate::send::terminated().await;
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let dirs = config.template_dirs.clone();
+            let path = campaign.clone();
+            let published =
+                tokio::task::spawn_blocking(move || cluster::publish::publish(&path, &dirs, &cluster, &stop))
+                    .await
+                    .context("publisher stopped")?
+                    .with_context(|| format!("publishing {}", campaign.display()))?;
+            watcher.abort();
+            println!("{}", serde_json::to_string_pretty(&published)?);
+            Ok(published.complete)
+        }
+        Action::Work {
+            campaign,
+            config,
+            summary_json,
+        } => {
+            let (config, _) = load(&config)?;
+            let report = cluster::work::work(&campaign, &config, crate::send::interrupted())
+                .await
+                .with_context(|| format!("cluster campaign {campaign}"))?;
+            let json = serde_json::to_vec_pretty(&report)?;
+            if let Some(path) = summary_json {
+                std::fs::write(&path, &json).with_context(|| path.display().to_string())?;
+            }
+            println!("{}", String::from_utf8_lossy(&json));
+            Ok(report.complete)
+        }
+        Action::Status {
+            campaign,
+            config,
+            memory,
+        } => {
+            let (_, cluster) = load(&config)?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+                let keys = Keys::new(&campaign);
+                let store = Store::for_campaign(&cluster.redis, &keys)?;
+                let status = store.status(&campaign, &keys)?;
+                let mut json = serde_json::to_value(&status)?;
+                if memory {
+                    let (used, keys) = store.memory(&keys)?;
+                    json["memory"] = serde_json::json!({ "used_memory": used, "keys": keys });
+                }
+                println!("{}", serde_json::to_string_pretty(&json)?);
+                Ok(true)
+            })
+            .await
+            .context("status stopped")?
+        }
+    }
+}
