@@ -20,6 +20,7 @@ pub struct ClusterArgs {
 enum Action {
     /// Publish a campaign: its definition and its recipients in chunks (once, from any node;
     /// rerun to continue after an interruption).
+    #[command(after_help = "Example:\n  volley cluster publish campaigns/news.toml --config volley.toml")]
     Publish {
         /// The campaign definition (TOML).
         campaign: PathBuf,
@@ -28,6 +29,9 @@ enum Action {
         config: PathBuf,
     },
     /// Send chunks of a published campaign from this node until every chunk is acknowledged.
+    #[command(
+        after_help = "Example:\n  volley cluster work news-2026-12 --config volley.toml --summary-json node-a.json"
+    )]
     Work {
         /// The campaign id.
         campaign: String,
@@ -40,6 +44,9 @@ enum Action {
         summary_json: Option<PathBuf>,
     },
     /// A campaign's progress and outcome counts across all nodes, as JSON.
+    #[command(
+        after_help = "Examples:\n  volley cluster status news-2026-12\n  volley cluster status news-2026-12 --memory"
+    )]
     Status {
         /// The campaign id.
         campaign: String,
