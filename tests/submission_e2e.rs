@@ -7,7 +7,7 @@
 //! password and an unauthenticated MAIL queue nothing. Every socket is on 127.0.0.0/8.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use volley_bench::{Sink, SinkConfig};
@@ -15,7 +15,7 @@ use volley_bench::{Sink, SinkConfig};
 mod common;
 
 use common::api::{start_serve, Api};
-use common::{free_port, volley, wait_listening, write};
+use common::{add_user, free_port, volley, wait_listening, write};
 
 const TOKEN: &str = "submit-token-0123456789abcdef";
 const PASSWORD: &str = "correct horse battery staple 42";
@@ -117,27 +117,7 @@ async fn swaks_and_smtplib_submissions_are_delivered_once_and_signed() {
             sink.local_addr()
         ),
     );
-    let mut add = volley()
-        .args([
-            "user",
-            "add",
-            "shop",
-            "--from-domain",
-            "shop.volley.test",
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("volley user add");
-    {
-        use std::io::Write;
-        let mut stdin = add.stdin.take().expect("stdin");
-        writeln!(stdin, "{PASSWORD}").expect("password");
-    }
-    assert!(add.wait().expect("user add").success());
+    add_user(&config, "shop", "shop.volley.test", PASSWORD);
     let server = start_serve(&config, &listen);
     wait_listening(&format!("127.0.0.1:{starttls}"), "submission (STARTTLS)");
     wait_listening(&format!("127.0.0.1:{implicit}"), "submission (implicit TLS)");

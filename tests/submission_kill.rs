@@ -17,7 +17,7 @@ use volley_bench::{Sink, SinkConfig};
 
 mod common;
 
-use common::{free_port, volley, wait_listening, write, Killed};
+use common::{add_user, free_port, volley, wait_listening, write, Killed};
 
 /// smtp-source processes per round, one session each.
 const SOURCES: usize = 4;
@@ -106,27 +106,7 @@ async fn acknowledged_submissions_survive_five_kills() {
             sink.local_addr()
         ),
     );
-    let mut add = volley()
-        .args([
-            "user",
-            "add",
-            "app",
-            "--from-domain",
-            "app.volley.test",
-            "--password-stdin",
-            "--config",
-        ])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("volley user add");
-    {
-        use std::io::Write;
-        let mut stdin = add.stdin.take().expect("stdin");
-        stdin.write_all(b"not-used-by-relay-clients-123\n").expect("password");
-    }
-    assert!(add.wait().expect("user add").success());
+    add_user(&config, "app", "app.volley.test", "not-used-by-relay-clients-123");
 
     let mut acked: Vec<String> = Vec::new();
     for round in 0..ROUNDS {

@@ -87,3 +87,27 @@ pub fn write_news_campaign(dir: &Path, id: &str, n: usize) {
     )
     .expect("campaign");
 }
+
+/// `volley user add NAME --from-domain DOMAIN --password-stdin --config CONFIG` with `password`.
+pub fn add_user(config: &Path, name: &str, domain: &str, password: &str) {
+    use std::io::Write;
+    let mut add = volley()
+        .args([
+            "user",
+            "add",
+            name,
+            "--from-domain",
+            domain,
+            "--password-stdin",
+            "--config",
+        ])
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("volley user add");
+    let mut stdin = add.stdin.take().expect("stdin");
+    writeln!(stdin, "{password}").expect("password");
+    drop(stdin);
+    assert!(add.wait().expect("user add").success(), "volley user add {name}");
+}

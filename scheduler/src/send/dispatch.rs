@@ -6,7 +6,8 @@
 //! fallback within an attempt (connection failures), retries on the schedule, expiry.
 //! The turns themselves (IP choice, overflow, holds, hand-over) are in `dispatch/turns.rs`;
 //! queue control (suspended recipients, the operator's view, retry, bounce, purge) in
-//! `dispatch/queue_ops.rs`.
+//! `dispatch/queue_ops.rs`; what the engine reports back (MX fallback, outcome, retry or
+//! expiry) in `dispatch/report.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,18 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
-use volley_engine::{Delivery, DeliveryPool, DeliveryReport, Disposition, Phase, RecipientStatus, RouteKey};
+use volley_engine::{Delivery, DeliveryPool, DeliveryReport, RecipientStatus, RouteKey};
 
 use super::job::{Job, RowRef};
 use super::priority::Seat;
 use super::produce::{Congestion, Fetched, Work};
 use super::record::{At, Recorder};
-use super::retry::{next_step, Next, RetryQueue};
-use super::sites::{has_untried, Sites};
+use super::retry::RetryQueue;
+use super::sites::Sites;
 use super::state::{DispatchJournal, Pending};
 use super::SendError;
 use crate::config::RetryConfig;
-use crate::outcome::Outcome;
 use crate::rotation::IpRotation;
 use crate::routing::{Destination, Router};
 use crate::shaping::Shaper;
@@ -41,6 +41,7 @@ const DESTINATION_CACHE: usize = 50_000;
 const TURN_BATCH: usize = 32;
 
 mod queue_ops;
+mod report;
 mod turns;
 
 /// Identifies a delivery when its report comes back.
@@ -511,124 +512,6 @@ impl Dispatcher {
             split.sts = dest.sts.clone();
         }
         split.clone()
-    }
-
-    fn on_report(&mut self, report: DeliveryReport<Tag>) -> Result<(), SendError> {
-        self.in_engine -= 1;
-        let DeliveryReport {
-            tag,
-            route,
-            statuses,
-            tls,
-            latency,
-        } = report;
-        let Tag {
-            mut job,
-            site,
-            provider,
-            host,
-            ..
-        } = tag;
-        self.queues.returned(&site, route.source.ip, job.recipient.domain());
-        let per_site = self.limits.per_site;
-        let mut rate_per_ip = 0.0;
-        if let Some(s) = self.sites.get_mut(&site) {
-            rate_per_ip = s.meter.per_second(Instant::now()) / self.rotation.len().max(1) as f64;
-            s.in_flight -= 1;
-            s.blocked = false;
-            if let Some(seat) = &self.seat {
-                let ready = if s.in_flight < per_site { s.ready.len() } else { 0 };
-                seat.gate.publish(seat.campaign, &site, ready, s.in_flight);
-            }
-        }
-        self.sites.wake(&site, per_site);
-        let now = SystemTime::now();
-        job.attempt_began(now.checked_sub(latency).unwrap_or(now));
-        let Some(mut status) = statuses.into_iter().next() else {
-            self.rendered -= 1;
-            return Ok(());
-        };
-        // Throttling replies slow down or suspend this (IP, provider) pair only.
-        if self
-            .shaper
-            .observe(route.source.ip, &site, &status, rate_per_ip)
-            .is_some()
-        {
-            self.recorder.summary.backoff_events += 1;
-            if status.disposition == Disposition::Bounced {
-                // A policy block is about the sending IP, not the recipient: retried later
-                // (by then perhaps from another IP), never suppressed for it.
-                status.disposition = Disposition::Deferred;
-                self.recorder.summary.policy_retries += 1;
-            }
-        }
-        let at = At {
-            site: Some(&site),
-            provider: Some(&provider),
-            route: Some(&route),
-        };
-        let connection_failed = status.disposition == Disposition::Deferred
-            && !status.maybe_delivered
-            && matches!(
-                status.phase,
-                Phase::Connect | Phase::Banner | Phase::Ehlo | Phase::StartTls
-            );
-        if connection_failed {
-            // RFC 5321 §5.1: try the next MX host; this one sits out for `host_down` — unless
-            // our side refused it (`tls = "required"` without STARTTLS): the host is not down,
-            // and its later deferrals must keep saying whose fault they are.
-            if !status.sender_fault {
-                self.down
-                    .insert(route.mx.addr, Instant::now() + self.limits.retry.host_down);
-            }
-            job.tried |= 1u64.checked_shl(host as u32).unwrap_or(0);
-            let untried = self.sites.get_mut(&site).is_some_and(|s| has_untried(s, job.tried));
-            if untried {
-                self.recorder
-                    .attempt(&job, at, &status, latency, tls, Outcome::Deferred, None)?;
-                if let Some(s) = self.sites.get_mut(&site) {
-                    s.ready.push_front(job);
-                }
-                self.sites.wake(&site, per_site);
-                return Ok(());
-            }
-        }
-        self.settle(job, at, status, latency, tls)
-    }
-
-    /// Records the end of an attempt: final outcome, or a deferral scheduled for retry (or
-    /// expired past `max_age`). The job's message is released either way.
-    fn settle(
-        &mut self,
-        job: Job,
-        at: At<'_>,
-        status: RecipientStatus,
-        latency: Duration,
-        tls: bool,
-    ) -> Result<(), SendError> {
-        self.rendered -= 1;
-        if status.disposition != Disposition::Deferred {
-            let outcome = Outcome::from(status.disposition);
-            self.recorder.attempt(&job, at, &status, latency, tls, outcome, None)?;
-            return Ok(());
-        }
-        let now = SystemTime::now();
-        match next_step(&self.limits.retry, job.attempt, job.first_at, now) {
-            Next::Expire => {
-                self.recorder
-                    .attempt(&job, at, &status, latency, tls, Outcome::Expired, None)?;
-                Ok(())
-            }
-            Next::RetryAt(when) => {
-                self.recorder
-                    .attempt(&job, at, &status, latency, tls, Outcome::Deferred, Some(when))?;
-                self.queues.retrying(&job, at, when);
-                let mut r = job.to_ref();
-                r.attempt += 1;
-                self.retries.push(when, r);
-                Ok(())
-            }
-        }
     }
 
     /// A row the producer parked for a congested domain joins its site's parked rows (or, when
