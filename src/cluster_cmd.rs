@@ -81,13 +81,14 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
                 crate::send::terminated().await;
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             });
-            let dirs = config.template_dirs.clone();
+            let (dirs, state_dir) = (config.template_dirs.clone(), config.state_dir.clone());
             let path = campaign.clone();
-            let published =
-                tokio::task::spawn_blocking(move || cluster::publish::publish(&path, &dirs, &cluster, &stop))
-                    .await
-                    .context("publisher stopped")?
-                    .with_context(|| format!("publishing {}", campaign.display()))?;
+            let published = tokio::task::spawn_blocking(move || {
+                cluster::publish::publish(&path, &dirs, &state_dir, &cluster, &stop)
+            })
+            .await
+            .context("publisher stopped")?
+            .with_context(|| format!("publishing {}", campaign.display()))?;
             watcher.abort();
             println!("{}", serde_json::to_string_pretty(&published)?);
             Ok(published.complete)

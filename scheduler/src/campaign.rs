@@ -143,6 +143,39 @@ pub struct Campaign {
     verp: Option<bool>,
     /// An injection campaign: its messages are spooled, not rendered.
     spool: Option<std::sync::Arc<crate::spool::Stream>>,
+    /// A chunk of a cluster campaign: the campaign it is part of.
+    chunk_of: Option<ChunkOf>,
+}
+
+/// The cluster campaign a chunk campaign is part of: feedback (VERP and unsubscribe tokens)
+/// names that campaign and the recipient's line in its file, so that a bounce, complaint or
+/// unsubscribe finds the recipient in the node's cluster log whichever chunk sent it.
+#[derive(Debug, Clone)]
+pub struct ChunkOf {
+    /// The cluster campaign's id.
+    pub campaign: String,
+    /// The original line of each of the chunk's lines (local line `k` is `lines[k - 1]`).
+    pub lines: std::sync::Arc<Vec<u64>>,
+}
+
+/// What feedback tokens name for each recipient line: the campaign id and the line, mapped
+/// to the cluster campaign and its original line for a chunk.
+#[derive(Debug, Clone)]
+pub struct FeedbackIds {
+    campaign: String,
+    lines: Option<std::sync::Arc<Vec<u64>>>,
+}
+
+impl FeedbackIds {
+    /// The campaign id and line a token for local line `line` carries.
+    pub fn of(&self, line: u64) -> (&str, u64) {
+        let original = self.lines.as_ref().and_then(|lines| {
+            line.checked_sub(1)
+                .and_then(|i| lines.get(usize::try_from(i).ok()?))
+                .copied()
+        });
+        (&self.campaign, original.unwrap_or(line))
+    }
 }
 
 /// How an injection campaign sends (`[injection]` in volley.toml).
@@ -289,8 +322,34 @@ impl Campaign {
             suppression_list: settings.suppression_list.clone(),
             verp: settings.verp,
             spool: Some(stream),
+            chunk_of: None,
             path,
         }
+    }
+
+    /// Makes this campaign a chunk of cluster campaign `chunk_of`.
+    pub fn set_chunk_of(&mut self, chunk_of: ChunkOf) {
+        self.chunk_of = Some(chunk_of);
+    }
+
+    /// What feedback tokens name: the cluster campaign and original lines for a chunk, else
+    /// this campaign and its lines.
+    pub fn feedback_ids(&self) -> FeedbackIds {
+        match &self.chunk_of {
+            Some(c) => FeedbackIds {
+                campaign: c.campaign.clone(),
+                lines: Some(c.lines.clone()),
+            },
+            None => FeedbackIds {
+                campaign: self.id.clone(),
+                lines: None,
+            },
+        }
+    }
+
+    /// The cluster campaign this is a chunk of.
+    pub fn chunk_of(&self) -> Option<&ChunkOf> {
+        self.chunk_of.as_ref()
     }
 
     /// The spool stream of an injection campaign.

@@ -58,6 +58,16 @@ pub struct ClusterConfig {
     /// Chunks one node sends at once.
     #[serde(default = "default_chunks_in_flight")]
     pub chunks_in_flight: usize,
+    /// Chunks one node keeps besides those while they wait only for the retries of deferred
+    /// recipients (greylisting, 4xx): a parked chunk holds neither a `chunks_in_flight` slot
+    /// nor the publisher's `max_outstanding`; its node retries it on schedule (or, if it
+    /// dies, the node that takes it over). 0: a chunk holds its slot until every row is final.
+    #[serde(default = "default_parked_chunks")]
+    pub parked_chunks: usize,
+    /// How long a completed campaign's keys stay in Redis (for `volley cluster status`) before
+    /// Redis deletes them; set by the first node that sees the campaign complete.
+    #[serde(default = "default_keep", with = "humantime_serde")]
+    pub keep: Duration,
 }
 
 fn default_chunk_size() -> usize {
@@ -71,6 +81,12 @@ fn default_lease() -> Duration {
 }
 fn default_chunks_in_flight() -> usize {
     2
+}
+fn default_parked_chunks() -> usize {
+    256
+}
+fn default_keep() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 impl ClusterConfig {
@@ -94,6 +110,10 @@ impl ClusterConfig {
         }
         if self.chunks_in_flight == 0 {
             return Err(("chunks_in_flight", "0".into(), "must be at least 1"));
+        }
+        if self.keep < Duration::from_secs(1) {
+            let value = humantime::format_duration(self.keep).to_string();
+            return Err(("keep", value, "must be at least 1s"));
         }
         Ok(())
     }

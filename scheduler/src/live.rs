@@ -80,6 +80,8 @@ pub struct CampaignLive {
     latency_sum_us: AtomicU64,
     queued: AtomicU64,
     retrying: AtomicU64,
+    /// Messages on the wire or waiting for their MX lookup.
+    busy: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
     paused: AtomicBool,
@@ -147,6 +149,23 @@ impl CampaignLive {
     pub fn set_queues(&self, queued: u64, retrying: u64) {
         self.queued.store(queued, Ordering::Relaxed);
         self.retrying.store(retrying, Ordering::Relaxed);
+    }
+
+    /// Messages on the wire or waiting for their MX lookup.
+    pub fn set_busy(&self, busy: u64) {
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// Whether the campaign has read all its recipients and waits only for the retries of
+    /// deferred ones: nothing queued, nothing on the wire, something deferred.
+    pub fn only_retries_left(&self) -> bool {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let total = load(&self.bytes_total);
+        total > 0
+            && load(&self.bytes_read) >= total
+            && load(&self.queued) == 0
+            && load(&self.busy) == 0
+            && load(&self.retrying) > 0
     }
 
     /// How far the recipient file has been read.

@@ -242,6 +242,7 @@ impl Loader<'_> {
             headers,
             verp: f.verp,
             spool: None,
+            chunk_of: None,
         })
     }
 

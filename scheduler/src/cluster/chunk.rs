@@ -6,7 +6,7 @@
 //! original line `lines[k-1]`; the merge writes the original line into the node's log.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::{io_err, ClusterError};
@@ -71,26 +71,67 @@ impl ChunkDir {
         self.dir.join("lines.json")
     }
 
-    /// Written before the merge appends: the node log's length then.
+    /// Written before a merge appends: the node log's length then, and how far into the chunk
+    /// campaign's log the merge reads.
     fn merging_file(&self) -> PathBuf {
         self.dir.join("merging")
     }
 
-    /// Undoes the merge of a chunk that was never acknowledged (the node died between its
-    /// merge and the acknowledgement): the node log is cut back to its length before it
-    /// (merges run one at a time, so nothing was appended after), and the chunk, resumed,
-    /// merges again. Only for chunks this node still owns, before any merge of a restarted
-    /// node.
-    pub fn recover(&self, node_log: &Path) -> Result<(), ClusterError> {
+    /// How far into the chunk campaign's log earlier merges (at parking) have read.
+    fn merged_file(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+
+    /// The offset in the chunk campaign's log up to which its records are in the node's log.
+    pub fn merged_through(&self) -> Result<u64, ClusterError> {
+        let path = self.merged_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| not_a_number(&path, &text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Ends a merge whose outcomes Redis has recorded: later merges read from `through`.
+    pub fn commit(&self, through: u64) -> Result<(), ClusterError> {
+        write_synced(&self.merged_file(), through.to_string().as_bytes())?;
+        let marker = self.merging_file();
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&marker)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Settles a merge a kill cut short (the node died between appending to its log and
+    /// Redis recording the outcomes, or between that and [`ChunkDir::commit`]). If Redis has
+    /// the merge's outcomes (`done` says so for any of its final lines) it is committed;
+    /// otherwise the node log is cut back to its length before it (merges run one at a time,
+    /// so nothing was appended after) and the resumed chunk merges again. Only for chunks this
+    /// node still owns, before any merge of a restarted node.
+    pub fn recover(
+        &self,
+        log: &Path,
+        node_log: &Path,
+        done: impl FnOnce(&[u64]) -> Result<Vec<bool>, ClusterError>,
+    ) -> Result<(), ClusterError> {
         let marker = self.merging_file();
         if !marker.is_file() {
             return Ok(());
         }
         let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
-        let len: u64 = text.trim().parse().map_err(|_| ClusterError::Io {
-            path: marker.clone(),
-            source: std::io::Error::other(format!("not a length: {text:?}")),
-        })?;
+        let mut parts = text.split_whitespace();
+        let len: u64 = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| not_a_number(&marker, &text))?;
+        if let Some(through) = parts.next() {
+            let through: u64 = through.parse().map_err(|_| not_a_number(&marker, &text))?;
+            let (records, _) = self.read_log(log, self.merged_through()?, Some(through))?;
+            let lines: Vec<u64> = records.iter().filter(|r| r.is_final).map(|r| r.line).collect();
+            if done(&lines)?.contains(&true) {
+                return self.commit(through);
+            }
+        }
         match std::fs::OpenOptions::new().write(true).open(node_log) {
             Ok(f) => {
                 if f.metadata().map_err(io_err(node_log))?.len() > len {
@@ -102,6 +143,12 @@ impl ChunkDir {
             Err(e) => return Err(io_err(node_log)(e)),
         }
         std::fs::remove_file(&marker).map_err(io_err(&marker))
+    }
+
+    /// The original lines whose final outcome this node has merged (and Redis recorded).
+    pub fn merged_finals(&self, log: &Path) -> Result<Vec<u64>, ClusterError> {
+        let (records, _) = self.read_log(log, 0, Some(self.merged_through()?))?;
+        Ok(records.iter().filter(|r| r.is_final).map(|r| r.line).collect())
     }
 
     /// Whether the directory holds a complete chunk (written by [`ChunkDir::write`]).
@@ -144,37 +191,38 @@ impl ChunkDir {
         })
     }
 
-    /// Appends the chunk campaign's accounting log (`log`) to the node's (`node_log`), each
-    /// record with the original line, the campaign id and this node; returns the final
-    /// outcome of each original line. The node log's length before is kept (see
-    /// [`ChunkDir::recover`]).
-    pub fn merge(
-        &self,
-        log: &Path,
-        node_log: &Path,
-        campaign: &str,
-        node: &str,
-    ) -> Result<Vec<(u64, String)>, ClusterError> {
+    /// The complete records of the chunk campaign's log `log` from offset `from` (to `to`, or
+    /// to its last complete line: the campaign may still be writing), each rewritten with the
+    /// original line; and the offset read through.
+    fn read_log(&self, log: &Path, from: u64, to: Option<u64>) -> Result<(Vec<Record>, u64), ClusterError> {
+        use std::io::{Read, Seek};
         let lines = self.lines()?;
-        let mut finals = BTreeMap::new();
-        let mut out = Vec::new();
-        let file = match std::fs::File::open(log) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let mut bytes = Vec::new();
+        match std::fs::File::open(log) {
+            Ok(mut f) => {
+                f.seek(std::io::SeekFrom::Start(from)).map_err(io_err(log))?;
+                match to {
+                    Some(to) => f.take(to.saturating_sub(from)).read_to_end(&mut bytes),
+                    None => f.read_to_end(&mut bytes),
+                }
+                .map_err(io_err(log))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(log)(e)),
-        };
-        for (n, text) in file
-            .into_iter()
-            .flat_map(|f| std::io::BufReader::new(f).lines())
-            .enumerate()
-        {
-            let text = text.map_err(io_err(log))?;
+        }
+        // Only whole lines: a last line without its newline is still being written (or torn).
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut records = Vec::new();
+        for (n, text) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
+            if text.is_empty() {
+                continue;
+            }
             let bad = |reason: String| ClusterError::BadData {
-                key: format!("{}:{}", log.display(), n + 1),
+                key: format!("{}: from offset {from}, line {}", log.display(), n + 1),
                 reason,
             };
-            let Ok(mut record) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) else {
-                // A torn last line (the chunk campaign was killed mid-write) is not a record.
+            let Ok(mut record) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(text) else {
+                // A torn line (the chunk campaign was killed mid-write) is not a record.
                 continue;
             };
             let local = record
@@ -188,26 +236,76 @@ impl ChunkDir {
                 .ok_or_else(|| bad(format!("line {local} is not in the chunk")))?;
             let outcome = record.get("outcome").and_then(|v| v.as_str()).unwrap_or("").to_owned();
             record.insert("line".into(), line.into());
-            record.insert("campaign".into(), campaign.into());
-            record.insert("node".into(), node.into());
-            if outcome != "deferred" {
-                finals.insert(line, outcome);
+            records.push(Record {
+                line,
+                is_final: outcome != "deferred",
+                outcome,
+                fields: record,
+            });
+        }
+        Ok((records, from + whole as u64))
+    }
+
+    /// Appends the records of the chunk campaign's accounting log (`log`) that earlier merges
+    /// did not take to the node's log (`node_log`), each with the original line, the campaign
+    /// id and this node; returns the final outcome of each original line among them and the
+    /// offset to [`ChunkDir::commit`] once Redis has recorded them. The node log's length
+    /// before is kept (see [`ChunkDir::recover`]).
+    pub fn merge(&self, log: &Path, node_log: &Path, campaign: &str, node: &str) -> Result<Merged, ClusterError> {
+        let from = self.merged_through()?;
+        let (records, through) = self.read_log(log, from, None)?;
+        let mut finals = BTreeMap::new();
+        let mut out = Vec::new();
+        for mut r in records {
+            r.fields.insert("campaign".into(), campaign.into());
+            r.fields.insert("node".into(), node.into());
+            if r.is_final {
+                finals.insert(r.line, r.outcome);
             }
-            serde_json::to_writer(&mut out, &record).map_err(|e| bad(e.to_string()))?;
+            serde_json::to_writer(&mut out, &r.fields).map_err(|e| ClusterError::BadData {
+                key: log.display().to_string(),
+                reason: e.to_string(),
+            })?;
             out.push(b'\n');
         }
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(node_log)
-                .map_err(io_err(node_log))?;
-            let before = f.metadata().map_err(io_err(node_log))?.len();
-            write_synced(&self.merging_file(), before.to_string().as_bytes())?;
-            f.write_all(&out).map_err(io_err(node_log))?;
-            f.sync_data().map_err(io_err(node_log))?;
-        }
-        Ok(finals.into_iter().collect())
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_log)
+            .map_err(io_err(node_log))?;
+        let before = f.metadata().map_err(io_err(node_log))?.len();
+        write_synced(&self.merging_file(), format!("{before} {through}").as_bytes())?;
+        f.write_all(&out).map_err(io_err(node_log))?;
+        f.sync_data().map_err(io_err(node_log))?;
+        Ok(Merged {
+            finals: finals.into_iter().collect(),
+            through,
+        })
+    }
+}
+
+/// One record of a chunk campaign's log, with its original line.
+struct Record {
+    line: u64,
+    is_final: bool,
+    outcome: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a merge appended: the final outcomes `(original line, outcome)`, and the offset in the
+/// chunk campaign's log it read through.
+#[derive(Debug)]
+pub struct Merged {
+    /// The final outcome of each original line merged.
+    pub finals: Vec<(u64, String)>,
+    /// The chunk campaign's log offset read through.
+    pub through: u64,
+}
+
+fn not_a_number(path: &Path, text: &str) -> ClusterError {
+    ClusterError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(format!("not a number: {text:?}")),
     }
 }
 
@@ -254,8 +352,11 @@ mod tests {
         )
         .expect("log");
         let node_log = dir.path().join("node.jsonl");
-        let finals = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
-        assert_eq!(finals, vec![(7, "delivered".to_owned()), (9, "bounced".to_owned())]);
+        let merged = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        assert_eq!(
+            merged.finals,
+            vec![(7, "delivered".to_owned()), (9, "bounced".to_owned())]
+        );
         let merged = std::fs::read_to_string(&node_log).expect("node log");
         assert_eq!(merged.lines().count(), 3);
         assert!(
@@ -265,27 +366,71 @@ mod tests {
         );
     }
 
+    /// A chunk of two rows (original lines 3 and 4), its campaign's log and a node log with
+    /// one earlier line.
+    fn two_rows(dir: &Path) -> (ChunkDir, PathBuf, PathBuf) {
+        let chunk = ChunkDir { dir: dir.join("c1") };
+        let rows = Rows {
+            lines: vec![3, 4],
+            values: vec![vec!["a@x.test".into()], vec!["b@x.test".into()]],
+        };
+        chunk.write(&["email".into()], &rows).expect("write");
+        let log = dir.join("acc.jsonl");
+        std::fs::write(
+            &log,
+            "{\"line\":1,\"outcome\":\"delivered\"}\n{\"line\":2,\"outcome\":\"deferred\"}\n",
+        )
+        .expect("log");
+        let node_log = dir.join("node.jsonl");
+        std::fs::write(&node_log, "{\"earlier\":1}\n").expect("node log");
+        (chunk, log, node_log)
+    }
+
     #[test]
     fn a_merge_cut_short_is_undone_before_it_is_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let chunk = ChunkDir {
-            dir: dir.path().join("c1"),
-        };
-        let rows = Rows {
-            lines: vec![3],
-            values: vec![vec!["a@x.test".into()]],
-        };
-        chunk.write(&["email".into()], &rows).expect("write");
-        let log = dir.path().join("acc.jsonl");
-        std::fs::write(&log, "{\"line\":1,\"outcome\":\"delivered\"}\n").expect("log");
-        let node_log = dir.path().join("node.jsonl");
-        std::fs::write(&node_log, "{\"earlier\":1}\n").expect("node log");
-        // The state a kill leaves between the append and the acknowledgement.
+        let (chunk, log, node_log) = two_rows(dir.path());
+        // The state a kill leaves between the append and Redis recording the outcomes.
         chunk.merge(&log, &node_log, "c", "n1").expect("merge");
-        chunk.recover(&node_log).expect("recover");
+        chunk
+            .recover(&log, &node_log, |lines| {
+                assert_eq!(lines, [3]);
+                Ok(vec![false])
+            })
+            .expect("recover");
         assert_eq!(std::fs::read_to_string(&node_log).expect("read"), "{\"earlier\":1}\n");
-        chunk.merge(&log, &node_log, "c", "n1").expect("merge again");
-        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 2);
+        let again = chunk.merge(&log, &node_log, "c", "n1").expect("merge again");
+        assert_eq!(again.finals, vec![(3, "delivered".to_owned())]);
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 3);
+    }
+
+    #[test]
+    fn a_merge_redis_recorded_is_kept_and_later_merges_take_only_what_is_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chunk, log, node_log) = two_rows(dir.path());
+        // Parked: merged, recorded in Redis, then killed before the commit.
+        let first = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        chunk.recover(&log, &node_log, |_| Ok(vec![true])).expect("recover");
+        assert_eq!(chunk.merged_through().expect("merged"), first.through);
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 3);
+        assert_eq!(chunk.merged_finals(&log).expect("finals"), vec![3]);
+        // The retry's outcome arrives, with a torn line after it still being written.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).expect("log");
+        f.write_all(b"{\"line\":2,\"outcome\":\"delivered\"}\n{\"line\":2,\"out")
+            .expect("append");
+        let second = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        assert_eq!(second.finals, vec![(4, "delivered".to_owned())]);
+        chunk.commit(second.through).expect("commit");
+        let merged = std::fs::read_to_string(&node_log).expect("read");
+        assert_eq!(merged.lines().count(), 4, "{merged}");
+        // The torn line is not taken: a later merge starts at it.
+        let torn = std::fs::metadata(&log).expect("log").len() - second.through;
+        assert_eq!(torn, "{\"line\":2,\"out".len() as u64);
+        assert!(chunk
+            .merge(&log, &node_log, "c", "n1")
+            .expect("merge")
+            .finals
+            .is_empty());
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub struct Keys {
     /// `volley:{id}:counts`: a hash of outcome counts, each recipient counted once, plus
     /// `resent_after_restart` and `duplicate_finals`.
     pub counts: String,
+    /// `volley:{id}:parked`: a set of chunk entry ids whose rows all have a final outcome or
+    /// wait for a retry (deferred): they no longer count against the publisher's
+    /// `max_outstanding`.
+    pub parked: String,
 }
 
 impl Keys {
@@ -29,7 +33,13 @@ impl Keys {
             chunks: key("chunks"),
             done: key("done"),
             counts: key("counts"),
+            parked: key("parked"),
         }
+    }
+
+    /// Every key of the campaign.
+    pub fn all(&self) -> [&String; 5] {
+        [&self.meta, &self.chunks, &self.done, &self.counts, &self.parked]
     }
 }
 
@@ -40,7 +50,7 @@ mod tests {
     #[test]
     fn every_key_carries_the_campaign_hash_tag() {
         let k = Keys::new("spring-2026");
-        for key in [&k.meta, &k.chunks, &k.done, &k.counts] {
+        for key in k.all() {
             assert!(key.starts_with("volley:{spring-2026}:"), "{key}");
         }
         assert_ne!(k.meta, k.chunks);

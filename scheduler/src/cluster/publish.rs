@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::chunk::Rows;
-use super::{ClusterConfig, ClusterError, Keys, Store};
+use super::{io_err, ClusterConfig, ClusterError, Keys, Store};
 use crate::campaign::{Campaign, CampaignError};
 use crate::recipients::{Deduplicator, RecipientReader, Row};
+use crate::rejects::RejectsWriter;
 
 /// How long the publisher waits between looks at the outstanding chunks.
 const BACK_PRESSURE_POLL: Duration = Duration::from_millis(100);
@@ -35,6 +36,9 @@ pub struct Published {
     pub resumed_after: u64,
     /// False when stopped before the end of the file (rerun to continue).
     pub complete: bool,
+    /// The refused rows, one JSON line each (`file`, `line`, `field`, `value`, `reason`),
+    /// rewritten by every run of the publisher (each reads the whole file).
+    pub rejects_file: std::path::PathBuf,
 }
 
 /// The campaign TOML as stored in Redis: `text_file`/`html_file` replaced by their text,
@@ -65,10 +69,12 @@ pub fn definition(campaign: &Campaign) -> Result<String, CampaignError> {
 }
 
 /// Publishes the campaign at `path` (loaded with `template_dirs`) for the nodes of
-/// `cluster`. Stops early (resumable) when `stop` is set.
+/// `cluster`; refused rows go to `<state_dir>/cluster/<id>/rejects.jsonl`. Stops early
+/// (resumable) when `stop` is set.
 pub fn publish(
     path: &Path,
     template_dirs: &[std::path::PathBuf],
+    state_dir: &Path,
     cluster: &ClusterConfig,
     stop: &AtomicBool,
 ) -> Result<Published, ClusterError> {
@@ -90,15 +96,20 @@ pub fn publish(
     let keys = Keys::new(campaign.id());
     let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
+    let dir = state_dir.join("cluster").join(campaign.id());
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let rejects_file = dir.join("rejects.jsonl");
+    let mut rejects = RejectsWriter::create(&rejects_file, campaign.recipients()).map_err(io_err(&rejects_file))?;
     let mut out = Published {
         campaign: campaign.id().to_owned(),
         resumed_after: through,
+        rejects_file: rejects_file.clone(),
         ..Published::default()
     };
     let mut dedup = Deduplicator::new();
     let mut chunk = Rows::default();
     let flush = |chunk: &mut Rows, out: &mut Published| -> Result<bool, ClusterError> {
-        while store.outstanding(&keys)? >= cluster.max_outstanding as i64 {
+        while store.unparked_outstanding(&keys)? >= cluster.max_outstanding as i64 {
             if stop.load(Ordering::Relaxed) {
                 return Ok(false);
             }
@@ -119,7 +130,10 @@ pub fn publish(
     };
     while let Some(row) = reader.next_row() {
         match row? {
-            Row::Rejected(_) => out.rejected += 1,
+            Row::Rejected(row) => {
+                rejects.write(&row).map_err(io_err(&rejects_file))?;
+                out.rejected += 1;
+            }
             Row::Recipient(r) => {
                 if !dedup.first_time(&r.email) {
                     out.duplicates += 1;
@@ -127,12 +141,14 @@ pub fn publish(
                     chunk.lines.push(r.line);
                     chunk.values.push(r.values);
                     if chunk.lines.len() >= cluster.chunk_size && !flush(&mut chunk, &mut out)? {
+                        rejects.finish().map_err(io_err(&rejects_file))?;
                         return Ok(out);
                     }
                 }
             }
         }
     }
+    rejects.finish().map_err(io_err(&rejects_file))?;
     if !flush(&mut chunk, &mut out)? {
         return Ok(out);
     }

@@ -200,6 +200,24 @@ impl Store {
         Ok(self.meta_int(keys, "published")? - self.meta_int(keys, "acked")?)
     }
 
+    /// Chunks published, not acknowledged and not parked: what the publisher's back-pressure
+    /// counts (a parked chunk waits only for retries; its rows stay in the stream).
+    pub fn unparked_outstanding(&self, keys: &Keys) -> Result<i64, ClusterError> {
+        let (published, acked, parked): (Option<i64>, Option<i64>, i64) = self.with("outstanding", |con| {
+            redis::pipe()
+                .cmd("HGET")
+                .arg(&keys.meta)
+                .arg("published")
+                .cmd("HGET")
+                .arg(&keys.meta)
+                .arg("acked")
+                .cmd("SCARD")
+                .arg(&keys.parked)
+                .query(con)
+        })?;
+        Ok(published.unwrap_or(0) - acked.unwrap_or(0) - parked)
+    }
+
     /// Adds a chunk of `rows` recipients whose last line is `through`; returns its number.
     pub fn add_chunk(&self, keys: &Keys, rows_json: &str, through: u64, rows: usize) -> Result<u64, ClusterError> {
         let mut call = self.publish.prepare_invoke();
@@ -229,6 +247,19 @@ impl Store {
     /// Every chunk published and acknowledged.
     pub fn complete(&self, keys: &Keys) -> Result<bool, ClusterError> {
         Ok(self.meta_int(keys, "published_all")? == 1 && self.outstanding(keys)? <= 0)
+    }
+
+    /// Lets Redis delete every key of a completed campaign after `keep` (idempotent: each
+    /// node that sees the campaign complete sets the same expiry again).
+    pub fn expire(&self, keys: &Keys, keep: Duration) -> Result<(), ClusterError> {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
+        self.with("PEXPIRE", |con| {
+            let mut pipe = redis::pipe();
+            for key in keys.all() {
+                pipe.cmd("PEXPIRE").arg(key).arg(ms).ignore();
+            }
+            pipe.query::<()>(con)
+        })
     }
 
     /// The chunks pending on `node` (after a restart: what it had read and not acknowledged).
@@ -330,15 +361,43 @@ impl Store {
         finals: &[(u64, String)],
         resent: u64,
     ) -> Result<bool, ClusterError> {
+        self.record(keys, node, entry_id, finals, resent, "ack")
+    }
+
+    /// Records the final outcomes a chunk has so far (as [`Store::finish`]) and parks it if
+    /// `node` still owns it: its other rows wait only for retries, so it no longer counts
+    /// against the publisher's `max_outstanding`. Returns whether `node` owned it.
+    pub fn park(
+        &self,
+        keys: &Keys,
+        node: &str,
+        entry_id: &str,
+        finals: &[(u64, String)],
+        resent: u64,
+    ) -> Result<bool, ClusterError> {
+        self.record(keys, node, entry_id, finals, resent, "park")
+    }
+
+    fn record(
+        &self,
+        keys: &Keys,
+        node: &str,
+        entry_id: &str,
+        finals: &[(u64, String)],
+        resent: u64,
+        mode: &str,
+    ) -> Result<bool, ClusterError> {
         let mut call = self.finish.prepare_invoke();
         call.key(&keys.chunks)
             .key(&keys.meta)
             .key(&keys.done)
             .key(&keys.counts)
+            .key(&keys.parked)
             .arg(GROUP)
             .arg(node)
             .arg(entry_id)
-            .arg(resent);
+            .arg(resent)
+            .arg(mode);
         for (line, outcome) in finals {
             call.arg(line).arg(outcome);
         }
@@ -353,21 +412,25 @@ impl Store {
 
     /// Progress, counts and pending chunks of campaign `id`.
     pub fn status(&self, id: &str, keys: &Keys) -> Result<ClusterStatus, ClusterError> {
-        let (meta, counts): (BTreeMap<String, String>, BTreeMap<String, i64>) = self.with("HGETALL", |con| {
-            redis::pipe()
-                .cmd("HGETALL")
-                .arg(&keys.meta)
-                .cmd("HGETALL")
-                .arg(&keys.counts)
-                .query(con)
-        })?;
+        let (meta, counts, parked): (BTreeMap<String, String>, BTreeMap<String, i64>, i64) =
+            self.with("HGETALL", |con| {
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(&keys.meta)
+                    .cmd("HGETALL")
+                    .arg(&keys.counts)
+                    .cmd("SCARD")
+                    .arg(&keys.parked)
+                    .query(con)
+            })?;
         if !meta.contains_key("toml") {
             return Err(ClusterError::UnknownCampaign(id.to_owned()));
         }
-        let progress: BTreeMap<String, i64> = meta
+        let mut progress: BTreeMap<String, i64> = meta
             .into_iter()
             .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
             .collect();
+        progress.insert("parked".into(), parked);
         let pending: Value = self.with("XPENDING", |con| {
             redis::cmd("XPENDING").arg(&keys.chunks).arg(GROUP).query(con)
         })?;
@@ -403,7 +466,7 @@ impl Store {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let mut per_key = BTreeMap::new();
-        for key in [&keys.meta, &keys.chunks, &keys.done, &keys.counts] {
+        for key in keys.all() {
             let bytes: Option<u64> = self.with("MEMORY USAGE", |con| {
                 redis::cmd("MEMORY")
                     .arg("USAGE")

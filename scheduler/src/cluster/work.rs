@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::chunk::{ChunkDir, Rows};
 use super::store::Entry;
 use super::{io_err, ClusterConfig, ClusterError, Keys, Store};
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, ChunkOf};
 use crate::config::SendConfig;
 use crate::send::{Launched, SendService};
 
@@ -61,6 +61,15 @@ struct Running {
     reclaimed: bool,
     resent: u64,
     launched: Option<Launched>,
+    /// Parked in Redis: it waited only for retries when last looked at.
+    parked: bool,
+}
+
+impl Running {
+    /// Whether it waits only for the retries of deferred recipients (holds no slot).
+    fn waiting(&self) -> bool {
+        self.launched.as_ref().is_some_and(|l| l.live.only_retries_left())
+    }
 }
 
 /// The node's view of one campaign.
@@ -180,9 +189,23 @@ impl Node<'_> {
                 }
                 renewed = Instant::now();
             }
+            // Chunks waiting only for retries hold no slot. Each is parked once: the final
+            // outcomes it has so far are merged and recorded, so that a node taking it over
+            // sends only its deferred rows, and the publisher may publish another chunk.
+            let mut waiting = 0;
+            for r in running.iter_mut() {
+                if self.cluster.parked_chunks == 0 || !r.waiting() {
+                    continue;
+                }
+                waiting += 1;
+                if !r.parked {
+                    self.park(r, report)?;
+                }
+            }
+            let active = running.len() - waiting;
             // New work.
             let mut took = false;
-            if running.len() < self.cluster.chunks_in_flight {
+            if active < self.cluster.chunks_in_flight && waiting < self.cluster.parked_chunks.max(1) {
                 let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease))?;
                 let (entry, reclaimed) = match claimed {
                     Some(e) => (Some(e), true),
@@ -196,6 +219,7 @@ impl Node<'_> {
                 }
             }
             if running.is_empty() && !took && blocking(|| self.store.complete(&self.keys))? {
+                blocking(|| self.store.expire(&self.keys, self.cluster.keep))?;
                 report.complete = true;
                 return Ok(());
             }
@@ -281,14 +305,19 @@ impl Node<'_> {
             reclaimed,
             resent: 0,
             launched: None,
+            parked: false,
         };
         if dir.exists() {
             // Our own earlier run: resume it, unless another node finished some of its rows
-            // meanwhile (then start over from what is not done).
+            // meanwhile (then start over from what is not done). Rows this node finished
+            // before it parked the chunk are done by its own hand.
+            let log = self.run_dir(entry.seq).join("accounting.jsonl");
+            blocking(|| dir.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
             let lines = dir.lines()?;
             let done = blocking(|| self.store.done(&self.keys, &lines))?;
-            if !done.contains(&true) {
-                dir.recover(&self.log)?;
+            let mine = dir.merged_finals(&log)?;
+            let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
+            if !by_others {
                 running.launched = Some(self.launch(service, entry.seq, &dir)?);
                 return Ok(Some(running));
             }
@@ -323,8 +352,39 @@ impl Node<'_> {
             .to_str()
             .ok_or_else(|| bad(format!("{} is not UTF-8", rows.display())))?;
         doc["recipients"] = toml_edit::value(rows);
-        let campaign = Campaign::from_toml_with(&path, &doc.to_string(), self.template_dirs)?;
+        let mut campaign = Campaign::from_toml_with(&path, &doc.to_string(), self.template_dirs)?;
+        // Feedback tokens name the cluster campaign and the original lines; the inbound
+        // listener finds its log and suppression list in the node's campaign folder.
+        let list_file = self.log.with_file_name(crate::inbound::LIST_FILE);
+        let list = campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL);
+        std::fs::write(&list_file, list).map_err(io_err(&list_file))?;
+        campaign.set_chunk_of(ChunkOf {
+            campaign: self.id.clone(),
+            lines: Arc::new(dir.lines()?),
+        });
         Ok(service.launch(&campaign)?)
+    }
+
+    /// Parks a chunk that waits only for retries: merges what its log has so far, records
+    /// those outcomes in Redis and marks it parked.
+    fn park(&self, r: &mut Running, report: &mut NodeReport) -> Result<(), ClusterError> {
+        let dir = self.chunk_dir(r.seq);
+        let log = self.run_dir(r.seq).join("accounting.jsonl");
+        let me = self.cluster.node_id.as_str();
+        let merged = blocking(|| dir.merge(&log, &self.log, &self.id, me))?;
+        let owned = blocking(|| self.store.park(&self.keys, me, &r.entry, &merged.finals, r.resent))?;
+        dir.commit(merged.through)?;
+        report.finals += merged.finals.len() as u64;
+        report.resent_after_restart += r.resent;
+        r.resent = 0;
+        r.parked = true;
+        tracing::info!(
+            chunk = r.seq,
+            finals = merged.finals.len(),
+            owned,
+            "chunk waits only for retries; parked"
+        );
+        Ok(())
     }
 
     /// Ends a chunk: if its run completed, merge its log and acknowledge it.
@@ -340,7 +400,7 @@ impl Node<'_> {
         let dir = self.chunk_dir(r.seq);
         let log = self.run_dir(r.seq).join("accounting.jsonl");
         let me = self.cluster.node_id.as_str();
-        let finals = blocking(|| dir.merge(&log, &self.log, &self.id, me))?;
+        let finals = blocking(|| dir.merge(&log, &self.log, &self.id, me))?.finals;
         let owned = blocking(|| self.store.finish(&self.keys, me, &r.entry, &finals, resent))?;
         report.finals += finals.len() as u64;
         report.resent_after_restart += resent;

@@ -68,6 +68,9 @@ pub struct FeedbackRecord {
 #[derive(Clone, Debug, Default)]
 struct Original {
     campaign: Option<String>,
+    /// The campaign's folder: `<state_dir>/<id>`, or `<state_dir>/cluster/<id>` for a cluster
+    /// campaign (its node log holds original lines).
+    folder: Option<PathBuf>,
     recipient: Option<String>,
     source_ip: Option<IpAddr>,
     provider: Option<String>,
@@ -80,7 +83,8 @@ pub struct Applier {
     store: Arc<dyn SuppressionStore>,
     guards: Option<Arc<Guards>>,
     providers: volley_warmup::Providers,
-    campaigns: Mutex<HashMap<CampaignTag, String>>,
+    /// Campaign ids and folders by tag.
+    campaigns: Mutex<HashMap<CampaignTag, (String, PathBuf)>>,
     seen: Mutex<HashSet<String>>,
     /// Held while one event is checked against `seen`, acted on and logged: the inbound
     /// listener and the unsubscribe endpoint apply from different threads, and the same
@@ -167,26 +171,35 @@ impl Applier {
         Applier::open(&config.state_dir, store, guards, providers)
     }
 
+    /// The campaign folders: `<state_dir>/<id>` with an accounting log, then cluster
+    /// campaigns' `<state_dir>/cluster/<id>` (a campaign sent here counts first).
     fn campaign_dirs(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.state_dir) else {
-            return Vec::new();
+        let list = |dir: &Path| -> Vec<PathBuf> {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("accounting.jsonl").is_file())
+                .collect()
         };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("accounting.jsonl").is_file())
-            .collect()
+        let mut dirs = list(&self.state_dir);
+        dirs.extend(list(&self.state_dir.join("cluster")));
+        dirs
     }
 
-    /// The campaign whose tag is `tag` (campaign folders are listed again on a miss).
-    fn campaign_of(&self, tag: CampaignTag) -> Option<String> {
-        if let Some(id) = lock(&self.campaigns).get(&tag) {
-            return Some(id.clone());
+    /// The campaign whose tag is `tag` and its folder (campaign folders are listed again on a
+    /// miss).
+    fn campaign_of(&self, tag: CampaignTag) -> Option<(String, PathBuf)> {
+        if let Some(found) = lock(&self.campaigns).get(&tag) {
+            return Some(found.clone());
         }
         let mut map = lock(&self.campaigns);
         for dir in self.campaign_dirs() {
             if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
-                map.insert(CampaignTag::of(id), id.to_string());
+                map.entry(CampaignTag::of(id))
+                    .or_insert_with(|| (id.to_string(), dir.clone()));
             }
         }
         map.get(&tag).cloned()
@@ -263,8 +276,11 @@ impl Applier {
                 guards.record(campaign, route, signal, std::time::SystemTime::now());
             }
         }
-        let folder = original.campaign.as_deref().unwrap_or(UNKNOWN_CAMPAIGN);
-        append(&self.state_dir.join(folder).join(FEEDBACK_LOG), &record)?;
+        let folder = original
+            .folder
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join(UNKNOWN_CAMPAIGN));
+        append(&folder.join(FEEDBACK_LOG), &record)?;
         lock(&self.seen).insert(event.id.0.clone());
         Ok(Some(record))
     }
@@ -276,7 +292,7 @@ impl Applier {
             ..Original::default()
         };
         if let Some(token) = &event.origin.token {
-            o.campaign = self.campaign_of(token.campaign);
+            (o.campaign, o.folder) = self.campaign_of(token.campaign).unzip();
             // Unsubscribe tokens carry the unspecified address (the message is built before
             // its source IP is chosen): the accounting log names the IP below.
             o.source_ip = Some(token.source_ip).filter(|ip| !ip.is_unspecified());
@@ -289,8 +305,8 @@ impl Applier {
                 );
             }
         }
-        if let (Some(campaign), Some(line)) = (&o.campaign, o.line) {
-            let log = self.state_dir.join(campaign).join("accounting.jsonl");
+        if let (Some(folder), Some(line)) = (&o.folder, o.line) {
+            let log = folder.join("accounting.jsonl");
             if let Some(sent) = sent_line(&log, line) {
                 // The recipient we sent to, whatever the report calls it.
                 o.recipient = Some(sent.recipient);
@@ -380,9 +396,9 @@ impl Applier {
             }
             EventKind::Unsubscribe { via } => {
                 let list = o
-                    .campaign
+                    .folder
                     .as_deref()
-                    .and_then(|c| std::fs::read_to_string(self.state_dir.join(c).join(LIST_FILE)).ok())
+                    .and_then(|f| std::fs::read_to_string(f.join(LIST_FILE)).ok())
                     .map(|l| l.trim().to_string())
                     .filter(|l| !l.is_empty())
                     .unwrap_or_else(|| GLOBAL.to_string());

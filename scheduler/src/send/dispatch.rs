@@ -217,6 +217,7 @@ impl Dispatcher {
                 (self.rendered + self.sites.parked + self.fetching + self.queues.owed()) as u64,
                 self.retries.len() as u64,
             );
+            self.recorder.live.set_busy((self.in_engine + self.lookups) as u64);
             if !producing && self.idle() {
                 break;
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use volley_feedback::{Keyring, Token};
 
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, FeedbackIds};
 use crate::config::SendConfig;
 
 use super::SendError;
@@ -23,7 +23,7 @@ pub(crate) enum ReturnPath {
     /// A signed token per message.
     Verp {
         keys: Arc<Keyring>,
-        campaign: String,
+        campaign: FeedbackIds,
         domain: String,
     },
 }
@@ -52,7 +52,7 @@ impl ReturnPath {
             .map_err(|(field, value, reason)| SendError::Config(format!("field `{field}` = {value:?}: {reason}")))?;
         Ok(ReturnPath::Verp {
             keys: Arc::new(keys),
-            campaign: campaign.id().to_owned(),
+            campaign: campaign.feedback_ids(),
             domain: feedback.bounce_domain.clone(),
         })
     }
@@ -64,6 +64,7 @@ impl ReturnPath {
             ReturnPath::Fixed(address) => address.to_string(),
             ReturnPath::Client => sender.unwrap_or_default().to_owned(),
             ReturnPath::Verp { keys, campaign, domain } => {
+                let (campaign, line) = campaign.of(line);
                 volley_feedback::verp::return_path(&Token::bounce(campaign, line, source), keys, domain)
             }
         }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use volley_feedback::{Keyring, Token};
 
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, FeedbackIds};
 use crate::config::{SendConfig, UnsubscribeUrl};
 use crate::send::SendError;
 
@@ -27,7 +27,7 @@ pub const TOKEN_SOURCE_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 #[derive(Debug)]
 pub struct UnsubscribeLinks {
     keys: Arc<Keyring>,
-    campaign: String,
+    campaign: FeedbackIds,
     /// `[feedback] unsubscribe_url`, without a trailing `/`.
     base: String,
     /// `[feedback] bounce_domain`.
@@ -60,7 +60,7 @@ impl UnsubscribeLinks {
             .map_err(|(field, value, reason)| refuse(format!("{field} = {value:?}: {reason}")))?;
         Ok(Some(UnsubscribeLinks {
             keys: Arc::new(keys),
-            campaign: campaign.id().to_owned(),
+            campaign: campaign.feedback_ids(),
             base: url.base,
             domain: feedback.bounce_domain.clone(),
         }))
@@ -69,7 +69,8 @@ impl UnsubscribeLinks {
     /// `<https://…/<token>>, <mailto:unsubscribe+<token>@<bounce domain>?subject=unsubscribe>`
     /// for recipient `line`, the token issued at `now`.
     pub fn header_value(&self, line: u64, now: SystemTime) -> String {
-        let text = Token::unsubscribe(&self.campaign, line, TOKEN_SOURCE_IP, now).encode(&self.keys);
+        let (campaign, line) = self.campaign.of(line);
+        let text = Token::unsubscribe(campaign, line, TOKEN_SOURCE_IP, now).encode(&self.keys);
         let prefix = volley_feedback::verp::UNSUBSCRIBE_PREFIX;
         format!(
             "<{}/{text}>, <mailto:{prefix}+{text}@{}?subject=unsubscribe>",

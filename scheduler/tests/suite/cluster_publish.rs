@@ -18,6 +18,8 @@ fn cluster(redis: &RedisServer) -> ClusterConfig {
         max_outstanding: 2,
         lease: Duration::from_secs(60),
         chunks_in_flight: 1,
+        parked_chunks: 4,
+        keep: Duration::from_secs(3600),
     }
 }
 
@@ -77,24 +79,37 @@ fn cluster_settings_are_validated_with_field_and_value() {
     assert!(e.contains("chunk"), "{e}");
 }
 
-#[test]
-fn the_publisher_waits_at_max_outstanding_and_resumes_after_its_last_line() {
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = campaign(dir.path(), "Hi {{name}}");
-    let cfg = cluster(&redis);
+type Publisher = std::thread::JoinHandle<Result<volley_scheduler::cluster::publish::Published, ClusterError>>;
+
+/// The test campaign under `dir`, a publisher started on it, and a store once the publisher
+/// holds two outstanding chunks (its `max_outstanding`).
+fn publishing(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, ClusterConfig, Keys, Publisher, Store) {
+    let path = campaign(dir, "Hi {{name}}");
+    let cfg = cluster(redis);
     let keys = Keys::new("pub");
     let publisher = {
-        let (path, cfg) = (path.clone(), cfg.clone());
-        std::thread::spawn(move || publish(&path, &[], &cfg, &AtomicBool::new(false)))
+        let (path, cfg, state) = (path.clone(), cfg.clone(), dir.to_path_buf());
+        std::thread::spawn(move || publish(&path, &[], &state, &cfg, &AtomicBool::new(false)))
     };
     let store = Store::for_campaign(&redis.url(), &keys).expect("store");
-    // The publisher stops at two outstanding chunks…
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.outstanding(&keys).unwrap_or(0) < 2 {
         assert!(Instant::now() < deadline, "nothing published");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (path, cfg, keys, publisher, store)
+}
+
+#[test]
+fn the_publisher_waits_at_max_outstanding_and_resumes_after_its_last_line() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, cfg, keys, publisher, store) = publishing(&redis, dir.path());
+    // The publisher stops at two outstanding chunks…
+    let deadline = Instant::now() + Duration::from_secs(10);
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(store.status("pub", &keys).expect("status").progress["published"], 2);
     // …and goes on as chunks are acknowledged.
@@ -119,6 +134,23 @@ fn the_publisher_waits_at_max_outstanding_and_resumes_after_its_last_line() {
     let published = publisher.join().expect("join").expect("publish");
     assert_eq!((published.chunks, published.rows), (4, 10));
     assert_eq!((published.rejected, published.duplicates), (1, 1));
+    // The refused row is in the publisher's rejects file, named by file, line and value.
+    let rejects = std::fs::read_to_string(&published.rejects_file).expect("rejects file");
+    assert_eq!(published.rejects_file, dir.path().join("cluster/pub/rejects.jsonl"));
+    let reject: serde_json::Value = serde_json::from_str(rejects.trim()).expect("one JSON line");
+    assert_eq!(
+        (&reject["line"], &reject["field"], &reject["value"]),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!("email"),
+            &serde_json::json!("not-an-address")
+        ),
+        "{rejects}"
+    );
+    assert!(
+        reject["file"].as_str().is_some_and(|f| f.ends_with("r.csv")),
+        "{rejects}"
+    );
     // Original line numbers, the bad row and the repeat left out.
     assert_eq!(lines, vec![2, 3, 4, 5, 6, 9, 10, 11, 12, 13]);
     let status = store.status("pub", &keys).expect("status");
@@ -126,10 +158,18 @@ fn the_publisher_waits_at_max_outstanding_and_resumes_after_its_last_line() {
     assert_eq!(status.counts["delivered"], 10);
 
     // The same definition again: nothing left to publish. A different one: refused.
-    let again = publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("again");
+    let again = publish(&path, &[], dir.path(), &cfg, &AtomicBool::new(false)).expect("again");
     assert_eq!((again.chunks, again.resumed_after), (0, 13));
+    // A rerun reads the whole file again: the rejects file holds the row once.
+    assert_eq!(
+        std::fs::read_to_string(&again.rejects_file)
+            .expect("rejects")
+            .lines()
+            .count(),
+        1
+    );
     campaign(dir.path(), "Changed {{name}}");
-    let e = publish(&path, &[], &cfg, &AtomicBool::new(false)).expect_err("changed");
+    let e = publish(&path, &[], dir.path(), &cfg, &AtomicBool::new(false)).expect_err("changed");
     assert!(matches!(e, ClusterError::Republished(ref id) if id == "pub"), "{e}");
 }
 
@@ -140,7 +180,7 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     let path = campaign(dir.path(), "Hi");
     let mut cfg = cluster(&redis);
     cfg.chunk_size = 100;
-    publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("publish");
+    publish(&path, &[], dir.path(), &cfg, &AtomicBool::new(false)).expect("publish");
     let keys = Keys::new("pub");
     let store = Store::for_campaign(&redis.url(), &keys).expect("store");
     let entry = store.read_new(&keys, "n1").expect("read").expect("a chunk");
@@ -182,7 +222,7 @@ fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
     let mut cfg = cluster(&redis);
     cfg.chunk_size = 1;
     cfg.max_outstanding = 100;
-    publish(&path, &[], &cfg, &AtomicBool::new(false)).expect("publish");
+    publish(&path, &[], dir.path(), &cfg, &AtomicBool::new(false)).expect("publish");
     let keys = Keys::new("pub");
     let store = Store::for_campaign(&redis.url(), &keys).expect("store");
     // The first 14 chunks go to a live node, the 15th to one that dies.
@@ -199,4 +239,64 @@ fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
         .expect("the dead node's chunk");
     assert_eq!(claimed.id, dead.id);
     assert_eq!(claimed.seq, 15);
+}
+
+#[test]
+fn a_parked_chunk_lets_the_publisher_go_on_and_a_complete_campaign_s_keys_expire() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, cfg, keys, publisher, store) = publishing(&redis, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut read = Vec::new();
+    while read.len() < 2 {
+        assert!(Instant::now() < deadline, "nothing published");
+        match store.read_new(&keys, "n1").expect("read") {
+            Some(e) => read.push(e),
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    // Two chunks outstanding: the publisher waits…
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(store.status("pub", &keys).expect("status").progress["published"], 2);
+    // …until one is parked (it waits only for retries): then it publishes the next.
+    assert!(store.park(&keys, "n1", &read[0].id, &[], 0).expect("park"));
+    assert!(store
+        .park(&keys, "n1", &read[0].id, &[], 0)
+        .expect("parking twice is parking once"));
+    assert!(!store.park(&keys, "n2", &read[0].id, &[], 0).expect("not n2's to park"));
+    while store.status("pub", &keys).expect("status").progress["published"] < 3 {
+        assert!(Instant::now() < deadline, "a parked chunk still held the publisher");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = store.status("pub", &keys).expect("status");
+    assert_eq!((status.progress["published"], status.progress["parked"]), (3, 1));
+    // Finishing a parked chunk unparks it.
+    let finals = [(2, "delivered".to_owned())];
+    assert!(store.finish(&keys, "n1", &read[0].id, &finals, 0).expect("finish"));
+    assert_eq!(store.status("pub", &keys).expect("status").progress["parked"], 0);
+    // Finish everything; the keys then expire after `keep`.
+    while !store.complete(&keys).expect("complete") {
+        assert!(Instant::now() < deadline, "publisher stuck");
+        if let Some(e) = store.read_new(&keys, "n1").expect("read") {
+            read.push(e);
+        }
+        for e in read.drain(1..) {
+            assert!(store.finish(&keys, "n1", &e.id, &[], 0).expect("finish"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    publisher.join().expect("join").expect("publish");
+    let ttl = |key: &str| -> i64 {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &redis.url(), "PTTL", key])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("PTTL")
+    };
+    assert_eq!(ttl(&keys.meta), -1, "no expiry before completion is seen");
+    store.expire(&keys, cfg.keep).expect("expire");
+    for key in [&keys.meta, &keys.chunks, &keys.done, &keys.counts] {
+        let left = ttl(key);
+        assert!(left > 3_500_000 && left <= 3_600_000, "{key}: PTTL {left}");
+    }
 }

@@ -236,3 +236,32 @@ fn a_short_secret_in_the_key_file_is_refused_at_load_without_showing_it() {
     );
     assert!(!e.contains("short-secret"), "the secret is never shown: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_chunk_s_tokens_name_the_cluster_campaign_and_the_original_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("feedback.key");
+    std::fs::write(&key_file, KEY).expect("key");
+    let sink = PostfixSink::start(&dir.path().join("smtp-sink"));
+    let cfg = config(dir.path(), sink.addr(), key_file.clone());
+    // The chunk campaign `spring.c3`: its local line k is line 1000 + k of the cluster
+    // campaign's file.
+    let (mut chunk, by_local) = campaign(dir.path(), "spring.c3", "");
+    let lines: Vec<u64> = (1..=RECIPIENTS as u64 + 1).map(|k| 1000 + k).collect();
+    chunk.set_chunk_of(volley_scheduler::campaign::ChunkOf {
+        campaign: "spring".into(),
+        lines: std::sync::Arc::new(lines),
+    });
+    let summary = volley_scheduler::send::run(&chunk, &cfg).await.expect("send run");
+    assert_eq!(summary.delivered, RECIPIENTS as u64, "{summary:?}");
+    let keys = Keyring::load_file(&key_file).expect("key file");
+    let by_original: BTreeMap<u64, String> = by_local.into_iter().map(|(k, e)| (1000 + k, e)).collect();
+    for (mail_from, rcpt, _) in sent(&sink.transactions(RECIPIENTS)) {
+        let address = mail_from.trim_matches(['<', '>']);
+        let AddressToken::Valid(token) = token_in_address(address, &keys, &[BOUNCE_DOMAIN.to_string()]) else {
+            panic!("{mail_from} does not decode")
+        };
+        assert_eq!(token.campaign, CampaignTag::of("spring"), "{mail_from}");
+        assert_eq!(by_original.get(&token.line), Some(&rcpt), "{mail_from}");
+    }
+}

@@ -576,3 +576,36 @@ async fn a_silent_client_is_cut_off_and_holds_the_connection_cap_until_then() {
         "the silent client was cut off without an answer: {closed:?} {rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_campaign_s_link_unsubscribes_the_recipient_of_the_node_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), "");
+    // A cluster node's log of campaign `autumn` (original lines), under `state/cluster/`.
+    sent(&config.state_dir.join("cluster"), "autumn", 1_004, "Reader@Dest.test");
+    let run = start(&config).await;
+    let done = http(
+        run.service.local_addr(),
+        "POST",
+        &link("autumn", 1_004, SystemTime::now()),
+        FORM,
+        ONE_CLICK,
+    )
+    .await;
+    assert_eq!(done.status, 200, "{done:?}");
+    assert_eq!(
+        suppressed(&run.store, "news", "reader@dest.test").as_deref(),
+        Some("unsubscribe"),
+        "suppressed in the cluster campaign's list"
+    );
+    let lines = log(&config.state_dir.join("cluster/autumn/feedback.jsonl"));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["campaign"], &lines[0]["line"], &lines[0]["source_ip"]),
+        (
+            &serde_json::json!("autumn"),
+            &serde_json::json!(1_004),
+            &serde_json::json!("127.0.0.3")
+        )
+    );
+}
