@@ -111,6 +111,9 @@ pub struct RouteConcurrency {
     pub refusals: u64,
     /// The destination policy the route follows (`None`: the pool's `[smtp]` settings).
     pub destination: Option<String>,
+    /// A ceiling set from outside: this node's share of a limit learned together with other
+    /// nodes sending from the same source IP.
+    pub outside_cap: Option<usize>,
 }
 
 #[derive(Default)]
@@ -188,6 +191,9 @@ struct Inner<T> {
     no_starttls: Mutex<HashMap<SocketAddr, Instant>>,
     /// Destinations' caps over all their routes, by the name of the block that set them.
     shared_caps: Mutex<HashMap<Arc<str>, Arc<ConnectionCap>>>,
+    /// Ceilings set from outside per (source IP, MX host name): see
+    /// [`DeliveryPool::set_outside_cap`].
+    outside_caps: Mutex<HashMap<(std::net::IpAddr, String), usize>>,
 }
 
 /// A set of per-(source IP, MX host) connection pools sharing one configuration.
@@ -220,8 +226,30 @@ impl<T: Send + 'static> DeliveryPool<T> {
             counters: Counters::default(),
             no_starttls: Mutex::new(HashMap::new()),
             shared_caps: Mutex::new(HashMap::new()),
+            outside_caps: Mutex::new(HashMap::new()),
         };
         DeliveryPool { inner: Arc::new(inner) }
+    }
+
+    /// Sets (`Some`) or lifts (`None`) a ceiling on the connections of every route from
+    /// `source` to MX host `mx`, now and for routes made later: a cluster node's share of the
+    /// receiver's limit for that source IP, learned with the other nodes that send from it.
+    /// The route's own limit still applies below it.
+    pub fn set_outside_cap(&self, source: std::net::IpAddr, mx: &str, cap: Option<usize>) {
+        {
+            let mut caps = lock(&self.inner.outside_caps);
+            match cap {
+                Some(c) => caps.insert((source, mx.to_owned()), c),
+                None => caps.remove(&(source, mx.to_owned())),
+            };
+        }
+        let hosts: Vec<_> = lock(&self.inner.hosts).values().cloned().collect();
+        for h in hosts
+            .iter()
+            .filter(|h| h.key.source.ip == source && h.key.mx.name.as_ref() == mx)
+        {
+            lock(&h.concurrency).set_outside(cap);
+        }
     }
 
     /// Queues a delivery on its (source IP, MX host) pool, waiting while that queue is full,
@@ -295,6 +323,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
                     open: h.open.load(Ordering::Relaxed),
                     refusals: c.refusals(),
                     destination: h.key.policy.as_ref().map(|p| p.name.to_string()),
+                    outside_cap: c.outside(),
                 }
             })
             .collect();
@@ -348,13 +377,18 @@ impl<T: Send + 'static> DeliveryPool<T> {
                 .or_insert_with(|| Arc::new(ConnectionCap::new(cap.max)))
                 .clone()
         });
+        let mut concurrency = Concurrency::new(
+            policy.initial_connections,
+            policy.max_connections_per_ip,
+            config.concurrency_probe_interval,
+        );
+        let outside = lock(&self.inner.outside_caps)
+            .get(&(key.source.ip, key.mx.name.to_string()))
+            .copied();
+        concurrency.set_outside(outside);
         let host = Arc::new(Host {
             key: key.clone(),
-            concurrency: Mutex::new(Concurrency::new(
-                policy.initial_connections,
-                policy.max_connections_per_ip,
-                config.concurrency_probe_interval,
-            )),
+            concurrency: Mutex::new(concurrency),
             max_messages: AtomicUsize::new(policy.max_messages_per_connection),
             policy,
             params,

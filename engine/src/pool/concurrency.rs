@@ -30,6 +30,9 @@ pub(crate) struct Concurrency {
     /// Set by a refusal: the limit was learned from the receiver; growth waits until then.
     held_until: Option<Instant>,
     refusals: u64,
+    /// A ceiling set from outside the process: this node's share of a receiver's limit that
+    /// several nodes sending from the same source IP learned together.
+    outside: Option<usize>,
 }
 
 impl Concurrency {
@@ -43,12 +46,29 @@ impl Concurrency {
             successes: 0,
             held_until: None,
             refusals: 0,
+            outside: None,
         }
     }
 
     /// Connections the route may have open now.
     pub fn limit(&self) -> usize {
-        self.limit.min(self.cap)
+        self.limit.min(self.ceiling())
+    }
+
+    /// The configured ceiling, lowered by an outside one.
+    fn ceiling(&self) -> usize {
+        self.outside.map_or(self.cap, |o| o.clamp(1, self.cap))
+    }
+
+    /// Sets (or clears) the ceiling given from outside (a cluster's share of the receiver's
+    /// limit for this source IP).
+    pub fn set_outside(&mut self, cap: Option<usize>) {
+        self.outside = cap;
+    }
+
+    /// The ceiling given from outside, if any.
+    pub fn outside(&self) -> Option<usize> {
+        self.outside
     }
 
     /// The configured (or warm-up) ceiling.
@@ -74,7 +94,7 @@ impl Concurrency {
     /// A delivery went through on one of `running` connections. Returns whether the limit grew
     /// (the caller may then open another connection).
     pub fn on_success(&mut self, running: usize, now: Instant) -> bool {
-        if running < self.limit() || self.limit() >= self.cap {
+        if running < self.limit() || self.limit() >= self.ceiling() {
             // Not every allowed connection is needed: the limit is not what holds us back.
             self.successes = 0;
             return false;
@@ -99,7 +119,7 @@ impl Concurrency {
     /// the receiver's cap for this client is `open`. Holds the limit there.
     pub fn on_refusal(&mut self, open: usize, now: Instant) {
         self.refusals += 1;
-        self.limit = open.clamp(1, self.cap);
+        self.limit = open.clamp(1, self.ceiling());
         self.successes = 0;
         self.held_until = Some(now + self.probe_interval);
     }
@@ -117,6 +137,23 @@ impl Concurrency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outside_ceiling_bounds_the_limit_and_growth_until_it_is_lifted() {
+        let t = Instant::now();
+        let mut c = Concurrency::new(4, 10, PROBE);
+        c.set_outside(Some(2));
+        assert_eq!(c.limit(), 2);
+        // At the outside ceiling the limit does not creep up behind it.
+        for _ in 0..50 {
+            assert!(!c.on_success(2, t));
+        }
+        c.set_outside(None);
+        assert_eq!(c.limit(), 4, "lifted: the route's own limit again");
+        c.set_outside(Some(50));
+        assert_eq!(c.limit(), 4, "an outside ceiling never raises the configured cap");
+        assert_eq!(c.outside(), Some(50));
+    }
 
     const PROBE: Duration = Duration::from_secs(60);
 

@@ -279,6 +279,7 @@ mod tests {
             open: 1,
             refusals: 2,
             destination: None,
+            outside_cap: None,
         }];
         let suspended = vec![Suspension {
             scope: QueueScope::Domain {
