@@ -1,14 +1,16 @@
 //! Publishing a campaign: its definition (bodies inline, so nodes need no files) and its
 //! recipients in chunks, read once from the file and deduplicated. At most `max_outstanding`
 //! chunks wait unacknowledged; the publisher sleeps above that. A publisher stopped part-way
-//! resumes after the last line it published (the definition must be unchanged).
+//! resumes after the last line it published (the definition must be unchanged). It adds the
+//! campaign to the registry (`volley serve` nodes work it), publishes on while the campaign is
+//! paused (back-pressure bounds what waits) and stops when it is cancelled.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::chunk::Rows;
-use super::{ClusterConfig, ClusterError, Keys, Store};
+use super::{CampaignState, ClusterConfig, ClusterError, Keys, Registry, Store};
 use crate::campaign::{Campaign, CampaignError};
 use crate::recipients::{Deduplicator, RecipientReader, Row};
 
@@ -35,6 +37,8 @@ pub struct Published {
     pub resumed_after: u64,
     /// False when stopped before the end of the file (rerun to continue).
     pub complete: bool,
+    /// The campaign was cancelled (from any node): the publisher stopped.
+    pub cancelled: bool,
 }
 
 /// The campaign TOML as stored in Redis: `text_file`/`html_file` replaced by their text,
@@ -72,6 +76,18 @@ pub fn publish(
     cluster: &ClusterConfig,
     stop: &AtomicBool,
 ) -> Result<Published, ClusterError> {
+    publish_with(path, template_dirs, cluster, stop, |_| {})
+}
+
+/// [`publish`], calling `defined` with the campaign id once its definition is stored (the
+/// checks that refuse a campaign are behind; what follows is publishing its chunks).
+pub fn publish_with(
+    path: &Path,
+    template_dirs: &[std::path::PathBuf],
+    cluster: &ClusterConfig,
+    stop: &AtomicBool,
+    defined: impl FnOnce(&str),
+) -> Result<Published, ClusterError> {
     let campaign = Campaign::load_with(path, template_dirs)?;
     if campaign.id().len() > MAX_ID {
         return Err(CampaignError::Invalid {
@@ -90,6 +106,8 @@ pub fn publish(
     let keys = Keys::new(campaign.id());
     let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
+    Registry::open(&cluster.redis)?.add(campaign.id())?;
+    defined(campaign.id());
     let mut out = Published {
         campaign: campaign.id().to_owned(),
         resumed_after: through,
@@ -98,7 +116,15 @@ pub fn publish(
     let mut dedup = Deduplicator::new();
     let mut chunk = Rows::default();
     let flush = |chunk: &mut Rows, out: &mut Published| -> Result<bool, ClusterError> {
-        while store.outstanding(&keys)? >= cluster.max_outstanding as i64 {
+        loop {
+            let (outstanding, state) = store.backlog(&keys)?;
+            if state == CampaignState::Cancelled {
+                out.cancelled = true;
+                return Ok(false);
+            }
+            if outstanding < cluster.max_outstanding as i64 {
+                break;
+            }
             if stop.load(Ordering::Relaxed) {
                 return Ok(false);
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::{Client, Connection, Value};
 
+use super::control::{parse_state, CampaignState};
 use super::keys::{Keys, GROUP};
 use super::ClusterError;
 
@@ -37,6 +38,8 @@ pub struct ClusterStatus {
     pub pending: BTreeMap<String, i64>,
     /// Every chunk published and acknowledged.
     pub complete: bool,
+    /// What the operator asked: `running`, `paused` or `cancelled`.
+    pub state: CampaignState,
 }
 
 /// A connection to the coordinating Redis.
@@ -76,15 +79,21 @@ impl Store {
     /// slot (with Redis Cluster, a first single-key command follows the `MOVED` reply; the
     /// pipelines that come later cannot follow one themselves).
     pub fn for_campaign(url: &str, keys: &Keys) -> Result<Store, ClusterError> {
+        Store::for_key(url, &keys.meta)
+    }
+
+    /// A store at `url` connected to the node that holds `key`'s slot (see
+    /// [`Store::for_campaign`]).
+    pub fn for_key(url: &str, key: &str) -> Result<Store, ClusterError> {
         let store = Store::open(url)?;
-        let _: i64 = store.with("EXISTS", |con| redis::cmd("EXISTS").arg(&keys.meta).query(con))?;
+        let _: i64 = store.with("EXISTS", |con| redis::cmd("EXISTS").arg(key).query(con))?;
         Ok(store)
     }
 
     /// Runs `f` on the connection (opening it if needed). With Redis Cluster every key of a
     /// campaign is in one slot: a `MOVED`/`ASK` reply makes the store follow to the node
     /// named, once per call (the command was not executed, so repeating it is safe).
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         op: &'static str,
         mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
@@ -198,6 +207,20 @@ impl Store {
     /// Chunks published and not yet acknowledged.
     pub fn outstanding(&self, keys: &Keys) -> Result<i64, ClusterError> {
         Ok(self.meta_int(keys, "published")? - self.meta_int(keys, "acked")?)
+    }
+
+    /// Chunks published and not yet acknowledged, and the campaign's state (one `HMGET`).
+    pub fn backlog(&self, keys: &Keys) -> Result<(i64, CampaignState), ClusterError> {
+        let (published, acked, state): (Option<i64>, Option<i64>, Option<String>) = self.with("HMGET", |con| {
+            redis::cmd("HMGET")
+                .arg(&keys.meta)
+                .arg("published")
+                .arg("acked")
+                .arg("state")
+                .query(con)
+        })?;
+        let state = parse_state(&keys.meta, state.as_deref())?;
+        Ok((published.unwrap_or(0) - acked.unwrap_or(0), state))
     }
 
     /// Adds a chunk of `rows` recipients whose last line is `through`; returns its number.
@@ -364,6 +387,7 @@ impl Store {
         if !meta.contains_key("toml") {
             return Err(ClusterError::UnknownCampaign(id.to_owned()));
         }
+        let state = parse_state(&keys.meta, meta.get("state").map(String::as_str))?;
         let progress: BTreeMap<String, i64> = meta
             .into_iter()
             .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
@@ -391,6 +415,7 @@ impl Store {
             counts,
             pending: per_node,
             complete,
+            state,
         })
     }
 
