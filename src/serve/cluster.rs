@@ -40,6 +40,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// is recorded).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
+/// A publisher started here: its stop flag and task.
+type Publisher = (Arc<AtomicBool>, JoinHandle<()>);
+
 /// This node's part in the cluster.
 pub struct ClusterNode {
     config: Arc<SendConfig>,
@@ -47,8 +50,8 @@ pub struct ClusterNode {
     registry: Mutex<Option<Arc<Registry>>>,
     /// The campaigns this node works, one task each.
     working: Mutex<HashMap<String, JoinHandle<()>>>,
-    /// Publishers started here: their stop flag and task.
-    publishers: Mutex<HashMap<String, (Arc<AtomicBool>, JoinHandle<()>)>>,
+    /// Publishers started here.
+    publishers: Mutex<HashMap<String, Publisher>>,
     poller: Mutex<Option<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
 }
@@ -115,6 +118,15 @@ impl ClusterNode {
         let task_id = id.clone();
         let task = tokio::spawn(async move {
             let id = task_id;
+            // In the registry, its keys gone (deleted, expired): nothing to wait for.
+            let (url, known) = (node.cluster.redis.clone(), id.clone());
+            if let Ok(Err(ClusterError::UnknownCampaign(_))) =
+                tokio::task::spawn_blocking(move || status(&url, &known)).await
+            {
+                let (node, known) = (node.clone(), id.clone());
+                let _ = tokio::task::spawn_blocking(move || node.registry()?.remove(&known)).await;
+                return;
+            }
             match cluster::work::work(&id, &node.config, node.stopped()).await {
                 Ok(r) if r.complete || r.cancelled => eprintln!(
                     "volley serve: cluster campaign {id} {} ({} chunks, {} final outcomes here)",
