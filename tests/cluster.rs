@@ -448,11 +448,7 @@ async fn cancel_from_the_cli_is_final_and_ends_nodes_and_publisher_with_success(
         assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
         assert!(common::text(&out).contains("not published"), "{}", common::text(&out));
         // Published (its chunks wait: no node runs), paused, cancelled.
-        let out = volley()
-            .current_dir(&dir)
-            .args(["cluster", "publish", "c.toml", "--config", "n1/v.toml"])
-            .output()
-            .expect("publish");
+        let out = cluster_cmd(&dir, &["publish", "c.toml"]);
         assert!(out.status.success(), "{}", common::text(&out));
         let out = cluster_cmd(&dir, &["pause", CAMPAIGN]);
         assert!(out.status.success(), "{}", common::text(&out));

@@ -20,6 +20,9 @@ use crate::common::{route_all_to, source_ips, until};
 
 const ID: &str = "ctl";
 
+/// Recipients of the campaign.
+const N: usize = 2000;
+
 /// The campaign `ctl` of `n` recipients in `dir`.
 fn campaign(dir: &Path, n: usize) -> PathBuf {
     let rows: String = (0..n).map(|i| format!("u{i}@d{}.test,N{i}\n", i % 20)).collect();
@@ -118,32 +121,49 @@ async fn still(sink: &SinkHandle, quiet: Duration, what: &str) -> u64 {
     after
 }
 
+/// Where a campaign of [`N`] recipients is sent: Redis, the sink, nodes A and B.
+struct Env {
+    redis: RedisServer,
+    sink: SinkHandle,
+    dir: tempfile::TempDir,
+    a: SendConfig,
+    b: SendConfig,
+}
+
+/// Publishes the campaign (`max_outstanding` chunks at most) and starts nodes A and B; returns
+/// once each has finished a chunk.
+async fn running(max_outstanding: usize) -> (Env, JoinHandle<Result<Published, ClusterError>>, Node, Node) {
+    let redis = RedisServer::start();
+    let sink = sink().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), N);
+    let a = node(dir.path(), 2, &redis, &sink, max_outstanding);
+    let b = node(dir.path(), 3, &redis, &sink, max_outstanding);
+    let publisher = start_publisher(path, cluster(&redis, 2, max_outstanding));
+    let (node_a, node_b) = (start(&a), start(&b));
+    until("both nodes finished a chunk", || logged(&a) > 0 && logged(&b) > 0).await;
+    (Env { redis, sink, dir, a, b }, publisher, node_a, node_b)
+}
+
+fn registry(redis: &RedisServer) -> Vec<String> {
+    tokio::task::block_in_place(|| Registry::open(&redis.url()).and_then(|r| r.list())).expect("registry")
+}
+
 fn set(redis: &RedisServer, to: CampaignState) -> Result<volley_scheduler::cluster::ClusterStatus, ClusterError> {
     tokio::task::block_in_place(|| control::set(&redis.url(), ID, to))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_stops_every_node_and_survives_a_restart_and_a_resume_sends_each_recipient_once() {
-    let n = 2000;
-    let redis = RedisServer::start();
-    let sink = sink().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = campaign(dir.path(), n);
-    let (a, b) = (
-        node(dir.path(), 2, &redis, &sink, 8),
-        node(dir.path(), 3, &redis, &sink, 8),
-    );
-    let publisher = start_publisher(path, cluster(&redis, 2, 8));
-    let (node_a, node_b) = (start(&a), start(&b));
-    until("both nodes finished a chunk", || logged(&a) > 0 && logged(&b) > 0).await;
+    let (env, publisher, node_a, node_b) = running(8).await;
 
-    let status = set(&redis, CampaignState::Paused).expect("pause");
+    let status = set(&env.redis, CampaignState::Paused).expect("pause");
     assert_eq!(status.state, CampaignState::Paused);
     // Every node sees it within CHECK_EVERY; what was on the wire lands; then nothing moves.
     tokio::time::sleep(CHECK_EVERY + Duration::from_millis(800)).await;
-    let paused_at = still(&sink, Duration::from_secs(2), "paused").await;
+    let paused_at = still(&env.sink, Duration::from_secs(2), "paused").await;
     assert!(
-        paused_at < n as u64,
+        paused_at < N as u64,
         "the campaign finished before the pause: {paused_at}"
     );
 
@@ -151,12 +171,12 @@ async fn a_pause_stops_every_node_and_survives_a_restart_and_a_resume_sends_each
     node_a.stop.send(true).expect("stop node A");
     let first = ended(node_a).await;
     assert!(!first.complete && !first.cancelled, "{first:?}");
-    let node_a = start(&a);
-    still(&sink, Duration::from_secs(2), "paused, node A restarted").await;
-    let status = set(&redis, CampaignState::Paused).expect("status");
+    let node_a = start(&env.a);
+    still(&env.sink, Duration::from_secs(2), "paused, node A restarted").await;
+    let status = set(&env.redis, CampaignState::Paused).expect("status");
     assert!(!status.pending.is_empty(), "no chunk held while paused: {status:?}");
 
-    set(&redis, CampaignState::Running).expect("resume");
+    set(&env.redis, CampaignState::Running).expect("resume");
     let (ra, rb) = (ended(node_a).await, ended(node_b).await);
     let published = publisher.await.expect("join").expect("publish");
     assert!(published.complete && !published.cancelled, "{published:?}");
@@ -165,53 +185,40 @@ async fn a_pause_stops_every_node_and_survives_a_restart_and_a_resume_sends_each
         // Leases were renewed while paused: no chunk was taken over.
         assert_eq!((r.reclaimed, r.lost), (0, 0), "{r:?}");
     }
-    let counts = sink.address_counts();
-    assert_eq!(counts.len(), n, "every recipient reached the sink");
+    let counts = env.sink.address_counts();
+    assert_eq!(counts.len(), N, "every recipient reached the sink");
     assert!(counts.values().all(|c| *c == 1), "a recipient delivered twice");
     assert_eq!(
-        logged(&a) + logged(&b),
-        n,
+        logged(&env.a) + logged(&env.b),
+        N,
         "one final outcome per recipient across the logs"
     );
     let status = tokio::task::block_in_place(|| {
         let keys = volley_scheduler::cluster::Keys::new(ID);
-        volley_scheduler::cluster::Store::for_campaign(&redis.url(), &keys)
+        volley_scheduler::cluster::Store::for_campaign(&env.redis.url(), &keys)
             .and_then(|s| s.status(ID, &keys))
             .expect("status")
     });
     assert!(status.complete, "{status:?}");
-    assert_eq!(status.counts["delivered"], n as i64);
+    assert_eq!(status.counts["delivered"], N as i64);
     assert_eq!(status.state, CampaignState::Running);
     // Nothing left to control; the registry forgot it.
-    let e = set(&redis, CampaignState::Paused).expect_err("complete");
+    let e = set(&env.redis, CampaignState::Paused).expect_err("complete");
     assert!(matches!(e, ClusterError::Complete(_)), "{e}");
-    let registry =
-        tokio::task::block_in_place(|| Registry::open(&redis.url()).and_then(|r| r.list())).expect("registry");
-    assert!(registry.is_empty(), "{registry:?}");
-    sink.shutdown().await;
+    let listed = registry(&env.redis);
+    assert!(listed.is_empty(), "{listed:?}");
+    env.sink.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_ends_every_node_and_the_publisher_and_is_final() {
-    let n = 2000;
-    let redis = RedisServer::start();
-    let sink = sink().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = campaign(dir.path(), n);
     // Four chunks outstanding at most: the publisher waits on the nodes.
-    let (a, b) = (
-        node(dir.path(), 2, &redis, &sink, 4),
-        node(dir.path(), 3, &redis, &sink, 4),
-    );
-    let publisher = start_publisher(path, cluster(&redis, 2, 4));
-    let (node_a, node_b) = (start(&a), start(&b));
-    until("both nodes finished a chunk", || logged(&a) > 0 && logged(&b) > 0).await;
-    let registry =
-        tokio::task::block_in_place(|| Registry::open(&redis.url()).and_then(|r| r.list())).expect("registry");
-    assert_eq!(registry, vec![ID.to_owned()]);
+    let (env, publisher, node_a, node_b) = running(4).await;
+    let listed = registry(&env.redis);
+    assert_eq!(listed, vec![ID.to_owned()]);
 
     let cancelled_at = Instant::now();
-    let status = set(&redis, CampaignState::Cancelled).expect("cancel");
+    let status = set(&env.redis, CampaignState::Cancelled).expect("cancel");
     assert_eq!(status.state, CampaignState::Cancelled);
     for r in [ended(node_a).await, ended(node_b).await] {
         assert!(r.cancelled && !r.complete, "{r:?}");
@@ -223,24 +230,23 @@ async fn a_cancel_ends_every_node_and_the_publisher_and_is_final() {
         "{:?}",
         cancelled_at.elapsed()
     );
-    let delivered = still(&sink, Duration::from_secs(1), "cancelled").await;
-    assert!(delivered < n as u64, "{delivered}");
+    let delivered = still(&env.sink, Duration::from_secs(1), "cancelled").await;
+    assert!(delivered < N as u64, "{delivered}");
 
     // Final: neither pause nor resume; a second cancel is harmless.
     for to in [CampaignState::Running, CampaignState::Paused] {
-        let e = set(&redis, to).expect_err("cancel is final");
+        let e = set(&env.redis, to).expect_err("cancel is final");
         assert!(matches!(e, ClusterError::Cancelled(_)), "{e}");
         assert!(e.to_string().contains("cancel is final"), "{e}");
     }
-    let status = set(&redis, CampaignState::Cancelled).expect("cancel again");
+    let status = set(&env.redis, CampaignState::Cancelled).expect("cancel again");
     assert_eq!(status.state, CampaignState::Cancelled);
     assert!(!status.complete, "{status:?}");
     // A node started on a cancelled campaign returns at once, having taken nothing.
-    let late = ended(start(&node(dir.path(), 4, &redis, &sink, 4))).await;
+    let late = ended(start(&node(env.dir.path(), 4, &env.redis, &env.sink, 4))).await;
     assert!(late.cancelled && late.chunks == 0, "{late:?}");
-    let registry =
-        tokio::task::block_in_place(|| Registry::open(&redis.url()).and_then(|r| r.list())).expect("registry");
-    assert!(registry.is_empty(), "{registry:?}");
-    assert_eq!(sink.stats().messages, delivered, "the late node sent nothing");
-    sink.shutdown().await;
+    let listed = registry(&env.redis);
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(env.sink.stats().messages, delivered, "the late node sent nothing");
+    env.sink.shutdown().await;
 }
