@@ -462,6 +462,9 @@ async fn cancel_from_the_cli_is_final_and_ends_nodes_and_publisher_with_success(
         assert!(common::text(&out).contains("cancel is final"), "{}", common::text(&out));
         let out = cluster_cmd(&dir, &["status", CAMPAIGN]);
         assert_eq!(json(&out)["state"], "cancelled");
+        let out = cluster_cmd(&dir, &["publish", "c.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+        assert!(common::text(&out).contains("cancel is final"), "{}", common::text(&out));
         // A node started on it returns at once, exit 0, reporting `cancelled`.
         let out = volley()
             .current_dir(dir.join("n1"))

@@ -106,6 +106,9 @@ pub fn publish_with(
     let keys = Keys::new(campaign.id());
     let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
+    if store.state(&keys)? == CampaignState::Cancelled {
+        return Err(ClusterError::Cancelled(campaign.id().to_owned()));
+    }
     Registry::open(&cluster.redis)?.add(campaign.id())?;
     defined(campaign.id());
     let mut out = Published {
