@@ -1,12 +1,17 @@
-//! `volley cluster publish|work|status`: one campaign sent by several nodes through Redis
-//! (`[cluster]` in the configuration; see the scheduler's `cluster` module).
+//! `volley cluster publish|work|status|pause|resume|cancel`: one campaign sent by several
+//! nodes through Redis (`[cluster]` in the configuration; see the scheduler's `cluster`
+//! module).
+//!
+//! Exit codes: 0 when `publish` published the whole file or `work` saw the campaign complete
+//! — or when the campaign was cancelled (not an error) —, 1 when stopped before that
+//! (SIGINT/SIGTERM; rerun to continue), 2 on an error (a resume of a cancelled campaign).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use volley_scheduler::cluster::{self, ClusterError, Keys, Store};
+use volley_scheduler::cluster::{self, CampaignState, ClusterError, Keys, Store};
 use volley_scheduler::config::SendConfig;
 
 /// Arguments of `volley cluster`.
@@ -57,6 +62,27 @@ enum Action {
         #[arg(long)]
         memory: bool,
     },
+    /// Pause a campaign on every node: nothing new is sent, no chunk is taken, leases are
+    /// kept. Prints the status.
+    #[command(after_help = "Example:\n  volley cluster pause news-2026-12 --config volley.toml")]
+    Pause(StateArgs),
+    /// Resume a paused campaign on every node. Prints the status.
+    #[command(after_help = "Example:\n  volley cluster resume news-2026-12 --config volley.toml")]
+    Resume(StateArgs),
+    /// Cancel a campaign on every node (final): nodes stop their chunks and return, the
+    /// publisher stops. Prints the status.
+    #[command(after_help = "Example:\n  volley cluster cancel news-2026-12 --config volley.toml")]
+    Cancel(StateArgs),
+}
+
+/// Arguments of `volley cluster pause|resume|cancel`.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// The campaign id.
+    campaign: String,
+    /// The operator configuration (its `[cluster]` table).
+    #[arg(long, default_value = "volley.toml")]
+    config: PathBuf,
 }
 
 fn load(path: &Path) -> anyhow::Result<(SendConfig, cluster::ClusterConfig)> {
@@ -91,7 +117,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("publishing {}", campaign.display()))?;
             watcher.abort();
             println!("{}", serde_json::to_string_pretty(&published)?);
-            Ok(published.complete)
+            Ok(published.complete || published.cancelled)
         }
         Action::Work {
             campaign,
@@ -107,7 +133,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
                 std::fs::write(&path, &json).with_context(|| path.display().to_string())?;
             }
             println!("{}", String::from_utf8_lossy(&json));
-            Ok(report.complete)
+            Ok(report.complete || report.cancelled)
         }
         Action::Status {
             campaign,
@@ -130,5 +156,22 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
             .await
             .context("status stopped")?
         }
+        Action::Pause(args) => set_state(args, CampaignState::Paused).await,
+        Action::Resume(args) => set_state(args, CampaignState::Running).await,
+        Action::Cancel(args) => set_state(args, CampaignState::Cancelled).await,
     }
+}
+
+/// Sets the campaign's state and prints its status.
+async fn set_state(args: StateArgs, to: CampaignState) -> anyhow::Result<bool> {
+    let (_, cluster) = load(&args.config)?;
+    let id = args.campaign;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let status =
+            cluster::control::set(&cluster.redis, &id, to).with_context(|| format!("cluster campaign {id}"))?;
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        Ok(true)
+    })
+    .await
+    .context("stopped")?
 }

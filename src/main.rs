@@ -150,10 +150,12 @@ enum Command {
                             volley sink --listen 127.0.0.1:2525 --tempfail 10 --latency 20ms --canned config/sink/providers.toml")]
     Sink(volley_bench::SinkArgs),
     /// One campaign over several nodes through Redis: publish it once, work on it from every
-    /// node, read its status from any ([cluster] in the configuration).
+    /// node, read its status, pause, resume or cancel it from any ([cluster] in the
+    /// configuration).
     #[command(
         after_help = "Examples:\n  volley cluster publish campaigns/news.toml --config volley.toml\n  \
-                            volley cluster work news --config volley.toml\n  volley cluster status news"
+                            volley cluster work news --config volley.toml\n  volley cluster status news\n  \
+                            volley cluster pause news"
     )]
     Cluster(cluster_cmd::ClusterArgs),
 }

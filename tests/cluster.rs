@@ -525,3 +525,65 @@ async fn deferred_recipients_wait_parked_and_a_dead_node_s_retries_are_taken_ove
     );
     sink.shutdown().await;
 }
+
+/// `volley cluster …` in `dir` with node 1's configuration.
+fn cluster_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
+    volley()
+        .current_dir(dir)
+        .arg("cluster")
+        .args(args)
+        .args(["--config", "n1/v.toml"])
+        .output()
+        .expect("volley cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_the_cli_is_final_and_ends_nodes_and_publisher_with_success() {
+    let redis = RedisServer::start();
+    let (sink, tmp) = setup(300, SinkConfig::default(), &TUNING, |_| redis.url()).await;
+    let dir = tmp.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let json = |out: &std::process::Output| -> Value {
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::text(out)))
+        };
+        // Nothing published yet: a clear error, exit 2.
+        let out = cluster_cmd(&dir, &["pause", CAMPAIGN]);
+        assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+        assert!(common::text(&out).contains("not published"), "{}", common::text(&out));
+        // Published (its chunks wait: no node runs), paused, cancelled.
+        let out = cluster_cmd(&dir, &["publish", "c.toml"]);
+        assert!(out.status.success(), "{}", common::text(&out));
+        let out = cluster_cmd(&dir, &["pause", CAMPAIGN]);
+        assert!(out.status.success(), "{}", common::text(&out));
+        assert_eq!(json(&out)["state"], "paused");
+        let out = cluster_cmd(&dir, &["cancel", CAMPAIGN]);
+        assert!(out.status.success(), "{}", common::text(&out));
+        assert_eq!(json(&out)["state"], "cancelled");
+        // Final: resume refused (exit 2, says why); status shows it.
+        let out = cluster_cmd(&dir, &["resume", CAMPAIGN]);
+        assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+        assert!(common::text(&out).contains("cancel is final"), "{}", common::text(&out));
+        let out = cluster_cmd(&dir, &["status", CAMPAIGN]);
+        assert_eq!(json(&out)["state"], "cancelled");
+        let out = cluster_cmd(&dir, &["publish", "c.toml"]);
+        assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+        assert!(common::text(&out).contains("cancel is final"), "{}", common::text(&out));
+        // A node started on it returns at once, exit 0, reporting `cancelled`.
+        let out = volley()
+            .current_dir(dir.join("n1"))
+            .args(["cluster", "work", CAMPAIGN, "--config", "v.toml"])
+            .output()
+            .expect("work");
+        assert!(out.status.success(), "{}", common::text(&out));
+        let report = json(&out);
+        assert_eq!(
+            (report["cancelled"].as_bool(), report["chunks"].as_u64()),
+            (Some(true), Some(0)),
+            "{report}"
+        );
+    })
+    .await
+    .expect("join");
+    assert_eq!(sink.stats().messages, 0, "a cancelled campaign sent nothing");
+    sink.shutdown().await;
+}

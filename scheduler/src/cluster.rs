@@ -18,6 +18,9 @@
 //! - `chunk`: a chunk's rows, the node-local chunk directory, merging its accounting log.
 //! - [`publish`]: splitting a campaign into chunks, with back-pressure.
 //! - [`work`]: a node's loop: claim, send, acknowledge, renew leases, reclaim the dead's.
+//! - [`control`]: the campaign's state (running, paused, cancelled), set from any node and
+//!   applied by every node to the chunks it sends.
+//! - `registry`: the set of active campaigns `volley serve` nodes work.
 //!
 //! A recipient's identity is its line in the original recipient file; the done bitmap has one
 //! bit per line, set when a node has logged its final outcome, so a reclaimed chunk skips
@@ -26,12 +29,16 @@
 use std::time::Duration;
 
 mod chunk;
+pub mod control;
 mod keys;
 pub mod publish;
+mod registry;
 mod store;
 pub mod work;
 
+pub use control::{CampaignState, CHECK_EVERY};
 pub use keys::Keys;
+pub use registry::Registry;
 pub use store::{ClusterStatus, Entry, Store};
 
 /// `[cluster]`: this node's part in a cluster of Volley nodes.
@@ -144,6 +151,12 @@ pub enum ClusterError {
     /// The campaign was never published (or its keys were removed).
     #[error("campaign `{0}` is not published in this Redis")]
     UnknownCampaign(String),
+    /// The campaign is cancelled: it cannot be paused or resumed (a cancel is final).
+    #[error("campaign `{0}` is cancelled; a cancel is final (publish it again under a new id)")]
+    Cancelled(String),
+    /// The campaign is complete: there is nothing left to pause, resume or cancel.
+    #[error("campaign `{0}` is complete: every chunk is acknowledged")]
+    Complete(String),
     /// The campaign id is published with a different definition.
     #[error("campaign `{0}` is already published with a different definition; use a new id")]
     Republished(String),

@@ -167,7 +167,7 @@ pub fn start(app: &Arc<App>, campaign: &Campaign) -> Result<Arc<Entry>, ApiError
 
 /// The campaign file `requested` names inside `dir` (`[api] campaigns_dir`), symbolic links
 /// resolved; refused when it leads out of `dir`.
-fn campaign_file(dir: &std::path::Path, requested: &str) -> Result<PathBuf, ApiError> {
+pub(super) fn campaign_file(dir: &std::path::Path, requested: &str) -> Result<PathBuf, ApiError> {
     let outside = || {
         ApiError::field(
             "path",

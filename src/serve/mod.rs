@@ -8,15 +8,20 @@
 //! - `queues.rs` — queue control: queues by site, domain, IP, provider; suspend, resume,
 //!   retry, bounce, purge.
 //! - `tls.rs` — HTTPS (`[api] tls_cert` / `tls_key`): handshakes off the accept path.
+//! - `cluster.rs` — with `[cluster]`: publish, list, status, pause, resume, cancel of cluster
+//!   campaigns, and working every campaign of the cluster's registry on this node.
 //!
 //! Endpoints: `POST /campaigns`, `GET /campaigns`, `GET /campaigns/{id}`,
 //! `POST /campaigns/{id}/pause|resume|cancel`, `GET /ips`, `POST /suppression`,
 //! `GET|DELETE /suppression/{address}[?list=L]`, `POST /messages`, `GET /messages/{id}`
 //! (injection: `inject.rs`), `GET /queues?by=…`, `POST /queues/suspend|resume|retry|bounce|purge`
-//! (`queues.rs`), and `GET /metrics` (Prometheus, same token).
+//! (`queues.rs`), `POST|GET /cluster/campaigns`, `GET /cluster/campaigns/{id}`,
+//! `POST /cluster/campaigns/{id}/pause|resume|cancel` (`cluster.rs`), and `GET /metrics`
+//! (Prometheus, same token).
 
 mod admin;
 mod campaigns;
+mod cluster;
 mod http;
 mod inject;
 mod queues;
@@ -61,6 +66,8 @@ pub struct App {
     /// The spool of injected mail (`POST /messages`, SMTP submission).
     spool: Arc<volley_scheduler::spool::Spool>,
     waiters: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// This node's part in the cluster (`[cluster]`).
+    cluster: Option<Arc<cluster::ClusterNode>>,
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -70,6 +77,11 @@ fn router(app: Arc<App>) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/cluster/campaigns", post(cluster::publish).get(cluster::list))
+        .route("/cluster/campaigns/{id}", get(cluster::show))
+        .route("/cluster/campaigns/{id}/pause", post(cluster::pause))
+        .route("/cluster/campaigns/{id}/resume", post(cluster::resume))
+        .route("/cluster/campaigns/{id}/cancel", post(cluster::cancel))
         .route("/messages", post(inject::inject))
         .route("/messages/{id}", get(inject::show))
         .route("/ips", get(admin::ips))
@@ -141,7 +153,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         }
         eprintln!("volley serve: warning: [injection] pool: {e}; injected mail cannot be sent");
     }
+    let cluster = cluster::ClusterNode::start(&config);
     let app = Arc::new(App {
+        cluster,
         service,
         config,
         config_path: args.config.clone(),
@@ -200,6 +214,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
             eprintln!("volley serve: API on http://{local} (bearer token from [api])");
             serve_until_interrupted(listener, app.clone()).await?;
         }
+    }
+    if let Some(cluster) = &app.cluster {
+        cluster.shutdown().await;
     }
     let entries: Vec<Arc<campaigns::Entry>> = lock(&app.campaigns).values().cloned().collect();
     for e in entries.iter().filter(|e| e.is_running()) {

@@ -4,12 +4,18 @@
 /// The consumer group every node reads chunks through.
 pub const GROUP: &str = "nodes";
 
+/// `volley:{cluster}:campaigns`: a set of the campaigns published and not yet seen complete
+/// or cancelled (`volley serve` nodes work them). Its own hash tag: another Cluster slot than
+/// the campaigns' keys.
+pub const REGISTRY: &str = "volley:{cluster}:campaigns";
+
 /// The keys of campaign `id`.
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// `volley:{id}:campaign`: a hash — the definition (`toml`, `columns`), the publisher's
     /// progress (`published`, `published_through`, `published_all`, `rows`, `rejected`,
-    /// `duplicates`) and `acked` chunks.
+    /// `duplicates`), `acked` chunks and the operator's `state` (`running` when absent,
+    /// `paused`, `cancelled`; see `control`).
     pub meta: String,
     /// `volley:{id}:chunks`: the stream of chunks (`seq`, `rows`), group [`GROUP`].
     pub chunks: String,

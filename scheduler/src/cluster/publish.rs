@@ -1,14 +1,16 @@
 //! Publishing a campaign: its definition (bodies inline, so nodes need no files) and its
 //! recipients in chunks, read once from the file and deduplicated. At most `max_outstanding`
 //! chunks wait unacknowledged; the publisher sleeps above that. A publisher stopped part-way
-//! resumes after the last line it published (the definition must be unchanged).
+//! resumes after the last line it published (the definition must be unchanged). It adds the
+//! campaign to the registry (`volley serve` nodes work it), publishes on while the campaign is
+//! paused (back-pressure bounds what waits) and stops when it is cancelled.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::chunk::Rows;
-use super::{io_err, ClusterConfig, ClusterError, Keys, Store};
+use super::{io_err, CampaignState, ClusterConfig, ClusterError, Keys, Registry, Store};
 use crate::campaign::{Campaign, CampaignError};
 use crate::recipients::{Deduplicator, RecipientReader, Row};
 use crate::rejects::RejectsWriter;
@@ -39,6 +41,8 @@ pub struct Published {
     /// The refused rows, one JSON line each (`file`, `line`, `field`, `value`, `reason`),
     /// rewritten by every run of the publisher (each reads the whole file).
     pub rejects_file: std::path::PathBuf,
+    /// The campaign was cancelled (from any node): the publisher stopped.
+    pub cancelled: bool,
 }
 
 /// The campaign TOML as stored in Redis: `text_file`/`html_file` replaced by their text,
@@ -78,6 +82,19 @@ pub fn publish(
     cluster: &ClusterConfig,
     stop: &AtomicBool,
 ) -> Result<Published, ClusterError> {
+    publish_with(path, template_dirs, state_dir, cluster, stop, |_| {})
+}
+
+/// [`publish`], calling `defined` with the campaign id once its definition is stored (the
+/// checks that refuse a campaign are behind; what follows is publishing its chunks).
+pub fn publish_with(
+    path: &Path,
+    template_dirs: &[std::path::PathBuf],
+    state_dir: &Path,
+    cluster: &ClusterConfig,
+    stop: &AtomicBool,
+    defined: impl FnOnce(&str),
+) -> Result<Published, ClusterError> {
     let campaign = Campaign::load_with(path, template_dirs)?;
     if campaign.id().len() > MAX_ID {
         return Err(CampaignError::Invalid {
@@ -96,6 +113,11 @@ pub fn publish(
     let keys = Keys::new(campaign.id());
     let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
+    if store.state(&keys)? == CampaignState::Cancelled {
+        return Err(ClusterError::Cancelled(campaign.id().to_owned()));
+    }
+    Registry::open(&cluster.redis)?.add(campaign.id())?;
+    defined(campaign.id());
     let dir = state_dir.join("cluster").join(campaign.id());
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let rejects_file = dir.join("rejects.jsonl");
@@ -109,7 +131,15 @@ pub fn publish(
     let mut dedup = Deduplicator::new();
     let mut chunk = Rows::default();
     let flush = |chunk: &mut Rows, out: &mut Published| -> Result<bool, ClusterError> {
-        while store.unparked_outstanding(&keys)? >= cluster.max_outstanding as i64 {
+        loop {
+            let (outstanding, state) = store.backlog(&keys)?;
+            if state == CampaignState::Cancelled {
+                out.cancelled = true;
+                return Ok(false);
+            }
+            if outstanding < cluster.max_outstanding as i64 {
+                break;
+            }
             if stop.load(Ordering::Relaxed) {
                 return Ok(false);
             }

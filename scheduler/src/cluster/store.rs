@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::{Client, Connection, Value};
 
+use super::control::{parse_state, CampaignState};
 use super::keys::{Keys, GROUP};
 use super::ClusterError;
 
@@ -37,6 +38,8 @@ pub struct ClusterStatus {
     pub pending: BTreeMap<String, i64>,
     /// Every chunk published and acknowledged.
     pub complete: bool,
+    /// What the operator asked: `running`, `paused` or `cancelled`.
+    pub state: CampaignState,
 }
 
 /// A connection to the coordinating Redis.
@@ -76,15 +79,21 @@ impl Store {
     /// slot (with Redis Cluster, a first single-key command follows the `MOVED` reply; the
     /// pipelines that come later cannot follow one themselves).
     pub fn for_campaign(url: &str, keys: &Keys) -> Result<Store, ClusterError> {
+        Store::for_key(url, &keys.meta)
+    }
+
+    /// A store at `url` connected to the node that holds `key`'s slot (see
+    /// [`Store::for_campaign`]).
+    pub fn for_key(url: &str, key: &str) -> Result<Store, ClusterError> {
         let store = Store::open(url)?;
-        let _: i64 = store.with("EXISTS", |con| redis::cmd("EXISTS").arg(&keys.meta).query(con))?;
+        let _: i64 = store.with("EXISTS", |con| redis::cmd("EXISTS").arg(key).query(con))?;
         Ok(store)
     }
 
     /// Runs `f` on the connection (opening it if needed). With Redis Cluster every key of a
     /// campaign is in one slot: a `MOVED`/`ASK` reply makes the store follow to the node
     /// named, once per call (the command was not executed, so repeating it is safe).
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         op: &'static str,
         mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
@@ -200,22 +209,24 @@ impl Store {
         Ok(self.meta_int(keys, "published")? - self.meta_int(keys, "acked")?)
     }
 
-    /// Chunks published, not acknowledged and not parked: what the publisher's back-pressure
-    /// counts (a parked chunk waits only for retries; its rows stay in the stream).
-    pub fn unparked_outstanding(&self, keys: &Keys) -> Result<i64, ClusterError> {
-        let (published, acked, parked): (Option<i64>, Option<i64>, i64) = self.with("outstanding", |con| {
+    /// Chunks published, not acknowledged and not parked — what the publisher's back-pressure
+    /// counts (a parked chunk waits only for retries; its rows stay in the stream) —, and the
+    /// campaign's state (one round trip).
+    pub fn backlog(&self, keys: &Keys) -> Result<(i64, CampaignState), ClusterError> {
+        type Reply = ((Option<i64>, Option<i64>, Option<String>), i64);
+        let ((published, acked, state), parked): Reply = self.with("HMGET", |con| {
             redis::pipe()
-                .cmd("HGET")
+                .cmd("HMGET")
                 .arg(&keys.meta)
                 .arg("published")
-                .cmd("HGET")
-                .arg(&keys.meta)
                 .arg("acked")
+                .arg("state")
                 .cmd("SCARD")
                 .arg(&keys.parked)
                 .query(con)
         })?;
-        Ok(published.unwrap_or(0) - acked.unwrap_or(0) - parked)
+        let state = parse_state(&keys.meta, state.as_deref())?;
+        Ok((published.unwrap_or(0) - acked.unwrap_or(0) - parked, state))
     }
 
     /// Adds a chunk of `rows` recipients whose last line is `through`; returns its number.
@@ -426,6 +437,7 @@ impl Store {
         if !meta.contains_key("toml") {
             return Err(ClusterError::UnknownCampaign(id.to_owned()));
         }
+        let state = parse_state(&keys.meta, meta.get("state").map(String::as_str))?;
         let mut progress: BTreeMap<String, i64> = meta
             .into_iter()
             .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
@@ -454,6 +466,7 @@ impl Store {
             counts,
             pending: per_node,
             complete,
+            state,
         })
     }
 

@@ -3,7 +3,8 @@
 //! a chunk campaign on one [`SendService`], renew the leases of those it sends, and finish
 //! each one whose rows all have a final outcome: merge its accounting into the node's log,
 //! then set the done bits, count and acknowledge (one script). Returns when every chunk of
-//! the campaign is published and acknowledged, or when `stop` resolves.
+//! the campaign is published and acknowledged, when it is cancelled (`control`), or when
+//! `stop` resolves. While the campaign is paused it sends nothing new and takes no chunk.
 //!
 //! Duplicate rules: rows whose done bit is set are never sent again; a chunk taken over from
 //! a dead node counts its rows that are not done as `resent_after_restart` (an upper bound:
@@ -15,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunk::{ChunkDir, Rows};
+use super::control::Control;
 use super::store::Entry;
-use super::{io_err, ClusterConfig, ClusterError, Keys, Store};
+use super::{io_err, CampaignState, ClusterConfig, ClusterError, Keys, Store};
 use crate::campaign::{Campaign, ChunkOf};
 use crate::config::SendConfig;
 use crate::send::{Launched, SendService};
@@ -52,6 +54,8 @@ pub struct NodeReport {
     pub log: PathBuf,
     /// False when stopped before the campaign was complete.
     pub complete: bool,
+    /// The campaign was cancelled (from any node): this node stopped its chunks and returned.
+    pub cancelled: bool,
 }
 
 /// A chunk being sent.
@@ -143,6 +147,9 @@ pub async fn work(
     };
     let result = node.run(&service, &mut report, stop.as_mut()).await;
     service.shutdown().await;
+    if result.is_ok() && (report.complete || report.cancelled) {
+        blocking(|| super::registry::forget(&cluster.redis, id));
+    }
     result.map(|()| report)
 }
 
@@ -155,6 +162,11 @@ impl Node<'_> {
     ) -> Result<(), ClusterError> {
         let me = self.cluster.node_id.as_str();
         let mut running: Vec<Running> = Vec::new();
+        let mut control = Control::default();
+        if control.check(&self.store, &self.keys, [])? == CampaignState::Cancelled {
+            report.cancelled = true;
+            return Ok(());
+        }
         // An earlier run of this node: its pending chunks resume from their directories; a
         // directory whose chunk another node took over is stale.
         let own = blocking(|| self.store.own_pending(&self.keys, me))?;
@@ -162,6 +174,8 @@ impl Node<'_> {
         for entry in own {
             report.resumed += 1;
             if let Some(r) = self.start(service, entry, false)? {
+                // Paused (a restart while the campaign is paused) from its first recipient.
+                control.check(&self.store, &self.keys, r.launched.as_ref())?;
                 running.push(r);
             }
         }
@@ -177,6 +191,15 @@ impl Node<'_> {
                 }
                 let r = running.swap_remove(i);
                 self.finish(r, report).await?;
+            }
+            let state = control.check(
+                &self.store,
+                &self.keys,
+                running.iter().filter_map(|r| r.launched.as_ref()),
+            )?;
+            if state == CampaignState::Cancelled {
+                report.cancelled = true;
+                break;
             }
             if renewed.elapsed() >= renew_every {
                 let ids: Vec<String> = running.iter().map(|r| r.entry.clone()).collect();
@@ -205,7 +228,10 @@ impl Node<'_> {
             let active = running.len() - waiting;
             // New work.
             let mut took = false;
-            if active < self.cluster.chunks_in_flight && waiting < self.cluster.parked_chunks.max(1) {
+            if state == CampaignState::Running
+                && active < self.cluster.chunks_in_flight
+                && waiting < self.cluster.parked_chunks.max(1)
+            {
                 let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease))?;
                 let (entry, reclaimed) = match claimed {
                     Some(e) => (Some(e), true),

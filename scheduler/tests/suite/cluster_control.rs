@@ -1,0 +1,255 @@
+//! Pause, resume and cancel of a cluster campaign from any node, against a real
+//! `redis-server` and two nodes (`cluster::work::work` on 127.0.0.2 and 127.0.0.3) delivering
+//! to the in-process sink: a pause stops every node's deliveries (a node restarted meanwhile
+//! stays paused, no lease lapses), a resume finishes with one outcome per recipient; a cancel
+//! makes every node and the publisher return, and is final.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use volley_bench::{RedisServer, Sink, SinkConfig, SinkHandle};
+use volley_scheduler::cluster::publish::{publish, Published};
+use volley_scheduler::cluster::work::{node_log, work, NodeReport};
+use volley_scheduler::cluster::{control, CampaignState, ClusterConfig, ClusterError, Registry, CHECK_EVERY};
+use volley_scheduler::config::SendConfig;
+
+use crate::common::{route_all_to, source_ips, until};
+
+const ID: &str = "ctl";
+
+/// Recipients of the campaign.
+const N: usize = 2000;
+
+/// The campaign `ctl` of `n` recipients in `dir`.
+fn campaign(dir: &Path, n: usize) -> PathBuf {
+    let rows: String = (0..n).map(|i| format!("u{i}@d{}.test,N{i}\n", i % 20)).collect();
+    std::fs::write(dir.join("r.csv"), format!("email,name\n{rows}")).expect("csv");
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "id = \"{ID}\"\nfrom = \"N <n@sender.test>\"\nsubject = \"Hi\"\ntext = \"Hello {{{{name}}}}\"\n\
+             recipients = \"r.csv\"\n"
+        ),
+    )
+    .expect("campaign");
+    path
+}
+
+fn cluster(redis: &RedisServer, node: u8, max_outstanding: usize) -> ClusterConfig {
+    ClusterConfig {
+        redis: redis.url(),
+        node_id: format!("n{node}"),
+        chunk_size: 100,
+        max_outstanding,
+        lease: Duration::from_secs(3),
+        chunks_in_flight: 2,
+        parked_chunks: 256,
+        keep: Duration::from_secs(3600),
+    }
+}
+
+/// Node `node` (source IP 127.0.0.`node`, its own state directory).
+fn node(dir: &Path, node: u8, redis: &RedisServer, sink: &SinkHandle, max_outstanding: usize) -> SendConfig {
+    SendConfig {
+        state_dir: dir.join(format!("n{node}")),
+        source_ips: source_ips(node, node),
+        routes: route_all_to(sink.local_addr()),
+        // Few messages past the pause point: a paused chunk holds most of its rows.
+        max_in_flight: 20,
+        smtp: volley_engine::SmtpConfig {
+            max_connections_per_host: 4,
+            queue_per_host: 4,
+            ..Default::default()
+        },
+        cluster: Some(cluster(redis, node, max_outstanding)),
+        ..SendConfig::new(Default::default(), Vec::new())
+    }
+}
+
+/// A running node and the switch that stops it.
+struct Node {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<NodeReport, ClusterError>>,
+}
+
+fn start(config: &SendConfig) -> Node {
+    let (stop, mut stopped) = watch::channel(false);
+    let config = config.clone();
+    let task = tokio::spawn(async move {
+        work(ID, &config, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Node { stop, task }
+}
+
+async fn ended(node: Node) -> NodeReport {
+    tokio::time::timeout(Duration::from_secs(60), node.task)
+        .await
+        .expect("the node returns")
+        .expect("join")
+        .expect("the node's run")
+}
+
+fn start_publisher(path: PathBuf, cluster: ClusterConfig) -> JoinHandle<Result<Published, ClusterError>> {
+    let state = path.with_file_name("publisher");
+    tokio::task::spawn_blocking(move || publish(&path, &[], &state, &cluster, &AtomicBool::new(false)))
+}
+
+fn logged(config: &SendConfig) -> usize {
+    std::fs::read_to_string(node_log(&config.state_dir, ID)).map_or(0, |t| t.lines().count())
+}
+
+async fn sink() -> SinkHandle {
+    Sink::start(SinkConfig {
+        latency: Duration::from_millis(5),
+        count_addresses: true,
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink")
+}
+
+/// Asserts that the sink accepts nothing for `quiet`; returns its count.
+async fn still(sink: &SinkHandle, quiet: Duration, what: &str) -> u64 {
+    let before = sink.stats().messages;
+    tokio::time::sleep(quiet).await;
+    let after = sink.stats().messages;
+    assert_eq!(before, after, "{what}: deliveries went on");
+    after
+}
+
+/// Where a campaign of [`N`] recipients is sent: Redis, the sink, nodes A and B.
+struct Env {
+    redis: RedisServer,
+    sink: SinkHandle,
+    dir: tempfile::TempDir,
+    a: SendConfig,
+    b: SendConfig,
+}
+
+/// Publishes the campaign (`max_outstanding` chunks at most) and starts nodes A and B; returns
+/// once each has finished a chunk.
+async fn running(max_outstanding: usize) -> (Env, JoinHandle<Result<Published, ClusterError>>, Node, Node) {
+    let redis = RedisServer::start();
+    let sink = sink().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = campaign(dir.path(), N);
+    let a = node(dir.path(), 2, &redis, &sink, max_outstanding);
+    let b = node(dir.path(), 3, &redis, &sink, max_outstanding);
+    let publisher = start_publisher(path, cluster(&redis, 2, max_outstanding));
+    let (node_a, node_b) = (start(&a), start(&b));
+    until("both nodes finished a chunk", || logged(&a) > 0 && logged(&b) > 0).await;
+    (Env { redis, sink, dir, a, b }, publisher, node_a, node_b)
+}
+
+fn registry(redis: &RedisServer) -> Vec<String> {
+    tokio::task::block_in_place(|| Registry::open(&redis.url()).and_then(|r| r.list())).expect("registry")
+}
+
+fn set(redis: &RedisServer, to: CampaignState) -> Result<volley_scheduler::cluster::ClusterStatus, ClusterError> {
+    tokio::task::block_in_place(|| control::set(&redis.url(), ID, to))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_stops_every_node_and_survives_a_restart_and_a_resume_sends_each_recipient_once() {
+    let (env, publisher, node_a, node_b) = running(8).await;
+
+    let status = set(&env.redis, CampaignState::Paused).expect("pause");
+    assert_eq!(status.state, CampaignState::Paused);
+    // Every node sees it within CHECK_EVERY; what was on the wire lands; then nothing moves.
+    tokio::time::sleep(CHECK_EVERY + Duration::from_millis(800)).await;
+    let paused_at = still(&env.sink, Duration::from_secs(2), "paused").await;
+    assert!(
+        paused_at < N as u64,
+        "the campaign finished before the pause: {paused_at}"
+    );
+
+    // Node A restarted while paused: it takes back its chunks and stays paused.
+    node_a.stop.send(true).expect("stop node A");
+    let first = ended(node_a).await;
+    assert!(!first.complete && !first.cancelled, "{first:?}");
+    let node_a = start(&env.a);
+    still(&env.sink, Duration::from_secs(2), "paused, node A restarted").await;
+    let status = set(&env.redis, CampaignState::Paused).expect("status");
+    assert!(!status.pending.is_empty(), "no chunk held while paused: {status:?}");
+
+    set(&env.redis, CampaignState::Running).expect("resume");
+    let (ra, rb) = (ended(node_a).await, ended(node_b).await);
+    let published = publisher.await.expect("join").expect("publish");
+    assert!(published.complete && !published.cancelled, "{published:?}");
+    for r in [&ra, &rb] {
+        assert!(r.complete && !r.cancelled, "{r:?}");
+        // Leases were renewed while paused: no chunk was taken over.
+        assert_eq!((r.reclaimed, r.lost), (0, 0), "{r:?}");
+    }
+    let counts = env.sink.address_counts();
+    assert_eq!(counts.len(), N, "every recipient reached the sink");
+    assert!(counts.values().all(|c| *c == 1), "a recipient delivered twice");
+    assert_eq!(
+        logged(&env.a) + logged(&env.b),
+        N,
+        "one final outcome per recipient across the logs"
+    );
+    let status = tokio::task::block_in_place(|| {
+        let keys = volley_scheduler::cluster::Keys::new(ID);
+        volley_scheduler::cluster::Store::for_campaign(&env.redis.url(), &keys)
+            .and_then(|s| s.status(ID, &keys))
+            .expect("status")
+    });
+    assert!(status.complete, "{status:?}");
+    assert_eq!(status.counts["delivered"], N as i64);
+    assert_eq!(status.state, CampaignState::Running);
+    // Nothing left to control; the registry forgot it.
+    let e = set(&env.redis, CampaignState::Paused).expect_err("complete");
+    assert!(matches!(e, ClusterError::Complete(_)), "{e}");
+    let listed = registry(&env.redis);
+    assert!(listed.is_empty(), "{listed:?}");
+    env.sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_every_node_and_the_publisher_and_is_final() {
+    // Four chunks outstanding at most: the publisher waits on the nodes.
+    let (env, publisher, node_a, node_b) = running(4).await;
+    let listed = registry(&env.redis);
+    assert_eq!(listed, vec![ID.to_owned()]);
+
+    let cancelled_at = Instant::now();
+    let status = set(&env.redis, CampaignState::Cancelled).expect("cancel");
+    assert_eq!(status.state, CampaignState::Cancelled);
+    for r in [ended(node_a).await, ended(node_b).await] {
+        assert!(r.cancelled && !r.complete, "{r:?}");
+    }
+    let published = publisher.await.expect("join").expect("publish");
+    assert!(published.cancelled && !published.complete, "{published:?}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+    let delivered = still(&env.sink, Duration::from_secs(1), "cancelled").await;
+    assert!(delivered < N as u64, "{delivered}");
+
+    // Final: neither pause nor resume; a second cancel is harmless.
+    for to in [CampaignState::Running, CampaignState::Paused] {
+        let e = set(&env.redis, to).expect_err("cancel is final");
+        assert!(matches!(e, ClusterError::Cancelled(_)), "{e}");
+        assert!(e.to_string().contains("cancel is final"), "{e}");
+    }
+    let status = set(&env.redis, CampaignState::Cancelled).expect("cancel again");
+    assert_eq!(status.state, CampaignState::Cancelled);
+    assert!(!status.complete, "{status:?}");
+    // A node started on a cancelled campaign returns at once, having taken nothing.
+    let late = ended(start(&node(env.dir.path(), 4, &env.redis, &env.sink, 4))).await;
+    assert!(late.cancelled && late.chunks == 0, "{late:?}");
+    let listed = registry(&env.redis);
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(env.sink.stats().messages, delivered, "the late node sent nothing");
+    env.sink.shutdown().await;
+}
