@@ -25,12 +25,17 @@ struct Tuning {
     retry: &'static str,
     chunk_size: usize,
     chunks_in_flight: usize,
+    /// Every node sends from 127.0.0.2 (else node `k` from 127.0.0.`k+1`).
+    one_ip: bool,
+    max_connections_per_host: usize,
 }
 
 const TUNING: Tuning = Tuning {
     retry: "100ms",
     chunk_size: 500,
     chunks_in_flight: 2,
+    one_ip: false,
+    max_connections_per_host: 4,
 };
 
 fn node_config(dir: &Path, node: usize, redis: &str, sink: &str, t: &Tuning) -> PathBuf {
@@ -43,10 +48,11 @@ fn node_config(dir: &Path, node: usize, redis: &str, sink: &str, t: &Tuning) -> 
             "state_dir = \"state\"\nmax_in_flight = 300\nmax_in_flight_per_site = 100\n\
              [[source_ips]]\naddress = \"127.0.0.{ip}\"\nehlo_name = \"mta{ip}.volley.test\"\n\
              [routes]\n\"*\" = \"{sink}\"\n[retry]\nschedule = [\"{retry}\"]\nmax_age = \"2m\"\n\
-             [smtp]\nmax_connections_per_host = 4\n\
+             [smtp]\nmax_connections_per_host = {max_connections}\n\
              [cluster]\nredis = \"{redis}\"\nnode_id = \"n{node}\"\nchunk_size = {chunk_size}\n\
              max_outstanding = 16\nlease = \"3s\"\nchunks_in_flight = {in_flight}\n",
-            ip = node + 1,
+            ip = if t.one_ip { 2 } else { node + 1 },
+            max_connections = t.max_connections_per_host,
             retry = t.retry,
             chunk_size = t.chunk_size,
             in_flight = t.chunks_in_flight,
@@ -463,6 +469,7 @@ async fn deferred_recipients_wait_parked_and_a_dead_node_s_retries_are_taken_ove
         retry: "40s",
         chunk_size: 50,
         chunks_in_flight: 1,
+        ..TUNING
     };
     let (sink, tmp) = setup(n, greylisting, &tuning, |_| redis.url()).await;
     let dir = tmp.path().to_path_buf();
@@ -585,5 +592,77 @@ async fn cancel_from_the_cli_is_final_and_ends_nodes_and_publisher_with_success(
     .await
     .expect("join");
     assert_eq!(sink.stats().messages, 0, "a cancelled campaign sent nothing");
+    sink.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_source_ip_share_the_receiver_s_connection_cap() {
+    let n = 2000;
+    let redis = RedisServer::start();
+    // The receiver takes 4 connections per client address; both nodes send from 127.0.0.2
+    // and would each open up to 8.
+    let capped = SinkConfig {
+        max_connections_per_client: Some(4),
+        latency: Duration::from_millis(5),
+        ..SinkConfig::default()
+    };
+    let tuning = Tuning {
+        chunk_size: 250,
+        one_ip: true,
+        max_connections_per_host: 8,
+        ..TUNING
+    };
+    let (sink, tmp) = setup(n, capped, &tuning, |_| redis.url()).await;
+    let dir = tmp.path().to_path_buf();
+    let (dir, status) = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut publisher = spawn_publisher(&dir);
+        let mut nodes: Vec<Child> = (1..=2).map(|node| spawn_node(&dir, node, "first")).collect();
+        assert!(
+            wait_exit(&mut publisher, "publisher", deadline).success(),
+            "publisher failed"
+        );
+        wait_nodes(nodes.iter_mut().enumerate(), deadline);
+        let status = cluster_status(&dir, 1);
+        (dir, status)
+    })
+    .await
+    .expect("join");
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+    assert!(
+        sink.stats().connections_refused > 0,
+        "the receiver never refused a connection: nothing to learn"
+    );
+    // The cap both learned: what they had open together when one was refused.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "HGETALL", "volley:{ip:127.0.0.2}:cap"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let cap: usize = text
+        .lines()
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no shared cap in Redis: {text:?}"));
+    // Open counts are published once a second, so the sum may lag the moment of the refusal
+    // by a connection.
+    eprintln!(
+        "shared cap {cap}; the sink refused {} connections",
+        sink.stats().connections_refused
+    );
+    assert!((3..=5).contains(&cap), "learned cap {cap}, the receiver allows 4");
+    for node in 1..=2 {
+        let r = report(&dir, node, "first");
+        let shared = r["shared_limits"].as_array().cloned().unwrap_or_default();
+        assert!(
+            shared
+                .iter()
+                .any(|l| l["source_ip"] == "127.0.0.2"
+                    && l["ceiling"].as_u64().is_some_and(|c| c >= 1 && c as usize <= cap)),
+            "node {node} applied no share of the cap {cap}: {r}"
+        );
+    }
     sink.shutdown().await;
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 mod chunk;
 pub mod control;
 mod keys;
+pub mod limits;
 pub mod publish;
 mod registry;
 mod store;
@@ -75,6 +76,10 @@ pub struct ClusterConfig {
     /// Redis deletes them; set by the first node that sees the campaign complete.
     #[serde(default = "default_keep", with = "humantime_serde")]
     pub keep: Duration,
+    /// Share learned connection limits with the other nodes sending from the same source IP
+    /// (see `cluster::limits`): each publishes its open connections once a second.
+    #[serde(default = "default_share_limits")]
+    pub share_limits: bool,
 }
 
 fn default_chunk_size() -> usize {
@@ -91,6 +96,9 @@ fn default_chunks_in_flight() -> usize {
 }
 fn default_parked_chunks() -> usize {
     256
+}
+fn default_share_limits() -> bool {
+    true
 }
 fn default_keep() -> Duration {
     Duration::from_secs(7 * 24 * 3600)

@@ -46,7 +46,7 @@ mod sites;
 pub mod source_ips;
 pub mod state;
 
-pub use service::{Closed, Launched, SendService, Stopper};
+pub use service::{Closed, Launched, RouteLimits, SendService, Stopper};
 pub use source_ips::{OnUnbindable, Unbindable};
 pub use state::StateError;
 

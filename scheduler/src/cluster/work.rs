@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::chunk::{ChunkDir, Rows};
 use super::control::Control;
+use super::limits::{self, LimitShare};
 use super::store::Entry;
 use super::{io_err, CampaignState, ClusterConfig, ClusterError, Keys, Store};
 use crate::campaign::{Campaign, ChunkOf};
@@ -54,8 +55,22 @@ pub struct NodeReport {
     pub log: PathBuf,
     /// False when stopped before the campaign was complete.
     pub complete: bool,
+    /// The connection ceilings this node applied last, shared with the other nodes on the
+    /// same source IP (`[cluster] share_limits`).
+    pub shared_limits: Vec<SharedLimit>,
     /// The campaign was cancelled (from any node): this node stopped its chunks and returned.
     pub cancelled: bool,
+}
+
+/// A connection ceiling shared by the nodes sending from one source IP to one MX host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SharedLimit {
+    /// The source IP.
+    pub source_ip: std::net::IpAddr,
+    /// The MX host.
+    pub mx: String,
+    /// This node's share of the receiver's cap.
+    pub ceiling: usize,
 }
 
 /// A chunk being sent.
@@ -145,7 +160,39 @@ pub async fn work(
         log: node.log.clone(),
         ..NodeReport::default()
     };
+    // Connection limits shared with the other nodes on the same source IPs.
+    let (sharing_stop, sharing_stopped) = tokio::sync::watch::channel(false);
+    let ips: Vec<std::net::IpAddr> = config.source_ips.iter().map(|s| s.address).collect();
+    let share = match cluster.share_limits {
+        true => blocking(|| LimitShare::open(&cluster.redis, &cluster.node_id, &ips))
+            .inspect_err(|e| tracing::warn!(error = %e, "connection limits are not shared"))
+            .ok(),
+        false => None,
+    };
+    let sharing = share.map(|share| {
+        let (view, apply) = (service.route_limits(), service.route_limits());
+        tokio::spawn(limits::run(
+            share,
+            move || view.concurrency(),
+            move |ip, mx, cap| apply.set_outside_cap(ip, mx, cap),
+            sharing_stopped,
+        ))
+    });
     let result = node.run(&service, &mut report, stop.as_mut()).await;
+    let _ = sharing_stop.send(true);
+    if let Some(task) = sharing {
+        if let Ok(share) = task.await {
+            report.shared_limits = share
+                .applied()
+                .iter()
+                .map(|((ip, mx), ceiling)| SharedLimit {
+                    source_ip: *ip,
+                    mx: mx.clone(),
+                    ceiling: *ceiling,
+                })
+                .collect();
+        }
+    }
     service.shutdown().await;
     if result.is_ok() && (report.complete || report.cancelled) {
         blocking(|| super::registry::forget(&cluster.redis, id));

@@ -70,6 +70,23 @@ impl Launched {
     }
 }
 
+/// The service's view of its connection pool's per-route limits, usable from another task.
+#[derive(Clone)]
+pub struct RouteLimits(DeliveryPool<Tag>);
+
+impl RouteLimits {
+    /// The limit of every (source IP, MX host) route served.
+    pub fn concurrency(&self) -> Vec<volley_engine::pool::RouteConcurrency> {
+        self.0.concurrency()
+    }
+
+    /// Sets or lifts a ceiling on the routes from `source` to MX host `mx` (see
+    /// [`DeliveryPool::set_outside_cap`]).
+    pub fn set_outside_cap(&self, source: std::net::IpAddr, mx: &str, cap: Option<usize>) {
+        self.0.set_outside_cap(source, mx, cap);
+    }
+}
+
 /// Cancels a launched campaign.
 #[derive(Clone)]
 pub struct Stopper(Arc<watch::Sender<bool>>);
@@ -396,6 +413,11 @@ impl SendService {
     /// `[inbound]`): the campaigns' feedback logs are no longer read for them.
     pub fn guards_fed_in_process(&self) {
         self.feed_on.store(false, Ordering::Relaxed);
+    }
+
+    /// Its pool's per-route connection limits.
+    pub fn route_limits(&self) -> RouteLimits {
+        RouteLimits(self.pool.clone())
     }
 
     /// The live counters of every campaign launched.

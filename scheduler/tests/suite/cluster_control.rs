@@ -49,6 +49,7 @@ fn cluster(redis: &RedisServer, node: u8, max_outstanding: usize) -> ClusterConf
         chunks_in_flight: 2,
         parked_chunks: 256,
         keep: Duration::from_secs(3600),
+        share_limits: true,
     }
 }
 

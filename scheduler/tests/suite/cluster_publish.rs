@@ -20,6 +20,7 @@ fn cluster(redis: &RedisServer) -> ClusterConfig {
         chunks_in_flight: 1,
         parked_chunks: 4,
         keep: Duration::from_secs(3600),
+        share_limits: true,
     }
 }
 

@@ -4,6 +4,7 @@
 mod blocklist_monitor;
 mod bounce_rules;
 mod cluster_control;
+mod cluster_limits;
 mod cluster_publish;
 mod common;
 mod fault_matrix;

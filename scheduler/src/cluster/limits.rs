@@ -1,0 +1,246 @@
+//! Connection limits learned together by the nodes that send from the same source IP.
+//!
+//! A receiver caps connections per client address. When several nodes send from one source IP
+//! (the same egress address behind NAT, an address moved between machines), each node's pool
+//! learns only its own part of that cap, and each probes above it on its own. So every node
+//! publishes, once per [`SHARE_EVERY`], how many connections it has open per (source IP, MX
+//! host); when its pool sees a new refusal it records the receiver's cap as what all nodes had
+//! open then (its own now, the others' last published); and every node sets its pool's ceiling
+//! for that route to its share of the cap: an even share, or what the others leave unused if
+//! that is more. A cap is kept for [`CAP_FOR`], then lifted, and learned again if the receiver
+//! still refuses.
+//!
+//! Keys, hash-tagged per source IP: `volley:{ip:<ip>}:open` (hash `<mx>\t<node>` → `<open>
+//! <unix ms>`) and `volley:{ip:<ip>}:cap` (hash `<mx>` → `<cap> <unix ms>`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use volley_engine::pool::RouteConcurrency;
+
+use super::{ClusterError, Store};
+
+/// How often a node publishes its open connections and applies the shared caps.
+pub const SHARE_EVERY: Duration = Duration::from_secs(1);
+
+/// A node's published open count older than this is stale (the node stopped or died).
+pub const FRESH: Duration = Duration::from_secs(5);
+
+/// How long a learned cap holds before it is lifted (and learned again on the next refusal).
+pub const CAP_FOR: Duration = Duration::from_secs(600);
+
+/// The keys of source IP `ip`.
+fn keys(ip: IpAddr) -> (String, String) {
+    (format!("volley:{{ip:{ip}}}:open"), format!("volley:{{ip:{ip}}}:cap"))
+}
+
+/// One node's share of `cap` when the other nodes on the IP have `others_open` connections
+/// open and `nodes` nodes (this one included) use it: the even share, or what the others
+/// leave unused if that is more; at least 1.
+pub fn share(cap: usize, nodes: usize, others_open: usize) -> usize {
+    (cap / nodes.max(1)).max(cap.saturating_sub(others_open)).max(1)
+}
+
+/// What one node saw of one (source IP, MX host) route at a tick.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    open: usize,
+    refusals: u64,
+}
+
+/// A node's part in sharing: its id, the stores of its source IPs, what it saw and applied.
+pub struct LimitShare {
+    node: String,
+    stores: Vec<(IpAddr, Store)>,
+    refusals: HashMap<(IpAddr, String), u64>,
+    applied: BTreeMap<(IpAddr, String), usize>,
+}
+
+/// A ceiling to set (`Some`) or lift (`None`) on the routes from a source IP to an MX host.
+pub type Ceiling = (IpAddr, String, Option<usize>);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `<value> <unix ms>` as stored.
+fn parse_stamped(text: &str) -> Option<(usize, u64)> {
+    let (value, at) = text.split_once(' ')?;
+    Some((value.parse().ok()?, at.parse().ok()?))
+}
+
+impl LimitShare {
+    /// Sharing for `node` over `source_ips`, through the Redis at `url`.
+    pub fn open(url: &str, node: &str, source_ips: &[IpAddr]) -> Result<LimitShare, ClusterError> {
+        let stores = source_ips
+            .iter()
+            .map(|ip| Ok((*ip, Store::for_key(url, &keys(*ip).0)?)))
+            .collect::<Result<_, ClusterError>>()?;
+        Ok(LimitShare {
+            node: node.to_owned(),
+            stores,
+            refusals: HashMap::new(),
+            applied: BTreeMap::new(),
+        })
+    }
+
+    /// The ceilings this node applies now, by (source IP, MX host).
+    pub fn applied(&self) -> &BTreeMap<(IpAddr, String), usize> {
+        &self.applied
+    }
+
+    /// One round: publishes this node's open connections per route (`routes`, its pool's
+    /// view), records a cap for each route with a new refusal, and returns the ceilings that
+    /// changed. `now` is the wall clock in unix milliseconds (shared between nodes).
+    pub fn tick(&mut self, routes: &[RouteConcurrency], now: u64) -> Result<Vec<Ceiling>, ClusterError> {
+        let mut seen: HashMap<(IpAddr, String), Seen> = HashMap::new();
+        for r in routes {
+            let s = seen.entry((r.source_ip, r.mx.clone())).or_default();
+            s.open += r.open;
+            s.refusals += r.refusals;
+        }
+        let mut changes = Vec::new();
+        for (ip, store) in &self.stores {
+            let (open_key, cap_key) = keys(*ip);
+            let mine: Vec<(&String, &Seen)> = seen
+                .iter()
+                .filter(|((i, _), _)| i == ip)
+                .map(|((_, mx), s)| (mx, s))
+                .collect();
+            let (others, caps): (HashMap<String, String>, HashMap<String, String>) = store.with("limits", |con| {
+                let mut pipe = redis::pipe();
+                for (mx, s) in &mine {
+                    pipe.cmd("HSET")
+                        .arg(&open_key)
+                        .arg(format!("{mx}\t{}", self.node))
+                        .arg(format!("{} {now}", s.open))
+                        .ignore();
+                }
+                pipe.cmd("PEXPIRE")
+                    .arg(&open_key)
+                    .arg(FRESH.as_millis() as u64 * 12)
+                    .ignore();
+                pipe.cmd("HGETALL").arg(&open_key).cmd("HGETALL").arg(&cap_key);
+                pipe.query(con)
+            })?;
+            // Others' open connections per MX host, and how many other nodes use it.
+            let fresh = |at: u64| now.saturating_sub(at) <= FRESH.as_millis() as u64;
+            let mut by_mx: HashMap<&str, (usize, usize)> = HashMap::new();
+            for (field, value) in &others {
+                let Some((mx, node)) = field.split_once('\t') else {
+                    continue;
+                };
+                let Some((open, at)) = parse_stamped(value) else {
+                    continue;
+                };
+                if node != self.node && open > 0 && fresh(at) {
+                    let e = by_mx.entry(mx).or_default();
+                    e.0 += open;
+                    e.1 += 1;
+                }
+            }
+            let mut caps: HashMap<String, (usize, u64)> = caps
+                .iter()
+                .filter_map(|(mx, v)| Some((mx.clone(), parse_stamped(v)?)))
+                .filter(|(_, (_, at))| now.saturating_sub(*at) <= CAP_FOR.as_millis() as u64)
+                .collect();
+            // A new refusal: the receiver's cap is what every node had open then.
+            for (mx, s) in &mine {
+                let before = self.refusals.insert((*ip, (*mx).clone()), s.refusals).unwrap_or(0);
+                if s.refusals > before {
+                    let others_open = by_mx.get(mx.as_str()).map_or(0, |e| e.0);
+                    let cap = (s.open + others_open).max(1);
+                    store.with("HSET", |con| {
+                        redis::pipe()
+                            .cmd("HSET")
+                            .arg(&cap_key)
+                            .arg(mx.as_str())
+                            .arg(format!("{cap} {now}"))
+                            .ignore()
+                            .cmd("PEXPIRE")
+                            .arg(&cap_key)
+                            .arg(CAP_FOR.as_millis() as u64)
+                            .ignore()
+                            .query::<()>(con)
+                    })?;
+                    tracing::info!(source_ip = %ip, mx = mx.as_str(), cap, "receiver's connection cap learned for every node on this source IP");
+                    caps.insert((*mx).clone(), (cap, now));
+                }
+            }
+            // This node's share of each known cap (routes it has not opened yet included).
+            for (mx, (cap, _)) in &caps {
+                let (others_open, others) = by_mx.get(mx.as_str()).copied().unwrap_or_default();
+                let ceiling = share(*cap, others + 1, others_open);
+                let key = (*ip, mx.clone());
+                if self.applied.insert(key, ceiling) != Some(ceiling) {
+                    changes.push((*ip, mx.clone(), Some(ceiling)));
+                }
+            }
+            let lifted: Vec<(IpAddr, String)> = self
+                .applied
+                .keys()
+                .filter(|(i, mx)| i == ip && !caps.contains_key(mx))
+                .cloned()
+                .collect();
+            for key in lifted {
+                self.applied.remove(&key);
+                changes.push((key.0, key.1, None));
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// Shares the limits of `pool_view`'s routes every [`SHARE_EVERY`] until `stop`, applying the
+/// ceilings with `apply`. A Redis error is logged and the round skipped (limits stay as they
+/// are; each node still learns on its own).
+pub async fn run(
+    mut share: LimitShare,
+    pool_view: impl Fn() -> Vec<RouteConcurrency>,
+    apply: impl Fn(IpAddr, &str, Option<usize>),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> LimitShare {
+    let mut every = tokio::time::interval(SHARE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return share,
+        }
+        let routes = pool_view();
+        match tokio::task::block_in_place(|| share.tick(&routes, now_ms())) {
+            Ok(changes) => {
+                for (ip, mx, ceiling) in changes {
+                    tracing::debug!(source_ip = %ip, mx, ?ceiling, "shared connection ceiling");
+                    apply(ip, &mx, ceiling);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot share connection limits this round"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_is_even_or_what_the_others_leave_and_never_zero() {
+        assert_eq!(share(4, 2, 2), 2);
+        assert_eq!(share(4, 2, 1), 3, "the other node uses less than its half");
+        assert_eq!(share(4, 1, 0), 4);
+        assert_eq!(share(5, 2, 4), 2, "even share, rounded down");
+        assert_eq!(share(2, 4, 6), 1, "more nodes than the cap: one each");
+        assert_eq!(share(0, 0, 0), 1);
+    }
+
+    #[test]
+    fn stamped_values_parse_or_are_ignored() {
+        assert_eq!(parse_stamped("4 1700000000000"), Some((4, 1_700_000_000_000)));
+        assert_eq!(parse_stamped("x 1"), None);
+        assert_eq!(parse_stamped("4"), None);
+    }
+}
