@@ -61,6 +61,9 @@ fn still(sink: &SinkHandle, what: &str) -> u64 {
     before
 }
 
+/// Recipients of the campaign posted inline.
+const INLINE: usize = 10;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from_the_other() {
     let n = 2000;
@@ -77,6 +80,8 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
     let campaigns = dir.join("campaigns");
     std::fs::create_dir_all(&campaigns).expect("campaigns");
     write_news_campaign(&campaigns, ID, n);
+    let inline: String = (0..INLINE).map(|i| format!("inline{i}@inline.test\n")).collect();
+    write(&campaigns, "inline.csv", &format!("email\n{inline}"));
     let sink_addr = sink.local_addr().to_string();
     let (config_a, listen_a) = node_config(&dir, 2, &redis.url(), &sink_addr);
     let (config_b, listen_b) = node_config(&dir, 3, &redis.url(), &sink_addr);
@@ -87,7 +92,8 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
         let (a, b) = (Api::new(listen_a, TOKEN), Api::new(listen_b, TOKEN));
 
         // Published through node A: 202 with its status; again: 202 (it goes on); another
-        // definition under the same id: 409; inline TOML: refused, naming the field.
+        // definition under the same id: 409; inline TOML: published too (its relative paths
+        // resolve in the campaigns directory), a broken one refused naming the field.
         let (code, status) = a.ok("POST", "/cluster/campaigns", Some(r#"{"path": "c.toml"}"#));
         assert_eq!(code, 202, "{status}");
         assert_eq!(
@@ -104,6 +110,12 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
         assert_eq!(code, 409, "{refused}");
         let (code, refused) = a.ok("POST", "/cluster/campaigns", Some(r#"{"toml": "id = \"x\""}"#));
         assert_eq!((code, refused["field"].as_str()), (400, Some("toml")), "{refused}");
+        let inline = serde_json::json!({
+            "toml": "id = \"inline\"\nfrom = \"News <news@sender.test>\"\nsubject = \"Inline\"\n\
+                     text = \"Hello\"\nrecipients = \"inline.csv\"\n"
+        });
+        let (code, posted) = b.ok("POST", "/cluster/campaigns", Some(&inline.to_string()));
+        assert_eq!((code, posted["campaign"].as_str()), (202, Some("inline")), "{posted}");
         assert_eq!(b.ok("GET", "/cluster/campaigns/nope", None).0, 404);
 
         // Both nodes work it.
@@ -132,6 +144,10 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
             status["complete"] == true
         });
         assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+        wait_until("the inline campaign is complete", || {
+            let (_, s) = a.ok("GET", "/cluster/campaigns/inline", None);
+            s["complete"] == true && s["counts"]["delivered"] == INLINE as u64
+        });
         assert_eq!(logged(&dir, 2) + logged(&dir, 3), n, "one final outcome per recipient");
         // Nothing left to control; the nodes forget it.
         let (code, late) = b.ok("POST", &format!("/cluster/campaigns/{ID}/cancel"), None);
@@ -144,7 +160,7 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
     .await
     .expect("join");
     let counts = sink.address_counts();
-    assert_eq!(counts.len(), n, "every recipient reached the sink");
+    assert_eq!(counts.len(), n + INLINE, "every recipient reached the sink");
     assert!(counts.values().all(|c| *c == 1), "a recipient delivered twice");
     sink.shutdown().await;
 }

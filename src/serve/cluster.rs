@@ -21,9 +21,8 @@ use axum::Json;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use volley_scheduler::campaign::Campaign;
 use volley_scheduler::cluster::{
-    self, CampaignState, ClusterConfig, ClusterError, ClusterStatus, Keys, Registry, Store,
+    self, publish::Source, CampaignState, ClusterConfig, ClusterError, ClusterStatus, Keys, Registry, Store,
 };
 use volley_scheduler::config::SendConfig;
 
@@ -210,22 +209,31 @@ pub async fn publish(State(app): State<Arc<App>>, body: Bytes) -> Result<(Status
     let node = node(&app)?;
     let body = object(&body)?;
     only(&body, &["path", "toml"])?;
-    if opt_str(&body, "toml")?.is_some() {
-        return Err(ApiError::field(
+    let (source, field) = match (opt_str(&body, "path")?, opt_str(&body, "toml")?) {
+        (Some(path), None) => (
+            Source::File(super::campaigns::campaign_file(&app.config.api.campaigns_dir, path)?),
+            "path",
+        ),
+        // Relative paths in it (recipients, body files) resolve against campaigns_dir.
+        (None, Some(toml)) => (
+            Source::Inline {
+                path: app.config.api.campaigns_dir.join("(api).toml"),
+                toml: toml.to_owned(),
+            },
             "toml",
-            "a cluster campaign is published from a file: give `path` (inside [api] campaigns_dir)",
-        ));
-    }
-    let requested = opt_str(&body, "path")?.ok_or_else(|| ApiError::field("path", "missing"))?;
-    let path = super::campaigns::campaign_file(&app.config.api.campaigns_dir, requested)?;
-    let campaign =
-        Campaign::load_with(&path, &app.config.template_dirs).map_err(|e| ApiError::field("path", e.to_string()))?;
+        ),
+        _ => return Err(ApiError::field("path", "give exactly one of `path` or `toml`")),
+    };
+    let (campaign, text) = source
+        .load(&app.config.template_dirs)
+        .map_err(|e| ApiError::field(field, e.to_string()))?;
     let id = campaign.id().to_owned();
     let url = node.cluster.redis.clone();
     let publishing = lock(&node.publishers).get(&id).is_some_and(|(_, t)| !t.is_finished());
     if publishing {
         // Its publisher runs here: the same definition goes on with it, another is refused.
-        let toml = cluster::publish::definition(&campaign).map_err(|e| ApiError::field("path", e.to_string()))?;
+        let toml =
+            cluster::publish::definition_of(&campaign, &text).map_err(|e| ApiError::field(field, e.to_string()))?;
         let (url, id) = (url.clone(), id.clone());
         blocking(move || {
             let keys = Keys::new(&id);
@@ -242,7 +250,7 @@ pub async fn publish(State(app): State<Arc<App>>, body: Bytes) -> Result<(Status
             let (stop, cluster, dirs) = (stop.clone(), node.cluster.clone(), app.config.template_dirs.clone());
             let state_dir = app.config.state_dir.clone();
             tokio::task::spawn_blocking(move || {
-                cluster::publish::publish_with(&path, &dirs, &state_dir, &cluster, &stop, |_| {
+                cluster::publish::publish_with(&source, &dirs, &state_dir, &cluster, &stop, |_| {
                     let _ = defined.send(());
                 })
             })

@@ -45,6 +45,40 @@ pub struct Published {
     pub cancelled: bool,
 }
 
+/// Where a published campaign's definition comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A campaign file.
+    File(std::path::PathBuf),
+    /// A campaign's TOML text (an API request); relative paths in it resolve against the
+    /// directory of `path`, which names it in errors.
+    Inline {
+        /// The name it goes by (its directory resolves relative paths).
+        path: std::path::PathBuf,
+        /// The campaign TOML.
+        toml: String,
+    },
+}
+
+impl Source {
+    /// The campaign and its TOML text.
+    pub fn load(&self, template_dirs: &[std::path::PathBuf]) -> Result<(Campaign, String), CampaignError> {
+        match self {
+            Source::File(path) => {
+                let campaign = Campaign::load_with(path, template_dirs)?;
+                let text = volley_files::read_config_file(path, volley_files::TEMPLATE_MAX).map_err(|source| {
+                    CampaignError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                Ok((campaign, text))
+            }
+            Source::Inline { path, toml } => Ok((Campaign::from_toml_with(path, toml, template_dirs)?, toml.clone())),
+        }
+    }
+}
+
 /// The campaign TOML as stored in Redis: `text_file`/`html_file` replaced by their text,
 /// `recipients` removed (each node names its chunk file).
 pub fn definition(campaign: &Campaign) -> Result<String, CampaignError> {
@@ -54,6 +88,12 @@ pub fn definition(campaign: &Campaign) -> Result<String, CampaignError> {
             path: path.to_path_buf(),
             source,
         })?;
+    definition_of(campaign, &text)
+}
+
+/// [`definition`] from the campaign's TOML `text`.
+pub fn definition_of(campaign: &Campaign, text: &str) -> Result<String, CampaignError> {
+    let path = campaign.path();
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| CampaignError::Syntax {
         path: path.to_path_buf(),
         line: None,
@@ -82,23 +122,24 @@ pub fn publish(
     cluster: &ClusterConfig,
     stop: &AtomicBool,
 ) -> Result<Published, ClusterError> {
-    publish_with(path, template_dirs, state_dir, cluster, stop, |_| {})
+    let source = Source::File(path.to_path_buf());
+    publish_with(&source, template_dirs, state_dir, cluster, stop, |_| {})
 }
 
 /// [`publish`], calling `defined` with the campaign id once its definition is stored (the
 /// checks that refuse a campaign are behind; what follows is publishing its chunks).
 pub fn publish_with(
-    path: &Path,
+    source: &Source,
     template_dirs: &[std::path::PathBuf],
     state_dir: &Path,
     cluster: &ClusterConfig,
     stop: &AtomicBool,
     defined: impl FnOnce(&str),
 ) -> Result<Published, ClusterError> {
-    let campaign = Campaign::load_with(path, template_dirs)?;
+    let (campaign, text) = source.load(template_dirs)?;
     if campaign.id().len() > MAX_ID {
         return Err(CampaignError::Invalid {
-            path: path.to_path_buf(),
+            path: campaign.path().to_path_buf(),
             line: None,
             field: "id".into(),
             value: campaign.id().into(),
@@ -109,7 +150,7 @@ pub fn publish_with(
     let mut reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
     // The templates must compile against the file's columns before anything is published.
     campaign.compile(reader.columns())?;
-    let toml = definition(&campaign)?;
+    let toml = definition_of(&campaign, &text)?;
     let keys = Keys::new(campaign.id());
     let store = Store::for_campaign(&cluster.redis, &keys)?;
     let through = store.define(campaign.id(), &keys, &toml, reader.columns())?;
