@@ -125,7 +125,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<bool> {
             summary_json,
         } => {
             let (config, _) = load(&config)?;
-            let report = cluster::work::work(&campaign, &config, crate::send::interrupted())
+            let report = cluster::work::work(&campaign, &config, None, crate::send::interrupted())
                 .await
                 .with_context(|| format!("cluster campaign {campaign}"))?;
             let json = serde_json::to_vec_pretty(&report)?;

@@ -149,6 +149,24 @@ async fn a_campaign_posted_to_one_serve_node_is_sent_by_both_and_controlled_from
             s["complete"] == true && s["counts"]["delivered"] == INLINE as u64
         });
         assert_eq!(logged(&dir, 2) + logged(&dir, 3), n, "one final outcome per recipient");
+        // The chunks went out on each serve node's own send service (their state beside its
+        // other campaigns', not a service of their own), and finished ones leave the metrics.
+        for ip in [2, 3] {
+            assert!(!dir.join(format!("n{ip}/state/cluster/{ID}/runs")).exists());
+        }
+        let (code, metrics) = a.ok("GET", "/metrics", None);
+        let metrics = metrics.as_str().unwrap_or_default().to_owned();
+        assert!(code == 200 && metrics.contains("volley_"), "{code}: {metrics}");
+        assert!(
+            !metrics.contains(&format!("{ID}.c")),
+            "finished chunk campaigns linger in the metrics: {}",
+            metrics
+                .lines()
+                .filter(|l| l.contains(&format!("{ID}.c")))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         // Nothing left to control; the nodes forget it.
         let (code, late) = b.ok("POST", &format!("/cluster/campaigns/{ID}/cancel"), None);
         assert_eq!(code, 409, "{late}");

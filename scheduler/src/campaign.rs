@@ -167,6 +167,11 @@ pub struct FeedbackIds {
 }
 
 impl FeedbackIds {
+    /// The campaign id tokens carry.
+    pub fn campaign(&self) -> &str {
+        &self.campaign
+    }
+
     /// The campaign id and line a token for local line `line` carries.
     pub fn of(&self, line: u64) -> (&str, u64) {
         let original = self.lines.as_ref().and_then(|lines| {

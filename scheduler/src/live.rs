@@ -357,6 +357,13 @@ impl Live {
         c
     }
 
+    /// Drops the counters of campaign `id` (a finished chunk of a cluster campaign: its
+    /// outcomes are in the node's log and in Redis; a long campaign's chunks would otherwise
+    /// pile up in the metrics).
+    pub fn forget(&self, id: &str) {
+        lock(&self.campaigns).retain(|c| c.id != id);
+    }
+
     pub(crate) fn set_open_connections(&self, n: u64) {
         self.open_connections.store(n, Ordering::Relaxed);
     }

@@ -416,6 +416,7 @@ fn prepare(
         mark,
         live: live.clone(),
         guards: shared.guards,
+        guarded_as: campaign.feedback_ids().campaign().to_owned(),
         spent,
     };
     let recorder_live = live;

@@ -25,6 +25,7 @@ use volley_scheduler::cluster::{
     self, publish::Source, CampaignState, ClusterConfig, ClusterError, ClusterStatus, Keys, Registry, Store,
 };
 use volley_scheduler::config::SendConfig;
+use volley_scheduler::send::SendService;
 
 use super::http::{object, only, opt_str, ApiError};
 use super::{lock, App};
@@ -45,6 +46,8 @@ type Publisher = (Arc<AtomicBool>, JoinHandle<()>);
 /// This node's part in the cluster.
 pub struct ClusterNode {
     config: Arc<SendConfig>,
+    /// The node's send service: chunks go out with its other campaigns.
+    service: Arc<SendService>,
     cluster: ClusterConfig,
     registry: Mutex<Option<Arc<Registry>>>,
     /// The campaigns this node works, one task each.
@@ -57,10 +60,11 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Starts working the registry's campaigns when `config` has `[cluster]`.
-    pub fn start(config: &SendConfig) -> Option<Arc<ClusterNode>> {
+    pub fn start(config: &SendConfig, service: &Arc<SendService>) -> Option<Arc<ClusterNode>> {
         let cluster = config.cluster.clone()?;
         let node = Arc::new(ClusterNode {
             config: Arc::new(config.clone()),
+            service: service.clone(),
             cluster,
             registry: Mutex::default(),
             working: Mutex::default(),
@@ -126,7 +130,7 @@ impl ClusterNode {
                 let _ = tokio::task::spawn_blocking(move || node.registry()?.remove(&known)).await;
                 return;
             }
-            match cluster::work::work(&id, &node.config, node.stopped()).await {
+            match cluster::work::work(&id, &node.config, Some(&node.service), node.stopped()).await {
                 Ok(r) if r.complete || r.cancelled => eprintln!(
                     "volley serve: cluster campaign {id} {} ({} chunks, {} final outcomes here)",
                     if r.complete { "complete" } else { "cancelled" },

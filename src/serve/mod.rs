@@ -52,7 +52,7 @@ pub struct ServeArgs {
 
 /// What the handlers share.
 pub struct App {
-    service: SendService,
+    service: Arc<SendService>,
     /// The configuration; `api.campaigns_dir` is where campaigns are launched from.
     config: SendConfig,
     /// Where the configuration was read from (warm-up curves resolve against it).
@@ -153,7 +153,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
         }
         eprintln!("volley serve: warning: [injection] pool: {e}; injected mail cannot be sent");
     }
-    let cluster = cluster::ClusterNode::start(&config);
+    // One service for everything this node sends, cluster campaigns' chunks included.
+    let service = Arc::new(service);
+    let cluster = cluster::ClusterNode::start(&config, &service);
     let app = Arc::new(App {
         cluster,
         service,
@@ -226,11 +228,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     for w in waiters {
         let _ = tokio::time::timeout(Duration::from_secs(60), w).await;
     }
-    match Arc::try_unwrap(app) {
-        Ok(app) => {
-            app.service.shutdown().await;
+    // The cluster node (its tasks ended above) lets go of the service, which then closes.
+    let service = Arc::try_unwrap(app).ok().and_then(|app| {
+        let App { service, cluster, .. } = app;
+        drop(cluster);
+        Arc::try_unwrap(service).ok()
+    });
+    match service {
+        Some(service) => {
+            service.shutdown().await;
         }
-        Err(_) => eprintln!("volley serve: requests still open at shutdown; suppression updates are in the spill file"),
+        None => eprintln!("volley serve: requests still open at shutdown; suppression updates are in the spill file"),
     }
     Ok(true)
 }

@@ -110,11 +110,16 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Works on campaign `id` with this node's `config` (its `[cluster]`, source IPs and state
-/// directory) until the campaign is complete or `stop` resolves. Needs a multi-threaded
-/// runtime (Redis calls block in place).
+/// directory) until the campaign is complete or `stop` resolves. The chunks are sent on
+/// `shared` — a running service made from the same `config` (`volley serve`'s: one pool,
+/// one warm-up budget, one suppression writer with the node's other campaigns), their state
+/// under its state directory — or, without one, on a service of their own with their state
+/// under `<state_dir>/cluster/<id>/runs`. Needs a multi-threaded runtime (Redis calls block
+/// in place).
 pub async fn work(
     id: &str,
     config: &SendConfig,
+    shared: Option<&SendService>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<NodeReport, ClusterError> {
     let cluster = config.cluster.as_ref().ok_or(ClusterError::NotConfigured)?;
@@ -145,15 +150,26 @@ pub async fn work(
         toml,
         columns,
         chunks_dir: dir.join("chunks"),
-        runs_dir: dir.join("runs"),
+        runs_dir: match shared {
+            Some(_) => std::fs::canonicalize(&config.state_dir).map_err(io_err(&config.state_dir))?,
+            None => dir.join("runs"),
+        },
         log: dir.join("accounting.jsonl"),
     };
     for d in [&node.chunks_dir, &node.runs_dir] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
     }
-    let mut chunk_config = config.clone();
-    chunk_config.state_dir = node.runs_dir.clone();
-    let service = SendService::start(&chunk_config, Arc::default(), true)?;
+    let own = match shared {
+        Some(_) => None,
+        None => {
+            let mut chunk_config = config.clone();
+            chunk_config.state_dir = node.runs_dir.clone();
+            Some(SendService::start(&chunk_config, Arc::default(), true)?)
+        }
+    };
+    let Some(service) = shared.or(own.as_ref()) else {
+        return Err(ClusterError::NotConfigured);
+    };
     let mut report = NodeReport {
         campaign: id.to_owned(),
         node: cluster.node_id.clone(),
@@ -178,7 +194,7 @@ pub async fn work(
             sharing_stopped,
         ))
     });
-    let result = node.run(&service, &mut report, stop.as_mut()).await;
+    let result = node.run(service, &mut report, stop.as_mut()).await;
     let _ = sharing_stop.send(true);
     if let Some(task) = sharing {
         if let Ok(share) = task.await {
@@ -193,7 +209,9 @@ pub async fn work(
                 .collect();
         }
     }
-    service.shutdown().await;
+    if let Some(own) = own {
+        own.shutdown().await;
+    }
     if result.is_ok() && (report.complete || report.cancelled) {
         blocking(|| super::registry::forget(&cluster.redis, id));
     }
@@ -237,7 +255,7 @@ impl Node<'_> {
                     continue;
                 }
                 let r = running.swap_remove(i);
-                self.finish(r, report).await?;
+                self.finish(service, r, report).await?;
             }
             let state = control.check(
                 &self.store,
@@ -310,7 +328,7 @@ impl Node<'_> {
         }
         for r in running {
             // Finished ones are acknowledged; the others stay pending for the next run.
-            self.finish(r, report).await?;
+            self.finish(service, r, report).await?;
         }
         Ok(())
     }
@@ -461,10 +479,11 @@ impl Node<'_> {
     }
 
     /// Ends a chunk: if its run completed, merge its log and acknowledge it.
-    async fn finish(&self, r: Running, report: &mut NodeReport) -> Result<(), ClusterError> {
+    async fn finish(&self, service: &SendService, r: Running, report: &mut NodeReport) -> Result<(), ClusterError> {
         let mut resent = r.resent;
         if let Some(launched) = r.launched {
             let summary = launched.wait().await?;
+            service.live().forget(&self.chunk_id(r.seq));
             if !summary.complete {
                 return Ok(());
             }

@@ -46,6 +46,9 @@ pub(crate) struct Recorder {
     /// Reputation guards: every final delivery and hard bounce counts toward the campaign's
     /// and its route's rates.
     pub guards: std::sync::Arc<crate::reputation::Guards>,
+    /// The campaign the guards count this one's outcomes for: itself, or the cluster campaign
+    /// a chunk is part of (its rates over all the node's chunks, not one chunk's).
+    pub guarded_as: String,
     /// An injection campaign's spent-segment collector, and the lines finished since the
     /// last flush (handed to it once their lines are with the OS).
     pub spent: Option<(crate::spool::SegmentGc, Vec<u64>)>,
@@ -54,7 +57,7 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// Whether a reputation guard holds the campaign (shown in its live counters).
     pub fn held(&self) -> bool {
-        let hold = self.guards.campaign_hold(&self.summary.campaign);
+        let hold = self.guards.campaign_hold(&self.guarded_as);
         self.live.set_hold(hold.as_ref().map(|h| h.reason()));
         hold.is_some()
     }
@@ -111,7 +114,7 @@ impl Recorder {
         };
         if let Some(signal) = signal {
             let route = source.map(|ip| (ip, provider.unwrap_or(volley_warmup::provider::OTHER)));
-            self.guards.record(&s.campaign, route, signal, SystemTime::now());
+            self.guards.record(&self.guarded_as, route, signal, SystemTime::now());
         }
         // Only a final bounce or expiry acts, and never one the sending side caused (an
         // unbindable IP, our SIZE refusal, TLS required, a refused MAIL FROM).

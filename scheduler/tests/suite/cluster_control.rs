@@ -81,7 +81,7 @@ fn start(config: &SendConfig) -> Node {
     let (stop, mut stopped) = watch::channel(false);
     let config = config.clone();
     let task = tokio::spawn(async move {
-        work(ID, &config, async move {
+        work(ID, &config, None, async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
         .await
