@@ -99,6 +99,11 @@ pub(super) struct Control {
 }
 
 impl Control {
+    /// Whether the campaign was paused when last read.
+    pub fn paused(&self) -> bool {
+        self.state == CampaignState::Paused
+    }
+
     /// The campaign's state (read from Redis on the first call, then at most once per
     /// [`CHECK_EVERY`]), applied to `chunks` on every call, so a chunk started since is
     /// paused too: paused or resumed, or cancelled (what is on the wire is recorded; the rest

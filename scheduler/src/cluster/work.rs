@@ -238,9 +238,8 @@ impl Node<'_> {
         self.drop_stale_dirs(&own)?;
         for entry in own {
             report.resumed += 1;
-            if let Some(r) = self.start(service, entry, false)? {
-                // Paused (a restart while the campaign is paused) from its first recipient.
-                control.check(&self.store, &self.keys, r.launched.as_ref())?;
+            // Paused (a restart while the campaign is paused) from its first recipient.
+            if let Some(r) = self.start(service, entry, false, control.paused())? {
                 running.push(r);
             }
         }
@@ -304,7 +303,7 @@ impl Node<'_> {
                 };
                 if let Some(entry) = entry {
                     took = true;
-                    if let Some(r) = self.start(service, entry, reclaimed)? {
+                    if let Some(r) = self.start(service, entry, reclaimed, false)? {
                         running.push(r);
                     }
                 }
@@ -383,7 +382,13 @@ impl Node<'_> {
     }
 
     /// Starts sending a chunk; `None` when nothing of it is left to send (acknowledged now).
-    fn start(&self, service: &SendService, entry: Entry, reclaimed: bool) -> Result<Option<Running>, ClusterError> {
+    fn start(
+        &self,
+        service: &SendService,
+        entry: Entry,
+        reclaimed: bool,
+        paused: bool,
+    ) -> Result<Option<Running>, ClusterError> {
         let me = self.cluster.node_id.as_str();
         let Some(json) = &entry.rows else {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
@@ -409,7 +414,7 @@ impl Node<'_> {
             let mine = dir.merged_finals(&log)?;
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
-                running.launched = Some(self.launch(service, entry.seq, &dir)?);
+                running.launched = Some(self.launch(service, entry.seq, &dir, paused)?);
                 return Ok(Some(running));
             }
             self.remove(entry.seq);
@@ -425,12 +430,12 @@ impl Node<'_> {
             return Ok(None);
         }
         dir.write(&self.columns, &rows)?;
-        running.launched = Some(self.launch(service, entry.seq, &dir)?);
+        running.launched = Some(self.launch(service, entry.seq, &dir, paused)?);
         Ok(Some(running))
     }
 
     /// The chunk campaign: the stored definition, with the chunk's id and rows file.
-    fn launch(&self, service: &SendService, seq: u64, dir: &ChunkDir) -> Result<Launched, ClusterError> {
+    fn launch(&self, service: &SendService, seq: u64, dir: &ChunkDir, paused: bool) -> Result<Launched, ClusterError> {
         let path = dir.dir.join("campaign.toml");
         let bad = |reason: String| ClusterError::BadData {
             key: self.keys.meta.clone(),
@@ -453,7 +458,7 @@ impl Node<'_> {
             campaign: self.id.clone(),
             lines: Arc::new(dir.lines()?),
         });
-        Ok(service.launch(&campaign)?)
+        Ok(service.launch_with(&campaign, paused)?)
     }
 
     /// Parks a chunk that waits only for retries: merges what its log has so far, records

@@ -428,20 +428,26 @@ impl SendService {
     /// Starts `campaign` next to those already running. Its id must not be running already
     /// (one state directory per id).
     pub fn launch(&self, campaign: &Campaign) -> Result<Launched, SendError> {
+        self.launch_with(campaign, false)
+    }
+
+    /// [`SendService::launch`], paused from its first recipient when `paused` (resume it with
+    /// [`CampaignLive::set_paused`]).
+    pub fn launch_with(&self, campaign: &Campaign, paused: bool) -> Result<Launched, SendError> {
         if !lock(&self.running).insert(campaign.id().to_string()) {
             return Err(SendError::Config(format!(
                 "campaign id `{}` is already running; each campaign needs its own id (its state directory)",
                 campaign.id()
             )));
         }
-        let launched = self.launch_registered(campaign);
+        let launched = self.launch_registered(campaign, paused);
         if launched.is_err() {
             lock(&self.running).remove(campaign.id());
         }
         launched
     }
 
-    fn launch_registered(&self, campaign: &Campaign) -> Result<Launched, SendError> {
+    fn launch_registered(&self, campaign: &Campaign, paused: bool) -> Result<Launched, SendError> {
         let (tx, rx) = mpsc::unbounded_channel();
         // The index is taken under the routes lock so that gate and routes agree.
         let mut routes = lock(&self.routes);
@@ -468,6 +474,7 @@ impl SendService {
             }),
         };
         let mut run = prepare(campaign, &self.config, shared, rx)?;
+        run.live.set_paused(paused);
         self.feed.follow(campaign.id());
         debug_assert_eq!(routes.len(), index);
         routes.push(tx);
