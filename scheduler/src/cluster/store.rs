@@ -56,6 +56,15 @@ fn err(op: &'static str) -> impl FnOnce(redis::RedisError) -> ClusterError {
     move |source| ClusterError::Redis { op, source }
 }
 
+/// Bit `bit` (0: the most significant, as Redis numbers them) of byte `byte` of `bytes`; a
+/// byte past the end (the bitmap is shorter) is zero.
+fn bit(bytes: &[u8], byte: u64, bit: u64) -> bool {
+    usize::try_from(byte)
+        .ok()
+        .and_then(|b| bytes.get(b))
+        .is_some_and(|b| b & (0x80 >> bit) != 0)
+}
+
 fn bad(key: &str, reason: impl Into<String>) -> ClusterError {
     ClusterError::BadData {
         key: key.to_owned(),
@@ -348,17 +357,23 @@ impl Store {
         self.with("renew", |con| call.invoke(con))
     }
 
-    /// Which of `lines` are done (in order).
+    /// Which of `lines` are done (in order): one `GETRANGE` over the bitmap bytes they span.
     pub fn done(&self, keys: &Keys, lines: &[u64]) -> Result<Vec<bool>, ClusterError> {
-        if lines.is_empty() {
+        let (Some(&min), Some(&max)) = (lines.iter().min(), lines.iter().max()) else {
             return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for line in lines {
-            pipe.cmd("GETBIT").arg(&keys.done).arg(line);
-        }
-        let bits: Vec<u8> = self.with("GETBIT", |con| pipe.query(con))?;
-        Ok(bits.into_iter().map(|b| b == 1).collect())
+        };
+        let first = min / 8;
+        let bytes: Vec<u8> = self.with("GETRANGE", |con| {
+            redis::cmd("GETRANGE")
+                .arg(&keys.done)
+                .arg(first)
+                .arg(max / 8)
+                .query(con)
+        })?;
+        Ok(lines
+            .iter()
+            .map(|line| bit(&bytes, line / 8 - first, line % 8))
+            .collect())
     }
 
     /// Records the final outcomes of a chunk (`(line, outcome)`; each recipient counted once,

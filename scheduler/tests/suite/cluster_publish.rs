@@ -211,6 +211,13 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     assert_eq!(status.counts["duplicate_finals"], 1);
     assert_eq!(status.counts["resent_after_restart"], 1);
     assert!(status.complete, "{status:?}");
+    // Done bits read in one range, across byte edges, out of order, past the bitmap's end.
+    let asked = [13, 1, 9, 8, 7, 2, 14, 100_000];
+    assert_eq!(
+        store.done(&keys, &asked).expect("done"),
+        vec![true, false, true, false, false, true, false, false]
+    );
+    assert_eq!(store.done(&keys, &[]).expect("none asked"), Vec::<bool>::new());
 }
 
 #[test]
