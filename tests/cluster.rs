@@ -185,8 +185,8 @@ async fn setup(
     (sink, tmp)
 }
 
-async fn kill_one_node(restart: bool) {
-    let n = 20_000;
+/// `n` recipients; node 2 killed mid-run, then `restart`ed or never.
+async fn kill_one_node(n: usize, restart: bool) {
     let redis = RedisServer::start();
     // A little latency per reply batch: the run lasts long enough for the kill to land mid-way.
     let latency = SinkConfig {
@@ -196,7 +196,7 @@ async fn kill_one_node(restart: bool) {
     let (sink, tmp) = setup(n, latency, &TUNING, |_| redis.url()).await;
     let dir = tmp.path().to_path_buf();
     let counts = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(240);
+        let deadline = Instant::now() + Duration::from_secs(480);
         let mut publisher = spawn_publisher(&dir);
         let mut nodes: Vec<Child> = (1..=3).map(|node| spawn_node(&dir, node, "first")).collect();
         // Kill node 2 once it has finished a chunk and the cluster is well under way.
@@ -338,12 +338,13 @@ async fn kill_one_node(restart: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_chunks_are_finished_by_the_others() {
-    kill_one_node(false).await;
+    // The figure: 100,000 recipients, one node of three killed and never restarted.
+    kill_one_node(100_000, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_restarted_resumes_without_resending_finished_work() {
-    kill_one_node(true).await;
+    kill_one_node(20_000, true).await;
 }
 
 /// Three Redis masters in cluster mode on loopback ports, killed on drop.
