@@ -411,7 +411,7 @@ impl Node<'_> {
             blocking(|| dir.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
             let lines = dir.lines()?;
             let done = blocking(|| self.store.done(&self.keys, &lines))?;
-            let mine = dir.merged_finals(&log)?;
+            let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
                 running.launched = Some(self.launch(service, entry.seq, &dir, paused)?);
