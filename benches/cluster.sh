@@ -13,6 +13,7 @@
 #
 #   benches/cluster.sh                      # N=100000 REPS=3
 #   N=20000 REPS=1 CHUNK=500 APPEND=0 benches/cluster.sh
+#   VOLLEY=/tmp/volley-before APPEND=0 benches/cluster.sh   # another build, nothing built
 #
 # Everything listens on 127.0.0.1 (redis-server, `volley sink`); volley sends from
 # 127.0.0.2-4. The sink is `volley sink --no-starttls` (no faults, no latency), a fresh one per
@@ -33,7 +34,10 @@ NODES=${NODES:-"1 2 3"}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS=$ROOT/benches/RESULTS.md
-VOLLEY=$ROOT/target/release/volley
+# VOLLEY=/path/to/volley measures that build instead (nothing is built); e.g. before and after
+# a change.
+VOLLEY_GIVEN=${VOLLEY:-}
+VOLLEY=${VOLLEY:-$ROOT/target/release/volley}
 CAMPAIGN=cluster-bench
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -61,8 +65,11 @@ ensure_packages() {
 ensure_packages
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "building the release binary"
-(cd "$ROOT" && cargo build --release --quiet -p volley)
+if [[ -z $VOLLEY_GIVEN ]]; then
+    echo "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet -p volley)
+fi
+[[ -x $VOLLEY ]] || die "$VOLLEY is not an executable"
 
 WORK=$(mktemp -d /tmp/volley-cluster.XXXXXX)
 REDIS_PID="" SINK_PID=""
@@ -278,7 +285,7 @@ REPORT=(""
     "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS, commit $commit"
     ""
     "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE; redis-server $REDIS_VERSION."
-    "Command: \`N=$N REPS=$REPS CHUNK=$CHUNK DOMAINS=$DOMAINS NODES=\"$NODES\" benches/cluster.sh\`"
+    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK DOMAINS=$DOMAINS NODES=\"$NODES\" benches/cluster.sh\`"
     ""
     "${TABLE[@]}"
     ""

@@ -5,9 +5,12 @@
 //! Local line `k` of `rows.jsonl` (1-based, one JSON object per line) is the recipient of
 //! original line `lines[k-1]`; the merge writes the original line into the node's log.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+
+use serde_json::value::RawValue;
 
 use super::{io_err, ClusterError};
 
@@ -158,6 +161,8 @@ impl ChunkDir {
         let lines = self.lines()?;
         let mut finals = BTreeMap::new();
         let mut out = Vec::new();
+        let campaign = json_string(campaign);
+        let node = json_string(node);
         let file = match std::fs::File::open(log) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -173,28 +178,44 @@ impl ChunkDir {
                 key: format!("{}:{}", log.display(), n + 1),
                 reason,
             };
-            let Ok(mut record) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) else {
+            let Ok(Record(fields)) = serde_json::from_str::<Record>(&text) else {
                 // A torn last line (the chunk campaign was killed mid-write) is not a record.
                 continue;
             };
-            let local = record
-                .get("line")
-                .and_then(|v| v.as_u64())
+            let field = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.get());
+            let local = field("line")
+                .and_then(|v| serde_json::from_str::<u64>(v).ok())
                 .ok_or_else(|| bad("no `line`".into()))?;
             let line = local
                 .checked_sub(1)
                 .and_then(|i| lines.get(i as usize))
                 .copied()
                 .ok_or_else(|| bad(format!("line {local} is not in the chunk")))?;
-            let outcome = record.get("outcome").and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            record.insert("line".into(), line.into());
-            record.insert("campaign".into(), campaign.into());
-            record.insert("node".into(), node.into());
+            let outcome = field("outcome")
+                .and_then(|v| serde_json::from_str::<String>(v).ok())
+                .unwrap_or_default();
+            // The fields in their order, values as written; `line` and `campaign` replaced,
+            // `node` added (a duplicate key is left as it came: readers take the last one).
+            out.push(b'{');
+            for (key, value) in &fields {
+                if key == "node" {
+                    continue;
+                }
+                serde_json::to_writer(&mut out, &**key).map_err(|e| bad(e.to_string()))?;
+                out.push(b':');
+                match &**key {
+                    "line" => out.extend_from_slice(line.to_string().as_bytes()),
+                    "campaign" => out.extend_from_slice(campaign.as_bytes()),
+                    _ => out.extend_from_slice(value.get().as_bytes()),
+                }
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"node\":");
+            out.extend_from_slice(node.as_bytes());
+            out.extend_from_slice(b"}\n");
             if outcome != "deferred" {
                 finals.insert(line, outcome);
             }
-            serde_json::to_writer(&mut out, &record).map_err(|e| bad(e.to_string()))?;
-            out.push(b'\n');
         }
         {
             let mut f = std::fs::OpenOptions::new()
@@ -208,6 +229,53 @@ impl ChunkDir {
             f.sync_data().map_err(io_err(node_log))?;
         }
         Ok(finals.into_iter().collect())
+    }
+}
+
+/// An accounting record's fields in their order, values as raw JSON: parsing a tree of every
+/// value cost more than the rest of the merge (benches/cluster.sh), and keys are borrowed
+/// from the line unless escaped.
+struct Record<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Record<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Record<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(24));
+                while let Some(Key(key)) = map.next_key()? {
+                    fields.push((key, map.next_value()?));
+                }
+                Ok(Record(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A key, borrowed from the input unless it had to be unescaped.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -263,6 +331,45 @@ mod tests {
                 && merged.contains("\"campaign\":\"c\"")
                 && merged.contains("\"node\":\"n1\"")
         );
+    }
+
+    /// The merge copies the fields it does not change as written: strings with escapes and
+    /// non-ASCII text, numbers, booleans, null, nested values, an escaped key.
+    #[test]
+    fn merge_keeps_every_other_field_of_a_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunk = ChunkDir {
+            dir: dir.path().join("c1"),
+        };
+        let rows = Rows {
+            lines: vec![41],
+            values: vec![vec!["a@x.test".into()]],
+        };
+        chunk.write(&["email".into()], &rows).expect("write");
+        // As the accounting log writes it (`ts` first), with every kind of value.
+        let record = concat!(
+            r#"{"ts":"2026-12-04T16:00:21.896Z","campaign":"c.c1","recipient":"a@x.test","#,
+            r#""outcome":"bounced","code":550,"enhanced":"5.1.1","latency_ms":12,"#,
+            r#""text":"No \"such\" user\nhere \u00e9 é😀 \\ end","tls":false,"score":-1.5e-3,"#,
+            r#""big":18446744073709551615,"mx":null,"extra":{"a":[1,"b",null]},"k\"\u00e9y":true,"line":1}"#
+        );
+        let log = dir.path().join("acc.jsonl");
+        std::fs::write(&log, format!("{record}\n")).expect("log");
+        let node_log = dir.path().join("node.jsonl");
+        let finals = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        assert_eq!(finals, vec![(41, "bounced".to_owned())]);
+        let merged = std::fs::read_to_string(&node_log).expect("node log");
+        // In the chunk's order (`ts` first, as in a local log), `node` last.
+        assert!(
+            merged.starts_with("{\"ts\":") && merged.ends_with(",\"node\":\"n1\"}\n"),
+            "{merged}"
+        );
+        let merged: serde_json::Value = serde_json::from_str(merged.trim_end()).expect("one JSON line");
+        let mut expected: serde_json::Value = serde_json::from_str(record).expect("record");
+        expected["line"] = 41.into();
+        expected["campaign"] = "c".into();
+        expected["node"] = "n1".into();
+        assert_eq!(merged, expected);
     }
 
     #[test]
