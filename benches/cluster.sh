@@ -41,6 +41,8 @@ VOLLEY=${VOLLEY:-$ROOT/target/release/volley}
 CAMPAIGN=cluster-bench
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer (got '$REPS')"
@@ -93,14 +95,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
-    done
-}
 
 # wait_listening PORT PID WHAT ERRFILE
 wait_listening() {

@@ -258,26 +258,8 @@ impl<'de> serde::Deserialize<'de> for Record<'de> {
 }
 
 /// A key, borrowed from the input unless it had to be unescaped.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> serde::de::Visitor<'de> for Text {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(Text)
-    }
-}
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
@@ -333,19 +315,25 @@ mod tests {
         );
     }
 
-    /// The merge copies the fields it does not change as written: strings with escapes and
-    /// non-ASCII text, numbers, booleans, null, nested values, an escaped key.
-    #[test]
-    fn merge_keeps_every_other_field_of_a_record() {
+    /// A chunk directory in a temporary directory with one row, original line `line`.
+    fn one_row_chunk(line: u64) -> (tempfile::TempDir, ChunkDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let chunk = ChunkDir {
             dir: dir.path().join("c1"),
         };
         let rows = Rows {
-            lines: vec![41],
+            lines: vec![line],
             values: vec![vec!["a@x.test".into()]],
         };
         chunk.write(&["email".into()], &rows).expect("write");
+        (dir, chunk)
+    }
+
+    /// The merge copies the fields it does not change as written: strings with escapes and
+    /// non-ASCII text, numbers, booleans, null, nested values, an escaped key.
+    #[test]
+    fn merge_keeps_every_other_field_of_a_record() {
+        let (dir, chunk) = one_row_chunk(41);
         // As the accounting log writes it (`ts` first), with every kind of value.
         let record = concat!(
             r#"{"ts":"2026-12-04T16:00:21.896Z","campaign":"c.c1","recipient":"a@x.test","#,
@@ -374,15 +362,7 @@ mod tests {
 
     #[test]
     fn a_merge_cut_short_is_undone_before_it_is_redone() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let chunk = ChunkDir {
-            dir: dir.path().join("c1"),
-        };
-        let rows = Rows {
-            lines: vec![3],
-            values: vec![vec!["a@x.test".into()]],
-        };
-        chunk.write(&["email".into()], &rows).expect("write");
+        let (dir, chunk) = one_row_chunk(3);
         let log = dir.path().join("acc.jsonl");
         std::fs::write(&log, "{\"line\":1,\"outcome\":\"delivered\"}\n").expect("log");
         let node_log = dir.path().join("node.jsonl");
