@@ -57,6 +57,8 @@ for v in $VOLLEY_RELAY; do [[ $v == disk || $v == tmpfs ]] || die "VOLLEY_RELAY:
 [[ $RECEIVERS == 0 || $RECEIVERS == 1 ]] || die "RECEIVERS must be 0 or 1 (got '$RECEIVERS')"
 [[ $RECEIVERS == 0 || $(id -u) == 0 ]] || die "the receivers rows need root (a private Postfix relay); run as root or set RECEIVERS=0"
 [[ -z $POSTFIX_RELAY || $(id -u) == 0 ]] || die "the Postfix relay rows need root; run as root or set POSTFIX_RELAY="
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=benches/peers/postfix-relay.sh
 source "$(dirname "${BASH_SOURCE[0]}")/peers/postfix-relay.sh"
 # shellcheck source=benches/peers/volley-relay.sh
@@ -111,14 +113,6 @@ trap cleanup EXIT
 SINK_FLAGS=(-c -m 512)
 [[ $(id -u) == 0 ]] && SINK_FLAGS=(-u nobody "${SINK_FLAGS[@]}")
 SINK_PORT=""
-
-free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 40000))
-        ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
-    done
-}
 
 # start_sink NAME: a fresh smtp-sink on 127.0.0.1:<free port>, counters in $WORK/NAME.sink.
 start_sink() {

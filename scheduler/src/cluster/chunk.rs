@@ -5,9 +5,12 @@
 //! Local line `k` of `rows.jsonl` (1-based, one JSON object per line) is the recipient of
 //! original line `lines[k-1]`; the merge writes the original line into the node's log.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use serde_json::value::RawValue;
 
 use super::{io_err, ClusterError};
 
@@ -126,8 +129,7 @@ impl ChunkDir {
             .ok_or_else(|| not_a_number(&marker, &text))?;
         if let Some(through) = parts.next() {
             let through: u64 = through.parse().map_err(|_| not_a_number(&marker, &text))?;
-            let (records, _) = self.read_log(log, self.merged_through()?, Some(through))?;
-            let lines: Vec<u64> = records.iter().filter(|r| r.is_final).map(|r| r.line).collect();
+            let lines = self.finals_between(log, self.merged_through()?, through)?;
             if done(&lines)?.contains(&true) {
                 return self.commit(through);
             }
@@ -147,8 +149,7 @@ impl ChunkDir {
 
     /// The original lines whose final outcome this node has merged (and Redis recorded).
     pub fn merged_finals(&self, log: &Path) -> Result<Vec<u64>, ClusterError> {
-        let (records, _) = self.read_log(log, 0, Some(self.merged_through()?))?;
-        Ok(records.iter().filter(|r| r.is_final).map(|r| r.line).collect())
+        self.finals_between(log, 0, self.merged_through()?)
     }
 
     /// Whether the directory holds a complete chunk (written by [`ChunkDir::write`]).
@@ -191,10 +192,16 @@ impl ChunkDir {
         })
     }
 
-    /// The complete records of the chunk campaign's log `log` from offset `from` (to `to`, or
-    /// to its last complete line: the campaign may still be writing), each rewritten with the
-    /// original line; and the offset read through.
-    fn read_log(&self, log: &Path, from: u64, to: Option<u64>) -> Result<(Vec<Record>, u64), ClusterError> {
+    /// Calls `each` with every complete record of the chunk campaign's log `log` from offset
+    /// `from` (to `to`, or to its last complete line: the campaign may still be writing): its
+    /// original line, its outcome and its fields as written. Returns the offset read through.
+    fn read_log(
+        &self,
+        log: &Path,
+        from: u64,
+        to: Option<u64>,
+        mut each: impl FnMut(u64, &str, &[(Cow<'_, str>, &RawValue)]) -> Result<(), ClusterError>,
+    ) -> Result<u64, ClusterError> {
         use std::io::{Read, Seek};
         let lines = self.lines()?;
         let mut bytes = Vec::new();
@@ -212,7 +219,6 @@ impl ChunkDir {
         }
         // Only whole lines: a last line without its newline is still being written (or torn).
         let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let mut records = Vec::new();
         for (n, text) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
             if text.is_empty() {
                 continue;
@@ -221,29 +227,37 @@ impl ChunkDir {
                 key: format!("{}: from offset {from}, line {}", log.display(), n + 1),
                 reason,
             };
-            let Ok(mut record) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(text) else {
+            let Ok(Record(fields)) = serde_json::from_slice::<Record>(text) else {
                 // A torn line (the chunk campaign was killed mid-write) is not a record.
                 continue;
             };
-            let local = record
-                .get("line")
-                .and_then(|v| v.as_u64())
+            let field = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.get());
+            let local = field("line")
+                .and_then(|v| serde_json::from_str::<u64>(v).ok())
                 .ok_or_else(|| bad("no `line`".into()))?;
             let line = local
                 .checked_sub(1)
                 .and_then(|i| lines.get(i as usize))
                 .copied()
                 .ok_or_else(|| bad(format!("line {local} is not in the chunk")))?;
-            let outcome = record.get("outcome").and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            record.insert("line".into(), line.into());
-            records.push(Record {
-                line,
-                is_final: outcome != "deferred",
-                outcome,
-                fields: record,
-            });
+            let outcome = field("outcome")
+                .and_then(|v| serde_json::from_str::<Cow<'_, str>>(v).ok())
+                .unwrap_or_default();
+            each(line, &outcome, &fields)?;
         }
-        Ok((records, from + whole as u64))
+        Ok(from + whole as u64)
+    }
+
+    /// The original lines with a final outcome among the records from `from` to `to`.
+    fn finals_between(&self, log: &Path, from: u64, to: u64) -> Result<Vec<u64>, ClusterError> {
+        let mut out = Vec::new();
+        self.read_log(log, from, Some(to), |line, outcome, _| {
+            if is_final(outcome) {
+                out.push(line);
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Appends the records of the chunk campaign's accounting log (`log`) that earlier merges
@@ -253,21 +267,39 @@ impl ChunkDir {
     /// before is kept (see [`ChunkDir::recover`]).
     pub fn merge(&self, log: &Path, node_log: &Path, campaign: &str, node: &str) -> Result<Merged, ClusterError> {
         let from = self.merged_through()?;
-        let (records, through) = self.read_log(log, from, None)?;
         let mut finals = BTreeMap::new();
         let mut out = Vec::new();
-        for mut r in records {
-            r.fields.insert("campaign".into(), campaign.into());
-            r.fields.insert("node".into(), node.into());
-            if r.is_final {
-                finals.insert(r.line, r.outcome);
+        let campaign = json_string(campaign);
+        let node = json_string(node);
+        let through = self.read_log(log, from, None, |line, outcome, fields| {
+            // The fields in their order, values as written (parsing a tree of every value cost
+            // more than the rest of the merge: benches/cluster.sh); `line` and `campaign`
+            // replaced, `node` added last.
+            out.push(b'{');
+            for (key, value) in fields {
+                if key == "node" {
+                    continue;
+                }
+                serde_json::to_writer(&mut out, &**key).map_err(|e| ClusterError::BadData {
+                    key: log.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                out.push(b':');
+                match &**key {
+                    "line" => out.extend_from_slice(line.to_string().as_bytes()),
+                    "campaign" => out.extend_from_slice(campaign.as_bytes()),
+                    _ => out.extend_from_slice(value.get().as_bytes()),
+                }
+                out.push(b',');
             }
-            serde_json::to_writer(&mut out, &r.fields).map_err(|e| ClusterError::BadData {
-                key: log.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            out.push(b'\n');
-        }
+            out.extend_from_slice(b"\"node\":");
+            out.extend_from_slice(node.as_bytes());
+            out.extend_from_slice(b"}\n");
+            if is_final(outcome) {
+                finals.insert(line, outcome.to_owned());
+            }
+            Ok(())
+        })?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -284,13 +316,38 @@ impl ChunkDir {
     }
 }
 
-/// One record of a chunk campaign's log, with its original line.
-struct Record {
-    line: u64,
-    is_final: bool,
-    outcome: String,
-    fields: serde_json::Map<String, serde_json::Value>,
+/// Whether an accounting line's outcome is final (not a deferral).
+fn is_final(outcome: &str) -> bool {
+    outcome != "deferred"
 }
+
+/// An accounting record's fields in their order, values as raw JSON; keys are borrowed from
+/// the line unless escaped.
+struct Record<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Record<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Record<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(24));
+                while let Some(Key(key)) = map.next_key()? {
+                    fields.push((key, map.next_value()?));
+                }
+                Ok(Record(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A key, borrowed from the input unless it had to be unescaped.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// What a merge appended: the final outcomes `(original line, outcome)`, and the offset in the
 /// chunk campaign's log it read through.
@@ -431,6 +488,43 @@ mod tests {
             .expect("merge")
             .finals
             .is_empty());
+    }
+
+    /// The merge copies the fields it does not change as written: strings with escapes and
+    /// non-ASCII text, numbers, booleans, null, nested values, an escaped key.
+    #[test]
+    fn merge_keeps_every_other_field_of_a_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunk = ChunkDir { dir: dir.path().join("c1") };
+        let rows = Rows {
+            lines: vec![41],
+            values: vec![vec!["a@x.test".into()]],
+        };
+        chunk.write(&["email".into()], &rows).expect("write");
+        // As the accounting log writes it (`ts` first), with every kind of value.
+        let record = concat!(
+            r#"{"ts":"2026-12-04T16:00:21.896Z","campaign":"c.c1","recipient":"a@x.test","#,
+            r#""outcome":"bounced","code":550,"enhanced":"5.1.1","latency_ms":12,"#,
+            r#""text":"No \"such\" user\nhere \u00e9 é😀 \\ end","tls":false,"score":-1.5e-3,"#,
+            r#""big":18446744073709551615,"mx":null,"extra":{"a":[1,"b",null]},"k\"\u00e9y":true,"line":1}"#
+        );
+        let log = dir.path().join("acc.jsonl");
+        std::fs::write(&log, format!("{record}\n")).expect("log");
+        let node_log = dir.path().join("node.jsonl");
+        let merged = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        assert_eq!(merged.finals, vec![(41, "bounced".to_owned())]);
+        let text = std::fs::read_to_string(&node_log).expect("node log");
+        // In the chunk's order (`ts` first, as in a local log), `node` last.
+        assert!(
+            text.starts_with("{\"ts\":") && text.ends_with(",\"node\":\"n1\"}\n"),
+            "{text}"
+        );
+        let got: serde_json::Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+        let mut expected: serde_json::Value = serde_json::from_str(record).expect("record");
+        expected["line"] = 41.into();
+        expected["campaign"] = "c".into();
+        expected["node"] = "n1".into();
+        assert_eq!(got, expected);
     }
 
     #[test]
