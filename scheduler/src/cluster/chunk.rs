@@ -495,7 +495,9 @@ mod tests {
     #[test]
     fn merge_keeps_every_other_field_of_a_record() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let chunk = ChunkDir { dir: dir.path().join("c1") };
+        let chunk = ChunkDir {
+            dir: dir.path().join("c1"),
+        };
         let rows = Rows {
             lines: vec![41],
             values: vec![vec!["a@x.test".into()]],
