@@ -352,11 +352,6 @@ impl Campaign {
         }
     }
 
-    /// The cluster campaign this is a chunk of.
-    pub fn chunk_of(&self) -> Option<&ChunkOf> {
-        self.chunk_of.as_ref()
-    }
-
     /// The spool stream of an injection campaign.
     pub fn spool(&self) -> Option<&std::sync::Arc<crate::spool::Stream>> {
         self.spool.as_ref()

@@ -65,6 +65,11 @@ fn bit(bytes: &[u8], byte: u64, bit: u64) -> bool {
         .is_some_and(|b| b & (0x80 >> bit) != 0)
 }
 
+/// Every chunk published (`published_all`) and acknowledged.
+fn is_complete(published_all: Option<i64>, published: Option<i64>, acked: Option<i64>) -> bool {
+    published_all == Some(1) && published.unwrap_or(0) <= acked.unwrap_or(0)
+}
+
 fn bad(key: &str, reason: impl Into<String>) -> ClusterError {
     ClusterError::BadData {
         key: key.to_owned(),
@@ -266,7 +271,15 @@ impl Store {
 
     /// Every chunk published and acknowledged.
     pub fn complete(&self, keys: &Keys) -> Result<bool, ClusterError> {
-        Ok(self.meta_int(keys, "published_all")? == 1 && self.outstanding(keys)? <= 0)
+        let (all, published, acked): (Option<i64>, Option<i64>, Option<i64>) = self.with("HMGET", |con| {
+            redis::cmd("HMGET")
+                .arg(&keys.meta)
+                .arg("published_all")
+                .arg("published")
+                .arg("acked")
+                .query(con)
+        })?;
+        Ok(is_complete(all, published, acked))
     }
 
     /// Lets Redis delete every key of a completed campaign after `keep` (idempotent: each
@@ -473,8 +486,8 @@ impl Store {
                 }
             }
         }
-        let complete = progress.get("published_all") == Some(&1)
-            && progress.get("published").copied().unwrap_or(0) <= progress.get("acked").copied().unwrap_or(0);
+        let field = |f: &str| progress.get(f).copied();
+        let complete = is_complete(field("published_all"), field("published"), field("acked"));
         Ok(ClusterStatus {
             campaign: id.to_owned(),
             progress,

@@ -103,6 +103,8 @@ struct Node<'a> {
     chunks_dir: PathBuf,
     runs_dir: PathBuf,
     log: PathBuf,
+    /// The campaign's suppression list is written to its folder (for the inbound listener).
+    list_written: std::sync::atomic::AtomicBool,
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -155,20 +157,19 @@ pub async fn work(
             None => dir.join("runs"),
         },
         log: dir.join("accounting.jsonl"),
+        list_written: Default::default(),
     };
     for d in [&node.chunks_dir, &node.runs_dir] {
         std::fs::create_dir_all(d).map_err(io_err(d))?;
     }
-    let own = match shared {
-        Some(_) => None,
+    let mut own = None;
+    let service: &SendService = match shared {
+        Some(s) => s,
         None => {
             let mut chunk_config = config.clone();
             chunk_config.state_dir = node.runs_dir.clone();
-            Some(SendService::start(&chunk_config, Arc::default(), true)?)
+            own.insert(SendService::start(&chunk_config, Arc::default(), true)?)
         }
-    };
-    let Some(service) = shared.or(own.as_ref()) else {
-        return Err(ClusterError::NotConfigured);
     };
     let mut report = NodeReport {
         campaign: id.to_owned(),
@@ -414,7 +415,7 @@ impl Node<'_> {
             let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
-                running.launched = Some(self.launch(service, entry.seq, &dir, paused)?);
+                running.launched = Some(self.launch(service, entry.seq, &dir, lines, paused)?);
                 return Ok(Some(running));
             }
             self.remove(entry.seq);
@@ -430,12 +431,20 @@ impl Node<'_> {
             return Ok(None);
         }
         dir.write(&self.columns, &rows)?;
-        running.launched = Some(self.launch(service, entry.seq, &dir, paused)?);
+        running.launched = Some(self.launch(service, entry.seq, &dir, rows.lines, paused)?);
         Ok(Some(running))
     }
 
-    /// The chunk campaign: the stored definition, with the chunk's id and rows file.
-    fn launch(&self, service: &SendService, seq: u64, dir: &ChunkDir, paused: bool) -> Result<Launched, ClusterError> {
+    /// The chunk campaign: the stored definition, with the chunk's id and rows file; `lines`
+    /// are the original lines of its rows.
+    fn launch(
+        &self,
+        service: &SendService,
+        seq: u64,
+        dir: &ChunkDir,
+        lines: Vec<u64>,
+        paused: bool,
+    ) -> Result<Launched, ClusterError> {
         let path = dir.dir.join("campaign.toml");
         let bad = |reason: String| ClusterError::BadData {
             key: self.keys.meta.clone(),
@@ -451,12 +460,15 @@ impl Node<'_> {
         let mut campaign = Campaign::from_toml_with(&path, &doc.to_string(), self.template_dirs)?;
         // Feedback tokens name the cluster campaign and the original lines; the inbound
         // listener finds its log and suppression list in the node's campaign folder.
-        let list_file = self.log.with_file_name(crate::inbound::LIST_FILE);
-        let list = campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL);
-        std::fs::write(&list_file, list).map_err(io_err(&list_file))?;
+        if !self.list_written.load(std::sync::atomic::Ordering::Relaxed) {
+            let list_file = self.log.with_file_name(crate::inbound::LIST_FILE);
+            let list = campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL);
+            std::fs::write(&list_file, list).map_err(io_err(&list_file))?;
+            self.list_written.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         campaign.set_chunk_of(ChunkOf {
             campaign: self.id.clone(),
-            lines: Arc::new(dir.lines()?),
+            lines: Arc::new(lines),
         });
         Ok(service.launch_with(&campaign, paused)?)
     }
