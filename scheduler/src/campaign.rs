@@ -337,6 +337,11 @@ impl Campaign {
         self.chunk_of = Some(chunk_of);
     }
 
+    /// Whether this is a chunk of a cluster campaign.
+    pub fn is_chunk(&self) -> bool {
+        self.chunk_of.is_some()
+    }
+
     /// What feedback tokens name: the cluster campaign and original lines for a chunk, else
     /// this campaign and its lines.
     pub fn feedback_ids(&self) -> FeedbackIds {

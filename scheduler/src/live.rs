@@ -160,12 +160,15 @@ impl CampaignLive {
     /// deferred ones: nothing queued, nothing on the wire, something deferred.
     pub fn only_retries_left(&self) -> bool {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.all_handed_on() && load(&self.busy) == 0 && load(&self.retrying) > 0
+    }
+
+    /// Whether every recipient has been read and handed on: nothing is left in the queues
+    /// (what remains is on the wire, waiting for its MX lookup or for a retry).
+    pub fn all_handed_on(&self) -> bool {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let total = load(&self.bytes_total);
-        total > 0
-            && load(&self.bytes_read) >= total
-            && load(&self.queued) == 0
-            && load(&self.busy) == 0
-            && load(&self.retrying) > 0
+        total > 0 && load(&self.bytes_read) >= total && load(&self.queued) == 0
     }
 
     /// How far the recipient file has been read.

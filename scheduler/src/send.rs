@@ -363,6 +363,7 @@ fn prepare(
         finished: resume.finished,
         pending: pending_lines,
         congested: congested.clone(),
+        unique: campaign.is_chunk(),
     };
 
     // The suppression list is checked before rendering (blocking while it cannot answer:

@@ -161,20 +161,21 @@ impl ChunkDir {
     /// the directory is complete).
     pub fn write(&self, columns: &[String], rows: &Rows) -> Result<(), ClusterError> {
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let mut out = String::new();
+        let columns: Vec<String> = columns.iter().map(|c| json_string(c)).collect();
+        let mut out = Vec::with_capacity(rows.values.len() * 64);
         for values in &rows.values {
-            out.push('{');
+            out.push(b'{');
             for (i, (column, value)) in columns.iter().zip(values).enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&json_string(column));
-                out.push(':');
-                out.push_str(&json_string(value));
+                out.extend_from_slice(column.as_bytes());
+                out.push(b':');
+                push_json_string(&mut out, value);
             }
-            out.push_str("}\n");
+            out.extend_from_slice(b"}\n");
         }
-        write_synced(&self.rows_file(), out.as_bytes())?;
+        write_synced(&self.rows_file(), &out)?;
         let lines = serde_json::to_vec(&rows.lines).map_err(|e| ClusterError::BadData {
             key: self.dir.display().to_string(),
             reason: e.to_string(),
@@ -194,19 +195,22 @@ impl ChunkDir {
 
     /// Calls `each` with every complete record of the chunk campaign's log `log` from offset
     /// `from` (to `to`, or to its last complete line: the campaign may still be writing): its
-    /// original line, its outcome and its fields as written. Returns the offset read through.
+    /// original line, its outcome and the record itself. Returns the offset read through.
     fn read_log(
         &self,
         log: &Path,
         from: u64,
         to: Option<u64>,
-        mut each: impl FnMut(u64, &str, &[(Cow<'_, str>, &RawValue)]) -> Result<(), ClusterError>,
+        mut each: impl FnMut(u64, &str, &Parsed<'_>) -> Result<(), ClusterError>,
     ) -> Result<u64, ClusterError> {
         use std::io::{Read, Seek};
         let lines = self.lines()?;
         let mut bytes = Vec::new();
         match std::fs::File::open(log) {
             Ok(mut f) => {
+                let len = f.metadata().map_err(io_err(log))?.len();
+                let end = to.map_or(len, |to| to.min(len));
+                bytes.reserve(end.saturating_sub(from) as usize);
                 f.seek(std::io::SeekFrom::Start(from)).map_err(io_err(log))?;
                 match to {
                     Some(to) => f.take(to.saturating_sub(from)).read_to_end(&mut bytes),
@@ -227,23 +231,15 @@ impl ChunkDir {
                 key: format!("{}: from offset {from}, line {}", log.display(), n + 1),
                 reason,
             };
-            let Ok(Record(fields)) = serde_json::from_slice::<Record>(text) else {
-                // A torn line (the chunk campaign was killed mid-write) is not a record.
-                continue;
-            };
-            let field = |name: &str| fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.get());
-            let local = field("line")
-                .and_then(|v| serde_json::from_str::<u64>(v).ok())
-                .ok_or_else(|| bad("no `line`".into()))?;
+            // A torn line (the chunk campaign was killed mid-write) is not a record.
+            let Some(parsed) = Parsed::of(text) else { continue };
+            let local = parsed.local_line().ok_or_else(|| bad("no `line`".into()))?;
             let line = local
                 .checked_sub(1)
                 .and_then(|i| lines.get(i as usize))
                 .copied()
                 .ok_or_else(|| bad(format!("line {local} is not in the chunk")))?;
-            let outcome = field("outcome")
-                .and_then(|v| serde_json::from_str::<Cow<'_, str>>(v).ok())
-                .unwrap_or_default();
-            each(line, &outcome, &fields)?;
+            each(line, &parsed.outcome(), &parsed)?;
         }
         Ok(from + whole as u64)
     }
@@ -271,30 +267,8 @@ impl ChunkDir {
         let mut out = Vec::new();
         let campaign = json_string(campaign);
         let node = json_string(node);
-        let through = self.read_log(log, from, None, |line, outcome, fields| {
-            // The fields in their order, values as written (parsing a tree of every value cost
-            // more than the rest of the merge: benches/cluster.sh); `line` and `campaign`
-            // replaced, `node` added last.
-            out.push(b'{');
-            for (key, value) in fields {
-                if key == "node" {
-                    continue;
-                }
-                serde_json::to_writer(&mut out, &**key).map_err(|e| ClusterError::BadData {
-                    key: log.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                out.push(b':');
-                match &**key {
-                    "line" => out.extend_from_slice(line.to_string().as_bytes()),
-                    "campaign" => out.extend_from_slice(campaign.as_bytes()),
-                    _ => out.extend_from_slice(value.get().as_bytes()),
-                }
-                out.push(b',');
-            }
-            out.extend_from_slice(b"\"node\":");
-            out.extend_from_slice(node.as_bytes());
-            out.extend_from_slice(b"}\n");
+        let through = self.read_log(log, from, None, |line, outcome, record| {
+            record.write_merged(&mut out, line, &campaign, &node);
             if is_final(outcome) {
                 finals.insert(line, outcome.to_owned());
             }
@@ -319,6 +293,162 @@ impl ChunkDir {
 /// Whether an accounting line's outcome is final (not a deferral).
 fn is_final(outcome: &str) -> bool {
     outcome != "deferred"
+}
+
+/// A record of a chunk campaign's log, as the merge needs it.
+enum Parsed<'a> {
+    /// As [`crate::accounting::AccountingLog`] writes it: found by [`Spans::find`] without
+    /// parsing the line (parsing every field was most of a merge's cost: benches/cluster.sh).
+    Written(Spans<'a>),
+    /// Anything else that is a JSON object: its fields in their order.
+    Other(Vec<(Cow<'a, str>, &'a RawValue)>),
+}
+
+impl<'a> Parsed<'a> {
+    /// `None` for a line that is not a JSON object.
+    fn of(text: &'a [u8]) -> Option<Parsed<'a>> {
+        if let Some(spans) = Spans::find(text) {
+            return Some(Parsed::Written(spans));
+        }
+        serde_json::from_slice::<Record>(text).ok().map(|r| Parsed::Other(r.0))
+    }
+
+    fn field(fields: &[(Cow<'a, str>, &'a RawValue)], name: &str) -> Option<&'a str> {
+        fields.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.get())
+    }
+
+    /// The record's line in the chunk's rows.
+    fn local_line(&self) -> Option<u64> {
+        match self {
+            Parsed::Written(s) => Some(s.line),
+            Parsed::Other(fields) => Self::field(fields, "line").and_then(|v| serde_json::from_str(v).ok()),
+        }
+    }
+
+    /// The outcome (empty when the record has none).
+    fn outcome(&self) -> Cow<'a, str> {
+        match self {
+            Parsed::Written(s) => Cow::Borrowed(s.outcome),
+            Parsed::Other(fields) => Self::field(fields, "outcome")
+                .and_then(|v| serde_json::from_str::<Cow<'_, str>>(v).ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Appends the record as the node's log has it: the fields in their order, values as
+    /// written, `line` (the original line) and `campaign` (JSON `campaign`) replaced, `node`
+    /// (JSON) last; then a newline.
+    fn write_merged(&self, out: &mut Vec<u8>, line: u64, campaign: &str, node: &str) {
+        match self {
+            Parsed::Written(s) => {
+                let text = s.text;
+                let (first, second) = match s.campaign.start < s.line_digits.start {
+                    true => ((&s.campaign, campaign.to_owned()), (&s.line_digits, line.to_string())),
+                    false => ((&s.line_digits, line.to_string()), (&s.campaign, campaign.to_owned())),
+                };
+                out.extend_from_slice(&text[..first.0.start]);
+                out.extend_from_slice(first.1.as_bytes());
+                out.extend_from_slice(&text[first.0.end..second.0.start]);
+                out.extend_from_slice(second.1.as_bytes());
+                // Without the closing brace (checked by `Spans::find`).
+                out.extend_from_slice(&text[second.0.end..text.len() - 1]);
+                out.extend_from_slice(b",");
+            }
+            Parsed::Other(fields) => {
+                out.push(b'{');
+                for (key, value) in fields {
+                    if key == "node" {
+                        continue;
+                    }
+                    out.extend_from_slice(json_string(key).as_bytes());
+                    out.push(b':');
+                    match &**key {
+                        "line" => out.extend_from_slice(line.to_string().as_bytes()),
+                        "campaign" => out.extend_from_slice(campaign.as_bytes()),
+                        _ => out.extend_from_slice(value.get().as_bytes()),
+                    }
+                    out.push(b',');
+                }
+            }
+        }
+        out.extend_from_slice(b"\"node\":");
+        out.extend_from_slice(node.as_bytes());
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Where a record line as the accounting log writes it (one flat JSON object, `campaign` an
+/// id, `outcome` a word, `line` a number, no `node`) has the values the merge reads or
+/// replaces.
+///
+/// A key is found by its bytes `"name":` right after `{` or `,`: inside a JSON string every
+/// quote is escaped, so those bytes are never inside a value. Each key must occur once (a
+/// nested object could hold another) and the line must be an object; anything else is left
+/// to the parser.
+struct Spans<'a> {
+    text: &'a [u8],
+    line: u64,
+    line_digits: std::ops::Range<usize>,
+    outcome: &'a str,
+    /// The `campaign` value with its quotes.
+    campaign: std::ops::Range<usize>,
+}
+
+impl<'a> Spans<'a> {
+    fn find(text: &'a [u8]) -> Option<Spans<'a>> {
+        if text.first() != Some(&b'{') || text.last() != Some(&b'}') {
+            return None;
+        }
+        let [Some(start), Some(outcome), Some(campaign), None] = keys(text)? else {
+            return None;
+        };
+        let len = text[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let line_digits = start..start + len;
+        let line = std::str::from_utf8(&text[line_digits.clone()]).ok()?.parse().ok()?;
+        if text.get(line_digits.end).is_some_and(|b| !matches!(b, b',' | b'}')) {
+            return None;
+        }
+        let outcome = plain_string(text, outcome)?;
+        let campaign = campaign..campaign + plain_string(text, campaign)?.len() + 2;
+        (!outcome.is_empty()).then_some(Spans {
+            text,
+            line,
+            line_digits,
+            outcome,
+            campaign,
+        })
+    }
+}
+
+/// The keys [`keys`] looks for.
+const KEYS: [&[u8]; 4] = [b"line", b"outcome", b"campaign", b"node"];
+
+/// Where the values of the top-level [`KEYS`] start, in one pass over the line; `None` when
+/// one occurs twice (see [`Spans`]).
+fn keys(text: &[u8]) -> Option<[Option<usize>; 4]> {
+    let mut found = [None; 4];
+    for at in memchr::memchr_iter(b'"', text) {
+        if at == 0 || !matches!(text[at - 1], b'{' | b',') {
+            continue;
+        }
+        let rest = &text[at + 1..];
+        for (slot, name) in found.iter_mut().zip(KEYS) {
+            if rest.starts_with(name) && rest[name.len()..].starts_with(b"\":") {
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(at + 1 + name.len() + 2);
+            }
+        }
+    }
+    Some(found)
+}
+
+/// The string value at `at` when it has no escapes (ids, outcome words).
+fn plain_string(text: &[u8], at: usize) -> Option<&str> {
+    let rest = text.get(at..)?.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
 }
 
 /// An accounting record's fields in their order, values as raw JSON; keys are borrowed from
@@ -367,7 +497,15 @@ fn not_a_number(path: &Path, text: &str) -> ClusterError {
 }
 
 fn json_string(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+    let mut out = Vec::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a `&str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ClusterError> {
@@ -527,6 +665,68 @@ mod tests {
         expected["campaign"] = "c".into();
         expected["node"] = "n1".into();
         assert_eq!(got, expected);
+    }
+
+    /// A record as the accounting log writes it is merged without parsing it, to the same
+    /// bytes the parser's path gives, even with key-like text inside its values.
+    #[test]
+    fn a_written_record_is_merged_without_parsing_to_the_same_bytes() {
+        use crate::accounting::AccountingRecord;
+        use crate::outcome::Outcome;
+        let record = AccountingRecord {
+            ts: "2026-12-04T16:00:21.896Z".into(),
+            campaign: "c.c1",
+            recipient: "a@x.test",
+            domain: "x.test",
+            source_ip: Some("127.0.0.2".parse().expect("ip")),
+            mx: Some("mx.x.test"),
+            site: Some("mx.x.test"),
+            provider: None,
+            outcome: Outcome::Bounced,
+            code: Some(550),
+            enhanced: Some("5.1.1".into()),
+            category: "bad-mailbox",
+            attempt: 2,
+            latency_ms: 12,
+            message_id: Some("m1@x.test"),
+            phase: Some("rcpt"),
+            text: "no ,\"line\":5,\"node\":\"x\",\"campaign\":\"y\" {\"outcome\":\"z\"} \\",
+            tls: false,
+            maybe_duplicate: false,
+            line: 1,
+            next_attempt: None,
+            suppression: None,
+        };
+        let text = serde_json::to_vec(&record).expect("json");
+        let Some(Parsed::Written(spans)) = Parsed::of(&text) else {
+            panic!("not found without parsing: {}", String::from_utf8_lossy(&text));
+        };
+        assert_eq!((spans.line, spans.outcome), (1, "bounced"));
+        let fast = Parsed::Written(spans);
+        let slow = Parsed::Other(serde_json::from_slice::<Record>(&text).expect("record").0);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        fast.write_merged(&mut a, 41, "\"c\"", "\"n1\"");
+        slow.write_merged(&mut b, 41, "\"c\"", "\"n1\"");
+        assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+        let got: serde_json::Value = serde_json::from_slice(&a).expect("one JSON line");
+        assert_eq!((got["line"].as_u64(), got["campaign"].as_str()), (Some(41), Some("c")));
+        assert_eq!(
+            (got["node"].as_str(), got["text"].as_str()),
+            (Some("n1"), Some(record.text))
+        );
+        // Not as the log writes it: the parser's path.
+        for other in [
+            &br#"{"line":1,"outcome":"delivered","campaign":"c.c1","node":"n0"}"#[..],
+            br#"{"line":1,"outcome":"delivered","campaign":"c.c1","x":{"line":2}}"#,
+            br#"{"line":1,"outcome":"deliv\u0065red","campaign":"c.c1"}"#,
+            br#"{"line":1.5,"outcome":"delivered","campaign":"c.c1"}"#,
+        ] {
+            assert!(
+                matches!(Parsed::of(other), Some(Parsed::Other(_))),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

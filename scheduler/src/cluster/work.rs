@@ -24,8 +24,13 @@ use crate::campaign::{Campaign, ChunkOf};
 use crate::config::SendConfig;
 use crate::send::{Launched, SendService};
 
-/// How often the loop looks for finished chunks and new work when it has nothing to do.
+/// How often the loop looks for new work when the stream had none.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How often the loop looks for finished chunks and free slots while it sends: a node sends a
+/// chunk of 1,000 in tens of milliseconds, and its connections idle while it waits for the
+/// next one.
+const TICK: Duration = Duration::from_millis(20);
 
 /// How often a node started before the campaign was published looks for it.
 const DEFINITION_POLL: Duration = Duration::from_millis(250);
@@ -88,6 +93,13 @@ impl Running {
     /// Whether it waits only for the retries of deferred recipients (holds no slot).
     fn waiting(&self) -> bool {
         self.launched.as_ref().is_some_and(|l| l.live.only_retries_left())
+    }
+
+    /// Whether it still has recipients to read or queued (holds a `chunks_in_flight` slot;
+    /// once all are on the wire the next chunk starts, so the connections do not run dry
+    /// between chunks).
+    fn feeding(&self) -> bool {
+        self.launched.as_ref().is_some_and(|l| !l.live.all_handed_on())
     }
 }
 
@@ -290,13 +302,16 @@ impl Node<'_> {
                     self.park(r, report)?;
                 }
             }
-            let active = running.len() - waiting;
+            // Chunks with recipients still to hand on hold the slots; as many again may be
+            // finishing what is on the wire.
+            let feeding = running.iter().filter(|r| r.feeding()).count();
+            let busy = running.len() - waiting;
+            let room = feeding < self.cluster.chunks_in_flight && busy < 2 * self.cluster.chunks_in_flight;
             // New work.
             let mut took = false;
-            if state == CampaignState::Running
-                && active < self.cluster.chunks_in_flight
-                && waiting < self.cluster.parked_chunks.max(1)
-            {
+            let mut looked = false;
+            if state == CampaignState::Running && room && waiting < self.cluster.parked_chunks.max(1) {
+                looked = true;
                 let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease))?;
                 let (entry, reclaimed) = match claimed {
                     Some(e) => (Some(e), true),
@@ -315,9 +330,15 @@ impl Node<'_> {
                 return Ok(());
             }
             if !took {
+                // Full: soon a slot frees. Otherwise the stream had nothing (or the campaign
+                // is paused): look again later.
+                let wait = match !looked && busy > 0 && state == CampaignState::Running {
+                    true => TICK,
+                    false => POLL,
+                };
                 tokio::select! {
                     _ = stop.as_mut() => break,
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }

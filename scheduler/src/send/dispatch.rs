@@ -213,11 +213,14 @@ impl Dispatcher {
             if !stopping {
                 self.feed_doomed();
             }
+            // Rendered jobs alive include those routing and in the engine: they are busy,
+            // not queued.
+            let busy = self.in_engine + self.lookups;
             self.recorder.live.set_queues(
-                (self.rendered + self.sites.parked + self.fetching + self.queues.owed()) as u64,
+                (self.rendered.saturating_sub(busy) + self.sites.parked + self.fetching + self.queues.owed()) as u64,
                 self.retries.len() as u64,
             );
-            self.recorder.live.set_busy((self.in_engine + self.lookups) as u64);
+            self.recorder.live.set_busy(busy as u64);
             if !producing && self.idle() {
                 break;
             }

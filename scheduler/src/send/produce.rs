@@ -66,6 +66,9 @@ pub(crate) struct Skip {
     pub finished: LineSet,
     pub pending: LineSet,
     pub congested: Arc<Congestion>,
+    /// The rows are known to be unique (a cluster chunk: its publisher dropped the
+    /// duplicates of the whole list), so no scan for duplicates.
+    pub unique: bool,
 }
 
 /// What both reading threads need to turn rows into jobs.
@@ -117,7 +120,7 @@ pub(crate) fn produce(
     let email_column = reader.columns().get(reader.email_index()).cloned().unwrap_or_default();
     // Injected messages to the same address are separate messages, not duplicates.
     let spooled = reader.is_spooled();
-    let duplicates = if spooled {
+    let duplicates = if spooled || skip.unique {
         LineSet::new()
     } else {
         scan_duplicates(&path, &email_column, &work_dir)
