@@ -4,7 +4,11 @@
 #   (1) (2) (3) the same campaign through `volley cluster publish` + 1, 2 or 3
 #       `volley cluster work` nodes, node k bound to source IP 127.0.0.(k+1), each node in its
 #       own state directory, coordinated by a private redis-server.
-# REPS repetitions of the four, interleaved (0 1 2 3 0 1 2 3 ...) so that drift on a shared
+#   (s2) (s3) the split an operator would make by hand without cluster mode: 2 or 3 plain
+#       `volley send` processes at once, process k sending every k-th recipient from
+#       127.0.0.(k+1) — the baseline for 2 and 3 nodes, with the same number of processes,
+#       source IPs and connections.
+# REPS repetitions of them all, interleaved (0 1 s2 2 s3 3 0 1 ...) so that drift on a shared
 # machine hits them alike. Per run: wall time, CPU (user + sys, from wait4 via /usr/bin/time) of
 # the volley processes (publisher + nodes), redis-server's CPU (`INFO cpu` deltas), the Redis
 # commands (`CONFIG RESETSTAT` before, `INFO stats`/`INFO commandstats` after, commands run by
@@ -131,6 +135,15 @@ text = "Hello {{name}},\n\nthe news of the week.\n"
 recipients = "$WORK/recipients.csv"
 EOF
 
+# The split baselines: part i of k holds every k-th row from row i, with its own campaign file.
+for k in $NODES; do
+    ((k > 1)) || continue
+    for ((i = 1; i <= k; i++)); do
+        awk -v k="$k" -v i="$i" 'NR == 1 || (NR - 2) % k == i - 1' "$WORK/recipients.csv" >"$WORK/recipients-$k-$i.csv"
+        sed "s#$WORK/recipients.csv#$WORK/recipients-$k-$i.csv#" "$WORK/campaign.toml" >"$WORK/campaign-$k-$i.toml"
+    done
+done
+
 # node_config FILE IP SINK_PORT [NODE_ID]: a node's volley.toml; with NODE_ID, its [cluster].
 node_config() {
     local file=$1 ip=$2 port=$3 node=${4:-}
@@ -178,9 +191,15 @@ run_one() {
     rcli CONFIG RESETSTAT >/dev/null
     RUN_PIDS=()
     t0=$(date +%s.%N)
-    if ((k == 0)); then
+    if [[ $k == 0 ]]; then
         node_config "$dir/volley.toml" 2 "$port"
         spawn send "$dir" "$VOLLEY" send "$WORK/campaign.toml" --config volley.toml --summary-json summary.json
+    elif [[ $k == s* ]]; then
+        for ((i = 1; i <= ${k#s}; i++)); do
+            mkdir -p "$dir/p$i"
+            node_config "$dir/p$i/volley.toml" $((i + 1)) "$port"
+            spawn send "$dir/p$i" "$VOLLEY" send "$WORK/campaign-${k#s}-$i.toml" --config volley.toml --summary-json summary.json
+        done
     else
         for ((i = 1; i <= k; i++)); do
             mkdir -p "$dir/n$i"
@@ -205,8 +224,10 @@ run_one() {
     SINK_PID=""
     sink_msgs=$(tail -n 1 "$dir/sink.out" | jq -r .messages)
     ((sink_msgs == N)) || die "run $k.$rep: the sink accepted $sink_msgs messages, expected $N (see $dir)"
-    if ((k == 0)); then
+    if [[ $k == 0 ]]; then
         delivered=$(jq -r .delivered "$dir/summary.json")
+    elif [[ $k == s* ]]; then
+        delivered=$(jq -s 'map(.delivered) | add' "$dir"/p*/summary.json)
     else
         delivered=$("$VOLLEY" cluster status "$CAMPAIGN" --config "$dir/n1/volley.toml" | jq -r '.counts.delivered // 0')
     fi
@@ -221,11 +242,25 @@ run_one() {
     bout=$(sed -n 's/^total_net_output_bytes://p' "$dir/redis-stats")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$k" "$rep" "$wall" "$cpu" "$rcpu" "$cmds" "$bin" "$bout" "$sink_msgs" >>"$WORK/runs.tsv"
     printf '  %-8s rep %s: %7.2f s wall, volley CPU %6.2f s, redis-server CPU %5.2f s, %s Redis commands, sink %s\n' \
-        "$( ((k == 0)) && echo send || echo "$k node$( ((k > 1)) && echo s)")" "$rep" "$wall" "$cpu" "$rcpu" "$cmds" "$sink_msgs"
-    if [[ ${KEEP:-0} != 1 ]]; then rm -rf "$dir"/state "$dir"/n*/state; fi
+        "$(label "$k")" "$rep" "$wall" "$cpu" "$rcpu" "$cmds" "$sink_msgs"
+    if [[ ${KEEP:-0} != 1 ]]; then rm -rf "$dir"/state "$dir"/n*/state "$dir"/p*/state; fi
 }
 
-CONFIGS=(0 $NODES)
+# label K: a configuration's short name.
+label() {
+    case $1 in
+    0) echo send ;;
+    s*) echo "${1#s} sends" ;;
+    1) echo "1 node" ;;
+    *) echo "$1 nodes" ;;
+    esac
+}
+
+CONFIGS=(0)
+for k in $NODES; do
+    ((k > 1)) && CONFIGS+=("s$k")
+    CONFIGS+=("$k")
+done
 echo "N=$N REPS=$REPS CHUNK=$CHUNK DOMAINS=$DOMAINS, redis-server $REDIS_VERSION on 127.0.0.1:$REDIS_PORT, work dir $WORK"
 for ((rep = 1; rep <= REPS; rep++)); do
     for k in "${CONFIGS[@]}"; do run_one "$k" "$rep"; done
@@ -244,9 +279,10 @@ range() { # median min max DECIMALS
 
 PER_MSG_US=$(echo "1000000 / $N" | bc -l)
 read -r base _ _ < <(col_stat 0 4 "$PER_MSG_US")
-TABLE=("| configuration | volley CPU µs/msg | overhead vs send | with redis-server | Redis commands/msg | Redis bytes in/msg | Redis bytes out/msg | redis-server CPU µs/msg | wall s |"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+TABLE=("| configuration | volley CPU µs/msg | overhead vs send | with redis-server | vs as many split sends | Redis commands/msg | Redis bytes in/msg | Redis bytes out/msg | redis-server CPU µs/msg | wall s |"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 VERDICT=""
+SPLIT_VERDICT=""
 for k in "${CONFIGS[@]}"; do
     read -r c cmin cmax < <(col_stat "$k" 4 "$PER_MSG_US")
     read -r r rmin rmax < <(col_stat "$k" 5 "$PER_MSG_US")
@@ -254,16 +290,26 @@ for k in "${CONFIGS[@]}"; do
     read -r ops _ _ < <(col_stat "$k" 6 "$(echo "1 / $N" | bc -l)")
     read -r bin _ _ < <(col_stat "$k" 7 "$(echo "1 / $N" | bc -l)")
     read -r bout _ _ < <(col_stat "$k" 8 "$(echo "1 / $N" | bc -l)")
-    if ((k == 0)); then
+    vs_split="—"
+    if [[ $k == 0 ]]; then
         name="volley send" over="—" over_r="—"
+    elif [[ $k == s* ]]; then
+        name="${k#s} × volley send, the list split in ${k#s}"
+        over="$(printf '%+.1f' "$(echo "100 * ($c - $base) / $base" | bc -l)") %" over_r="—"
     else
         name="cluster, $k node$( ((k > 1)) && echo s || true)"
         over=$(echo "100 * ($c - $base) / $base" | bc -l)
         over_r=$(echo "100 * ($c + $r - $base) / $base" | bc -l)
         VERDICT+="${VERDICT:+; }$k node$( ((k > 1)) && echo s || true): $(printf '%+.1f' "$over") % ($(printf '%+.1f' "$over_r") % with redis-server)"
         over="$(printf '%+.1f' "$over") %" over_r="$(printf '%+.1f' "$over_r") %"
+        if ((k > 1)); then
+            read -r split _ _ < <(col_stat "s$k" 4 "$PER_MSG_US")
+            vs_split=$(echo "100 * ($c - $split) / $split" | bc -l)
+            SPLIT_VERDICT+="${SPLIT_VERDICT:+; }$k nodes against $k sends: $(printf '%+.1f' "$vs_split") %"
+            vs_split="$(printf '%+.1f' "$vs_split") %"
+        fi
     fi
-    TABLE+=("| $name | $(range "$c" "$cmin" "$cmax" 1) | $over | $over_r | $(fmt "$ops" 2) | $(fmt "$bin" 1) | $(fmt "$bout" 1) | $(range "$r" "$rmin" "$rmax" 1) | $(range "$w" "$wmin" "$wmax" 2) |")
+    TABLE+=("| $name | $(range "$c" "$cmin" "$cmax" 1) | $over | $over_r | $vs_split | $(fmt "$ops" 2) | $(fmt "$bin" 1) | $(fmt "$bout" 1) | $(range "$r" "$rmin" "$rmax" 1) | $(range "$w" "$wmin" "$wmax" 2) |")
 done
 
 # The command breakdown of the last run with the most nodes.
@@ -290,6 +336,7 @@ REPORT=(""
     "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK), $REPS runs each, medians (min–max)."
     "- $N recipients over $DOMAINS domains, a two-line text template; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
     "- volley CPU: user + sys of the publisher and every node (or of \`volley send\`) from wait4 (\`/usr/bin/time\`), per delivered message. redis-server CPU: \`INFO cpu\` deltas. Overhead: median against the plain send's median ($(fmt "$base" 1) µs/msg), without and with redis-server's CPU. Bytes: \`total_net_input_bytes\`/\`total_net_output_bytes\`."
+    "- The split sends (2 or 3 plain \`volley send\` at once, process i sending every ith recipient from 127.0.0.(i+1), as an operator would split the list by hand) have as many processes, source IPs and connections as 2 or 3 nodes: the cluster's own cost is the last overhead column${SPLIT_VERDICT:+ ($SPLIT_VERDICT)}."
     "- Goal < 10 % CPU per message: $VERDICT.")
 printf '%s\n' "${REPORT[@]}"
 if [[ $APPEND == 1 ]]; then

@@ -342,9 +342,11 @@ impl<'a> Parsed<'a> {
         match self {
             Parsed::Written(s) => {
                 let text = s.text;
+                let line_buf = itoa_buf(line);
+                let line = line_buf.as_str();
                 let (first, second) = match s.campaign.start < s.line_digits.start {
-                    true => ((&s.campaign, campaign.to_owned()), (&s.line_digits, line.to_string())),
-                    false => ((&s.line_digits, line.to_string()), (&s.campaign, campaign.to_owned())),
+                    true => ((&s.campaign, campaign), (&s.line_digits, line)),
+                    false => ((&s.line_digits, line), (&s.campaign, campaign)),
                 };
                 out.extend_from_slice(&text[..first.0.start]);
                 out.extend_from_slice(first.1.as_bytes());
@@ -420,25 +422,53 @@ impl<'a> Spans<'a> {
     }
 }
 
-/// The keys [`keys`] looks for.
-const KEYS: [&[u8]; 4] = [b"line", b"outcome", b"campaign", b"node"];
+/// `n` in decimal, formatted without a heap allocation.
+fn itoa_buf(n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    let mut n = n;
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
 
-/// Where the values of the top-level [`KEYS`] start, in one pass over the line; `None` when
-/// one occurs twice (see [`Spans`]).
+/// A number's decimal digits (see [`itoa_buf`]).
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
+    }
+}
+
+/// The keys [`keys`] looks for, as their bytes `"name":`.
+static KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> = std::sync::LazyLock::new(|| {
+    [r#""line":"#, r#""outcome":"#, r#""campaign":"#, r#""node":"#].map(memchr::memmem::Finder::new)
+});
+
+/// Where the values of the top-level [`KEYS`] start; `None` when one occurs twice (see
+/// [`Spans`]).
 fn keys(text: &[u8]) -> Option<[Option<usize>; 4]> {
     let mut found = [None; 4];
-    for at in memchr::memchr_iter(b'"', text) {
-        if at == 0 || !matches!(text[at - 1], b'{' | b',') {
-            continue;
-        }
-        let rest = &text[at + 1..];
-        for (slot, name) in found.iter_mut().zip(KEYS) {
-            if rest.starts_with(name) && rest[name.len()..].starts_with(b"\":") {
-                if slot.is_some() {
-                    return None;
-                }
-                *slot = Some(at + 1 + name.len() + 2);
+    for (slot, finder) in found.iter_mut().zip(KEYS.iter()) {
+        for at in finder.find_iter(text) {
+            if at == 0 || !matches!(text[at - 1], b'{' | b',') {
+                continue;
             }
+            if slot.is_some() {
+                return None;
+            }
+            *slot = Some(at + finder.needle().len());
         }
     }
     Some(found)
@@ -726,6 +756,13 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(other)
             );
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 41, 1_000_000, u64::MAX] {
+            assert_eq!(itoa_buf(n).as_str(), n.to_string());
         }
     }
 
