@@ -581,15 +581,23 @@ fn a_blocklisted_source_ip_is_shown_and_can_be_overridden() {
     assert_eq!(ips[1]["blocklists"]["listed"], json!([]), "{ips}");
     let (_, rep) = api.ok("GET", "/reputation", None);
     assert_eq!(rep["blocklists"][0]["source_ip"], "127.0.0.2", "{rep}");
-    // The metrics' copy is refreshed about once a second.
+    // The metrics' copy is refreshed about once a second; an IP appears there once its
+    // first check has answered (the two are checked one after the other).
     loop {
         let (_, metrics) = api.ok("GET", "/metrics", None);
         let metrics = metrics.as_str().unwrap_or_default().to_string();
-        if metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.2\",zone=\"bl.test\"} 1") {
-            assert!(
-                metrics.contains("volley_source_ip_listed{source_ip=\"127.0.0.3\",zone=\"bl.test\"} 0"),
-                "{metrics}"
-            );
+        let line = |ip: &str| {
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "volley_source_ip_listed{{source_ip=\"{ip}\",zone=\"bl.test\"}}"
+                    ))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+        };
+        if let (Some(listed), Some(clean)) = (line("127.0.0.2"), line("127.0.0.3")) {
+            assert_eq!((listed.as_str(), clean.as_str()), ("1", "0"), "{metrics}");
             break;
         }
         assert!(Instant::now() < deadline, "no listing in the metrics: {metrics}");
