@@ -95,11 +95,14 @@ fn log_lines(dir: &Path, node: usize) -> usize {
 /// may be acknowledged already, or not yet: a kill then leaves its recipients in the node's
 /// log *and* to be sent again by the node taking over (see README "Cluster").
 fn chunk_states(dir: &Path, node: usize) -> (usize, usize) {
-    let chunks = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/chunks"));
-    let dirs: Vec<PathBuf> = std::fs::read_dir(chunks).map_or(Vec::new(), |d| {
+    // Each chunk's directory is its chunk campaign's state directory, `runs/<id>.c<n>`.
+    let runs = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/runs"));
+    let prefix = format!("{CAMPAIGN}.c");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs).map_or(Vec::new(), |d| {
         d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
             .map(|e| e.path())
-            .filter(|p| p.join("lines.json").is_file())
+            .filter(|p| p.join("rows.jsonl").is_file())
             .collect()
     });
     let merging = dirs.iter().filter(|p| p.join("merging").exists()).count();

@@ -156,6 +156,9 @@ pub struct ChunkOf {
     pub campaign: String,
     /// The original line of each of the chunk's lines (local line `k` is `lines[k - 1]`).
     pub lines: std::sync::Arc<Vec<u64>>,
+    /// Local lines not to send: their recipients had a final outcome (recorded in the cluster
+    /// campaign's state) when the chunk started.
+    pub skip: Vec<u64>,
 }
 
 /// What feedback tokens name for each recipient line: the campaign id and the line, mapped
@@ -340,6 +343,11 @@ impl Campaign {
     /// Whether this is a chunk of a cluster campaign.
     pub fn is_chunk(&self) -> bool {
         self.chunk_of.is_some()
+    }
+
+    /// The local lines a chunk campaign skips (see [`ChunkOf::skip`]); none for others.
+    pub fn chunk_skip(&self) -> &[u64] {
+        self.chunk_of.as_ref().map_or(&[], |c| c.skip.as_slice())
     }
 
     /// What feedback tokens name: the cluster campaign and original lines for a chunk, else

@@ -89,6 +89,9 @@ pub struct CampaignLive {
     hold: Mutex<Option<String>>,
     /// Outcomes recorded by earlier runs of the campaign (a resumed run's starting point).
     earlier: [AtomicU64; 6],
+    /// Told once when every recipient is handed on (see [`Live::handed_on`]).
+    handed_on: Option<Arc<tokio::sync::Notify>>,
+    handed_on_told: AtomicBool,
 }
 
 impl CampaignLive {
@@ -149,6 +152,12 @@ impl CampaignLive {
     pub fn set_queues(&self, queued: u64, retrying: u64) {
         self.queued.store(queued, Ordering::Relaxed);
         self.retrying.store(retrying, Ordering::Relaxed);
+        if let Some(notify) = &self.handed_on {
+            if !self.handed_on_told.load(Ordering::Relaxed) && self.all_handed_on() {
+                self.handed_on_told.store(true, Ordering::Relaxed);
+                notify.notify_one();
+            }
+        }
     }
 
     /// Messages on the wire or waiting for their MX lookup.
@@ -345,6 +354,7 @@ pub struct Live {
     connection_limits: Mutex<Vec<volley_engine::pool::RouteConcurrency>>,
     reputation: Mutex<Vec<crate::reputation::RateView>>,
     listings: Mutex<Vec<crate::reputation::ListingView>>,
+    handed_on: Arc<tokio::sync::Notify>,
 }
 
 impl Live {
@@ -352,12 +362,20 @@ impl Live {
     pub fn campaign(&self, id: &str) -> Arc<CampaignLive> {
         let c = Arc::new(CampaignLive {
             id: id.to_string(),
+            handed_on: Some(self.handed_on.clone()),
             ..CampaignLive::default()
         });
         let mut campaigns = lock(&self.campaigns);
         campaigns.retain(|old| old.id != id);
         campaigns.push(c.clone());
         c
+    }
+
+    /// Told (`notify_one`) when a campaign has handed on every recipient
+    /// ([`CampaignLive::all_handed_on`] became true): a cluster node then starts its next chunk
+    /// at once rather than at its next look.
+    pub fn handed_on(&self) -> &Arc<tokio::sync::Notify> {
+        &self.handed_on
     }
 
     /// Drops the counters of campaign `id` (a finished chunk of a cluster campaign: its

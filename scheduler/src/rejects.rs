@@ -17,7 +17,9 @@ use crate::recipients::RejectedRow;
 /// Writes [`RejectedRow`]s of one recipient file as JSONL.
 #[derive(Debug)]
 pub struct RejectsWriter {
-    out: BufWriter<File>,
+    /// `None` until the first line when opened with [`RejectsWriter::append_on_first`].
+    out: Option<BufWriter<File>>,
+    path: PathBuf,
     /// The recipient file, as written in every line.
     source_file: String,
     count: u64,
@@ -37,7 +39,8 @@ impl RejectsWriter {
     pub fn create(path: &Path, source_file: &Path) -> io::Result<RejectsWriter> {
         let file = File::create(path).map_err(|e| with_path(e, path))?;
         Ok(RejectsWriter {
-            out: BufWriter::with_capacity(64 * 1024, file),
+            out: Some(BufWriter::with_capacity(64 * 1024, file)),
+            path: path.to_owned(),
             source_file: source_file.display().to_string(),
             count: 0,
         })
@@ -45,20 +48,41 @@ impl RejectsWriter {
 
     /// Opens `path` for appending (creating it); every line will name `source_file`.
     pub fn append(path: &Path, source_file: &Path) -> io::Result<RejectsWriter> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| with_path(e, path))?;
-        Ok(RejectsWriter {
-            out: BufWriter::with_capacity(64 * 1024, file),
+        let mut w = RejectsWriter::append_on_first(path, source_file);
+        w.open()?;
+        Ok(w)
+    }
+
+    /// Like [`RejectsWriter::append`], but the file is opened (created) only for the first
+    /// line: a run that rejects nothing leaves no file (a cluster node's chunk campaigns,
+    /// whose rows the publisher checked, would otherwise create one per chunk).
+    pub fn append_on_first(path: &Path, source_file: &Path) -> RejectsWriter {
+        RejectsWriter {
+            out: None,
+            path: path.to_owned(),
             source_file: source_file.display().to_string(),
             count: 0,
-        })
+        }
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        if self.out.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| with_path(e, &self.path))?;
+            self.out = Some(BufWriter::with_capacity(64 * 1024, file));
+        }
+        Ok(())
     }
 
     /// Appends one line.
     pub fn write(&mut self, row: &RejectedRow) -> io::Result<()> {
+        self.open()?;
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         let line = Line {
             file: &self.source_file,
             line: row.line,
@@ -66,8 +90,8 @@ impl RejectsWriter {
             value: &row.value,
             reason: &row.reason,
         };
-        serde_json::to_writer(&mut self.out, &line)?;
-        self.out.write_all(b"\n")?;
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
         self.count += 1;
         Ok(())
     }
@@ -79,13 +103,18 @@ impl RejectsWriter {
 
     /// Pushes buffered lines to the OS.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        match &mut self.out {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Flushes and closes the file; returns the number of lines written.
-    pub fn finish(mut self) -> io::Result<u64> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+    pub fn finish(self) -> io::Result<u64> {
+        if let Some(mut out) = self.out {
+            out.flush()?;
+            out.get_ref().sync_data()?;
+        }
         Ok(self.count)
     }
 }
@@ -121,6 +150,22 @@ mod tests {
             serde_json::json!({"file": "list.csv", "line": 12, "field": "email", "value": "bad@", "reason": "empty domain"})
         );
         assert_eq!(lines[1]["value"], "a,\"b\"\n");
+    }
+
+    #[test]
+    fn append_on_first_creates_the_file_only_for_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.jsonl");
+        let mut w = RejectsWriter::append_on_first(&path, Path::new("list.csv"));
+        w.flush().unwrap();
+        assert_eq!(w.finish().unwrap(), 0);
+        assert!(!path.exists(), "nothing rejected, no file");
+        std::fs::write(&path, "{\"line\":2}\n").unwrap();
+        let mut w = RejectsWriter::append_on_first(&path, Path::new("list.csv"));
+        w.write(&RejectedRow::new(7, "email", "x", "bad")).unwrap();
+        assert_eq!(w.finish().unwrap(), 1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "appended after the earlier line: {text}");
     }
 
     #[test]

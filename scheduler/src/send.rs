@@ -309,20 +309,27 @@ fn prepare(
         router = router.with_mta_sts(mta_sts.clone(), Some(reports.clone()));
     }
 
+    // A cluster node's chunk campaign (one per chunk, its rows written by the node) skips
+    // the files only an operator's campaign needs: the node keeps its rows unchanged while the
+    // chunk runs, and its feedback names the cluster campaign, whose folder holds the list
+    // file. File creation is most of what a chunk costs beyond its messages.
+    let chunk = campaign.is_chunk();
     // What earlier runs did.
-    if campaign.spool().is_none() {
+    if campaign.spool().is_none() && !chunk {
         state::pin_recipients(&dir, campaign.recipients())?;
     }
     // The inbound listener suppresses a mailed unsubscribe in the campaign's list.
-    let list_file = dir.join(crate::inbound::LIST_FILE);
-    std::fs::write(
-        &list_file,
-        campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL),
-    )
-    .map_err(|source| SendError::Io {
-        path: list_file.clone(),
-        source,
-    })?;
+    if !chunk {
+        let list_file = dir.join(crate::inbound::LIST_FILE);
+        std::fs::write(
+            &list_file,
+            campaign.suppression_list().unwrap_or(crate::suppression::GLOBAL),
+        )
+        .map_err(|source| SendError::Io {
+            path: list_file.clone(),
+            source,
+        })?;
+    }
     let resume = state::resume(&dir)?;
     let journal = state::DispatchJournal::open(&dir)?;
     let log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
@@ -344,7 +351,10 @@ fn prepare(
         shared.writer.push_logged(update, origin);
     }
     state::cut_partial_line(&rejects_path)?;
-    let rejects = RejectsWriter::append(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?;
+    let rejects = match chunk {
+        true => RejectsWriter::append_on_first(&rejects_path, campaign.recipients()),
+        false => RejectsWriter::append(&rejects_path, campaign.recipients()).map_err(io_err(&rejects_path))?,
+    };
     let mut summary = resume.summary;
     summary.campaign = campaign.id().to_string();
     summary.resent_after_restart = resume.resent_after_restart;
@@ -359,8 +369,13 @@ fn prepare(
             Vec::new(),
         )
     });
+    // A chunk's rows finished elsewhere are skipped like those an earlier run finished.
+    let mut finished = resume.finished;
+    for line in campaign.chunk_skip() {
+        finished.insert(*line);
+    }
     let skip = produce::Skip {
-        finished: resume.finished,
+        finished,
         pending: pending_lines,
         congested: congested.clone(),
         unique: campaign.is_chunk(),

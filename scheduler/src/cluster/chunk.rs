@@ -1,13 +1,16 @@
 //! A chunk on a node: its rows (as carried in the stream), the node-local directory that makes
-//! it a small campaign (`rows.jsonl`, `lines.json`, `entry`), and merging its accounting log
-//! into the node's.
+//! it a small campaign (the chunk campaign's own state directory, holding also `rows.jsonl`
+//! and the merge files), and merging its accounting log into the node's.
 //!
-//! Local line `k` of `rows.jsonl` (1-based, one JSON object per line) is the recipient of
-//! original line `lines[k-1]`; the merge writes the original line into the node's log.
+//! `rows.jsonl` holds every row of the stream entry, in order, so local line `k` (1-based,
+//! one JSON object per line) is the recipient of original line `lines[k-1]` of the entry;
+//! rows already done when the chunk starts are skipped by the chunk campaign, not left out.
+//! The merge writes the original line into the node's log.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::{io_err, ClusterError};
 
@@ -43,35 +46,20 @@ impl Rows {
         }
         Ok(rows)
     }
-
-    /// Only the rows whose `keep` is true.
-    pub fn keep(self, keep: &[bool]) -> Rows {
-        let (lines, values) = self
-            .lines
-            .into_iter()
-            .zip(self.values)
-            .zip(keep)
-            .filter(|(_, k)| **k)
-            .map(|(row, _)| row)
-            .unzip();
-        Rows { lines, values }
-    }
 }
 
 /// Files of a chunk's directory.
 pub struct ChunkDir {
-    /// The directory.
+    /// The directory: the chunk campaign's state directory.
     pub dir: PathBuf,
+    /// The original line of each local line: the stream entry's `lines`.
+    pub lines: Arc<Vec<u64>>,
 }
 
 impl ChunkDir {
     /// The rows file, recipients of the chunk campaign.
     pub fn rows_file(&self) -> PathBuf {
         self.dir.join("rows.jsonl")
-    }
-
-    fn lines_file(&self) -> PathBuf {
-        self.dir.join("lines.json")
     }
 
     /// Written before a merge appends: the node log's length then, and how far into the chunk
@@ -152,13 +140,13 @@ impl ChunkDir {
         self.finals_between(log, 0, self.merged_through()?)
     }
 
-    /// Whether the directory holds a complete chunk (written by [`ChunkDir::write`]).
+    /// Whether the directory holds the chunk's rows (written whole by [`ChunkDir::write`]).
     pub fn exists(&self) -> bool {
-        self.lines_file().is_file()
+        self.rows_file().is_file()
     }
 
-    /// Writes the rows as JSONL under `columns`, then the line map (last: its presence says
-    /// the directory is complete).
+    /// Writes the rows as JSONL under `columns`, synced, to a temporary file renamed into
+    /// place: `rows.jsonl` exists only whole.
     pub fn write(&self, columns: &[String], rows: &Rows) -> Result<(), ClusterError> {
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let columns: Vec<String> = columns.iter().map(|c| json_string(c)).collect();
@@ -175,22 +163,9 @@ impl ChunkDir {
             }
             out.extend_from_slice(b"}\n");
         }
-        write_synced(&self.rows_file(), &out)?;
-        let lines = serde_json::to_vec(&rows.lines).map_err(|e| ClusterError::BadData {
-            key: self.dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        write_synced(&self.lines_file(), &lines)
-    }
-
-    /// The original line of each local line.
-    pub fn lines(&self) -> Result<Vec<u64>, ClusterError> {
-        let path = self.lines_file();
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes).map_err(|e| ClusterError::Io {
-            path,
-            source: std::io::Error::other(e),
-        })
+        let (path, tmp) = (self.rows_file(), self.dir.join("rows.jsonl.tmp"));
+        write_synced(&tmp, &out)?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
     /// Calls `each` with every complete record of the chunk campaign's log `log` from offset
@@ -204,7 +179,7 @@ impl ChunkDir {
         mut each: impl FnMut(u64, &str, &Parsed<'_>) -> Result<(), ClusterError>,
     ) -> Result<u64, ClusterError> {
         use std::io::{Read, Seek};
-        let lines = self.lines()?;
+        let lines = &self.lines;
         let mut bytes = Vec::new();
         match std::fs::File::open(log) {
             Ok(mut f) => {
@@ -337,9 +312,6 @@ mod tests {
     #[test]
     fn merge_maps_local_lines_to_original_lines_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let chunk = ChunkDir {
-            dir: dir.path().join("c1"),
-        };
         let rows = Rows {
             lines: vec![7, 9],
             values: vec![
@@ -347,7 +319,13 @@ mod tests {
                 vec!["b@x.test".into(), "B".into()],
             ],
         };
+        let chunk = ChunkDir {
+            dir: dir.path().join("c1"),
+            lines: Arc::new(rows.lines.clone()),
+        };
+        assert!(!chunk.exists());
         chunk.write(&["email".into(), "name".into()], &rows).expect("write");
+        assert!(chunk.exists() && !chunk.dir.join("rows.jsonl.tmp").exists());
         let jsonl = std::fs::read_to_string(chunk.rows_file()).expect("rows");
         assert_eq!(jsonl.lines().count(), 2, "{jsonl}");
         assert!(
@@ -380,10 +358,13 @@ mod tests {
     /// A chunk of two rows (original lines 3 and 4), its campaign's log and a node log with
     /// one earlier line.
     fn two_rows(dir: &Path) -> (ChunkDir, PathBuf, PathBuf) {
-        let chunk = ChunkDir { dir: dir.join("c1") };
         let rows = Rows {
             lines: vec![3, 4],
             values: vec![vec!["a@x.test".into()], vec!["b@x.test".into()]],
+        };
+        let chunk = ChunkDir {
+            dir: dir.join("c1"),
+            lines: Arc::new(rows.lines.clone()),
         };
         chunk.write(&["email".into()], &rows).expect("write");
         let log = dir.join("acc.jsonl");
@@ -449,12 +430,13 @@ mod tests {
     #[test]
     fn merge_keeps_every_other_field_of_a_record() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let chunk = ChunkDir {
-            dir: dir.path().join("c1"),
-        };
         let rows = Rows {
             lines: vec![41],
             values: vec![vec!["a@x.test".into()]],
+        };
+        let chunk = ChunkDir {
+            dir: dir.path().join("c1"),
+            lines: Arc::new(rows.lines.clone()),
         };
         chunk.write(&["email".into()], &rows).expect("write");
         // As the accounting log writes it (`ts` first), with every kind of value.

@@ -27,9 +27,10 @@ use crate::send::{Launched, SendService};
 /// How often the loop looks for new work when the stream had none.
 const POLL: Duration = Duration::from_millis(100);
 
-/// How often the loop looks for finished chunks and free slots while it sends: a node sends a
-/// chunk of 1,000 in tens of milliseconds, and its connections idle while it waits for the
-/// next one.
+/// How often the loop looks for finished chunks and free slots while it sends (a chunk that
+/// hands on its last recipient wakes it at once, see [`crate::live::Live::handed_on`]): a
+/// node sends a chunk of 1,000 in tens of milliseconds, and its connections idle while it
+/// waits for the next one.
 const TICK: Duration = Duration::from_millis(20);
 
 /// How often a node started before the campaign was published looks for it.
@@ -82,6 +83,7 @@ pub struct SharedLimit {
 struct Running {
     entry: String,
     seq: u64,
+    chunk: ChunkDir,
     reclaimed: bool,
     resent: u64,
     launched: Option<Launched>,
@@ -112,7 +114,9 @@ struct Node<'a> {
     keys: Keys,
     toml: String,
     columns: Vec<String>,
-    chunks_dir: PathBuf,
+    /// Where chunks were written before they shared their campaign's state directory (see
+    /// [`Node::settle_legacy`]).
+    legacy_chunks_dir: PathBuf,
     runs_dir: PathBuf,
     log: PathBuf,
     /// The campaign's suppression list is written to its folder (for the inbound listener).
@@ -163,7 +167,7 @@ pub async fn work(
         keys,
         toml,
         columns,
-        chunks_dir: dir.join("chunks"),
+        legacy_chunks_dir: dir.join("chunks"),
         runs_dir: match shared {
             Some(_) => std::fs::canonicalize(&config.state_dir).map_err(io_err(&config.state_dir))?,
             None => dir.join("runs"),
@@ -171,9 +175,7 @@ pub async fn work(
         log: dir.join("accounting.jsonl"),
         list_written: Default::default(),
     };
-    for d in [&node.chunks_dir, &node.runs_dir] {
-        std::fs::create_dir_all(d).map_err(io_err(d))?;
-    }
+    std::fs::create_dir_all(&node.runs_dir).map_err(io_err(&node.runs_dir))?;
     let mut own = None;
     let service: &SendService = match shared {
         Some(s) => s,
@@ -248,14 +250,21 @@ impl Node<'_> {
         // An earlier run of this node: its pending chunks resume from their directories; a
         // directory whose chunk another node took over is stale.
         let own = blocking(|| self.store.own_pending(&self.keys, me))?;
+        let legacy = self.settle_legacy(&own)?;
         self.drop_stale_dirs(&own)?;
         for entry in own {
             report.resumed += 1;
+            let start = Start {
+                reclaimed: false,
+                resend: legacy.contains(&entry.seq),
+                paused: control.paused(),
+            };
             // Paused (a restart while the campaign is paused) from its first recipient.
-            if let Some(r) = self.start(service, entry, false, control.paused())? {
+            if let Some(r) = self.start(service, entry, start)? {
                 running.push(r);
             }
         }
+        let handed_on = service.live().handed_on().clone();
         let renew_every = self.cluster.lease / 3;
         let mut renewed = Instant::now();
         loop {
@@ -319,7 +328,12 @@ impl Node<'_> {
                 };
                 if let Some(entry) = entry {
                     took = true;
-                    if let Some(r) = self.start(service, entry, reclaimed, false)? {
+                    let start = Start {
+                        reclaimed,
+                        resend: reclaimed,
+                        paused: false,
+                    };
+                    if let Some(r) = self.start(service, entry, start)? {
                         running.push(r);
                     }
                 }
@@ -339,6 +353,8 @@ impl Node<'_> {
                 tokio::select! {
                     _ = stop.as_mut() => break,
                     _ = tokio::time::sleep(wait) => {}
+                    // A chunk handed on its last recipient: its slot is free now.
+                    _ = handed_on.notified() => {}
                 }
             }
         }
@@ -354,9 +370,12 @@ impl Node<'_> {
         Ok(())
     }
 
-    fn chunk_dir(&self, seq: u64) -> ChunkDir {
+    /// The directory of chunk `seq` (its chunk campaign's state directory), whose local
+    /// lines are the original `lines`.
+    fn chunk_dir(&self, seq: u64, lines: Arc<Vec<u64>>) -> ChunkDir {
         ChunkDir {
-            dir: self.chunks_dir.join(format!("c{seq}")),
+            dir: self.run_dir(seq),
+            lines,
         }
     }
 
@@ -371,13 +390,14 @@ impl Node<'_> {
     /// Removes the directories of chunks this node no longer owns (acknowledged — their merge,
     /// if any, stays in the log — or taken over by another node).
     fn drop_stale_dirs(&self, own: &[Entry]) -> Result<(), ClusterError> {
-        let entries = std::fs::read_dir(&self.chunks_dir).map_err(io_err(&self.chunks_dir))?;
+        let prefix = format!("{}.c", self.id);
+        let entries = std::fs::read_dir(&self.runs_dir).map_err(io_err(&self.runs_dir))?;
         for e in entries {
-            let e = e.map_err(io_err(&self.chunks_dir))?;
+            let e = e.map_err(io_err(&self.runs_dir))?;
             let name = e.file_name();
             let Some(seq) = name
                 .to_str()
-                .and_then(|n| n.strip_prefix('c'))
+                .and_then(|n| n.strip_prefix(&prefix))
                 .and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
@@ -393,77 +413,119 @@ impl Node<'_> {
         Ok(())
     }
 
+    /// Chunk directories of the earlier layout (`chunks/c<n>`, rows without the rows already
+    /// done, so their local lines differ from the stream entry's): a merge a kill cut short is
+    /// settled as [`ChunkDir::recover`] does, then the chunk's directories are removed and it
+    /// starts over. Returns the chunks that start over; their rows not done count as resent.
+    fn settle_legacy(&self, own: &[Entry]) -> Result<std::collections::HashSet<u64>, ClusterError> {
+        let mut restarted = std::collections::HashSet::new();
+        let dir = &self.legacy_chunks_dir;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(restarted),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        for e in entries {
+            let e = e.map_err(io_err(dir))?;
+            let name = e.file_name();
+            let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('c'))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let lines_file = e.path().join("lines.json");
+            if !own.iter().any(|o| o.seq == seq) || !lines_file.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&lines_file).map_err(io_err(&lines_file))?;
+            let lines: Vec<u64> = serde_json::from_slice(&bytes).map_err(|e| ClusterError::BadData {
+                key: lines_file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let legacy = ChunkDir {
+                dir: e.path(),
+                lines: Arc::new(lines),
+            };
+            let log = self.run_dir(seq).join("accounting.jsonl");
+            blocking(|| legacy.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
+            tracing::info!(
+                chunk = seq,
+                "chunk directory of an earlier version; starting the chunk over"
+            );
+            self.remove(seq);
+            restarted.insert(seq);
+        }
+        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        Ok(restarted)
+    }
+
     fn remove(&self, seq: u64) {
-        for d in [self.chunk_dir(seq).dir, self.run_dir(seq)] {
-            if let Err(e) = std::fs::remove_dir_all(&d) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove a finished chunk's directory");
-                }
+        let d = self.run_dir(seq);
+        if let Err(e) = std::fs::remove_dir_all(&d) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot remove a finished chunk's directory");
             }
         }
     }
 
     /// Starts sending a chunk; `None` when nothing of it is left to send (acknowledged now).
-    fn start(
-        &self,
-        service: &SendService,
-        entry: Entry,
-        reclaimed: bool,
-        paused: bool,
-    ) -> Result<Option<Running>, ClusterError> {
+    fn start(&self, service: &SendService, entry: Entry, how: Start) -> Result<Option<Running>, ClusterError> {
         let me = self.cluster.node_id.as_str();
         let Some(json) = &entry.rows else {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
             return Ok(None);
         };
-        let dir = self.chunk_dir(entry.seq);
+        let rows = Rows::parse(&self.keys.chunks, json)?;
+        let lines = Arc::new(rows.lines.clone());
         let mut running = Running {
             entry: entry.id.clone(),
             seq: entry.seq,
-            reclaimed,
+            chunk: self.chunk_dir(entry.seq, lines.clone()),
+            reclaimed: how.reclaimed,
             resent: 0,
             launched: None,
             parked: false,
         };
+        let dir = &running.chunk;
         if dir.exists() {
             // Our own earlier run: resume it, unless another node finished some of its rows
             // meanwhile (then start over from what is not done). Rows this node finished
             // before it parked the chunk are done by its own hand.
-            let log = self.run_dir(entry.seq).join("accounting.jsonl");
+            let log = dir.dir.join("accounting.jsonl");
             blocking(|| dir.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
-            let lines = dir.lines()?;
             let done = blocking(|| self.store.done(&self.keys, &lines))?;
             let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
-                running.launched = Some(self.launch(service, entry.seq, &dir, lines, paused)?);
+                running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), how.paused)?);
                 return Ok(Some(running));
             }
             self.remove(entry.seq);
         }
-        let rows = Rows::parse(&self.keys.chunks, json)?;
-        let done = blocking(|| self.store.done(&self.keys, &rows.lines))?;
-        let rows = rows.keep(&done.iter().map(|d| !d).collect::<Vec<_>>());
-        if reclaimed {
-            running.resent = rows.lines.len() as u64;
+        let done = blocking(|| self.store.done(&self.keys, &lines))?;
+        let left = done.iter().filter(|d| !**d).count() as u64;
+        if how.resend {
+            running.resent = left;
         }
-        if rows.lines.is_empty() {
+        if left == 0 {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
             return Ok(None);
         }
         dir.write(&self.columns, &rows)?;
-        running.launched = Some(self.launch(service, entry.seq, &dir, rows.lines, paused)?);
+        running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), how.paused)?);
         Ok(Some(running))
     }
 
-    /// The chunk campaign: the stored definition, with the chunk's id and rows file; `lines`
-    /// are the original lines of its rows.
+    /// The chunk campaign: the stored definition, with the chunk's id and rows file; it skips
+    /// the local lines `skip`.
     fn launch(
         &self,
         service: &SendService,
         seq: u64,
         dir: &ChunkDir,
-        lines: Vec<u64>,
+        skip: Vec<u64>,
         paused: bool,
     ) -> Result<Launched, ClusterError> {
         let path = dir.dir.join("campaign.toml");
@@ -489,7 +551,8 @@ impl Node<'_> {
         }
         campaign.set_chunk_of(ChunkOf {
             campaign: self.id.clone(),
-            lines: Arc::new(lines),
+            lines: dir.lines.clone(),
+            skip,
         });
         Ok(service.launch_with(&campaign, paused)?)
     }
@@ -497,8 +560,8 @@ impl Node<'_> {
     /// Parks a chunk that waits only for retries: merges what its log has so far, records
     /// those outcomes in Redis and marks it parked.
     fn park(&self, r: &mut Running, report: &mut NodeReport) -> Result<(), ClusterError> {
-        let dir = self.chunk_dir(r.seq);
-        let log = self.run_dir(r.seq).join("accounting.jsonl");
+        let dir = &r.chunk;
+        let log = dir.dir.join("accounting.jsonl");
         let me = self.cluster.node_id.as_str();
         let merged = blocking(|| dir.merge(&log, &self.log, &self.id, me))?;
         let owned = blocking(|| self.store.park(&self.keys, me, &r.entry, &merged.finals, r.resent))?;
@@ -527,8 +590,8 @@ impl Node<'_> {
             }
             resent += summary.resent_after_restart;
         }
-        let dir = self.chunk_dir(r.seq);
-        let log = self.run_dir(r.seq).join("accounting.jsonl");
+        let dir = &r.chunk;
+        let log = dir.dir.join("accounting.jsonl");
         let me = self.cluster.node_id.as_str();
         let finals = blocking(|| dir.merge(&log, &self.log, &self.id, me))?.finals;
         let owned = blocking(|| self.store.finish(&self.keys, me, &r.entry, &finals, resent))?;
@@ -543,6 +606,22 @@ impl Node<'_> {
         self.remove(r.seq);
         Ok(())
     }
+}
+
+/// How a chunk starts.
+struct Start {
+    /// Taken over from a node that stopped renewing it.
+    reclaimed: bool,
+    /// Its rows not done count as `resent_after_restart` (an upper bound: sent before by a
+    /// node that died, or by this node's earlier run whose state was not kept).
+    resend: bool,
+    /// Paused from its first recipient.
+    paused: bool,
+}
+
+/// The local lines (1-based) of the rows that are done.
+fn skipped(done: &[bool]) -> Vec<u64> {
+    (1u64..).zip(done).filter(|(_, d)| **d).map(|(line, _)| line).collect()
 }
 
 /// The node's accounting log of campaign `id` under `state_dir`.

@@ -283,19 +283,27 @@ async fn a_cancel_ends_every_node_and_the_publisher_and_is_final() {
 /// held its `chunks_in_flight` slot until its last reply, so a node's connections ran dry
 /// between chunks. Now a chunk whose recipients are all on the wire frees its slot: with one
 /// chunk in flight and slow replies, a node holds two chunks at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_takes_the_next_chunk_while_the_last_one_s_replies_are_on_the_wire() {
+/// Redis, a sink that waits `latency` before each reply batch (and counts addresses), the
+/// campaign of 60 recipients and node 2's configuration.
+async fn one_node(latency: Duration) -> (RedisServer, SinkHandle, tempfile::TempDir, PathBuf, SendConfig) {
     let redis = RedisServer::start();
-    // Every reply batch waits: a transaction spans several of them.
     let sink = Sink::start(SinkConfig {
-        latency: Duration::from_millis(150),
+        latency,
+        count_addresses: true,
         ..SinkConfig::default()
     })
     .await
     .expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = campaign(dir.path(), 60);
-    let mut config = node(dir.path(), 2, &redis, &sink, 64);
+    let config = node(dir.path(), 2, &redis, &sink, 64);
+    (redis, sink, dir, path, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_the_next_chunk_while_the_last_one_s_replies_are_on_the_wire() {
+    // Every reply batch waits: a transaction spans several of them.
+    let (redis, sink, dir, path, mut config) = one_node(Duration::from_millis(150)).await;
     // Connections enough for two chunks from the start: the receiver is not the limit.
     config.smtp.max_connections_per_host = 20;
     config.smtp.initial_connections_per_host = 20;
@@ -324,5 +332,88 @@ async fn a_node_takes_the_next_chunk_while_the_last_one_s_replies_are_on_the_wir
     assert!(publisher.await.expect("join").expect("publish").complete);
     assert_eq!(most, 2, "chunks held at once with chunks_in_flight = 1");
     assert_eq!(logged(&config), 60);
+    sink.shutdown().await;
+}
+
+/// The directories of the chunks a node is sending: `runs/<id>.c<n>` with their rows.
+fn chunk_dirs(config: &SendConfig) -> Vec<(u64, PathBuf)> {
+    let runs = config.state_dir.join("cluster").join(ID).join("runs");
+    let prefix = format!("{ID}.c");
+    std::fs::read_dir(runs).map_or(Vec::new(), |d| {
+        d.filter_map(Result::ok)
+            .filter_map(|e| {
+                let seq = e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+                Some((seq, e.path()))
+            })
+            .filter(|(_, p)| p.join("rows.jsonl").is_file())
+            .collect()
+    })
+}
+
+/// A node restarted over the chunk directories of the earlier layout (`chunks/c<n>` with the
+/// rows and `lines.json`, beside the chunk campaign's state under `runs/`) starts those chunks
+/// over: each recipient has one final outcome in its log, what it sends again is counted,
+/// and the old directories are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_over_the_earlier_chunk_layout_starts_those_chunks_over() {
+    // Slow replies: the node is stopped while its chunks are on the wire.
+    let (redis, sink, dir, path, mut config) = one_node(Duration::from_millis(300)).await;
+    let cluster = config.cluster.as_mut().expect("[cluster]");
+    cluster.chunk_size = 10;
+    cluster.chunks_in_flight = 1;
+    let publisher = start_publisher(path, cluster.clone());
+    let first = start(&config);
+    until("a chunk is being sent", || !chunk_dirs(&config).is_empty()).await;
+    first.stop.send(true).expect("stop");
+    let stopped = ended(first).await;
+    assert!(!stopped.complete, "{stopped:?}");
+
+    // What an earlier version left: the rows and their original lines in `chunks/c<n>`.
+    let keys = volley_scheduler::cluster::Keys::new(ID);
+    let store = tokio::task::block_in_place(|| volley_scheduler::cluster::Store::for_campaign(&redis.url(), &keys))
+        .expect("store");
+    let own = tokio::task::block_in_place(|| store.own_pending(&keys, "n2")).expect("own pending");
+    let mut rewritten = 0;
+    for (seq, run) in chunk_dirs(&config) {
+        let entry = own.iter().find(|e| e.seq == seq).expect("a pending chunk of the node");
+        let rows: serde_json::Value = serde_json::from_str(entry.rows.as_deref().expect("rows")).expect("rows JSON");
+        let legacy = config
+            .state_dir
+            .join("cluster")
+            .join(ID)
+            .join("chunks")
+            .join(format!("c{seq}"));
+        std::fs::create_dir_all(&legacy).expect("legacy dir");
+        std::fs::rename(run.join("rows.jsonl"), legacy.join("rows.jsonl")).expect("move rows");
+        std::fs::write(legacy.join("lines.json"), rows["lines"].to_string()).expect("lines.json");
+        rewritten += 1;
+    }
+    assert!(rewritten > 0);
+
+    let report = ended(start(&config)).await;
+    assert!(report.complete && report.resumed >= rewritten, "{report:?}");
+    assert!(publisher.await.expect("join").expect("publish").complete);
+    assert!(
+        !config.state_dir.join("cluster").join(ID).join("chunks").exists(),
+        "the earlier layout's directory is removed"
+    );
+    // One final outcome per original line (2..=61) across both runs' merges.
+    let log = std::fs::read_to_string(node_log(&config.state_dir, ID)).expect("node log");
+    let mut lines: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|v| v["outcome"] != "deferred")
+        .map(|v| v["line"].as_u64().expect("line"))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, (2..=61).collect::<Vec<u64>>());
+    // Sent again only what the restarted chunks held, and counted.
+    let counts = sink.address_counts();
+    assert_eq!(counts.len(), 60, "every recipient reached the sink");
+    let again: u64 = counts.values().map(|c| c - 1).sum();
+    assert!(
+        again <= report.resent_after_restart && report.resent_after_restart <= 10 * rewritten,
+        "{again} sent again, {report:?}"
+    );
     sink.shutdown().await;
 }

@@ -251,6 +251,7 @@ async fn a_cluster_chunk_s_tokens_name_the_cluster_campaign_and_the_original_lin
     chunk.set_chunk_of(volley_scheduler::campaign::ChunkOf {
         campaign: "spring".into(),
         lines: std::sync::Arc::new(lines),
+        skip: Vec::new(),
     });
     let summary = volley_scheduler::send::run(&chunk, &cfg).await.expect("send run");
     assert_eq!(summary.delivered, RECIPIENTS as u64, "{summary:?}");
