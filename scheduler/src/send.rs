@@ -334,7 +334,12 @@ fn prepare(
     let journal = state::DispatchJournal::open(&dir)?;
     let log = AccountingLog::open(&log_path).map_err(io_err(&log_path))?;
     // Suppression updates a killed run held only in memory: replayed from the log.
-    let mark = shared.writer.mark(&dir, log.end())?;
+    // Chunk campaigns were always marked: a missing mark means nothing written yet.
+    let missing = match chunk {
+        true => crate::suppression::mark::Missing::Nothing,
+        false => crate::suppression::mark::Missing::Legacy,
+    };
+    let mark = shared.writer.mark(&dir, log.end(), missing)?;
     let unwritten = crate::suppression::mark::replay(&log_path, mark.replay_from(), campaign.id())?;
     if !unwritten.is_empty() {
         tracing::info!(

@@ -37,28 +37,48 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Su
     }
 }
 
+/// What a missing mark file means (see [`WrittenMark::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A log that already has lines was written by a version without marks (which kept
+    /// unwritten updates in the spill file only): the mark starts at its end, and is written
+    /// now so that later lines are told apart.
+    Legacy,
+    /// Nothing of the log is in the store yet: the mark is 0 and its file is written by the
+    /// first advance. For state directories every version marked (a cluster node's chunk
+    /// campaigns, one per chunk, which spares each a synced file).
+    Nothing,
+}
+
 impl WrittenMark {
-    /// Opens the mark in `dir` for an accounting log now `log_len` bytes long. Without a mark
-    /// file, a log that already has lines was written by a version without marks (which kept
-    /// unwritten updates in the spill file only): the mark starts at its end. A mark past the
-    /// end (lines the OS never got before a kill) is brought back to it.
-    pub fn open(dir: &Path, log_len: u64) -> Result<WrittenMark, SuppressionError> {
+    /// Opens the mark in `dir` for an accounting log now `log_len` bytes long; `missing` says
+    /// what the absence of a mark file means. A mark past the end (lines the OS never got
+    /// before a kill) is brought back to it.
+    pub fn open(dir: &Path, log_len: u64, missing: Missing) -> Result<WrittenMark, SuppressionError> {
         let path = dir.join(MARK_FILE);
-        let at = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|e| SuppressionError::BadFile {
-                path: path.clone(),
-                line: 1,
-                message: format!("not a byte offset: {e}"),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => log_len,
+        let (at, store) = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let at = text.trim().parse::<u64>().map_err(|e| SuppressionError::BadFile {
+                    path: path.clone(),
+                    line: 1,
+                    message: format!("not a byte offset: {e}"),
+                })?;
+                (at, at > log_len)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match missing {
+                Missing::Legacy => (log_len, true),
+                Missing::Nothing => (0, false),
+            },
             Err(e) => return Err(io(&path, "read the suppression mark")(e)),
         };
         let mark = WrittenMark {
             path,
-            at: Mutex::new(0),
+            at: Mutex::new(at.min(log_len)),
             queued: std::sync::atomic::AtomicU64::new(0),
         };
-        mark.store(at.min(log_len))?;
+        if store {
+            mark.store(at.min(log_len))?;
+        }
         Ok(mark)
     }
 
@@ -216,19 +236,41 @@ mod tests {
     #[test]
     fn mark_survives_reopen_never_goes_back_and_is_clamped_to_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mark = WrittenMark::open(dir.path(), 0).unwrap();
+        let mark = WrittenMark::open(dir.path(), 0, Missing::Legacy).unwrap();
         assert_eq!(mark.get(), 0);
         mark.advance(120).unwrap();
         mark.advance(80).unwrap();
         assert_eq!(mark.get(), 120);
-        assert_eq!(WrittenMark::open(dir.path(), 500).unwrap().get(), 120);
-        assert_eq!(WrittenMark::open(dir.path(), 100).unwrap().get(), 100, "clamped");
+        assert_eq!(WrittenMark::open(dir.path(), 500, Missing::Legacy).unwrap().get(), 120);
+        assert_eq!(
+            WrittenMark::open(dir.path(), 100, Missing::Legacy).unwrap().get(),
+            100,
+            "clamped"
+        );
+        assert_eq!(
+            WrittenMark::open(dir.path(), 500, Missing::Legacy).unwrap().get(),
+            100,
+            "kept"
+        );
         let fresh = tempfile::tempdir().unwrap();
         assert_eq!(
-            WrittenMark::open(fresh.path(), 777).unwrap().get(),
+            WrittenMark::open(fresh.path(), 777, Missing::Legacy).unwrap().get(),
             777,
             "a log without a mark"
         );
+    }
+
+    /// A chunk campaign's mark: no file until the first advance, and until then a reopened
+    /// log (the node killed) is replayed from its start, not taken as written.
+    #[test]
+    fn a_mark_missing_as_nothing_is_written_by_its_first_advance_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = WrittenMark::open(dir.path(), 0, Missing::Nothing).unwrap();
+        assert_eq!(mark.get(), 0);
+        assert!(!dir.path().join(MARK_FILE).exists(), "no file at open");
+        assert_eq!(WrittenMark::open(dir.path(), 300, Missing::Nothing).unwrap().get(), 0);
+        mark.advance(120).unwrap();
+        assert_eq!(WrittenMark::open(dir.path(), 300, Missing::Nothing).unwrap().get(), 120);
     }
 
     #[test]

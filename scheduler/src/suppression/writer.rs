@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::backoff::Backoff;
-use super::mark::WrittenMark;
+use super::mark::{Missing, WrittenMark};
 use super::{SuppressionConfig, SuppressionError, SuppressionStore, Update};
 
 /// The spill file's name inside the writer's directory.
@@ -147,14 +147,14 @@ impl SuppressionWriter {
     }
 
     /// The mark of the campaign whose state directory is `dir` and whose accounting log is
-    /// `log_len` bytes long (see [`WrittenMark::open`]); the same one for every run of the
-    /// campaign in this process.
-    pub fn mark(&self, dir: &Path, log_len: u64) -> Result<Arc<WrittenMark>, SuppressionError> {
+    /// `log_len` bytes long (see [`WrittenMark::open`], `missing` too); the same one for every
+    /// run of the campaign in this process.
+    pub fn mark(&self, dir: &Path, log_len: u64, missing: Missing) -> Result<Arc<WrittenMark>, SuppressionError> {
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mark) = marks.get(dir) {
             return Ok(mark.clone());
         }
-        let mark = Arc::new(WrittenMark::open(dir, log_len)?);
+        let mark = Arc::new(WrittenMark::open(dir, log_len, missing)?);
         marks.insert(dir.to_path_buf(), mark.clone());
         Ok(mark)
     }
