@@ -499,6 +499,8 @@ impl Node<'_> {
             let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
+                // The same rows as before (an OS crash may have lost the unsynced file).
+                dir.write(&self.columns, &rows)?;
                 running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), how.paused)?);
                 return Ok(Some(running));
             }
