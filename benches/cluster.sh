@@ -29,6 +29,8 @@ N=${N:-100000}
 REPS=${REPS:-3}
 # Recipients per chunk (`[cluster] chunk_size`); the other [cluster] settings are the defaults.
 CHUNK=${CHUNK:-1000}
+# Chunks a node holds at once (`[cluster] chunks_in_flight`); empty: the default.
+INFLIGHT=${INFLIGHT:-}
 # Recipient domains (all routed to the one sink).
 DOMAINS=${DOMAINS:-100}
 # 1: append the result to benches/RESULTS.md; 0: print it only.
@@ -51,6 +53,7 @@ source "$ROOT/benches/lib.sh"
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "REPS must be a positive integer (got '$REPS')"
 [[ $CHUNK =~ ^[1-9][0-9]*$ ]] && ((CHUNK <= 100000)) || die "CHUNK must be 1-100000 (got '$CHUNK')"
+[[ -z $INFLIGHT || $INFLIGHT =~ ^[1-9][0-9]*$ ]] || die "INFLIGHT must be a positive integer (got '$INFLIGHT')"
 [[ $DOMAINS =~ ^[1-9][0-9]*$ ]] || die "DOMAINS must be a positive integer (got '$DOMAINS')"
 for k in $NODES; do [[ $k =~ ^[1-3]$ ]] || die "NODES: node counts are 1-3 (source IPs 127.0.0.2-4), got '$k'"; done
 [[ $APPEND == 0 || $APPEND == 1 ]] || die "APPEND must be 0 or 1 (got '$APPEND')"
@@ -159,6 +162,7 @@ ehlo_name = "mta$ip.volley.test"
 EOF
     [[ -z $node ]] || printf '\n[cluster]\nredis = "redis://127.0.0.1:%s/0"\nnode_id = "%s"\nchunk_size = %s\n' \
         "$REDIS_PORT" "$node" "$CHUNK" >>"$file"
+    [[ -z $node || -z $INFLIGHT ]] || printf 'chunks_in_flight = %s\n' "$INFLIGHT" >>"$file"
 }
 
 # spawn NAME DIR CMD...: CMD under /usr/bin/time in DIR (elapsed, user, sys -> NAME.time).
@@ -325,7 +329,7 @@ REPORT=(""
     "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS, commit $commit"
     ""
     "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE; redis-server $REDIS_VERSION."
-    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK DOMAINS=$DOMAINS NODES=\"$NODES\" benches/cluster.sh\`"
+    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK ${INFLIGHT:+INFLIGHT=$INFLIGHT }DOMAINS=$DOMAINS NODES=\"$NODES\" benches/cluster.sh\`"
     ""
     "${TABLE[@]}"
     ""
@@ -333,7 +337,7 @@ REPORT=(""
     ""
     "${BREAKDOWN[@]}"
     ""
-    "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK), $REPS runs each, medians (min–max)."
+    "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK${INFLIGHT:+ and chunks_in_flight = $INFLIGHT}), $REPS runs each, medians (min–max)."
     "- $N recipients over $DOMAINS domains, a two-line text template; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
     "- volley CPU: user + sys of the publisher and every node (or of \`volley send\`) from wait4 (\`/usr/bin/time\`), per delivered message. redis-server CPU: \`INFO cpu\` deltas. Overhead: median against the plain send's median ($(fmt "$base" 1) µs/msg), without and with redis-server's CPU. Bytes: \`total_net_input_bytes\`/\`total_net_output_bytes\`."
     "- The split sends (2 or 3 plain \`volley send\` at once, process i sending every ith recipient from 127.0.0.(i+1), as an operator would split the list by hand) have as many processes, source IPs and connections as 2 or 3 nodes: the cluster's own cost is the last overhead column${SPLIT_VERDICT:+ ($SPLIT_VERDICT)}."

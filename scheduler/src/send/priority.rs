@@ -24,8 +24,11 @@ struct Load {
 pub(crate) struct PriorityGate {
     /// Index = campaign; campaigns join while others run ([`PriorityGate::add`]).
     priorities: RwLock<Vec<u8>>,
-    /// Site -> per campaign (index = campaign): messages ready to send, deliveries in flight.
-    ready: Mutex<HashMap<Arc<str>, Vec<Load>>>,
+    /// Site -> the campaigns with work there (campaign index, its load): messages ready to
+    /// send, deliveries in flight. Only campaigns not retired, so a long-running process that
+    /// launched many campaigns (a cluster node's chunks under `volley serve`) looks at those
+    /// running now, not at every one it ever ran.
+    ready: Mutex<HashMap<Arc<str>, Vec<(usize, Load)>>>,
 }
 
 impl PriorityGate {
@@ -46,14 +49,14 @@ impl PriorityGate {
 
     /// A campaign that finished or was cancelled no longer holds any site.
     pub fn retire(&self, campaign: usize) {
-        for loads in self.map().values_mut() {
-            if let Some(load) = loads.get_mut(campaign) {
-                *load = Load::default();
-            }
+        let mut map = self.map();
+        for loads in map.values_mut() {
+            loads.retain(|(c, _)| *c != campaign);
         }
+        map.retain(|_, loads| !loads.is_empty());
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Load>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<(usize, Load)>>> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -63,17 +66,13 @@ impl PriorityGate {
         let load = Load { ready, in_flight };
         let mut map = self.map();
         match map.get_mut(site) {
-            Some(loads) => {
-                if loads.len() <= campaign {
-                    loads.resize(campaign + 1, Load::default());
-                }
-                loads[campaign] = load;
-            }
+            Some(loads) => match loads.iter_mut().find(|(c, _)| *c == campaign) {
+                Some((_, l)) => *l = load,
+                None => loads.push((campaign, load)),
+            },
             None if ready == 0 && in_flight == 0 => {}
             None => {
-                let mut loads = vec![Load::default(); campaign + 1];
-                loads[campaign] = load;
-                map.insert(site.clone(), loads);
+                map.insert(site.clone(), vec![(campaign, load)]);
             }
         }
     }
@@ -88,8 +87,12 @@ impl PriorityGate {
         };
         let map = self.map();
         let Some(loads) = map.get(site) else { return false };
-        let my_flight = loads.get(campaign).map_or(0, |l| l.in_flight);
-        loads.iter().zip(priorities.iter()).enumerate().any(|(i, (load, &p))| {
+        let my_flight = loads
+            .iter()
+            .find(|(c, _)| *c == campaign)
+            .map_or(0, |(_, l)| l.in_flight);
+        loads.iter().any(|&(i, load)| {
+            let p = priorities.get(i).copied().unwrap_or(0);
             i != campaign && load.ready > 0 && (p > mine || (p == mine && load.in_flight < my_flight))
         })
     }
@@ -146,5 +149,24 @@ mod tests {
         assert!(gate.outranked(0, &s));
         gate.retire(urgent);
         assert!(!gate.outranked(0, &s), "a cancelled campaign leaves the site free");
+    }
+
+    /// A process that runs campaign after campaign (a cluster node's chunks) keeps only the
+    /// running ones at each site.
+    #[test]
+    fn retired_campaigns_leave_no_trace_at_a_site() {
+        let gate = PriorityGate::new(Vec::new());
+        let s: Arc<str> = Arc::from("s");
+        for _ in 0..1000 {
+            let c = gate.add(5);
+            gate.publish(c, &s, 10, 1);
+            gate.retire(c);
+        }
+        assert!(gate.map().is_empty(), "no site holds a retired campaign");
+        let (a, b) = (gate.add(5), gate.add(5));
+        gate.publish(a, &s, 10, 3);
+        gate.publish(b, &s, 10, 1);
+        assert!(gate.outranked(a, &s) && !gate.outranked(b, &s));
+        assert_eq!(gate.map()[&s].len(), 2);
     }
 }
