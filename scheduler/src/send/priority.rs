@@ -28,8 +28,11 @@ pub(crate) struct PriorityGate {
     /// send, deliveries in flight. Only campaigns not retired, so a long-running process that
     /// launched many campaigns (a cluster node's chunks under `volley serve`) looks at those
     /// running now, not at every one it ever ran.
-    ready: Mutex<HashMap<Arc<str>, Vec<(usize, Load)>>>,
+    ready: Mutex<SiteLoads>,
 }
+
+/// Site -> (campaign index, its load) of each campaign with work there.
+type SiteLoads = HashMap<Arc<str>, Vec<(usize, Load)>>;
 
 impl PriorityGate {
     /// A gate for campaigns with these priorities (index = campaign).
@@ -56,7 +59,7 @@ impl PriorityGate {
         map.retain(|_, loads| !loads.is_empty());
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<(usize, Load)>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, SiteLoads> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
