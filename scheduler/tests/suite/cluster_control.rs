@@ -303,7 +303,7 @@ async fn one_node(latency: Duration) -> (RedisServer, SinkHandle, tempfile::Temp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_takes_the_next_chunk_while_the_last_one_s_replies_are_on_the_wire() {
     // Every reply batch waits: a transaction spans several of them.
-    let (redis, sink, dir, path, mut config) = one_node(Duration::from_millis(150)).await;
+    let (redis, sink, _dir, path, mut config) = one_node(Duration::from_millis(150)).await;
     // Connections enough for two chunks from the start: the receiver is not the limit.
     config.smtp.max_connections_per_host = 20;
     config.smtp.initial_connections_per_host = 20;
@@ -357,7 +357,7 @@ fn chunk_dirs(config: &SendConfig) -> Vec<(u64, PathBuf)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_over_the_earlier_chunk_layout_starts_those_chunks_over() {
     // Slow replies: the node is stopped while its chunks are on the wire.
-    let (redis, sink, dir, path, mut config) = one_node(Duration::from_millis(300)).await;
+    let (redis, sink, _dir, path, mut config) = one_node(Duration::from_millis(300)).await;
     let cluster = config.cluster.as_mut().expect("[cluster]");
     cluster.chunk_size = 10;
     cluster.chunks_in_flight = 1;
