@@ -390,18 +390,7 @@ impl Node<'_> {
     /// Removes the directories of chunks this node no longer owns (acknowledged — their merge,
     /// if any, stays in the log — or taken over by another node).
     fn drop_stale_dirs(&self, own: &[Entry]) -> Result<(), ClusterError> {
-        let prefix = format!("{}.c", self.id);
-        let entries = std::fs::read_dir(&self.runs_dir).map_err(io_err(&self.runs_dir))?;
-        for e in entries {
-            let e = e.map_err(io_err(&self.runs_dir))?;
-            let name = e.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(&prefix))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
+        for (seq, _) in numbered_dirs(&self.runs_dir, &format!("{}.c", self.id))? {
             if !own.iter().any(|o| o.seq == seq) {
                 tracing::info!(
                     chunk = seq,
@@ -420,22 +409,11 @@ impl Node<'_> {
     fn settle_legacy(&self, own: &[Entry]) -> Result<std::collections::HashSet<u64>, ClusterError> {
         let mut restarted = std::collections::HashSet::new();
         let dir = &self.legacy_chunks_dir;
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(restarted),
-            Err(e) => return Err(io_err(dir)(e)),
-        };
-        for e in entries {
-            let e = e.map_err(io_err(dir))?;
-            let name = e.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix('c'))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let lines_file = e.path().join("lines.json");
+        if !dir.is_dir() {
+            return Ok(restarted);
+        }
+        for (seq, path) in numbered_dirs(dir, "c")? {
+            let lines_file = path.join("lines.json");
             if !own.iter().any(|o| o.seq == seq) || !lines_file.is_file() {
                 continue;
             }
@@ -445,7 +423,7 @@ impl Node<'_> {
                 reason: e.to_string(),
             })?;
             let legacy = ChunkDir {
-                dir: e.path(),
+                dir: path,
                 lines: Arc::new(lines),
             };
             let log = self.run_dir(seq).join("accounting.jsonl");
@@ -489,13 +467,17 @@ impl Node<'_> {
             parked: false,
         };
         let dir = &running.chunk;
-        if dir.exists() {
+        let ours = dir.exists();
+        let log = dir.dir.join("accounting.jsonl");
+        if ours {
+            // A merge a kill cut short is settled before the done bits are read.
+            blocking(|| dir.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
+        }
+        let done = blocking(|| self.store.done(&self.keys, &lines))?;
+        if ours {
             // Our own earlier run: resume it, unless another node finished some of its rows
             // meanwhile (then start over from what is not done). Rows this node finished
             // before it parked the chunk are done by its own hand.
-            let log = dir.dir.join("accounting.jsonl");
-            blocking(|| dir.recover(&log, &self.log, |lines| self.store.done(&self.keys, lines)))?;
-            let done = blocking(|| self.store.done(&self.keys, &lines))?;
             let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
@@ -506,7 +488,6 @@ impl Node<'_> {
             }
             self.remove(entry.seq);
         }
-        let done = blocking(|| self.store.done(&self.keys, &lines))?;
         let left = done.iter().filter(|d| !**d).count() as u64;
         if how.resend {
             running.resent = left;
@@ -619,6 +600,22 @@ struct Start {
     resend: bool,
     /// Paused from its first recipient.
     paused: bool,
+}
+
+/// The entries of `dir` named `<prefix><n>` for a number `n`, with `n`.
+fn numbered_dirs(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, ClusterError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let seq = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.parse().ok());
+        if let Some(seq) = seq {
+            out.push((seq, e.path()));
+        }
+    }
+    Ok(out)
 }
 
 /// The local lines (1-based) of the rows that are done.
