@@ -93,19 +93,27 @@ fn log_lines(dir: &Path, node: usize) -> usize {
 
 /// Chunks of a node: (being sent, being merged into the node's log). A chunk being merged
 /// may be acknowledged already, or not yet: a kill then leaves its recipients in the node's
-/// log *and* to be sent again by the node taking over (see README "Cluster").
+/// log *and* to be sent again by the node taking over (see README "Cluster"). Being merged:
+/// the node's merge marker (`merging`, beside its log) names the chunk, whose directory is
+/// still there (it goes once the chunk is acknowledged).
 fn chunk_states(dir: &Path, node: usize) -> (usize, usize) {
     // Each chunk's directory is its chunk campaign's state directory, `runs/<id>.c<n>`.
-    let runs = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}/runs"));
+    let campaign = dir.join(format!("n{node}/state/cluster/{CAMPAIGN}"));
+    let runs = campaign.join("runs");
     let prefix = format!("{CAMPAIGN}.c");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(runs).map_or(Vec::new(), |d| {
+    let dirs: Vec<String> = std::fs::read_dir(runs).map_or(Vec::new(), |d| {
         d.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
-            .map(|e| e.path())
-            .filter(|p| p.join("rows.jsonl").is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| n.starts_with(&prefix))
             .collect()
     });
-    let merging = dirs.iter().filter(|p| p.join("merging").exists()).count();
+    let marker = std::fs::read_to_string(campaign.join("merging")).unwrap_or_default();
+    let marked = marker
+        .lines()
+        .next()
+        .and_then(|l| l.splitn(3, ' ').nth(2))
+        .map(str::trim_end);
+    let merging = dirs.iter().filter(|d| Some(d.as_str()) == marked).count();
     (dirs.len() - merging, merging)
 }
 

@@ -159,6 +159,9 @@ pub struct ChunkOf {
     /// Local lines not to send: their recipients had a final outcome (recorded in the cluster
     /// campaign's state) when the chunk started.
     pub skip: Vec<u64>,
+    /// The chunk's rows (a cluster node's, from the stream entry), read from memory; the
+    /// campaign's `recipients` then only names them. `None`: read from that file.
+    pub rows: Option<std::sync::Arc<crate::recipients::MemoryRows>>,
 }
 
 /// What feedback tokens name for each recipient line: the campaign id and the line, mapped
@@ -348,6 +351,11 @@ impl Campaign {
     /// The local lines a chunk campaign skips (see [`ChunkOf::skip`]); none for others.
     pub fn chunk_skip(&self) -> &[u64] {
         self.chunk_of.as_ref().map_or(&[], |c| c.skip.as_slice())
+    }
+
+    /// The rows of a chunk campaign held in memory (see [`ChunkOf::rows`]).
+    pub fn chunk_rows(&self) -> Option<&std::sync::Arc<crate::recipients::MemoryRows>> {
+        self.chunk_of.as_ref().and_then(|c| c.rows.as_ref())
     }
 
     /// What feedback tokens name: the cluster campaign and original lines for a chunk, else

@@ -32,6 +32,7 @@ mod dedup;
 mod duplicates;
 mod fetch;
 mod jsonl_file;
+mod memory;
 pub mod spooled;
 
 use csv_file::CsvSource;
@@ -39,6 +40,8 @@ pub use dedup::Deduplicator;
 pub use duplicates::{scan_duplicates, DuplicateScan, DuplicateScanError};
 pub use fetch::{OffsetProblem, RowFetcher};
 use jsonl_file::JsonlSource;
+pub use memory::MemoryRows;
+use memory::MemorySource;
 
 /// Rejected values longer than this are cut (on a character boundary) and end with `…`.
 pub const MAX_REJECTED_VALUE_LEN: usize = 512;
@@ -200,6 +203,27 @@ enum Source {
     Csv(CsvSource),
     Jsonl(JsonlSource),
     Spool(spooled::SpoolSource),
+    Memory(MemorySource),
+}
+
+impl Layout {
+    /// The layout of `columns` read from `path`, with the address in `email_column`.
+    fn new(path: &Path, columns: Vec<String>, email_column: &str) -> Result<Layout, RecipientError> {
+        let email_index =
+            columns
+                .iter()
+                .position(|c| c == email_column)
+                .ok_or_else(|| RecipientError::MissingEmailColumn {
+                    path: path.to_owned(),
+                    column: email_column.to_owned(),
+                    found: columns.clone(),
+                })?;
+        Ok(Layout {
+            path: path.to_owned(),
+            columns,
+            email_index,
+        })
+    }
 }
 
 impl RecipientReader {
@@ -220,22 +244,24 @@ impl RecipientReader {
             }
             _ => return Err(RecipientError::UnsupportedFormat { path: path.to_owned() }),
         };
-        let email_index =
-            columns
-                .iter()
-                .position(|c| c == email_column)
-                .ok_or_else(|| RecipientError::MissingEmailColumn {
-                    path: path.to_owned(),
-                    column: email_column.to_owned(),
-                    found: columns.clone(),
-                })?;
         Ok(RecipientReader {
-            layout: Layout {
-                path: path.to_owned(),
-                columns,
-                email_index,
-            },
+            layout: Layout::new(path, columns, email_column)?,
             source,
+            last_offset: 0,
+            done: false,
+        })
+    }
+
+    /// Reads `rows` held in memory (a cluster chunk's), the address in `email_column`.
+    pub fn memory(rows: std::sync::Arc<MemoryRows>, email_column: &str) -> Result<RecipientReader, RecipientError> {
+        check_unique(&rows.columns).map_err(|reason| RecipientError::Header {
+            path: rows.label.clone(),
+            line: 0,
+            reason,
+        })?;
+        Ok(RecipientReader {
+            layout: Layout::new(&rows.label, rows.columns.clone(), email_column)?,
+            source: Source::Memory(MemorySource::new(rows)),
             last_offset: 0,
             done: false,
         })
@@ -279,6 +305,15 @@ impl RecipientReader {
         self.layout.email_index
     }
 
+    /// Where [`RecipientReader::last_offset`] ends: the number of rows held in memory, else
+    /// the length of the file (of the directory, for a spool stream; 0 if it cannot be read).
+    pub fn size(&self) -> u64 {
+        match &self.source {
+            Source::Memory(src) => src.rows().len() as u64,
+            _ => std::fs::metadata(&self.layout.path).map_or(0, |m| m.len()),
+        }
+    }
+
     /// Byte offset where the row last returned by [`RecipientReader::next_row`] starts,
     /// rejected or not (0 before the first). [`RecipientRow::offset`] holds it too.
     pub fn last_offset(&self) -> u64 {
@@ -295,6 +330,7 @@ impl RecipientReader {
             Source::Csv(src) => src.next(&layout.path, &layout.columns),
             Source::Jsonl(src) => src.next(&layout.path, layout.columns.len()),
             Source::Spool(src) => src.next(),
+            Source::Memory(src) => src.next().map(Ok),
         };
         let next = next.map(|read| {
             read.map(|raw| {

@@ -255,8 +255,17 @@ fn prepare(
             )
         }
         None => {
-            let reader = RecipientReader::open(campaign.recipients(), campaign.email_column())?;
-            let fetcher = RowFetcher::open(campaign.recipients(), campaign.email_column())?;
+            let (reader, fetcher) = match campaign.chunk_rows() {
+                // A cluster chunk: the rows its stream entry carried.
+                Some(rows) => (
+                    RecipientReader::memory(rows.clone(), campaign.email_column())?,
+                    RowFetcher::memory(rows.clone(), campaign.email_column())?,
+                ),
+                None => (
+                    RecipientReader::open(campaign.recipients(), campaign.email_column())?,
+                    RowFetcher::open(campaign.recipients(), campaign.email_column())?,
+                ),
+            };
             let compiled = campaign.compile(reader.columns())?;
             let links = crate::unsubscribe::UnsubscribeLinks::for_campaign(campaign, config)?.map(Arc::new);
             let factory = Arc::new(MessageFactory::new(&compiled).with_unsubscribe_links(links));

@@ -1,11 +1,11 @@
 //! A chunk on a node: its rows (as carried in the stream), the node-local directory that makes
-//! it a small campaign (the chunk campaign's own state directory, holding also `rows.jsonl`
-//! and the merge files), and merging its accounting log into the node's.
+//! it a small campaign (the chunk campaign's own state directory), and merging its accounting
+//! log into the node's.
 //!
-//! `rows.jsonl` holds every row of the stream entry, in order, so local line `k` (1-based,
-//! one JSON object per line) is the recipient of original line `lines[k-1]` of the entry;
-//! rows already done when the chunk starts are skipped by the chunk campaign, not left out.
-//! The merge writes the original line into the node's log.
+//! The chunk campaign reads every row of the stream entry, in order, from memory, so local
+//! line `k` is the recipient of original line `lines[k-1]` of the entry; rows already done
+//! when the chunk starts are skipped by the chunk campaign, not left out. The merge writes the
+//! original line into the node's log, announced by the node's [`MergeMarker`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -57,15 +57,24 @@ pub struct ChunkDir {
 }
 
 impl ChunkDir {
-    /// The rows file, recipients of the chunk campaign.
-    pub fn rows_file(&self) -> PathBuf {
+    /// What the chunk campaign's recipients are called in its errors and rejects: the file
+    /// earlier versions wrote its rows to. The rows are held in memory now; no file is written.
+    pub fn rows_label(&self) -> PathBuf {
         self.dir.join("rows.jsonl")
     }
 
-    /// Written before a merge appends: the node log's length then, and how far into the chunk
-    /// campaign's log the merge reads.
+    /// Where an earlier version wrote its merge marker: in the chunk's directory (see
+    /// [`MergeMarker`] for today's, one per node log).
     fn merging_file(&self) -> PathBuf {
         self.dir.join("merging")
+    }
+
+    /// The name the node's [`MergeMarker`] knows this chunk by: its directory's.
+    fn marker_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// How far into the chunk campaign's log earlier merges (at parking) have read.
@@ -105,18 +114,29 @@ impl ChunkDir {
         node_log: &Path,
         done: impl FnOnce(&[u64]) -> Result<Vec<bool>, ClusterError>,
     ) -> Result<(), ClusterError> {
-        let marker = self.merging_file();
-        if !marker.is_file() {
-            return Ok(());
-        }
-        let text = std::fs::read_to_string(&marker).map_err(io_err(&marker))?;
-        let mut parts = text.split_whitespace();
-        let len: u64 = parts
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| not_a_number(&marker, &text))?;
-        if let Some(through) = parts.next() {
-            let through: u64 = through.parse().map_err(|_| not_a_number(&marker, &text))?;
+        let legacy = self.merging_file();
+        let (len, through) = if legacy.is_file() {
+            let text = std::fs::read_to_string(&legacy).map_err(io_err(&legacy))?;
+            let mut parts = text.split_whitespace();
+            let len: u64 = parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| not_a_number(&legacy, &text))?;
+            let through = match parts.next() {
+                Some(t) => Some(t.parse().map_err(|_| not_a_number(&legacy, &text))?),
+                None => None,
+            };
+            (len, through)
+        } else {
+            // The node's last merge, if it was this chunk's and not committed since.
+            match MergeMarker::of(node_log).read()? {
+                Some(m) if m.chunk == self.marker_name() && m.through > self.merged_through()? => {
+                    (m.before, Some(m.through))
+                }
+                _ => return Ok(()),
+            }
+        };
+        if let Some(through) = through {
             let lines = self.finals_between(log, self.merged_through()?, through)?;
             if done(&lines)?.contains(&true) {
                 return self.commit(through);
@@ -132,7 +152,10 @@ impl ChunkDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(node_log)(e)),
         }
-        std::fs::remove_file(&marker).map_err(io_err(&marker))
+        match std::fs::remove_file(&legacy) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&legacy)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// The original lines whose final outcome this node has merged (and Redis recorded).
@@ -143,29 +166,6 @@ impl ChunkDir {
     /// Whether the directory exists: the chunk was started here before.
     pub fn exists(&self) -> bool {
         self.dir.is_dir()
-    }
-
-    /// Writes the rows as JSONL under `columns` (replacing what is there). Not synced: the
-    /// file is the stream entry's rows in order, the same bytes every time, and a chunk found
-    /// here again (a restart) has them written anew before its campaign resumes.
-    pub fn write(&self, columns: &[String], rows: &Rows) -> Result<(), ClusterError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let columns: Vec<String> = columns.iter().map(|c| json_string(c)).collect();
-        let mut out = Vec::with_capacity(rows.values.len() * 64);
-        for values in &rows.values {
-            out.push(b'{');
-            for (i, (column, value)) in columns.iter().zip(values).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(column.as_bytes());
-                out.push(b':');
-                push_json_string(&mut out, value);
-            }
-            out.extend_from_slice(b"}\n");
-        }
-        let path = self.rows_file();
-        std::fs::write(&path, &out).map_err(io_err(&path))
     }
 
     /// Calls `each` with every complete record of the chunk campaign's log `log` from offset
@@ -255,13 +255,96 @@ impl ChunkDir {
             .open(node_log)
             .map_err(io_err(node_log))?;
         let before = f.metadata().map_err(io_err(node_log))?.len();
-        write_synced(&self.merging_file(), format!("{before} {through}").as_bytes())?;
-        f.write_all(&out).map_err(io_err(node_log))?;
-        f.sync_data().map_err(io_err(node_log))?;
+        if !out.is_empty() {
+            MergeMarker::of(node_log).write(&Marked {
+                chunk: self.marker_name(),
+                before,
+                through,
+            })?;
+            f.write_all(&out).map_err(io_err(node_log))?;
+            f.sync_data().map_err(io_err(node_log))?;
+        }
         Ok(Merged {
             finals: finals.into_iter().collect(),
             through,
         })
+    }
+}
+
+/// The node's merge marker, next to its log: which chunk's merge appended to the log last,
+/// the log's length before and how far into the chunk campaign's log it read. Written and
+/// synced before the merge appends, so that [`ChunkDir::recover`] can undo a merge a kill cut
+/// short (merges run one at a time, so only the last one can be). One record, rewritten in
+/// place at the start of a file of fixed size ([`MARKER_LEN`] bytes, within one disk
+/// sector): no file is created or removed per merge. A record that does not parse (torn by a
+/// crash while it was written) names no merge: the merge it would have announced had not
+/// appended yet, and the one before had been recorded in Redis.
+pub struct MergeMarker {
+    path: PathBuf,
+}
+
+/// What the [`MergeMarker`] holds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Marked {
+    /// The chunk's directory name.
+    pub chunk: String,
+    /// The node log's length before the merge.
+    pub before: u64,
+    /// The chunk campaign's log offset the merge read through.
+    pub through: u64,
+}
+
+/// The marker file's size: a record is padded to it.
+const MARKER_LEN: usize = 512;
+
+impl MergeMarker {
+    /// The marker of node log `node_log`.
+    pub fn of(node_log: &Path) -> MergeMarker {
+        MergeMarker {
+            path: node_log.with_file_name("merging"),
+        }
+    }
+
+    fn write(&self, m: &Marked) -> Result<(), ClusterError> {
+        use std::os::unix::fs::FileExt;
+        let mut record = format!("{} {} {}\n", m.before, m.through, m.chunk).into_bytes();
+        if record.len() > MARKER_LEN {
+            return Err(ClusterError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("chunk name too long for the merge marker: {}", m.chunk)),
+            });
+        }
+        record.resize(MARKER_LEN, b' ');
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        f.write_all_at(&record, 0).map_err(io_err(&self.path))?;
+        f.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// The last merge announced, if the record parses.
+    pub fn read(&self) -> Result<Option<Marked>, ClusterError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.path)(e)),
+        };
+        let parsed = std::str::from_utf8(&bytes).ok().and_then(|text| {
+            let (record, _) = text.split_once('\n')?;
+            let mut parts = record.splitn(3, ' ');
+            Some(Marked {
+                before: parts.next()?.parse().ok()?,
+                through: parts.next()?.parse().ok()?,
+                chunk: parts.next().filter(|c| !c.is_empty())?.to_owned(),
+            })
+        });
+        if parsed.is_none() {
+            tracing::warn!(path = %self.path.display(), "merge marker does not parse (torn by a crash?); no merge to undo");
+        }
+        Ok(parsed)
     }
 }
 
@@ -324,14 +407,8 @@ mod tests {
             lines: Arc::new(rows.lines.clone()),
         };
         assert!(!chunk.exists());
-        chunk.write(&["email".into(), "name".into()], &rows).expect("write");
+        std::fs::create_dir_all(&chunk.dir).expect("chunk dir");
         assert!(chunk.exists());
-        let jsonl = std::fs::read_to_string(chunk.rows_file()).expect("rows");
-        assert_eq!(jsonl.lines().count(), 2, "{jsonl}");
-        assert!(
-            jsonl.starts_with("{\"email\":\"a@x.test\",\"name\":\"A \\\"q\\\"\\n\"}"),
-            "{jsonl}"
-        );
         let log = dir.path().join("acc.jsonl");
         std::fs::write(
             &log,
@@ -366,7 +443,7 @@ mod tests {
             dir: dir.join("c1"),
             lines: Arc::new(rows.lines.clone()),
         };
-        chunk.write(&["email".into()], &rows).expect("write");
+        std::fs::create_dir_all(&chunk.dir).expect("chunk dir");
         let log = dir.join("acc.jsonl");
         std::fs::write(
             &log,
@@ -378,19 +455,25 @@ mod tests {
         (chunk, log, node_log)
     }
 
+    /// Recovers `chunk` (of [`two_rows`]) with Redis knowing nothing of its merge: asked
+    /// about the final line merged, and the node log cut back to its earlier line.
+    fn assert_undone(chunk: &ChunkDir, log: &Path, node_log: &Path) {
+        chunk
+            .recover(log, node_log, |lines| {
+                assert_eq!(lines, [3]);
+                Ok(vec![false])
+            })
+            .expect("recover");
+        assert_eq!(std::fs::read_to_string(node_log).expect("read"), "{\"earlier\":1}\n");
+    }
+
     #[test]
     fn a_merge_cut_short_is_undone_before_it_is_redone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (chunk, log, node_log) = two_rows(dir.path());
         // The state a kill leaves between the append and Redis recording the outcomes.
         chunk.merge(&log, &node_log, "c", "n1").expect("merge");
-        chunk
-            .recover(&log, &node_log, |lines| {
-                assert_eq!(lines, [3]);
-                Ok(vec![false])
-            })
-            .expect("recover");
-        assert_eq!(std::fs::read_to_string(&node_log).expect("read"), "{\"earlier\":1}\n");
+        assert_undone(&chunk, &log, &node_log);
         let again = chunk.merge(&log, &node_log, "c", "n1").expect("merge again");
         assert_eq!(again.finals, vec![(3, "delivered".to_owned())]);
         assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 3);
@@ -438,7 +521,7 @@ mod tests {
             dir: dir.path().join("c1"),
             lines: Arc::new(rows.lines.clone()),
         };
-        chunk.write(&["email".into()], &rows).expect("write");
+        std::fs::create_dir_all(&chunk.dir).expect("chunk dir");
         // As the accounting log writes it (`ts` first), with every kind of value.
         let record = concat!(
             r#"{"ts":"2026-12-04T16:00:21.896Z","campaign":"c.c1","recipient":"a@x.test","#,
@@ -463,6 +546,90 @@ mod tests {
         expected["campaign"] = "c".into();
         expected["node"] = "n1".into();
         assert_eq!(got, expected);
+    }
+
+    /// Two chunks merging into one node log: the marker names only the last merge, so a
+    /// restart undoes that one (Redis did not record it) and leaves the earlier one alone.
+    #[test]
+    fn the_marker_names_only_the_last_merge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, log, node_log) = two_rows(dir.path());
+        first.merge(&log, &node_log, "c", "n1").expect("merge");
+        let after_first = std::fs::read_to_string(&node_log).expect("read");
+        let second = ChunkDir {
+            dir: dir.path().join("c2"),
+            lines: Arc::new(vec![5, 6]),
+        };
+        std::fs::create_dir_all(&second.dir).expect("chunk dir");
+        let log2 = dir.path().join("acc2.jsonl");
+        std::fs::write(&log2, "{\"line\":2,\"outcome\":\"bounced\"}\n").expect("log");
+        second.merge(&log2, &node_log, "c", "n1").expect("merge");
+        let marked = MergeMarker::of(&node_log).read().expect("read").expect("a merge");
+        assert_eq!(marked.chunk, "c2");
+        assert_eq!(marked.before, after_first.len() as u64);
+        // The first chunk's merge is not the marker's: nothing to undo, Redis is not asked.
+        first
+            .recover(&log, &node_log, |_| panic!("only the last merge is looked at"))
+            .expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 4);
+        second
+            .recover(&log2, &node_log, |lines| {
+                assert_eq!(lines, [6]);
+                Ok(vec![false])
+            })
+            .expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read"), after_first);
+        // Undoing again (a second restart) finds nothing more to cut.
+        second.recover(&log2, &node_log, |_| Ok(vec![false])).expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read"), after_first);
+    }
+
+    /// A merge committed (parked) is not undone by a later restart, though the marker still
+    /// names it.
+    #[test]
+    fn a_committed_merge_is_not_undone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chunk, log, node_log) = two_rows(dir.path());
+        let merged = chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        chunk.commit(merged.through).expect("commit");
+        chunk
+            .recover(&log, &node_log, |_| panic!("a committed merge needs no answer"))
+            .expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 3);
+    }
+
+    /// A marker torn by a crash while it was written announced a merge that had not appended
+    /// yet: nothing is undone.
+    #[test]
+    fn a_torn_marker_undoes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chunk, log, node_log) = two_rows(dir.path());
+        chunk.merge(&log, &node_log, "c", "n1").expect("merge");
+        let marker = dir.path().join("merging");
+        assert_eq!(std::fs::metadata(&marker).expect("marker").len(), MARKER_LEN as u64);
+        std::fs::write(&marker, b"12 3\0\0\0").expect("torn");
+        assert_eq!(MergeMarker::of(&node_log).read().expect("read"), None);
+        chunk.recover(&log, &node_log, |_| Ok(vec![false])).expect("recover");
+        assert_eq!(std::fs::read_to_string(&node_log).expect("read").lines().count(), 3);
+    }
+
+    /// A chunk directory an earlier version left with its own `merging` file (the node log's
+    /// length before, the offset read through): still undone or kept as Redis says.
+    #[test]
+    fn an_earlier_versions_marker_in_the_chunk_directory_is_honoured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chunk, log, node_log) = two_rows(dir.path());
+        let before = std::fs::metadata(&node_log).expect("node log").len();
+        let through = std::fs::metadata(&log).expect("log").len();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&node_log)
+            .expect("node log");
+        f.write_all(b"{\"line\":3,\"outcome\":\"delivered\"}\n")
+            .expect("append");
+        std::fs::write(chunk.dir.join("merging"), format!("{before} {through}")).expect("marker");
+        assert_undone(&chunk, &log, &node_log);
+        assert!(!chunk.dir.join("merging").exists(), "the earlier marker is removed");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::store::Entry;
 use super::{io_err, CampaignState, ClusterConfig, ClusterError, Keys, Store};
 use crate::campaign::{Campaign, ChunkOf};
 use crate::config::SendConfig;
+use crate::recipients::MemoryRows;
 use crate::send::{Launched, SendService};
 
 /// How often the loop looks for new work when the stream had none.
@@ -455,8 +456,8 @@ impl Node<'_> {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
             return Ok(None);
         };
-        let rows = Rows::parse(&self.keys.chunks, json)?;
-        let lines = Arc::new(rows.lines.clone());
+        let Rows { lines, values } = Rows::parse(&self.keys.chunks, json)?;
+        let lines = Arc::new(lines);
         let mut running = Running {
             entry: entry.id.clone(),
             seq: entry.seq,
@@ -481,9 +482,10 @@ impl Node<'_> {
             let mine: std::collections::HashSet<u64> = dir.merged_finals(&log)?.into_iter().collect();
             let by_others = lines.iter().zip(&done).any(|(line, d)| *d && !mine.contains(line));
             if !by_others {
-                // The same rows as before (an OS crash may have lost the unsynced file).
-                dir.write(&self.columns, &rows)?;
-                running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), how.paused)?);
+                // Its state (journal, log) knows rows by their line: local line k is the
+                // entry's row k, as it was in the `rows.jsonl` earlier versions wrote here.
+                let rows = self.memory_rows(dir, values);
+                running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), rows, how.paused)?);
                 return Ok(Some(running));
             }
             self.remove(entry.seq);
@@ -496,12 +498,21 @@ impl Node<'_> {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
             return Ok(None);
         }
-        dir.write(&self.columns, &rows)?;
-        running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), how.paused)?);
+        let rows = self.memory_rows(dir, values);
+        running.launched = Some(self.launch(service, entry.seq, dir, skipped(&done), rows, how.paused)?);
         Ok(Some(running))
     }
 
-    /// The chunk campaign: the stored definition, with the chunk's id and rows file; it skips
+    /// A chunk's rows as its campaign reads them, under the node's columns.
+    fn memory_rows(&self, dir: &ChunkDir, values: Vec<Vec<String>>) -> Arc<MemoryRows> {
+        Arc::new(MemoryRows {
+            label: dir.rows_label(),
+            columns: self.columns.clone(),
+            values,
+        })
+    }
+
+    /// The chunk campaign: the stored definition, with the chunk's id and `rows`; it skips
     /// the local lines `skip`.
     fn launch(
         &self,
@@ -509,6 +520,7 @@ impl Node<'_> {
         seq: u64,
         dir: &ChunkDir,
         skip: Vec<u64>,
+        rows: Arc<MemoryRows>,
         paused: bool,
     ) -> Result<Launched, ClusterError> {
         let path = dir.dir.join("campaign.toml");
@@ -518,11 +530,11 @@ impl Node<'_> {
         };
         let mut doc: toml_edit::DocumentMut = self.toml.parse().map_err(|e| bad(format!("toml: {e}")))?;
         doc["id"] = toml_edit::value(self.chunk_id(seq));
-        let rows = dir.rows_file();
-        let rows = rows
+        let label = dir.rows_label();
+        let label = label
             .to_str()
-            .ok_or_else(|| bad(format!("{} is not UTF-8", rows.display())))?;
-        doc["recipients"] = toml_edit::value(rows);
+            .ok_or_else(|| bad(format!("{} is not UTF-8", label.display())))?;
+        doc["recipients"] = toml_edit::value(label);
         let mut campaign = Campaign::from_toml_with(&path, &doc.to_string(), self.template_dirs)?;
         // Feedback tokens name the cluster campaign and the original lines; the inbound
         // listener finds its log and suppression list in the node's campaign folder.
@@ -536,6 +548,7 @@ impl Node<'_> {
             campaign: self.id.clone(),
             lines: dir.lines.clone(),
             skip,
+            rows: Some(rows),
         });
         Ok(service.launch_with(&campaign, paused)?)
     }

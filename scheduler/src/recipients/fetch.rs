@@ -51,6 +51,7 @@ enum FetchSource {
     Csv(CsvFetcher),
     Jsonl(JsonlFetcher),
     Spool(super::spooled::SpoolFetcher),
+    Memory(super::memory::MemoryFetcher),
 }
 
 /// Why a format's fetch failed, before the path, line and offset are attached.
@@ -97,9 +98,20 @@ impl RowFetcher {
                 (FetchSource::Jsonl(src), len)
             }
             Source::Spool(src) => return Ok(RowFetcher::spooled(src.stream().clone())),
+            Source::Memory(src) => return RowFetcher::memory(src.rows().clone(), email_column),
         };
         let len = file;
         Ok(RowFetcher { layout, len, source })
+    }
+
+    /// Re-reads rows held in memory, as [`RecipientReader::memory`] reads them.
+    pub fn memory(rows: std::sync::Arc<super::MemoryRows>, email_column: &str) -> Result<RowFetcher, RecipientError> {
+        let RecipientReader { layout, .. } = RecipientReader::memory(rows.clone(), email_column)?;
+        Ok(RowFetcher {
+            layout,
+            len: rows.len() as u64,
+            source: FetchSource::Memory(super::memory::MemoryFetcher { rows }),
+        })
     }
 
     /// Re-reads rows of a spool stream (see [`RecipientReader::spooled`]).
@@ -131,6 +143,7 @@ impl RowFetcher {
                 FetchSource::Csv(src) => src.fetch(&layout.columns, offset, line),
                 FetchSource::Jsonl(src) => src.fetch(layout.columns.len(), offset, line),
                 FetchSource::Spool(src) => src.fetch(offset, line),
+                FetchSource::Memory(src) => src.fetch(offset, line),
             }
         };
         match fetched {

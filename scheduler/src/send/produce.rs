@@ -102,7 +102,7 @@ pub(crate) fn produce(
         signing,
         live,
     } = reading;
-    let file_size = std::fs::metadata(reader.path()).map_or(0, |m| m.len());
+    let file_size = reader.size();
     let done: Done = {
         let work = work.clone();
         Arc::new(move |job: Result<Job, Box<Refused>>| {

@@ -335,7 +335,7 @@ async fn a_node_takes_the_next_chunk_while_the_last_one_s_replies_are_on_the_wir
     sink.shutdown().await;
 }
 
-/// The directories of the chunks a node is sending: `runs/<id>.c<n>` with their rows.
+/// The directories of the chunks a node is sending: `runs/<id>.c<n>`.
 fn chunk_dirs(config: &SendConfig) -> Vec<(u64, PathBuf)> {
     let runs = config.state_dir.join("cluster").join(ID).join("runs");
     let prefix = format!("{ID}.c");
@@ -345,7 +345,6 @@ fn chunk_dirs(config: &SendConfig) -> Vec<(u64, PathBuf)> {
                 let seq = e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok()?;
                 Some((seq, e.path()))
             })
-            .filter(|(_, p)| p.join("rows.jsonl").is_file())
             .collect()
     })
 }
@@ -384,7 +383,15 @@ async fn a_node_restarted_over_the_earlier_chunk_layout_starts_those_chunks_over
             .join("chunks")
             .join(format!("c{seq}"));
         std::fs::create_dir_all(&legacy).expect("legacy dir");
-        std::fs::rename(run.join("rows.jsonl"), legacy.join("rows.jsonl")).expect("move rows");
+        // Its rows as that version wrote them (one JSON object per row, the CSV's columns).
+        let jsonl: String = rows["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| format!("{}\n", serde_json::json!({"email": v[0], "name": v[1]})))
+            .collect();
+        std::fs::write(legacy.join("rows.jsonl"), jsonl).expect("rows.jsonl");
+        assert!(run.is_dir());
         std::fs::write(legacy.join("lines.json"), rows["lines"].to_string()).expect("lines.json");
         rewritten += 1;
     }

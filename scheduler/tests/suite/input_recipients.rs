@@ -225,3 +225,75 @@ fn jsonl_missing_trailing_newline_and_crlf() {
     assert_eq!(good[0].values, ["a@b.test", "1.5"]);
     assert_eq!(good[1].values, ["c@d.test", "2"]);
 }
+
+/// A cluster chunk's rows held in memory read as the same rows written one JSON object per
+/// line would (lines, values, rejections; a short value list padded, extra values ignored),
+/// and each fetches back by its offset.
+#[test]
+fn rows_in_memory_read_and_fetch_back_like_a_jsonl_file() {
+    use std::sync::Arc;
+    use volley_scheduler::recipients::{MemoryRows, RowFetcher};
+    let dir = tempfile::tempdir().unwrap();
+    let columns = vec!["email".to_owned(), "name".to_owned()];
+    let values = vec![
+        vec!["a@x.test".to_owned(), "A \"q\"".to_owned()],
+        vec!["not an address".to_owned(), "B".to_owned()],
+        vec!["c@x.test".to_owned()],
+        vec!["d@x.test".to_owned(), "D".to_owned(), "extra".to_owned()],
+    ];
+    let jsonl: String = values
+        .iter()
+        .map(|v| {
+            let name = v.get(1).cloned().unwrap_or_default();
+            format!("{}\n", serde_json::json!({"email": v[0], "name": name}))
+        })
+        .collect();
+    let file = write(dir.path(), "rows.jsonl", jsonl.as_bytes());
+    let rows = Arc::new(MemoryRows {
+        label: dir.path().join("rows"),
+        columns,
+        values,
+    });
+    let from_file: Vec<Row> = RecipientReader::open(&file, "email")
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let in_memory: Vec<Row> = RecipientReader::memory(rows.clone(), "email")
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(in_memory.len(), 4);
+    let strip = |row: &Row| match row {
+        Row::Recipient(r) => (r.line, Some(r.values.clone()), None),
+        Row::Rejected(r) => (r.line, None, Some((r.field.clone(), r.value.clone(), r.reason.clone()))),
+    };
+    assert_eq!(
+        in_memory.iter().map(strip).collect::<Vec<_>>(),
+        from_file.iter().map(strip).collect::<Vec<_>>()
+    );
+    let mut fetcher = RowFetcher::memory(rows.clone(), "email").unwrap();
+    for row in &in_memory {
+        if let Row::Recipient(r) = row {
+            assert_eq!(&fetcher.fetch(r.offset, r.line).unwrap(), row);
+        }
+    }
+    match fetcher.fetch(4, 5) {
+        Err(RecipientError::NoRowAt {
+            path,
+            line: 5,
+            offset: 4,
+            ..
+        }) => assert_eq!(path, rows.label),
+        other => panic!("past the end: {other:?}"),
+    }
+    match RecipientReader::memory(rows, "mail") {
+        Err(RecipientError::MissingEmailColumn { column, found, .. }) => {
+            assert_eq!(
+                (column.as_str(), found),
+                ("mail", vec!["email".to_owned(), "name".to_owned()])
+            );
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("no `mail` column"),
+    }
+}

@@ -252,6 +252,7 @@ async fn a_cluster_chunk_s_tokens_name_the_cluster_campaign_and_the_original_lin
         campaign: "spring".into(),
         lines: std::sync::Arc::new(lines),
         skip: Vec::new(),
+        rows: None,
     });
     let summary = volley_scheduler::send::run(&chunk, &cfg).await.expect("send run");
     assert_eq!(summary.delivered, RECIPIENTS as u64, "{summary:?}");
