@@ -18,6 +18,7 @@
 #   benches/cluster.sh                      # N=100000 REPS=3
 #   N=20000 REPS=1 CHUNK=500 APPEND=0 benches/cluster.sh
 #   VOLLEY=/tmp/volley-before APPEND=0 benches/cluster.sh   # another build, nothing built
+#   DKIM=ed25519 benches/cluster.sh         # every message signed, as in production
 #
 # Everything listens on 127.0.0.1 (redis-server, `volley sink`); volley sends from
 # 127.0.0.2-4. The sink is `volley sink --no-starttls` (no faults, no latency), a fresh one per
@@ -33,6 +34,9 @@ CHUNK=${CHUNK:-1000}
 INFLIGHT=${INFLIGHT:-}
 # Recipient domains (all routed to the one sink).
 DOMAINS=${DOMAINS:-100}
+# DKIM signing of every message, as in production: ed25519 or rsa (a 2048-bit key made with
+# openssl for the run, `[[dkim]]` for the From domain in every configuration); empty: unsigned.
+DKIM=${DKIM:-}
 # 1: append the result to benches/RESULTS.md; 0: print it only.
 APPEND=${APPEND:-1}
 # Node counts to run besides the plain send (0).
@@ -57,6 +61,7 @@ source "$ROOT/benches/lib.sh"
 [[ $DOMAINS =~ ^[1-9][0-9]*$ ]] || die "DOMAINS must be a positive integer (got '$DOMAINS')"
 for k in $NODES; do [[ $k =~ ^[1-3]$ ]] || die "NODES: node counts are 1-3 (source IPs 127.0.0.2-4), got '$k'"; done
 [[ $APPEND == 0 || $APPEND == 1 ]] || die "APPEND must be 0 or 1 (got '$APPEND')"
+[[ -z $DKIM || $DKIM == ed25519 || $DKIM == rsa ]] || die "DKIM must be ed25519, rsa or empty (got '$DKIM')"
 
 # --- prerequisites ------------------------------------------------------------------------------
 ensure_packages() {
@@ -65,6 +70,7 @@ ensure_packages() {
     command -v redis-cli >/dev/null || missing+=(redis-tools)
     command -v jq >/dev/null || missing+=(jq)
     command -v bc >/dev/null || missing+=(bc)
+    [[ -z $DKIM ]] || command -v openssl >/dev/null || missing+=(openssl)
     [[ -x /usr/bin/time ]] || missing+=(time)
     ((${#missing[@]} == 0)) && return
     [[ $(id -u) == 0 ]] || die "needs ${missing[*]}; run as root or install them"
@@ -138,6 +144,14 @@ text = "Hello {{name}},\n\nthe news of the week.\n"
 recipients = "$WORK/recipients.csv"
 EOF
 
+if [[ -n $DKIM ]]; then
+    case $DKIM in
+    ed25519) openssl genpkey -algorithm ed25519 -out "$WORK/dkim.pem" 2>/dev/null ;;
+    rsa) openssl genpkey -algorithm rsa -pkeyopt rsa_keygen_bits:2048 -out "$WORK/dkim.pem" 2>/dev/null ;;
+    esac
+    chmod 600 "$WORK/dkim.pem"
+fi
+
 # The split baselines: part i of k holds every k-th row from row i, with its own campaign file.
 for k in $NODES; do
     ((k > 1)) || continue
@@ -160,6 +174,7 @@ ehlo_name = "mta$ip.volley.test"
 [routes]
 "*" = "127.0.0.1:$port"
 EOF
+    [[ -z $DKIM ]] || printf '\n[[dkim]]\ndomain = "sender.test"\nselector = "bench"\nkey = "%s"\n' "$WORK/dkim.pem" >>"$file"
     [[ -z $node ]] || printf '\n[cluster]\nredis = "redis://127.0.0.1:%s/0"\nnode_id = "%s"\nchunk_size = %s\n' \
         "$REDIS_PORT" "$node" "$CHUNK" >>"$file"
     [[ -z $node || -z $INFLIGHT ]] || printf 'chunks_in_flight = %s\n' "$INFLIGHT" >>"$file"
@@ -325,11 +340,13 @@ done < <(commandstats "$WORK/run-$last-$REPS/redis-commandstats" | sort -t$'\t' 
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benches/RESULTS.md") ]]; then commit="$commit + uncommitted changes"; fi
+SIGNING="unsigned"
+[[ -z $DKIM ]] || SIGNING="every message DKIM-signed ($DKIM, \`[[dkim]]\` for the From domain, \`dkim_threads\` default: one per core)"
 REPORT=(""
-    "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS, commit $commit"
+    "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS${DKIM:+, DKIM=$DKIM}, commit $commit"
     ""
     "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE; redis-server $REDIS_VERSION."
-    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK ${INFLIGHT:+INFLIGHT=$INFLIGHT }DOMAINS=$DOMAINS NODES=\"$NODES\" benches/cluster.sh\`"
+    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK ${INFLIGHT:+INFLIGHT=$INFLIGHT }DOMAINS=$DOMAINS ${DKIM:+DKIM=$DKIM }NODES=\"$NODES\" benches/cluster.sh\`"
     ""
     "${TABLE[@]}"
     ""
@@ -338,7 +355,7 @@ REPORT=(""
     "${BREAKDOWN[@]}"
     ""
     "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK${INFLIGHT:+ and chunks_in_flight = $INFLIGHT}), $REPS runs each, medians (min–max)."
-    "- $N recipients over $DOMAINS domains, a two-line text template; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
+    "- $N recipients over $DOMAINS domains, a two-line text template, $SIGNING; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
     "- volley CPU: user + sys of the publisher and every node (or of \`volley send\`) from wait4 (\`/usr/bin/time\`), per delivered message. redis-server CPU: \`INFO cpu\` deltas. Overhead: median against the plain send's median ($(fmt "$base" 1) µs/msg), without and with redis-server's CPU. Bytes: \`total_net_input_bytes\`/\`total_net_output_bytes\`."
     "- The split sends (2 or 3 plain \`volley send\` at once, process i sending every ith recipient from 127.0.0.(i+1), as an operator would split the list by hand) have as many processes, source IPs and connections as 2 or 3 nodes: the cluster's own cost is the last overhead column${SPLIT_VERDICT:+ ($SPLIT_VERDICT)}."
     "- Goal < 10 % CPU per message: $VERDICT.")
