@@ -28,6 +28,8 @@ struct Tuning {
     /// Every node sends from 127.0.0.2 (else node `k` from 127.0.0.`k+1`).
     one_ip: bool,
     max_connections_per_host: usize,
+    /// `[cluster] share_limits`.
+    share_limits: bool,
 }
 
 const TUNING: Tuning = Tuning {
@@ -36,6 +38,7 @@ const TUNING: Tuning = Tuning {
     chunks_in_flight: 2,
     one_ip: false,
     max_connections_per_host: 4,
+    share_limits: true,
 };
 
 fn node_config(dir: &Path, node: usize, redis: &str, sink: &str, t: &Tuning) -> PathBuf {
@@ -50,12 +53,14 @@ fn node_config(dir: &Path, node: usize, redis: &str, sink: &str, t: &Tuning) -> 
              [routes]\n\"*\" = \"{sink}\"\n[retry]\nschedule = [\"{retry}\"]\nmax_age = \"2m\"\n\
              [smtp]\nmax_connections_per_host = {max_connections}\n\
              [cluster]\nredis = \"{redis}\"\nnode_id = \"n{node}\"\nchunk_size = {chunk_size}\n\
-             max_outstanding = 16\nlease = \"3s\"\nchunks_in_flight = {in_flight}\n",
+             max_outstanding = 16\nlease = \"3s\"\nchunks_in_flight = {in_flight}\n\
+             share_limits = {share}\n",
             ip = if t.one_ip { 2 } else { node + 1 },
             max_connections = t.max_connections_per_host,
             retry = t.retry,
             chunk_size = t.chunk_size,
             in_flight = t.chunks_in_flight,
+            share = t.share_limits,
         ),
     )
     .expect("config");
@@ -189,11 +194,17 @@ async fn setup(
     .await
     .expect("sink");
     let tmp = tempfile::tempdir().expect("tempdir");
-    common::write_news_campaign(tmp.path(), CAMPAIGN, n);
-    for node in 1..=3 {
-        node_config(tmp.path(), node, &redis(node), &sink.local_addr().to_string(), tuning);
-    }
+    write_setup(tmp.path(), n, &sink.local_addr().to_string(), tuning, redis);
     (sink, tmp)
+}
+
+/// The campaign of `n` recipients and the configurations of nodes 1-3 in `dir`, sending to
+/// `receiver`.
+fn write_setup(dir: &Path, n: usize, receiver: &str, tuning: &Tuning, redis: impl Fn(usize) -> String) {
+    common::write_news_campaign(dir, CAMPAIGN, n);
+    for node in 1..=3 {
+        node_config(dir, node, &redis(node), receiver, tuning);
+    }
 }
 
 /// `n` recipients; node 2 killed mid-run, then `restart`ed or never.
@@ -626,20 +637,7 @@ async fn two_nodes_on_one_source_ip_share_the_receiver_s_connection_cap() {
     };
     let (sink, tmp) = setup(n, capped, &tuning, |_| redis.url()).await;
     let dir = tmp.path().to_path_buf();
-    let (dir, status) = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut publisher = spawn_publisher(&dir);
-        let mut nodes: Vec<Child> = (1..=2).map(|node| spawn_node(&dir, node, "first")).collect();
-        assert!(
-            wait_exit(&mut publisher, "publisher", deadline).success(),
-            "publisher failed"
-        );
-        wait_nodes(nodes.iter_mut().enumerate(), deadline);
-        let status = cluster_status(&dir, 1);
-        (dir, status)
-    })
-    .await
-    .expect("join");
+    let (dir, status) = two_nodes(dir, Duration::from_secs(120)).await;
     assert_eq!(status["complete"], true, "{status}");
     assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
     assert!(
@@ -647,17 +645,7 @@ async fn two_nodes_on_one_source_ip_share_the_receiver_s_connection_cap() {
         "the receiver never refused a connection: nothing to learn"
     );
     // The cap both learned: what they had open together when one was refused.
-    let out = std::process::Command::new("redis-cli")
-        .args(["-u", &redis.url(), "HGETALL", "volley:{ip:127.0.0.2}:cap"])
-        .output()
-        .expect("redis-cli");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let cap: usize = text
-        .lines()
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no shared cap in Redis: {text:?}"));
+    let cap = shared_cap(&redis);
     // Open counts are published once a second, so the sum may lag the moment of the refusal
     // by a connection.
     eprintln!(
@@ -677,4 +665,109 @@ async fn two_nodes_on_one_source_ip_share_the_receiver_s_connection_cap() {
         );
     }
     sink.shutdown().await;
+}
+
+/// Publishes the campaign and runs nodes 1 and 2 in `dir` to the end (within `limit`);
+/// returns `dir` and the cluster status.
+async fn two_nodes(dir: PathBuf, limit: Duration) -> (PathBuf, Value) {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + limit;
+        let mut publisher = spawn_publisher(&dir);
+        let mut nodes: Vec<Child> = (1..=2).map(|node| spawn_node(&dir, node, "first")).collect();
+        assert!(
+            wait_exit(&mut publisher, "publisher", deadline).success(),
+            "publisher failed"
+        );
+        wait_nodes(nodes.iter_mut().enumerate(), deadline);
+        let status = cluster_status(&dir, 1);
+        (dir, status)
+    })
+    .await
+    .expect("join")
+}
+
+/// The connection cap the nodes on 127.0.0.2 learned together, from Redis.
+fn shared_cap(redis: &RedisServer) -> usize {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "HGETALL", "volley:{ip:127.0.0.2}:cap"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no shared cap in Redis: {text:?}"))
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// The receiver is real software: a private Postfix `smtpd` allowing 4 connections per client
+/// address (`smtpd_client_connection_count_limit`, enforced by its `anvil`, a 421 at the
+/// banner beyond it). Two nodes send from 127.0.0.2, each allowed 8 connections: with
+/// `share_limits` they learn the cap together in Redis and split it; without, each learns
+/// it alone. Both runs should deliver everything in about 16 s (they do in about half the
+/// runs); the figures (refusals in Postfix's log, time) are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect, open in issue 19's note: in about half the runs one node is refused for minutes while the other holds Postfix's 4 connections (the run passes the 180 s deadline); run with --ignored to reproduce"]
+async fn two_nodes_on_one_source_ip_against_a_real_postfix_with_a_client_connection_limit() {
+    if !is_root() {
+        eprintln!("skipped: a private Postfix instance needs root (CI runs as root)");
+        return;
+    }
+    let n = 20000;
+    for share_limits in [true, false] {
+        let redis = RedisServer::start();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let postfix = volley_bench::postfix_smtpd::PostfixSmtpd::start(
+            &tmp.path().join("postfix"),
+            &[("smtpd_client_connection_count_limit", "4")],
+        )
+        .expect("a private postfix");
+        let tuning = Tuning {
+            chunk_size: 250,
+            one_ip: true,
+            max_connections_per_host: 8,
+            share_limits,
+            ..TUNING
+        };
+        write_setup(tmp.path(), n, &postfix.local_addr().to_string(), &tuning, |_| {
+            redis.url()
+        });
+        let dir = tmp.path().to_path_buf();
+        let started = Instant::now();
+        let (dir, status) = two_nodes(dir, Duration::from_secs(180)).await;
+        let elapsed = started.elapsed();
+        assert_eq!(status["complete"], true, "{status}");
+        assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+        let log = postfix.log();
+        let refused = log.matches("Connection concurrency limit exceeded").count();
+        assert!(refused > 0, "Postfix never enforced its limit: nothing learned");
+        let deferred = status["counts"]["deferred"].as_u64().unwrap_or(0);
+        let ceilings: Vec<Value> = (1..=2)
+            .map(|node| report(&dir, node, "first")["shared_limits"].clone())
+            .collect();
+        eprintln!(
+            "Postfix smtpd, limit 4 per client, 2 nodes on 127.0.0.2, {n} messages, share_limits = \
+             {share_limits}: {elapsed:.1?}, {refused} connections refused, {deferred} deferrals; \
+             shares applied: {ceilings:?}"
+        );
+        if share_limits {
+            // The cap both learned (what they had open together when one was refused), and
+            // each node's share of it.
+            let cap = shared_cap(&redis);
+            assert!((3..=5).contains(&cap), "learned cap {cap}, Postfix allows 4");
+            for (node, shared) in ceilings.iter().enumerate() {
+                let shared = shared.as_array().cloned().unwrap_or_default();
+                assert!(
+                    shared.iter().any(|l| l["source_ip"] == "127.0.0.2"
+                        && l["ceiling"].as_u64().is_some_and(|c| c >= 1 && c as usize <= cap)),
+                    "node {} applied no share of the cap {cap}: {shared:?}",
+                    node + 1
+                );
+            }
+        }
+    }
 }

@@ -126,6 +126,16 @@ const THROTTLE_TEXTS: &[&str] = &[
 /// text says.
 const CONNECTION_COUNT_TEXTS: &[&str] = &["connection", "concurrent", "sessions"];
 
+/// Whether a 4xx reply's text names the receiver's cap on connections from one client:
+/// "too many" connections, concurrent sessions… (Postfix's `421 4.7.0 Error: too many
+/// connections from 192.0.2.1`, Exim's `Too many concurrent SMTP connections from this IP`).
+/// The receiver is up and serving someone else on this address — another node, another MTA
+/// behind the same NAT: a reason to wait for a slot, not to call the host down.
+pub fn names_connection_cap(code: u16, text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    code / 100 == 4 && text.contains("too many") && CONNECTION_COUNT_TEXTS.iter().any(|t| text.contains(t))
+}
+
 impl SessionError {
     /// The phase in which the error happened.
     pub fn phase(&self) -> Phase {
@@ -195,6 +205,13 @@ impl SessionError {
         }
         let text = reply.text.to_ascii_lowercase();
         !CONNECTION_COUNT_TEXTS.iter().any(|t| text.contains(t)) && THROTTLE_TEXTS.iter().any(|t| text.contains(t))
+    }
+
+    /// Whether this is a refusal at the greeting naming the receiver's cap on connections
+    /// from this client (see [`names_connection_cap`]).
+    pub fn is_connection_cap(&self) -> bool {
+        matches!(self, SessionError::Rejected { phase: Phase::Banner | Phase::Ehlo, reply }
+            if names_connection_cap(reply.code, &reply.text))
     }
 
     /// Whether trying again later may succeed (4xx replies, network trouble, missing TLS).
@@ -370,5 +387,40 @@ mod tests {
             reply: reply(421, "4.7.0 [TSS04] temporarily deferred"),
         };
         assert!(!later.is_throttle_at_greeting(), "only at the greeting");
+    }
+
+    /// A refusal naming the receiver's cap on this client's connections is told from other
+    /// refusals at the greeting, as an error and as the status its deliveries get.
+    #[test]
+    fn a_refusal_naming_the_connection_cap_is_recognised() {
+        let at_banner = |code: u16, text: &str| SessionError::Rejected {
+            phase: Phase::Banner,
+            reply: reply(code, text),
+        };
+        for cap in [
+            "4.7.0 smtpd.receiver.test Error: too many connections from 127.0.0.2",
+            "4.7.0 Too many concurrent SMTP connections from this IP address; please try again later.",
+            "Too many sessions",
+        ] {
+            let e = at_banner(421, cap);
+            assert!(e.is_connection_cap(), "{cap}");
+            assert!(crate::RecipientStatus::from_error(&e).is_connection_cap(), "{cap}");
+        }
+        for other in [
+            "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred",
+            "4.3.2 Service shutting down, closing connection",
+            "try later",
+        ] {
+            assert!(!at_banner(421, other).is_connection_cap(), "{other}");
+        }
+        assert!(
+            !at_banner(554, "too many connections").is_connection_cap(),
+            "a 5xx is not a cap to wait out"
+        );
+        let later = SessionError::Rejected {
+            phase: Phase::MailFrom,
+            reply: reply(421, "too many connections"),
+        };
+        assert!(!later.is_connection_cap(), "only at the greeting");
     }
 }

@@ -41,6 +41,16 @@ pub struct RecipientStatus {
 }
 
 impl RecipientStatus {
+    /// Whether a refusal at the greeting decided it that names the receiver's cap on
+    /// connections from this client (see [`crate::error::names_connection_cap`]): the host is
+    /// up, serving others on this address.
+    pub fn is_connection_cap(&self) -> bool {
+        matches!(self.phase, Phase::Banner | Phase::Ehlo)
+            && self
+                .code
+                .is_some_and(|code| crate::error::names_connection_cap(code, &self.text))
+    }
+
     /// The status a reply gives in `phase`: 2xx delivered (only meaningful after the final
     /// dot), 4xx deferred, 5xx bounced; anything unexpected (a 3xx where none belongs) deferred.
     pub fn from_reply(phase: Phase, reply: &Reply) -> RecipientStatus {

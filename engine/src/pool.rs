@@ -439,6 +439,18 @@ fn start_worker_if_needed<T: Send + 'static>(inner: &Arc<Inner<T>>, host: &Arc<H
     }
 }
 
+/// Whether more workers run than the route's limit allows now; if so this one is no longer
+/// counted (it stops).
+fn over_limit<T>(host: &Host<T>) -> bool {
+    let limit = lock(&host.concurrency).limit();
+    let mut workers = lock(&host.workers);
+    if workers.running > limit {
+        workers.running -= 1;
+        return true;
+    }
+    false
+}
+
 /// Takes the next delivery; `None` when the worker should stop: idle for `idle_timeout` with an
 /// empty queue, the pool closed, or (`holding` a connection) other workers wait for a
 /// connection under `max_connections` while this one has nothing to send.
@@ -541,6 +553,15 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         } else if sent_on_connection >= host.max_messages.load(Ordering::Relaxed) {
             closed(&inner, &host);
             open.quit().await;
+        } else if unsent.is_empty() && over_limit(&host) {
+            // The limit dropped below the connections open (a refusal, or this node's share
+            // of a cap learned with other nodes on the source IP): this one goes, so that the
+            // receiver's slots go to who was refused.
+            closed(&inner, &host);
+            open.quit().await;
+            drop(permit);
+            start_worker_if_needed(&inner, &host);
+            return;
         } else {
             session = Some((open, permit));
         }

@@ -142,28 +142,26 @@ impl Shaper {
         self.budgets().try_take(ip, provider, now).map_err(|wait| Hold {
             until: self.clock.instant_of(wait.until),
             reason: wait.reason,
-        })
+        })?;
+        self.site_backoff().sent(ip, site, Instant::now());
+        Ok(())
     }
 
-    /// Feeds a remote reply from `site` to `ip` to adaptive backoff (`rate_per_s`: what the
-    /// IP was sending there); the action taken when a rule matched. Local statuses (Volley's
-    /// own decisions) are not replies and are ignored.
-    pub fn observe(
-        &self,
-        ip: IpAddr,
-        site: &Arc<str>,
-        status: &RecipientStatus,
-        rate_per_s: f64,
-    ) -> Option<BackoffAction> {
+    /// Feeds a remote reply from `site` to `ip` to adaptive backoff (a slow-down scales what
+    /// the IP has been sending there, counted by [`Shaper::take`] for every campaign of the
+    /// process); the action taken when a rule matched. Local statuses (Volley's own
+    /// decisions) are not replies and are ignored.
+    pub fn observe(&self, ip: IpAddr, site: &Arc<str>, status: &RecipientStatus) -> Option<BackoffAction> {
         let code = status.code?;
         if code < 400 {
             return None;
         }
         let enhanced = status.enhanced.map(|e| e.to_string());
         let now = self.clock.now();
-        let action =
-            self.site_backoff()
-                .observe(ip, site, Some(code), enhanced.as_deref(), &status.text, rate_per_s, now);
+        let mut backoff = self.site_backoff();
+        let rate_per_s = backoff.rate(ip, site, Instant::now());
+        let action = backoff.observe(ip, site, Some(code), enhanced.as_deref(), &status.text, rate_per_s, now);
+        drop(backoff);
         if let Some(action) = action {
             tracing::info!("backoff: {ip} -> {site}: {action:?} after \"{code} {}\"", status.text);
         }

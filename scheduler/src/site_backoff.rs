@@ -5,7 +5,12 @@
 //! Other sites, and other IPs at the same site, are not touched.
 //!
 //! Rule durations (hold, quiet) run on the warm-up clock; the pacing of a slowed pair on real
-//! time, from the rate the site was sending at when it was first slowed.
+//! time, from the rate the pair was sending at when it was first slowed, as counted here
+//! ([`SiteBackoff::sent`]: every campaign of the process, so a cluster node's new chunk does
+//! not look idle). A pair slowed before it sent anything has no rate to scale: it is not paced
+//! until a later reply finds one (suspensions apply regardless). A refusal seen before the
+//! first message — another client on the same IP holding the receiver's connections — must
+//! not pace the pair at one message a minute for the rule's hold.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,10 +24,14 @@ use volley_warmup::{BackoffAction, BackoffRules, Rate, SendLimiter, WaitReason};
 /// The slowest base rate a slowed pair is paced from (one message a minute).
 const MIN_BASE_PER_S: f64 = 1.0 / 60.0;
 
+/// Pairs whose send meters are kept before idle ones are dropped.
+const METERS_KEPT: usize = 4096;
+
 struct Pair {
     state: BackoffState,
-    /// The rate the pair was sending at when first slowed (messages per second).
-    base_per_s: f64,
+    /// The rate the pair was sending at when first slowed (messages per second); `None`
+    /// while it had sent nothing to measure.
+    base_per_s: Option<f64>,
     /// The pacing limiter and the factor it was built for.
     pace: Option<(f64, SendLimiter)>,
 }
@@ -31,6 +40,8 @@ struct Pair {
 pub struct SiteBackoff {
     rules: BackoffRules,
     pairs: HashMap<(IpAddr, Arc<str>), Pair>,
+    /// What each pair sends, for the base of a slow-down.
+    sent: HashMap<(IpAddr, Arc<str>), RateMeter>,
 }
 
 impl SiteBackoff {
@@ -39,7 +50,23 @@ impl SiteBackoff {
         SiteBackoff {
             rules,
             pairs: HashMap::new(),
+            sent: HashMap::new(),
         }
+    }
+
+    /// Counts a message `ip` hands on for `site`.
+    pub fn sent(&mut self, ip: IpAddr, site: &Arc<str>, now: Instant) {
+        if self.sent.len() >= METERS_KEPT && !self.sent.contains_key(&(ip, site.clone())) {
+            self.sent.retain(|_, m| m.per_second(now) > 0.0);
+        }
+        self.sent.entry((ip, site.clone())).or_default().tick(now);
+    }
+
+    /// What `ip` has been sending to `site` lately (messages per second; 0: nothing).
+    pub fn rate(&mut self, ip: IpAddr, site: &Arc<str>, now: Instant) -> f64 {
+        self.sent
+            .get_mut(&(ip, site.clone()))
+            .map_or(0.0, |m| m.per_second(now))
     }
 
     /// Whether any pair is slowed or suspended (the common case, none, costs one check).
@@ -48,7 +75,8 @@ impl SiteBackoff {
     }
 
     /// Feeds a reply: when a rule matches, applies its action to the pair and returns it.
-    /// `rate_per_s` is what the pair is sending at now (the base a first slow-down scales).
+    /// `rate_per_s` is what the pair is sending at now (the base a first slow-down scales;
+    /// 0: nothing measured, no pacing until a later reply finds a rate).
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
@@ -61,11 +89,15 @@ impl SiteBackoff {
         now: SystemTime,
     ) -> Option<BackoffAction> {
         let action = self.rules.matching(code, enhanced, text)?;
+        let measured = (rate_per_s > 0.0).then(|| rate_per_s.max(MIN_BASE_PER_S));
         let pair = self.pairs.entry((ip, site.clone())).or_insert_with(|| Pair {
             state: BackoffState::default(),
-            base_per_s: rate_per_s.max(MIN_BASE_PER_S),
+            base_per_s: measured,
             pace: None,
         });
+        if pair.base_per_s.is_none() {
+            pair.base_per_s = measured;
+        }
         pair.state.apply(action, now, &self.rules);
         Some(action)
     }
@@ -91,10 +123,14 @@ impl SiteBackoff {
             self.pairs.remove(&key);
             return Ok(());
         }
+        // Slowed before it sent anything: no rate to scale yet.
+        let Some(base) = pair.base_per_s else {
+            return Ok(());
+        };
         let limiter = match &pair.pace {
             Some((f, limiter)) if (*f - factor).abs() < f64::EPSILON => limiter,
             _ => {
-                let rate = per_hour(pair.base_per_s * factor);
+                let rate = per_hour(base * factor);
                 &pair.pace.insert((factor, SendLimiter::new(rate))).1
             }
         };
@@ -169,6 +205,61 @@ mod tests {
 
     fn rules() -> BackoffRules {
         BackoffRules::default()
+    }
+
+    /// Regression: "421 too many connections from <ip>" at the banner before the pair sent
+    /// anything (another node on the same IP held the receiver's connections) paced it at half
+    /// of one message a minute for the rule's hold — a cluster node stalled for 15 minutes.
+    /// With nothing measured there is no pacing; the first reply that finds a rate sets it.
+    #[test]
+    fn a_slow_down_before_anything_was_sent_does_not_pace_until_a_rate_is_measured() {
+        let mut b = SiteBackoff::new(rules());
+        let site: Arc<str> = Arc::from("mx.capped");
+        let ip: IpAddr = [127, 0, 0, 2].into();
+        let now = SystemTime::now();
+        let real = |_| Instant::now();
+        let text = "Error: too many connections from 127.0.0.2";
+        assert_eq!(b.rate(ip, &site, Instant::now()), 0.0);
+        for _ in 0..25 {
+            let rate = b.rate(ip, &site, Instant::now());
+            let action = b.observe(ip, &site, Some(421), None, text, rate, now);
+            assert!(matches!(action, Some(BackoffAction::Slow { .. })), "{action:?}");
+        }
+        assert!(!b.is_empty(), "the pair is slowed");
+        assert!(
+            (0..1000).all(|_| b.check(ip, &site, now, real).is_ok()),
+            "nothing measured: not paced"
+        );
+        // Sending goes on; the next complaint finds 200 sends in the meter's window.
+        let t = Instant::now();
+        for _ in 0..200 {
+            b.sent(ip, &site, t);
+        }
+        let rate = b.rate(ip, &site, t);
+        assert!(rate > 5.0, "{rate}");
+        b.observe(ip, &site, Some(421), None, text, rate, now);
+        let passed = (0..1000).filter(|_| b.check(ip, &site, now, real).is_ok()).count();
+        assert!(passed < 1000, "paced from the measured rate: {passed} of 1000 passed");
+    }
+
+    /// The meters are per (IP, site); idle ones are dropped once many pairs were seen.
+    #[test]
+    fn sends_are_counted_per_ip_and_site_and_idle_meters_are_dropped() {
+        let mut b = SiteBackoff::new(rules());
+        let (a, c): (Arc<str>, Arc<str>) = (Arc::from("mx.a"), Arc::from("mx.c"));
+        let ip: IpAddr = [127, 0, 0, 2].into();
+        let t = Instant::now();
+        for _ in 0..10 {
+            b.sent(ip, &a, t);
+        }
+        assert!(b.rate(ip, &a, t) > 0.0 && b.rate(ip, &c, t) == 0.0);
+        assert_eq!(b.rate([127, 0, 0, 3].into(), &a, t), 0.0);
+        // Long idle: many new pairs push the idle meter out.
+        let later = t + WINDOW * 3;
+        for i in 0..METERS_KEPT {
+            b.sent(ip, &Arc::from(format!("mx{i}")), later);
+        }
+        assert!(b.sent.len() <= METERS_KEPT && !b.sent.contains_key(&(ip, a.clone())));
     }
 
     #[test]

@@ -114,9 +114,12 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
                 );
                 return Opened::Refused { throttled: false };
             }
-            // Nothing open from this source IP, but the host serves our other source IPs: a
-            // cap shared by every client. Wait for a slot rather than calling the host down.
-            if open_to(inner, mx) > 0 && started.elapsed() + pause <= SHARED_CAP_WAIT {
+            // Nothing open from this source IP, but the host serves our other source IPs (a
+            // cap shared by every client), or it names its cap on this client's connections
+            // (held by another sender on this address: another node, a NAT): wait for a slot
+            // rather than calling the host down.
+            let capped = open_to(inner, mx) > 0 || e.is_connection_cap();
+            if capped && started.elapsed() + pause <= SHARED_CAP_WAIT {
                 inner.counters.refused.fetch_add(1, Ordering::Relaxed);
                 lock(&host.concurrency).on_refusal(0, Instant::now());
                 tokio::time::sleep(pause).await;

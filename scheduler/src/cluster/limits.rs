@@ -68,8 +68,26 @@ fn now_ms() -> u64 {
 
 /// `<value> <unix ms>` as stored.
 fn parse_stamped(text: &str) -> Option<(usize, u64)> {
-    let (value, at) = text.split_once(' ')?;
-    Some((value.parse().ok()?, at.parse().ok()?))
+    let mut parts = text.split(' ');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// A node's use of an MX as published: open connections, when, and whether it was refused
+/// since its last look (it wants connections it cannot get: `w` after the time).
+fn parse_use(text: &str) -> Option<(usize, u64, bool)> {
+    let (open, at) = parse_stamped(text)?;
+    Some((open, at, text.split(' ').nth(2) == Some("w")))
+}
+
+/// What the other nodes use of a cap `cap` shared by `others.len() + 1` nodes: their open
+/// connections, and at least its even share for one refused while it had fewer open (it
+/// waits for them).
+fn others_use(cap: usize, others: &[(usize, bool)]) -> usize {
+    let even = cap / (others.len() + 1).max(1);
+    others
+        .iter()
+        .map(|&(open, wants)| if wants { open.max(even) } else { open })
+        .sum()
 }
 
 impl LimitShare {
@@ -110,13 +128,17 @@ impl LimitShare {
                 .filter(|((i, _), _)| i == ip)
                 .map(|((_, mx), s)| (mx, s))
                 .collect();
+            // Refused since the last look: this node wants connections it cannot get.
+            let wants =
+                |mx: &String, s: &Seen| s.refusals > self.refusals.get(&(*ip, mx.clone())).copied().unwrap_or(0);
             let (others, caps): (HashMap<String, String>, HashMap<String, String>) = store.with("limits", |con| {
                 let mut pipe = redis::pipe();
                 for (mx, s) in &mine {
+                    let flag = if wants(mx, s) { " w" } else { "" };
                     pipe.cmd("HSET")
                         .arg(&open_key)
                         .arg(format!("{mx}\t{}", self.node))
-                        .arg(format!("{} {now}", s.open))
+                        .arg(format!("{} {now}{flag}", s.open))
                         .ignore();
                 }
                 pipe.cmd("PEXPIRE")
@@ -126,20 +148,19 @@ impl LimitShare {
                 pipe.cmd("HGETALL").arg(&open_key).cmd("HGETALL").arg(&cap_key);
                 pipe.query(con)
             })?;
-            // Others' open connections per MX host, and how many other nodes use it.
+            // Per MX host, the other nodes using it: their open connections, and whether they
+            // were refused (they want some).
             let fresh = |at: u64| now.saturating_sub(at) <= FRESH.as_millis() as u64;
-            let mut by_mx: HashMap<&str, (usize, usize)> = HashMap::new();
+            let mut by_mx: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
             for (field, value) in &others {
                 let Some((mx, node)) = field.split_once('\t') else {
                     continue;
                 };
-                let Some((open, at)) = parse_stamped(value) else {
+                let Some((open, at, wants)) = parse_use(value) else {
                     continue;
                 };
-                if node != self.node && open > 0 && fresh(at) {
-                    let e = by_mx.entry(mx).or_default();
-                    e.0 += open;
-                    e.1 += 1;
+                if node != self.node && (open > 0 || wants) && fresh(at) {
+                    by_mx.entry(mx).or_default().push((open, wants));
                 }
             }
             let mut caps: HashMap<String, (usize, u64)> = caps
@@ -151,8 +172,13 @@ impl LimitShare {
             for (mx, s) in &mine {
                 let before = self.refusals.insert((*ip, (*mx).clone()), s.refusals).unwrap_or(0);
                 if s.refusals > before {
-                    let others_open = by_mx.get(mx.as_str()).map_or(0, |e| e.0);
+                    let others_open: usize = by_mx.get(mx.as_str()).map_or(0, |e| e.iter().map(|o| o.0).sum());
                     let cap = (s.open + others_open).max(1);
+                    // Refused with nothing open here: the others' count may lag the receiver's
+                    // (connections closing); it establishes a cap, it does not lower one.
+                    if s.open == 0 && caps.get(mx.as_str()).is_some_and(|(known, _)| cap < *known) {
+                        continue;
+                    }
                     store.with("HSET", |con| {
                         redis::pipe()
                             .cmd("HSET")
@@ -172,8 +198,8 @@ impl LimitShare {
             }
             // This node's share of each known cap (routes it has not opened yet included).
             for (mx, (cap, _)) in &caps {
-                let (others_open, others) = by_mx.get(mx.as_str()).copied().unwrap_or_default();
-                let ceiling = share(*cap, others + 1, others_open);
+                let others = by_mx.get(mx.as_str()).map_or(&[][..], Vec::as_slice);
+                let ceiling = share(*cap, others.len() + 1, others_use(*cap, others));
                 let key = (*ip, mx.clone());
                 if self.applied.insert(key, ceiling) != Some(ceiling) {
                     changes.push((*ip, mx.clone(), Some(ceiling)));
@@ -226,6 +252,25 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (a real Postfix, 4 connections per client, two nodes on one IP): the node
+    /// that opened first kept all 4 — the other, refused with none open, was not counted —
+    /// and the other's deliveries waited until the first ran out of work.
+    #[test]
+    fn a_node_refused_with_nothing_open_counts_for_its_even_share() {
+        assert_eq!(others_use(4, &[(0, true)]), 2, "refused, none open: its half");
+        assert_eq!(share(4, 2, others_use(4, &[(0, true)])), 2);
+        assert_eq!(others_use(4, &[(3, true)]), 3, "refused with more than its half open");
+        assert_eq!(others_use(4, &[(1, false)]), 1, "not refused: what it has open");
+        assert_eq!(share(4, 2, others_use(4, &[(1, false)])), 3);
+        assert_eq!(others_use(6, &[(0, true), (0, true)]), 4);
+        assert_eq!(parse_use("3 1700 w"), Some((3, 1700, true)));
+        assert_eq!(
+            parse_use("3 1700"),
+            Some((3, 1700, false)),
+            "as earlier versions publish"
+        );
+    }
 
     #[test]
     fn a_share_is_even_or_what_the_others_leave_and_never_zero() {

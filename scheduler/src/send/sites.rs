@@ -40,8 +40,6 @@ pub(crate) struct Site {
     pub held_until: Option<Instant>,
     /// Whether that hold is for warm-up budget (not a destination rate).
     pub held_for_budget: bool,
-    /// The site's recent send rate (the base a throttling reply scales down).
-    pub meter: crate::site_backoff::RateMeter,
     in_ring: bool,
     /// Round-robin position among equal-preference hosts.
     rr: usize,
@@ -75,7 +73,6 @@ impl Sites {
             rate: None,
             held_until: None,
             held_for_budget: false,
-            meter: Default::default(),
             in_ring: false,
             rr: 0,
         });

@@ -34,9 +34,7 @@ impl Dispatcher {
         } = tag;
         self.queues.returned(&site, route.source.ip, job.recipient.domain());
         let per_site = self.limits.per_site;
-        let mut rate_per_ip = 0.0;
         if let Some(s) = self.sites.get_mut(&site) {
-            rate_per_ip = s.meter.per_second(Instant::now()) / self.rotation.len().max(1) as f64;
             s.in_flight -= 1;
             s.blocked = false;
             if let Some(seat) = &self.seat {
@@ -52,11 +50,7 @@ impl Dispatcher {
             return Ok(());
         };
         // Throttling replies slow down or suspend this (IP, provider) pair only.
-        if self
-            .shaper
-            .observe(route.source.ip, &site, &status, rate_per_ip)
-            .is_some()
-        {
+        if self.shaper.observe(route.source.ip, &site, &status).is_some() {
             self.recorder.summary.backoff_events += 1;
             if status.disposition == Disposition::Bounced {
                 // A policy block is about the sending IP, not the recipient: retried later
@@ -79,8 +73,10 @@ impl Dispatcher {
         if connection_failed {
             // RFC 5321 §5.1: try the next MX host; this one sits out for `host_down` — unless
             // our side refused it (`tls = "required"` without STARTTLS): the host is not down,
-            // and its later deferrals must keep saying whose fault they are.
-            if !status.sender_fault {
+            // and its later deferrals must keep saying whose fault they are; or it refused
+            // for its cap on connections from this address ("421 too many connections from"),
+            // held by another sender on it: up, and free again when a slot is.
+            if !status.sender_fault && !status.is_connection_cap() {
                 self.down
                     .insert(route.mx.addr, Instant::now() + self.limits.retry.host_down);
             }

@@ -140,7 +140,6 @@ impl Dispatcher {
                     mx: mx.clone(),
                     policy: site.policy.clone(),
                 };
-                site.meter.tick(now);
                 if self.shaper.is_warming(route.source.ip) {
                     // Fewer and shorter connections for a warming IP, from today's caps.
                     // Past its curve the IP is warm again: the pool's own limits.
