@@ -706,68 +706,77 @@ fn is_root() -> bool {
 
 /// The receiver is real software: a private Postfix `smtpd` allowing 4 connections per client
 /// address (`smtpd_client_connection_count_limit`, enforced by its `anvil`, a 421 at the
-/// banner beyond it). Two nodes send from 127.0.0.2, each allowed 8 connections: with
-/// `share_limits` they learn the cap together in Redis and split it; without, each learns
-/// it alone. Both runs should deliver everything in about 16 s (they do in about half the
-/// runs); the figures (refusals in Postfix's log, time) are printed.
+/// banner beyond it). Two nodes send from 127.0.0.2, each allowed 8 connections, and learn
+/// the cap together in Redis and split it (`share_limits`): everything delivered, ~16 s for
+/// 20,000 messages here. The figures (refusals in Postfix's log, time) are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect, open in issue 19's note: in about half the runs one node is refused for minutes while the other holds Postfix's 4 connections (the run passes the 180 s deadline); run with --ignored to reproduce"]
-async fn two_nodes_on_one_source_ip_against_a_real_postfix_with_a_client_connection_limit() {
+async fn two_nodes_on_one_source_ip_share_a_real_postfix_s_client_connection_limit() {
+    against_a_real_postfix(true).await;
+}
+
+/// The same without `share_limits`: each node learns the cap alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known defect, open in issue 19's note: without share_limits the node that opened first keeps Postfix's 4 slots while it has work; the other's deliveries are deferred every ~10 s, and in about half the runs the run passes 180 s; run with --ignored to reproduce"]
+async fn two_nodes_on_one_source_ip_against_a_real_postfix_without_sharing_limits() {
+    against_a_real_postfix(false).await;
+}
+
+async fn against_a_real_postfix(share_limits: bool) {
     if !is_root() {
         eprintln!("skipped: a private Postfix instance needs root (CI runs as root)");
         return;
     }
     let n = 20000;
-    for share_limits in [true, false] {
-        let redis = RedisServer::start();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let postfix = volley_bench::postfix_smtpd::PostfixSmtpd::start(
-            &tmp.path().join("postfix"),
-            &[("smtpd_client_connection_count_limit", "4")],
-        )
-        .expect("a private postfix");
-        let tuning = Tuning {
-            chunk_size: 250,
-            one_ip: true,
-            max_connections_per_host: 8,
-            share_limits,
-            ..TUNING
-        };
-        write_setup(tmp.path(), n, &postfix.local_addr().to_string(), &tuning, |_| {
-            redis.url()
-        });
-        let dir = tmp.path().to_path_buf();
-        let started = Instant::now();
-        let (dir, status) = two_nodes(dir, Duration::from_secs(180)).await;
-        let elapsed = started.elapsed();
-        assert_eq!(status["complete"], true, "{status}");
-        assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
-        let log = postfix.log();
-        let refused = log.matches("Connection concurrency limit exceeded").count();
-        assert!(refused > 0, "Postfix never enforced its limit: nothing learned");
-        let deferred = status["counts"]["deferred"].as_u64().unwrap_or(0);
-        let ceilings: Vec<Value> = (1..=2)
-            .map(|node| report(&dir, node, "first")["shared_limits"].clone())
-            .collect();
-        eprintln!(
-            "Postfix smtpd, limit 4 per client, 2 nodes on 127.0.0.2, {n} messages, share_limits = \
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let postfix = volley_bench::postfix_smtpd::PostfixSmtpd::start(
+        &tmp.path().join("postfix"),
+        &[("smtpd_client_connection_count_limit", "4")],
+    )
+    .expect("a private postfix");
+    let tuning = Tuning {
+        chunk_size: 250,
+        one_ip: true,
+        max_connections_per_host: 8,
+        share_limits,
+        ..TUNING
+    };
+    write_setup(tmp.path(), n, &postfix.local_addr().to_string(), &tuning, |_| {
+        redis.url()
+    });
+    let dir = tmp.path().to_path_buf();
+    let started = Instant::now();
+    let (dir, status) = two_nodes(dir, Duration::from_secs(180)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["counts"]["delivered"], n as u64, "{status}");
+    let log = postfix.log();
+    let refused = log.matches("Connection concurrency limit exceeded").count();
+    assert!(refused > 0, "Postfix never enforced its limit: nothing learned");
+    let deferred = status["counts"]["deferred"].as_u64().unwrap_or(0);
+    let ceilings: Vec<Value> = (1..=2)
+        .map(|node| report(&dir, node, "first")["shared_limits"].clone())
+        .collect();
+    eprintln!(
+        "Postfix smtpd, limit 4 per client, 2 nodes on 127.0.0.2, {n} messages, share_limits = \
              {share_limits}: {elapsed:.1?}, {refused} connections refused, {deferred} deferrals; \
              shares applied: {ceilings:?}"
-        );
-        if share_limits {
-            // The cap both learned (what they had open together when one was refused), and
-            // each node's share of it.
-            let cap = shared_cap(&redis);
-            assert!((3..=5).contains(&cap), "learned cap {cap}, Postfix allows 4");
-            for (node, shared) in ceilings.iter().enumerate() {
-                let shared = shared.as_array().cloned().unwrap_or_default();
-                assert!(
-                    shared.iter().any(|l| l["source_ip"] == "127.0.0.2"
-                        && l["ceiling"].as_u64().is_some_and(|c| c >= 1 && c as usize <= cap)),
-                    "node {} applied no share of the cap {cap}: {shared:?}",
-                    node + 1
-                );
-            }
+    );
+    if share_limits {
+        // The cap both learned (what they had open together when one was refused), and
+        // each node's share of it.
+        let cap = shared_cap(&redis);
+        // What the nodes had open together when one was refused: Postfix's anvil may still
+        // count a connection being closed, and open counts are published once a second.
+        assert!((2..=5).contains(&cap), "learned cap {cap}, Postfix allows 4");
+        for (node, shared) in ceilings.iter().enumerate() {
+            let shared = shared.as_array().cloned().unwrap_or_default();
+            assert!(
+                shared.iter().any(|l| l["source_ip"] == "127.0.0.2"
+                    && l["ceiling"].as_u64().is_some_and(|c| c >= 1 && c as usize <= cap)),
+                "node {} applied no share of the cap {cap}: {shared:?}",
+                node + 1
+            );
         }
     }
 }
