@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod api;
+pub mod cluster;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
