@@ -111,7 +111,7 @@ async fn two_nodes_on_one_source_ip_share_a_real_postfix_s_client_connection_lim
 
 /// The same without `share_limits`: each node learns the cap alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect (README "Cluster"): without share_limits the node that opened first keeps Postfix's 4 slots while it has work; the other's deliveries are deferred every ~10 s, and in about half the runs the run passes 180 s; run with --ignored to reproduce"]
+#[ignore = "known defect (see README, Cluster): without share_limits the node that opened first keeps Postfix's 4 slots while it has work; the other's deliveries are deferred every ~10 s, and in about half the runs the run passes 180 s; run with --ignored to reproduce"]
 async fn two_nodes_on_one_source_ip_against_a_real_postfix_without_sharing_limits() {
     against_a_real_postfix(false).await;
 }
