@@ -109,6 +109,9 @@ pub struct RouteConcurrency {
     pub open: usize,
     /// New connections the receiver refused.
     pub refusals: u64,
+    /// Connections open when the receiver last refused one (0 before any refusal): what it
+    /// allowed then, counted at the moment rather than sampled later.
+    pub open_at_refusal: usize,
     /// The destination policy the route follows (`None`: the pool's `[smtp]` settings).
     pub destination: Option<String>,
     /// A ceiling set from outside: this node's share of a limit learned together with other
@@ -322,6 +325,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
                     learned: c.learned(),
                     open: h.open.load(Ordering::Relaxed),
                     refusals: c.refusals(),
+                    open_at_refusal: c.open_at_refusal(),
                     destination: h.key.policy.as_ref().map(|p| p.name.to_string()),
                     outside_cap: c.outside(),
                 }

@@ -30,6 +30,8 @@ pub(crate) struct Concurrency {
     /// Set by a refusal: the limit was learned from the receiver; growth waits until then.
     held_until: Option<Instant>,
     refusals: u64,
+    /// Connections open when the last refusal came.
+    open_at_refusal: usize,
     /// A ceiling set from outside the process: this node's share of a receiver's limit that
     /// several nodes sending from the same source IP learned together.
     outside: Option<usize>,
@@ -46,6 +48,7 @@ impl Concurrency {
             successes: 0,
             held_until: None,
             refusals: 0,
+            open_at_refusal: 0,
             outside: None,
         }
     }
@@ -79,6 +82,11 @@ impl Concurrency {
     /// Refused connections seen on the route.
     pub fn refusals(&self) -> u64 {
         self.refusals
+    }
+
+    /// Connections that were open when the last refusal came (0 before any).
+    pub fn open_at_refusal(&self) -> usize {
+        self.open_at_refusal
     }
 
     /// Whether the limit was learned from a refusal (the receiver's cap), not only grown.
@@ -119,6 +127,7 @@ impl Concurrency {
     /// the receiver's cap for this client is `open`. Holds the limit there.
     pub fn on_refusal(&mut self, open: usize, now: Instant) {
         self.refusals += 1;
+        self.open_at_refusal = open;
         self.limit = open.clamp(1, self.ceiling());
         self.successes = 0;
         self.held_until = Some(now + self.probe_interval);
@@ -198,6 +207,7 @@ mod tests {
         assert_eq!(c.limit(), 10);
         assert!(c.learned());
         assert_eq!(c.refusals(), 1);
+        assert_eq!(c.open_at_refusal(), 10);
         for _ in 0..1000 {
             assert!(!c.on_success(10, t0 + Duration::from_secs(59)));
         }

@@ -4,14 +4,16 @@
 //! (the same egress address behind NAT, an address moved between machines), each node's pool
 //! learns only its own part of that cap, and each probes above it on its own. So every node
 //! publishes, once per [`SHARE_EVERY`], how many connections it has open per (source IP, MX
-//! host); when its pool sees a new refusal it records the receiver's cap as what all nodes had
-//! open then (its own now, the others' last published); and every node sets its pool's ceiling
-//! for that route to its share of the cap: an even share, or what the others leave unused if
-//! that is more. A cap is kept for [`CAP_FOR`], then lifted, and learned again if the receiver
-//! still refuses.
+//! host) — the most it had open since it last published, sampled every [`SAMPLE_EVERY`]. When
+//! its pool sees a new refusal, the node records the receiver's cap as what all nodes had open
+//! then: its own count at the refusal, plus what each other node published on both sides of
+//! it (so the cap is decided one round later; a count published before the refusal misses a
+//! node that was still opening connections). Every node sets its pool's ceiling for that route
+//! to its share of the cap: an even share, or what the others leave unused if that is more. A
+//! cap is kept for [`CAP_FOR`], then lifted, and learned again if the receiver still refuses.
 //!
 //! Keys, hash-tagged per source IP: `volley:{ip:<ip>}:open` (hash `<mx>\t<node>` → `<open>
-//! <unix ms>`) and `volley:{ip:<ip>}:cap` (hash `<mx>` → `<cap> <unix ms>`).
+//! <unix ms>[ w]`) and `volley:{ip:<ip>}:cap` (hash `<mx>` → `<cap> <unix ms>`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -23,6 +25,9 @@ use super::{ClusterError, Store};
 
 /// How often a node publishes its open connections and applies the shared caps.
 pub const SHARE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a node samples its pool's open connections between two publications.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// A node's published open count older than this is stale (the node stopped or died).
 pub const FRESH: Duration = Duration::from_secs(5);
@@ -45,16 +50,32 @@ pub fn share(cap: usize, nodes: usize, others_open: usize) -> usize {
 /// What one node saw of one (source IP, MX host) route at a tick.
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
+    /// The most open since the last tick.
     open: usize,
     refusals: u64,
+    /// Open when the route was last refused (routes never refused: open now).
+    open_at_refusal: usize,
 }
+
+/// A refusal whose cap is decided at the next tick: this node's count at the refusal, and
+/// the most each other node had published around it.
+#[derive(Debug, Default)]
+struct Pending {
+    own: usize,
+    others: HashMap<String, usize>,
+}
+
+type Route = (IpAddr, String);
 
 /// A node's part in sharing: its id, the stores of its source IPs, what it saw and applied.
 pub struct LimitShare {
     node: String,
     stores: Vec<(IpAddr, Store)>,
-    refusals: HashMap<(IpAddr, String), u64>,
-    applied: BTreeMap<(IpAddr, String), usize>,
+    refusals: HashMap<Route, u64>,
+    /// The most connections open per route since the last tick (from [`LimitShare::sample`]).
+    peaks: HashMap<Route, usize>,
+    pending: HashMap<Route, Pending>,
+    applied: BTreeMap<Route, usize>,
 }
 
 /// A ceiling to set (`Some`) or lift (`None`) on the routes from a source IP to an MX host.
@@ -101,6 +122,8 @@ impl LimitShare {
             node: node.to_owned(),
             stores,
             refusals: HashMap::new(),
+            peaks: HashMap::new(),
+            pending: HashMap::new(),
             applied: BTreeMap::new(),
         })
     }
@@ -110,15 +133,31 @@ impl LimitShare {
         &self.applied
     }
 
+    /// Notes the open connections of `routes` (its pool's view) between two ticks, so the
+    /// next tick publishes the most this node had open, not only what is open at that instant.
+    pub fn sample(&mut self, routes: &[RouteConcurrency]) {
+        for (route, open) in open_by_route(routes) {
+            let peak = self.peaks.entry(route).or_default();
+            *peak = (*peak).max(open);
+        }
+    }
+
     /// One round: publishes this node's open connections per route (`routes`, its pool's
-    /// view), records a cap for each route with a new refusal, and returns the ceilings that
-    /// changed. `now` is the wall clock in unix milliseconds (shared between nodes).
+    /// view, and the peaks sampled since the last round), records a cap for each route
+    /// refused in the previous round, notes the routes refused since then, and returns the
+    /// ceilings that changed. `now` is the wall clock in unix milliseconds (shared between
+    /// nodes).
     pub fn tick(&mut self, routes: &[RouteConcurrency], now: u64) -> Result<Vec<Ceiling>, ClusterError> {
-        let mut seen: HashMap<(IpAddr, String), Seen> = HashMap::new();
+        let mut seen: HashMap<Route, Seen> = HashMap::new();
         for r in routes {
             let s = seen.entry((r.source_ip, r.mx.clone())).or_default();
             s.open += r.open;
             s.refusals += r.refusals;
+            s.open_at_refusal += if r.refusals > 0 { r.open_at_refusal } else { r.open };
+        }
+        for (route, peak) in self.peaks.drain() {
+            let s = seen.entry(route).or_default();
+            s.open = s.open.max(peak);
         }
         let mut changes = Vec::new();
         for (ip, store) in &self.stores {
@@ -151,7 +190,7 @@ impl LimitShare {
             // Per MX host, the other nodes using it: their open connections, and whether they
             // were refused (they want some).
             let fresh = |at: u64| now.saturating_sub(at) <= FRESH.as_millis() as u64;
-            let mut by_mx: HashMap<&str, Vec<(usize, bool)>> = HashMap::new();
+            let mut by_mx: HashMap<&str, Vec<(&str, usize, bool)>> = HashMap::new();
             for (field, value) in &others {
                 let Some((mx, node)) = field.split_once('\t') else {
                     continue;
@@ -160,7 +199,7 @@ impl LimitShare {
                     continue;
                 };
                 if node != self.node && (open > 0 || wants) && fresh(at) {
-                    by_mx.entry(mx).or_default().push((open, wants));
+                    by_mx.entry(mx).or_default().push((node, open, wants));
                 }
             }
             let mut caps: HashMap<String, (usize, u64)> = caps
@@ -168,44 +207,74 @@ impl LimitShare {
                 .filter_map(|(mx, v)| Some((mx.clone(), parse_stamped(v)?)))
                 .filter(|(_, (_, at))| now.saturating_sub(*at) <= CAP_FOR.as_millis() as u64)
                 .collect();
-            // A new refusal: the receiver's cap is what every node had open then.
+            // A refusal of the previous round: the receiver's cap is what every node had open
+            // then — this node's count at the refusal, each other's most on either side of it.
+            let due: Vec<Route> = self.pending.keys().filter(|(i, _)| i == ip).cloned().collect();
+            let decided: Vec<(String, Pending)> = due
+                .into_iter()
+                .filter_map(|route| Some((route.1.clone(), self.pending.remove(&route)?)))
+                .collect();
+            for (mx, mut pending) in decided {
+                for &(node, open, _) in by_mx.get(mx.as_str()).map_or(&[][..], Vec::as_slice) {
+                    let most = pending.others.entry(node.to_owned()).or_default();
+                    *most = (*most).max(open);
+                }
+                let cap = (pending.own + pending.others.values().sum::<usize>()).max(1);
+                // Refused with nothing open here: the others' count may lag the receiver's
+                // (connections closing); it establishes a cap, it does not lower one.
+                if pending.own == 0 && caps.get(mx.as_str()).is_some_and(|(known, _)| cap < *known) {
+                    continue;
+                }
+                store.with("HSET", |con| {
+                    redis::pipe()
+                        .cmd("HSET")
+                        .arg(&cap_key)
+                        .arg(mx.as_str())
+                        .arg(format!("{cap} {now}"))
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&cap_key)
+                        .arg(CAP_FOR.as_millis() as u64)
+                        .ignore()
+                        .query::<()>(con)
+                })?;
+                tracing::info!(source_ip = %ip, mx = mx.as_str(), cap, "receiver's connection cap learned for every node on this source IP");
+                caps.insert(mx, (cap, now));
+            }
+            // A new refusal: noted with what the others published before it, decided next round.
             for (mx, s) in &mine {
                 let before = self.refusals.insert((*ip, (*mx).clone()), s.refusals).unwrap_or(0);
                 if s.refusals > before {
-                    let others_open: usize = by_mx.get(mx.as_str()).map_or(0, |e| e.iter().map(|o| o.0).sum());
-                    let cap = (s.open + others_open).max(1);
-                    // Refused with nothing open here: the others' count may lag the receiver's
-                    // (connections closing); it establishes a cap, it does not lower one.
-                    if s.open == 0 && caps.get(mx.as_str()).is_some_and(|(known, _)| cap < *known) {
-                        continue;
-                    }
-                    store.with("HSET", |con| {
-                        redis::pipe()
-                            .cmd("HSET")
-                            .arg(&cap_key)
-                            .arg(mx.as_str())
-                            .arg(format!("{cap} {now}"))
-                            .ignore()
-                            .cmd("PEXPIRE")
-                            .arg(&cap_key)
-                            .arg(CAP_FOR.as_millis() as u64)
-                            .ignore()
-                            .query::<()>(con)
-                    })?;
-                    tracing::info!(source_ip = %ip, mx = mx.as_str(), cap, "receiver's connection cap learned for every node on this source IP");
-                    caps.insert((*mx).clone(), (cap, now));
+                    let others = by_mx
+                        .get(mx.as_str())
+                        .map_or(&[][..], Vec::as_slice)
+                        .iter()
+                        .map(|&(node, open, _)| (node.to_owned(), open))
+                        .collect();
+                    self.pending.insert(
+                        (*ip, (*mx).clone()),
+                        Pending {
+                            own: s.open_at_refusal,
+                            others,
+                        },
+                    );
                 }
             }
             // This node's share of each known cap (routes it has not opened yet included).
             for (mx, (cap, _)) in &caps {
-                let others = by_mx.get(mx.as_str()).map_or(&[][..], Vec::as_slice);
-                let ceiling = share(*cap, others.len() + 1, others_use(*cap, others));
+                let others: Vec<(usize, bool)> = by_mx
+                    .get(mx.as_str())
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|&(_, open, wants)| (open, wants))
+                    .collect();
+                let ceiling = share(*cap, others.len() + 1, others_use(*cap, &others));
                 let key = (*ip, mx.clone());
                 if self.applied.insert(key, ceiling) != Some(ceiling) {
                     changes.push((*ip, mx.clone(), Some(ceiling)));
                 }
             }
-            let lifted: Vec<(IpAddr, String)> = self
+            let lifted: Vec<Route> = self
                 .applied
                 .keys()
                 .filter(|(i, mx)| i == ip && !caps.contains_key(mx))
@@ -220,23 +289,39 @@ impl LimitShare {
     }
 }
 
-/// Shares the limits of `pool_view`'s routes every [`SHARE_EVERY`] until `stop`, applying the
-/// ceilings with `apply`. A Redis error is logged and the round skipped (limits stay as they
-/// are; each node still learns on its own).
+/// Open connections per (source IP, MX host) in a pool's view.
+fn open_by_route(routes: &[RouteConcurrency]) -> HashMap<Route, usize> {
+    let mut open: HashMap<Route, usize> = HashMap::new();
+    for r in routes {
+        *open.entry((r.source_ip, r.mx.clone())).or_default() += r.open;
+    }
+    open
+}
+
+/// Shares the limits of `pool_view`'s routes every [`SHARE_EVERY`] (sampling them every
+/// [`SAMPLE_EVERY`] in between) until `stop`, applying the ceilings with `apply`. A Redis error
+/// is logged and the round skipped (limits stay as they are; each node still learns on its
+/// own).
 pub async fn run(
     mut share: LimitShare,
     pool_view: impl Fn() -> Vec<RouteConcurrency>,
     apply: impl Fn(IpAddr, &str, Option<usize>),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> LimitShare {
-    let mut every = tokio::time::interval(SHARE_EVERY);
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_share: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return share,
         }
         let routes = pool_view();
+        if last_share.is_some_and(|at| at.elapsed() + SAMPLE_EVERY / 2 < SHARE_EVERY) {
+            share.sample(&routes);
+            continue;
+        }
+        last_share = Some(tokio::time::Instant::now());
         match tokio::task::block_in_place(|| share.tick(&routes, now_ms())) {
             Ok(changes) => {
                 for (ip, mx, ceiling) in changes {

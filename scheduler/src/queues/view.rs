@@ -278,6 +278,7 @@ mod tests {
             learned: true,
             open: 1,
             refusals: 2,
+            open_at_refusal: 3,
             destination: None,
             outside_cap: None,
         }];
