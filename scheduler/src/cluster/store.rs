@@ -323,8 +323,17 @@ impl Store {
         read_reply(&keys.chunks, &v)
     }
 
-    /// Claims one chunk idle for at least `lease` (its node stopped renewing it).
-    pub fn claim_idle(&self, keys: &Keys, node: &str, lease: Duration) -> Result<Option<Entry>, ClusterError> {
+    /// Claims one chunk idle for at least `lease` (its node stopped renewing it), other than
+    /// `running`: chunks `node` is sending itself, idle because it stalled for longer than the
+    /// lease between two renewals (a slow disk, a descheduled process). Claiming those only
+    /// renews them; they are passed over, not started a second time.
+    pub fn claim_idle(
+        &self,
+        keys: &Keys,
+        node: &str,
+        lease: Duration,
+        running: &[&str],
+    ) -> Result<Option<Entry>, ClusterError> {
         // XAUTOCLAIM scans at most 10 × COUNT pending entries per call: follow its cursor
         // through the whole pending list ("0-0" once it has wrapped).
         let mut cursor = "0-0".to_owned();
@@ -347,7 +356,15 @@ impl Store {
                 return Err(bad(&keys.chunks, "XAUTOCLAIM: no entry list"));
             };
             if let Some(e) = entries.first() {
-                return entry(&keys.chunks, e).map(Some);
+                let e = entry(&keys.chunks, e)?;
+                if !running.contains(&e.id.as_str()) {
+                    return Ok(Some(e));
+                }
+                tracing::warn!(
+                    chunk = e.seq,
+                    lease = ?lease,
+                    "this node's own chunk went unrenewed for longer than the lease (the node stalled); still sending it"
+                );
             }
             match parts.first().and_then(text) {
                 Some(next) if next != "0-0" => cursor = next,

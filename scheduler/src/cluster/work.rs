@@ -322,7 +322,8 @@ impl Node<'_> {
             let mut looked = false;
             if state == CampaignState::Running && room && waiting < self.cluster.parked_chunks.max(1) {
                 looked = true;
-                let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease))?;
+                let ours: Vec<&str> = running.iter().map(|r| r.entry.as_str()).collect();
+                let claimed = blocking(|| self.store.claim_idle(&self.keys, me, self.cluster.lease, &ours))?;
                 let (entry, reclaimed) = match claimed {
                     Some(e) => (Some(e), true),
                     None => (blocking(|| self.store.read_new(&self.keys, me))?, false),

@@ -220,19 +220,25 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     assert_eq!(store.done(&keys, &[]).expect("none asked"), Vec::<bool>::new());
 }
 
-#[test]
-fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
-    let redis = RedisServer::start();
+/// A campaign of `n` recipients published as chunks of one row each, all at once.
+fn chunks_of_one_row(redis: &RedisServer, n: usize) -> (Keys, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = campaign(dir.path(), "Hi");
-    let rows: String = (0..15).map(|i| format!("u{i}@d.test,N{i}\n")).collect();
+    let rows: String = (0..n).map(|i| format!("u{i}@d.test,N{i}\n")).collect();
     std::fs::write(dir.path().join("r.csv"), format!("email,name\n{rows}")).expect("csv");
-    let mut cfg = cluster(&redis);
+    let mut cfg = cluster(redis);
     cfg.chunk_size = 1;
     cfg.max_outstanding = 100;
     publish(&path, &[], dir.path(), &cfg, &AtomicBool::new(false)).expect("publish");
     let keys = Keys::new("pub");
     let store = Store::for_campaign(&redis.url(), &keys).expect("store");
+    (keys, store)
+}
+
+#[test]
+fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
+    let redis = RedisServer::start();
+    let (keys, store) = chunks_of_one_row(&redis, 15);
     // The first 14 chunks go to a live node, the 15th to one that dies.
     let live: Vec<String> = (0..14)
         .map(|_| store.read_new(&keys, "live").expect("read").expect("chunk").id)
@@ -242,11 +248,39 @@ fn an_idle_chunk_is_claimed_behind_many_that_are_not() {
     assert!(store.renew(&keys, "live", &live).expect("renew").is_empty());
     // One XAUTOCLAIM with COUNT 1 scans 10 pending entries; the idle one is the 15th.
     let claimed = store
-        .claim_idle(&keys, "other", Duration::from_millis(200))
+        .claim_idle(&keys, "other", Duration::from_millis(200), &[])
         .expect("claim")
         .expect("the dead node's chunk");
     assert_eq!(claimed.id, dead.id);
     assert_eq!(claimed.seq, 15);
+}
+
+/// Regression (CI, a node under a loaded disk): a node stalled for longer than the lease
+/// between renewing its chunks and looking for idle ones claimed its own running chunk, started
+/// it again, and failed ("campaign id `big.c20` is already running").
+#[test]
+fn a_node_passes_over_its_own_running_chunks_when_their_lease_lapsed() {
+    let redis = RedisServer::start();
+    let (keys, store) = chunks_of_one_row(&redis, 3);
+    // Node "a" sends the first two chunks; a third is left by a node that died.
+    let first = store.read_new(&keys, "a").expect("read").expect("chunk");
+    let second = store.read_new(&keys, "a").expect("read").expect("chunk");
+    let dead = store.read_new(&keys, "dead").expect("read").expect("chunk");
+    std::thread::sleep(Duration::from_millis(300));
+    let lease = Duration::from_millis(200);
+    let running = [first.id.as_str(), second.id.as_str()];
+    // Every one is idle past the lease; "a" passes over its own and takes the dead node's.
+    let claimed = store
+        .claim_idle(&keys, "a", lease, &running)
+        .expect("claim")
+        .expect("the dead node's chunk");
+    assert_eq!(claimed.id, dead.id);
+    // Nothing else is idle: its own stay its own, and are not handed back to be started.
+    assert!(store.claim_idle(&keys, "a", lease, &running).expect("claim").is_none());
+    assert!(store
+        .renew(&keys, "a", &[first.id.clone(), second.id.clone()])
+        .expect("renew")
+        .is_empty());
 }
 
 #[test]
