@@ -40,6 +40,7 @@ mod demo;
 mod dkim;
 mod html_report;
 mod inbound_cmd;
+mod memory;
 mod metrics;
 mod numbers;
 mod plan_cmd;
@@ -175,6 +176,7 @@ fn async_workers(command: &Command, operator_set: bool) -> Option<usize> {
 }
 
 fn main() -> ExitCode {
+    let huge_pages = memory::transparent_huge_pages_off();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -182,6 +184,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?huge_pages, "transparent huge pages");
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = async_workers(&cli.command, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
