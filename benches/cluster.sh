@@ -291,17 +291,27 @@ col_stat() {
     awk -F'\t' -v k="$1" -v c="$2" -v s="$3" '$1 == k { print $c * s }' "$WORK/runs.tsv" | sort -g |
         awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6f %.6f %.6f\n", m, v[1], v[NR] }'
 }
+# paired K BASE: "median min max" over the reps of the overhead in % of config K's volley CPU
+# against config BASE's run of the same rep (run seconds apart, so drift of the shared machine
+# between reps cancels out).
+paired() {
+    awk -F'\t' -v k="$1" -v b="$2" '$1 == k { c[$2] = $4 } $1 == b { base[$2] = $4 }
+        END { for (r in c) if (r in base && base[r] > 0) print 100 * (c[r] - base[r]) / base[r] }' "$WORK/runs.tsv" | sort -g |
+        awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6f %.6f %.6f\n", m, v[1], v[NR] }'
+}
 fmt() { printf "%.${2}f" "$1"; }
+pct() { printf '%+.1f %%' "$1"; }
 range() { # median min max DECIMALS
     if [[ $REPS == 1 ]]; then fmt "$1" "$4"; else echo "$(fmt "$1" "$4") ($(fmt "$2" "$4")–$(fmt "$3" "$4"))"; fi
 }
 
 PER_MSG_US=$(echo "1000000 / $N" | bc -l)
 read -r base _ _ < <(col_stat 0 4 "$PER_MSG_US")
-TABLE=("| configuration | volley CPU µs/msg | overhead vs send | with redis-server | vs as many split sends | Redis commands/msg | Redis bytes in/msg | Redis bytes out/msg | redis-server CPU µs/msg | wall s |"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+TABLE=("| configuration | volley CPU µs/msg | overhead vs send | with redis-server | vs as many split sends | paired, per rep | Redis commands/msg | Redis bytes in/msg | Redis bytes out/msg | redis-server CPU µs/msg | wall s |"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 VERDICT=""
 SPLIT_VERDICT=""
+PAIRED_VERDICT=""
 for k in "${CONFIGS[@]}"; do
     read -r c cmin cmax < <(col_stat "$k" 4 "$PER_MSG_US")
     read -r r rmin rmax < <(col_stat "$k" 5 "$PER_MSG_US")
@@ -309,7 +319,17 @@ for k in "${CONFIGS[@]}"; do
     read -r ops _ _ < <(col_stat "$k" 6 "$(echo "1 / $N" | bc -l)")
     read -r bin _ _ < <(col_stat "$k" 7 "$(echo "1 / $N" | bc -l)")
     read -r bout _ _ < <(col_stat "$k" 8 "$(echo "1 / $N" | bc -l)")
-    vs_split="—"
+    vs_split="—" per_rep="—"
+    if [[ $k != 0 && $k != s* ]]; then
+        # The baseline a node count is judged against: the plain send for 1 node, as many
+        # split sends for more.
+        b=0
+        ((k > 1)) && b="s$k"
+        read -r p pmin pmax < <(paired "$k" "$b")
+        per_rep="$(pct "$p")"
+        ((REPS == 1)) || per_rep+=" ($(printf '%+.1f' "$pmin")…$(printf '%+.1f' "$pmax"))"
+        PAIRED_VERDICT+="${PAIRED_VERDICT:+; }$k node$( ((k > 1)) && echo s || true) against $(label "$b"): $(pct "$p")"
+    fi
     if [[ $k == 0 ]]; then
         name="volley send" over="—" over_r="—"
     elif [[ $k == s* ]]; then
@@ -328,7 +348,7 @@ for k in "${CONFIGS[@]}"; do
             vs_split="$(printf '%+.1f' "$vs_split") %"
         fi
     fi
-    TABLE+=("| $name | $(range "$c" "$cmin" "$cmax" 1) | $over | $over_r | $vs_split | $(fmt "$ops" 2) | $(fmt "$bin" 1) | $(fmt "$bout" 1) | $(range "$r" "$rmin" "$rmax" 1) | $(range "$w" "$wmin" "$wmax" 2) |")
+    TABLE+=("| $name | $(range "$c" "$cmin" "$cmax" 1) | $over | $over_r | $vs_split | $per_rep | $(fmt "$ops" 2) | $(fmt "$bin" 1) | $(fmt "$bout" 1) | $(range "$r" "$rmin" "$rmax" 1) | $(range "$w" "$wmin" "$wmax" 2) |")
 done
 
 # The command breakdown of the last run with the most nodes.
@@ -358,6 +378,7 @@ REPORT=(""
     "- $N recipients over $DOMAINS domains, a two-line text template, $SIGNING; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
     "- volley CPU: user + sys of the publisher and every node (or of \`volley send\`) from wait4 (\`/usr/bin/time\`), per delivered message. redis-server CPU: \`INFO cpu\` deltas. Overhead: median against the plain send's median ($(fmt "$base" 1) µs/msg), without and with redis-server's CPU. Bytes: \`total_net_input_bytes\`/\`total_net_output_bytes\`."
     "- The split sends (2 or 3 plain \`volley send\` at once, process i sending every ith recipient from 127.0.0.(i+1), as an operator would split the list by hand) have as many processes, source IPs and connections as 2 or 3 nodes: the cluster's own cost is the last overhead column${SPLIT_VERDICT:+ ($SPLIT_VERDICT)}."
+    "- Paired, per rep: the overhead of each run against its baseline's run of the same rep (the plain send for 1 node, as many split sends for 2 and 3), median (min…max) over the reps; runs of one rep are seconds apart, so the machine's drift between reps cancels out: $PAIRED_VERDICT."
     "- Goal < 10 % CPU per message: $VERDICT.")
 printf '%s\n' "${REPORT[@]}"
 if [[ $APPEND == 1 ]]; then
