@@ -36,6 +36,7 @@ mod submission_setup;
 mod suppression_outage;
 mod suppression_run;
 mod suppression_store;
+mod suppression_writer;
 mod tls_rpt_delivery;
 mod unsubscribe_endpoint;
 mod warmup_redis;
