@@ -132,6 +132,42 @@ impl Tables {
     fn err(&self, op: &'static str, e: impl Into<redb::Error>) -> SuppressionError {
         embedded_error(&self.path, op, e)
     }
+
+    /// `updates` without the [`Update::ForgetSoft`]s that would remove nothing: no soft-bounce
+    /// record for the address before the batch, and no soft bounce of it earlier in the batch.
+    /// Every delivery forgets its address's soft bounces, and almost none has any: a batch of
+    /// only those then needs no write transaction (no commit, no fsync) — one read.
+    fn needed<'u>(&self, updates: &'u [Update]) -> Result<Vec<&'u Update>, SuppressionError> {
+        if !updates.iter().any(Update::is_expendable) {
+            return Ok(updates.iter().collect());
+        }
+        let txn = self.db.begin_read().map_err(|e| self.err("apply", e))?;
+        let soft = txn.open_table(SOFT).map_err(|e| self.err("apply", e))?;
+        let none_recorded = soft.is_empty().map_err(|e| self.err("apply", e))?;
+        let mut bounced_here: std::collections::HashSet<(&str, String)> = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(updates.len());
+        for update in updates {
+            let key = (update.scope(), normalise(update.address()));
+            match update {
+                Update::SoftBounce { .. } => {
+                    bounced_here.insert(key);
+                }
+                Update::ForgetSoft { .. } if !bounced_here.contains(&key) => {
+                    let recorded = !none_recorded
+                        && soft
+                            .get((key.0, key.1.as_str()))
+                            .map_err(|e| self.err("apply", e))?
+                            .is_some();
+                    if !recorded {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            out.push(update);
+        }
+        Ok(out)
+    }
 }
 
 fn embedded_error(path: &Path, op: &'static str, e: impl Into<redb::Error>) -> SuppressionError {
@@ -187,6 +223,10 @@ impl SuppressionStore for Tables {
     }
 
     fn apply(&self, updates: &[Update]) -> Result<(), SuppressionError> {
+        let updates = self.needed(updates)?;
+        if updates.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin_write().map_err(|e| self.err("apply", e))?;
         {
             let mut suppressed = txn.open_table(SUPPRESSED).map_err(|e| self.err("apply", e))?;
