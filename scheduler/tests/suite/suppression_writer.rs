@@ -5,21 +5,25 @@ use std::time::{Duration, Instant};
 
 use volley_scheduler::suppression::{open_store, SuppressionConfig, SuppressionWriter, Update, GLOBAL};
 
-/// Voluntary context switches of this process's thread named `name` (Linux), if found.
-fn switches_of(name: &str) -> Option<u64> {
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let dir = task.ok()?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        return status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok());
-    }
-    None
+/// The ids of this process's threads named `name` (Linux).
+fn threads_named(name: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Voluntary context switches of thread `tid` of this process, while it runs.
+fn switches_of(tid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Regression (a plain send's profile): the writer blocked on its channel whenever it had
@@ -31,8 +35,17 @@ fn a_steady_stream_of_updates_does_not_wake_the_writer_for_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = SuppressionConfig::default();
     let store = open_store(&config, dir.path()).expect("embedded store");
+    // The other tests of this binary run writers too: this one's thread is the one that
+    // appears now (or, if another test starts one at the same moment, both are counted —
+    // neither may wake per update).
+    let others = threads_named("suppression-wri");
     let writer = SuppressionWriter::start(store, dir.path(), &config).expect("writer");
-    let before = switches_of("suppression-wri").expect("the writer thread");
+    let ours: Vec<String> = threads_named("suppression-wri")
+        .into_iter()
+        .filter(|t| !others.contains(t))
+        .collect();
+    assert!(!ours.is_empty(), "the writer thread");
+    let before: Vec<Option<u64>> = ours.iter().map(|t| switches_of(t)).collect();
     // About one second of updates, one every ~100 µs.
     let start = Instant::now();
     let mut pushed = 0u64;
@@ -44,7 +57,12 @@ fn a_steady_stream_of_updates_does_not_wake_the_writer_for_each() {
             std::hint::spin_loop();
         }
     }
-    let woke = switches_of("suppression-wri").expect("the writer thread") - before;
+    // Threads that ended meanwhile (another test's writer) are left out.
+    let woke: u64 = ours
+        .iter()
+        .zip(&before)
+        .filter_map(|(t, b)| Some(switches_of(t)?.saturating_sub((*b)?)))
+        .sum();
     let report = writer.close(Duration::from_secs(10));
     assert_eq!(report.spilled + report.unsaved, 0, "{report:?}");
     eprintln!("{pushed} updates in 1 s; the writer switched out {woke} times");
