@@ -17,6 +17,7 @@
 //! is not a failure of the host and produces no report of its own.
 //!
 //! - `pool/concurrency.rs` — the learned connection limit of a route.
+//! - `pool/closes.rs` — when a route's connections ended (a receiver still counts them a while).
 //! - `pool/policy.rs` — a destination's settings and its cap over all its routes.
 //! - `pool/connect.rs` — opening a connection under the caps; refusals told from failures.
 
@@ -37,6 +38,7 @@ use crate::smtp::dot::DataPayload;
 use crate::smtp::session::{SessionParams, SmtpSession};
 use crate::smtp::transaction::Envelope;
 
+mod closes;
 pub mod concurrency;
 mod connect;
 pub mod policy;
@@ -164,6 +166,8 @@ struct Host<T> {
     open: AtomicUsize,
     /// Connections of this route being opened now (the receiver counts them already).
     opening: AtomicUsize,
+    /// When this route's connections ended (the receiver counts them until it notices).
+    closes: Mutex<closes::RecentCloses>,
     workers: Mutex<Workers>,
     tls_fallback_until: Mutex<Option<Instant>>,
 }
@@ -402,6 +406,7 @@ impl<T: Send + 'static> DeliveryPool<T> {
             returned: Mutex::new(VecDeque::new()),
             open: AtomicUsize::new(0),
             opening: AtomicUsize::new(0),
+            closes: Mutex::new(closes::RecentCloses::default()),
             workers: Mutex::new(Workers { running: 0, idle: 0 }),
             tls_fallback_until: Mutex::new(None),
         });
@@ -518,7 +523,7 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                     sent_on_connection = 0;
                     (*s, permit)
                 }
-                Opened::Refused { throttled } => {
+                Opened::Refused { pause } => {
                     // Not this host's failure: the delivery (and what a broken batch left
                     // unsent) waits for the open connections.
                     {
@@ -528,9 +533,9 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
                         }
                         returned.push_front(delivery);
                     }
-                    if throttled {
+                    if !pause.is_zero() {
                         // Still counted as running, so no other worker takes its place at once.
-                        tokio::time::sleep(connect::THROTTLE_PAUSE).await;
+                        tokio::time::sleep(pause).await;
                     }
                     lock(&host.workers).running -= 1;
                     // Those connections may have closed meanwhile: then a worker starts again.
@@ -555,14 +560,14 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         if broken {
             closed(&inner, &host);
         } else if sent_on_connection >= host.max_messages.load(Ordering::Relaxed) {
-            closed(&inner, &host);
             open.quit().await;
+            closed(&inner, &host);
         } else if unsent.is_empty() && over_limit(&host) {
             // The limit dropped below the connections open (a refusal, or this node's share
             // of a cap learned with other nodes on the source IP): this one goes, so that the
             // receiver's slots go to who was refused.
-            closed(&inner, &host);
             open.quit().await;
+            closed(&inner, &host);
             drop(permit);
             start_worker_if_needed(&inner, &host);
             return;
@@ -580,8 +585,8 @@ async fn run_worker<T: Send + 'static>(inner: Arc<Inner<T>>, host: Arc<Host<T>>)
         start_worker_if_needed(&inner, &host);
     }
     if let Some((s, _permit)) = session {
-        closed(&inner, &host);
         s.quit().await;
+        closed(&inner, &host);
     }
 }
 
@@ -598,10 +603,12 @@ fn fail_queued<T>(inner: &Inner<T>, host: &Host<T>, status: &RecipientStatus) {
     }
 }
 
-/// Counts a connection of `host` as closed.
+/// Counts a connection of `host` as closed (after its QUIT: until then the receiver counts it
+/// as open, and so do we).
 fn closed<T>(inner: &Inner<T>, host: &Host<T>) {
     inner.counters.open.fetch_sub(1, Ordering::Relaxed);
     host.open.fetch_sub(1, Ordering::Relaxed);
+    lock(&host.closes).record(Instant::now());
 }
 
 /// Most messages sent as one pipelined batch (see [`batch_after`]). A batch reports when it

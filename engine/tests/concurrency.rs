@@ -57,6 +57,49 @@ async fn a_per_client_cap_is_learned_per_source_ip_and_nothing_is_deferred() {
 }
 
 #[tokio::test]
+async fn connections_a_receiver_still_counts_after_they_ended_do_not_lower_the_limit_below_its_cap() {
+    // Like a receiver that hears of a disconnect late (Postfix's anvil, told by smtpd): a
+    // closed connection counts against the cap of 3 for another 200 ms. Connections are
+    // recycled every 20 messages, so each one reopened right after its QUIT is refused while
+    // two others are open: the receiver counted the one that had just ended.
+    let sink = Sink::start(SinkConfig {
+        max_connections_per_client: Some(3),
+        client_close_lag: Duration::from_millis(200),
+        latency: Duration::from_millis(10),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink");
+    let config = SmtpConfig {
+        max_connections_per_host: 16,
+        initial_connections_per_host: 3,
+        max_messages_per_connection: 20,
+        ..common::fast_config()
+    };
+    let routes: Vec<_> = (2..=3).map(|ip| common::route(ip, sink.local_addr())).collect();
+    let (reports, learned) = common::deliver_all_learning(config, &routes, &addresses(1200)).await;
+    assert_eq!(delivered(&reports), 1200, "a refused connection defers nothing");
+    let stats = sink.stats();
+    assert!(
+        stats.connections_refused >= 2,
+        "reopened connections were refused: {stats:?}"
+    );
+    assert_eq!(stats.peak_connections_per_client, 3, "{stats:?}");
+    assert_eq!(learned.len(), 2, "{learned:?}");
+    for route in &learned {
+        assert_eq!(route.limit, 3, "the receiver's cap, not what was open: {route:?}");
+    }
+    // Refused attempts wait for the receiver to notice the end rather than retrying at once.
+    assert!(
+        stats.connections_refused < 200,
+        "{} refusals for {} connections",
+        stats.connections_refused,
+        stats.connections
+    );
+    sink.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_global_cap_shared_by_source_ips_defers_nothing_after_the_first_refusals() {
     let sink = Sink::start(SinkConfig {
         max_connections: Some(10),

@@ -77,6 +77,10 @@ pub struct SinkArgs {
     /// smtpd_client_connection_count_limit); more from that address get 421 4.7.0.
     #[arg(long, value_name = "N")]
     pub max_connections_per_client: Option<usize>,
+    /// How long a closed connection still counts against --max-connections-per-client (a
+    /// receiver that learns of disconnects late): milliseconds ("200") or a duration ("200ms").
+    #[arg(long, value_name = "DURATION", value_parser = parse_millis)]
+    pub client_close_lag: Option<Duration>,
     /// TOML file of canned replies: reply tables with domain, stage, text, percent.
     #[arg(long, value_name = "FILE")]
     pub canned: Option<PathBuf>,
@@ -155,6 +159,7 @@ impl SinkArgs {
             feedback_attempts: DEFAULT_FEEDBACK_ATTEMPTS,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
+            client_close_lag: self.client_close_lag.unwrap_or(Duration::ZERO),
             canned,
             count_addresses: true,
             faults,

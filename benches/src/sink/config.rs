@@ -79,6 +79,10 @@ pub struct SinkConfig {
     /// `smtpd_client_connection_count_limit`); beyond it a new connection from that address
     /// gets `421 4.7.0` and is closed. `None` means unlimited.
     pub max_connections_per_client: Option<usize>,
+    /// How long a client's connection still counts against `max_connections_per_client` after
+    /// it closed: a receiver that learns of a disconnect late (Postfix's `anvil` hears of it
+    /// when the `smtpd` process reports it; a loaded server later still). Default zero.
+    pub client_close_lag: Duration,
     /// Canned replies, tried in order; the first matching one whose percentage draw succeeds
     /// replaces the normal reply.
     pub canned: Vec<CannedReply>,
@@ -114,6 +118,7 @@ impl Default for SinkConfig {
             feedback_attempts: DEFAULT_FEEDBACK_ATTEMPTS,
             max_connections: None,
             max_connections_per_client: None,
+            client_close_lag: Duration::ZERO,
             canned: Vec::new(),
             count_addresses: true,
             faults: Vec::new(),

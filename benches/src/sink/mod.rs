@@ -130,7 +130,9 @@ impl Sink {
             source,
         })?;
         let limit = config.max_connections.map(|n| Arc::new(Semaphore::new(n)));
-        let per_client = config.max_connections_per_client.map(ClientLimit::new);
+        let per_client = config
+            .max_connections_per_client
+            .map(|cap| ClientLimit::new(cap, config.client_close_lag));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let accept = tokio::spawn(server::accept_loop(

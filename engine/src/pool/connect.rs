@@ -26,11 +26,14 @@ pub(super) struct Permits {
 pub(super) enum Opened {
     /// A session, holding its places under the caps.
     Session(Box<SmtpSession>, Permits),
-    /// The receiver turned the connection away. `throttled`: a volume throttle at the greeting
-    /// (see `SessionError::is_throttle_at_greeting`), which says nothing about its connection
-    /// cap: the limit is kept and the worker waits [`THROTTLE_PAUSE`] before it gives up its
-    /// place. Otherwise its cap while others to it are open: the limit was lowered to them.
-    Refused { throttled: bool },
+    /// The receiver turned the connection away; the worker waits `pause` (still counted as
+    /// running, so that no other worker takes its place at once), then gives up its place.
+    /// Either a volume throttle at the greeting (see `SessionError::is_throttle_at_greeting`),
+    /// which says nothing about its connection cap: the limit is kept, the pause is
+    /// [`THROTTLE_PAUSE`]. Or its cap while others to it are open: the limit was lowered to
+    /// them, and to those that ended just before, which it may still count (then the pause is
+    /// [`ENDED_PAUSE`], for it to notice they ended).
+    Refused { pause: Duration },
     /// No connection: the status every recipient of the delivery gets.
     Failed(RecipientStatus),
 }
@@ -43,7 +46,12 @@ const SHARED_CAP_PAUSE: Duration = Duration::from_millis(250);
 
 /// How long a route's worker waits after a volume throttle at the greeting before another
 /// connection may take its place.
-pub(super) const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a route's worker waits after a refusal that counted connections of the route
+/// which had just ended, before another connection may take its place: the receiver may not
+/// have noticed they ended yet.
+const ENDED_PAUSE: Duration = Duration::from_millis(250);
 
 /// Takes a pool-wide permit and opens a session, telling a refusal (the receiver's cap while
 /// other connections to it work) from a failure of the host.
@@ -81,6 +89,7 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
             _destination: destination,
         };
         host.opening.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
         let result = connect(inner, host).await;
         host.opening.fetch_sub(1, Ordering::Relaxed);
         let e = match result {
@@ -88,7 +97,10 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
             Err(e) => e,
         };
         drop(permit);
+        let now = Instant::now();
         if e.is_connection_refusal() && e.is_throttle_at_greeting() {
+            // The receiver took the connection in (and counts it until it notices the close).
+            lock(&host.closes).record(now);
             // This route's connections open or being opened, or any to the host: it is up.
             let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
             if open > 0 || open_to(inner, mx) > 0 {
@@ -98,30 +110,33 @@ pub(super) async fn open_connection<T>(inner: &Inner<T>, host: &Host<T>) -> Open
                     mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
                     "receiver throttled a new connection; connection limit kept"
                 );
-                return Opened::Refused { throttled: true };
+                return Opened::Refused { pause: THROTTLE_PAUSE };
             }
         }
         if e.is_connection_refusal() {
-            // What the receiver counts for this client: the open connections and the others
-            // being opened alongside this one.
+            // What the receiver counts for this client: the open connections, the others
+            // being opened alongside this one, and those that ended so recently that it may
+            // not have noticed yet.
             let open = host.open.load(Ordering::Relaxed) + host.opening.load(Ordering::Relaxed);
+            let ended = lock(&host.closes).counted_at_refusal(began, now);
             if open > 0 {
                 inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                lock(&host.concurrency).on_refusal(open, Instant::now());
+                lock(&host.concurrency).on_refusal(open + ended, now);
                 tracing::info!(
-                    mx = %host.key.mx.name, source = %host.key.source.ip, open, error = %e,
+                    mx = %host.key.mx.name, source = %host.key.source.ip, open, ended, error = %e,
                     "receiver refused another connection; connection limit lowered to what is open"
                 );
-                return Opened::Refused { throttled: false };
+                let pause = if ended > 0 { ENDED_PAUSE } else { Duration::ZERO };
+                return Opened::Refused { pause };
             }
             // Nothing open from this source IP, but the host serves our other source IPs (a
             // cap shared by every client), or it names its cap on this client's connections
-            // (held by another sender on this address: another node, a NAT): wait for a slot
-            // rather than calling the host down.
-            let capped = open_to(inner, mx) > 0 || e.is_connection_cap();
+            // (held by another sender on this address: another node, a NAT; or our own that
+            // just ended): wait for a slot rather than calling the host down.
+            let capped = open_to(inner, mx) > 0 || e.is_connection_cap() || ended > 0;
             if capped && started.elapsed() + pause <= SHARED_CAP_WAIT {
                 inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                lock(&host.concurrency).on_refusal(0, Instant::now());
+                lock(&host.concurrency).on_refusal(ended, now);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(SHARED_CAP_WAIT / 4);
                 continue;

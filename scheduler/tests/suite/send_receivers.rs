@@ -145,9 +145,12 @@ async fn a_volume_throttle_at_the_banner_keeps_the_learned_connection_limit() {
     use volley_bench::sink::{CannedReply, Stage};
     // Yahoo-like: 2 connections per client address, and half of all new connections turned
     // away at the banner with "421 [TSS04]", whatever is open: every source IP meets the
-    // throttle with one connection open.
+    // throttle with one connection open. The receiver counts a connection 100 ms past its end,
+    // the throttled ones too: another connection tried right after a throttle is refused at
+    // the cap with one connection open (CI saw this when the sink was slow to end a session).
     let sink = Sink::start(SinkConfig {
         max_connections_per_client: Some(2),
+        client_close_lag: Duration::from_millis(100),
         latency: LATENCY,
         canned: vec![CannedReply {
             domain: "*".into(),
