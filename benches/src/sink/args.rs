@@ -264,6 +264,10 @@ mod tests {
             "20",
             "--max-connections",
             "3",
+            "--max-connections-per-client",
+            "2",
+            "--client-close-lag",
+            "200ms",
             "--stats-every",
             "500ms",
         ])
@@ -275,6 +279,8 @@ mod tests {
         assert_eq!(config.drop_pct, 0.5);
         assert_eq!(config.latency, Duration::from_millis(20));
         assert_eq!(config.max_connections, Some(3));
+        assert_eq!(config.max_connections_per_client, Some(2));
+        assert_eq!(config.client_close_lag, Duration::from_millis(200));
         assert_eq!(config.hostname, DEFAULT_HOSTNAME);
     }
 
