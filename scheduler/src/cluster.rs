@@ -30,6 +30,7 @@ use std::time::Duration;
 
 mod chunk;
 pub mod control;
+mod done_bits;
 mod keys;
 pub mod limits;
 pub mod publish;

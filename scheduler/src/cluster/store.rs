@@ -443,21 +443,35 @@ impl Store {
         resent: u64,
         mode: &str,
     ) -> Result<bool, ClusterError> {
-        let mut call = self.finish.prepare_invoke();
-        call.key(&keys.chunks)
-            .key(&keys.meta)
-            .key(&keys.done)
-            .key(&keys.counts)
-            .key(&keys.parked)
-            .arg(GROUP)
-            .arg(node)
-            .arg(entry_id)
-            .arg(resent)
-            .arg(mode);
-        for (line, outcome) in finals {
-            call.arg(line).arg(outcome);
+        let mut groups = super::done_bits::mask_groups(finals);
+        if groups.is_empty() {
+            groups.push(super::done_bits::MaskGroup {
+                first: 0,
+                masks: Vec::new(),
+            });
         }
-        let owned: i64 = self.with("finish", |con| call.invoke(con))?;
+        let last = groups.len() - 1;
+        let mut owned = 0;
+        // Lines spread wider than one call covers: the calls before the last only count
+        // (`resent` with the first), the last acknowledges or parks.
+        for (i, group) in groups.iter().enumerate() {
+            let mut call = self.finish.prepare_invoke();
+            call.key(&keys.chunks)
+                .key(&keys.meta)
+                .key(&keys.done)
+                .key(&keys.counts)
+                .key(&keys.parked)
+                .arg(GROUP)
+                .arg(node)
+                .arg(entry_id)
+                .arg(if i == 0 { resent } else { 0 })
+                .arg(if i == last { mode } else { "count" })
+                .arg(group.first);
+            for (outcome, mask) in &group.masks {
+                call.arg(outcome).arg(mask.as_slice());
+            }
+            owned = self.with("finish", |con| call.invoke::<i64>(con))?;
+        }
         Ok(owned == 1)
     }
 

@@ -220,6 +220,40 @@ fn an_outcome_is_counted_once_and_only_the_owner_acknowledges_or_renews() {
     assert_eq!(store.done(&keys, &[]).expect("none asked"), Vec::<bool>::new());
 }
 
+/// The done bits go to Redis as one mask per outcome over the bytes the lines cover: a line
+/// another node reported first counts once, and lines too far apart for one call (here
+/// 600,000 lines) take two, the second acknowledging the chunk.
+#[test]
+fn a_finish_counts_each_line_once_also_when_its_lines_take_several_calls() {
+    let redis = RedisServer::start();
+    let (keys, store) = chunks_of_one_row(&redis, 1);
+    let entry = store.read_new(&keys, "n1").expect("read").expect("a chunk");
+    assert!(!store
+        .finish(&keys, "n2", &entry.id, &[(7, "bounced".to_owned())], 0)
+        .expect("n2 reports one line first"));
+    let mut finals: Vec<(u64, String)> = (1..=1200)
+        .map(|l| (l, if l % 3 == 0 { "bounced" } else { "delivered" }.to_owned()))
+        .collect();
+    finals.push((600_000, "failed".to_owned()));
+    assert!(store.finish(&keys, "n1", &entry.id, &finals, 2).expect("finish"));
+    let status = store.status("pub", &keys).expect("status");
+    // 1..=1200: 400 multiples of 3 bounced, line 7 counted when n2 reported it (bounced).
+    assert_eq!(status.counts["bounced"], 401, "{status:?}");
+    assert_eq!(status.counts["delivered"], 799, "{status:?}");
+    assert_eq!(status.counts["failed"], 1, "{status:?}");
+    assert_eq!(status.counts["duplicate_finals"], 1, "line 7: {status:?}");
+    assert_eq!(
+        status.counts["resent_after_restart"], 2,
+        "once, not per call: {status:?}"
+    );
+    assert!(status.complete, "acknowledged by the last call: {status:?}");
+    let asked: Vec<u64> = (0..=1201).chain([599_999, 600_000, 600_001]).collect();
+    let done = store.done(&keys, &asked).expect("done");
+    assert!(!done[0] && !done[1201], "only the lines reported");
+    assert!(done[1..=1200].iter().all(|d| *d));
+    assert_eq!(&done[1202..], &[false, true, false]);
+}
+
 /// A campaign of `n` recipients published as chunks of one row each, all at once.
 fn chunks_of_one_row(redis: &RedisServer, n: usize) -> (Keys, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
