@@ -158,6 +158,9 @@ fn per_hour(per_s: f64) -> Rate {
 #[derive(Clone, Copy, Debug)]
 pub struct RateMeter {
     start: Instant,
+    /// When the meter began counting (again, after an idle reset): a younger meter has seen
+    /// only that long of sending.
+    born: Instant,
     current: u32,
     previous: u32,
 }
@@ -165,10 +168,16 @@ pub struct RateMeter {
 /// The meter's window.
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// The shortest span a rate is measured over (a burst in the first milliseconds is not a
+/// rate of thousands a second).
+const MIN_SPAN: Duration = Duration::from_secs(1);
+
 impl Default for RateMeter {
     fn default() -> RateMeter {
+        let now = Instant::now();
         RateMeter {
-            start: Instant::now(),
+            start: now,
+            born: now,
             current: 0,
             previous: 0,
         }
@@ -179,7 +188,7 @@ impl RateMeter {
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.start);
         if elapsed >= WINDOW * 2 {
-            (self.start, self.current, self.previous) = (now, 0, 0);
+            (self.start, self.born, self.current, self.previous) = (now, now, 0, 0);
         } else if elapsed >= WINDOW {
             (self.start, self.previous, self.current) = (self.start + WINDOW, self.current, 0);
         }
@@ -191,10 +200,15 @@ impl RateMeter {
         self.current = self.current.saturating_add(1);
     }
 
-    /// Sends per second over the last 10-20 seconds.
+    /// Sends per second over the last 10-20 seconds, or since the meter began counting when
+    /// that is shorter (at least [`MIN_SPAN`]). Regression: a pair slowed in its first
+    /// seconds was paced from its sends divided by 10 s — 20 messages in its first 0.2 s made
+    /// a base of 2 a second, not 20 — and a test run whose policy blocks came early waited
+    /// minutes for its paced retries.
     pub fn per_second(&mut self, now: Instant) -> f64 {
         self.roll(now);
-        let span = WINDOW + now.saturating_duration_since(self.start);
+        let window = WINDOW + now.saturating_duration_since(self.start);
+        let span = window.min(now.saturating_duration_since(self.born)).max(MIN_SPAN);
         f64::from(self.previous + self.current) / span.as_secs_f64()
     }
 }
@@ -320,5 +334,27 @@ mod tests {
         let r = m.per_second(t0 + Duration::from_secs(10));
         assert!((4.0..=10.0).contains(&r), "{r}");
         assert!(m.per_second(t0 + Duration::from_secs(60)) < 1e-9);
+    }
+
+    #[test]
+    fn a_young_meter_measures_over_its_own_age() {
+        let ms = Duration::from_millis;
+        let mut m = RateMeter::default();
+        let t0 = m.start;
+        for i in 0..20 {
+            m.tick(t0 + ms(i * 10));
+        }
+        // 20 sends in 0.2 s: over the 1 s floor, 20 a second (over a 10 s window it was 2).
+        let r = m.per_second(t0 + ms(200));
+        assert!((19.0..=21.0).contains(&r), "{r}");
+        let r = m.per_second(t0 + ms(4000));
+        assert!((4.9..=5.1).contains(&r), "20 over its 4 s: {r}");
+        // Idle past both windows, then a new burst: measured from its restart.
+        let later = t0 + Duration::from_secs(60);
+        for i in 0..30 {
+            m.tick(later + ms(i * 10));
+        }
+        let r = m.per_second(later + ms(1500));
+        assert!((19.0..=21.0).contains(&r), "30 over 1.5 s: {r}");
     }
 }
