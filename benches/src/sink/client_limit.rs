@@ -48,9 +48,8 @@ impl ClientLimit {
         };
         Some((slot, *n))
     }
-}
 
-impl ClientLimit {
+    /// One connection of `ip` stops counting.
     fn release(&self, ip: IpAddr) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&ip) {
