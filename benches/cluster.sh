@@ -339,14 +339,21 @@ for k in "${CONFIGS[@]}"; do
         name="cluster, $k node$( ((k > 1)) && echo s || true)"
         over=$(echo "100 * ($c - $base) / $base" | bc -l)
         over_r=$(echo "100 * ($c + $r - $base) / $base" | bc -l)
-        VERDICT+="${VERDICT:+; }$k node$( ((k > 1)) && echo s || true): $(printf '%+.1f' "$over") % ($(printf '%+.1f' "$over_r") % with redis-server)"
-        over="$(printf '%+.1f' "$over") %" over_r="$(printf '%+.1f' "$over_r") %"
         if ((k > 1)); then
+            # Judged like for like: against as many plain sends of the split list (the same
+            # processes, source IPs and connections); against the one send, k processes on
+            # this machine cost more whatever they run.
             read -r split _ _ < <(col_stat "s$k" 4 "$PER_MSG_US")
             vs_split=$(echo "100 * ($c - $split) / $split" | bc -l)
+            vs_split_r=$(echo "100 * ($c + $r - $split) / $split" | bc -l)
+            split_over=$(echo "100 * ($split - $base) / $base" | bc -l)
             SPLIT_VERDICT+="${SPLIT_VERDICT:+; }$k nodes against $k sends: $(printf '%+.1f' "$vs_split") %"
+            VERDICT+="${VERDICT:+; }$k nodes: $(printf '%+.1f' "$vs_split") % against $k split sends ($(printf '%+.1f' "$vs_split_r") % with redis-server; against the one send $(printf '%+.1f' "$over") %, where the $k split sends are $(printf '%+.1f' "$split_over") %)"
             vs_split="$(printf '%+.1f' "$vs_split") %"
+        else
+            VERDICT+="${VERDICT:+; }$k node: $(printf '%+.1f' "$over") % against the plain send ($(printf '%+.1f' "$over_r") % with redis-server)"
         fi
+        over="$(printf '%+.1f' "$over") %" over_r="$(printf '%+.1f' "$over_r") %"
     fi
     TABLE+=("| $name | $(range "$c" "$cmin" "$cmax" 1) | $over | $over_r | $vs_split | $per_rep | $(fmt "$ops" 2) | $(fmt "$bin" 1) | $(fmt "$bout" 1) | $(range "$r" "$rmin" "$rmax" 1) | $(range "$w" "$wmin" "$wmax" 2) |")
 done
