@@ -35,6 +35,7 @@ mod keys;
 pub mod limits;
 pub mod publish;
 mod registry;
+mod shared_rows;
 mod store;
 pub mod work;
 
@@ -81,6 +82,12 @@ pub struct ClusterConfig {
     /// (see `cluster::limits`): each publishes its open connections once a second.
     #[serde(default = "default_share_limits")]
     pub share_limits: bool,
+    /// A directory every node can read (a shared mount; absolute): a campaign whose recipient
+    /// file is inside it is published as byte ranges of that file, not as rows, and each node
+    /// reads the rows from its own mount (which may be at another path). Unset: chunks carry
+    /// their rows.
+    #[serde(default)]
+    pub shared_dir: Option<std::path::PathBuf>,
 }
 
 fn default_chunk_size() -> usize {
@@ -131,6 +138,15 @@ impl ClusterConfig {
             let value = humantime::format_duration(self.keep).to_string();
             return Err(("keep", value, "must be at least 1s"));
         }
+        if let Some(dir) = &self.shared_dir {
+            let value = dir.display().to_string();
+            if !dir.is_absolute() {
+                return Err(("shared_dir", value, "must be an absolute path"));
+            }
+            if !dir.is_dir() {
+                return Err(("shared_dir", value, "is not a directory this node can read"));
+            }
+        }
         Ok(())
     }
 }
@@ -178,6 +194,18 @@ pub enum ClusterError {
     /// A chunk could not be sent.
     #[error(transparent)]
     Send(Box<crate::send::SendError>),
+    /// A chunk's rows cannot be read from the shared recipient file (`[cluster] shared_dir`).
+    #[error("shared recipient file {}, bytes {bytes} (lines {lines}): {reason}", .path.display())]
+    SharedFile {
+        /// The file, in this node's shared directory.
+        path: std::path::PathBuf,
+        /// The chunk's bytes, `start-end`.
+        bytes: String,
+        /// The chunk's first and last line, `first-last`.
+        lines: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file of the node failed.
     #[error("{}: {source}", .path.display())]
     Io {

@@ -11,19 +11,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::shared_rows::SharedRows;
 use super::{io_err, ClusterError};
 
 mod record;
 use record::Parsed;
 
-/// The rows of a chunk, as published: original line numbers and one value per column.
+/// The rows of a chunk, as published: original line numbers and either one value per column
+/// or, for a file in the shared directory, where the rows are in it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rows {
     /// The line of each row in the original recipient file.
     pub lines: Vec<u64>,
-    /// The values of each row, in column order.
+    /// The values of each row, in column order (empty when `shared` says where they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<Vec<String>>,
+    /// Where the rows are in the shared recipient file (`[cluster] shared_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedRows>,
 }
 
 impl Rows {
@@ -33,17 +39,36 @@ impl Rows {
             key: key.to_owned(),
             reason: format!("chunk rows: {e}"),
         })?;
-        if rows.lines.len() != rows.values.len() {
+        let (what, n) = match &rows.shared {
+            Some(shared) if rows.values.is_empty() => ("offsets", shared.offsets.len()),
+            Some(_) => ("value lists besides shared", rows.values.len()),
+            None => ("value lists", rows.values.len()),
+        };
+        if rows.lines.len() != n {
             return Err(ClusterError::BadData {
                 key: key.to_owned(),
-                reason: format!(
-                    "chunk rows: {} lines but {} value lists",
-                    rows.lines.len(),
-                    rows.values.len()
-                ),
+                reason: format!("chunk rows: {} lines but {n} {what}", rows.lines.len()),
             });
         }
         Ok(rows)
+    }
+
+    /// The values of the rows: carried, or read from the shared file in this node's
+    /// `shared_dir` under the published `columns`.
+    pub fn into_values(
+        self,
+        shared_dir: Option<&Path>,
+        columns: &[String],
+    ) -> Result<(Vec<u64>, Vec<Vec<String>>), ClusterError> {
+        let Some(shared) = self.shared else {
+            return Ok((self.lines, self.values));
+        };
+        let Some(dir) = shared_dir else {
+            let why = "the chunk names a file in the shared directory, and this node has no [cluster] shared_dir";
+            return Err(shared.error(Path::new(&shared.file), &self.lines, why));
+        };
+        let values = shared.read(dir, &self.lines, columns)?;
+        Ok((self.lines, values))
     }
 }
 
@@ -416,6 +441,7 @@ mod tests {
                 vec!["a@x.test".into(), "A \"q\"\n".into()],
                 vec!["b@x.test".into(), "B".into()],
             ],
+            shared: None,
         };
         let chunk = ChunkDir {
             dir: dir.path().join("c1"),
@@ -469,6 +495,7 @@ mod tests {
         let rows = Rows {
             lines: vec![3, 4],
             values: vec![vec!["a@x.test".into()], vec!["b@x.test".into()]],
+            shared: None,
         };
         let chunk = ChunkDir {
             dir: dir.join("c1"),
@@ -547,6 +574,7 @@ mod tests {
         let rows = Rows {
             lines: vec![41],
             values: vec![vec!["a@x.test".into()]],
+            shared: None,
         };
         let chunk = ChunkDir {
             dir: dir.path().join("c1"),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::chunk::Rows;
+use super::shared_rows::SharedRows;
 use super::{io_err, CampaignState, ClusterConfig, ClusterError, Keys, Registry, Store};
 use crate::campaign::{Campaign, CampaignError};
 use crate::recipients::{Deduplicator, RecipientReader, Row};
@@ -170,8 +171,23 @@ pub fn publish_with(
         ..Published::default()
     };
     let mut dedup = Deduplicator::new();
-    let mut chunk = Rows::default();
-    let flush = |chunk: &mut Rows, out: &mut Published| -> Result<bool, ClusterError> {
+    // A file inside the shared directory is published as byte ranges of it (see `shared_rows`).
+    let shared = match &cluster.shared_dir {
+        Some(dir) => super::shared_rows::relative_name(dir, campaign.recipients())?,
+        None => None,
+    };
+    let empty_chunk = || Rows {
+        shared: shared.as_ref().map(|file| SharedRows {
+            file: file.clone(),
+            email: campaign.email_column().to_owned(),
+            ..SharedRows::default()
+        }),
+        ..Rows::default()
+    };
+    let mut chunk = empty_chunk();
+    // The chunk is published once the row after its last is read: where that row starts is
+    // where the chunk's bytes end (at the end of the file, the file's length).
+    let flush = |chunk: &mut Rows, end: u64, out: &mut Published| -> Result<bool, ClusterError> {
         loop {
             let (outstanding, state) = store.backlog(&keys)?;
             if state == CampaignState::Cancelled {
@@ -189,6 +205,11 @@ pub fn publish_with(
         let Some(&last) = chunk.lines.last() else {
             return Ok(true);
         };
+        if let Some(shared) = &mut chunk.shared {
+            let start = shared.offsets.first().copied().unwrap_or(end);
+            shared.end = end;
+            shared.sha256 = super::shared_rows::digest(campaign.recipients(), start, end)?;
+        }
         let json = serde_json::to_string(&*chunk).map_err(|e| ClusterError::BadData {
             key: keys.chunks.clone(),
             reason: e.to_string(),
@@ -196,11 +217,17 @@ pub fn publish_with(
         store.add_chunk(&keys, &json, last, chunk.lines.len())?;
         out.chunks += 1;
         out.rows += chunk.lines.len() as u64;
-        *chunk = Rows::default();
+        *chunk = empty_chunk();
         Ok(true)
     };
+    let mut full = false;
     while let Some(row) = reader.next_row() {
-        match row? {
+        let row = row?;
+        if std::mem::take(&mut full) && !flush(&mut chunk, reader.last_offset(), &mut out)? {
+            rejects.finish().map_err(io_err(&rejects_file))?;
+            return Ok(out);
+        }
+        match row {
             Row::Rejected(row) => {
                 rejects.write(&row).map_err(io_err(&rejects_file))?;
                 out.rejected += 1;
@@ -210,17 +237,20 @@ pub fn publish_with(
                     out.duplicates += 1;
                 } else if r.line > through {
                     chunk.lines.push(r.line);
-                    chunk.values.push(r.values);
-                    if chunk.lines.len() >= cluster.chunk_size && !flush(&mut chunk, &mut out)? {
-                        rejects.finish().map_err(io_err(&rejects_file))?;
-                        return Ok(out);
+                    match &mut chunk.shared {
+                        Some(shared) => shared.offsets.push(r.offset),
+                        None => chunk.values.push(r.values),
                     }
+                    full = chunk.lines.len() >= cluster.chunk_size;
                 }
             }
         }
     }
     rejects.finish().map_err(io_err(&rejects_file))?;
-    if !flush(&mut chunk, &mut out)? {
+    let len = std::fs::metadata(campaign.recipients())
+        .map_err(io_err(campaign.recipients()))?
+        .len();
+    if !flush(&mut chunk, len, &mut out)? {
         return Ok(out);
     }
     store.publish_done(&keys, out.rejected, out.duplicates)?;

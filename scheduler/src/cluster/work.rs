@@ -457,7 +457,9 @@ impl Node<'_> {
             blocking(|| self.store.ack_empty(&self.keys, me, &entry.id))?;
             return Ok(None);
         };
-        let Rows { lines, values } = Rows::parse(&self.keys.chunks, json)?;
+        let rows = Rows::parse(&self.keys.chunks, json)?;
+        let shared_dir = self.cluster.shared_dir.as_deref();
+        let (lines, values) = blocking(|| rows.into_values(shared_dir, &self.columns))?;
         let lines = Arc::new(lines);
         let mut running = Running {
             entry: entry.id.clone(),

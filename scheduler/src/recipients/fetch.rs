@@ -129,6 +129,11 @@ impl RowFetcher {
         &self.layout.path
     }
 
+    /// Column names, in file order (as [`RecipientReader::columns`]).
+    pub fn columns(&self) -> &[String] {
+        &self.layout.columns
+    }
+
     /// The row whose record starts at byte `offset`, with `line` as its line: equal to the
     /// [`Row`] the stream yielded for it, rejections included.
     ///

@@ -51,6 +51,7 @@ fn cluster(redis: &RedisServer, node: u8, max_outstanding: usize) -> ClusterConf
         parked_chunks: 256,
         keep: Duration::from_secs(3600),
         share_limits: true,
+        shared_dir: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn cluster(redis: &RedisServer) -> ClusterConfig {
         parked_chunks: 4,
         keep: Duration::from_secs(3600),
         share_limits: true,
+        shared_dir: None,
     }
 }
 
