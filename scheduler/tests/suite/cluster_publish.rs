@@ -73,6 +73,12 @@ fn cluster_settings_are_validated_with_field_and_value() {
         ("chunk_size = 0\n", "cluster.chunk_size", "0"),
         ("max_outstanding = 0\n", "cluster.max_outstanding", "0"),
         ("lease = \"500ms\"\n", "cluster.lease", "500ms"),
+        ("shared_dir = \"lists\"\n", "cluster.shared_dir", "absolute"),
+        (
+            "shared_dir = \"/nonexistent/lists\"\n",
+            "cluster.shared_dir",
+            "/nonexistent/lists",
+        ),
     ] {
         let e = write(extra).expect_err(extra).to_string();
         assert!(e.contains(field) && e.contains(value), "{extra}: {e}");

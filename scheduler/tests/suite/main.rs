@@ -6,6 +6,7 @@ mod bounce_rules;
 mod cluster_control;
 mod cluster_limits;
 mod cluster_publish;
+mod cluster_shared;
 mod common;
 mod fault_matrix;
 mod inbound_listener;
