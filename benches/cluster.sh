@@ -19,6 +19,7 @@
 #   N=20000 REPS=1 CHUNK=500 APPEND=0 benches/cluster.sh
 #   VOLLEY=/tmp/volley-before APPEND=0 benches/cluster.sh   # another build, nothing built
 #   DKIM=ed25519 benches/cluster.sh         # every message signed, as in production
+#   SHARED=1 benches/cluster.sh             # chunks as byte ranges of a file in [cluster] shared_dir
 #
 # Everything listens on 127.0.0.1 (redis-server, `volley sink`); volley sends from
 # 127.0.0.2-4. The sink is `volley sink --no-starttls` (no faults, no latency), a fresh one per
@@ -37,6 +38,9 @@ DOMAINS=${DOMAINS:-100}
 # DKIM signing of every message, as in production: ed25519 or rsa (a 2048-bit key made with
 # openssl for the run, `[[dkim]]` for the From domain in every configuration); empty: unsigned.
 DKIM=${DKIM:-}
+# 1: the nodes' [cluster] shared_dir holds the recipient file, so chunks carry byte ranges of
+# it and each node reads its rows from the file; 0: chunks carry their rows.
+SHARED=${SHARED:-0}
 # 1: append the result to benches/RESULTS.md; 0: print it only.
 APPEND=${APPEND:-1}
 # Node counts to run besides the plain send (0).
@@ -61,6 +65,7 @@ source "$ROOT/benches/lib.sh"
 [[ $DOMAINS =~ ^[1-9][0-9]*$ ]] || die "DOMAINS must be a positive integer (got '$DOMAINS')"
 for k in $NODES; do [[ $k =~ ^[1-3]$ ]] || die "NODES: node counts are 1-3 (source IPs 127.0.0.2-4), got '$k'"; done
 [[ $APPEND == 0 || $APPEND == 1 ]] || die "APPEND must be 0 or 1 (got '$APPEND')"
+[[ $SHARED == 0 || $SHARED == 1 ]] || die "SHARED must be 0 or 1 (got '$SHARED')"
 [[ -z $DKIM || $DKIM == ed25519 || $DKIM == rsa ]] || die "DKIM must be ed25519, rsa or empty (got '$DKIM')"
 
 # --- prerequisites ------------------------------------------------------------------------------
@@ -178,6 +183,7 @@ EOF
     [[ -z $node ]] || printf '\n[cluster]\nredis = "redis://127.0.0.1:%s/0"\nnode_id = "%s"\nchunk_size = %s\n' \
         "$REDIS_PORT" "$node" "$CHUNK" >>"$file"
     [[ -z $node || -z $INFLIGHT ]] || printf 'chunks_in_flight = %s\n' "$INFLIGHT" >>"$file"
+    [[ -z $node || $SHARED != 1 ]] || printf 'shared_dir = "%s"\n' "$WORK" >>"$file"
 }
 
 # spawn NAME DIR CMD...: CMD under /usr/bin/time in DIR (elapsed, user, sys -> NAME.time).
@@ -370,10 +376,10 @@ if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- . ":!benche
 SIGNING="unsigned"
 [[ -z $DKIM ]] || SIGNING="every message DKIM-signed ($DKIM, \`[[dkim]]\` for the From domain, \`dkim_threads\` default: one per core)"
 REPORT=(""
-    "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS${DKIM:+, DKIM=$DKIM}, commit $commit"
+    "## $(date -u '+%Y-%m-%d %H:%M UTC') — cluster mode (issue 19), N=$N, REPS=$REPS${DKIM:+, DKIM=$DKIM}$( ((SHARED == 1)) && echo ', SHARED=1' || true), commit $commit"
     ""
     "Machine: $(nproc) CPUs, Linux $(uname -r), load average before the run: $LOAD_BEFORE; redis-server $REDIS_VERSION."
-    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK ${INFLIGHT:+INFLIGHT=$INFLIGHT }DOMAINS=$DOMAINS ${DKIM:+DKIM=$DKIM }NODES=\"$NODES\" benches/cluster.sh\`"
+    "Command: \`${VOLLEY_GIVEN:+VOLLEY=$VOLLEY_GIVEN }N=$N REPS=$REPS CHUNK=$CHUNK ${INFLIGHT:+INFLIGHT=$INFLIGHT }DOMAINS=$DOMAINS ${DKIM:+DKIM=$DKIM }$( ((SHARED == 1)) && echo "SHARED=1 " || true)NODES=\"$NODES\" benches/cluster.sh\`"
     ""
     "${TABLE[@]}"
     ""
@@ -381,7 +387,7 @@ REPORT=(""
     ""
     "${BREAKDOWN[@]}"
     ""
-    "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK${INFLIGHT:+ and chunks_in_flight = $INFLIGHT}), $REPS runs each, medians (min–max)."
+    "- Same invocation, interleaved: plain \`volley send\` (source IP 127.0.0.2) and \`volley cluster publish\` + 1-3 \`volley cluster work\` nodes (127.0.0.2-4, one state directory each; \`[cluster]\` defaults but chunk_size = $CHUNK${INFLIGHT:+ and chunks_in_flight = $INFLIGHT}$( ((SHARED == 1)) && echo ' and shared_dir holding the recipient file: chunks carry byte ranges, each node reads its rows from the file' || true)), $REPS runs each, medians (min–max)."
     "- $N recipients over $DOMAINS domains, a two-line text template, $SIGNING; a fresh \`volley sink --no-starttls\` per run (counted $N every run), routed by \`[routes] \"*\"\`; a private redis-server (no persistence), \`FLUSHALL\` and \`CONFIG RESETSTAT\` before each run."
     "- volley CPU: user + sys of the publisher and every node (or of \`volley send\`) from wait4 (\`/usr/bin/time\`), per delivered message. redis-server CPU: \`INFO cpu\` deltas. Overhead: median against the plain send's median ($(fmt "$base" 1) µs/msg), without and with redis-server's CPU. Bytes: \`total_net_input_bytes\`/\`total_net_output_bytes\`."
     "- The split sends (2 or 3 plain \`volley send\` at once, process i sending every ith recipient from 127.0.0.(i+1), as an operator would split the list by hand) have as many processes, source IPs and connections as 2 or 3 nodes: the cluster's own cost is the last overhead column${SPLIT_VERDICT:+ ($SPLIT_VERDICT)}."
