@@ -16,6 +16,8 @@
 //! - `keys`: the Redis keys of a campaign, hash-tagged `volley:{<id>}:…` (one Cluster slot).
 //! - `store`: the Redis commands and scripts (stream, group, done bitmap, counts).
 //! - `chunk`: a chunk's rows, the node-local chunk directory, merging its accounting log.
+//! - `shared_rows`: a chunk of a file in `shared_dir`: byte offsets and a digest instead of
+//!   values, read by each node from its own mount.
 //! - [`publish`]: splitting a campaign into chunks, with back-pressure.
 //! - [`work`]: a node's loop: claim, send, acknowledge, renew leases, reclaim the dead's.
 //! - [`control`]: the campaign's state (running, paused, cancelled), set from any node and
