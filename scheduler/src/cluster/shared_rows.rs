@@ -172,8 +172,11 @@ mod tests {
         }
         let end = std::fs::metadata(path).expect("meta").len();
         let sha256 = digest(path, offsets[0], end).expect("digest");
+        let file = path
+            .strip_prefix(path.parent().and_then(Path::parent).expect("dir"))
+            .expect("in dir");
         let shared = SharedRows {
-            file: "lists/r.csv".into(),
+            file: file.to_str().expect("utf-8").into(),
             email: "email".into(),
             offsets,
             end,
@@ -208,6 +211,20 @@ mod tests {
             relative_name(&dir.path().join("lists"), dir.path()).expect("name"),
             None
         );
+    }
+
+    #[test]
+    fn rows_of_a_jsonl_file_are_read_as_the_publisher_read_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("lists")).expect("lists");
+        let path = dir.path().join("lists/r.jsonl");
+        let text = "{\"email\":\"a@x.test\",\"name\":\"A\"}\n\n{\"email\":\"bad\",\"name\":\"X\"}\n\
+                    {\"name\":\"B \\\"q\\\"\",\"email\":\"b@x.test\"}\r\n";
+        std::fs::write(&path, text).expect("jsonl");
+        let (lines, shared, values) = published(&path);
+        assert_eq!(lines, [1, 4]);
+        assert_eq!(values[1], ["b@x.test", "B \"q\""]);
+        assert_eq!(shared.read(dir.path(), &lines, &columns()).expect("read"), values);
     }
 
     #[test]
