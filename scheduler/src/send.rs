@@ -35,6 +35,7 @@ use crate::suppression::{Checker, SuppressionError, SuppressionWriter};
 mod dispatch;
 mod feedback_feed;
 mod job;
+mod line_map;
 pub mod priority;
 mod produce;
 mod record;

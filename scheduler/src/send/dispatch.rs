@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use volley_engine::{Delivery, DeliveryPool, DeliveryReport, RecipientStatus, RouteKey};
 
 use super::job::{Job, RowRef};
+use super::line_map::LineMap;
 use super::priority::Seat;
 use super::produce::{Congestion, Fetched, Work};
 use super::record::{At, Recorder};
@@ -115,7 +116,7 @@ pub(crate) struct Dispatcher {
     /// Sites with parked rows.
     parked_sites: std::collections::HashSet<Arc<str>>,
     /// Parked rows being read again, and the site they were parked at.
-    unparking: HashMap<u64, Arc<str>>,
+    unparking: LineMap<Arc<str>>,
     /// Dispatch batch: journaled together, then handed to the engine.
     batch: Vec<Delivery<Tag>>,
     /// The campaign's place among campaigns sharing the pool (none when it runs alone).
@@ -173,7 +174,7 @@ impl Dispatcher {
             fetching: 0,
             in_engine: 0,
             rate_wait: None,
-            unparking: HashMap::new(),
+            unparking: LineMap::default(),
             parked_sites: std::collections::HashSet::new(),
             congested,
             domain_site: HashMap::new(),

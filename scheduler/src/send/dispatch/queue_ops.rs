@@ -15,6 +15,7 @@ use super::Dispatcher;
 use crate::outcome::Outcome;
 use crate::queues::{Action, Affected, GroupBy, QueueScope, Request, Tally};
 use crate::send::job::{Job, RowRef};
+use crate::send::line_map::LineMap;
 use crate::send::produce::Fetched;
 use crate::send::record::At;
 use crate::send::state::Pending;
@@ -52,7 +53,7 @@ type InFlightAt = HashMap<IpAddr, HashMap<Box<str>, u32>>;
 #[derive(Default)]
 pub(crate) struct QueueState {
     /// Parked and retrying rows by line.
-    rows: HashMap<u64, RowPlace>,
+    rows: LineMap<RowPlace>,
     waiting: Vec<Waiting>,
     /// The suspensions' generation last looked at.
     seen_generation: u64,
@@ -60,7 +61,7 @@ pub(crate) struct QueueState {
     releasing: bool,
     /// Deliveries in the engine: site -> source IP -> domain -> count.
     in_flight: HashMap<Arc<str>, InFlightAt>,
-    doomed: HashMap<u64, Doom>,
+    doomed: LineMap<Doom>,
     /// Doomed rows not yet handed to the fetcher.
     doom_queue: VecDeque<RowRef>,
     /// The domain of the last row noted: rows come in runs of one domain (a congested or
