@@ -189,12 +189,18 @@ mod tests {
         vec!["email".into(), "name".into()]
     }
 
+    /// `text` written to `<dir>/lists/<name>`; its path.
+    fn list_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+        std::fs::create_dir_all(dir.join("lists")).expect("lists");
+        let path = dir.join("lists").join(name);
+        std::fs::write(&path, text).expect("list");
+        path
+    }
+
     #[test]
     fn rows_read_from_the_shared_file_are_the_rows_the_publisher_read() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("lists")).expect("lists");
-        let path = dir.path().join("lists/r.csv");
-        std::fs::write(&path, CSV).expect("csv");
+        let path = list_file(dir.path(), "r.csv", CSV);
         let (lines, shared, values) = published(&path);
         assert_eq!(lines, [2, 4, 7]);
         assert_eq!(values[1], ["b@x.test", "B\r\nsecond line"]);
@@ -216,11 +222,9 @@ mod tests {
     #[test]
     fn rows_of_a_jsonl_file_are_read_as_the_publisher_read_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("lists")).expect("lists");
-        let path = dir.path().join("lists/r.jsonl");
         let text = "{\"email\":\"a@x.test\",\"name\":\"A\"}\n\n{\"email\":\"bad\",\"name\":\"X\"}\n\
                     {\"name\":\"B \\\"q\\\"\",\"email\":\"b@x.test\"}\r\n";
-        std::fs::write(&path, text).expect("jsonl");
+        let path = list_file(dir.path(), "r.jsonl", text);
         let (lines, shared, values) = published(&path);
         assert_eq!(lines, [1, 4]);
         assert_eq!(values[1], ["b@x.test", "B \"q\""]);
@@ -230,9 +234,7 @@ mod tests {
     #[test]
     fn a_changed_file_a_name_outside_the_directory_or_other_columns_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("lists")).expect("lists");
-        let path = dir.path().join("lists/r.csv");
-        std::fs::write(&path, CSV).expect("csv");
+        let path = list_file(dir.path(), "r.csv", CSV);
         let (lines, shared, _) = published(&path);
         let refused = |shared: &SharedRows, columns: &[String]| match shared.read(dir.path(), &lines, columns) {
             Err(e @ ClusterError::SharedFile { .. }) => e.to_string(),
