@@ -222,6 +222,12 @@ impl Dispatcher {
                 self.retries.len() as u64,
             );
             self.recorder.live.set_busy(busy as u64);
+            // Paused or held, the loop takes no work, so it would never see the producer end:
+            // a campaign held after its last outcome waited for a lift with nothing left to
+            // send (found by CI). The producer has ended once its channel is closed and drained.
+            if producing && inputs.work.is_closed() && inputs.work.is_empty() {
+                producing = false;
+            }
             if !producing && self.idle() {
                 break;
             }

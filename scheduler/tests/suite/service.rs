@@ -206,3 +206,22 @@ async fn a_serving_service_marks_an_unbindable_ip_unusable_and_sends_from_the_ot
     assert!(!summary.by_source_ip.contains_key("192.0.2.1"), "{summary:?}");
     sink.shutdown().await;
 }
+
+/// Regression (CI: a campaign held by a reputation guard after its last outcome never ended):
+/// a paused campaign with nothing left to read ends, complete; a pause only stops sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_campaign_with_nothing_left_to_send_ends() {
+    let sink = Sink::start(SinkConfig::default()).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = Arc::new(Live::default());
+    let service = SendService::start(&config(dir.path(), &sink), live, true).expect("service");
+    let launched = service
+        .launch_with(&campaign(dir.path(), "empty", 0), true)
+        .expect("launch");
+    let summary = tokio::time::timeout(Duration::from_secs(20), launched.wait())
+        .await
+        .expect("a paused campaign with no recipient left ends")
+        .expect("run");
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(sink.stats().messages, 0);
+}
