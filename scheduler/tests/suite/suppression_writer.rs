@@ -40,11 +40,20 @@ fn a_steady_stream_of_updates_does_not_wake_the_writer_for_each() {
     // neither may wake per update).
     let others = threads_named("suppression-wri");
     let writer = SuppressionWriter::start(store, dir.path(), &config).expect("writer");
-    let ours: Vec<String> = threads_named("suppression-wri")
-        .into_iter()
-        .filter(|t| !others.contains(t))
-        .collect();
-    assert!(!ours.is_empty(), "the writer thread");
+    // A thread takes its name itself once it runs (std names it from inside), so right
+    // after `start` it may still carry the spawning thread's name: wait for it to appear.
+    let named_by = Instant::now() + Duration::from_secs(10);
+    let ours: Vec<String> = loop {
+        let ours: Vec<String> = threads_named("suppression-wri")
+            .into_iter()
+            .filter(|t| !others.contains(t))
+            .collect();
+        if !ours.is_empty() || Instant::now() > named_by {
+            break ours;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(!ours.is_empty(), "the writer thread, named within 10 s");
     let before: Vec<Option<u64>> = ours.iter().map(|t| switches_of(t)).collect();
     // About one second of updates, one every ~100 µs.
     let start = Instant::now();
