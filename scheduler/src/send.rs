@@ -8,7 +8,9 @@
 //! fetcher thread ◄─RowRef── (retries and parked rows are read again by offset)
 //! ```
 //! Memory is bounded by `max_in_flight` rendered messages; parked and retrying recipients are
-//! kept as (line, offset). The state directory makes a rerun resume: see [`state`].
+//! kept as (line, offset). The state directory makes a rerun resume: see [`state`]. The
+//! producer and the fetcher run on reading threads a process keeps for its next campaign
+//! (`send/reader_threads.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -38,6 +40,7 @@ mod job;
 mod line_map;
 pub mod priority;
 mod produce;
+mod reader_threads;
 mod record;
 mod render;
 mod retry;
@@ -219,8 +222,8 @@ struct CampaignRun {
     live: Arc<crate::live::CampaignLive>,
     dispatcher: Option<dispatch::Dispatcher>,
     inputs: Option<dispatch::Inputs>,
-    producer: std::thread::JoinHandle<produce::ProducerResult>,
-    fetch_thread: std::thread::JoinHandle<()>,
+    producer: reader_threads::Spawned<produce::ProducerResult>,
+    fetch_thread: reader_threads::Spawned<()>,
     stop_flag: Arc<AtomicBool>,
     checker: Arc<Checker>,
     log_path: PathBuf,
@@ -417,17 +420,17 @@ fn prepare(
     let producer = {
         let work_dir = dir.clone();
         let reading = reading.clone();
-        std::thread::Builder::new()
-            .name("volley-producer".into())
-            .spawn(move || produce::produce(work_dir, reader, reading, skip, work_tx))
-            .map_err(io_err(Path::new("producer thread")))?
+        reader_threads::spawn("volley-producer", move || {
+            produce::produce(work_dir, reader, reading, skip, work_tx)
+        })
+        .map_err(io_err(Path::new("producer thread")))?
     };
     let (fetch_tx, fetch_rx) = crossbeam_channel::unbounded();
     let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
-    let fetch_thread = std::thread::Builder::new()
-        .name("volley-fetcher".into())
-        .spawn(move || produce::fetch(fetcher, reading, fetch_rx, fetched_tx))
-        .map_err(io_err(Path::new("fetcher thread")))?;
+    let fetch_thread = reader_threads::spawn("volley-fetcher", move || {
+        produce::fetch(fetcher, reading, fetch_rx, fetched_tx)
+    })
+    .map_err(io_err(Path::new("fetcher thread")))?;
 
     let limits = dispatch::Limits {
         max_in_flight: config.max_in_flight,
