@@ -348,6 +348,11 @@ impl Campaign {
         self.chunk_of.is_some()
     }
 
+    /// The cluster campaign this is a chunk of, if it is one.
+    pub fn chunk_of_campaign(&self) -> Option<&str> {
+        self.chunk_of.as_ref().map(|c| c.campaign.as_str())
+    }
+
     /// The local lines a chunk campaign skips (see [`ChunkOf::skip`]); none for others.
     pub fn chunk_skip(&self) -> &[u64] {
         self.chunk_of.as_ref().map_or(&[], |c| c.skip.as_slice())

@@ -4,7 +4,11 @@
 //! the higher one first. Sites the higher campaign does not use are not affected, and a lower
 //! campaign takes whatever capacity the higher one leaves idle. Campaigns of equal priority
 //! share a site evenly: one with more deliveries in flight there than another that is waiting
-//! lets that one go first.
+//! lets that one go first. The chunks of one cluster campaign on a node are one campaign for
+//! this: they never hold back for each other (taking turns, each waited for a recheck while
+//! the engine's queue drained, and connections that found it empty sent their next message
+//! alone instead of pipelined behind the last: benches/cluster.sh), and together they take
+//! turns with other campaigns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,8 +26,9 @@ struct Load {
 
 /// What every campaign of the run has waiting, per site.
 pub(crate) struct PriorityGate {
-    /// Index = campaign; campaigns join while others run ([`PriorityGate::add`]).
-    priorities: RwLock<Vec<u8>>,
+    /// Index = campaign: its priority and its group (the cluster campaign of a chunk);
+    /// campaigns join while others run ([`PriorityGate::join`]).
+    priorities: RwLock<Vec<(u8, Option<Arc<str>>)>>,
     /// Site -> the campaigns with work there (campaign index, its load): messages ready to
     /// send, deliveries in flight. Only campaigns not retired, so a long-running process that
     /// launched many campaigns (a cluster node's chunks under `volley serve`) looks at those
@@ -38,15 +43,16 @@ impl PriorityGate {
     /// A gate for campaigns with these priorities (index = campaign).
     pub fn new(priorities: Vec<u8>) -> PriorityGate {
         PriorityGate {
-            priorities: RwLock::new(priorities),
+            priorities: RwLock::new(priorities.into_iter().map(|p| (p, None)).collect()),
             ready: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A campaign joins with `priority`; returns its index.
-    pub fn add(&self, priority: u8) -> usize {
+    /// A campaign joins with `priority`, in `group` if it has one (a chunk, in its cluster
+    /// campaign's: the members of a group never hold back for each other); returns its index.
+    pub fn join(&self, priority: u8, group: Option<&str>) -> usize {
         let mut p = self.priorities.write().unwrap_or_else(|e| e.into_inner());
-        p.push(priority);
+        p.push((priority, group.map(Arc::from)));
         p.len() - 1
     }
 
@@ -81,13 +87,15 @@ impl PriorityGate {
     }
 
     /// Whether `campaign` should leave `site` to another campaign now: one of higher priority
-    /// has messages ready there, or one of equal priority has messages ready and fewer
-    /// deliveries in flight.
+    /// has messages ready there, or one of equal priority and another group (or none) has
+    /// messages ready and fewer deliveries in flight.
     pub fn outranked(&self, campaign: usize, site: &str) -> bool {
         let priorities = self.priorities.read().unwrap_or_else(|e| e.into_inner());
-        let Some(&mine) = priorities.get(campaign) else {
+        let Some((mine, group)) = priorities.get(campaign) else {
             return false;
         };
+        let mine = *mine;
+        let same_group = |(_, g): &(u8, Option<Arc<str>>)| group.is_some() && g == group;
         let map = self.map();
         let Some(loads) = map.get(site) else { return false };
         let my_flight = loads
@@ -95,8 +103,11 @@ impl PriorityGate {
             .find(|(c, _)| *c == campaign)
             .map_or(0, |(_, l)| l.in_flight);
         loads.iter().any(|&(i, load)| {
-            let p = priorities.get(i).copied().unwrap_or(0);
-            i != campaign && load.ready > 0 && (p > mine || (p == mine && load.in_flight < my_flight))
+            let Some(other) = priorities.get(i).filter(|_| i != campaign && load.ready > 0) else {
+                return false;
+            };
+            let p = other.0;
+            p > mine || (p == mine && !same_group(other) && load.in_flight < my_flight)
         })
     }
 }
@@ -145,13 +156,38 @@ mod tests {
         let gate = PriorityGate::new(vec![1]);
         let s: Arc<str> = Arc::from("s");
         gate.publish(0, &s, 10, 1);
-        let urgent = gate.add(9);
+        let urgent = gate.join(9, None);
         assert_eq!(urgent, 1);
         assert!(!gate.outranked(0, &s));
         gate.publish(urgent, &s, 5, 0);
         assert!(gate.outranked(0, &s));
         gate.retire(urgent);
         assert!(!gate.outranked(0, &s), "a cancelled campaign leaves the site free");
+    }
+
+    /// Regression (benches/cluster.sh): a node's chunks took turns by deliveries in flight,
+    /// each waiting for a recheck while the engine's queue ran dry.
+    #[test]
+    fn the_chunks_of_one_cluster_campaign_never_hold_back_for_each_other() {
+        let gate = PriorityGate::new(Vec::new());
+        let s: Arc<str> = Arc::from("s");
+        let (a, b) = (gate.join(5, Some("news")), gate.join(5, Some("news")));
+        gate.publish(a, &s, 100, 8);
+        gate.publish(b, &s, 100, 2);
+        assert!(
+            !gate.outranked(a, &s) && !gate.outranked(b, &s),
+            "one campaign: no turns"
+        );
+        // Another campaign of equal priority still takes turns with them.
+        let other = gate.join(5, Some("offers"));
+        gate.publish(other, &s, 100, 1);
+        assert!(gate.outranked(a, &s) && gate.outranked(b, &s));
+        gate.publish(other, &s, 100, 9);
+        assert!(gate.outranked(other, &s) && !gate.outranked(a, &s));
+        // And a higher priority still goes first.
+        let urgent = gate.join(9, Some("news"));
+        gate.publish(urgent, &s, 1, 0);
+        assert!(gate.outranked(a, &s) && gate.outranked(b, &s) && !gate.outranked(urgent, &s));
     }
 
     /// A process that runs campaign after campaign (a cluster node's chunks) keeps only the
@@ -161,12 +197,12 @@ mod tests {
         let gate = PriorityGate::new(Vec::new());
         let s: Arc<str> = Arc::from("s");
         for _ in 0..1000 {
-            let c = gate.add(5);
+            let c = gate.join(5, None);
             gate.publish(c, &s, 10, 1);
             gate.retire(c);
         }
         assert!(gate.map().is_empty(), "no site holds a retired campaign");
-        let (a, b) = (gate.add(5), gate.add(5));
+        let (a, b) = (gate.join(5, None), gate.join(5, None));
         gate.publish(a, &s, 10, 3);
         gate.publish(b, &s, 10, 1);
         assert!(gate.outranked(a, &s) && !gate.outranked(b, &s));

@@ -452,7 +452,8 @@ impl SendService {
         // The index is taken under the routes lock so that gate and routes agree.
         let mut routes = lock(&self.routes);
         let index = if self.gated {
-            self.gate.add(campaign.priority())
+            // A cluster campaign's chunks are one campaign at the gate.
+            self.gate.join(campaign.priority(), campaign.chunk_of_campaign())
         } else {
             routes.len()
         };
