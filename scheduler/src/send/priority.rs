@@ -26,14 +26,20 @@ struct Load {
 
 /// What every campaign of the run has waiting, per site.
 pub(crate) struct PriorityGate {
-    /// Index = campaign: its priority and its group (the cluster campaign of a chunk);
-    /// campaigns join while others run ([`PriorityGate::join`]).
-    priorities: RwLock<Vec<(u8, Option<Arc<str>>)>>,
+    /// Index = campaign; campaigns join while others run ([`PriorityGate::join`]).
+    members: RwLock<Vec<Member>>,
     /// Site -> the campaigns with work there (campaign index, its load): messages ready to
     /// send, deliveries in flight. Only campaigns not retired, so a long-running process that
     /// launched many campaigns (a cluster node's chunks under `volley serve`) looks at those
     /// running now, not at every one it ever ran.
     ready: Mutex<SiteLoads>,
+}
+
+/// A campaign at the gate.
+struct Member {
+    priority: u8,
+    /// The cluster campaign of a chunk: the members of a group never hold back for each other.
+    group: Option<Arc<str>>,
 }
 
 /// Site -> (campaign index, its load) of each campaign with work there.
@@ -43,7 +49,12 @@ impl PriorityGate {
     /// A gate for campaigns with these priorities (index = campaign).
     pub fn new(priorities: Vec<u8>) -> PriorityGate {
         PriorityGate {
-            priorities: RwLock::new(priorities.into_iter().map(|p| (p, None)).collect()),
+            members: RwLock::new(
+                priorities
+                    .into_iter()
+                    .map(|priority| Member { priority, group: None })
+                    .collect(),
+            ),
             ready: Mutex::new(HashMap::new()),
         }
     }
@@ -51,9 +62,12 @@ impl PriorityGate {
     /// A campaign joins with `priority`, in `group` if it has one (a chunk, in its cluster
     /// campaign's: the members of a group never hold back for each other); returns its index.
     pub fn join(&self, priority: u8, group: Option<&str>) -> usize {
-        let mut p = self.priorities.write().unwrap_or_else(|e| e.into_inner());
-        p.push((priority, group.map(Arc::from)));
-        p.len() - 1
+        let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
+        members.push(Member {
+            priority,
+            group: group.map(Arc::from),
+        });
+        members.len() - 1
     }
 
     /// A campaign that finished or was cancelled no longer holds any site.
@@ -90,12 +104,10 @@ impl PriorityGate {
     /// has messages ready there, or one of equal priority and another group (or none) has
     /// messages ready and fewer deliveries in flight.
     pub fn outranked(&self, campaign: usize, site: &str) -> bool {
-        let priorities = self.priorities.read().unwrap_or_else(|e| e.into_inner());
-        let Some((mine, group)) = priorities.get(campaign) else {
+        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let Some(me) = members.get(campaign) else {
             return false;
         };
-        let mine = *mine;
-        let same_group = |(_, g): &(u8, Option<Arc<str>>)| group.is_some() && g == group;
         let map = self.map();
         let Some(loads) = map.get(site) else { return false };
         let my_flight = loads
@@ -103,11 +115,11 @@ impl PriorityGate {
             .find(|(c, _)| *c == campaign)
             .map_or(0, |(_, l)| l.in_flight);
         loads.iter().any(|&(i, load)| {
-            let Some(other) = priorities.get(i).filter(|_| i != campaign && load.ready > 0) else {
+            let Some(other) = members.get(i).filter(|_| i != campaign && load.ready > 0) else {
                 return false;
             };
-            let p = other.0;
-            p > mine || (p == mine && !same_group(other) && load.in_flight < my_flight)
+            let same_group = me.group.is_some() && other.group == me.group;
+            other.priority > me.priority || (other.priority == me.priority && !same_group && load.in_flight < my_flight)
         })
     }
 }

@@ -8,6 +8,7 @@
 //! cluster.sh profiles). An idle thread here waits [`IDLE_FOR`] for its next job, then ends.
 //! Threads are kept by name, so that a profile still tells producers from fetchers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,10 +26,13 @@ struct Idle {
     jobs: Sender<Job>,
 }
 
-/// The idle threads (the one idle last, last) and the id of the last thread started.
-static IDLE: Mutex<(Vec<Idle>, u64)> = Mutex::new((Vec::new(), 0));
+/// The idle threads, the one idle last, last.
+static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
-fn idle() -> MutexGuard<'static, (Vec<Idle>, u64)> {
+/// The id of the last thread started.
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+fn idle() -> MutexGuard<'static, Vec<Idle>> {
     IDLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -65,11 +69,7 @@ pub fn spawn<T: Send + 'static>(
         }
     }
     let (jobs, rx) = crossbeam_channel::bounded::<Job>(1);
-    let id = {
-        let mut idle = idle();
-        idle.1 += 1;
-        idle.1
-    };
+    let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
     // Its first job waits in its channel (room for one) until it starts.
     if jobs.send(job).is_err() {
         return Err(std::io::Error::other(
@@ -84,9 +84,9 @@ pub fn spawn<T: Send + 'static>(
 
 /// Takes the idle thread named `name` that was idle last off the list.
 fn take_idle(name: &str) -> Option<Sender<Job>> {
-    let mut idle = idle();
-    let at = idle.0.iter().rposition(|t| t.name == name)?;
-    Some(idle.0.remove(at).jobs)
+    let mut list = idle();
+    let at = list.iter().rposition(|t| t.name == name)?;
+    Some(list.remove(at).jobs)
 }
 
 /// A reading thread: runs its jobs; between them it is listed as idle, for [`IDLE_FOR`].
@@ -96,13 +96,13 @@ fn serve(name: &'static str, id: u64, jobs: Sender<Job>, rx: Receiver<Job>) {
             Ok(job) => {
                 job();
                 let jobs = jobs.clone();
-                idle().0.push(Idle { name, id, jobs });
+                idle().push(Idle { name, id, jobs });
             }
             Err(RecvTimeoutError::Timeout) => {
                 // It ends unless a spawner has just taken it off the list (its job is coming).
-                let mut idle = idle();
-                if let Some(at) = idle.0.iter().position(|t| t.id == id) {
-                    idle.0.remove(at);
+                let mut list = idle();
+                if let Some(at) = list.iter().position(|t| t.id == id) {
+                    list.remove(at);
                     return;
                 }
             }
@@ -128,7 +128,7 @@ mod tests {
             .expect("result");
         // Listed as idle once its job's result is sent: wait for that.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !idle().0.iter().any(|t| t.name == "test-reader-a") && std::time::Instant::now() < deadline {
+        while !idle().iter().any(|t| t.name == "test-reader-a") && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         let second = spawn("test-reader-a", thread_id)
